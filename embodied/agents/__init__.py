@@ -1,0 +1,30 @@
+"""Agents: observation encoders + a memory + policy/value heads (see `embodied.agents.policy`)."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from gymnasium import spaces
+
+from embodied.agents.aux_heads import AUX_HEADS, register_aux_head
+from embodied.agents.config import AgentConfig
+from embodied.agents.encoders import KNOWN_KEYS, ObservationEncoder
+from embodied.agents.policy import Agent
+
+
+def build_agent(
+    observation_space: spaces.Dict,
+    action_space: spaces.Discrete,
+    memory: str = "gru",
+    memory_options: Mapping | None = None,
+    **agent_options,
+) -> Agent:
+    """Build an Agent; `agent_options` are AgentConfig fields (unknown keys raise ValueError)."""
+    allowed = [f.name for f in dataclasses.fields(AgentConfig)]
+    for key in agent_options:
+        if key not in allowed:
+            raise ValueError(f"unknown agent option {key!r}; allowed: {', '.join(allowed)}")
+    return Agent(observation_space, action_space, memory, memory_options, AgentConfig(**agent_options))
+
+
+__all__ = ["AUX_HEADS", "Agent", "AgentConfig", "KNOWN_KEYS", "ObservationEncoder", "build_agent", "register_aux_head"]

@@ -1,0 +1,15 @@
+"""Episode logic: registered gymnasium tasks with habitat-style measures."""
+from embodied.tasks.config import SENSORS, TaskConfig
+from embodied.tasks.registry import MEASURES, TASKS, make_env, register_measure, register_task
+from embodied.tasks import measures as _measures  # noqa: F401  (registers measures)
+from embodied.tasks import nav as _nav  # noqa: F401  (registers nav tasks)
+from embodied.tasks.nav import MEASURE_NAMES, EpisodeError, NavEnv
+
+
+def oracle_action(env) -> int:
+    """The shortest-path oracle's action for a single (unwrapped) env."""
+    return env.unwrapped.oracle_action()
+
+
+__all__ = ["SENSORS", "TaskConfig", "MEASURES", "TASKS", "make_env", "register_measure", "register_task",
+           "MEASURE_NAMES", "EpisodeError", "NavEnv", "oracle_action"]

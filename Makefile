@@ -1,0 +1,31 @@
+# One command each: `make bench` sets up and runs the main job, `make test` sets up and runs the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# On a machine without CUDA the CPU build of torch is installed (2.13.0 is the CPU build pip finds on
+# the project's CPU machines); with an NVIDIA driver present pip's default CUDA build is used.
+TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.2" || echo "torch==2.13.0")
+
+.PHONY: setup bench test test-fast clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@# open3d's Embree ray caster needs libusb at import time.
+	@if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libusb-1.0-0; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq libusb-1.0-0; fi; fi
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[train,test]"
+	touch $(STAMP)
+
+bench: setup
+	$(VENV)/bin/embodied bench sim --quick
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) bench_*.json play_out

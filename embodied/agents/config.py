@@ -1,0 +1,55 @@
+"""Agent options (the schema of `configs/agent/*.yaml`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TEXT_POOLINGS = ("mean", "gru")
+
+
+@dataclass
+class AgentConfig:
+    """Encoders, fusion and heads around a memory. Keys equal `configs/agent/default.yaml`."""
+
+    cnn_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    """Output channels of each 3x3 stride-2 conv layer of the image CNN (one CNN per image resolution)."""
+    image_dim: int = 256
+    """Size of the image embedding (Linear+ReLU after the CNN)."""
+    semantic_embed: int = 8
+    """Embedding size of a semantic class id, per pixel, before the CNN."""
+    depth_max: float = 10.0
+    """Depth (metres) is clipped to [0, depth_max] and divided by it."""
+    vector_dim: int = 32
+    """Embedding size of each float vector observation (pose, pointgoal)."""
+    goal_embed: int = 32
+    """Embedding size of an integer goal category (objectgoal)."""
+    text_dim: int = 64
+    """Token embedding size and text embedding size."""
+    text_pooling: str = "mean"
+    """How token embeddings become one text embedding: 'mean' (masked mean) or 'gru' (last GRU state)."""
+    hidden: int = 256
+    """Size of the fused feature given to the memory (concat of embeddings -> Linear -> ReLU)."""
+    use_prev_action: bool = True
+    """Fuse an embedding of the previous action (a 'none' id at episode start)."""
+    prev_action_embed: int = 16
+    """Embedding size of the previous action."""
+    head_hidden: int = 0
+    """Hidden width of the policy and value MLP heads; 0 = a single Linear layer each."""
+    ignore: list[str] = field(default_factory=list)
+    """Observation keys to skip; any other key the agent does not know is an error."""
+    aux_heads: list[str] = field(default_factory=list)
+    """Auxiliary heads to attach (names in embodied.agents.AUX_HEADS); none by default."""
+
+    def __post_init__(self) -> None:
+        for key in ("image_dim", "semantic_embed", "vector_dim", "goal_embed", "text_dim", "hidden", "prev_action_embed"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"agent option {key}={value!r}: must be a positive integer")
+        if isinstance(self.head_hidden, bool) or not isinstance(self.head_hidden, int) or self.head_hidden < 0:
+            raise ValueError(f"agent option head_hidden={self.head_hidden!r}: must be an integer >= 0")
+        channels = list(self.cnn_channels)
+        if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
+            raise ValueError(f"agent option cnn_channels={channels!r}: must be a non-empty list of positive integers")
+        if not self.depth_max > 0:
+            raise ValueError(f"agent option depth_max={self.depth_max!r}: must be > 0")
+        if self.text_pooling not in TEXT_POOLINGS:
+            raise ValueError(f"agent option text_pooling={self.text_pooling!r}; allowed: {', '.join(TEXT_POOLINGS)}")

@@ -1,0 +1,183 @@
+"""The agent: observation encoders -> fusion (+ previous action) -> memory -> policy and value heads.
+
+Trainer API (all tensors on the agent's device):
+    state = agent.initial_state(batch, device)
+    action, log_prob, value, state = agent.act(obs, state, first, prev_action)      # [B, ...] inputs
+    out = agent.evaluate_sequence(obs, state, first, prev_action, actions)           # [T, B, ...] inputs
+`first [.., B]` (bool) marks episode starts: the memory resets that row (unless lifelong) and the
+previous action is replaced by a 'none' id. `act` builds a graph like any module call; wrap it in
+`torch.no_grad()` when collecting rollouts.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from tensordict import TensorDict
+from torch import Tensor, nn
+from torch.distributions import Categorical
+
+from embodied.agents.aux_heads import build_aux_head
+from embodied.agents.config import AgentConfig
+from embodied.agents.encoders import ObservationEncoder
+from embodied.memory import build_memory
+
+
+def _head(in_dim: int, out_dim: int, hidden: int, gain: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    if hidden:
+        layers += [nn.Linear(in_dim, hidden), nn.ReLU()]
+        in_dim = hidden
+    last = nn.Linear(in_dim, out_dim)
+    # Small policy init (CleanRL/PPO practice) starts near-uniform over actions.
+    nn.init.orthogonal_(last.weight, gain)
+    nn.init.zeros_(last.bias)
+    return nn.Sequential(*layers, last)
+
+
+class Agent(nn.Module):
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Discrete,
+        memory: str = "gru",
+        memory_options: Mapping | None = None,
+        config: AgentConfig | None = None,
+    ):
+        super().__init__()
+        if not isinstance(action_space, spaces.Discrete) or int(action_space.start) != 0:
+            raise ValueError(f"action space must be gymnasium.spaces.Discrete starting at 0, got {action_space}")
+        self.config = config = config if config is not None else AgentConfig()
+        self.observation_space = observation_space
+        self.num_actions = int(action_space.n)
+        self.encoder = ObservationEncoder(observation_space, config)
+        fuse_in = self.encoder.out_dim
+        self.prev_action_embedding = None
+        if config.use_prev_action:
+            # Id num_actions stands for "no previous action" (episode start).
+            self.prev_action_embedding = nn.Embedding(self.num_actions + 1, config.prev_action_embed)
+            fuse_in += config.prev_action_embed
+        self.fuse = nn.Sequential(nn.Linear(fuse_in, config.hidden), nn.ReLU())
+        self.memory = build_memory(memory, config.hidden, **dict(memory_options or {}))
+        self.policy_head = _head(self.memory.output_dim, self.num_actions, config.head_hidden, gain=0.01)
+        self.value_head = _head(self.memory.output_dim, 1, config.head_hidden, gain=1.0)
+        dims = dict(
+            feat_dim=config.hidden,
+            read_dim=self.memory.output_dim,
+            num_actions=self.num_actions,
+            observation_space=observation_space,
+        )
+        self.aux_heads = nn.ModuleDict({name: build_aux_head(name, **dims) for name in config.aux_heads})
+
+    # --- public API ------------------------------------------------------------------------------
+    def initial_state(self, batch: int, device: torch.device | str | None = None) -> TensorDict:
+        """Memory state of `batch` fresh rows."""
+        return self.memory.initial_state(batch, device)
+
+    def forward_step(
+        self, obs: Mapping[str, Tensor], state: TensorDict, first: Tensor, prev_action: Tensor
+    ) -> tuple[Tensor, Tensor, TensorDict]:
+        """One step for a batch: returns logits [B, A], value [B], new state."""
+        step = self._memory_input(obs, first, prev_action, lead=tuple(first.shape))
+        read, state = self.memory(step, state)
+        return self.policy_head(read), self.value_head(read).squeeze(-1), state
+
+    def act(
+        self,
+        obs: Mapping[str, Tensor],
+        state: TensorDict,
+        first: Tensor,
+        prev_action: Tensor,
+        deterministic: bool = False,
+    ) -> tuple[Tensor, Tensor, Tensor, TensorDict]:
+        """Sample (or argmax) actions: returns action [B] long, log_prob [B], value [B], new state."""
+        self._check_lead(first, prev_action, dims=1)
+        logits, value, state = self.forward_step(obs, state, first, prev_action)
+        distribution = Categorical(logits=logits)
+        action = logits.argmax(dim=-1) if deterministic else distribution.sample()
+        return action, distribution.log_prob(action), value, state
+
+    def evaluate_sequence(
+        self,
+        obs: Mapping[str, Tensor],
+        state: TensorDict,
+        first: Tensor,
+        prev_action: Tensor,
+        actions: Tensor,
+    ) -> dict:
+        """Re-run the memory over a rollout [T, B] from `state` (the state before step 0).
+
+        Returns dict(log_prob [T,B], entropy [T,B], value [T,B], logits [T,B,A],
+        aux_losses {name: scalar}, state (final memory state)).
+        """
+        self._check_lead(first, prev_action, dims=2)
+        if actions.shape != first.shape:
+            raise ValueError(f"actions shape {tuple(actions.shape)} does not match first {tuple(first.shape)}")
+        steps = self._memory_input(obs, first, prev_action, lead=tuple(first.shape))
+        reads, final_state = self.memory.forward_sequence(steps, state)
+        logits = self.policy_head(reads)
+        value = self.value_head(reads).squeeze(-1)
+        distribution = Categorical(logits=logits)
+        actions = actions.long()
+        if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= self.num_actions):
+            raise ValueError(f"actions must be in 0..{self.num_actions - 1}, got [{int(actions.min())}, {int(actions.max())}]")
+        aux_losses = {f"memory/{k}": v for k, v in self.memory.aux_losses(steps, reads).items()}
+        context = dict(obs=obs, feat=steps["feat"], read=reads, first=first, actions=actions, logits=logits, value=value)
+        for name, head in self.aux_heads.items():
+            aux_losses.update({f"{name}/{k}": v for k, v in head(context).items()})
+        return dict(
+            log_prob=distribution.log_prob(actions),
+            entropy=distribution.entropy(),
+            value=value,
+            logits=logits,
+            aux_losses=aux_losses,
+            state=final_state,
+        )
+
+    def introspect(self, state: TensorDict) -> dict[str, Tensor]:
+        """What the memory exposes to a viewer (see Memory.introspect)."""
+        return self.memory.introspect(state)
+
+    # --- internals -------------------------------------------------------------------------------
+    @staticmethod
+    def _check_lead(first: Tensor, prev_action: Tensor, dims: int) -> None:
+        if first.dim() != dims:
+            raise ValueError(f"first must have {dims} dims ({'[B]' if dims == 1 else '[T, B]'}), got {tuple(first.shape)}")
+        if prev_action.shape != first.shape:
+            raise ValueError(f"prev_action shape {tuple(prev_action.shape)} does not match first {tuple(first.shape)}")
+
+    def _memory_input(self, obs: Mapping, first: Tensor, prev_action: Tensor, lead: tuple[int, ...]) -> dict[str, Tensor]:
+        """Encode observations with leading dims `lead` into the memory's step dict."""
+        device = first.device
+        n = int(np.prod(lead))
+        flat = {}
+        for key in self.encoder.input_keys:
+            if key not in obs:
+                raise ValueError(f"observation is missing key {key!r} (the agent was built for {list(self.encoder.input_keys)})")
+            value = torch.as_tensor(obs[key], device=device)
+            shape = tuple(self.observation_space[key].shape)
+            if tuple(value.shape) != lead + shape:
+                raise ValueError(f"observation {key!r} has shape {tuple(value.shape)}; expected {lead + shape}")
+            flat[key] = value.reshape((n,) + shape)
+        encoded = self.encoder(flat)
+        parts = [encoded["feat"]]
+        first = first.to(dtype=torch.bool)
+        if self.prev_action_embedding is not None:
+            prev = prev_action.long().reshape(n)
+            if prev.device.type == "cpu" and prev.numel() and int(prev.max()) >= self.num_actions:
+                raise ValueError(f"prev_action must be < {self.num_actions} (or negative for none), got {int(prev.max())}")
+            prev = torch.where(first.reshape(n) | (prev < 0), torch.full_like(prev, self.num_actions), prev)
+            parts.append(self.prev_action_embedding(prev))
+        feat = self.fuse(torch.cat(parts, dim=1))
+        step = {"feat": feat.reshape(lead + (-1,)), "first": first}
+        if "pose" in flat:
+            step["pose"] = flat["pose"].float().reshape(lead + (4,))
+        if "text" in encoded:
+            step["text"] = encoded["text"].reshape(lead + (-1,))
+        if "visual" in encoded:
+            step["visual"] = encoded["visual"].reshape(lead + (-1,))
+        if "place" in flat:
+            step["place"] = flat["place"].long().reshape(lead)
+        return step

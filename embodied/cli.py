@@ -1,0 +1,137 @@
+"""`embodied <command> ...`: each command composes a Hydra config from `configs/` (key=value overrides)
+or takes plain flags where it has nothing to configure.
+
+  embodied scenes generate --n 5 --seed 0 --out DIR     procedural apartments (SceneSpec JSON + GLB)
+  embodied play task=nav/objectnav agent=oracle          one episode -> MP4 + measures JSON
+  embodied bench sim [--quick] [--out FILE]              env steps/s (JSON), peers when installed
+  embodied bench render                                  renderer frames/s
+  embodied train key=value ...                           training (Hydra app; -m for sweeps)
+  embodied eval key=value ...                            evaluation table
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from embodied.config import ConfigError
+from embodied.world.spec import SceneFormatError
+
+USAGE = __doc__
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    print(f"embodied: error: {msg}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def compose(config_name: str, overrides: list[str]):
+    """Compose a config from the config root; any composition error becomes one ConfigError line."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf.errors import OmegaConfBaseException
+
+    from embodied.config import config_dir
+
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"{bad[0]}: overrides are key=value")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=overrides)
+    except (OmegaConfBaseException, Exception) as e:  # hydra wraps errors in several types
+        if isinstance(e, ConfigError):
+            raise
+        msg = " ".join(str(e).split())
+        raise ConfigError(msg) from None
+
+
+def cmd_scenes(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="embodied scenes")
+    sub = p.add_subparsers(dest="action", required=True)
+    g = sub.add_parser("generate", help="write procedural apartments (SceneSpec JSON + GLB)")
+    g.add_argument("--n", type=int, default=5, help="number of apartments")
+    g.add_argument("--seed", type=int, default=0, help="seed of the first apartment (seeds seed..seed+n-1)")
+    g.add_argument("--out", required=True, help="output directory")
+    g.add_argument("--rooms", type=int, nargs="+", default=None, metavar="N",
+                   help="rooms per apartment: N, or a range LO HI (2-8); default: random 2-8")
+    g.add_argument("--object-split", default="all", choices=["all", "train", "novel_exemplar", "held_out_category"],
+                   help="which object categories/exemplars to place (see embodied.world.library)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+    if a.n < 1:
+        _fail(f"--n: {a.n}; allowed: >= 1")
+    rooms = None
+    if a.rooms is not None:
+        if len(a.rooms) > 2 or not all(2 <= r <= 8 for r in a.rooms) or a.rooms != sorted(a.rooms):
+            _fail(f"--rooms: {' '.join(map(str, a.rooms))}; allowed: N or LO HI with 2 <= LO <= HI <= 8")
+        rooms = a.rooms[0] if len(a.rooms) == 1 else tuple(a.rooms)
+    from pathlib import Path
+
+    from embodied.world import write_scenes
+
+    paths = write_scenes(a.n, a.seed, Path(a.out), n_rooms=rooms, quiet=a.quiet, object_split=a.object_split)
+    print(f"wrote {len(paths)} files to {a.out}")
+
+
+def cmd_play(argv: list[str]) -> None:
+    cfg = compose("play", argv)
+    from embodied.viewer.play import play
+
+    play(cfg)
+
+
+def cmd_bench(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="embodied bench")
+    p.add_argument("what", choices=["sim", "render", "train"])
+    p.add_argument("--out", default=None, help="JSON output file (default: bench_<what>.json)")
+    p.add_argument("--quick", action="store_true", help="short run (a few seconds per configuration)")
+    p.add_argument("--no-peers", action="store_true", help="sim: skip MiniWorld / Memory Maze even if installed")
+    p.add_argument("--device", default="cpu", help="train: cpu or cuda")
+    a = p.parse_args(argv)
+    out = a.out or f"bench_{a.what}.json"
+    if a.what == "sim":
+        from embodied.envs.bench import bench_sim
+
+        bench_sim(out=out, quick=a.quick, peers=not a.no_peers)
+    elif a.what == "render":
+        from embodied.envs.bench import bench_render_cli
+
+        bench_render_cli(out=out, quick=a.quick)
+    else:
+        from embodied.train.bench import bench_train_cli
+
+        bench_train_cli(out=out, quick=a.quick, device=a.device)
+
+
+def cmd_hydra_app(module: str, argv: list[str]) -> None:
+    import importlib
+
+    sys.argv = [f"embodied {module.split('.')[-1]}", *argv]
+    importlib.import_module(module).main()
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    cmd, rest = argv[0], argv[1:]
+    commands = {
+        "scenes": cmd_scenes,
+        "play": cmd_play,
+        "bench": cmd_bench,
+        "train": lambda r: cmd_hydra_app("embodied.train", r),
+        "eval": lambda r: cmd_hydra_app("embodied.eval", r),
+    }
+    if cmd not in commands:
+        _fail(f"unknown command {cmd!r}; allowed: {', '.join(commands)}")
+    try:
+        commands[cmd](rest)
+    except (ConfigError, SceneFormatError) as e:
+        _fail(str(e))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""`embodied bench sim|render`: throughput of our envs, with peers measured in the same run.
+
+Steps are taken with a random policy over move_forward / turn_left / turn_right (no stop, so
+episodes run to max_steps as in habitat's benchmark scripts); resets are included in the time.
+Peers run in subprocesses so their GL state cannot affect ours.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+from embodied.envs import make_vector_env
+from embodied.tasks import TaskConfig
+
+MOVE_ACTIONS = (1, 2, 3)  # move_forward, turn_left, turn_right
+
+PEERS = {
+    "MiniWorld-Hallway-v0": textwrap.dedent("""
+        import pyglet; pyglet.options["headless"] = True
+        import time, gymnasium as gym, miniworld, numpy as np
+        env = gym.make("MiniWorld-Hallway-v0"); env.reset(seed=0); rng = np.random.default_rng(0)
+        for _ in range(20): env.step(int(rng.integers(3)))
+        n = STEPS; t = time.perf_counter()
+        for _ in range(n):
+            _, _, te, tr, _ = env.step(int(rng.integers(3)))
+            if te or tr: env.reset()
+        print(n / (time.perf_counter() - t))
+    """),
+    "MemoryMaze-9x9": textwrap.dedent("""
+        import os; os.environ.setdefault("MUJOCO_GL", "egl"); os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+        import time, numpy as np
+        from memory_maze import tasks
+        env = tasks.memory_maze_9x9(); env.reset(); rng = np.random.default_rng(0)
+        k = env.action_spec().num_values
+        for _ in range(5): env.step(int(rng.integers(k)))
+        n = max(STEPS // 20, 20); t = time.perf_counter()
+        for _ in range(n):
+            ts = env.step(int(rng.integers(k)))
+            if ts.last(): env.reset()
+        print(n / (time.perf_counter() - t))
+    """),
+}
+
+
+def measure_env(task: TaskConfig, num_envs: int, num_workers: int, steps: int, seed: int = 0) -> dict:
+    """Env steps/s (summed over envs) and, for worker processes, the largest worker RSS."""
+    env = make_vector_env(task, num_envs=num_envs, seed=seed, num_workers=num_workers)
+    rng = np.random.default_rng(seed)
+    try:
+        for _ in range(10):  # warm-up: scene cache, ray caches
+            env.step(rng.choice(MOVE_ACTIONS, num_envs))
+        iters = max(1, steps // num_envs)
+        t = time.perf_counter()
+        for _ in range(iters):
+            env.step(rng.choice(MOVE_ACTIONS, num_envs))
+        dt = time.perf_counter() - t
+        rss = None
+        if num_workers > 0:
+            import psutil
+
+            rss = max(psutil.Process(pid).memory_info().rss for pid in env.worker_pids()) / 2**20
+        else:
+            import psutil
+
+            rss = psutil.Process().memory_info().rss / 2**20
+    finally:
+        env.close()
+    return {"steps_per_s": iters * num_envs / dt, "rss_mb": rss}
+
+
+def measure_peer(name: str, steps: int, timeout: float = 300) -> dict:
+    code = PEERS[name].replace("STEPS", str(steps))
+    try:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"status": f"timed out after {timeout:.0f} s"}
+    if r.returncode != 0 or not r.stdout.strip():
+        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"status": f"not measured: {last[:160]}"}
+    return {"status": "ok", "steps_per_s": float(r.stdout.strip().splitlines()[-1])}
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def bench_sim(out: str | Path = "bench_sim.json", quick: bool = False, peers: bool = True) -> dict:
+    steps = 300 if quick else 3000
+    base = dict(name="nav/pointnav", scenes="train", sensors=["rgb", "depth", "semantic"], max_steps=500)
+    configs = [
+        ("64x64 rgb+depth+semantic, 1 process", TaskConfig(**base, width=64, height=64), 1, 0),
+        ("128x128 rgb+depth+semantic, 1 process", TaskConfig(**base, width=128, height=128), 1, 0),
+        ("64x64 rgb+depth+semantic, 2 workers", TaskConfig(**base, width=64, height=64), 2, 2),
+        ("128x128 6-room apartment, 1 worker (memory)",
+         TaskConfig(**{**base, "scenes": "procedural"}, n_rooms=6, width=128, height=128), 1, 1),
+    ]
+    if quick:
+        configs = configs[:1]
+    results: dict = {"machine": {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()},
+                     "quick": quick, "configs": {}}
+    rows = [["configuration", "scenes", "steps/s", "RSS MB"]]
+    for label, task, n, workers in configs:
+        r = measure_env(task, n, workers, steps)
+        results["configs"][label] = {"task": task.name, "scenes": task.scenes, "width": task.width,
+                                     "height": task.height, "num_envs": n, "num_workers": workers, **r}
+        rows.append([label, task.scenes, f"{r['steps_per_s']:.0f}", f"{r['rss_mb']:.0f}"])
+        print(f"  {label}: {r['steps_per_s']:.0f} steps/s", flush=True)
+    c = results["configs"]
+    one = c[configs[0][0]]["steps_per_s"]
+    if len(configs) > 2:
+        results["ratios"] = {"2 workers / 1 process (64x64)": c[configs[2][0]]["steps_per_s"] / one}
+    if peers and not quick:
+        results["peers"] = {}
+        for name in PEERS:
+            p = measure_peer(name, steps=1000)
+            results["peers"][name] = p
+            if p["status"] == "ok":
+                results.setdefault("ratios", {})[f"ours 64x64 / {name}"] = one / p["steps_per_s"]
+                rows.append([name + " (peer)", "-", f"{p['steps_per_s']:.0f}", "-"])
+            else:
+                rows.append([name + " (peer)", "-", p["status"], "-"])
+    print(_table(rows))
+    for k, v in results.get("ratios", {}).items():
+        print(f"{k}: {v:.2f}x")
+    Path(out).write_text(json.dumps(results, indent=1))
+    print(f"wrote {out}")
+    return results
+
+
+def bench_render_cli(out: str | Path = "bench_render.json", quick: bool = False) -> dict:
+    from embodied.render.bench import bench_render
+    from embodied.world import build_geometry, load_split
+
+    geometry = build_geometry(load_split("train")[0])
+    r = bench_render(geometry, sizes=(64, 128), frames=100 if quick else 500)
+    result = {"triangles": geometry.num_triangles(), **r}
+    print(json.dumps(result, indent=1))
+    Path(out).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,0 +1,279 @@
+"""Vectorised envs: worker processes, shared-memory observations, same-step autoreset, restart on crash.
+
+Each worker hosts a contiguous group of envs, so more envs than cores works. Observations are
+written by workers straight into shared-memory arrays [N, ...]; only rewards, flags and infos
+travel through the pipes. When env i's episode ends, the observation returned for it is the first
+of its next episode and `infos[i]["episode"]` holds the finished episode's measures.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import traceback
+from multiprocessing import shared_memory
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+
+log = logging.getLogger(__name__)
+RESTART_SEED_STRIDE = 1_000_003
+
+
+class EnvGroup:
+    """A few envs stepped in sequence, writing observations into caller-owned arrays."""
+
+    def __init__(self, env_fns: list[Callable[[], gym.Env]], obs_arrays: dict[str, np.ndarray]) -> None:
+        self.envs = [fn() for fn in env_fns]
+        self.obs = obs_arrays  # each [len(envs), ...]
+        self.returns = np.zeros(len(self.envs))
+        self.lengths = np.zeros(len(self.envs), np.int64)
+
+    def _write(self, i: int, obs: dict) -> None:
+        for k, arr in self.obs.items():
+            arr[i] = obs[k]
+
+    def reset(self, seeds: list[int | None]) -> list[dict]:
+        infos = []
+        for i, (env, seed) in enumerate(zip(self.envs, seeds)):
+            obs, info = env.reset(seed=seed)
+            self._write(i, obs)
+            self.returns[i], self.lengths[i] = 0.0, 0
+            infos.append(info)
+        return infos
+
+    def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+        n = len(self.envs)
+        rew, term, trunc = np.zeros(n, np.float32), np.zeros(n, bool), np.zeros(n, bool)
+        infos = []
+        for i, env in enumerate(self.envs):
+            obs, r, te, tr, info = env.step(actions[i])
+            self.returns[i] += r
+            self.lengths[i] += 1
+            rew[i], term[i], trunc[i] = r, te, tr
+            if te or tr:
+                info = dict(info)
+                info["episode"] = {**{k: v for k, v in info.items() if isinstance(v, (int, float))},
+                                   "return": float(self.returns[i]), "length": int(self.lengths[i])}
+                obs, reset_info = env.reset()
+                info["reset_info"] = reset_info
+                self.returns[i], self.lengths[i] = 0.0, 0
+            self._write(i, obs)
+            infos.append(info)
+        return rew, term, trunc, infos
+
+    def call(self, name: str, args: tuple, kwargs: dict) -> list[Any]:
+        out = []
+        for env in self.envs:
+            attr = getattr(env.unwrapped, name)
+            out.append(attr(*args, **kwargs) if callable(attr) else attr)
+        return out
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def _worker(conn, env_fns, shm_specs, lo, hi, render_threads) -> None:
+    os.environ["EMBODIED_RENDER_THREADS"] = str(render_threads)
+    shms = {k: shared_memory.SharedMemory(name=name) for k, (name, _, _) in shm_specs.items()}
+    arrays = {k: np.ndarray(shape, dtype, buffer=shms[k].buf)[lo:hi] for k, (_, shape, dtype) in shm_specs.items()}
+    group = None
+    try:
+        group = EnvGroup(env_fns, arrays)
+        conn.send(("ready", None))
+        while True:
+            cmd, payload = conn.recv()
+            try:
+                if cmd == "reset":
+                    conn.send(("ok", group.reset(payload)))
+                elif cmd == "step":
+                    conn.send(("ok", group.step(payload)))
+                elif cmd == "call":
+                    conn.send(("ok", group.call(*payload)))
+                elif cmd == "close":
+                    conn.send(("ok", None))
+                    break
+            except Exception as e:  # an env error is the caller's to see, with the worker's traceback
+                conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+    except (EOFError, KeyboardInterrupt, BrokenPipeError):
+        pass
+    finally:
+        if group is not None:
+            group.close()
+        del arrays
+        for s in shms.values():
+            s.close()
+
+
+class EnvError(RuntimeError):
+    """An env raised inside a worker; the message carries the worker's traceback."""
+
+
+class VectorEnv:
+    """`num_envs` envs in `num_workers` processes (0 = in this process)."""
+
+    def __init__(self, env_fns: list[Callable[[], gym.Env]], num_workers: int | None = None,
+                 start_method: str = "forkserver") -> None:
+        if not env_fns:
+            raise ValueError("VectorEnv needs at least one env")
+        self.env_fns = env_fns
+        self.num_envs = len(env_fns)
+        probe = env_fns[0]()
+        self.single_observation_space: gym.spaces.Dict = probe.observation_space
+        self.single_action_space = probe.action_space
+        probe.close()
+        workers = min(self.num_envs, os.cpu_count() or 1) if num_workers is None else num_workers
+        if workers < 0:
+            raise ValueError(f"num_workers={workers}; allowed: >= 0 (0 runs envs in this process)")
+        self.num_workers = min(workers, self.num_envs)
+        # Workers share the cores: each casts rays on one thread unless there are spare cores.
+        self.render_threads = max(1, (os.cpu_count() or 1) // max(1, self.num_workers))
+        self.restarts = 0
+        self._seeds: list[int | None] = [None] * self.num_envs
+        shapes = {k: ((self.num_envs, *s.shape), np.dtype(s.dtype)) for k, s in self.single_observation_space.items()}
+        if self.num_workers == 0:
+            self._arrays = {k: np.zeros(shape, dtype) for k, (shape, dtype) in shapes.items()}
+            self._group = EnvGroup(env_fns, self._arrays)
+            return
+        self._ctx = mp.get_context(start_method)
+        self._shms = {k: shared_memory.SharedMemory(create=True, size=max(1, int(np.prod(shape)) * dtype.itemsize))
+                      for k, (shape, dtype) in shapes.items()}
+        self._arrays = {k: np.ndarray(shape, dtype, buffer=self._shms[k].buf) for k, (shape, dtype) in shapes.items()}
+        self._shm_specs = {k: (self._shms[k].name, shape, dtype) for k, (shape, dtype) in shapes.items()}
+        bounds = np.linspace(0, self.num_envs, self.num_workers + 1).round().astype(int)
+        self._slices = [(int(bounds[w]), int(bounds[w + 1])) for w in range(self.num_workers)]
+        self._procs: list[Any] = [None] * self.num_workers
+        self._conns: list[Any] = [None] * self.num_workers
+        for w in range(self.num_workers):
+            self._start_worker(w)
+        for w in range(self.num_workers):
+            self._recv(w)
+
+    # -- workers ---------------------------------------------------------------------------
+    def _start_worker(self, w: int) -> None:
+        lo, hi = self._slices[w]
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=_worker, args=(child, self.env_fns[lo:hi], self._shm_specs, lo, hi,
+                                                              self.render_threads),
+                                 daemon=True, name=f"embodied-env-{w}")
+        proc.start()
+        child.close()
+        self._procs[w], self._conns[w] = proc, parent
+
+    def _recv(self, w: int):
+        conn, proc = self._conns[w], self._procs[w]
+        while not conn.poll(1.0):
+            if not proc.is_alive():
+                raise EOFError
+        status, payload = conn.recv()
+        if status == "error":
+            raise EnvError(f"env worker {w}: {payload}")
+        return payload
+
+    def _restart(self, w: int) -> list[dict]:
+        lo, hi = self._slices[w]
+        code = self._procs[w].exitcode if self._procs[w] is not None else None
+        self.restarts += 1
+        log.warning("env worker %d (envs %d-%d) died (exit code %s); restarting it, run continues", w, lo, hi - 1, code)
+        try:
+            self._procs[w].kill()
+        except Exception:
+            pass
+        self._start_worker(w)
+        self._recv(w)
+        seeds = [None if s is None else s + RESTART_SEED_STRIDE * self.restarts for s in self._seeds[lo:hi]]
+        self._conns[w].send(("reset", seeds))
+        return self._recv(w)
+
+    def _broadcast(self, cmd: str, payloads: list) -> list:
+        for w in range(self.num_workers):
+            try:
+                self._conns[w].send((cmd, payloads[w]))
+            except (BrokenPipeError, OSError):
+                pass  # noticed on receive
+        results = []
+        for w in range(self.num_workers):
+            try:
+                results.append(self._recv(w))
+            except (EOFError, ConnectionResetError, BrokenPipeError, OSError):
+                results.append(("restarted", self._restart(w)))
+        return results
+
+    # -- API -------------------------------------------------------------------------------
+    def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:
+        self._seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
+        if self.num_workers == 0:
+            self._group.reset(self._seeds)
+        else:
+            self._broadcast("reset", [self._seeds[lo:hi] for lo, hi in self._slices])
+        return {k: v.copy() for k, v in self._arrays.items()}
+
+    def step(self, actions) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,):
+            raise ValueError(f"actions must have shape ({self.num_envs},), got {actions.shape}")
+        if self.num_workers == 0:
+            rew, term, trunc, infos = self._group.step(actions)
+        else:
+            rew = np.zeros(self.num_envs, np.float32)
+            term, trunc = np.zeros(self.num_envs, bool), np.zeros(self.num_envs, bool)
+            infos: list[dict] = [{} for _ in range(self.num_envs)]
+            results = self._broadcast("step", [actions[lo:hi] for lo, hi in self._slices])
+            for (lo, hi), res in zip(self._slices, results):
+                if isinstance(res, tuple) and len(res) == 2 and res[0] == "restarted":
+                    trunc[lo:hi] = True  # the episodes in flight are lost; the new ones start now
+                    infos[lo:hi] = [{"worker_restarted": True, **i} for i in res[1]]
+                    continue
+                r, te, tr, inf = res
+                rew[lo:hi], term[lo:hi], trunc[lo:hi] = r, te, tr
+                infos[lo:hi] = inf
+        return {k: v.copy() for k, v in self._arrays.items()}, rew, term, trunc, infos
+
+    def call(self, name: str, *args, **kwargs) -> list[Any]:
+        """Call a method (or read an attribute) of every env's unwrapped env."""
+        if self.num_workers == 0:
+            return self._group.call(name, args, kwargs)
+        out: list[Any] = []
+        for res in self._broadcast("call", [(name, args, kwargs)] * self.num_workers):
+            if isinstance(res, tuple) and len(res) == 2 and res[0] == "restarted":
+                raise EnvError(f"an env worker died during call({name!r}); it was restarted")
+            out.extend(res)
+        return out
+
+    def worker_pids(self) -> list[int]:
+        return [] if self.num_workers == 0 else [p.pid for p in self._procs]
+
+    def close(self) -> None:
+        if self.num_workers == 0:
+            self._group.close()
+            return
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        for w in range(self.num_workers):
+            try:
+                self._conns[w].send(("close", None))
+            except Exception:
+                pass
+        for p in self._procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+        self._arrays = {}
+        for s in self._shms.values():
+            s.close()
+            s.unlink()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,107 @@
+"""Episode measures in the habitat style: `reset_metric` at episode start, `update_metric` each step.
+
+A measure reads the task's state through a small protocol (`task.distance_to_goal()`,
+`task.episode`, `task.agent`, `task.last_collided`, `task.called_stop`) so the same measures serve
+every navigation task.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from embodied.tasks.registry import register_measure
+
+
+class Measure:
+    uuid = "measure"
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def reset_metric(self, task) -> None:
+        raise NotImplementedError
+
+    def update_metric(self, task) -> None:
+        raise NotImplementedError
+
+
+@register_measure("distance_to_goal")
+class DistanceToGoal(Measure):
+    """Geodesic distance from the agent to the current goal (metres)."""
+
+    def reset_metric(self, task) -> None:
+        self.value = float(task.distance_to_goal())
+
+    def update_metric(self, task) -> None:
+        self.value = float(task.distance_to_goal())
+
+
+@register_measure("success")
+class Success(Measure):
+    """1 if the episode's goals were all reached (stop called inside the goal region)."""
+
+    def reset_metric(self, task) -> None:
+        self.value = 0.0
+
+    def update_metric(self, task) -> None:
+        self.value = float(task.goals_reached >= task.num_goals)
+
+
+@register_measure("spl")
+class SPL(Measure):
+    """Success weighted by path length (Anderson et al. 2018); multigoal: mean over goals."""
+
+    def reset_metric(self, task) -> None:
+        self.value = 0.0
+
+    def update_metric(self, task) -> None:
+        self.value = float(np.sum(task.goal_spl) / task.num_goals)
+
+
+@register_measure("soft_spl")
+class SoftSPL(Measure):
+    """Progress to the current goal weighted by path efficiency (habitat's soft SPL)."""
+
+    def reset_metric(self, task) -> None:
+        self.value = 0.0
+
+    def update_metric(self, task) -> None:
+        done = task.goals_reached
+        parts = list(task.goal_spl[:done])
+        if done < task.num_goals:
+            d0, d = task.leg_start_distance, task.distance_to_goal()
+            progress = max(0.0, 1.0 - d / d0) if d0 > 0 else 1.0
+            parts.append(progress * d0 / max(d0, task.leg_path_length, 1e-9))
+        self.value = float(np.sum(parts) / task.num_goals)
+
+
+@register_measure("collisions")
+class Collisions(Measure):
+    """Steps whose motion was blocked (the agent slid or stayed put)."""
+
+    def reset_metric(self, task) -> None:
+        self.value = 0.0
+
+    def update_metric(self, task) -> None:
+        self.value += float(task.last_collided)
+
+
+@register_measure("steps")
+class Steps(Measure):
+    """Actions taken in the episode."""
+
+    def reset_metric(self, task) -> None:
+        self.value = 0.0
+
+    def update_metric(self, task) -> None:
+        self.value += 1.0
+
+
+@register_measure("goals_reached")
+class GoalsReached(Measure):
+    """Fraction of the episode's goals reached (multigoal progress)."""
+
+    def reset_metric(self, task) -> None:
+        self.value = 0.0
+
+    def update_metric(self, task) -> None:
+        self.value = task.goals_reached / task.num_goals

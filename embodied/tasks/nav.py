@@ -1,0 +1,296 @@
+"""Navigation tasks: point goal, object goal, and a lifelong sequence of object goals.
+
+One env class carries the shared episode loop (scene sampling, the kinematic agent, rendering,
+measures); each task only decides what its goals are and what it tells the agent about them.
+A goal is a set of navigable grid cells with a geodesic distance field; `stop` inside the goal
+tolerance reaches it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from embodied.render import Camera
+from embodied.sim import ACTIONS, DistanceField, NavAgent, ShortestPathFollower
+from embodied.tasks.config import TaskConfig
+from embodied.tasks.registry import MEASURES, register_task
+from embodied.tasks.scenes import NavScene, SceneSource
+from embodied.world import OBJECT_CATEGORIES, semantic_classes
+
+MEASURE_NAMES = ("distance_to_goal", "success", "spl", "soft_spl", "collisions", "steps", "goals_reached")
+
+
+class EpisodeError(RuntimeError):
+    """A scene in which no valid episode could be sampled."""
+
+
+@dataclass
+class Goal:
+    field: DistanceField  # geodesic distance (m) from every grid cell to the goal region
+    tolerance: float  # reached when field[agent] <= tolerance
+    category: int = -1  # object category index for object goals
+    point: np.ndarray | None = None  # xy of a point goal
+
+
+class NavEnv(gym.Env):
+    """Shared episode loop. Subclasses implement `_sample_goals` and `_goal_observation`."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+    goal_space: dict[str, spaces.Space] = {}
+
+    def __init__(self, cfg: TaskConfig) -> None:
+        self.cfg = cfg.validate()
+        self.scenes = SceneSource(cfg.scenes, cfg.n_rooms, cfg.agent_radius, cfg.agent_height, cfg.scene_cache,
+                                  cfg.max_depth)
+        self.classes = semantic_classes()
+        h, w = cfg.height, cfg.width
+        obs = {}
+        if "rgb" in cfg.sensors:
+            obs["rgb"] = spaces.Box(0, 255, (h, w, 3), np.uint8)
+        if "depth" in cfg.sensors:
+            obs["depth"] = spaces.Box(0.0, cfg.max_depth, (h, w, 1), np.float32)
+        if "semantic" in cfg.sensors:
+            obs["semantic"] = spaces.Box(0, len(self.classes) - 1, (h, w), np.int32)
+        obs["pose"] = spaces.Box(-np.inf, np.inf, (4,), np.float32)
+        obs.update(self.goal_space)
+        self.observation_space = spaces.Dict(obs)
+        self.action_space = spaces.Discrete(len(ACTIONS))
+        self.measures = {name: MEASURES[name]() for name in MEASURE_NAMES}
+        self.rng = np.random.default_rng()
+        self.scene: NavScene | None = None
+        self.agent: NavAgent | None = None
+        self._follower: ShortestPathFollower | None = None
+
+    # -- gymnasium API ---------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        for _ in range(20):
+            self.scene = self.scenes.sample(self.rng)
+            try:
+                start, yaw, self.goals = self._sample_episode(self.scene)
+                break
+            except EpisodeError:
+                continue
+        else:
+            raise EpisodeError(f"no valid episode in 20 scenes from {self.cfg.scenes!r}")
+        c = self.cfg
+        self.agent = NavAgent(self.scene.grid, radius=c.agent_radius, height=c.agent_height,
+                              forward_step=c.forward_step, turn_angle=c.turn_angle, tilt_angle=c.tilt_angle,
+                              max_tilt=2 * c.tilt_angle, camera_height=c.camera_height)
+        self._follower = None
+        self.agent.reset(start, yaw)
+        self.start_pose = self.agent.pose.copy()
+        self.num_goals = len(self.goals)
+        self.goals_reached = 0
+        self.goal_spl = np.zeros(self.num_goals)
+        self.last_collided = False
+        self.called_stop = False
+        self._begin_leg()
+        for m in self.measures.values():
+            m.reset_metric(self)
+        return self._observe(), self._info()
+
+    def step(self, action):
+        if self.agent is None:
+            raise RuntimeError("step() before reset()")
+        name = self._action_name(action)
+        prev = self.agent.pose[:2].copy()
+        terminated = False
+        reward = self.cfg.slack_reward
+        d_before = self.distance_to_goal()
+        self.last_collided = False
+        if name == "stop":
+            self.called_stop = True
+            if self.distance_to_goal() <= self.goal.tolerance:
+                self.goal_spl[self.goals_reached] = self.leg_start_distance / max(
+                    self.leg_start_distance, self.leg_path_length, 1e-9)
+                self.goals_reached += 1
+                reward += self.cfg.success_reward
+                if self.goals_reached == self.num_goals:
+                    terminated = True
+                else:
+                    self._begin_leg()
+                    d_before = self.distance_to_goal()
+            else:
+                terminated = True  # a wrong stop ends the episode, as in habitat and GOAT-Bench
+        else:
+            self.last_collided = bool(self.agent.step(name))
+            self.leg_path_length += float(np.linalg.norm(self.agent.pose[:2] - prev))
+        if not terminated:
+            reward += d_before - self.distance_to_goal()
+        for m in self.measures.values():
+            m.update_metric(self)
+        truncated = not terminated and self.measures["steps"].value >= self.cfg.max_steps
+        return self._observe(), float(reward), terminated, truncated, self._info()
+
+    # -- task protocol used by measures and the oracle -------------------------------------
+    @property
+    def goal(self) -> Goal:
+        return self.goals[min(self.goals_reached, self.num_goals - 1)]
+
+    def distance_to_goal(self) -> float:
+        return float(self.scene.grid.lookup(self.goal.field, self.agent.pose[:2]))
+
+    def oracle_action(self) -> int:
+        """The shortest-path oracle's next action (for imitation, DAgger and `agent=oracle`)."""
+        goal = self.goal
+        if self._follower is None or self._follower.field is not goal.field:
+            self._follower = ShortestPathFollower(self.scene.grid, goal.field, success_distance=goal.tolerance)
+        return ACTIONS.index(self._follower.next_action(self.agent))
+
+    def measure_values(self) -> dict[str, float]:
+        return {k: float(m.value) for k, m in self.measures.items()}
+
+    def render(self):
+        return self._render_images(("rgb",))["rgb"]
+
+    # -- internals -------------------------------------------------------------------------
+    def _action_name(self, action) -> str:
+        if isinstance(action, str):
+            if action not in ACTIONS:
+                raise ValueError(f"unknown action {action!r}; allowed: {', '.join(ACTIONS)}")
+            return action
+        try:
+            index = int(action)
+        except (TypeError, ValueError):
+            raise ValueError(f"action {action!r} is not an int or a name; allowed: 0..{len(ACTIONS) - 1} or {ACTIONS}") from None
+        if not 0 <= index < len(ACTIONS) or index != action:
+            raise ValueError(f"action {action!r} out of range; allowed: 0..{len(ACTIONS) - 1} ({', '.join(ACTIONS)})")
+        return ACTIONS[index]
+
+    def _begin_leg(self) -> None:
+        self.leg_start_distance = self.distance_to_goal()
+        self.leg_path_length = 0.0
+
+    def _sample_episode(self, scene: NavScene):
+        """Returns (start_xy, start_yaw, goals)."""
+        grid = scene.grid
+        goals = self._sample_goals(scene)
+        for _ in range(100):
+            start = grid.sample_navigable(self.rng, 1)[0]
+            d = grid.lookup(goals[0].field, start)
+            if self.cfg.min_goal_distance <= d <= self.cfg.max_goal_distance:
+                return start, float(self.rng.uniform(-math.pi, math.pi)), goals
+        raise EpisodeError("no start position at a valid distance from the goal")
+
+    def _sample_goals(self, scene: NavScene) -> list[Goal]:
+        raise NotImplementedError
+
+    def _goal_observation(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _camera(self) -> Camera:
+        c = self.cfg
+        return Camera(width=c.width, height=c.height, hfov_deg=c.hfov, mount_height=c.camera_height,
+                      tilt_deg=self.agent.tilt_deg)
+
+    def _render_images(self, sensors) -> dict[str, np.ndarray]:
+        pose = self.agent.pose[None].astype(np.float32)
+        out = self.scene.renderer.render(pose, [self._camera()], outputs=tuple(sensors))
+        return {k: v[0, 0] for k, v in out.items()}
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        obs = {}
+        if self.cfg.sensors:
+            images = self._render_images(self.cfg.sensors)
+            if "rgb" in images:
+                obs["rgb"] = images["rgb"]
+            if "depth" in images:
+                obs["depth"] = images["depth"][..., None]
+            if "semantic" in images:
+                obs["semantic"] = images["semantic"].astype(np.int32)
+        obs["pose"] = self._relative_pose()
+        obs.update(self._goal_observation())
+        return obs
+
+    def _relative_pose(self) -> np.ndarray:
+        """GPS+compass: the agent's pose in the frame of its start pose."""
+        x0, y0, z0, yaw0 = self.start_pose
+        x, y, z, yaw = self.agent.pose
+        c, s = math.cos(-yaw0), math.sin(-yaw0)
+        dx, dy = x - x0, y - y0
+        dyaw = (yaw - yaw0 + math.pi) % (2 * math.pi) - math.pi
+        return np.array([c * dx - s * dy, s * dx + c * dy, z - z0, dyaw], np.float32)
+
+    def _info(self) -> dict:
+        return {"scene": self.scene.key, **self.measure_values()}
+
+
+@register_task("nav/pointnav")
+class PointNav(NavEnv):
+    """Go to a point given relative to the agent (distance, cos, sin of the bearing)."""
+
+    goal_space = {"pointgoal": spaces.Box(-np.inf, np.inf, (3,), np.float32)}
+
+    def _sample_goals(self, scene: NavScene) -> list[Goal]:
+        point = scene.grid.sample_navigable(self.rng, 1)[0]
+        field = scene.grid.distance_field_to_points(point[None])
+        return [Goal(field=field, tolerance=self.cfg.success_distance, point=point)]
+
+    def _goal_observation(self):
+        x, y, _, yaw = self.agent.pose
+        dx, dy = self.goal.point - (x, y)
+        rho, phi = math.hypot(dx, dy), math.atan2(dy, dx) - yaw
+        return {"pointgoal": np.array([rho, math.cos(phi), math.sin(phi)], np.float32)}
+
+
+class ObjectGoalEnv(NavEnv):
+    goal_space = {"objectgoal": spaces.Box(0, len(OBJECT_CATEGORIES) - 1, (1,), np.int64)}
+
+    def _object_goal(self, scene: NavScene, category: str) -> Goal:
+        objs = [o for o in scene.spec.objects() if o.category == category]
+        field = scene.grid.distance_field_to_footprints(
+            [(o.position[:2], o.size[:2], o.yaw) for o in objs], self.cfg.success_distance)
+        # Reached anywhere inside the region: one cell's diagonal of slack for grid quantisation.
+        return Goal(field=field, tolerance=scene.grid.cell * 1.5, category=OBJECT_CATEGORIES.index(category))
+
+    def _reachable_categories(self, scene: NavScene) -> list[str]:
+        if scene.spec is None:
+            raise EpisodeError("object goals need a SceneSpec scene, not a raw mesh")
+        cats = sorted({o.category for o in scene.spec.objects()})
+        reachable = []
+        for c in cats:
+            try:
+                field = self._object_goal(scene, c).field
+            except ValueError:  # every instance is out of reach (e.g. in a corner behind furniture)
+                continue
+            if np.isfinite(field.values[scene.grid.largest_component()]).any():
+                reachable.append(c)
+        return reachable
+
+    def _goal_observation(self):
+        return {"objectgoal": np.array([self.goal.category], np.int64)}
+
+
+@register_task("nav/objectnav")
+class ObjectNav(ObjectGoalEnv):
+    """Go to any instance of an object category present in the scene (habitat ObjectNav)."""
+
+    def _sample_goals(self, scene: NavScene) -> list[Goal]:
+        cats = self._reachable_categories(scene)
+        if not cats:
+            raise EpisodeError("no reachable object in scene")
+        return [self._object_goal(scene, cats[int(self.rng.integers(len(cats)))])]
+
+
+@register_task("nav/multigoal")
+class MultiGoal(ObjectGoalEnv):
+    """A lifelong sequence of K object goals in one scene (GOAT-Bench style): what the agent saw
+    while looking for earlier goals should make later ones faster. The episode ends on a wrong stop,
+    after the last goal, or at max_steps."""
+
+    def _sample_goals(self, scene: NavScene) -> list[Goal]:
+        cats = self._reachable_categories(scene)
+        if len(cats) < 2:
+            raise EpisodeError("multigoal needs at least 2 reachable object categories")
+        k = self.cfg.num_goals
+        # Repeats are allowed only when the scene has fewer categories than goals.
+        order = self.rng.permutation(len(cats))
+        picks = [cats[order[i % len(cats)]] for i in range(k)]
+        return [self._object_goal(scene, c) for c in picks]

@@ -1,0 +1,89 @@
+"""Scene sources for tasks: pinned splits, procedural apartments, or a user's file.
+
+A `NavScene` bundles what an episode needs from one scene (spec, geometry, renderer, navigable
+grid). Building one costs tens of milliseconds to a second, so envs keep a small LRU cache.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from embodied.render import RaycastRenderer
+from embodied.sim import NavigableGrid
+from embodied.world import build_geometry, generate_apartment, load_mesh_scene, load_split
+from embodied.world.geometry import SceneGeometry
+from embodied.world.spec import SceneFormatError, SceneSpec
+
+SPLITS = ("train", "val", "test")
+MESH_SUFFIXES = (".glb", ".gltf", ".ply", ".obj")
+
+
+@dataclass
+class NavScene:
+    key: str
+    spec: SceneSpec | None  # None for raw meshes (no rooms or objects known)
+    geometry: SceneGeometry
+    renderer: RaycastRenderer
+    grid: NavigableGrid
+
+
+class SceneSource:
+    """Picks the scene of each episode and caches built scenes."""
+
+    def __init__(self, scenes: str, n_rooms: int | None, agent_radius: float, agent_height: float,
+                 cache_size: int, max_depth: float = 10.0) -> None:
+        self.max_depth = max_depth
+        # Env worker processes set this to 1: one ray-casting thread per worker beats oversubscription.
+        self.render_threads = int(os.environ.get("EMBODIED_RENDER_THREADS", "0"))
+        self.scenes, self.n_rooms = scenes, n_rooms
+        self.agent_radius, self.agent_height = agent_radius, agent_height
+        self.cache: OrderedDict[str, NavScene] = OrderedDict()
+        self.cache_size = cache_size
+        self.specs: list[SceneSpec] | None = None
+        self.path: Path | None = None
+        if scenes in SPLITS:
+            self.specs = load_split(scenes)
+            if not self.specs:
+                raise SceneFormatError(f"scene split {scenes!r} is empty")
+        elif scenes != "procedural":
+            self.path = Path(scenes)
+            if not self.path.exists():
+                raise SceneFormatError(
+                    f"{scenes}: no such scene file (task.scenes takes {', '.join(SPLITS)}, procedural, "
+                    f"or a path to a SceneSpec .json or a mesh {'/'.join(MESH_SUFFIXES)})"
+                )
+            # A bad file fails now, at construction, not at the first reset.
+            self.sample(np.random.default_rng(0))
+
+    def sample(self, rng: np.random.Generator) -> NavScene:
+        if self.specs is not None:
+            spec = self.specs[int(rng.integers(len(self.specs)))]
+            return self._get(spec.name, lambda: spec)
+        if self.path is None:
+            seed = int(rng.integers(2**31 - 1))
+            return self._get(f"procedural_{seed}", lambda: generate_apartment(seed, n_rooms=self.n_rooms))
+        if self.path.suffix.lower() == ".json":
+            return self._get(str(self.path), lambda: SceneSpec.load(self.path))
+        if self.path.suffix.lower() in MESH_SUFFIXES:
+            return self._get(str(self.path), None)
+        raise SceneFormatError(f"{self.path}: unsupported scene file type; use .json or {'/'.join(MESH_SUFFIXES)}")
+
+    def _get(self, key: str, make_spec) -> NavScene:
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            return self.cache[key]
+        if make_spec is None:
+            spec, geometry = None, load_mesh_scene(self.path)
+        else:
+            spec = make_spec()
+            geometry = build_geometry(spec)
+        grid = NavigableGrid.from_geometry(geometry, agent_radius=self.agent_radius, agent_height=self.agent_height)
+        scene = NavScene(key, spec, geometry, RaycastRenderer(geometry, nthreads=self.render_threads, max_depth=self.max_depth), grid)
+        self.cache[key] = scene
+        while len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
+        return scene

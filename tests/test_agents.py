@@ -1,0 +1,238 @@
+"""Agent: encoders + memory + heads; step-wise and sequence paths agree; gradients reach the CNN."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from gymnasium import spaces
+
+from embodied.agents import AUX_HEADS, Agent, AgentConfig, build_agent
+
+H = W = 16
+NUM_ACTIONS = 4
+SMALL = dict(cnn_channels=[8, 16], image_dim=32, vector_dim=8, goal_embed=8, text_dim=8, hidden=32)
+MEMORY_OPTIONS = {
+    "none": dict(hidden=16),
+    "gru": dict(hidden=16),
+    "lstm": dict(hidden=16),
+    "trxl": dict(dim=16, heads=2, layers=1, memory_length=4, ff_dim=32),
+}
+AGENT_YAML = Path(__file__).resolve().parents[1] / "configs" / "agent" / "default.yaml"
+
+
+def nav_space(extra: dict | None = None) -> spaces.Dict:
+    entries = {
+        "rgb": spaces.Box(0, 255, (H, W, 3), np.uint8),
+        "depth": spaces.Box(0.0, 10.0, (H, W, 1), np.float32),
+        "semantic": spaces.Box(0, 9, (H, W), np.int32),
+        "pose": spaces.Box(-np.inf, np.inf, (4,), np.float32),
+        "pointgoal": spaces.Box(-np.inf, np.inf, (3,), np.float32),
+    }
+    entries.update(extra or {})
+    return spaces.Dict(entries)
+
+
+def sample_obs(space: spaces.Dict, lead: tuple[int, ...], seed: int) -> dict[str, torch.Tensor]:
+    space.seed(seed)
+    n = int(np.prod(lead))
+    out = {}
+    for key, sub in space.spaces.items():
+        values = np.stack([sub.sample() for _ in range(n)])
+        if key == "pose" or key == "pointgoal":
+            values = np.random.default_rng(seed).normal(size=values.shape).astype(np.float32)
+        out[key] = torch.as_tensor(values).reshape(lead + sub.shape)
+    return out
+
+
+def make_agent(memory: str = "gru", space: spaces.Dict | None = None, **options) -> Agent:
+    torch.manual_seed(0)
+    agent = build_agent(space or nav_space(), spaces.Discrete(NUM_ACTIONS), memory, MEMORY_OPTIONS[memory], **{**SMALL, **options})
+    # Larger policy weights than the near-uniform PPO init, so log-prob comparisons are not trivially equal.
+    torch.nn.init.normal_(agent.policy_head[-1].weight, std=1.0)
+    return agent
+
+
+def rollout_inputs(length: int, batch: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    first = torch.zeros(length, batch, dtype=torch.bool)
+    first[0] = True
+    first[3, 1] = True
+    prev_action = torch.randint(0, NUM_ACTIONS, (length, batch), generator=g)
+    return first, prev_action
+
+
+def test_act_shapes_and_state_types():
+    agent = make_agent("gru")
+    batch = 3
+    obs = sample_obs(nav_space(), (batch,), seed=1)
+    state = agent.initial_state(batch, "cpu")
+    first = torch.ones(batch, dtype=torch.bool)
+    action, log_prob, value, new_state = agent.act(obs, state, first, torch.zeros(batch, dtype=torch.long))
+    assert action.shape == (batch,) and action.dtype == torch.long
+    assert bool(((action >= 0) & (action < NUM_ACTIONS)).all())
+    assert log_prob.shape == (batch,) and bool((log_prob <= 0).all())
+    assert value.shape == (batch,)
+    assert new_state.batch_size == torch.Size([batch])
+    assert {k: v.shape for k, v in new_state.items()} == {k: v.shape for k, v in state.items()}
+
+
+@pytest.mark.parametrize("memory", sorted(MEMORY_OPTIONS))
+def test_evaluate_sequence_matches_stepwise_act(memory):
+    agent = make_agent(memory)
+    length, batch = 6, 3
+    obs = sample_obs(nav_space(), (length, batch), seed=2)
+    first, prev_action = rollout_inputs(length, batch)
+    start = agent.initial_state(batch, "cpu")
+    state = start
+    actions, log_probs, values = [], [], []
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for t in range(length):
+            step_obs = {key: value[t] for key, value in obs.items()}
+            action, log_prob, value, state = agent.act(step_obs, state, first[t], prev_action[t])
+            actions.append(action)
+            log_probs.append(log_prob)
+            values.append(value)
+    out = agent.evaluate_sequence(obs, start, first, prev_action, torch.stack(actions))
+    assert out["log_prob"].shape == (length, batch)
+    assert out["entropy"].shape == (length, batch)
+    assert out["logits"].shape == (length, batch, NUM_ACTIONS)
+    torch.testing.assert_close(out["log_prob"], torch.stack(log_probs), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out["value"], torch.stack(values), atol=1e-5, rtol=0)
+    assert float(out["log_prob"].detach().std()) > 1e-3  # the comparison is not between constants
+    assert out["aux_losses"] == {}
+    final = out["state"]
+    for key in state.keys():
+        torch.testing.assert_close(final.get(key).float(), state.get(key).float(), atol=1e-5, rtol=0)
+
+
+def test_gradient_reaches_cnn_and_all_encoders():
+    agent = make_agent("gru")
+    length, batch = 5, 2
+    obs = sample_obs(nav_space(), (length, batch), seed=3)
+    first, prev_action = rollout_inputs(length, batch)
+    actions = torch.randint(0, NUM_ACTIONS, (length, batch), generator=torch.Generator().manual_seed(1))
+    out = agent.evaluate_sequence(obs, agent.initial_state(batch, "cpu"), first, prev_action, actions)
+    (-out["log_prob"].mean() + out["value"].pow(2).mean()).backward()
+    first_conv = agent.encoder.cnns[0].convs[0]
+    assert first_conv.weight.grad is not None and float(first_conv.weight.grad.abs().sum()) > 0
+    assert float(agent.encoder.semantic_embedding.weight.grad.abs().sum()) > 0
+    for key in ("pose", "pointgoal"):
+        assert float(agent.encoder.vectors[key].net[0].weight.grad.abs().sum()) > 0
+    assert float(agent.prev_action_embedding.weight.grad.abs().sum()) > 0
+
+
+def test_deterministic_act_is_argmax_of_logits():
+    agent = make_agent("lstm")
+    batch = 5
+    obs = sample_obs(nav_space(), (batch,), seed=4)
+    state = agent.initial_state(batch, "cpu")
+    first = torch.ones(batch, dtype=torch.bool)
+    prev_action = torch.zeros(batch, dtype=torch.long)
+    logits, value, _ = agent.forward_step(obs, state, first, prev_action)
+    action, log_prob, value_act, _ = agent.act(obs, state, first, prev_action, deterministic=True)
+    assert torch.equal(action, logits.argmax(-1))
+    torch.testing.assert_close(log_prob, torch.log_softmax(logits, -1).gather(1, action[:, None])[:, 0])
+    torch.testing.assert_close(value_act, value)
+
+
+def test_image_keys_of_one_resolution_share_a_cnn_and_others_get_their_own():
+    agent = make_agent("none", space=nav_space({"rgb": spaces.Box(0, 255, (8, 12, 3), np.uint8)}))
+    assert sorted(map(sorted, agent.encoder.image_groups)) == [["depth", "semantic"], ["rgb"]]
+    obs = sample_obs(agent.observation_space, (2,), seed=0)
+    action, *_ = agent.act(obs, agent.initial_state(2, "cpu"), torch.ones(2, dtype=torch.bool), torch.zeros(2, dtype=torch.long))
+    assert action.shape == (2,)
+
+
+def test_goal_text_and_place_keys_encode_and_reach_the_memory():
+    extra = {
+        "objectgoal": spaces.Box(0, 5, (1,), np.int64),
+        "text": spaces.Box(0, 20, (6,), np.int64),
+        "place": spaces.Discrete(7),
+    }
+    for pooling in ("mean", "gru"):
+        agent = make_agent("gru", space=nav_space(extra), text_pooling=pooling)
+        obs = sample_obs(agent.observation_space, (3,), seed=6)
+        obs["text"][0] = 0  # an empty instruction is allowed
+        step = agent._memory_input(obs, torch.ones(3, dtype=torch.bool), torch.zeros(3, dtype=torch.long), lead=(3,))
+        assert step["feat"].shape == (3, 32)
+        assert step["text"].shape == (3, 8) and step["place"].shape == (3,) and step["pose"].shape == (3, 4)
+        assert torch.isfinite(step["feat"]).all()
+    # Changing the goal changes the fused feature.
+    changed = dict(obs)
+    changed["objectgoal"] = (obs["objectgoal"] + 1) % 6
+    a = agent._memory_input(obs, torch.ones(3, dtype=torch.bool), torch.zeros(3, dtype=torch.long), lead=(3,))
+    b = agent._memory_input(changed, torch.ones(3, dtype=torch.bool), torch.zeros(3, dtype=torch.long), lead=(3,))
+    assert not torch.allclose(a["feat"], b["feat"])
+
+
+def test_previous_action_is_ignored_at_episode_start():
+    agent = make_agent("gru")
+    obs = sample_obs(nav_space(), (2,), seed=7)
+    state = agent.initial_state(2, "cpu")
+    start = torch.ones(2, dtype=torch.bool)
+    logits_a, _, _ = agent.forward_step(obs, state, start, torch.tensor([0, 1]))
+    logits_b, _, _ = agent.forward_step(obs, state, start, torch.tensor([3, 2]))
+    torch.testing.assert_close(logits_a, logits_b)
+    cont = torch.zeros(2, dtype=torch.bool)
+    logits_c, _, _ = agent.forward_step(obs, state, cont, torch.tensor([0, 1]))
+    logits_d, _, _ = agent.forward_step(obs, state, cont, torch.tensor([3, 2]))
+    assert not torch.allclose(logits_c, logits_d)
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="unknown observation keys \\['lidar'\\]"):
+        make_agent("gru", space=nav_space({"lidar": spaces.Box(0, 1, (5,), np.float32)}))
+    agent = make_agent("gru", space=nav_space({"lidar": spaces.Box(0, 1, (5,), np.float32)}), ignore=["lidar"])
+    assert "lidar" not in agent.encoder.input_keys
+    with pytest.raises(ValueError, match="unknown agent option 'hiddn'"):
+        build_agent(nav_space(), spaces.Discrete(3), "gru", {}, hiddn=3)
+    with pytest.raises(ValueError, match="text_pooling='max'"):
+        build_agent(nav_space(), spaces.Discrete(3), "gru", {}, text_pooling="max")
+    with pytest.raises(ValueError, match="Discrete"):
+        build_agent(nav_space(), spaces.Box(-1, 1, (2,)), "gru", {})
+    with pytest.raises(ValueError, match="'rgb'"):
+        make_agent("gru", space=nav_space({"rgb": spaces.Box(0, 1, (H, W, 3), np.float32)}))
+    with pytest.raises(ValueError, match="unknown memory"):
+        build_agent(nav_space(), spaces.Discrete(3), "nope", {})
+    agent = make_agent("gru")
+    obs = sample_obs(nav_space(), (2,), seed=0)
+    state = agent.initial_state(2, "cpu")
+    first = torch.ones(2, dtype=torch.bool)
+    no_action = torch.zeros(2, dtype=torch.long)
+    with pytest.raises(ValueError, match="missing key 'depth'"):
+        agent.act({k: v for k, v in obs.items() if k != "depth"}, state, first, no_action)
+    bad = dict(obs, semantic=obs["semantic"] + 20)
+    with pytest.raises(ValueError, match="'semantic' has ids in"):
+        agent.act(bad, state, first, no_action)
+    with pytest.raises(ValueError, match="'rgb' has shape"):
+        agent.act(dict(obs, rgb=obs["rgb"][:, :8]), state, first, no_action)
+
+
+def test_aux_head_registry_and_reconstruction_loss():
+    assert "reconstruction" in AUX_HEADS
+    agent = make_agent("trxl", aux_heads=["reconstruction"])
+    length, batch = 4, 2
+    obs = sample_obs(nav_space(), (length, batch), seed=8)
+    first, prev_action = rollout_inputs(length, batch)
+    out = agent.evaluate_sequence(obs, agent.initial_state(batch, "cpu"), first, prev_action, prev_action)
+    loss = out["aux_losses"]["reconstruction/loss"]
+    assert loss.dim() == 0 and float(loss) > 0
+    loss.backward()
+    assert float(agent.memory.input_proj.weight.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="unknown auxiliary head 'nope'"):
+        make_agent("gru", aux_heads=["nope"])
+
+
+def test_agent_yaml_keys_equal_config_fields():
+    text = AGENT_YAML.read_text()
+    values = yaml.safe_load(text)
+    assert set(values) == {f.name for f in dataclasses.fields(AgentConfig)}
+    assert AgentConfig(**values) == AgentConfig()
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            assert "#" in line, f"undocumented key in default.yaml: {line}"

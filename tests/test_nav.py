@@ -1,0 +1,135 @@
+"""Navigation tasks: determinism, oracle quality, measures, errors."""
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from embodied.config import ConfigError
+from embodied.tasks import TASKS, TaskConfig, make_env
+from embodied.world.spec import SceneFormatError
+
+
+def small(name, **kw):
+    base = dict(name=name, width=32, height=32, sensors=["rgb", "depth", "semantic"])
+    base.update(kw)
+    return TaskConfig(**base)
+
+
+def run_oracle(env, seed):
+    obs, info = env.reset(seed=seed)
+    hashes = [hashlib.sha1(b"".join(np.ascontiguousarray(obs[k]).tobytes() for k in sorted(obs))).hexdigest()]
+    done = False
+    while not done:
+        obs, r, te, tr, info = env.step(env.oracle_action())
+        hashes.append(hashlib.sha1(b"".join(np.ascontiguousarray(obs[k]).tobytes() for k in sorted(obs))).hexdigest())
+        done = te or tr
+    return hashes, info
+
+
+def test_tasks_registered():
+    assert {"nav/pointnav", "nav/objectnav", "nav/multigoal"} <= set(TASKS)
+
+
+def test_same_seed_same_observations_different_seed_different_scene():
+    a, b = make_env(small("nav/pointnav", scenes="procedural")), make_env(small("nav/pointnav", scenes="procedural"))
+    ha, ia = run_oracle(a, 3)
+    hb, ib = run_oracle(b, 3)
+    assert ha == hb and ia == ib
+    hc, ic = run_oracle(a, 4)
+    assert ic["scene"] != ia["scene"]
+    assert hc[0] != ha[0]
+
+
+def test_observation_space_matches_observations():
+    for name in ("nav/pointnav", "nav/objectnav", "nav/multigoal"):
+        env = make_env(small(name))
+        obs, _ = env.reset(seed=0)
+        assert set(obs) == set(env.observation_space.spaces)
+        for k, v in obs.items():
+            space = env.observation_space[k]
+            assert v.shape == space.shape and v.dtype == space.dtype, k
+        assert env.observation_space.contains(obs)
+
+
+@pytest.mark.parametrize("name", ["nav/pointnav", "nav/objectnav"])
+def test_oracle_success_and_spl(name):
+    env = make_env(small(name, sensors=[]))
+    succ, spl = [], []
+    for seed in range(50):
+        _, info = run_oracle(env, 1000 + seed)
+        succ.append(info["success"])
+        spl.append(info["spl"])
+    assert np.mean(succ) >= 0.99, np.mean(succ)
+    assert np.mean(spl) >= 0.95, np.mean(spl)
+
+
+def test_multigoal_oracle_reaches_every_goal_in_order():
+    env = make_env(small("nav/multigoal", sensors=[], num_goals=3))
+    for seed in range(5):
+        obs, _ = env.reset(seed=seed)
+        goals_seen = [int(obs["objectgoal"][0])]
+        done = False
+        while not done:
+            obs, r, te, tr, info = env.step(env.oracle_action())
+            done = te or tr
+            if not done and int(obs["objectgoal"][0]) != goals_seen[-1]:
+                goals_seen.append(int(obs["objectgoal"][0]))
+        assert info["success"] == 1.0 and info["goals_reached"] == 1.0
+        assert len(goals_seen) >= 2  # the goal changed after the first was reached
+
+
+def test_wrong_stop_fails_and_measures_are_consistent():
+    env = make_env(small("nav/pointnav", sensors=[]))
+    env.reset(seed=5)
+    d0 = env.distance_to_goal()
+    assert d0 >= env.cfg.min_goal_distance
+    obs, r, te, tr, info = env.step("stop")
+    assert te and info["success"] == 0.0 and info["spl"] == 0.0 and info["steps"] == 1
+    assert info["distance_to_goal"] == pytest.approx(d0)
+
+
+def test_pose_is_relative_to_start_and_pointgoal_shrinks():
+    env = make_env(small("nav/pointnav", sensors=[]))
+    obs, _ = env.reset(seed=11)
+    assert np.allclose(obs["pose"], 0.0)
+    first = obs["pointgoal"][0]
+    for _ in range(200):
+        obs, r, te, tr, info = env.step(env.oracle_action())
+        if te or tr:
+            break
+    assert info["success"] == 1.0
+    assert obs["pointgoal"][0] < first
+
+
+def test_bad_action_is_a_clear_error():
+    env = make_env(small("nav/pointnav", sensors=[]))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="allowed"):
+        env.step(17)
+    with pytest.raises(ValueError, match="allowed"):
+        env.step("fly")
+    with pytest.raises(ValueError, match="allowed"):
+        env.step(1.5)
+
+
+def test_bad_config_values_name_the_key():
+    with pytest.raises(ConfigError, match="task.width"):
+        TaskConfig(width=4).validate()
+    with pytest.raises(ConfigError, match="task.sensors"):
+        TaskConfig(sensors=["lidar"]).validate()
+    with pytest.raises(ConfigError, match="task.colour"):
+        TaskConfig.from_any({"colour": 1})
+
+
+def test_bad_scene_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "broken.json"
+    bad.write_text("{not json")
+    with pytest.raises(SceneFormatError, match="broken.json"):
+        make_env(small("nav/pointnav", scenes=str(bad)))
+    with pytest.raises(SceneFormatError, match="no such scene file"):
+        make_env(small("nav/pointnav", scenes=str(tmp_path / "missing.json")))
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"version": 99}))
+    with pytest.raises(SceneFormatError, match="version"):
+        make_env(small("nav/pointnav", scenes=str(wrong)))
