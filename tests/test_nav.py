@@ -133,3 +133,21 @@ def test_bad_scene_file_is_a_clear_error(tmp_path):
     wrong.write_text(json.dumps({"version": 99}))
     with pytest.raises(SceneFormatError, match="version"):
         make_env(small("nav/pointnav", scenes=str(wrong)))
+
+
+def test_external_mesh_is_a_scene(tmp_path):
+    """A user's mesh (here a GLB export of an apartment) loads as a pointnav scene with a navigable area."""
+    from embodied.world import export_glb, pinned_scene, split_names
+
+    path = export_glb(pinned_scene(split_names("val")[0]), tmp_path / "scan.glb")
+    env = make_env(small("nav/pointnav", scenes=str(path)))
+    succ = []
+    for seed in range(5):
+        hashes, info = run_oracle(env, seed)
+        succ.append(info["success"])
+    assert env.scene.spec is None and env.scene.grid.navigable.sum() > 1000
+    assert np.mean(succ) == 1.0
+    obs, _ = env.reset(seed=0)
+    from embodied.world.geometry import STRUCTURE_CLASSES
+
+    assert (obs["semantic"] == STRUCTURE_CLASSES.index("mesh")).mean() > 0.5  # a raw mesh has no classes

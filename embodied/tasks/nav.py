@@ -88,6 +88,7 @@ class NavEnv(gym.Env):
         self.start_pose = self.agent.pose.copy()
         self.num_goals = len(self.goals)
         self.goals_reached = 0
+        self._dist_key = None
         self.goal_spl = np.zeros(self.num_goals)
         self.last_collided = False
         self.called_stop = False
@@ -135,7 +136,12 @@ class NavEnv(gym.Env):
         return self.goals[min(self.goals_reached, self.num_goals - 1)]
 
     def distance_to_goal(self) -> float:
-        return float(self.scene.grid.lookup(self.goal.field, self.agent.pose[:2]))
+        # Measures, reward and the oracle all ask each step; the answer changes only when the agent
+        # moves or the goal advances.
+        key = (self.agent.x, self.agent.y, self.goals_reached)
+        if key != self._dist_key:
+            self._dist_key, self._dist = key, float(self.goal.field.at((self.agent.x, self.agent.y)))
+        return self._dist
 
     def oracle_action(self) -> int:
         """The shortest-path oracle's next action (for imitation, DAgger and `agent=oracle`)."""
