@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # the project's CPU machines); with an NVIDIA driver present pip's default CUDA build is used.
 TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.2" || echo "torch==2.13.0")
 
-.PHONY: setup bench test test-fast clean
+.PHONY: setup bench test test-deps clean
 
 setup: $(STAMP)
 
@@ -18,13 +18,19 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[train,test]"
+	$(PY) -m pip install -q -e ".[train,test,viewer]"
 	touch $(STAMP)
 
 bench: setup
 	$(VENV)/bin/embodied bench sim --quick
 
-test: setup
+# The viewer's end-to-end test renders rerun's web viewer in headless Chromium.
+test-deps: setup
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends chromium; fi; fi
+
+test: test-deps
 	$(PY) -m pytest -q
 
 clean:

@@ -5,6 +5,11 @@ or takes plain flags where it has nothing to configure.
   embodied play task=nav/objectnav agent=oracle          one episode -> MP4 + measures JSON
   embodied bench sim [--quick] [--out FILE]              env steps/s (JSON), peers when installed
   embodied bench render                                  renderer frames/s
+  embodied bench record                                  eval steps/s with and without rerun recording
+  embodied record task=nav/pointnav agent=oracle episodes=3 out=DIR [ckpt=PATH] [video=true]
+                                                         one rerun recording (.rrd) per episode
+  embodied view FILE.rrd [--web] [--port N]              rerun viewer (native; --web: on 127.0.0.1)
+  embodied video FILE.rrd [--out FILE.mp4]               MP4 of the camera views with text overlaid
   embodied train key=value ...                           training (Hydra app; -m for sweeps)
   embodied eval key=value ...                            evaluation table
 """
@@ -84,7 +89,7 @@ def cmd_play(argv: list[str]) -> None:
 
 def cmd_bench(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="embodied bench")
-    p.add_argument("what", choices=["sim", "render", "train"])
+    p.add_argument("what", choices=["sim", "render", "train", "record", "memory"])
     p.add_argument("--out", default=None, help="JSON output file (default: bench_<what>.json)")
     p.add_argument("--quick", action="store_true", help="short run (a few seconds per configuration)")
     p.add_argument("--no-peers", action="store_true", help="sim: skip MiniWorld / Memory Maze even if installed")
@@ -99,10 +104,66 @@ def cmd_bench(argv: list[str]) -> None:
         from embodied.envs.bench import bench_render_cli
 
         bench_render_cli(out=out, quick=a.quick)
+    elif a.what == "memory":
+        import json
+
+        from embodied.memory.bench import bench_memory
+
+        devices = None if a.device == "cpu" and not a.quick else [a.device]
+        r = bench_memory(lengths=[256, 1024] if a.quick else None, devices=devices, repeats=2 if a.quick else 5)
+        with open(out, "w") as f:
+            json.dump(r, f, indent=1)
+        print(f"wrote {out}")
+    elif a.what == "record":
+        from embodied.viewer.bench import bench_record_cli
+
+        bench_record_cli(out=out, quick=a.quick)
     else:
         from embodied.train.bench import bench_train_cli
 
         bench_train_cli(out=out, quick=a.quick, device=a.device)
+
+
+def cmd_record(argv: list[str]) -> None:
+    cfg = compose("record", argv)
+    from embodied.train.checkpoint import CheckpointError
+    from embodied.viewer.record import record
+
+    try:
+        record(cfg)
+    except (ValueError, CheckpointError) as e:  # bad checkpoint / task values: one line, no traceback
+        _fail(str(e))
+
+
+def cmd_view(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="embodied view")
+    p.add_argument("files", nargs="+", help="recordings (.rrd)")
+    p.add_argument("--web", action="store_true", help="serve the web viewer and print its URL")
+    p.add_argument("--host", default="127.0.0.1", help="--web: address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=9090, help="--web: HTTP port of the web viewer")
+    p.add_argument("--grpc-port", type=int, default=9876, help="--web: port of the gRPC data server")
+    a = p.parse_args(argv)
+    from embodied.viewer.serve import view
+
+    try:
+        view(a.files, web=a.web, host=a.host, port=a.port, grpc_port=a.grpc_port)
+    except (ValueError, RuntimeError) as e:
+        _fail(str(e))
+
+
+def cmd_video(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="embodied video")
+    p.add_argument("file", help="recording (.rrd)")
+    p.add_argument("--out", default=None, help="MP4 path (default: FILE with .mp4)")
+    p.add_argument("--fps", type=int, default=10)
+    p.add_argument("--height", type=int, default=256, help="camera views are upscaled to about this height")
+    a = p.parse_args(argv)
+    from embodied.viewer.video import recording_to_video
+
+    try:
+        print(f"wrote {recording_to_video(a.file, a.out, fps=a.fps, height=a.height)}")
+    except ValueError as e:
+        _fail(str(e))
 
 
 def cmd_hydra_app(module: str, argv: list[str]) -> None:
@@ -122,6 +183,9 @@ def main(argv: list[str] | None = None) -> None:
         "scenes": cmd_scenes,
         "play": cmd_play,
         "bench": cmd_bench,
+        "record": cmd_record,
+        "view": cmd_view,
+        "video": cmd_video,
         "train": lambda r: cmd_hydra_app("embodied.train", r),
         "eval": lambda r: cmd_hydra_app("embodied.eval", r),
     }

@@ -2,6 +2,8 @@
 from embodied.memory.base import MEMORIES, Memory, build_memory, memory_config, register_memory, step_at
 from embodied.memory.config import GRUConfig, LSTMConfig, MemoryConfig, NoMemoryConfig, TrXLConfig
 from embodied.memory.gtrxl import GatedTransformerXLMemory
+from embodied.memory.hcam import HCAMConfig, HCAMMemory
+from embodied.memory.sat import SATConfig, SpatiallyAwareMemory
 from embodied.memory.recurrent import GRUMemory, LSTMMemory, NoMemory
 
 __all__ = [
@@ -20,4 +22,8 @@ __all__ = [
     "LSTMConfig",
     "GatedTransformerXLMemory",
     "TrXLConfig",
+    "HCAMMemory",
+    "HCAMConfig",
+    "SpatiallyAwareMemory",
+    "SATConfig",
 ]

@@ -116,7 +116,29 @@ class Memory(nn.Module, ABC):
         return {}
 
     def introspect(self, state: TensorDict) -> dict[str, Tensor]:
-        """What a viewer can show about `state` and the last forward (e.g. attention over slots)."""
+        """What a viewer can show about `state` and the read of the last forward call.
+
+        Called right after `forward(step, state) -> (read, state)` with the returned state. A memory
+        without slots (none, gru, lstm) returns `{}`. A memory with S slots returns at least
+            weights    float [B, S]  read weights of the last step over the slots of `state` (the
+                                     state that forward returned, so a slot written this step
+                                     is included): attention or retrieval weights, averaged
+                                     over heads/layers/reads, each >= 0, summing to <= 1 per row
+                                     (the rest went to things that are not slots of `state`,
+                                     e.g. a slot evicted by this write); 0 on empty slots
+            slot_step  long  [B, S]  step index at which each slot was written (the memory's own
+                                     per-episode step counter, 0 at the episode's first step;
+                                     equals the env step within the episode); -1 for empty slots
+        and may add, where the memory has the notion:
+            slot_place     long [B, S]  place id stored with each slot (SAT), -1 unknown/empty
+            slot_modality  long [B, S]  column a slot belongs to (DCEM: 0 visual, 1 language)
+            slot_keyframe  bool [B, S]  slot holds a keyframe (memory banks)
+            chunk_selected bool [B, C]  chunks chosen by the coarse read (HCAM); chunk c covers
+                                        slots [c * S // C, (c + 1) * S // C)
+        Tensors may live on any device; the viewer moves them to the CPU. Other keys are allowed
+        (memory-specific detail, e.g. trxl's per-layer/head `attention`); viewers ignore them.
+        `check_introspection` validates a result against this contract.
+        """
         return {}
 
     def _check_step(self, step: Step, sequence: bool) -> None:
@@ -132,6 +154,32 @@ class Memory(nn.Module, ABC):
         first = step.get("first", None)
         if first is not None and first.shape != feat.shape[:-1]:
             raise ValueError(f"memory step first has shape {tuple(first.shape)}; expected {tuple(feat.shape[:-1])}")
+
+
+INTROSPECTION_SLOT_KEYS = ("weights", "slot_step", "slot_place", "slot_modality", "slot_keyframe")
+
+
+def check_introspection(report: Mapping[str, Tensor], batch: int) -> dict[str, Tensor]:
+    """`report` (a `Memory.introspect` result) checked against its contract; raises ValueError."""
+    report = dict(report)
+    if not report:
+        return report
+    for key in ("weights", "slot_step"):
+        if key not in report:
+            raise ValueError(f"memory introspection lacks {key!r} (keys: {sorted(report)})")
+    slots = tuple(report["weights"].shape)
+    if len(slots) != 2 or slots[0] != batch:
+        raise ValueError(f"memory introspection weights has shape {slots}; expected [B={batch}, S]")
+    for key in INTROSPECTION_SLOT_KEYS:
+        if key in report and tuple(report[key].shape) != slots:
+            raise ValueError(f"memory introspection {key} has shape {tuple(report[key].shape)}; expected {slots}")
+    weights = report["weights"].detach().float()
+    if bool((weights < -1e-6).any()) or bool((weights.sum(-1) > 1 + 1e-4).any()):
+        raise ValueError("memory introspection weights must be >= 0 and sum to <= 1 per row")
+    chunks = report.get("chunk_selected", None)
+    if chunks is not None and (chunks.dim() != 2 or chunks.shape[0] != batch):
+        raise ValueError(f"memory introspection chunk_selected has shape {tuple(chunks.shape)}; expected [B={batch}, C]")
+    return report
 
 
 # --- registry ---------------------------------------------------------------------------------

@@ -185,8 +185,20 @@ class GatedTransformerXLMemory(Memory):
         return reads, new_state
 
     def introspect(self, state: TensorDict) -> dict[str, Tensor]:
-        """`attention [B, layers, heads, M + 1]` of the last step (cache slots, then the step itself)."""
-        out = {"slot_valid": state.get("valid"), "slot_pos": state.get("pos")}
-        if self._last_attention is not None:
-            out["attention"] = self._last_attention
+        """The Memory.introspect contract, plus `attention [B, layers, heads, M + 1]` of the last
+        step (the cache it read, then the step itself), `slot_valid` and `slot_pos`.
+
+        `weights` is that attention averaged over layers and heads and shifted onto the slots of
+        the returned state: the cache moved one slot left and the step itself became the last slot,
+        so the weight on the evicted oldest slot is dropped.
+        """
+        valid = state.get("valid")
+        out = {"slot_valid": valid, "slot_pos": state.get("pos"),
+               "slot_step": torch.where(valid, state.get("pos"), torch.full_like(state.get("pos"), -1))}
+        attention = self._last_attention
+        if attention is not None and attention.shape[0] == valid.shape[0]:
+            out["attention"] = attention
+            out["weights"] = attention.mean(dim=(1, 2))[:, 1:] * valid
+        else:  # no forward yet (or another batch): nothing was read
+            out["weights"] = torch.zeros(valid.shape, device=valid.device)
         return out

@@ -3,6 +3,7 @@ from embodied.tasks.config import SENSORS, TaskConfig
 from embodied.tasks.registry import MEASURES, TASKS, make_env, register_measure, register_task
 from embodied.tasks import measures as _measures  # noqa: F401  (registers measures)
 from embodied.tasks import nav as _nav  # noqa: F401  (registers nav tasks)
+from embodied.tasks import ballet as _ballet  # noqa: F401  (registers ballet tasks)
 from embodied.tasks.nav import MEASURE_NAMES, EpisodeError, NavEnv
 
 

@@ -23,3 +23,70 @@ def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 10) -> Pa
                 f = np.pad(f, ((0, ph - h), (0, pw - w), (0, 0)))
             writer.append_data(np.ascontiguousarray(f))
     return path
+
+
+def _depth_to_rgb(depth: np.ndarray, max_depth: float) -> np.ndarray:
+    """Near = bright, far/missing = dark (grey ramp)."""
+    d = np.clip(np.nan_to_num(depth.astype(np.float32)) / max(max_depth, 1e-6), 0, 1)
+    grey = np.where(depth > 0, 255 * (1 - 0.85 * d), 0).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def _upscale(image: np.ndarray, height: int) -> np.ndarray:
+    """Nearest-neighbour upscale by an integer factor so small observations stay sharp."""
+    factor = max(1, height // image.shape[0])
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
+def recording_frames(path, height: int = 256) -> list[np.ndarray]:
+    """One frame per recorded step of an `.rrd` episode: the camera views side by side (RGB, depth,
+    semantic; those present) with the instruction, action, reward and measures drawn below."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from embodied.viewer.recording import class_colors
+    from embodied.viewer.rrd import Recording
+
+    rec = Recording(path)
+    camera = "world/agent/camera"
+    views = []
+    if f"{camera}/rgb" in rec:
+        views.append(rec.images(f"{camera}/rgb"))
+    if f"{camera}/depth" in rec:
+        depth = rec.images(f"{camera}/depth", "DepthImage")
+        top = max((float(d.max()) for d in depth.values()), default=1.0)
+        views.append({s: _depth_to_rgb(d, top) for s, d in depth.items()})
+    if f"{camera}/semantic" in rec:
+        semantic = rec.images(f"{camera}/semantic", "SegmentationImage")
+        palette = class_colors(int(max(int(s.max()) for s in semantic.values())) + 1)
+        views.append({s: palette[m.astype(np.int64)] for s, m in semantic.items()})
+    if not views:
+        raise ValueError(f"{path}: the recording has no camera images under {camera}/")
+    steps = sorted(views[0])
+    texts = {key: (rec.texts(key) if key in rec else {}) for key in ("text/instruction", "agent/action")}
+    scalars = {key: (rec.scalars(key) if key in rec else {}) for key in ("scalars/reward", "scalars/return")}
+    measures = rec.series("measures") if "measures" in rec else {}
+    scalars.update({f"measures/{k}": measures.get(k, {}) for k in ("success", "spl", "distance_to_goal")})
+    font = ImageFont.load_default()
+    frames = []
+    instruction = ""
+    for step in steps:
+        tiles = [np.asarray(_upscale(np.asarray(v[step])[..., :3].astype(np.uint8), height)) for v in views if step in v]
+        row = np.concatenate(tiles, axis=1)
+        instruction = texts["text/instruction"].get(step, instruction)
+        lines = [instruction,
+                 f"step {step}  action {texts['agent/action'].get(step, '-')}  "
+                 f"reward {scalars['scalars/reward'].get(step, 0.0):+.3f}  return {scalars['scalars/return'].get(step, 0.0):+.2f}",
+                 f"success {scalars['measures/success'].get(step, 0.0):.0f}  spl {scalars['measures/spl'].get(step, 0.0):.2f}  "
+                 f"distance {scalars['measures/distance_to_goal'].get(step, float('nan')):.2f} m"]
+        band = Image.new("RGB", (row.shape[1], 14 * len(lines) + 8), (20, 20, 20))
+        draw = ImageDraw.Draw(band)
+        for i, line in enumerate(lines):
+            draw.text((6, 4 + 14 * i), line, fill=(235, 235, 235), font=font)
+        frames.append(np.concatenate([row, np.asarray(band)], axis=0))
+    return frames
+
+
+def recording_to_video(path, out=None, fps: int = 10, height: int = 256) -> Path:
+    """Write the MP4 of an `.rrd` episode (default: beside it, same name .mp4)."""
+    out = Path(out) if out is not None else Path(path).with_suffix(".mp4")
+    return write_video(recording_frames(path, height=height), out, fps=fps)

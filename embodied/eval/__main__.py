@@ -1,0 +1,4 @@
+from embodied.eval import main
+
+if __name__ == "__main__":
+    main()

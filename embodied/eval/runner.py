@@ -1,0 +1,227 @@
+"""`embodied eval`: run a checkpoint's agent (or the oracle / random baseline) on a task or a suite,
+print a table of success and SPL with 95% confidence intervals, and write it as JSON.
+
+Episode accounting avoids the short-episode bias of "stop after N finished episodes" with
+parallel envs: env i runs a fixed quota of episodes (N split evenly), later ones are ignored.
+A checkpoint's agent sees the observation layout it was trained on: the task's sensor/camera keys
+are taken from the checkpoint's training config, the rest (scenes split, episodes) from here.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from embodied.config import check, config_dir, data_dir
+from embodied.eval.stats import summarize
+
+POLICIES = ("checkpoint", "oracle", "random")
+OBS_LAYOUT_KEYS = ("width", "height", "hfov", "sensors", "camera_height", "max_depth")
+EXTRA_MEASURES = ("soft_spl", "distance_to_goal", "collisions", "length", "return")
+
+
+@dataclass
+class EvalConfig:
+    """Root of configs/eval.yaml."""
+
+    task: Any = MISSING
+    """Task config (configs/task/); ignored when `suite` is set."""
+    agent: Any = None
+    """null = the checkpoint's agent; `agent=oracle` or `agent=random` for the baselines."""
+    ckpt: str | None = None
+    """Checkpoint to evaluate (e.g. runs/.../best.pt)."""
+    suite: str | None = None
+    """Evaluate every task of this suite in tasks/suites.yaml."""
+    episodes: int = 100
+    """Episodes per task."""
+    split: str | None = "test"
+    """Scenes split written into task.scenes (train, val, test); null keeps task.scenes as given."""
+    num_envs: int = 4
+    """Parallel envs."""
+    num_workers: int | None = None
+    """Env worker processes; 0 = in-process, null = min(num_envs, cpus)."""
+    seed: int = 0
+    """Episode seed (env i is seeded seed + i) and the sampling/bootstrap seed."""
+    deterministic: bool = True
+    """Checkpoint policy: argmax actions (true) or sampled (false)."""
+    device: str = "auto"
+    """cpu, cuda or auto."""
+    confidence: float = 0.95
+    """Confidence level of the intervals."""
+    out: str | None = None
+    """JSON output path; null = eval_<task or suite>.json beside the checkpoint (or in the cwd)."""
+    quiet: bool = False
+    """No progress bar."""
+
+
+def _policy(cfg: DictConfig) -> str:
+    kind = cfg.agent.get("kind") if isinstance(cfg.agent, DictConfig) else None
+    if kind is None:
+        check(cfg.ckpt is not None, "ckpt", "missing; allowed: a checkpoint path, or agent=oracle / agent=random")
+        return "checkpoint"
+    check(kind in POLICIES[1:], "agent.kind", f"{kind!r}; allowed: oracle, random")
+    return kind
+
+
+def validate_eval_config(cfg: DictConfig) -> str:
+    check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
+    check(cfg.num_envs >= 1, "num_envs", f"{cfg.num_envs}; allowed: >= 1")
+    check(cfg.num_workers is None or cfg.num_workers >= 0, "num_workers", f"{cfg.num_workers}; allowed: >= 0 or null")
+    check(0 < cfg.confidence < 1, "confidence", f"{cfg.confidence}; allowed: (0, 1)")
+    check(cfg.device in ("cpu", "cuda", "auto"), "device", f"{cfg.device!r}; allowed: cpu, cuda, auto")
+    check(cfg.split in (None, "train", "val", "test"), "split", f"{cfg.split!r}; allowed: train, val, test, null")
+    return _policy(cfg)
+
+
+def suite_tasks(name: str) -> list[str]:
+    path = data_dir("tasks") / "suites.yaml"
+    suites = OmegaConf.to_container(OmegaConf.load(path)) if path.exists() else {}
+    check(name in suites, "suite", f"{name!r}; allowed: {', '.join(sorted(suites)) or '(no suites defined)'}")
+    return list(suites[name])
+
+
+def load_task_config(name: str) -> dict:
+    path = config_dir() / "task" / f"{name}.yaml"
+    check(path.is_file(), "suite", f"task config {name!r} not found under configs/task/")
+    node = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    node.pop("defaults", None)
+    return node
+
+
+class _PolicyRunner:
+    def __init__(self, kind: str, envs, ckpt: dict | None, device: torch.device, deterministic: bool, seed: int):
+        self.kind, self.envs, self.device, self.deterministic = kind, envs, device, deterministic
+        self.rng = np.random.default_rng(seed)
+        self.n_actions = int(envs.single_action_space.n)
+        self.agent = None
+        if kind == "checkpoint":
+            from embodied.train.checkpoint import load_model_state
+            from embodied.train.run import build_agent_from_config
+
+            self.agent = build_agent_from_config(ckpt["config"], envs.single_observation_space,
+                                                 envs.single_action_space, device)
+            load_model_state(self.agent, ckpt["model"], ckpt["_path"])
+            self.agent.eval()
+            self.state = self.agent.initial_state(envs.num_envs, device)
+        self.first = torch.ones(envs.num_envs, dtype=torch.bool, device=device)
+        self.prev = torch.zeros(envs.num_envs, dtype=torch.long, device=device)
+
+    @torch.no_grad()
+    def act(self, obs: dict) -> np.ndarray:
+        if self.kind == "oracle":
+            return np.asarray(self.envs.call("oracle_action"), dtype=np.int64)
+        if self.kind == "random":
+            return self.rng.integers(0, self.n_actions, size=self.envs.num_envs)
+        tensors = {k: torch.as_tensor(v).to(self.device) for k, v in obs.items()}
+        action, _, _, self.state = self.agent.act(tensors, self.state, self.first, self.prev,
+                                                  deterministic=self.deterministic)
+        self.prev = action
+        return action.cpu().numpy()
+
+    def observe_done(self, done: np.ndarray) -> None:
+        d = torch.as_tensor(done, device=self.device)
+        self.first = d
+        self.prev = torch.where(d, torch.zeros_like(self.prev), self.prev)
+
+
+def evaluate_task(task: dict, policy: str, ckpt: dict | None, cfg: DictConfig, device: torch.device,
+                  env_factory=None) -> dict[str, Any]:
+    from embodied.train.run import make_envs
+
+    task = dict(task)
+    if cfg.split is not None and not str(task.get("name", "")).startswith("toy/"):
+        task["scenes"] = cfg.split
+    if ckpt is not None:
+        trained = ckpt["config"].get("task", {})
+        for key in OBS_LAYOUT_KEYS:
+            if key in trained and key in task:
+                task[key] = trained[key]
+    num_envs = min(cfg.num_envs, cfg.episodes)
+    quota = [cfg.episodes // num_envs + (i < cfg.episodes % num_envs) for i in range(num_envs)]
+    envs = (env_factory or make_envs)(OmegaConf.create(task), num_envs, cfg.seed, cfg.num_workers)
+    episodes: list[dict] = []
+    try:
+        runner = _PolicyRunner(policy, envs, ckpt, device, cfg.deterministic, cfg.seed)
+        obs = envs.reset(seed=cfg.seed)
+        counts = [0] * num_envs
+        bar = None
+        if not cfg.quiet:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.episodes, unit="ep", desc=f"eval {task.get('name')}", file=sys.stderr)
+        while any(c < q for c, q in zip(counts, quota)):
+            obs, _, terminated, truncated, infos = envs.step(runner.act(obs))
+            done = np.asarray(terminated) | np.asarray(truncated)
+            runner.observe_done(done)
+            for i in np.flatnonzero(done):
+                if counts[i] < quota[i] and "episode" in infos[i]:
+                    counts[i] += 1
+                    episodes.append({k: float(v) for k, v in infos[i]["episode"].items()
+                                     if isinstance(v, (int, float, np.number, bool))})
+                    if bar:
+                        bar.update(1)
+        if bar:
+            bar.close()
+    finally:
+        envs.close()
+    result: dict[str, Any] = {"task": task.get("name"), "policy": policy, "episodes": len(episodes),
+                              "success": summarize([e["success"] for e in episodes], True, cfg.confidence)}
+    if all("spl" in e for e in episodes):
+        result["spl"] = summarize([e["spl"] for e in episodes], False, cfg.confidence, seed=cfg.seed)
+    for key in EXTRA_MEASURES:
+        if all(key in e for e in episodes):
+            result[key] = float(np.mean([e[key] for e in episodes]))
+    result["per_episode"] = episodes
+    return result
+
+
+def format_table(results: list[dict], confidence: float = 0.95) -> str:
+    pct = f"{round(confidence * 100)}% CI"
+    header = f"{'task':<22} {'policy':<10} {'episodes':>8}  {'success':>7} [{pct:^13}]  {'SPL':>6} [{pct:^13}]"
+    lines = [header, "-" * len(header)]
+    for r in results:
+        s = r["success"]
+        row = f"{str(r['task']):<22} {r['policy']:<10} {r['episodes']:>8}  {s['mean']:>7.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
+        if "spl" in r:
+            p = r["spl"]
+            row += f"  {p['mean']:>6.3f} [{p['ci_low']:.3f}, {p['ci_high']:.3f}]"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def evaluate(cfg: DictConfig, env_factory=None) -> dict[str, Any]:
+    """Evaluate per the eval config; prints the table, writes the JSON; returns the report."""
+    from embodied.train.checkpoint import load_checkpoint
+    from embodied.train.distributed import resolve_device
+
+    policy = validate_eval_config(cfg)
+    device = resolve_device(cfg.device)
+    ckpt = None
+    if policy == "checkpoint":
+        ckpt = load_checkpoint(cfg.ckpt, map_location=device)
+        ckpt["_path"] = str(cfg.ckpt)
+    if cfg.suite:
+        tasks = [load_task_config(name) for name in suite_tasks(cfg.suite)]
+    else:
+        tasks = [OmegaConf.to_container(cfg.task, resolve=True)]
+    results = [evaluate_task(t, policy, ckpt, cfg, device, env_factory) for t in tasks]
+    table = format_table(results, cfg.confidence)
+    print(table)
+    name = cfg.suite or str(tasks[0].get("name")).replace("/", "_")
+    out = Path(cfg.out) if cfg.out else (Path(cfg.ckpt).parent if cfg.ckpt else Path(".")) / f"eval_{name}.json"
+    report = {"ckpt": cfg.ckpt, "policy": policy, "suite": cfg.suite, "confidence": cfg.confidence,
+              "ci_methods": {"success": "wilson", "spl": "percentile bootstrap (10000 resamples)"},
+              "config": OmegaConf.to_container(cfg, resolve=True), "results": results, "table": table}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=float))
+    tmp.replace(out)
+    print(f"wrote {out}")
+    report["path"] = str(out)
+    return report

@@ -1,0 +1,144 @@
+"""Ballet (HCAM's memory task, Lampinen et al. 2021), symbolic version: `ballet/{2,4,8}_delay{16,48}`.
+
+Layout as in the released pycolab Ballet (`pycolab_ballet/ballet_environment_core.py`): an 11x11
+room with walls, 8 dancer slots around the agent at the centre; N dancers (distinct colours) each
+perform one of 13 16-step dances, one after another, separated by `delay` empty steps; during the
+show the instruction is "watch". Then the instruction names one of the performed dances and the
+agent must pick the dancer that performed it: reward +1 for the right dancer, 0 for a wrong one
+(either ends the episode); chance = 1/N.
+
+Simplifications (documented, not hidden):
+- Observation is symbolic: `semantic` [11, 11] int grid (0 floor, 1 wall, 2 + colour for a dancer
+  at its current cell) of the whole room, plus `text` [1] (token 1 = "watch", 2 + d = dance d).
+  The original renders an egocentric 99x99 RGB crop; an RGB option is not implemented.
+- Acting is one choice instead of walking: action 0 waits (the only sensible action during the
+  show; actions are ignored then), action 1 + s picks the dancer in slot s (an empty slot is
+  wrong). After the show the agent has `ANSWER_STEPS` steps to choose, else reward 0. HCAM's
+  agent walks to the dancer with 8 moves; here navigation is removed so the task measures memory.
+- The dance shapes are reconstructed from their names (the released table was not copied), 16
+  steps each, all distinct as sequences.
+`oracle_action()` is the scripted expert: it reads the ground truth.
+"""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from embodied.tasks.registry import register_task
+
+ROOM = 11
+SLOTS = ((2, 2), (2, 5), (2, 8), (5, 2), (5, 8), (8, 2), (8, 5), (8, 8))
+DANCE_STEPS = 16
+ANSWER_STEPS = 4
+NUM_COLOURS = 8
+
+
+def _repeat(cycle: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    return tuple((cycle * (DANCE_STEPS // len(cycle) + 1))[:DANCE_STEPS])
+
+
+_RING = [(0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1)]
+DANCES: dict[str, tuple[tuple[int, int], ...]] = {
+    "circle_cw": _repeat(_RING),
+    "circle_ccw": _repeat(_RING[::-1]),
+    "up_and_down": _repeat([(0, 1), (0, 0), (0, -1), (0, 0)]),
+    "left_and_right": _repeat([(1, 0), (0, 0), (-1, 0), (0, 0)]),
+    "diagonal_uldr": _repeat([(-1, 1), (0, 0), (1, -1), (0, 0)]),
+    "diagonal_urdl": _repeat([(1, 1), (0, 0), (-1, -1), (0, 0)]),
+    "plus_cw": _repeat([(0, 1), (0, 0), (1, 0), (0, 0), (0, -1), (0, 0), (-1, 0), (0, 0)]),
+    "plus_ccw": _repeat([(0, 1), (0, 0), (-1, 0), (0, 0), (0, -1), (0, 0), (1, 0), (0, 0)]),
+    "times_cw": _repeat([(1, 1), (0, 0), (1, -1), (0, 0), (-1, -1), (0, 0), (-1, 1), (0, 0)]),
+    "times_ccw": _repeat([(-1, 1), (0, 0), (-1, -1), (0, 0), (1, -1), (0, 0), (1, 1), (0, 0)]),
+    "zee": _repeat([(-1, 1), (0, 1), (1, 1), (0, 0), (-1, -1), (0, -1), (1, -1), (0, 0)]),
+    "chevron_down": _repeat([(-1, 1), (0, 0), (0, -1), (0, 0), (1, 1), (0, 0)]),
+    "chevron_up": _repeat([(-1, -1), (0, 0), (0, 1), (0, 0), (1, -1), (0, 0)]),
+}
+DANCE_NAMES = tuple(DANCES)
+
+
+class BalletEnv(gym.Env):
+    """One Ballet level; `num_dancers` and `delay` are set by the registered subclass."""
+
+    metadata = {"render_modes": []}
+    num_dancers: int = 4
+    delay: int = 16
+
+    def __init__(self, cfg=None):
+        self.cfg = cfg
+        self.show_steps = self.num_dancers * (DANCE_STEPS + self.delay)
+        self.max_episode_steps = self.show_steps + ANSWER_STEPS
+        self.observation_space = spaces.Dict({
+            "semantic": spaces.Box(0, 1 + NUM_COLOURS, (ROOM, ROOM), dtype=np.int64),
+            "text": spaces.Box(0, 1 + len(DANCES), (1,), dtype=np.int64),
+        })
+        self.action_space = spaces.Discrete(1 + len(SLOTS))
+        self._rng = np.random.default_rng()
+        self._t = 0
+        self._done = True
+
+    # --- episode ---------------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options=None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        rng = self._rng
+        self.slots = rng.choice(len(SLOTS), self.num_dancers, replace=False)  # slot of dancer i
+        self.dances = rng.choice(len(DANCES), self.num_dancers, replace=False)  # dance of dancer i
+        self.colours = rng.choice(NUM_COLOURS, self.num_dancers, replace=False)
+        self.target = int(rng.integers(self.num_dancers))  # the dancer whose dance is asked
+        self._t = 0
+        self._done = False
+        return self._observation(), self._info(success=0.0)
+
+    def step(self, action):
+        if self._done:
+            raise RuntimeError("step() after the episode ended; call reset()")
+        if not self.action_space.contains(int(action)):
+            raise ValueError(f"action {action!r} out of range 0..{self.action_space.n - 1}")
+        action = int(action)
+        reward, terminated = 0.0, False
+        if self._t >= self.show_steps and action > 0:
+            terminated = True
+            reward = 1.0 if action - 1 == int(self.slots[self.target]) else 0.0
+        self._t += 1
+        truncated = not terminated and self._t >= self.max_episode_steps
+        self._done = terminated or truncated
+        return self._observation(), reward, terminated, truncated, self._info(success=reward)
+
+    def oracle_action(self) -> int:
+        """The expert: wait through the show, then pick the slot of the instructed dancer."""
+        return 1 + int(self.slots[self.target]) if self._t >= self.show_steps else 0
+
+    @property
+    def instructed_dance(self) -> int:
+        return int(self.dances[self.target])
+
+    # --- observation -----------------------------------------------------------------------------
+    def dancer_offsets(self, t: int) -> np.ndarray:
+        """[N, 2] (row, col) offset of each dancer from its slot at step t."""
+        offsets = np.zeros((self.num_dancers, 2), dtype=np.int64)
+        period = DANCE_STEPS + self.delay
+        dancer, phase = divmod(t, period)
+        if t < self.show_steps and phase < DANCE_STEPS:
+            dx, dy = DANCES[DANCE_NAMES[self.dances[dancer]]][phase]
+            offsets[dancer] = (-dy, dx)  # up = one row up
+        return offsets
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        grid = np.zeros((ROOM, ROOM), dtype=np.int64)
+        grid[0, :] = grid[-1, :] = grid[:, 0] = grid[:, -1] = 1
+        offsets = self.dancer_offsets(self._t)
+        for i in range(self.num_dancers):
+            row, col = np.asarray(SLOTS[self.slots[i]]) + offsets[i]
+            grid[row, col] = 2 + self.colours[i]
+        token = 1 if self._t < self.show_steps else 2 + self.instructed_dance
+        return {"semantic": grid, "text": np.array([token], dtype=np.int64)}
+
+    def _info(self, success: float) -> dict:
+        return {"success": float(success), "chance": 1.0 / self.num_dancers, "show_steps": self.show_steps}
+
+
+LEVELS = {f"{n}_delay{d}": (n, d) for d in (16, 48) for n in (2, 4, 8)}
+for _level, (_n, _d) in LEVELS.items():
+    register_task(f"ballet/{_level}")(type(f"Ballet{_n}Delay{_d}", (BalletEnv,), {"num_dancers": _n, "delay": _d}))

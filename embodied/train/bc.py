@@ -1,0 +1,285 @@
+"""Behaviour cloning over demonstration sequences, and DAgger relabelling with the nav oracle.
+
+Sequences: training batches are whole episodes, padded to the longest in the batch and masked,
+and the memory is re-run from the episode start (fresh state) exactly as it runs at test time,
+so memories learn over whole episodes. `seq_len > 0` cuts long episodes into chunks of at most
+`seq_len` steps; every chunk then starts from a fresh memory state (a truncated memory — use it
+only when whole episodes do not fit in memory).
+
+Demo format: numpy `.npz` shards (torch-free). Each shard holds several episodes concatenated
+along axis 0: `obs/<key>` [S, ...] (the env's observation arrays), `actions` [S] int64 (the
+expert's action at that observation), `first` [S] bool (True at each episode's first step).
+
+DAgger (Ross et al. 2011) for navigation: roll out a mixture policy — the oracle's action with
+probability beta, the learner's otherwise — label every visited observation with the oracle's
+action (`env.call("oracle_action")`), add the labelled episodes to the dataset, retrain.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from embodied.config import check
+from embodied.train.checkpoint import NonFiniteError
+from embodied.train.distributed import DistContext, all_reduce_gradients
+
+
+@dataclass
+class BCConfig:
+    """Schema of `configs/trainer/bc.yaml`."""
+
+    name: str = "bc"
+    """Trainer name (bc)."""
+    demos: str | None = None
+    """A .npz shard or a directory of shards; null = record `record_episodes` oracle episodes first."""
+    record_episodes: int = 64
+    """Oracle episodes to record into run_dir/demos when `demos` is null."""
+    lr: float = 3e-4
+    """Adam learning rate."""
+    batch_episodes: int = 8
+    """Sequences (episodes or chunks) per gradient step."""
+    epochs: int = 4
+    """Passes over the dataset after each data round."""
+    seq_len: int = 0
+    """0 = whole episodes; > 0 = chunks of at most this many steps, each from a fresh memory state."""
+    max_grad_norm: float = 1.0
+    """Global gradient norm clip."""
+    aux_coef: float = 1.0
+    """Weight of the agent's auxiliary losses."""
+    dagger_rounds: int = 0
+    """DAgger rounds after the initial BC round (needs an env with oracle_action)."""
+    dagger_steps: int = 1024
+    """Env steps (over all envs) collected per DAgger round."""
+    beta: float = 0.5
+    """Probability of executing the oracle's action in the first DAgger round."""
+    beta_decay: float = 0.5
+    """beta is multiplied by this every round."""
+
+    def validate(self, num_envs: int = 1) -> "BCConfig":
+        check(self.name == "bc", "trainer.name", f"{self.name!r}; allowed: bc")
+        check(self.lr > 0 and math.isfinite(self.lr), "trainer.lr", f"{self.lr}; allowed: > 0")
+        check(self.batch_episodes >= 1, "trainer.batch_episodes", f"{self.batch_episodes}; allowed: >= 1")
+        check(self.epochs >= 1, "trainer.epochs", f"{self.epochs}; allowed: >= 1")
+        check(self.seq_len >= 0, "trainer.seq_len", f"{self.seq_len}; allowed: >= 0")
+        check(self.max_grad_norm > 0, "trainer.max_grad_norm", f"{self.max_grad_norm}; allowed: > 0")
+        check(self.aux_coef >= 0, "trainer.aux_coef", f"{self.aux_coef}; allowed: >= 0")
+        check(self.record_episodes >= 1, "trainer.record_episodes", f"{self.record_episodes}; allowed: >= 1")
+        check(self.dagger_rounds >= 0, "trainer.dagger_rounds", f"{self.dagger_rounds}; allowed: >= 0")
+        check(self.dagger_steps >= 1, "trainer.dagger_steps", f"{self.dagger_steps}; allowed: >= 1")
+        check(0 <= self.beta <= 1, "trainer.beta", f"{self.beta}; allowed: [0, 1]")
+        check(0 <= self.beta_decay <= 1, "trainer.beta_decay", f"{self.beta_decay}; allowed: [0, 1]")
+        return self
+
+
+# --- dataset ------------------------------------------------------------------------------------
+
+Episode = dict[str, Any]  # {"obs": {key: [L, ...]}, "actions": [L]}
+
+
+def write_demo_shard(path: str | Path, episodes: list[Episode]) -> Path:
+    """Write episodes to one .npz shard (atomically: temp file + rename)."""
+    if not episodes:
+        raise ValueError(f"{path}: no episodes to write")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = sorted(episodes[0]["obs"])
+    arrays = {f"obs/{k}": np.concatenate([np.asarray(e["obs"][k]) for e in episodes]) for k in keys}
+    arrays["actions"] = np.concatenate([np.asarray(e["actions"], dtype=np.int64) for e in episodes])
+    first = [np.zeros(len(e["actions"]), dtype=bool) for e in episodes]
+    for f in first:
+        f[0] = True
+    arrays["first"] = np.concatenate(first)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+    return path
+
+
+def load_demos(path: str | Path) -> list[Episode]:
+    """Episodes from a .npz shard or every *.npz in a directory (sorted); ValueError on bad data."""
+    path = Path(path)
+    shards = sorted(path.glob("*.npz")) if path.is_dir() else [path]
+    if not shards or not all(s.is_file() for s in shards):
+        raise ValueError(f"{path}: no .npz demo shards found")
+    episodes: list[Episode] = []
+    for shard in shards:
+        with np.load(shard) as data:
+            missing = [k for k in ("actions", "first") if k not in data]
+            obs_keys = [k[4:] for k in data.files if k.startswith("obs/")]
+            if missing or not obs_keys:
+                raise ValueError(f"{shard}: not a demo shard (missing {missing or 'obs/* arrays'})")
+            actions, first = data["actions"], data["first"].astype(bool)
+            if len(first) == 0 or not first[0]:
+                raise ValueError(f"{shard}: first[0] must be True (shards hold whole episodes)")
+            obs = {k: data[f"obs/{k}"] for k in obs_keys}
+            for k, v in obs.items():
+                if len(v) != len(actions):
+                    raise ValueError(f"{shard}: obs/{k} has {len(v)} rows, actions has {len(actions)}")
+            starts = np.flatnonzero(first).tolist() + [len(actions)]
+            for a, b in zip(starts[:-1], starts[1:]):
+                episodes.append({"obs": {k: v[a:b] for k, v in obs.items()}, "actions": actions[a:b]})
+    return episodes
+
+
+def split_sequences(episodes: list[Episode], seq_len: int) -> list[Episode]:
+    if seq_len <= 0:
+        return episodes
+    out = []
+    for e in episodes:
+        for a in range(0, len(e["actions"]), seq_len):
+            out.append({"obs": {k: v[a:a + seq_len] for k, v in e["obs"].items()},
+                        "actions": e["actions"][a:a + seq_len]})
+    return out
+
+
+def pad_batch(sequences: list[Episode], device: torch.device) -> dict[str, Any]:
+    """[T, B] tensors of a batch of sequences; padding steps are first=True and mask=False."""
+    T, B = max(len(s["actions"]) for s in sequences), len(sequences)
+    keys = sorted(sequences[0]["obs"])
+    obs = {}
+    for k in keys:
+        sample = np.asarray(sequences[0]["obs"][k])
+        buf = np.zeros((T, B, *sample.shape[1:]), dtype=sample.dtype)
+        for j, s in enumerate(sequences):
+            buf[: len(s["actions"]), j] = s["obs"][k]
+        obs[k] = torch.from_numpy(buf).to(device)
+    actions = np.zeros((T, B), dtype=np.int64)
+    mask = np.zeros((T, B), dtype=bool)
+    for j, s in enumerate(sequences):
+        n = len(s["actions"])
+        actions[:n, j] = s["actions"]
+        mask[:n, j] = True
+    first = ~mask
+    first[0] = True
+    prev = np.zeros((T, B), dtype=np.int64)
+    prev[1:] = actions[:-1]
+    prev[first] = 0
+    t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    return {"obs": obs, "actions": t(actions), "mask": t(mask), "first": t(first), "prev_actions": t(prev)}
+
+
+# --- trainer ------------------------------------------------------------------------------------
+
+class BehaviourCloning:
+    def __init__(self, agent: torch.nn.Module, cfg: BCConfig, ctx: DistContext | None = None, seed: int = 0):
+        self.agent = agent
+        self.cfg = cfg
+        self.ctx = ctx or DistContext()
+        self.device = self.ctx.device
+        self.params = [p for p in agent.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
+        self.shuffle_gen = torch.Generator().manual_seed(seed)
+        self.round = 0
+        self.grad_steps = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "round": self.round, "grad_steps": self.grad_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.round = int(state["round"])
+        self.grad_steps = int(state["grad_steps"])
+
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        B = batch["actions"].shape[1]
+        out = self.agent.evaluate_sequence(batch["obs"], self.agent.initial_state(B, self.device),
+                                           batch["first"], batch["prev_actions"], batch["actions"])
+        mask = batch["mask"].float()
+        ce = -(out["log_prob"].float() * mask).sum() / mask.sum()
+        aux = sum((v.float() for v in (out.get("aux_losses") or {}).values()), torch.zeros((), device=self.device))
+        with torch.no_grad():
+            acc = ((out["logits"].argmax(-1) == batch["actions"]).float() * mask).sum() / mask.sum()
+        return ce + self.cfg.aux_coef * aux, {"bc_loss": float(ce.detach()), "accuracy": float(acc), "aux_loss": float(aux.detach())}
+
+    def fit(self, episodes: list[Episode], epochs: int | None = None) -> dict[str, float]:
+        """`epochs` passes of minibatches of sequences; returns mean loss/accuracy of the last pass."""
+        self.agent.train()
+        sequences = split_sequences(episodes, self.cfg.seq_len)
+        if not sequences:
+            raise ValueError("behaviour cloning needs at least one demonstration episode")
+        last: dict[str, float] = {}
+        for _ in range(epochs or self.cfg.epochs):
+            order = torch.randperm(len(sequences), generator=self.shuffle_gen).tolist()
+            sums, n = {}, 0
+            for a in range(0, len(order), self.cfg.batch_episodes):
+                batch = pad_batch([sequences[i] for i in order[a:a + self.cfg.batch_episodes]], self.device)
+                loss, stats = self.loss(batch)
+                if not torch.isfinite(loss):
+                    raise NonFiniteError(f"behaviour cloning step {self.grad_steps}: loss is {loss.item()}")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                all_reduce_gradients(self.params, self.ctx)
+                torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+                self.optimizer.step()
+                self.grad_steps += 1
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n += 1
+            last = {k: v / n for k, v in sums.items()}
+        return last
+
+
+# --- data collection (oracle demos and DAgger) ---------------------------------------------------
+
+@torch.no_grad()
+def collect_labelled(envs, agent: torch.nn.Module | None, device: torch.device, steps: int, beta: float,
+                     rng: np.random.Generator, seed: int, max_episodes: int | None = None,
+                     should_stop: Callable[[], bool] = lambda: False) -> tuple[list[Episode], list[dict]]:
+    """Run a beta-mixture of oracle and learner; label each visited obs with the oracle action.
+
+    Returns the finished episodes (obs + oracle labels) and their final measures. With
+    agent=None (or beta=1) this records pure oracle demonstrations."""
+    n = envs.num_envs
+    obs = envs.reset(seed=seed)
+    state = agent.initial_state(n, device) if agent is not None else None
+    first = torch.ones(n, dtype=torch.bool, device=device)
+    prev = torch.zeros(n, dtype=torch.long, device=device)
+    current: list[dict[str, list]] = [{"obs": {k: [] for k in obs}, "actions": []} for _ in range(n)]
+    episodes: list[Episode] = []
+    measures: list[dict] = []
+    for _ in range(math.ceil(steps / n)):
+        if should_stop() or (max_episodes is not None and len(episodes) >= max_episodes):
+            break
+        labels = np.asarray(envs.call("oracle_action"), dtype=np.int64)
+        execute = labels.copy()
+        if agent is not None and beta < 1.0:
+            tensors = {k: torch.as_tensor(v).to(device) for k, v in obs.items()}
+            action, _, _, state = agent.act(tensors, state, first, prev)
+            learner = rng.random(n) >= beta
+            execute[learner] = action.cpu().numpy()[learner]
+        for i in range(n):
+            for k, v in obs.items():
+                current[i]["obs"][k].append(np.array(v[i]))
+            current[i]["actions"].append(int(labels[i]))
+        obs, _, terminated, truncated, infos = envs.step(execute)
+        done = np.asarray(terminated) | np.asarray(truncated)
+        for i in np.flatnonzero(done):
+            ep = current[i]
+            episodes.append({"obs": {k: np.stack(v) for k, v in ep["obs"].items()},
+                             "actions": np.asarray(ep["actions"], dtype=np.int64)})
+            measures.append(dict(infos[i].get("episode", {})))
+            current[i] = {"obs": {k: [] for k in obs}, "actions": []}
+        done_t = torch.as_tensor(done, device=device)
+        first = done_t
+        prev = torch.where(done_t, torch.zeros_like(prev), torch.as_tensor(execute, device=device))
+    if max_episodes is not None:
+        episodes, measures = episodes[:max_episodes], measures[:max_episodes]
+    return episodes, measures
+
+
+def iter_rounds(cfg: BCConfig) -> Iterator[tuple[int, float]]:
+    """(round, beta) for the DAgger rounds 1..dagger_rounds."""
+    for r in range(1, cfg.dagger_rounds + 1):
+        yield r, cfg.beta * cfg.beta_decay ** (r - 1)
+
+
+def summarize_measures(measures: list[dict]) -> dict[str, float]:
+    if not measures:
+        return {}
+    keys = sorted({k for m in measures for k in m if isinstance(m[k], (int, float))})
+    return {f"episode/{k}": float(np.mean([m[k] for m in measures if k in m])) for k in keys}

@@ -1,0 +1,112 @@
+"""Structured config schemas of `embodied train` (configs/train.yaml and its groups).
+
+Registered with Hydra's ConfigStore (`train_schema`, `trainer/ppo_schema`, `trainer/bc_schema`,
+`logger/logger_schema`) so an unknown key fails at composition; value checks run at start through
+`validate_train_config` and fail with one ConfigError line naming the key and the allowed values.
+The `task`, `memory` and `agent` groups are validated by their own layers (TaskConfig,
+build_memory, AgentConfig).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from embodied.config import ConfigError, check
+from embodied.train.bc import BCConfig
+from embodied.train.logger import LoggerConfig
+from embodied.train.ppo import PPOConfig
+
+DEVICES = ("cpu", "cuda", "auto")
+TRAINERS = {"ppo": PPOConfig, "bc": BCConfig}
+
+
+@dataclass
+class TrainConfig:
+    """Root of configs/train.yaml."""
+
+    task: Any = MISSING
+    """Task config (configs/task/; schema embodied.tasks.TaskConfig). `task.name=toy/corridor` selects
+    the 1-D toy task of embodied.train.toy (trainer smoke tests)."""
+    memory: Any = MISSING
+    """Memory config (configs/memory/; `name` picks the memory)."""
+    agent: Any = MISSING
+    """Agent options (configs/agent/; schema embodied.agents.AgentConfig)."""
+    trainer: Any = MISSING
+    """Trainer: ppo (configs/trainer/ppo.yaml, PPOConfig) or bc (configs/trainer/bc.yaml, BCConfig)."""
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    """Metric logging: jsonl or wandb (configs/logger/)."""
+    seed: int = 0
+    """Seeds model init, envs (offset by rank) and sampling. Same seed on CPU = same curve."""
+    device: str = "auto"
+    """cpu, cuda or auto (cuda when available)."""
+    run_dir: str = "runs/${task.name}/${memory.name}/seed${seed}"
+    """Checkpoints, metrics.jsonl and W&B files. Starting again with the same run_dir resumes."""
+    num_envs: int = 8
+    """Envs per rank."""
+    num_workers: int | None = None
+    """Env worker processes per rank; 0 = in-process, null = min(num_envs, cpu count)."""
+    total_steps: int = 1_000_000
+    """Env steps to train for, summed over ranks."""
+    quiet: bool = False
+    """No progress bar (clusters)."""
+    distributed: bool = False
+    """Launch `nproc` local data-parallel processes (torchrun). Under torchrun this is implied."""
+    nproc: int = 2
+    """Processes per node when distributed=true."""
+    ckpt_every: int = 50
+    """Checkpoint every this many updates (and at the end, and on preemption)."""
+    keep_last: int = 3
+    """Checkpoints kept besides best.pt."""
+    best_metric: str = "episode/success"
+    """Metric whose maximum selects best.pt."""
+    requeue: bool = True
+    """In SLURM, requeue the job after a preemption signal saved the resume state."""
+    resume: bool = True
+    """Resume from run_dir/latest.pt when it exists; false refuses to start in a used run_dir."""
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(group="trainer", name="ppo_schema", node=PPOConfig)
+    cs.store(group="trainer", name="bc_schema", node=BCConfig)
+    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+
+
+def _node_to_dataclass(node: Any, cls: type, key: str):
+    data = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}: unknown key; allowed: {', '.join(sorted(names))}")
+    return cls(**data)
+
+
+def trainer_config(cfg: DictConfig):
+    name = cfg.trainer.get("name")
+    check(name in TRAINERS, "trainer.name", f"{name!r}; allowed: {', '.join(TRAINERS)}")
+    return _node_to_dataclass(cfg.trainer, TRAINERS[name], "trainer").validate(cfg.num_envs)
+
+
+def logger_config(cfg: DictConfig) -> LoggerConfig:
+    return _node_to_dataclass(cfg.logger, LoggerConfig, "logger").validate()
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """One-line ConfigError for the first bad value of the run-level keys and the trainer/logger."""
+    check(cfg.device in DEVICES, "device", f"{cfg.device!r}; allowed: {', '.join(DEVICES)}")
+    check(isinstance(cfg.num_envs, int) and cfg.num_envs >= 1, "num_envs", f"{cfg.num_envs}; allowed: >= 1")
+    check(cfg.num_workers is None or cfg.num_workers >= 0, "num_workers",
+          f"{cfg.num_workers}; allowed: >= 0 or null")
+    check(cfg.total_steps >= 1, "total_steps", f"{cfg.total_steps}; allowed: >= 1")
+    check(cfg.nproc >= 1, "nproc", f"{cfg.nproc}; allowed: >= 1")
+    check(cfg.ckpt_every >= 1, "ckpt_every", f"{cfg.ckpt_every}; allowed: >= 1")
+    check(cfg.keep_last >= 1, "keep_last", f"{cfg.keep_last}; allowed: >= 1")
+    check(bool(cfg.run_dir), "run_dir", "empty; allowed: a directory path")
+    check(cfg.seed >= 0, "seed", f"{cfg.seed}; allowed: >= 0")
+    check("name" in cfg.memory, "memory.name", "missing; allowed: a memory config with a name key")
+    trainer_config(cfg)
+    logger_config(cfg)

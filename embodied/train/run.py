@@ -1,0 +1,291 @@
+"""`embodied train`: build envs + agent from the config, run PPO or BC, checkpoint, resume, log.
+
+Resume and determinism. All randomness of update k (action sampling, minibatch order, DAgger
+mixing) is reseeded from (seed, rank, k) at the start of the update, so it does not depend on how
+the process got to update k. Checkpoints are taken at update boundaries. What cannot be saved is
+the envs' mid-episode state (scene, agent pose, episode RNG inside worker processes): a resumed
+run resets its envs with a seed derived from (seed, rank, update) and starts a fresh memory state.
+Hence:
+  * with `trainer.reset_envs_each_update=true` every update starts from seeded fresh episodes and
+    a resumed run's next update equals the uninterrupted run's bit for bit (CPU);
+  * by default (episodes run across rollouts) the resumed run restores model, optimizer, LR
+    schedule, counters and RNG exactly and is deterministic (resuming the same state twice gives
+    the same updates), but its first rollout starts from fresh episodes where the uninterrupted
+    run was mid-episode.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from embodied.config import ConfigError, check
+from embodied.train import distributed as dist_utils
+from embodied.train.bc import BehaviourCloning, collect_labelled, iter_rounds, load_demos, summarize_measures, write_demo_shard
+from embodied.train.checkpoint import CheckpointManager, NonFiniteError, capture_rng, load_model_state, restore_rng
+from embodied.train.config import logger_config, trainer_config, validate_train_config
+from embodied.train.logger import MetricLogger, truncate_jsonl
+from embodied.train.ppo import PPO
+from embodied.train.preemption import PreemptionFlag
+
+log = logging.getLogger("embodied.train")
+
+# Keys that may change between a run and its resumption; any other difference is an error.
+RESUMABLE_CHANGES = {"total_steps", "quiet", "logger", "ckpt_every", "keep_last", "device", "num_workers",
+                     "requeue", "resume", "run_dir", "distributed", "nproc", "best_metric"}
+
+
+def derived_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0]) & 0x7FFFFFFF
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_envs(task_cfg, num_envs: int, seed: int, num_workers: int | None):
+    if str(task_cfg.get("name", "")).startswith("toy/"):
+        from embodied.train.toy import make_toy_vector_env
+
+        return make_toy_vector_env(task_cfg, num_envs, seed, num_workers)
+    from embodied.envs import make_vector_env
+
+    return make_vector_env(task_cfg, num_envs, seed=seed, num_workers=num_workers)
+
+
+def build_agent_from_config(config: dict | DictConfig, observation_space, action_space,
+                            device: torch.device) -> torch.nn.Module:
+    """The agent described by a run config's `memory` and `agent` nodes (also used by eval)."""
+    from embodied.agents import build_agent
+
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=True)
+    memory = dict(config["memory"])
+    name = memory.pop("name")
+    try:
+        agent = build_agent(observation_space, action_space, memory=name, memory_options=memory,
+                            **dict(config.get("agent") or {}))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ConfigError(" ".join(str(exc).split())) from None
+    return agent.to(device)
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def check_resume_compatible(saved: dict, current: dict, path: Path) -> None:
+    a = {k: v for k, v in _flatten(saved).items() if k.split(".")[0] not in RESUMABLE_CHANGES}
+    b = {k: v for k, v in _flatten(current).items() if k.split(".")[0] not in RESUMABLE_CHANGES}
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            raise ConfigError(f"run_dir: {path.parent} holds a run with {key}={a.get(key)!r}, this config has "
+                              f"{b.get(key)!r}; allowed: the same config (or another run_dir)")
+
+
+class _Progress:
+    def __init__(self, total: int, initial: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=min(initial, total), unit="step", dynamic_ncols=True,
+                            mininterval=1.0, desc="train", file=sys.stderr)
+
+    def update(self, n: int, metrics: dict) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(n)
+        post = {}
+        if "episode/success" in metrics:
+            post["success"] = f"{metrics['episode/success']:.2f}"
+        if "sps" in metrics:
+            post["sps"] = f"{metrics['sps']:.0f}"
+        self.bar.set_postfix(post, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train(cfg: DictConfig, env_factory: Callable | None = None) -> dict[str, Any]:
+    """Train from a composed train config; returns {"status": finished|preempted, ...}."""
+    validate_train_config(cfg)
+    ctx = dist_utils.setup(cfg.device)
+    check(not (ctx.enabled and cfg.trainer.name == "bc"), "trainer",
+          "bc runs on one process; allowed with distributed training: ppo")
+    factory = env_factory or make_envs
+    run_dir = Path(cfg.run_dir)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    manager = CheckpointManager(run_dir, keep_last=cfg.keep_last, best_metric=cfg.best_metric)
+    ckpt = manager.load_latest(map_location=ctx.device)
+    if ckpt is not None:
+        check(cfg.resume, "resume", f"false but {manager.latest_path} exists; allowed: true, or another run_dir")
+        check_resume_compatible(ckpt["config"], config, manager.latest_path)
+
+    seed_everything(cfg.seed)  # identical initial weights on every rank
+    envs = factory(cfg.task, cfg.num_envs, derived_seed(cfg.seed, ctx.rank, 0), cfg.num_workers)
+    flag = PreemptionFlag().install()
+    metric_logger = None
+    try:
+        agent = build_agent_from_config(config, envs.single_observation_space, envs.single_action_space, ctx.device)
+        if ckpt is not None:
+            load_model_state(agent, ckpt["model"], manager.latest_path)
+        dist_utils.broadcast_parameters(agent, ctx)
+        if ctx.is_main:
+            if ckpt is not None:
+                truncate_jsonl(run_dir / "metrics.jsonl", int(ckpt["counters"]["update"]))
+            run_name = f"{cfg.task.name}/{cfg.memory.name}/seed{cfg.seed}"
+            metric_logger = MetricLogger(logger_config(cfg), run_dir, run_name, config,
+                                         wandb_id=ckpt.get("wandb_id") if ckpt else None)
+        loop = _ppo_loop if cfg.trainer.name == "ppo" else _bc_loop
+        return loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config)
+    finally:
+        flag.uninstall()
+        envs.close()
+        if metric_logger is not None:
+            metric_logger.close()
+
+
+def _payload(agent, trainer, counters: dict, config: dict, metric_logger, metrics: dict) -> dict[str, Any]:
+    return {"model": {k: v.detach().cpu() for k, v in agent.state_dict().items()},
+            "trainer": trainer.state_dict(), "counters": counters, "rng": capture_rng(),
+            "config": config, "wandb_id": metric_logger.wandb_id if metric_logger else None,
+            "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}}
+
+
+def _preempted(flag: PreemptionFlag, path: Path | None, ctx) -> dict[str, Any]:
+    what = flag.requeue() if (ctx.is_main and flag.requested) else "no requeue"
+    msg = f"preempted (signal {flag.signum}): resume state saved to {path}; {what}"
+    print(msg, file=sys.stderr, flush=True)
+    return {"status": "preempted", "checkpoint": str(path) if path else None}
+
+
+def _ppo_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config) -> dict[str, Any]:
+    pcfg = trainer_config(cfg)
+    trainer = PPO(agent, pcfg, cfg.num_envs, cfg.total_steps, ctx, seed=cfg.seed)
+    if ckpt is not None:
+        trainer.load_state_dict(ckpt["trainer"])
+        restore_rng(ckpt["rng"])
+    trainer.reset_envs(envs, derived_seed(cfg.seed, ctx.rank, trainer.update_index, 1))
+    start_update = trainer.update_index
+    progress = _Progress(cfg.total_steps, trainer.env_steps, ctx.is_main and not cfg.quiet)
+    metrics: dict[str, Any] = {}
+    last_path = manager.latest_path if ckpt is not None else None
+    t_start = time.perf_counter()
+
+    def save() -> Path | None:
+        if not ctx.is_main:
+            return None
+        counters = {"update": trainer.update_index, "env_steps": trainer.env_steps}
+        return manager.save(_payload(agent, trainer, counters, config, metric_logger, metrics),
+                            trainer.update_index, metrics.get(cfg.best_metric))
+
+    # Mid-rollout aborts need all ranks to agree, so distributed runs check at update boundaries.
+    stop_mid_rollout = (lambda: flag.requested) if not ctx.enabled else (lambda: False)
+    try:
+        while trainer.env_steps < cfg.total_steps:
+            if dist_utils.any_rank(flag.requested, ctx):
+                return _preempted(flag, save(), ctx)
+            k = trainer.update_index
+            seed_everything(derived_seed(cfg.seed, ctx.rank, k, 2))
+            trainer.shuffle_gen.manual_seed(derived_seed(cfg.seed, ctx.rank, k, 3))
+            if pcfg.reset_envs_each_update and k > start_update:
+                trainer.reset_envs(envs, derived_seed(cfg.seed, ctx.rank, k, 1))
+            t0 = time.perf_counter()
+            rollout = trainer.collect(envs, stop=stop_mid_rollout)
+            if rollout is None:  # nothing of update k is applied yet: the boundary state is current
+                return _preempted(flag, save(), ctx)
+            steps_before = trainer.env_steps
+            metrics = trainer.update(rollout)
+            metrics.update(trainer.episode_metrics())
+            wall = time.perf_counter() - t0
+            metrics.update(update=trainer.update_index, step=trainer.env_steps,
+                           sps=(trainer.env_steps - steps_before) / max(wall, 1e-9),
+                           time=time.perf_counter() - t_start, episodes=trainer.episodes.total)
+            if ctx.is_main and metric_logger and trainer.update_index % logger_config(cfg).log_every == 0:
+                metric_logger.log(metrics)
+            progress.update(trainer.env_steps - steps_before, metrics)
+            if trainer.update_index % cfg.ckpt_every == 0 or trainer.env_steps >= cfg.total_steps:
+                last_path = save() or last_path
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"{exc}; last good checkpoint: {last_path or 'none written yet'}") from None
+    finally:
+        progress.close()
+    return {"status": "finished", "checkpoint": str(manager.latest_path), "metrics": metrics,
+            "update": trainer.update_index, "env_steps": trainer.env_steps}
+
+
+def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config) -> dict[str, Any]:
+    bcfg = trainer_config(cfg)
+    bc = BehaviourCloning(agent, bcfg, ctx, seed=cfg.seed)
+    if ckpt is not None:
+        bc.load_state_dict(ckpt["trainer"])
+        restore_rng(ckpt["rng"])
+    data_dir = Path(cfg.run_dir) / "data"
+    if bcfg.demos:
+        base = load_demos(bcfg.demos)
+    else:
+        shard = data_dir / "demos.npz"
+        if not shard.exists():
+            rng = np.random.default_rng(derived_seed(cfg.seed, 0, 4))
+            episodes, _ = collect_labelled(envs, None, ctx.device, steps=10**9, beta=1.0, rng=rng,
+                                           seed=derived_seed(cfg.seed, 0, 5), max_episodes=bcfg.record_episodes)
+            write_demo_shard(shard, episodes)
+        base = load_demos(shard)
+    metrics: dict[str, Any] = {}
+    last_path = manager.latest_path if ckpt is not None else None
+
+    def dataset(upto: int) -> list:
+        extra = []
+        for r in range(1, upto + 1):
+            if (data_dir / f"dagger-{r:03d}.npz").exists():  # a round may finish no episode
+                extra += load_demos(data_dir / f"dagger-{r:03d}.npz")
+        return base + extra
+
+    progress = _Progress(bcfg.dagger_rounds + 1, bc.round, not cfg.quiet)
+    try:
+        # round 0 = BC on the demos; rounds 1.. = DAgger. bc.round counts finished rounds.
+        for r in range(bc.round, bcfg.dagger_rounds + 1):
+            if flag.requested:
+                return _preempted(flag, last_path, ctx)
+            seed_everything(derived_seed(cfg.seed, 0, r, 2))
+            bc.shuffle_gen.manual_seed(derived_seed(cfg.seed, 0, r, 3))
+            round_metrics: dict[str, Any] = {}
+            if r > 0:
+                beta = dict(iter_rounds(bcfg))[r]
+                rng = np.random.default_rng(derived_seed(cfg.seed, 0, r, 4))
+                agent.eval()
+                episodes, measures = collect_labelled(envs, agent, ctx.device, bcfg.dagger_steps, beta, rng,
+                                                      seed=derived_seed(cfg.seed, 0, r, 1))
+                if episodes:
+                    write_demo_shard(data_dir / f"dagger-{r:03d}.npz", episodes)
+                round_metrics.update(summarize_measures(measures), beta=beta, dagger_episodes=len(episodes))
+            data = dataset(r)
+            round_metrics.update(bc.fit(data))
+            bc.round = r + 1
+            metrics = {**round_metrics, "update": bc.round, "step": bc.grad_steps, "dataset_episodes": len(data)}
+            if metric_logger:
+                metric_logger.log(metrics)
+            progress.update(1, metrics)
+            last_path = manager.save(_payload(agent, bc, {"update": bc.round, "env_steps": 0}, config,
+                                              metric_logger, metrics), bc.round, metrics.get(cfg.best_metric))
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"{exc}; last good checkpoint: {last_path or 'none written yet'}") from None
+    finally:
+        progress.close()
+    return {"status": "finished", "checkpoint": str(manager.latest_path), "metrics": metrics, "update": bc.round}

@@ -1,0 +1,81 @@
+"""`embodied bench record`: evaluation steps/s with and without rerun recording, same episodes, same run.
+
+One env in this process (a recording is written where the episode runs), the shortest-path oracle
+as the policy (so the figure is env + recording cost, not network cost), one camera. Configurations:
+  baseline          no recording
+  record            recording of what the agent observes (rgb + depth)
+  record+semantic   recording plus a semantic view rendered for it (`embodied record`'s default)
+Each configuration runs the same episodes (seeds 0..) for the same number of steps; resets count.
+The configurations are interleaved over `repeats` rounds and the best round is kept, which
+removes most of the noise of a shared machine.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from embodied.tasks import TaskConfig, make_env
+from embodied.viewer.recording import EpisodeRecorder
+
+CONFIGS = {"baseline": None, "record": (), "record+semantic": ("semantic",)}
+
+
+def _run(env, steps: int, extra_sensors, directory: Path) -> float:
+    """Steps/s over `steps` oracle steps, episodes seeded 0, 1, ... and recorded when asked."""
+    done_steps, episode = 0, 0
+    start = time.perf_counter()
+    while done_steps < steps:
+        obs, info = env.reset(seed=episode)
+        recorder = None
+        if extra_sensors is not None:
+            recorder = EpisodeRecorder(directory / f"episode_{episode:03d}.rrd", extra_sensors=extra_sensors)
+            recorder.start(env, obs, info)
+        done = False
+        while not done and done_steps < steps:
+            action = env.oracle_action()
+            obs, reward, terminated, truncated, info = env.step(action)
+            if recorder is not None:
+                recorder.step(action, obs, reward, info)
+            done = terminated or truncated
+            done_steps += 1
+        if recorder is not None:
+            recorder.close()
+        episode += 1
+    return steps / (time.perf_counter() - start)
+
+
+def bench_record(size: int = 64, steps: int = 600, repeats: int = 3, task: str = "nav/pointnav",
+                 scenes: str = "train") -> dict:
+    env = make_env(TaskConfig(name=task, scenes=scenes, width=size, height=size, sensors=["rgb", "depth"],
+                              max_steps=200))
+    with tempfile.TemporaryDirectory(prefix="embodied-bench-record-") as tmp:
+        _run(env, 50, (), Path(tmp) / "warmup")  # builds the scene cache and rerun's batcher
+        best = {name: 0.0 for name in CONFIGS}
+        sizes = {}
+        for round_ in range(repeats):
+            for name, extra in CONFIGS.items():
+                directory = Path(tmp) / f"{name}_{round_}"
+                directory.mkdir(parents=True)
+                best[name] = max(best[name], _run(env, steps, extra, directory))
+                files = list(directory.glob("*.rrd"))
+                if files:
+                    sizes[name] = round(sum(f.stat().st_size for f in files) / steps / 1024, 2)
+    base = best["baseline"]
+    runs = [{"config": name, "steps_per_s": round(sps, 1), "relative": round(sps / base, 3),
+             "cost": round(1 - sps / base, 3), **({"kib_per_step": sizes[name]} if name in sizes else {})}
+            for name, sps in best.items()]
+    return {"benchmark": "record", "task": task, "size": size, "cameras": 1, "steps": steps, "repeats": repeats,
+            "policy": "oracle", "host": platform.node(), "cpus": os.cpu_count(), "target_cost": 0.30, "runs": runs}
+
+
+def bench_record_cli(out: str | None = None, quick: bool = False) -> dict:
+    report = bench_record(steps=200 if quick else 600, repeats=2 if quick else 3)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
+    return report

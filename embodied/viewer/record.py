@@ -1,0 +1,68 @@
+"""`embodied record`: run episodes of a task with the oracle, a random policy or a checkpoint's agent
+and write one `.rrd` recording per episode (optionally an MP4 beside each)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from embodied.config import check
+from embodied.tasks import make_env
+from embodied.viewer.recording import AgentPolicy, OraclePolicy, RandomPolicy, record_episode
+
+POLICIES = ("oracle", "random")
+
+
+def checkpoint_policy(ckpt_path: str, task: dict, device: str = "cpu", deterministic: bool = True):
+    """(AgentPolicy, task dict with the checkpoint's observation layout) for a training checkpoint."""
+    from embodied.eval.runner import OBS_LAYOUT_KEYS
+    from embodied.train.checkpoint import load_checkpoint, load_model_state
+    from embodied.train.run import build_agent_from_config
+
+    ckpt = load_checkpoint(ckpt_path, map_location=device)
+    trained = dict(ckpt["config"].get("task", {}) or {})
+    task = dict(task)
+    for key in OBS_LAYOUT_KEYS:  # the agent sees the observation layout it was trained on
+        if key in trained:
+            task[key] = trained[key]
+    env = make_env(task)
+    agent = build_agent_from_config(ckpt["config"], env.observation_space, env.action_space, device)
+    load_model_state(agent, ckpt["model"], ckpt_path)
+    return AgentPolicy(agent, deterministic=deterministic, device=device), env
+
+
+def record(cfg) -> list[dict]:
+    """Record `cfg.episodes` episodes into `cfg.out`; returns one result dict per episode."""
+    from tqdm import tqdm
+
+    check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
+    task = OmegaConf.to_container(cfg.task, resolve=True)
+    if cfg.ckpt:
+        policy, env = checkpoint_policy(cfg.ckpt, task, deterministic=bool(cfg.deterministic))
+        name = f"checkpoint {cfg.ckpt}"
+    else:
+        kind = (cfg.agent or {}).get("kind", None)
+        check(kind in POLICIES, "agent", f"{kind!r} needs ckpt=...; allowed without one: {', '.join(POLICIES)}")
+        policy = OraclePolicy() if kind == "oracle" else RandomPolicy(cfg.seed)
+        env = make_env(task)
+        name = kind
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    bar = tqdm(total=cfg.episodes * env.cfg.max_steps, unit="step", desc="record", disable=cfg.quiet, file=sys.stderr)
+    for ep in range(cfg.episodes):
+        path = out / f"episode_{ep:03d}.rrd"
+        result = record_episode(env, policy, path, seed=cfg.seed + ep, meta={"task": env.cfg.name, "agent": name},
+                                on_step=lambda: bar.update(1))
+        bar.update(env.cfg.max_steps * (ep + 1) - bar.n)  # episodes that end early skip their remainder
+        if cfg.video:
+            from embodied.viewer.video import recording_to_video
+
+            result["video"] = str(recording_to_video(path))
+        results.append(result)
+    bar.close()
+    for r in results:
+        print(f"{r['path']}: steps={r['length']} success={r.get('success', float('nan')):.0f} "
+              f"spl={r.get('spl', float('nan')):.3f} return={r['return']:.3f}" + (f" video={r['video']}" if 'video' in r else ""))
+    return results

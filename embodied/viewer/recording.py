@@ -1,0 +1,533 @@
+"""Episode recordings in rerun's `.rrd` format: what the agent saw, did, was told and remembered.
+
+One recording per episode, on the timeline `step` (0 = the reset observation, t = after the t-th
+action) and `env_step` (the env's own step counter). Entities:
+
+  static    world                       view coordinates (z up)
+            world/scene                 the scene mesh (Mesh3D, vertex colours), logged once
+            world/goals                 goals as labelled boxes (point goal or goal-category objects)
+            world/agent/camera          Pinhole (camera axes forward-left-up) + class legend
+            map/navigable               top-down navigable grid (Image; north up, 1 px = 1 cell)
+            map/goals                   goals on the map (Points2D, labelled)
+            episode/info                task, scene, seed, policy and action names (TextDocument)
+  each step world/agent                 agent pose (Transform3D: translation, yaw about z)
+            world/agent/camera/rgb      Image            (the sensors the agent observes, plus
+            world/agent/camera/depth    DepthImage        `extra_sensors` rendered from the same
+            world/agent/camera/semantic SegmentationImage camera)
+            map/explored                cells newly seen in depth this step (Points2D; accumulated
+                                        by the map view's visible time range)
+            text/log                    TextLog: the step's action, reward and measure changes
+            measures                    Scalars, one series per numeric `info` key (success, spl,
+                                        distance_to_goal, ...; names in a static SeriesLines)
+  on change world/agent/camera          camera mount and tilt (Transform3D; step 0 and each tilt)
+  (views show world/trajectory          LineStrips3D of the path so far (step 0 and each move)
+  the latest) map/agent                 agent position (Points2D; the map view keeps its history)
+            text/instruction            TextLog: the instruction / goal as the agent is told it
+  steps>=1  agent/action                TextLog: the action's name and id, e.g. "move_forward (1)"
+            scalars/reward, scalars/return
+  when the policy reports them (at the step of the observation the agent read):
+            scalars/value               value estimate
+            memory/weights              BarChart over memory slots (Memory.introspect contract)
+            memory/slot_step, memory/slot_place, memory/slot_modality, memory/slot_keyframe,
+            memory/chunk_selected       BarCharts of the slot metadata
+            memory/peak_slot, memory/peak_step   Scalars: most-read slot and when it was written
+"""
+from __future__ import annotations
+
+import colorsys
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from embodied.render import Camera
+
+APPLICATION_ID = "embodied"
+TIMELINE = "step"
+MEMORY_SLOT_KEYS = ("weights", "slot_step", "slot_place", "slot_modality", "slot_keyframe", "chunk_selected")
+
+
+def rerun_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for rerun processes: the rerun binary skips its usage analytics when `CI` is set
+    (re_analytics checks it; there is no RERUN_* switch), so no viewer we start phones home."""
+    env = dict(os.environ if env is None else env)
+    env.setdefault("CI", "1")
+    return env
+
+
+def class_colors(n: int) -> np.ndarray:
+    """[n, 3] uint8 distinct colours for semantic class ids (id 0 = nothing is black)."""
+    colors = np.zeros((n, 3), np.uint8)
+    for i in range(1, n):
+        hue = (i * 0.618033988749895) % 1.0  # golden-ratio hues stay apart for any n
+        colors[i] = np.round(np.array(colorsys.hsv_to_rgb(hue, 0.65, 0.95)) * 255)
+    return colors
+
+
+@dataclass
+class PolicyOutput:
+    """What a policy did at one step: the action and, when it has them, its value and memory."""
+
+    action: int
+    value: float | None = None
+    memory: dict[str, np.ndarray] | None = None  # Memory.introspect for this env's row, numpy
+
+
+class Policy(Protocol):
+    name: str
+
+    def reset(self, env) -> None: ...
+
+    def act(self, obs: dict, env) -> PolicyOutput: ...
+
+
+def _rr():
+    import rerun as rr
+
+    return rr
+
+
+@dataclass
+class _EpisodeState:
+    step: int = 0
+    episode_return: float = 0.0
+    trajectory: list = field(default_factory=list)
+    explored: np.ndarray | None = None
+    measures: dict = field(default_factory=dict)
+    measure_names: list | None = None
+    rays: tuple | None = None  # (camera key, pixel subset, ray directions) of the last camera
+    tilt: float | None = None
+    instruction: str | None = None
+
+
+class EpisodeRecorder:
+    """Writes one episode of a navigation env to `path` (.rrd).
+
+    recorder = EpisodeRecorder(path); recorder.start(env, obs, info)
+    each step: recorder.agent(value=..., memory=...) (optional), then recorder.step(action, obs, reward, info)
+    recorder.close()
+
+    extra_sensors: sensors ("rgb", "depth", "semantic") rendered from the agent's camera at the
+    observation size when the env does not observe them, so the recording has all three views.
+    """
+
+    def __init__(self, path: str | Path, *, extra_sensors: tuple[str, ...] = ("semantic",),
+                 recording_id: str | None = None, meta: dict[str, Any] | None = None):
+        bad = [s for s in extra_sensors if s not in ("rgb", "depth", "semantic")]
+        if bad:
+            raise ValueError(f"extra_sensors: {bad[0]!r}; allowed: rgb, depth, semantic")
+        self.path = Path(path)
+        if self.path.suffix != ".rrd":
+            raise ValueError(f"{self.path}: a recording file must end in .rrd")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.extra_sensors = tuple(extra_sensors)
+        self.meta = dict(meta or {})
+        self.recording_id = recording_id or self.path.stem
+        self.rec = None
+        self.env = None
+        self.state = _EpisodeState()
+
+    # -- public API --------------------------------------------------------------------------
+    def start(self, env, obs: dict, info: dict) -> None:
+        """Static scene content and the reset observation (step 0)."""
+        rr = _rr()
+        if self.rec is not None:
+            raise RuntimeError(f"{self.path}: recorder already started")
+        self.env = env
+        self.rec = rr.RecordingStream(APPLICATION_ID, recording_id=self.recording_id)
+        self.rec.save(str(self.path))
+        self.rec.send_blueprint(self._blueprint())
+        self.state = _EpisodeState()
+        self._log_static()
+        self._set_time(info)
+        self._log_observation(obs, info)
+        self.rec.log("text/log", rr.TextLog(f"episode start: scene {info.get('scene', '?')}",
+                                            level=rr.TextLogLevel.INFO))
+
+    def agent(self, value: float | None = None, memory: dict | None = None) -> None:
+        """What the agent computed from the current observation (logged at its step)."""
+        rr = _rr()
+        self._require_started()
+        if value is not None:
+            self.rec.log("scalars/value", rr.Scalars(float(value)))
+        if memory:
+            self._log_memory(memory)
+
+    def step(self, action: int, obs: dict, reward: float, info: dict) -> None:
+        """The result of one env.step: logged at the next step."""
+        rr = _rr()
+        self._require_started()
+        s = self.state
+        s.step += 1
+        s.episode_return += float(reward)
+        self._set_time(info)
+        name = self._action_name(action)
+        self.rec.log("agent/action", rr.TextLog(f"{name} ({int(action)})", level=rr.TextLogLevel.INFO))
+        self.rec.log("scalars/reward", rr.Scalars(float(reward)))
+        self.rec.log("scalars/return", rr.Scalars(s.episode_return))
+        changes = self._log_observation(obs, info)
+        text = f"step {s.step}: {name}, reward {reward:+.3f}"
+        if changes:
+            text += "; " + ", ".join(changes)
+        self.rec.log("text/log", rr.TextLog(text, level=rr.TextLogLevel.INFO))
+
+    def close(self) -> Path:
+        if self.rec is not None:
+            self.rec.flush()
+            self.rec.disconnect()
+            self.rec = None
+        return self.path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- internals ---------------------------------------------------------------------------
+    def _require_started(self) -> None:
+        if self.rec is None:
+            raise RuntimeError(f"{self.path}: call start(env, obs, info) first")
+
+    def _set_time(self, info: dict) -> None:
+        self.rec.set_time(TIMELINE, sequence=self.state.step)
+        self.rec.set_time("env_step", sequence=int(info.get("steps", self.state.step)))
+
+    def _action_name(self, action) -> str:
+        from embodied.sim import ACTIONS
+
+        index = int(action)
+        return ACTIONS[index] if 0 <= index < len(ACTIONS) else f"action {index}"
+
+    def _camera(self) -> Camera:
+        c = self.env.cfg
+        return Camera(width=c.width, height=c.height, hfov_deg=c.hfov, mount_height=c.camera_height,
+                      tilt_deg=self.env.agent.tilt_deg)
+
+    def _blueprint(self):
+        import rerun.blueprint as rrb
+
+        history = rrb.VisibleTimeRange(TIMELINE, start=rrb.TimeRangeBoundary.infinite(),
+                                       end=rrb.TimeRangeBoundary.cursor_relative())
+        camera = "world/agent/camera"
+        return rrb.Blueprint(
+            rrb.Horizontal(
+                rrb.Vertical(
+                    rrb.Spatial3DView(origin="world", name="scene"),
+                    rrb.Horizontal(
+                        rrb.Spatial2DView(origin=camera, contents=f"{camera}/rgb", name="rgb"),
+                        rrb.Spatial2DView(origin=camera, contents=f"{camera}/depth", name="depth"),
+                        rrb.Spatial2DView(origin=camera, contents=f"{camera}/semantic", name="semantic"),
+                    ),
+                    row_shares=[3, 2],
+                ),
+                rrb.Vertical(
+                    rrb.Spatial2DView(origin="map", name="map", time_ranges=history),
+                    rrb.TimeSeriesView(origin="/", contents=["scalars/**", "measures"], name="scalars"),
+                    rrb.BarChartView(origin="memory/weights", name="memory weights"),
+                    rrb.TextLogView(origin="/", contents=["text/**", "agent/**"], name="text"),
+                ),
+                column_shares=[3, 2],
+            ),
+            collapse_panels=False,
+        )
+
+    def _log_static(self) -> None:
+        rr = _rr()
+        env, rec = self.env, self.rec
+        rec.log("world", rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
+        self._log_mesh()
+        classes = list(getattr(env, "classes", ()) or env.scene.geometry.semantic_classes)
+        colors = class_colors(len(classes))
+        rec.log("world/agent/camera", rr.AnnotationContext(
+            [rr.AnnotationInfo(id=i, label=name, color=tuple(int(c) for c in colors[i]))
+             for i, name in enumerate(classes)]), static=True)
+        cam = self._camera()
+        rec.log("world/agent/camera", rr.Pinhole(focal_length=cam.focal_px, width=cam.width, height=cam.height,
+                                                 camera_xyz=rr.ViewCoordinates.FLU, image_plane_distance=0.5),
+                static=True)
+        boxes = self._goal_boxes()
+        if boxes:
+            centers, sizes, yaws, labels = zip(*boxes)
+            rec.log("world/goals", rr.Boxes3D(
+                centers=centers, sizes=sizes, labels=labels, colors=[(255, 200, 0)] * len(labels),
+                rotation_axis_angles=[rr.RotationAxisAngle(axis=(0, 0, 1), radians=y) for y in yaws]), static=True)
+        grid = env.scene.grid
+        image = np.where(grid.navigable, 200, 60).astype(np.uint8)[::-1]  # row 0 = north, as on a map
+        rec.log("map/navigable", rr.Image(image), static=True)
+        if boxes:
+            rec.log("map/goals", rr.Points2D(self._map_xy(np.array([b[0][:2] for b in boxes])),
+                                             labels=labels, colors=[(255, 200, 0)] * len(labels), radii=2.0),
+                    static=True)
+        from embodied.sim import ACTIONS
+
+        lines = [f"# {env.cfg.name}", "", f"- scene: {env.scene.key}",
+                 *(f"- {k}: {v}" for k, v in self.meta.items()),
+                 f"- actions: {', '.join(f'{i} {a}' for i, a in enumerate(ACTIONS))}"]
+        rec.log("episode/info", rr.TextDocument("\n".join(lines), media_type=rr.MediaType.MARKDOWN), static=True)
+
+    def _log_mesh(self) -> None:
+        rr = _rr()
+        parts = self.env.scene.geometry.parts
+        vertices, faces, colors = [], [], []
+        offset = 0
+        for part in parts:
+            v = np.asarray(part.vertices, np.float32)
+            vertices.append(v)
+            faces.append(np.asarray(part.faces, np.int64) + offset)
+            rgb = part.vertex_colors if part.vertex_colors is not None else np.broadcast_to(part.color, v.shape)
+            colors.append(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8))
+            offset += len(v)
+        self.rec.log("world/scene", rr.Mesh3D(vertex_positions=np.concatenate(vertices),
+                                              triangle_indices=np.concatenate(faces).astype(np.uint32),
+                                              vertex_colors=np.concatenate(colors)), static=True)
+
+    def _goal_boxes(self) -> list[tuple]:
+        """(centre xyz, size xyz, yaw, label) of every goal of the episode, in goal order."""
+        from embodied.world import OBJECT_CATEGORIES
+
+        env = self.env
+        boxes = []
+        for index, goal in enumerate(env.goals):
+            prefix = f"goal {index + 1}" if len(env.goals) > 1 else "goal"
+            if goal.point is not None:
+                x, y = goal.point
+                z = float(env.scene.grid.floor_height_at((x, y)))
+                side = 2 * goal.tolerance
+                boxes.append(((x, y, z + 0.5), (side, side, 1.0), 0.0, prefix))
+            elif goal.category >= 0 and env.scene.spec is not None:
+                name = OBJECT_CATEGORIES[goal.category]
+                for o in env.scene.spec.objects():
+                    if o.category == name:
+                        px, py, pz = o.position
+                        sx, sy, sz = o.size
+                        boxes.append(((px, py, pz + sz / 2), (sx, sy, sz), float(o.yaw), f"{prefix}: {name}"))
+        return boxes
+
+    def _map_xy(self, xy: np.ndarray) -> np.ndarray:
+        """World xy [N, 2] -> map image pixel coordinates (x right, y down; north up)."""
+        grid = self.env.scene.grid
+        px = (xy[:, 0] - grid.origin[0]) / grid.cell
+        py = grid.shape[0] - (xy[:, 1] - grid.origin[1]) / grid.cell
+        return np.stack([px, py], -1)
+
+    def _instruction(self) -> str:
+        from embodied.world import OBJECT_CATEGORIES
+
+        env = self.env
+        told = getattr(env, "instruction", None)
+        if isinstance(told, str) and told:
+            return told
+        goal = env.goal
+        n = len(env.goals)
+        which = f" (goal {min(env.goals_reached, n - 1) + 1} of {n})" if n > 1 else ""
+        if goal.point is not None:
+            return f"go to the point ({goal.point[0]:.2f}, {goal.point[1]:.2f}) and stop{which}"
+        return f"find a {OBJECT_CATEGORIES[goal.category]} and stop{which}"
+
+    def _log_observation(self, obs: dict, info: dict) -> list[str]:
+        """Images, pose, map and measures of the current step; returns the measure changes as text."""
+        rr = _rr()
+        env, rec, s = self.env, self.rec, self.state
+        x, y, z, yaw = (float(v) for v in env.agent.pose)
+        rec.log("world/agent", rr.Transform3D(translation=(x, y, z),
+                                              rotation=rr.RotationAxisAngle(axis=(0, 0, 1), radians=yaw)))
+        cam = self._camera()
+        # Views query the latest value at the cursor, so values that rarely change (tilt, position
+        # after a turn) are logged only when they change: fewer log calls, same picture.
+        if s.tilt != cam.tilt_deg:
+            rec.log("world/agent/camera", rr.Transform3D(
+                translation=(0.0, 0.0, cam.mount_height),
+                rotation=rr.RotationAxisAngle(axis=(0, 1, 0), radians=-math.radians(cam.tilt_deg))))
+            s.tilt = cam.tilt_deg
+        images = {k: obs[k] for k in ("rgb", "depth", "semantic") if k in obs}
+        missing = tuple(k for k in self.extra_sensors if k not in images)
+        if missing:
+            pose = env.agent.pose[None].astype(np.float32)
+            rendered = env.scene.renderer.render(pose, [cam], outputs=missing)
+            images.update({k: v[0, 0] for k, v in rendered.items()})
+        if "rgb" in images:
+            rec.log("world/agent/camera/rgb", rr.Image(np.asarray(images["rgb"], np.uint8)))
+        if "depth" in images:
+            depth = np.asarray(images["depth"], np.float32).reshape(cam.height, cam.width)
+            rec.log("world/agent/camera/depth", rr.DepthImage(depth, meter=1.0))
+            self._log_explored(depth, cam)
+        if "semantic" in images:
+            semantic = np.asarray(images["semantic"]).reshape(cam.height, cam.width).astype(np.uint16)
+            rec.log("world/agent/camera/semantic", rr.SegmentationImage(semantic))
+        if not s.trajectory or s.trajectory[-1] != (x, y, z + 0.05):
+            s.trajectory.append((x, y, z + 0.05))
+            rec.log("world/trajectory", rr.LineStrips3D([np.asarray(s.trajectory, np.float32)],
+                                                        colors=[(255, 60, 160)], radii=0.03))
+            rec.log("map/agent", rr.Points2D(self._map_xy(np.array([[x, y]])), colors=[(255, 60, 160)], radii=1.5))
+        instruction = self._instruction()
+        if instruction != s.instruction:
+            rec.log("text/instruction", rr.TextLog(instruction, level=rr.TextLogLevel.INFO))
+            s.instruction = instruction
+        numeric = {k: float(v) for k, v in info.items() if isinstance(v, (bool, int, float, np.number))}
+        if s.measure_names is None:  # the series names are fixed by the reset's info
+            s.measure_names = list(numeric)
+            rec.log("measures", rr.SeriesLines(names=s.measure_names), static=True)
+        # One entity with one series per measure: one log call per step instead of one per measure.
+        rec.log("measures", rr.Scalars([numeric.get(k, float("nan")) for k in s.measure_names]))
+        changes = []
+        for key, value in numeric.items():
+            old = s.measures.get(key)
+            if old is not None and old != value and key in ("success", "goals_reached", "collisions"):
+                changes.append(f"{key} {old:g} -> {value:g}")
+            s.measures[key] = value
+        return changes
+
+    def _log_explored(self, depth: np.ndarray, cam: Camera) -> None:
+        """Grid cells hit by this step's depth rays that no earlier step saw."""
+        rr = _rr()
+        grid = self.env.scene.grid
+        if self.state.explored is None:
+            self.state.explored = np.zeros(grid.shape, bool)
+        key = (cam.tilt_deg, cam.width, cam.height)
+        if self.state.rays is None or self.state.rays[0] != key:
+            # Every other row and column: neighbouring pixels mostly land in the same grid cell.
+            pixels = (np.arange(cam.height)[::2, None] * cam.width + np.arange(cam.width)[None, ::2]).reshape(-1)
+            self.state.rays = (key, pixels, cam.ray_directions()[pixels])
+        _, pixels, directions = self.state.rays
+        sampled = depth.reshape(-1)[pixels]
+        hit = sampled > 0
+        rays = directions[hit] * sampled[hit, None]  # agent frame, scaled by z-depth
+        x, y, _, yaw = self.env.agent.pose
+        c, s = math.cos(yaw), math.sin(yaw)
+        wx = x + c * rays[:, 0] - s * rays[:, 1]
+        wy = y + s * rays[:, 0] + c * rays[:, 1]
+        rows = np.floor((wy - grid.origin[1]) / grid.cell).astype(np.int64)
+        cols = np.floor((wx - grid.origin[0]) / grid.cell).astype(np.int64)
+        inside = (rows >= 0) & (rows < grid.shape[0]) & (cols >= 0) & (cols < grid.shape[1])
+        flat = rows[inside] * grid.shape[1] + cols[inside]
+        explored = self.state.explored.reshape(-1)
+        flat = np.unique(flat[~explored[flat]])  # only the few unseen cells get sorted
+        explored[flat] = True
+        new = np.stack([flat // grid.shape[1], flat % grid.shape[1]], -1)
+        # Logged every step (possibly empty) so the entity has one row per step.
+        self.rec.log("map/explored", rr.Points2D(self._map_xy(grid.grid_to_world(new)) if len(new) else
+                                                 np.zeros((0, 2), np.float32), colors=[(90, 160, 255)], radii=0.5))
+
+    def _log_memory(self, memory: dict) -> None:
+        rr = _rr()
+        report = {k: np.asarray(v) for k, v in memory.items() if k in MEMORY_SLOT_KEYS}
+        if "weights" not in report:
+            return
+        weights = report["weights"].astype(np.float32).reshape(-1)
+        for key, value in report.items():
+            self.rec.log(f"memory/{key}", rr.BarChart(value.reshape(-1).astype(np.float32)))
+        if weights.size and weights.max() > 0:
+            peak = int(weights.argmax())
+            self.rec.log("memory/peak_slot", rr.Scalars(float(peak)))
+            if "slot_step" in report:
+                self.rec.log("memory/peak_step", rr.Scalars(float(report["slot_step"].reshape(-1)[peak])))
+
+
+# --- running a policy ----------------------------------------------------------------------------
+
+def record_episode(env, policy: Policy | Callable, path: str | Path, *, seed: int | None = None,
+                   extra_sensors: tuple[str, ...] = ("semantic",), meta: dict | None = None,
+                   on_step: Callable[[], None] | None = None) -> dict:
+    """Run one episode of `env` with `policy` and write it to `path` (.rrd).
+
+    `policy` is a Policy (reset(env), act(obs, env) -> PolicyOutput) or a plain function
+    `fn(obs, env) -> action`. Returns the final info (measures) plus `return`, `length`, `path`.
+    """
+    if not hasattr(policy, "act"):
+        policy = FunctionPolicy(policy)
+    obs, info = env.reset(seed=seed)
+    policy.reset(env)
+    meta = {"policy": getattr(policy, "name", "policy"), "seed": seed, **(meta or {})}
+    recorder = EpisodeRecorder(path, extra_sensors=extra_sensors, meta=meta)
+    total, length = 0.0, 0
+    with recorder:
+        recorder.start(env, obs, info)
+        done = False
+        while not done:
+            out = policy.act(obs, env)
+            recorder.agent(value=out.value, memory=out.memory)
+            obs, reward, terminated, truncated, info = env.step(out.action)
+            recorder.step(out.action, obs, reward, info)
+            total += float(reward)
+            length += 1
+            done = terminated or truncated
+            if on_step is not None:
+                on_step()
+    return {**info, "return": total, "length": length, "path": str(recorder.path)}
+
+
+class FunctionPolicy:
+    def __init__(self, fn: Callable):
+        self.fn = fn
+        self.name = getattr(fn, "__name__", "function")
+
+    def reset(self, env) -> None:
+        pass
+
+    def act(self, obs, env) -> PolicyOutput:
+        return PolicyOutput(int(self.fn(obs, env)))
+
+
+class OraclePolicy:
+    """The env's shortest-path oracle."""
+
+    name = "oracle"
+
+    def reset(self, env) -> None:
+        pass
+
+    def act(self, obs, env) -> PolicyOutput:
+        return PolicyOutput(int(env.oracle_action()))
+
+
+class RandomPolicy:
+    """Uniformly random actions from a seeded generator (the chance baseline)."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, env) -> None:
+        pass
+
+    def act(self, obs, env) -> PolicyOutput:
+        return PolicyOutput(int(self.rng.integers(env.action_space.n)))
+
+
+class AgentPolicy:
+    """A trained Agent on one env: its action, value and memory introspection at every step."""
+
+    name = "checkpoint"
+
+    def __init__(self, agent, deterministic: bool = True, device="cpu"):
+        import torch
+
+        self.agent = agent.eval()
+        self.deterministic = deterministic
+        self.device = torch.device(device)
+        self.state = None
+
+    def reset(self, env) -> None:
+        import torch
+
+        self.state = self.agent.initial_state(1, self.device)
+        self.first = torch.ones(1, dtype=torch.bool, device=self.device)
+        self.prev = torch.zeros(1, dtype=torch.long, device=self.device)
+
+    def act(self, obs, env) -> PolicyOutput:
+        import torch
+
+        with torch.no_grad():
+            tensors = {k: torch.as_tensor(np.asarray(v))[None].to(self.device) for k, v in obs.items()}
+            action, _, value, self.state = self.agent.act(tensors, self.state, self.first, self.prev,
+                                                          deterministic=self.deterministic)
+            report = self.agent.introspect(self.state)
+        self.first = torch.zeros_like(self.first)
+        self.prev = action
+        memory = {k: v[0].detach().cpu().numpy() for k, v in report.items() if k in MEMORY_SLOT_KEYS}
+        return PolicyOutput(int(action[0]), float(value[0]), memory or None)

@@ -1,0 +1,103 @@
+"""Ballet: levels, one dancer per instructed dance, expert success, dances distinct, errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embodied.tasks import TASKS, make_env
+from embodied.tasks.ballet import DANCES, DANCE_STEPS, SLOTS
+
+
+def run_expert(env, seed: int) -> tuple[float, int]:
+    obs, info = env.reset(seed=seed)
+    total, steps = 0.0, 0
+    while True:
+        obs, reward, terminated, truncated, info = env.step(env.oracle_action())
+        total += reward
+        steps += 1
+        if terminated or truncated:
+            return total, steps
+
+
+def test_levels_registered_and_dances_distinct():
+    for n in (2, 4, 8):
+        for d in (16, 48):
+            assert f"ballet/{n}_delay{d}" in TASKS
+    assert len(DANCES) >= 13
+    assert len({tuple(v) for v in DANCES.values()}) == len(DANCES)
+    assert all(len(v) == DANCE_STEPS for v in DANCES.values())
+
+
+@pytest.mark.parametrize("level", ["2_delay16", "8_delay48"])
+def test_instructed_dance_was_performed_by_exactly_one_dancer(level):
+    env = make_env({"name": f"ballet/{level}"})
+    for seed in range(20):
+        env.reset(seed=seed)
+        assert list(env.dances).count(env.instructed_dance) == 1
+        # The dancer's observed motion over its 16 steps is exactly that dance.
+        period = DANCE_STEPS + env.delay
+        start = env.target * period
+        home = np.asarray(SLOTS[env.slots[env.target]])
+        moves = [tuple(env.dancer_offsets(start + k)) for k in range(DANCE_STEPS)]
+        expected = [((-dy, dx),) for dx, dy in DANCES[list(DANCES)[env.instructed_dance]]]
+        assert [tuple(map(tuple, m[env.target:env.target + 1])) for m in moves] == expected
+        assert home.shape == (2,)
+
+
+def test_observations_show_the_show_then_the_question():
+    env = make_env({"name": "ballet/4_delay16"})
+    obs, _ = env.reset(seed=3)
+    assert env.observation_space.contains(obs)
+    assert obs["text"][0] == 1 and (obs["semantic"] >= 2).sum() == 4
+    for _ in range(env.show_steps):
+        obs, reward, terminated, truncated, _ = env.step(0)
+        assert reward == 0 and not terminated
+    assert obs["text"][0] == 2 + env.instructed_dance
+
+
+def test_expert_succeeds_and_wrong_choice_gets_zero():
+    env = make_env({"name": "ballet/8_delay16"})
+    results = [run_expert(env, seed) for seed in range(100)]
+    assert np.mean([r for r, _ in results]) >= 0.99
+    assert all(steps == env.show_steps + 1 for _, steps in results)
+    env.reset(seed=1)
+    for _ in range(env.show_steps):
+        env.step(0)
+    wrong = next(s for s in range(len(SLOTS)) if s != env.slots[env.target])
+    _, reward, terminated, _, info = env.step(1 + wrong)
+    assert reward == 0.0 and terminated and info["success"] == 0.0
+    with pytest.raises(RuntimeError):
+        env.step(0)
+
+
+def test_same_seed_same_episode_and_bad_action():
+    a, b = make_env({"name": "ballet/4_delay48"}), make_env({"name": "ballet/4_delay48"})
+    oa, _ = a.reset(seed=7)
+    ob, _ = b.reset(seed=7)
+    assert (oa["semantic"] == ob["semantic"]).all() and list(a.dances) == list(b.dances)
+    with pytest.raises(ValueError, match="action"):
+        a.step(99)
+
+
+@pytest.mark.parametrize("memory", ["hcam", "sat"])
+def test_agents_with_new_memories_train_on_expert_episodes(memory):
+    import torch
+
+    from embodied.agents import build_agent
+    from embodied.eval.ballet_results import _prev, expert_episodes
+
+    data = expert_episodes("2_delay16", range(3))
+    options = dict(dim=16, heads=2, layers=1, ff_dim=16)
+    options.update(dict(chunk_size=8, num_chunks=9) if memory == "hcam" else dict(capacity=32, place_embedding=False))
+    torch.manual_seed(0)
+    agent = build_agent(data["space"], data["actions_space"], memory=memory, memory_options=options, hidden=16,
+                        text_dim=8, cnn_channels=[8], image_dim=16)
+    first, actions = data["first"], data["actions"]
+    if memory == "sat":  # Ballet observations carry no place or pose: SAT says so instead of guessing
+        with pytest.raises(ValueError, match="place"):
+            agent.evaluate_sequence(data["obs"], agent.initial_state(3), first, _prev(actions), actions)
+        return
+    out = agent.evaluate_sequence(data["obs"], agent.initial_state(3), first, _prev(actions), actions)
+    (-out["log_prob"].mean()).backward()
+    assert out["logits"].shape == (actions.shape[0], 3, 9)
+    assert all(p.grad is not None for p in agent.memory.input_proj.parameters())

@@ -1,0 +1,76 @@
+"""Evaluation: confidence intervals, the results table and JSON, baselines, suites."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import embodied.eval  # noqa: F401
+from embodied.cli import compose
+from embodied.config import ConfigError
+from embodied.eval import evaluate
+from embodied.eval.stats import bootstrap_interval, summarize, wilson_interval
+
+
+@pytest.mark.parametrize("successes,n", [(0, 10), (3, 10), (10, 10), (37, 100), (1, 1)])
+def test_wilson_interval_contains_mean_and_stays_in_unit_interval(successes, n):
+    lo, hi = wilson_interval(successes, n)
+    assert 0.0 <= lo <= successes / n <= hi <= 1.0
+    assert hi - lo > 0
+
+
+def test_intervals_narrow_with_more_episodes():
+    rng = np.random.default_rng(0)
+    widths_w, widths_b = [], []
+    for n in (20, 200, 2000):
+        x = rng.random(n) < 0.4
+        lo, hi = wilson_interval(int(x.sum()), n)
+        widths_w.append(hi - lo)
+        spl = rng.random(n)
+        blo, bhi = bootstrap_interval(spl, samples=2000)
+        assert blo <= spl.mean() <= bhi
+        widths_b.append(bhi - blo)
+    assert widths_w[0] > widths_w[1] > widths_w[2]
+    assert widths_b[0] > widths_b[1] > widths_b[2]
+
+
+def test_wilson_coverage_is_close_to_nominal():
+    rng = np.random.default_rng(1)
+    p, n, trials = 0.3, 50, 2000
+    hits = sum(lo <= p <= hi for lo, hi in (wilson_interval(int((rng.random(n) < p).sum()), n) for _ in range(trials)))
+    assert 0.92 <= hits / trials <= 0.98
+
+
+def test_summarize_and_bad_input():
+    s = summarize([1, 0, 1, 1], binary=True)
+    assert s["mean"] == 0.75 and s["n"] == 4 and s["ci_low"] < 0.75 < s["ci_high"]
+    with pytest.raises(ValueError):
+        wilson_interval(5, 3)
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_eval_writes_table_and_json_for_baselines(tmp_path, capsys):
+    out = tmp_path / "oracle.json"
+    report = evaluate(compose("eval", ["task.name=toy/corridor", "task.max_steps=24", "agent=oracle",
+                                       "episodes=30", "num_envs=4", "num_workers=0", "quiet=true", f"out={out}"]))
+    printed = capsys.readouterr().out
+    assert "toy/corridor" in printed and "oracle" in printed and "95% CI" in printed
+    data = json.loads(out.read_text())
+    result = data["results"][0]
+    assert result["episodes"] == 30 and len(result["per_episode"]) == 30
+    assert result["success"]["mean"] == 1.0 and result["spl"]["mean"] == pytest.approx(1.0)
+    assert report["results"][0]["success"] == result["success"]
+    rnd = evaluate(compose("eval", ["task.name=toy/corridor", "task.max_steps=24", "agent=random", "episodes=30",
+                                    "num_workers=0", "quiet=true", f"out={tmp_path / 'r.json'}"]))["results"][0]
+    assert rnd["success"]["mean"] < 0.5
+
+
+def test_eval_config_errors():
+    with pytest.raises(ConfigError, match="^ckpt:"):
+        evaluate(compose("eval", ["task.name=toy/corridor"]))
+    with pytest.raises(ConfigError, match="^episodes:"):
+        evaluate(compose("eval", ["task.name=toy/corridor", "agent=random", "episodes=0"]))
+    with pytest.raises(ConfigError, match="^suite:"):
+        evaluate(compose("eval", ["agent=random", "suite=no_such_suite"]))

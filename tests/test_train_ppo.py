@@ -1,0 +1,103 @@
+"""PPO: learns (toy corridor fast; pointnav slow), config errors, NaN stops with a good checkpoint."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import embodied.train  # noqa: F401  (registers the config schemas)
+from embodied.cli import compose
+from embodied.config import ConfigError
+from embodied.train.checkpoint import NonFiniteError, load_checkpoint
+from embodied.train.run import train
+
+TOY = ["task.name=toy/corridor", "task.max_steps=24", "memory.hidden=32", "agent.hidden=32",
+       "trainer.rollout_steps=32", "num_envs=8", "num_workers=0", "device=cpu", "quiet=true",
+       "trainer.lr=3e-3", "trainer.epochs=4", "trainer.anneal_lr=false"]
+
+
+def toy_cfg(tmp_path, *extra):
+    return compose("train", [*TOY, f"run_dir={tmp_path / 'run'}", *extra])
+
+
+def test_ppo_learns_toy_corridor(tmp_path):
+    from embodied.eval import evaluate
+
+    result = train(toy_cfg(tmp_path, "total_steps=6144", "ckpt_every=8"))
+    assert result["status"] == "finished"
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["update"] for m in lines] == list(range(1, len(lines) + 1))
+    early, late = lines[0]["episode/success"], lines[-1]["episode/success"]
+    ev = compose("eval", ["task.name=toy/corridor", "task.max_steps=24", "episodes=64", "num_workers=0",
+                          "quiet=true", "device=cpu", f"out={tmp_path / 'r.json'}"])
+    trained = evaluate(OmegaConf.merge(ev, {"ckpt": str(tmp_path / "run" / "latest.pt")}))["results"][0]
+    random = evaluate(compose("eval", ["task.name=toy/corridor", "task.max_steps=24", "episodes=64",
+                                       "num_workers=0", "quiet=true", "agent=random",
+                                       f"out={tmp_path / 'r2.json'}"]))["results"][0]
+    print(f"toy corridor: rolling success {early:.2f} -> {late:.2f}; eval trained "
+          f"{trained['success']['mean']:.2f} vs random {random['success']['mean']:.2f}")
+    assert late > early + 0.3
+    assert trained["success"]["ci_low"] > random["success"]["ci_high"]
+
+
+@pytest.mark.parametrize("override,key", [("num_envs=0", "num_envs"), ("trainer.lr=-1", "trainer.lr"),
+                                          ("device=tpu", "device"), ("trainer.amp=fp8", "trainer.amp"),
+                                          ("trainer.num_minibatches=9", "trainer.num_minibatches")])
+def test_bad_values_fail_at_start_with_one_line(tmp_path, override, key):
+    with pytest.raises(ConfigError) as err:
+        train(toy_cfg(tmp_path, override))
+    message = str(err.value)
+    assert message.startswith(f"{key}:") and "\n" not in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_key_fails_at_composition():
+    with pytest.raises(ConfigError, match="trainer.lr_typo"):
+        compose("train", ["trainer.lr_typo=1"])
+
+
+def test_nan_loss_stops_run_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    from embodied.train import ppo as ppo_module
+
+    real_update = ppo_module.PPO.update
+    calls = {"n": 0}
+
+    def poisoned_update(self, rollout):
+        calls["n"] += 1
+        if calls["n"] == 3:  # diverged returns make the loss NaN
+            rollout["returns"][0, 0] = float("nan")
+        return real_update(self, rollout)
+
+    monkeypatch.setattr(ppo_module.PPO, "update", poisoned_update)
+    with pytest.raises(NonFiniteError, match="last good checkpoint"):
+        train(toy_cfg(tmp_path, "total_steps=100000", "ckpt_every=1"))
+    ckpt = load_checkpoint(tmp_path / "run" / "latest.pt")
+    assert ckpt["counters"]["update"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.slow
+def test_ppo_learns_pointnav_small_scene(tmp_path):
+    """A few minutes of CPU PPO on pointnav with GPS+compass (the agent reads only `pointgoal`;
+    nearby goals, short episodes) beats the random policy clearly."""
+    from embodied.eval import evaluate
+
+    common = ["task=nav/pointnav", "task.width=16", "task.height=16", "task.sensors=[depth]",
+              "task.max_steps=30", "task.max_goal_distance=1.5", "task.min_goal_distance=0.5"]
+    train(compose("train", [*common, "agent.ignore=[depth,pose]", "memory.hidden=32", "agent.hidden=32",
+                            "trainer.rollout_steps=32", "num_envs=8", "num_workers=2", "device=cpu", "quiet=true",
+                            "trainer.lr=1e-3", "trainer.entropy_coef=0.05", "trainer.epochs=4",
+                            "trainer.anneal_lr=false", "total_steps=10240", f"run_dir={tmp_path / 'run'}"]))
+
+    def evaluate_on(*overrides):
+        cfg = compose("eval", [*common, "episodes=60", "num_workers=2", "quiet=true", "split=train", "device=cpu",
+                               f"out={tmp_path / 'e.json'}", *overrides])
+        return evaluate(cfg)["results"][0]["success"]
+
+    # sampled actions: the young argmax policy tends to loop (measured: sampled 0.20, argmax 0.00)
+    trained = evaluate_on(f"ckpt={tmp_path / 'run' / 'latest.pt'}", "deterministic=false")
+    random = evaluate_on("agent=random")
+    print(f"pointnav success: trained {trained} vs random {random}")
+    assert trained["ci_low"] > random["ci_high"]
