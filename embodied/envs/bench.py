@@ -100,7 +100,8 @@ def bench_sim(out: str | Path = "bench_sim.json", quick: bool = False, peers: bo
     configs = [
         ("64x64 rgb+depth+semantic, 1 process", TaskConfig(**base, width=64, height=64), 1, 0),
         ("128x128 rgb+depth+semantic, 1 process", TaskConfig(**base, width=128, height=128), 1, 0),
-        ("64x64 rgb+depth+semantic, 2 workers", TaskConfig(**base, width=64, height=64), 2, 2),
+        # Several envs per worker amortise the pipe round trip (~0.3 ms), as any vectorised trainer does.
+        ("64x64 rgb+depth+semantic, 8 envs in 2 workers", TaskConfig(**base, width=64, height=64), 8, 2),
         ("128x128 6-room apartment, 1 worker (memory)",
          TaskConfig(**{**base, "scenes": "procedural"}, n_rooms=6, width=128, height=128), 1, 1),
     ]
