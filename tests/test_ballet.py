@@ -101,3 +101,31 @@ def test_agents_with_new_memories_train_on_expert_episodes(memory):
     (-out["log_prob"].mean()).backward()
     assert out["logits"].shape == (actions.shape[0], 3, 9)
     assert all(p.grad is not None for p in agent.memory.input_proj.parameters())
+
+
+def test_bc_labels_match_the_show_and_every_dancer_is_asked():
+    import torch
+
+    from embodied.agents import build_agent
+    from embodied.eval.ballet_results import ShowProbes, bc_losses, expert_episodes
+
+    data = expert_episodes("2_delay16", range(2))
+    env = make_env({"name": "ballet/2_delay16"})
+    for row in range(2):
+        env.reset(seed=row)
+        dancing = data["step_dance"][:, row] >= 0
+        assert int(dancing.sum()) == 2 * DANCE_STEPS  # each dancer dances its 16 steps, labelled
+        for t in torch.nonzero(dancing).flatten().tolist():
+            dancer = t // (DANCE_STEPS + env.delay)
+            assert int(data["step_dance"][t, row]) == env.dances[dancer]
+            assert int(data["step_slot"][t, row]) == env.slots[dancer]
+        assert sorted(data["dancer_dances"][row].tolist()) == sorted(env.dances.tolist())
+        assert data["actions"][-1, row] == 1 + env.slots[env.target]
+    torch.manual_seed(0)
+    agent = build_agent(data["space"], data["actions_space"], memory="lstm", memory_options=dict(hidden=16), hidden=16,
+                        text_dim=8, cnn_channels=[8], image_dim=16)
+    probes = ShowProbes(agent.memory.output_dim)
+    losses = bc_losses(agent, probes, data)
+    assert set(losses) == {"answer", "show", "probe"}
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in probes.parameters())

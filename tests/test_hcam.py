@@ -90,6 +90,31 @@ def test_forward_sequence_equals_stepping_with_resets(lifelong):
         assert torch.equal(final.get(key), state.get(key)), key
 
 
+@pytest.mark.parametrize("length", [1, 7, 12])
+def test_parallel_sequence_equals_stepping_reads_grads_and_state(length):
+    # No reset after step 0 and T <= capacity (12): the parallel path; 7 ends inside a chunk.
+    memory = make(top_k=2)
+    steps = seq(length, 3, seed=2)
+    feat = steps["feat"].clone().requires_grad_(True)
+    reads, final = memory.forward_sequence({**steps, "feat": feat}, memory.initial_state(3))
+    parallel_last = {k: v.clone() for k, v in memory._last.items()}
+    (reads ** 2).sum().backward()
+    parallel_grad = feat.grad.clone()
+    feat.grad = None
+    state, stepped = memory.initial_state(3), []
+    for t in range(length):
+        read, state = memory({"feat": feat[t], "first": steps["first"][t]}, state)
+        stepped.append(read)
+    stepped = torch.stack(stepped)
+    assert torch.allclose(reads, stepped, atol=1e-5)
+    (stepped ** 2).sum().backward()
+    assert torch.allclose(parallel_grad, feat.grad, atol=1e-5)
+    for key in final.keys():
+        assert torch.allclose(final.get(key).float(), state.get(key).float(), atol=1e-5), key
+    for key, value in parallel_last.items():
+        assert torch.allclose(value.float(), memory._last[key].float(), atol=1e-5), key
+
+
 def test_reset_forgets_previous_episode_and_ring_evicts_oldest_chunk():
     memory = make()
     steps = seq(20, 2, seed=2)
@@ -171,3 +196,20 @@ def test_bench_memory_reports_every_memory_and_length():
     assert rows[("trxl", 32)]["ratio_vs_trxl"] == 1.0
     with pytest.raises(ValueError, match="unknown memory"):
         bench_memory(["nope"])
+
+
+def test_hcam_under_bf16_autocast_keeps_float32_state():
+    # On GPU, PPO runs the agent under bf16 autocast; writing bf16 reads into the float32 memory once
+    # failed (index_put dtype mismatch). CPU autocast takes the same path.
+    from embodied.memory import build_memory
+
+    torch.manual_seed(0)
+    memory = build_memory("hcam", 8, dim=16, heads=2, layers=1, ff_dim=32, chunk_size=4, num_chunks=4, top_k=2)
+    state = memory.initial_state(3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, stepped = memory.forward({"feat": torch.randn(3, 8), "first": torch.ones(3, dtype=torch.bool)}, state)
+        _, sequenced = memory.forward_sequence({"feat": torch.randn(6, 3, 8), "first": torch.zeros(6, 3, dtype=torch.bool)},
+                                               memory.initial_state(3))
+    assert stepped.get("memory").dtype == torch.float32
+    assert sequenced.get("memory").dtype == torch.float32
+    assert int(stepped.get("valid").sum()) == 3 and int(sequenced.get("valid").sum()) == 18

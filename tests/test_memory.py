@@ -272,3 +272,37 @@ def test_memories_solve_delayed_recall(name, one_thread):
 @pytest.mark.slow
 def test_no_memory_stays_at_chance_on_delayed_recall(one_thread):
     assert train_recall("none") <= 0.40
+
+
+AUTOCAST_OPTIONS = {**SMALL, "hcam": dict(dim=8, heads=2, layers=2, ff_dim=16, chunk_size=2, num_chunks=4, top_k=2),
+                    "sat": dict(dim=8, heads=2, capacity=6, top_k=2)}
+
+
+@pytest.mark.parametrize("name", sorted(MEMORIES))
+def test_memories_run_under_bf16_autocast_and_keep_state_dtypes(name):
+    # PPO runs the agent under bf16 autocast on GPU. Float32 softmax outputs scattered into bf16
+    # buffers once failed there (HCAM) and only there; CPU autocast takes the same code paths.
+    torch.manual_seed(0)
+    memory = build_memory(name, D, **AUTOCAST_OPTIONS.get(name, {}))
+    batch = 3
+    initial = memory.initial_state(batch, "cpu")
+    dtypes = {k: initial.get(k).dtype for k in initial.keys(include_nested=True, leaves_only=True)}
+
+    def step(t):
+        return {"feat": torch.randn(batch, D), "first": torch.full((batch,), t == 0), "place": torch.tensor([0, 1, t % 3]),
+                "pose": torch.zeros(batch, 4)}
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        state = initial
+        for t in range(7):
+            read, state = memory(step(t), state)
+        seq = [step(t) for t in range(5)]
+        seq = {k: torch.stack([s[k] for s in seq]) for k in seq[0]}
+        reads, fresh = memory.forward_sequence(seq, memory.initial_state(batch, "cpu"))
+        seq["first"][0] = False
+        reads_warm, warm = memory.forward_sequence(seq, state)
+        loss = reads.float().square().mean() + reads_warm.float().square().mean()
+    loss.backward()
+    assert torch.isfinite(read.float()).all() and torch.isfinite(loss)
+    for final in (state, fresh, warm):
+        assert {k: final.get(k).dtype for k in final.keys(include_nested=True, leaves_only=True)} == dtypes

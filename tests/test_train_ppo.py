@@ -89,15 +89,17 @@ def test_ppo_learns_pointnav_small_scene(tmp_path):
     train(compose("train", [*common, "agent.ignore=[depth,pose]", "memory.hidden=32", "agent.hidden=32",
                             "trainer.rollout_steps=32", "num_envs=8", "num_workers=2", "device=cpu", "quiet=true",
                             "trainer.lr=1e-3", "trainer.entropy_coef=0.05", "trainer.epochs=4",
-                            "trainer.anneal_lr=false", "total_steps=10240", f"run_dir={tmp_path / 'run'}"]))
+                            "trainer.anneal_lr=false", "total_steps=30720", f"run_dir={tmp_path / 'run'}"]))
 
     def evaluate_on(*overrides):
         cfg = compose("eval", [*common, "episodes=60", "num_workers=2", "quiet=true", "split=train", "device=cpu",
                                f"out={tmp_path / 'e.json'}", *overrides])
         return evaluate(cfg)["results"][0]["success"]
 
-    # sampled actions: the young argmax policy tends to loop (measured: sampled 0.20, argmax 0.00)
+    # Sampled actions (measured on the 2-core machine: 10k steps -> 0.18, 40k steps -> 0.97 [0.92, 0.99];
+    # the rolling training success passes 0.85 by about 25k steps).
     trained = evaluate_on(f"ckpt={tmp_path / 'run' / 'latest.pt'}", "deterministic=false")
     random = evaluate_on("agent=random")
     print(f"pointnav success: trained {trained} vs random {random}")
     assert trained["ci_low"] > random["ci_high"]
+    assert trained["mean"] >= 0.5

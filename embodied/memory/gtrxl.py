@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from tensordict import TensorDict
 from torch import Tensor, nn
 
@@ -73,8 +74,11 @@ class GatedTransformerLayer(nn.Module):
         k = k.view(batch, n_key, self.heads, self.head_dim).transpose(1, 2)
         v = v.view(batch, n_key, self.heads, self.head_dim).transpose(1, 2)
         logits = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # [B, H, Tq, Tk]
-        bias = self.distance_bias[:, distance.clamp(0, self.distance_bias.shape[1] - 1)]  # [H, B, Tq, Tk]
-        logits = logits + bias.transpose(0, 1)
+        # F.embedding, not fancy indexing: on CUDA, indexing's backward is an atomic scatter into the
+        # (H x M+1) table from B*Tq*Tk rows, which serialises (measured: 2.2 s per update at T=513);
+        # embedding's backward sorts the indices first.
+        bias = F.embedding(distance.clamp(0, self.distance_bias.shape[1] - 1), self.distance_bias.t())  # [B, Tq, Tk, H]
+        logits = logits + bias.permute(0, 3, 1, 2)
         logits = logits.masked_fill(~mask.unsqueeze(1), float("-inf"))
         weights = torch.softmax(logits, dim=-1)
         attended = (weights @ v).transpose(1, 2).reshape(batch, n_query, dim)

@@ -152,9 +152,11 @@ class ChunkAttention(nn.Module):
         picked_valid = valid.gather(1, top_index[:, :, None].expand(batch, k, size))
         per_chunk, slot_weights = self.attend_within(query, picked, picked_valid)
         out = (relevance[..., None] * per_chunk).sum(1)
-        chunk_weights = torch.zeros_like(logits).scatter(1, top_index, relevance)
-        slot_full = torch.zeros(batch, n_chunks, size, device=chunks.device, dtype=slot_weights.dtype)
-        slot_full = slot_full.scatter(1, top_index[:, :, None].expand(batch, k, size), relevance[..., None] * slot_weights)
+        # Under autocast, softmax is float32 while logits and slot weights may be bf16: size by the source.
+        chunk_weights = torch.zeros_like(logits, dtype=relevance.dtype).scatter(1, top_index, relevance)
+        weighted = relevance[..., None] * slot_weights
+        slot_full = torch.zeros(batch, n_chunks, size, device=chunks.device, dtype=weighted.dtype)
+        slot_full = slot_full.scatter(1, top_index[:, :, None].expand(batch, k, size), weighted)
         return out, chunk_weights, slot_full
 
 
@@ -252,7 +254,7 @@ class HCAMMemory(Memory):
         rows = torch.arange(batch, device=feat.device)
         new_sums, chunk_sel, slot_w = [], [], []
         for index, layer in enumerate(self.layers):
-            stored = x.detach()
+            stored = x.detach().to(memory.dtype)  # under autocast x may be bf16; the stored memory keeps its dtype
             memory[rows, index, slot // c, slot % c] = stored
             chunks = memory[:, index]
             chunk_sums = torch.where(starting[..., None], 0.0, sums[:, index]) + write_chunk[..., None] * stored[:, None, :]
@@ -283,6 +285,97 @@ class HCAMMemory(Memory):
             device=state.device,
         )
         return self.norm_out(x), new_state
+
+    def forward_sequence(self, steps, state: TensorDict) -> tuple[Tensor, TensorDict]:
+        """Sequence of steps; equals stepping one by one.
+
+        When every row starts empty (fresh state or `first` at step 0), nothing resets later, the
+        memory is not lifelong and the sequence fits in the capacity, all T queries are answered
+        at once (step t sees slots 0..t): ~T times fewer kernel launches and no per-step memory copy.
+        Otherwise it falls back to stepping.
+        """
+        self._check_step(steps, sequence=True)
+        feat = steps["feat"]
+        length, batch = feat.shape[:2]
+        first = steps.get("first", None)
+        fresh = state.get("count") == 0
+        if first is not None:
+            fresh = fresh | first[0].to(device=fresh.device, dtype=torch.bool)
+        later_reset = first is not None and length > 1 and bool(first[1:].any())
+        if self.lifelong or later_reset or length > self.capacity or length == 0 or not bool(fresh.all()):
+            return super().forward_sequence(steps, state)
+        return self._parallel_sequence(feat)
+
+    def _parallel_sequence(self, feat: Tensor) -> tuple[Tensor, TensorDict]:
+        length, batch, _ = feat.shape
+        n, c, device = self.num_chunks, self.chunk_size, feat.device
+        t = torch.arange(length, device=device)
+        chunk_of_t, position_of_t = t // c, t % c
+        slot_index = torch.arange(n * c, device=device).view(n, c)
+        readable = slot_index[None] <= t[:, None, None]  # [T, N, C]: step t sees slots 0..t
+        nonempty = torch.arange(n, device=device)[None] <= chunk_of_t[:, None]  # [T, N]
+        earlier = torch.arange(n, device=device)[None] < chunk_of_t[:, None]  # [T, N] full chunks
+        x = self.input_proj(feat)  # [T, B, D]
+        dim = x.shape[-1]
+        memories, final_sums, chunk_sel, slot_w = [], [], [], []
+        for layer in self.layers:
+            attention: ChunkAttention = layer.read
+            # [B, T, D], slot s = step s; kept in the parameters' dtype (x is bf16 under autocast), as step() stores it
+            stored = x.detach().transpose(0, 1).to(self.input_proj.weight.dtype)
+            memory = torch.zeros(batch, n * c, dim, device=device, dtype=stored.dtype)
+            memory[:, :length] = stored
+            memory = memory.view(batch, n, c, dim)
+            memories.append(memory)
+            running = memory.cumsum(2)  # running sum of each chunk, slot by slot
+            final_sums.append(running[:, :, -1])
+            # Summary of chunk m seen at step t: full mean if m < chunk(t), running mean if m == chunk(t).
+            current = running.view(batch, n * c, dim)[:, :length] / (position_of_t + 1).to(x.dtype)[None, :, None]
+            summaries = torch.where(earlier[:, None, :, None], (running[:, :, -1] / c)[None], 0.0)  # [T, B, N, D]
+            summaries = summaries.clone()
+            summaries[t, :, chunk_of_t] = current.transpose(0, 1)
+            query = layer.norm_read(x)  # [T, B, D]
+            keys = attention.summary_key(attention.norm_memory(summaries))
+            logits = torch.einsum("tbd,tbnd->tbn", attention.summary_query(query), keys) / math.sqrt(dim)
+            logits = logits.masked_fill(~nonempty[:, None, :], float("-inf"))
+            k = min(self.top_k, n)
+            top_logits, top_index = logits.topk(k, dim=-1)
+            top_relevance = torch.softmax(top_logits, dim=-1).nan_to_num(0.0)
+            relevance = torch.zeros_like(logits, dtype=top_relevance.dtype).scatter(-1, top_index, top_relevance)
+            # Detailed attention inside every chunk (cheap here); chunks off the top k get relevance 0.
+            heads, head_dim = attention.heads, attention.head_dim
+            q = attention.query(query).view(length, batch, heads, head_dim)
+            kv = attention.key_value(attention.norm_memory(memory) + attention.positions[:c])
+            k_mem, v_mem = (part.reshape(batch, n, c, heads, head_dim).transpose(2, 3) for part in kv.chunk(2, dim=-1))
+            slot_logits = torch.einsum("tbhd,bnhcd->tbnhc", q, k_mem) / math.sqrt(head_dim)
+            slot_logits = slot_logits.masked_fill(~readable[:, None, :, None, :], float("-inf"))
+            weights = torch.softmax(slot_logits, dim=-1).nan_to_num(0.0)
+            attended = torch.einsum("tbnhc,bnhcd->tbnhd", weights, v_mem).reshape(length, batch, n, dim)
+            read = (relevance[..., None] * attention.out(attended)).sum(2)
+            x = layer.gate_read(x, torch.relu(read))
+            x = layer.gate_mlp(x, torch.relu(layer.mlp(layer.norm_mlp(x))))
+            chunk_sel.append(relevance[-1] > 0)
+            slot_w.append(relevance[-1][..., None] * weights[-1].mean(2))
+        self._last = {
+            "chunk_selected": torch.stack(chunk_sel).any(0).detach(),
+            "weights": torch.stack(slot_w).mean(0).detach().reshape(batch, n * c),
+        }
+        written = (slot_index < length)[None].expand(batch, n, c)
+        long = dict(dtype=torch.long, device=device)
+        state = TensorDict(
+            {
+                "memory": torch.stack(memories, dim=1),
+                "sums": torch.stack(final_sums, dim=1),
+                "valid": written.clone(),
+                "step": torch.where(written, slot_index[None], -1),
+                "episode": torch.zeros(batch, n, c, **long),
+                "count": torch.full((batch,), length, **long),
+                "episode_step": torch.full((batch,), length, **long),
+                "episode_id": torch.zeros(batch, **long),
+            },
+            batch_size=[batch],
+            device=device,
+        )
+        return self.norm_out(x), state
 
     def introspect(self, state: TensorDict) -> dict[str, Tensor]:
         """weights / slot_step over the N*C slots (chunk-major) and chunk_selected [B, N] of the last step."""

@@ -49,7 +49,8 @@ class _RecurrentMemory(Memory):
         hidden = tuple(state.get(key).transpose(0, 1).contiguous() for key in self.state_keys)
         out, hidden = self.rnn(feat, hidden if len(hidden) > 1 else hidden[0])
         hidden = hidden if isinstance(hidden, tuple) else (hidden,)
-        new = {key: h.transpose(0, 1) for key, h in zip(self.state_keys, hidden)}
+        # Autocast runs the LSTM in bf16; the carried state keeps its own dtype (rollout storage is float32).
+        new = {key: h.transpose(0, 1).to(state.get(key).dtype) for key, h in zip(self.state_keys, hidden)}
         return out, TensorDict(new, batch_size=state.batch_size, device=state.device)
 
     def update(self, step: Step, state: TensorDict) -> tuple[Tensor, TensorDict]:

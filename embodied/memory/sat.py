@@ -176,7 +176,7 @@ class GroupAttention(nn.Module):
         attended = torch.einsum("bkhs,bshe->bkhe", weights, value).reshape(batch, k, dim)
         out = (relevance[..., None] * self.out(attended)).sum(1)
         slot_weights = (relevance[:, :, None] * weights.mean(2)).sum(1)
-        group_weights = torch.zeros_like(logits).scatter(1, top_index, relevance)
+        group_weights = torch.zeros_like(logits, dtype=relevance.dtype).scatter(1, top_index, relevance)  # autocast: dtypes differ
         return out, slot_weights, group_weights
 
 

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
-import open3d as o3d
 
 from embodied.world.geometry import MeshPart, SceneGeometry
 
 OUTPUTS = ("rgb", "depth", "semantic", "instance")
-_INVALID = o3d.t.geometry.RaycastingScene.INVALID_ID  # uint32 max: miss in geometry/primitive ids
+# open3d's RaycastingScene.INVALID_ID (uint32 max): miss in geometry/primitive ids. open3d itself is
+# imported where rays are cast, so symbolic tasks (and GPU machines without open3d) never load it.
+_INVALID = np.iinfo(np.uint32).max
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ class Camera:
 
 
 def _as_o3d(vertices: np.ndarray, faces: np.ndarray):
+    import open3d as o3d
+
     return (
         o3d.core.Tensor(np.ascontiguousarray(vertices, np.float32)),
         o3d.core.Tensor(np.ascontiguousarray(faces, np.uint32)),
@@ -158,6 +161,8 @@ class RaycastRenderer:
             self._build_dynamic()
 
     def _build_static(self):
+        import open3d as o3d
+
         parts = [p for p in self.geometry.parts if not p.movable or p.instance in self._baked]
         self._static = o3d.t.geometry.RaycastingScene(nthreads=self.nthreads)
         for part in parts:
@@ -169,6 +174,8 @@ class RaycastRenderer:
         self._dynamic_dirty = True  # the combined lookup tables start with the static ones
 
     def _build_dynamic(self):
+        import open3d as o3d
+
         visible = []
         for part in self._movable_parts:
             tf = self._object_pose[part.instance]
@@ -288,6 +295,8 @@ class RaycastRenderer:
             pixels = setup.pixels_near(eye, axes, self._dyn_centers, self._dyn_radii)
             if pixels.size:
                 sub = np.take(setup.buf.reshape(-1, 6), pixels, axis=0)
+                import open3d as o3d
+
                 dans = self._dynamic.cast_rays(o3d.core.Tensor.from_numpy(sub), nthreads=self.nthreads)
                 td = dans["t_hit"].numpy()
                 nearer = td < np.take(t, pixels)
@@ -336,6 +345,8 @@ class _FrameSetup:
     in homogeneous form, and the camera axes in the agent frame."""
 
     def __init__(self, n: int, cameras: tuple[Camera, ...]):
+        import open3d as o3d
+
         self.n, self.cams = n, cameras
         c = len(cameras)
         self.h, self.w = cameras[0].height, cameras[0].width

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import open3d as o3d
 from scipy import ndimage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
@@ -170,6 +169,8 @@ class NavigableGrid:
         parts = [p for p in parts if len(p.faces)]
         if not parts:
             raise ValueError("geometry has no triangles")
+
+        import open3d as o3d  # here, not at module level: symbolic tasks never need it
 
         scene = o3d.t.geometry.RaycastingScene()
         for p in parts:

@@ -156,12 +156,13 @@ def restore_rng(state: dict[str, Any], extra: dict[str, torch.Generator] | None 
     npst = state["numpy"]
     np.random.set_state(("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"],
                          npst["has_gauss"], npst["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
+    # RNG states are CPU ByteTensors; a checkpoint loaded with map_location=cuda holds them on the GPU.
+    torch.set_rng_state(state["torch"].cpu())
     if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     for name, gen in (extra or {}).items():
         if f"gen/{name}" in state:
-            gen.set_state(state[f"gen/{name}"])
+            gen.set_state(state[f"gen/{name}"].cpu())
 
 
 class CheckpointManager:

@@ -132,7 +132,8 @@ def train(cfg: DictConfig, env_factory: Callable | None = None) -> dict[str, Any
     run_dir = Path(cfg.run_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
     manager = CheckpointManager(run_dir, keep_last=cfg.keep_last, best_metric=cfg.best_metric)
-    ckpt = manager.load_latest(map_location=ctx.device)
+    # On CPU: RNG states must stay CPU tensors; model and optimizer states move to the device as they load.
+    ckpt = manager.load_latest(map_location="cpu")
     if ckpt is not None:
         check(cfg.resume, "resume", f"false but {manager.latest_path} exists; allowed: true, or another run_dir")
         check_resume_compatible(ckpt["config"], config, manager.latest_path)
