@@ -5,6 +5,10 @@ or takes plain flags where it has nothing to configure.
   embodied play task=nav/objectnav agent=oracle          one episode -> MP4 + measures JSON
   embodied bench sim [--quick] [--out FILE]              env steps/s (JSON), peers when installed
   embodied bench render                                  renderer frames/s
+  embodied bench memorybench [--quick] [--verify]        MemoryBench demos/min, env keyframe steps/s
+                                                         (--verify: expert on all pinned seeds)
+  embodied demos task=memorybench/put_block_back split=train n=100 [out=FILE.h5] [image_size=128] [quiet=true]
+                                                         scripted expert demonstrations (HDF5)
   embodied bench record                                  eval steps/s with and without rerun recording
   embodied record task=nav/pointnav agent=oracle episodes=3 out=DIR [ckpt=PATH] [video=true]
                                                          one rerun recording (.rrd) per episode
@@ -89,11 +93,12 @@ def cmd_play(argv: list[str]) -> None:
 
 def cmd_bench(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="embodied bench")
-    p.add_argument("what", choices=["sim", "render", "train", "record", "memory"])
+    p.add_argument("what", choices=["sim", "render", "train", "record", "memory", "memorybench"])
     p.add_argument("--out", default=None, help="JSON output file (default: bench_<what>.json)")
     p.add_argument("--quick", action="store_true", help="short run (a few seconds per configuration)")
     p.add_argument("--no-peers", action="store_true", help="sim: skip MiniWorld / Memory Maze even if installed")
     p.add_argument("--device", default="cpu", help="train: cpu or cuda")
+    p.add_argument("--verify", action="store_true", help="memorybench: also run the expert on all pinned seeds")
     a = p.parse_args(argv)
     out = a.out or f"bench_{a.what}.json"
     if a.what == "sim":
@@ -114,6 +119,10 @@ def cmd_bench(argv: list[str]) -> None:
         with open(out, "w") as f:
             json.dump(r, f, indent=1)
         print(f"wrote {out}")
+    elif a.what == "memorybench":
+        from embodied.tasks.memorybench.bench import bench_memorybench
+
+        bench_memorybench(out=out, quick=a.quick, verify=a.verify)
     elif a.what == "record":
         from embodied.viewer.bench import bench_record_cli
 
@@ -166,6 +175,44 @@ def cmd_video(argv: list[str]) -> None:
         _fail(str(e))
 
 
+DEMOS_KEYS = {"task": str, "split": str, "n": int, "out": str, "image_size": int, "quiet": bool}
+
+
+def cmd_demos(argv: list[str]) -> None:
+    """`embodied demos task=... split=train|test n=N [out=FILE.h5] [image_size=128] [quiet=true]`."""
+    args: dict = {"split": "train", "n": None, "out": None, "image_size": 128, "quiet": False}
+    for item in argv:
+        if "=" not in item:
+            raise ConfigError(f"{item}: arguments are key=value; keys: {', '.join(DEMOS_KEYS)}")
+        key, value = item.split("=", 1)
+        if key not in DEMOS_KEYS:
+            raise ConfigError(f"{key}: unknown key; allowed: {', '.join(DEMOS_KEYS)}")
+        kind = DEMOS_KEYS[key]
+        if kind is bool:
+            if value.lower() not in ("true", "false"):
+                raise ConfigError(f"{key}: {value!r}; allowed: true, false")
+            args[key] = value.lower() == "true"
+        elif kind is int:
+            try:
+                args[key] = int(value)
+            except ValueError:
+                raise ConfigError(f"{key}: {value!r}; allowed: an integer") from None
+        else:
+            args[key] = value
+    if "task" not in args:
+        raise ConfigError("task: missing; e.g. task=memorybench/put_block_back")
+    from embodied.tasks.memorybench.dataset import write_demos
+
+    task = args["task"] if args["task"].startswith("memorybench/") else f"memorybench/{args['task']}"
+    out = args["out"] or f"data/{task.replace('/', '_')}_{args['split']}.h5"
+    try:
+        path = write_demos(task, args["split"], args["n"], out, image_size=args["image_size"],
+                           progress=not args["quiet"])
+    except ValueError as e:
+        _fail(str(e))
+    print(f"wrote {path}")
+
+
 def cmd_hydra_app(module: str, argv: list[str]) -> None:
     import importlib
 
@@ -186,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         "record": cmd_record,
         "view": cmd_view,
         "video": cmd_video,
+        "demos": cmd_demos,
         "train": lambda r: cmd_hydra_app("embodied.train", r),
         "eval": lambda r: cmd_hydra_app("embodied.eval", r),
     }

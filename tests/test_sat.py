@@ -36,7 +36,8 @@ def run(memory, places: list[list[int]], seed: int = 0, first=None):
 
 # Places of 6 steps into a 4-token memory; what each strategy keeps (stored step indices):
 #   step 4 (place 2) evicts: fifo step 0; lifo the newest stored, 3; mvfo the oldest of place 0
-#   (3 visits), 1; lvfo the oldest of place 1 (1 visit), 0. Step 5 (place 2 again, 2 visits).
+#   (3 stored tokens), 1; lvfo the oldest of place 1 (1 stored token), 0. Step 5 (place 2 again):
+#   mvfo evicts place 0's oldest (2 stored) = 2; lvfo place 2's only token (1 stored) = 4.
 CRAFTED = [1, 0, 0, 0, 2, 2]
 KEPT = {"fifo": [2, 3, 4, 5], "lifo": [0, 1, 2, 5], "mvfo": [0, 3, 4, 5], "lvfo": [1, 2, 3, 5]}
 
@@ -52,11 +53,10 @@ def test_each_strategy_evicts_the_right_token(strategy):
 
 
 def reference_kept(strategy: str, places: list[int], capacity: int) -> list[int]:
-    """Plain-Python model of the strategies (ties: lowest place id)."""
+    """Plain-Python model of the strategies (place counts = stored tokens; ties: lowest place id)."""
     stored: list[int] = []
-    visits: dict[int, int] = {}
     for step, place in enumerate(places):
-        visits[place] = visits.get(place, 0) + 1
+        visits = {p: sum(places[s] == p for s in stored) for p in set(places)}
         if len(stored) == capacity:
             if strategy == "fifo":
                 victim = min(stored)
@@ -166,6 +166,7 @@ def test_ama_picks_one_strategy_per_episode_and_trains():
     first[0] = True
     steps, _, state = run(memory, torch.randint(0, 6, (8, 12)).tolist(), first=first)
     assert state.get("arm").unique().numel() > 1  # random arms per row at epsilon 1
+    assert int(memory.allocator.choices) == 8  # epsilon decays per episode (8 rows x 1 episode), not per step
     loss = memory.ama_loss(state, torch.ones(8))
     loss.backward()
     assert memory.allocator.q[0].weight.grad.abs().sum() > 0

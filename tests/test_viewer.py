@@ -261,3 +261,31 @@ def test_bench_record_reports_costs(monkeypatch):
     assert configs["baseline"]["relative"] == 1.0
     assert configs["record"]["kib_per_step"] > 0
     json.dumps(report)
+
+
+def test_manipulation_recording_holds_cameras_points_and_keyframes(tmp_path):
+    pytest.importorskip("pybullet")
+    from embodied.viewer.video import recording_frames
+
+    env = make_env({"name": "memorybench/put_block_back", "width": 32, "height": 32})
+    result = record_episode(env, OraclePolicy(), tmp_path / "mb.rrd", seed=0)
+    rec = Recording(tmp_path / "mb.rrd")
+    steps = result["length"]
+    assert result["success"] == 1.0 and 8 <= steps <= 25
+    for camera in ("front", "left_shoulder", "right_shoulder", "wrist"):
+        assert sorted(rec[f"cameras/{camera}/rgb"].steps) == list(range(steps + 1)), camera
+    first_obs, _ = env.reset(seed=0)
+    assert np.array_equal(rec.images("cameras/front/rgb")[0], first_obs["front_rgb"])
+    # Predicted = the action's target; executed = where the gripper went: the expert reaches its targets.
+    predicted = rec["world/keyframe/predicted"].at("Transform3D:translation")
+    errors = rec.scalars("scalars/keyframe_error")
+    assert sorted(predicted) == sorted(errors) == list(range(1, steps + 1))
+    assert max(errors.values()) < 0.02
+    gripper = rec["world/gripper"].at("Transform3D:translation")
+    assert np.allclose(gripper[0][0], first_obs["proprio"][:3], atol=1e-6)
+    from embodied.tasks.memorybench import WORKSPACE
+
+    points = np.asarray(rec["world/points"].at("Points3D:positions")[steps])
+    assert len(points) > 100 and np.all(points >= np.array(WORKSPACE[0]) - 1e-6) and np.all(points <= np.array(WORKSPACE[1]) + 1e-6)
+    assert rec.texts("agent/action")[1].startswith("keyframe to")
+    assert len(recording_frames(tmp_path / "mb.rrd", height=64)) == steps + 1

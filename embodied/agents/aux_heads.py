@@ -51,3 +51,56 @@ class FeatureReconstruction(nn.Module):
     def forward(self, context: dict) -> dict[str, Tensor]:
         target = context["feat"].detach()
         return {"loss": torch.mean((self.decoder(context["read"]) - target) ** 2)}
+
+
+RECONSTRUCTION_SIDE = 16  # images are reconstructed at most this many pixels on a side (average-pooled)
+
+
+@register_aux_head("image_reconstruction")
+class ImageReconstruction(nn.Module):
+    """Decode the RGB observation (average-pooled to at most 16x16) from the memory read; MSE on [0, 1].
+
+    The image half of the reconstruction losses Hill et al. found essential for fast-mapping agents
+    (their decoder is a transposed ResNet; an MLP at low resolution keeps it cheap on CPU).
+    """
+
+    def __init__(self, feat_dim: int, read_dim: int, num_actions: int, observation_space=None):
+        super().__init__()
+        space = None if observation_space is None else observation_space.spaces.get("rgb")
+        if space is None or len(space.shape) != 3:
+            raise ValueError("auxiliary head image_reconstruction needs an 'rgb' [H, W, 3] observation")
+        h, w = int(space.shape[0]), int(space.shape[1])
+        self.pool = (max(1, -(-h // RECONSTRUCTION_SIDE)), max(1, -(-w // RECONSTRUCTION_SIDE)))
+        self.out_shape = (3, -(-h // self.pool[0]), -(-w // self.pool[1]))
+        size = 3 * self.out_shape[1] * self.out_shape[2]
+        self.decoder = nn.Sequential(nn.Linear(read_dim, 256), nn.ReLU(), nn.Linear(256, size))
+
+    def forward(self, context: dict) -> dict[str, Tensor]:
+        rgb = torch.as_tensor(context["obs"]["rgb"], device=context["read"].device)
+        lead = rgb.shape[:-3]
+        images = rgb.reshape((-1,) + tuple(rgb.shape[-3:])).permute(0, 3, 1, 2).float() / 255.0
+        target = nn.functional.avg_pool2d(images, self.pool, ceil_mode=True).reshape(lead + (-1,))
+        return {"loss": torch.mean((self.decoder(context["read"]) - target) ** 2)}
+
+
+@register_aux_head("text_reconstruction")
+class TextReconstruction(nn.Module):
+    """Predict every token of the step's text (padding included) from the memory read; cross-entropy.
+
+    The language half of Hill et al.'s reconstruction losses (their decoder is an LSTM; the texts
+    here are at most a few tokens, so one linear classifier per position does the same job).
+    """
+
+    def __init__(self, feat_dim: int, read_dim: int, num_actions: int, observation_space=None):
+        super().__init__()
+        space = None if observation_space is None else observation_space.spaces.get("text")
+        if space is None or len(space.shape) != 1:
+            raise ValueError("auxiliary head text_reconstruction needs a 'text' [L] token observation")
+        self.length = int(space.shape[0])
+        self.vocab = int(space.high.max()) + 1
+        self.decoder = nn.Sequential(nn.Linear(read_dim, 256), nn.ReLU(), nn.Linear(256, self.length * self.vocab))
+
+    def forward(self, context: dict) -> dict[str, Tensor]:
+        tokens = torch.as_tensor(context["obs"]["text"], device=context["read"].device).long()
+        logits = self.decoder(context["read"]).reshape(tokens.shape + (self.vocab,))
+        return {"loss": nn.functional.cross_entropy(logits.reshape(-1, self.vocab), tokens.reshape(-1))}

@@ -7,6 +7,7 @@
     semantic   int   [H, W]             per-pixel class embedding (num classes = space high + 1)
     pose       float [4]                x, y, z, yaw -> x, y, z, cos yaw, sin yaw -> MLP
     pointgoal  float [k]                MLP
+    holding    float [k]                MLP (fastmap: 1.0 while an object is held)
     objectgoal int   [1] or Discrete    category embedding (num categories from the space)
     text       int   [L]                token ids, 0 = padding -> embedding -> masked mean or GRU
     place      int   [] / [1] / Discrete  not encoded; handed to the memory as `place`
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 from embodied.agents.config import AgentConfig
 
 IMAGE_KEYS = ("rgb", "depth", "semantic")
-VECTOR_KEYS = ("pose", "pointgoal")
+VECTOR_KEYS = ("pose", "pointgoal", "holding")
 CATEGORY_KEYS = ("objectgoal",)
 TEXT_KEYS = ("text",)
 MEMORY_ONLY_KEYS = ("place",)
@@ -127,7 +128,8 @@ class TextEncoder(nn.Module):
             last = (lengths - 1).clamp(min=0)
             pooled = outputs[torch.arange(tokens.shape[0], device=tokens.device), last]
             pooled = pooled * (lengths > 0)[:, None]
-        return self.out(pooled)
+        # No text (all padding) embeds to exactly zero, so memories can tell "nothing was said" apart.
+        return self.out(pooled) * (lengths > 0)[:, None].to(pooled.dtype)
 
 
 def _check_ids(key: str, ids: Tensor, num: int) -> None:

@@ -10,6 +10,7 @@ previous action is replaced by a 'none' id. `act` builds a graph like any module
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
@@ -22,7 +23,7 @@ from torch.distributions import Categorical
 from embodied.agents.aux_heads import build_aux_head
 from embodied.agents.config import AgentConfig
 from embodied.agents.encoders import ObservationEncoder
-from embodied.memory import build_memory
+from embodied.memory import MEMORIES, build_memory
 
 
 def _head(in_dim: int, out_dim: int, hidden: int, gain: float) -> nn.Sequential:
@@ -60,7 +61,7 @@ class Agent(nn.Module):
             self.prev_action_embedding = nn.Embedding(self.num_actions + 1, config.prev_action_embed)
             fuse_in += config.prev_action_embed
         self.fuse = nn.Sequential(nn.Linear(fuse_in, config.hidden), nn.ReLU())
-        self.memory = build_memory(memory, config.hidden, **dict(memory_options or {}))
+        self.memory = build_memory(memory, config.hidden, **self._memory_options(memory, memory_options))
         self.policy_head = _head(self.memory.output_dim, self.num_actions, config.head_hidden, gain=0.01)
         self.value_head = _head(self.memory.output_dim, 1, config.head_hidden, gain=1.0)
         dims = dict(
@@ -141,6 +142,18 @@ class Agent(nn.Module):
         return self.memory.introspect(state)
 
     # --- internals -------------------------------------------------------------------------------
+    def _memory_options(self, memory: str, memory_options: Mapping | None) -> dict:
+        """Memories that store the modalities apart (DCEM) declare `visual_dim` / `text_dim` options;
+        left at 0 they are filled from the encoder. Other memories get their options unchanged."""
+        options = dict(memory_options or {})
+        if memory in MEMORIES:
+            names = {f.name for f in dataclasses.fields(MEMORIES[memory].config_class)}
+            if "visual_dim" in names and not options.get("visual_dim"):
+                options["visual_dim"] = self.encoder.visual_dim
+            if "text_dim" in names and not options.get("text_dim"):
+                options["text_dim"] = self.encoder.text_dim
+        return options
+
     @staticmethod
     def _check_lead(first: Tensor, prev_action: Tensor, dims: int) -> None:
         if first.dim() != dims:

@@ -58,6 +58,8 @@ class EvalConfig:
     """JSON output path; null = eval_<task or suite>.json beside the checkpoint (or in the cwd)."""
     quiet: bool = False
     """No progress bar."""
+    runs: int = 4
+    """MemoryBench: evaluation runs per task over its pinned test seeds (mean +- std over runs)."""
 
 
 def _policy(cfg: DictConfig) -> str:
@@ -201,6 +203,11 @@ def evaluate(cfg: DictConfig, env_factory=None) -> dict[str, Any]:
     from embodied.train.distributed import resolve_device
 
     policy = validate_eval_config(cfg)
+    memorybench = cfg.suite == "memorybench" or (not cfg.suite and str(cfg.task.get("name", "")).startswith("memorybench/"))
+    if memorybench:  # keyframe policies, pinned seeds, published rows: its own protocol
+        from embodied.eval.memorybench import evaluate_memorybench
+
+        return evaluate_memorybench(cfg, policy, suite_tasks(cfg.suite) if cfg.suite else [str(cfg.task.name)])
     device = resolve_device(cfg.device)
     ckpt = None
     if policy == "checkpoint":

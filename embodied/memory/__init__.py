@@ -5,6 +5,8 @@ from embodied.memory.gtrxl import GatedTransformerXLMemory
 from embodied.memory.hcam import HCAMConfig, HCAMMemory
 from embodied.memory.sat import SATConfig, SpatiallyAwareMemory
 from embodied.memory.recurrent import GRUMemory, LSTMMemory, NoMemory
+from embodied.memory import dcem as _dcem  # noqa: F401  (registers dcem)
+from embodied.memory import membank as _membank  # noqa: F401  (registers membank)
 
 __all__ = [
     "MEMORIES",

@@ -7,9 +7,11 @@ notes in shared/reference/3dmem-sat-optimus.md (b)):
 2. A fixed memory budget (`capacity` tokens) and a write strategy that decides what is evicted once
    it is full: `fifo` (evict the oldest: keep the most recent), `lifo` (evict the newest stored:
    keep the oldest), `mvfo` (evict the oldest token of the most-visited place), `lvfo` (evict the
-   oldest token of the least-visited place). "Visited" counts the steps spent in each place this
-   episode (our reading of the code's `sfu()`; the exact tie rules there are not in our notes:
-   here ties go to the lowest place id).
+   oldest token of the least-visited place). As in the released code's `sfu()`
+   (ballet_dataset/ballet_environment_v2.py), a place's "visits" are the tokens of that place the
+   memory holds now (its count drops on eviction), among places holding at least one; ties go to
+   the lowest place id (numpy argmax/argmin there). So mvfo balances memory across places and lvfo
+   empties the rarest places first.
 3. Hierarchical read (HCAM's): summaries of groups of tokens, top-k groups, attention inside them,
    relevance-weighted sum. `place_major=false` groups tokens into temporal chunks of `chunk_size`
    consecutive stored steps (SAT-FIFO-TH); `place_major=true` makes one group per place (SAT-PM-PH:
@@ -28,7 +30,8 @@ a grid cell of `place_cell` metres hashed into `num_places` ids (the paper's FFH
 k-means over positions instead; a grid is the deterministic, online stand-in).
 
 State (fixed capacity S = `capacity`): memory [B, layers, S, D] (layer inputs, detached),
-valid [B, S], step [B, S] (-1 empty), place [B, S] (-1 empty), visits [B, P], episode_step [B],
+valid [B, S], step [B, S] (-1 empty), place [B, S] (-1 empty), visits [B, P] (steps spent in each place this
+episode; bookkeeping for viewers, not used by the strategies), episode_step [B],
 arm [B] (strategy index per row), context [B, context_dim].
 """
 from __future__ import annotations
@@ -121,15 +124,17 @@ class AdaptiveMemoryAllocator(nn.Module):
         frac = min(1.0, float(self.choices) / self.epsilon_episodes)
         return self.epsilon_start + frac * (self.epsilon_end - self.epsilon_start)
 
-    def choose(self, context: Tensor) -> Tensor:
-        """Arms [B] for contexts [B, C]: greedy in eval mode, epsilon-greedy in training mode."""
+    def choose(self, context: Tensor, new: Tensor | None = None) -> Tensor:
+        """Arms [B] for contexts [B, C]: greedy in eval mode, epsilon-greedy in training mode.
+        `new` [B] bool marks the rows whose arm is used (episode starts); only those count
+        towards the epsilon schedule (default: all rows)."""
         with torch.no_grad():
             greedy = self.q(context).argmax(-1)
             if not self.training:
                 return greedy
             explore = torch.rand(context.shape[0], device=context.device) < self.epsilon()
             random_arm = torch.randint(0, self.arms, (context.shape[0],), device=context.device)
-            self.choices += context.shape[0]
+            self.choices += context.shape[0] if new is None else new.sum()
             return torch.where(explore, random_arm, greedy)
 
     def loss(self, context: Tensor, arm: Tensor, reward: Tensor) -> Tensor:
@@ -200,20 +205,20 @@ class SATLayer(nn.Module):
         return x, slot_weights, group_weights
 
 
-def eviction_slots(valid: Tensor, step: Tensor, place: Tensor, visits: Tensor) -> Tensor:
+def eviction_slots(valid: Tensor, step: Tensor, place: Tensor, num_places: int) -> Tensor:
     """The slot each strategy writes to, [B, 4] in STRATEGIES order: a free slot if there is one,
-    else the victim of fifo / lifo / mvfo / lvfo."""
+    else the victim of fifo / lifo / mvfo / lvfo (place counts = stored tokens per place)."""
     big = torch.iinfo(torch.long).max // 4
     free = ~valid
     has_free = free.any(-1, keepdim=True)
     first_free = free.long().argmax(-1)
     oldest = torch.where(valid, step, big).argmin(-1)
     newest = torch.where(valid, step, -1).argmax(-1)
-    n_places = visits.shape[1]
-    stored = torch.zeros(valid.shape[0], n_places, dtype=torch.long, device=valid.device).scatter_add(
-        1, place.clamp(min=0), valid.long()) > 0
-    most = torch.where(stored, visits, -1).argmax(-1)  # first (lowest id) among ties
-    least = torch.where(stored, visits, big).argmin(-1)
+    count = torch.zeros(valid.shape[0], num_places, dtype=torch.long, device=valid.device).scatter_add(
+        1, place.clamp(min=0), valid.long())
+    stored = count > 0
+    most = torch.where(stored, count, -1).argmax(-1)  # first (lowest id) among ties
+    least = torch.where(stored, count, big).argmin(-1)
 
     def oldest_of(target: Tensor) -> Tensor:
         in_place = valid & (place == target[:, None])
@@ -297,11 +302,11 @@ class SpatiallyAwareMemory(Memory):
             starting = episode_step == 0
             new_context = self._context(step, batch, device)
             context = torch.where(starting[:, None], new_context, context)
-            arm = torch.where(starting, self.allocator.choose(new_context), arm)
+            arm = torch.where(starting, self.allocator.choose(new_context, starting), arm)
 
         visits = state.get("visits").scatter_add(1, place[:, None], torch.ones_like(place[:, None]))
         valid, slot_step, slot_place = state.get("valid"), state.get("step"), state.get("place")
-        target = eviction_slots(valid, slot_step, slot_place, visits).gather(1, arm[:, None]).squeeze(1)
+        target = eviction_slots(valid, slot_step, slot_place, self.cfg.num_places).gather(1, arm[:, None]).squeeze(1)
         write = torch.nn.functional.one_hot(target, self.capacity).bool()
         valid = valid | write
         slot_step = torch.where(write, episode_step[:, None], slot_step)

@@ -4,6 +4,9 @@ from embodied.tasks.registry import MEASURES, TASKS, make_env, register_measure,
 from embodied.tasks import measures as _measures  # noqa: F401  (registers measures)
 from embodied.tasks import nav as _nav  # noqa: F401  (registers nav tasks)
 from embodied.tasks import ballet as _ballet  # noqa: F401  (registers ballet tasks)
+from embodied.tasks import room_ballet as _room_ballet  # noqa: F401  (registers room_ballet tasks)
+from embodied.tasks import fastmap as _fastmap  # noqa: F401  (registers fastmap tasks)
+from embodied.tasks import memorybench as _memorybench  # noqa: F401  (registers memorybench tasks)
 from embodied.tasks.nav import MEASURE_NAMES, EpisodeError, NavEnv
 
 

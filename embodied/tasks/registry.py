@@ -33,8 +33,15 @@ def make_env(cfg, seed: int | None = None):
     """Build the gymnasium env of a task from a TaskConfig (or dict / omegaconf node)."""
     from embodied.tasks.config import TaskConfig
 
-    cfg = TaskConfig.from_any(cfg)
-    env = TASKS[cfg.name](cfg)
+    name = getattr(cfg, "name", None) or (cfg.get("name") if hasattr(cfg, "get") else None)
+    cls = TASKS.get(name)
+    # Tasks with their own config schema (e.g. MemoryBench's image_size, cameras) validate it themselves.
+    config_class = getattr(cls, "config_class", None)
+    if config_class is not None:
+        env = cls(config_class.from_any(cfg))
+    else:
+        cfg = TaskConfig.from_any(cfg)
+        env = TASKS[cfg.name](cfg)
     if seed is not None:
         env.reset(seed=seed)
     return env

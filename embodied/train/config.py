@@ -16,11 +16,12 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from embodied.config import ConfigError, check
 from embodied.train.bc import BCConfig
+from embodied.train.keyframe import KeyframeTrainerConfig
 from embodied.train.logger import LoggerConfig
 from embodied.train.ppo import PPOConfig
 
 DEVICES = ("cpu", "cuda", "auto")
-TRAINERS = {"ppo": PPOConfig, "bc": BCConfig}
+TRAINERS = {"ppo": PPOConfig, "bc": BCConfig, "keyframe": KeyframeTrainerConfig}
 
 
 @dataclass
@@ -35,7 +36,8 @@ class TrainConfig:
     agent: Any = MISSING
     """Agent options (configs/agent/; schema embodied.agents.AgentConfig)."""
     trainer: Any = MISSING
-    """Trainer: ppo (configs/trainer/ppo.yaml, PPOConfig) or bc (configs/trainer/bc.yaml, BCConfig)."""
+    """Trainer: ppo (configs/trainer/ppo.yaml, PPOConfig), bc (configs/trainer/bc.yaml, BCConfig) or keyframe
+    (configs/trainer/keyframe.yaml, KeyframeTrainerConfig; selected by agent=keyframe)."""
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     """Metric logging: jsonl or wandb (configs/logger/)."""
     seed: int = 0
@@ -73,6 +75,7 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(group="trainer", name="ppo_schema", node=PPOConfig)
     cs.store(group="trainer", name="bc_schema", node=BCConfig)
+    cs.store(group="trainer", name="keyframe_schema", node=KeyframeTrainerConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
 
 

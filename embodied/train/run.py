@@ -125,6 +125,10 @@ class _Progress:
 def train(cfg: DictConfig, env_factory: Callable | None = None) -> dict[str, Any]:
     """Train from a composed train config; returns {"status": finished|preempted, ...}."""
     validate_train_config(cfg)
+    if cfg.trainer.name == "keyframe":  # MemoryBench keyframe BC: dataset-driven, one process
+        from embodied.train.keyframe import train_keyframe
+
+        return train_keyframe(cfg)
     ctx = dist_utils.setup(cfg.device)
     check(not (ctx.enabled and cfg.trainer.name == "bc"), "trainer",
           "bc runs on one process; allowed with distributed training: ppo")

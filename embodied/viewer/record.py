@@ -50,12 +50,13 @@ def record(cfg) -> list[dict]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    bar = tqdm(total=cfg.episodes * env.cfg.max_steps, unit="step", desc="record", disable=cfg.quiet, file=sys.stderr)
+    max_steps = getattr(env.cfg, "max_steps", None) or getattr(env.cfg, "max_keyframes")  # keyframe tasks: keyframes
+    bar = tqdm(total=cfg.episodes * max_steps, unit="step", desc="record", disable=cfg.quiet, file=sys.stderr)
     for ep in range(cfg.episodes):
         path = out / f"episode_{ep:03d}.rrd"
         result = record_episode(env, policy, path, seed=cfg.seed + ep, meta={"task": env.cfg.name, "agent": name},
                                 on_step=lambda: bar.update(1))
-        bar.update(env.cfg.max_steps * (ep + 1) - bar.n)  # episodes that end early skip their remainder
+        bar.update(max_steps * (ep + 1) - bar.n)  # episodes that end early skip their remainder
         if cfg.video:
             from embodied.viewer.video import recording_to_video
 
@@ -63,6 +64,6 @@ def record(cfg) -> list[dict]:
         results.append(result)
     bar.close()
     for r in results:
-        print(f"{r['path']}: steps={r['length']} success={r.get('success', float('nan')):.0f} "
-              f"spl={r.get('spl', float('nan')):.3f} return={r['return']:.3f}" + (f" video={r['video']}" if 'video' in r else ""))
+        print(f"{r['path']}: steps={r['length']} success={float(r.get('success', float('nan'))):.0f} "
+              f"spl={float(r.get('spl', float('nan'))):.3f} return={r['return']:.3f}" + (f" video={r['video']}" if 'video' in r else ""))
     return results

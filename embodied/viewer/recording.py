@@ -72,7 +72,7 @@ def class_colors(n: int) -> np.ndarray:
 class PolicyOutput:
     """What a policy did at one step: the action and, when it has them, its value and memory."""
 
-    action: int
+    action: Any  # int (discrete tasks) or an array (keyframe tasks)
     value: float | None = None
     memory: dict[str, np.ndarray] | None = None  # Memory.introspect for this env's row, numpy
 
@@ -249,7 +249,7 @@ class EpisodeRecorder:
         s.episode_return += float(reward)
         self._set_time(info)
         name = self._action_name(action)
-        self._add("agent/action", _text_columns, f"{name} ({int(action)})")
+        self._add("agent/action", _text_columns, self._action_text(action))
         self._add("scalars/reward", _scalar_columns, float(reward))
         self._add("scalars/return", _scalar_columns, s.episode_return)
         changes = self._log_observation(obs, info)
@@ -285,6 +285,9 @@ class EpisodeRecorder:
 
     def _add(self, entity: str, build: Callable, value) -> None:
         self.columns.add(entity, build, *self._time, value)
+
+    def _action_text(self, action) -> str:
+        return f"{self._action_name(action)} ({int(action)})"
 
     def _action_name(self, action) -> str:
         from embodied.sim import ACTIONS
@@ -550,7 +553,12 @@ def record_episode(env, policy: Policy | Callable, path: str | Path, *, seed: in
     obs, info = env.reset(seed=seed)
     policy.reset(env)
     meta = {"policy": getattr(policy, "name", "policy"), "seed": seed, **(meta or {})}
-    recorder = EpisodeRecorder(path, extra_sensors=extra_sensors, meta=meta)
+    if is_keyframe_env(env):
+        from embodied.viewer.manipulation import ManipulationRecorder
+
+        recorder = ManipulationRecorder(path, meta=meta)
+    else:
+        recorder = EpisodeRecorder(path, extra_sensors=extra_sensors, meta=meta)
     total, length = 0.0, 0
     with recorder:
         recorder.start(env, obs, info)
@@ -568,6 +576,11 @@ def record_episode(env, policy: Policy | Callable, path: str | Path, *, seed: in
     return {**info, "return": total, "length": length, "path": str(recorder.path)}
 
 
+def is_keyframe_env(env) -> bool:
+    """Manipulation tasks with keyframe actions observe world-frame point clouds (`{camera}_pcd`)."""
+    return any(key.endswith("_pcd") for key in getattr(env.observation_space, "spaces", {}))
+
+
 class FunctionPolicy:
     def __init__(self, fn: Callable):
         self.fn = fn
@@ -577,7 +590,8 @@ class FunctionPolicy:
         pass
 
     def act(self, obs, env) -> PolicyOutput:
-        return PolicyOutput(int(self.fn(obs, env)))
+        action = self.fn(obs, env)
+        return PolicyOutput(int(action) if np.ndim(action) == 0 else np.asarray(action))
 
 
 class OraclePolicy:
@@ -589,7 +603,8 @@ class OraclePolicy:
         pass
 
     def act(self, obs, env) -> PolicyOutput:
-        return PolicyOutput(int(env.oracle_action()))
+        action = env.oracle_action()
+        return PolicyOutput(int(action) if np.ndim(action) == 0 else np.asarray(action))
 
 
 class RandomPolicy:
@@ -604,7 +619,10 @@ class RandomPolicy:
         pass
 
     def act(self, obs, env) -> PolicyOutput:
-        return PolicyOutput(int(self.rng.integers(env.action_space.n)))
+        space = env.action_space
+        if hasattr(space, "n"):
+            return PolicyOutput(int(self.rng.integers(space.n)))
+        return PolicyOutput(self.rng.uniform(space.low, space.high).astype(space.dtype))  # continuous (keyframe) actions
 
 
 class AgentPolicy:

@@ -59,8 +59,10 @@ def recording_frames(path, height: int = 256) -> list[np.ndarray]:
         semantic = rec.images(f"{camera}/semantic", "SegmentationImage")
         palette = class_colors(int(max(int(s.max()) for s in semantic.values())) + 1)
         views.append({s: palette[m.astype(np.int64)] for s, m in semantic.items()})
+    if not views:  # manipulation recordings: one view per camera under cameras/{name}/rgb
+        views = [rec.images(e) for e in sorted(rec.entities) if e.startswith("/cameras/") and e.endswith("/rgb")]
     if not views:
-        raise ValueError(f"{path}: the recording has no camera images under {camera}/")
+        raise ValueError(f"{path}: the recording has no camera images under {camera}/ or cameras/")
     steps = sorted(views[0])
     texts = {key: (rec.texts(key) if key in rec else {}) for key in ("text/instruction", "agent/action")}
     scalars = {key: (rec.scalars(key) if key in rec else {}) for key in ("scalars/reward", "scalars/return")}
@@ -77,7 +79,8 @@ def recording_frames(path, height: int = 256) -> list[np.ndarray]:
                  f"step {step}  action {texts['agent/action'].get(step, '-')}  "
                  f"reward {scalars['scalars/reward'].get(step, 0.0):+.3f}  return {scalars['scalars/return'].get(step, 0.0):+.2f}",
                  f"success {scalars['measures/success'].get(step, 0.0):.0f}  spl {scalars['measures/spl'].get(step, 0.0):.2f}  "
-                 f"distance {scalars['measures/distance_to_goal'].get(step, float('nan')):.2f} m"]
+                 f"distance {scalars['measures/distance_to_goal'].get(step, float('nan')):.2f} m" if "spl" in measures else
+                 f"success {scalars['measures/success'].get(step, 0.0):.0f}  keyframe {step}"]
         band = Image.new("RGB", (row.shape[1], 14 * len(lines) + 8), (20, 20, 20))
         draw = ImageDraw.Draw(band)
         for i, line in enumerate(lines):

@@ -1,0 +1,48 @@
+"""MemoryBench (SAM2Act, 2025) on pybullet: `memorybench/reopen_drawer`, `memorybench/put_block_back`,
+`memorybench/rearrange_block`. See docs/memorybench.md."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from embodied.tasks.memorybench.env import MAX_KEYFRAMES, MemoryBenchConfig, MemoryBenchEnv
+from embodied.tasks.memorybench.scene import CAMERAS, WORKSPACE
+from embodied.tasks.memorybench.tasks import TASK_CLASSES
+from embodied.tasks.registry import register_task
+
+TASK_NAMES = tuple(f"memorybench/{t}" for t in TASK_CLASSES)
+
+
+def _register(short: str) -> type:
+    cls = type(f"MemoryBench_{short}", (MemoryBenchEnv,), {"short_name": short})
+    return register_task(f"memorybench/{short}")(cls)
+
+
+ENV_CLASSES = {f"memorybench/{t}": _register(t) for t in TASK_CLASSES}
+
+
+def make_env(cfg, seed: int | None = None) -> MemoryBenchEnv:
+    """Build a MemoryBench env from a dict / omegaconf node / MemoryBenchConfig (keys of
+    MemoryBenchConfig, e.g. {"name": "memorybench/put_block_back", "image_size": 64})."""
+    c = MemoryBenchConfig.from_any(cfg)
+    env = ENV_CLASSES[c.name](c)
+    if seed is not None:
+        env.reset(seed=seed)
+    return env
+
+
+def spec_path() -> Path:
+    from embodied.config import data_dir
+
+    return data_dir("tasks") / "memorybench.yaml"
+
+
+def memorybench_spec() -> dict:
+    """tasks/memorybench.yaml: per task train_seeds, test_seeds, variations, instruction, reference."""
+    import yaml
+
+    with open(spec_path()) as f:
+        return yaml.safe_load(f)
+
+
+__all__ = ["CAMERAS", "WORKSPACE", "MAX_KEYFRAMES", "TASK_NAMES", "MemoryBenchConfig", "MemoryBenchEnv",
+           "make_env", "memorybench_spec", "spec_path"]

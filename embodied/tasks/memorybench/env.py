@@ -1,0 +1,175 @@
+"""The gymnasium env of a MemoryBench task: one step = one keyframe action.
+
+Observation (before the keyframe's action): `{cam}_rgb` uint8 [H,W,3], `{cam}_depth` float32 [H,W]
+(z-depth, metres), `{cam}_pcd` float32 [H,W,3] (world frame) per camera, `proprio` float32 [8]
+(ee xyz, ee quaternion xyzw, gripper open 1 / closed 0) and `timestep` float32 [1] (keyframe
+index / 25). Action float32 [9]: target xyz (world, clipped to WORKSPACE as RLBench clips to its
+scene bounds), quaternion xyzw, gripper_open (0/1), ignore_collisions (0/1).
+Reward 1 on success (checked after each action, as RLBench's TaskEnvironment.step does); the
+episode ends on success, on an unreachable target (`ik_failure`, reward 0) or after 25 keyframes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from embodied.config import ConfigError, check
+from embodied.tasks.memorybench.scene import CAMERAS, WORKSPACE, Scene
+from embodied.tasks.memorybench.tasks import TASK_CLASSES
+
+MAX_KEYFRAMES = 25
+
+
+@dataclass
+class MemoryBenchConfig:
+    name: str = "memorybench/put_block_back"
+    """memorybench/reopen_drawer, memorybench/put_block_back or memorybench/rearrange_block."""
+    image_size: int = 128
+    """Square camera images, pixels (RLBench: 128)."""
+    cameras: list[str] = field(default_factory=lambda: list(CAMERAS))
+    """Cameras to render, a subset of front, left_shoulder, right_shoulder, wrist ([] renders nothing)."""
+    max_keyframes: int = MAX_KEYFRAMES
+    """Keyframe actions before the episode is truncated (RLBench eval: 25)."""
+
+    def validate(self) -> "MemoryBenchConfig":
+        names = sorted(f"memorybench/{t}" for t in TASK_CLASSES)
+        check(self.name in names, "task.name", f"unknown task {self.name!r}; allowed: {', '.join(names)}")
+        check(16 <= self.image_size <= 512, "task.image_size", f"{self.image_size} out of range; allowed: 16..512")
+        bad = [c for c in self.cameras if c not in CAMERAS]
+        check(not bad, "task.cameras", f"unknown camera(s) {bad}; allowed: {', '.join(CAMERAS)}")
+        check(1 <= self.max_keyframes <= 1000, "task.max_keyframes", f"{self.max_keyframes}; allowed: 1..1000")
+        return self
+
+    @classmethod
+    def from_any(cls, cfg) -> "MemoryBenchConfig":
+        """From a MemoryBenchConfig, a TaskConfig (its width is the image size), a dict or an
+        omegaconf node. `width`/`height` are accepted as the image size (they must be equal)."""
+        if isinstance(cfg, cls):
+            return cfg.validate()
+        if cfg is not None and not isinstance(cfg, dict) and hasattr(cfg, "width") and hasattr(cfg, "name"):
+            return cls(name=cfg.name, image_size=int(cfg.width)).validate()  # a TaskConfig
+        if cfg is None:
+            cfg = {}
+        if not isinstance(cfg, dict):
+            from omegaconf import OmegaConf
+
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+        cfg = dict(cfg)
+        w, h = cfg.pop("width", None), cfg.pop("height", None)
+        if w is not None or h is not None:
+            check(w == h or h is None or w is None, "task.width", f"{w}x{h}: MemoryBench images are square")
+            cfg.setdefault("image_size", int(w if w is not None else h))
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - names)
+        if unknown:
+            raise ConfigError(f"task.{unknown[0]}: unknown key; allowed: {', '.join(sorted(names))}")
+        return cls(**cfg).validate()
+
+
+class MemoryBenchEnv(gym.Env):
+    """Shared episode loop; the registered subclass sets `task_name` (e.g. put_block_back)."""
+
+    metadata = {"render_modes": []}
+    config_class = MemoryBenchConfig
+    short_name = ""
+
+    def __init__(self, cfg=None) -> None:
+        if cfg is None:
+            cfg = {"name": f"memorybench/{self.short_name}"}
+        self.cfg = MemoryBenchConfig.from_any(cfg)
+        if self.short_name and self.cfg.name != f"memorybench/{self.short_name}":
+            raise ConfigError(f"task.name: {self.cfg.name!r} given to the {self.short_name} env")
+        self.task_cls = TASK_CLASSES[self.cfg.name.split("/", 1)[1]]
+        self.scene = Scene()
+        self.task = self.task_cls(self.scene)
+        n = self.cfg.image_size
+        obs = {}
+        for cam in self.cfg.cameras:
+            obs[f"{cam}_rgb"] = spaces.Box(0, 255, (n, n, 3), np.uint8)
+            obs[f"{cam}_depth"] = spaces.Box(0.0, np.inf, (n, n), np.float32)
+            obs[f"{cam}_pcd"] = spaces.Box(-np.inf, np.inf, (n, n, 3), np.float32)
+        obs["proprio"] = spaces.Box(-np.inf, np.inf, (8,), np.float32)
+        obs["timestep"] = spaces.Box(0.0, np.inf, (1,), np.float32)
+        self.observation_space = spaces.Dict(obs)
+        self.action_space = spaces.Box(np.array([*WORKSPACE[0], -1, -1, -1, -1, 0, 0], np.float32),
+                                       np.array([*WORKSPACE[1], 1, 1, 1, 1, 1, 1], np.float32))
+        self.instruction = self.task_cls.instruction
+        self.variation = 0
+        self.episode_seed = 0
+        self.keyframe = 0
+        self.keyframe_start_steps: list[int] = []
+        self._done = True
+
+    @property
+    def variation_count(self) -> int:
+        return self.task_cls.variations
+
+    # --- episode ---------------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options=None):
+        super().reset(seed=seed)
+        self.episode_seed = int(seed) if seed is not None else int(self.np_random.integers(2**31 - 1))
+        variation = (options or {}).get("variation", self.episode_seed % self.variation_count)
+        if not (isinstance(variation, (int, np.integer)) and 0 <= variation < self.variation_count):
+            raise ValueError(f"options['variation']: {variation!r}; allowed: 0..{self.variation_count - 1}")
+        self.variation = int(variation)
+        rng = np.random.default_rng(self.episode_seed)
+        self.scene.reset_world()
+        self.task.build(self.scene, self.variation, rng)
+        self.scene.step(60)  # let the objects settle before the conditions record initial states
+        self.conditions = self.task.make_conditions()
+        self.scene.step_callbacks = [self.conditions.met] if self.task.poll_every_step else []
+        self.keyframe = 0
+        self.keyframe_start_steps = []
+        self.success = False
+        self.ik_failure = False
+        self._done = False
+        return self._observation(), self._info()
+
+    def step(self, action):
+        if self._done:
+            raise RuntimeError("step() after the episode ended; call reset()")
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != (9,) or not np.all(np.isfinite(a)):
+            finite = bool(np.all(np.isfinite(a)))
+            raise ValueError(f"action: shape {a.shape}, finite={finite}; expected 9 finite floats")
+        quat = a[3:7]
+        if np.linalg.norm(quat) < 1e-6:
+            raise ValueError(f"action[3:7]: quaternion {quat.tolist()} has zero norm")
+        pos = np.clip(a[:3], WORKSPACE[0], WORKSPACE[1])
+        self.keyframe_start_steps.append(self.scene.physics_steps)
+        reached = self.scene.execute(pos, quat, float(a[7] > 0.5))
+        self.keyframe += 1
+        self.ik_failure = not reached
+        self.success = (not self.ik_failure) and self.conditions.met()
+        terminated = self.success or self.ik_failure
+        truncated = not terminated and self.keyframe >= self.cfg.max_keyframes
+        self._done = terminated or truncated
+        return self._observation(), float(self.success), terminated, truncated, self._info()
+
+    def oracle_action(self) -> np.ndarray:
+        """The scripted expert's next keyframe for the current state (it assumes the expert's own
+        earlier keyframes were executed); raises once the script is exhausted."""
+        a = self.task.keyframe(self.keyframe)
+        if a is None:
+            raise RuntimeError(f"the expert has no keyframe {self.keyframe} for {self.cfg.name}")
+        return a
+
+    def close(self) -> None:
+        self.scene.close()
+
+    # --- observation -----------------------------------------------------------------------------
+    def _observation(self) -> dict[str, np.ndarray]:
+        obs = {}
+        for cam in self.cfg.cameras:
+            r = self.scene.render(cam, self.cfg.image_size)
+            obs[f"{cam}_rgb"], obs[f"{cam}_depth"], obs[f"{cam}_pcd"] = r["rgb"], r["depth"], r["pcd"]
+        obs["proprio"] = self.scene.proprio()
+        obs["timestep"] = np.array([self.keyframe / MAX_KEYFRAMES], np.float32)
+        return obs
+
+    def _info(self) -> dict:
+        return {"success": float(self.success), "variation": self.variation, "keyframe": self.keyframe,
+                "ik_failure": self.ik_failure, "instruction": self.instruction, "seed": self.episode_seed}

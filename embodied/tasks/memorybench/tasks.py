@@ -1,0 +1,271 @@
+"""The three MemoryBench tasks: scene layout per variation, success conditions as RLBench codes
+them (sam2act/libs/RLBench/rlbench/tasks/{reopen_drawer,put_block_back,rearrange_block}.py), and
+the scripted expert's keyframes.
+
+Conditions follow rlbench/backend/conditions.py: a *trigger* latches the first time it holds
+(JointConditionEx / JointTriggerCondition / DetectedTriggerCondition), a plain condition is the
+current state (DetectedCondition, NothingGrasped); `ConditionSet(order_matters=True)` advances an
+index through its conditions, `False` needs all at once. put_block_back and rearrange_block poll
+their conditions after every physics step (their `step()` override); reopen_drawer's override is
+commented out in the original, so its conditions are checked only after each keyframe action.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from embodied.tasks.memorybench import scene as S
+from embodied.tasks.memorybench.scene import Region, Scene, patch_region
+
+BLOCK_COLOURS = ((0.95, 0.95, 0.95, 1), (0.6, 0.2, 0.75, 1))  # put_block_back's block / rearrange's block2
+PATCH_COLOURS = ((0.9, 0.15, 0.15, 1), (0.15, 0.75, 0.2, 1), (0.15, 0.3, 0.9, 1), (0.95, 0.85, 0.1, 1))
+CENTRE = np.array([0.05, 0.0])
+CENTRE_COLOUR = (0.75, 0.75, 0.75, 1)
+CARRY_Z = S.TABLE_Z + 0.18
+GRASP_Z = S.TABLE_Z + S.BLOCK_HALF
+PLACE_Z = S.TABLE_Z + S.BLOCK_HALF + 0.008
+PRESS_Z = S.TABLE_Z + S.BUTTON_TOP + 0.011 - 0.014  # closed fingertips ~8 mm into the button
+ABOVE_BUTTON = 0.06
+OPEN, CLOSED = 1.0, 0.0
+
+
+# --- conditions ----------------------------------------------------------------------------------
+class JointMoved:
+    """Latched: the joint has moved more than `threshold` from its value at the start."""
+
+    def __init__(self, read, threshold: float) -> None:
+        self.read, self.threshold = read, threshold
+        self.initial = read()
+        self.done = False
+
+    def met(self) -> bool:
+        self.done = self.done or abs(self.read() - self.initial) > self.threshold
+        return self.done
+
+
+class Detected:
+    """The object's position is in the region (negated: not in it); `trigger` latches it."""
+
+    def __init__(self, position, region: Region, negated: bool = False, trigger: bool = False) -> None:
+        self.position, self.region, self.negated, self.trigger = position, region, negated, trigger
+        self.done = False
+
+    def met(self) -> bool:
+        now = self.region.contains(self.position()) != self.negated
+        if self.trigger:
+            self.done = self.done or now
+            return self.done
+        return now
+
+
+class NothingGrasped:
+    def __init__(self, scene: Scene, bodies: list[int]) -> None:
+        self.scene, self.bodies = scene, bodies
+
+    def met(self) -> bool:
+        return not any(self.scene.grasped(b) for b in self.bodies)
+
+
+class ConditionSet:
+    def __init__(self, conditions: list, order_matters: bool) -> None:
+        self.conditions, self.order_matters = conditions, order_matters
+        self.index = 0
+
+    def met(self) -> bool:
+        if self.order_matters:
+            while self.index < len(self.conditions) and self.conditions[self.index].met():
+                self.index += 1
+            return self.index >= len(self.conditions)
+        results = [c.met() for c in self.conditions]  # every condition polled, so triggers latch
+        return all(results)
+
+
+def _keyframe(pos, quat, gripper: float, ignore_collisions: float) -> np.ndarray:
+    parts = [np.asarray(pos, float), np.asarray(quat, float), [gripper, ignore_collisions]]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def _sample_button(rng: np.random.Generator, lo, hi) -> np.ndarray:
+    return np.array([rng.uniform(lo[0], hi[0]), rng.uniform(lo[1], hi[1])])
+
+
+def _button_keyframes(xy) -> list[np.ndarray]:
+    """Over the button, press it (fingers closed), come back up."""
+    top = S.TABLE_Z + S.BUTTON_TOP + 0.011 + ABOVE_BUTTON
+    return [_keyframe((xy[0], xy[1], top), S.QUAT_DOWN, CLOSED, 0),
+            _keyframe((xy[0], xy[1], PRESS_Z), S.QUAT_DOWN, CLOSED, 1),
+            _keyframe((xy[0], xy[1], top), S.QUAT_DOWN, CLOSED, 0)]
+
+
+class MemoryBenchTask:
+    """One task: `build` lays out the scene for a variation, `make_conditions` returns its success
+    ConditionSet, `keyframe` is the scripted expert."""
+
+    name = ""
+    variations = 1
+    instruction = ""
+    poll_every_step = True
+    button_region = ((0.0, 0.18), (0.12, 0.32))
+
+    def build(self, scene: Scene, variation: int, rng: np.random.Generator) -> None:
+        raise NotImplementedError
+
+    def make_conditions(self) -> ConditionSet:
+        raise NotImplementedError
+
+    def keyframe(self, k: int) -> np.ndarray | None:
+        """The expert's keyframe k for the current state (None after the last)."""
+        raise NotImplementedError
+
+    def __init__(self, scene: Scene) -> None:
+        self.scene = scene
+
+    def _grasp_keyframes(self, xy, place_xy) -> list[np.ndarray]:
+        """Pick the block at xy (over, down + close, up) and put it at place_xy (down + open)."""
+        return [_keyframe((xy[0], xy[1], CARRY_Z), S.QUAT_DOWN, OPEN, 0),
+                _keyframe((xy[0], xy[1], GRASP_Z), S.QUAT_DOWN, CLOSED, 1),
+                _keyframe((xy[0], xy[1], CARRY_Z), S.QUAT_DOWN, CLOSED, 0),
+                _keyframe((place_xy[0], place_xy[1], PLACE_Z), S.QUAT_DOWN, OPEN, 1)]
+
+
+class PutBlockBack(MemoryBenchTask):
+    name = "put_block_back"
+    variations = 4
+    instruction = ("move the block on the color patch to the center, then press the button, "
+                   "and finally move the block back to where it was placed")
+    patches = tuple(np.array([0.25, y]) for y in (-0.24, -0.08, 0.08, 0.24))
+
+    def build(self, scene, variation, rng):
+        self.variation = variation
+        for xy, rgba in zip(self.patches, PATCH_COLOURS):
+            scene.add_patch(xy, rgba)
+        scene.add_patch(CENTRE, CENTRE_COLOUR)
+        self.block = scene.add_block(self.patches[variation], BLOCK_COLOURS[0])
+        scene.add_button(_sample_button(rng, *self.button_region))
+
+    def make_conditions(self):
+        s, home = self.scene, patch_region(self.patches[self.variation])
+        block = lambda: s.body_position(self.block)  # noqa: E731
+        return ConditionSet([Detected(block, home, negated=True, trigger=True),
+                             Detected(block, patch_region(CENTRE), trigger=True),
+                             JointMoved(s.button_depression, 0.003),
+                             Detected(block, home),
+                             NothingGrasped(s, [self.block])], order_matters=False)
+
+    def keyframe(self, k):
+        s = self.scene
+        block_xy = s.body_position(self.block)[:2]
+        home = self.patches[self.variation]
+        if k < 4:
+            return self._grasp_keyframes(block_xy, CENTRE)[k]
+        if k == 4:
+            return _keyframe((CENTRE[0], CENTRE[1], CARRY_Z), S.QUAT_DOWN, CLOSED, 0)
+        if k < 8:
+            return _button_keyframes(s.button_xy)[k - 5]
+        if k < 12:
+            return self._grasp_keyframes(block_xy, home)[k - 8]
+        return None
+
+
+class RearrangeBlock(MemoryBenchTask):
+    name = "rearrange_block"
+    variations = 2
+    instruction = ("Move the block not on the patch to the empty patch, then press the button, "
+                   "then move the block that has not been moved off the patch")
+    patches = (np.array([0.25, -0.15]), np.array([0.25, 0.15]))
+
+    def build(self, scene, variation, rng):
+        self.variation = variation
+        for xy, rgba in zip(self.patches, PATCH_COLOURS):
+            scene.add_patch(xy, rgba)
+        scene.add_patch(CENTRE, CENTRE_COLOUR)
+        self.patch_block = scene.add_block(self.patches[variation], BLOCK_COLOURS[0])
+        self.centre_block = scene.add_block(CENTRE, BLOCK_COLOURS[1])
+        scene.add_button(_sample_button(rng, *self.button_region))
+
+    @property
+    def dual(self) -> int:
+        return len(self.patches) - self.variation - 1
+
+    def make_conditions(self):
+        s = self.scene
+        pb_ = lambda: s.body_position(self.patch_block)  # noqa: E731
+        cb_ = lambda: s.body_position(self.centre_block)  # noqa: E731
+        centre = patch_region(CENTRE)
+        return ConditionSet([Detected(cb_, centre, negated=True, trigger=True),
+                             Detected(cb_, patch_region(self.patches[self.dual])),
+                             JointMoved(s.button_depression, 0.003),
+                             Detected(pb_, patch_region(self.patches[self.variation]), negated=True, trigger=True),
+                             Detected(pb_, centre),
+                             NothingGrasped(s, [self.patch_block, self.centre_block])], order_matters=False)
+
+    def keyframe(self, k):
+        s = self.scene
+        if k < 4:
+            return self._grasp_keyframes(s.body_position(self.centre_block)[:2], self.patches[self.dual])[k]
+        if k == 4:
+            d = self.patches[self.dual]
+            return _keyframe((d[0], d[1], CARRY_Z), S.QUAT_DOWN, CLOSED, 0)
+        if k < 8:
+            return _button_keyframes(s.button_xy)[k - 5]
+        if k < 12:
+            return self._grasp_keyframes(s.body_position(self.patch_block)[:2], CENTRE)[k - 8]
+        return None
+
+
+class ReopenDrawer(MemoryBenchTask):
+    name = "reopen_drawer"
+    variations = 3
+    instruction = "Close the opened drawer, push the button, and then open the previous drawer again"
+    poll_every_step = False
+    button_region = ((0.0, 0.22), (0.12, 0.34))
+    reopened = 0.15  # the drawer counts as detected in the success sensor when opened this far (m)
+
+    def build(self, scene, variation, rng):
+        self.variation = variation
+        scene.add_cabinet(open_drawer=variation)
+        scene.add_button(_sample_button(rng, *self.button_region))
+
+    def make_conditions(self):
+        s, v = self.scene, self.variation
+        region = Region(np.array([-np.inf] * 3), np.array([-self.reopened + 1e-9, np.inf, np.inf]))
+        return ConditionSet([JointMoved(lambda: s.drawer_opening(v), 0.19),
+                             JointMoved(s.button_depression, 0.003),
+                             Detected(lambda: np.array([-s.drawer_opening(v), 0, 0]), region)], order_matters=True)
+
+    def keyframe(self, k):
+        s, v = self.scene, self.variation
+        z = s.drawer_centre_z[v]
+        closed_face = S.CABINET_X - S.DRAWER_PROUD
+        handle_y = S.HANDLE_Y[v]
+        side = 1.0 if handle_y > 0 else -1.0
+        push_y = handle_y + side * 0.06  # beside the handle, on the outer side
+        push_z = z - 0.002  # the hand stays above the face's top edge, the wrist under the drawer above
+        hook_x = closed_face - 0.045  # between the bar and the front when closed
+        hook_z = z - 0.015
+        above = 0.1
+        if k == 0:  # over the gap in front of the open drawer's face
+            fx = s.drawer_face_x(v) - 0.03
+            return _keyframe((fx, push_y, push_z + above), S.QUAT_DOWN, CLOSED, 0)
+        if k == 1:
+            fx = s.drawer_face_x(v) - 0.03
+            return _keyframe((fx, push_y, push_z), S.QUAT_DOWN, CLOSED, 1)
+        if k == 2:  # push it shut
+            return _keyframe((closed_face - 0.0165, push_y, push_z), S.QUAT_DOWN, CLOSED, 1)
+        if k == 3:  # back off low, under the bar of the drawer above
+            return _keyframe((closed_face - 0.2, push_y, push_z), S.QUAT_DOWN, CLOSED, 0)
+        if k < 7:
+            return _button_keyframes(s.button_xy)[k - 4]
+        if k == 7:  # out in front, on the handle's side of the cabinet, at the height of the hook
+            return _keyframe((hook_x - 0.2, side * 0.28, hook_z + above), S.QUAT_DOWN, CLOSED, 0)
+        if k == 8:  # beside the cabinet, level with the gap between the bar and the front
+            return _keyframe((hook_x, side * 0.28, hook_z + above), S.QUAT_DOWN, CLOSED, 0)
+        if k == 9:  # slide in front of the drawers (under the handles above) to over the gap
+            return _keyframe((hook_x, handle_y, hook_z + above), S.QUAT_DOWN, CLOSED, 0)
+        if k == 10:
+            return _keyframe((hook_x, handle_y, hook_z), S.QUAT_DOWN, CLOSED, 1)
+        if k == 11:  # pull it open
+            return _keyframe((hook_x - 0.24, handle_y, hook_z), S.QUAT_DOWN, CLOSED, 1)
+        return None
+
+
+TASK_CLASSES = {t.name: t for t in (ReopenDrawer, PutBlockBack, RearrangeBlock)}

@@ -1,0 +1,418 @@
+"""Behaviour cloning of the keyframe policy (embodied.agents.keyframe) on MemoryBench demonstrations.
+
+`embodied train task=memorybench/reopen_drawer agent=keyframe memory=membank` (agent=keyframe selects
+trainer=keyframe). Each training sequence is one whole demonstration from its first keyframe with a
+fresh memory, exactly as at test time (the bank is reset every episode); the memory bank is written
+with the model's own predicted heatmaps, gradients flowing through the stored entries.
+
+Data: the HDF5 demos of `embodied demos` (embodied.tasks.memorybench.dataset), or, with
+`trainer.demos=null`, `trainer.demos_n` train demos generated into run_dir/data/ first. The
+virtual views of every keyframe are rendered once and cached beside them.
+
+Resume and determinism: a checkpoint after every epoch holds model, optimizer, LR schedule, epoch
+and RNG; epoch e's shuffling and augmentation are reseeded from (seed, e), so a resumed run
+continues exactly as the uninterrupted one (CPU).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from embodied.config import ConfigError, check
+
+TASK_PREFIX = "memorybench/"
+
+
+@dataclass
+class KeyframeTrainerConfig:
+    """Schema of configs/trainer/keyframe.yaml."""
+
+    name: str = "keyframe"
+    """Trainer name (keyframe)."""
+    demos: str | None = None
+    """HDF5 demonstrations of the task (`embodied demos ...`); null = generate `demos_n` into run_dir/data/."""
+    demos_n: int = 100
+    """Train demos to generate when `demos` is null (the pinned train seeds, in order)."""
+    epochs: int = 40
+    """Passes over the demonstrations."""
+    batch_episodes: int = 8
+    """Whole demonstrations per gradient step."""
+    lr: float = 1e-3
+    """AdamW peak learning rate (linear warmup, cosine decay to lr/20)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    warmup_steps: int = 50
+    """Gradient steps of linear warmup."""
+    max_grad_norm: float = 1.0
+    """Global gradient norm clip."""
+    aug_shift: int = 2
+    """Translation augmentation: each sequence is shifted by up to this many voxels in x and y (the
+    views, the targets and the proprio position alike; the same shift for the whole sequence); 0 = off."""
+    eval_every: int = 0
+    """Epochs between rollouts on the first `eval_episodes` pinned test seeds (logs episode/success,
+    selects best.pt); 0 = never."""
+    eval_episodes: int = 5
+    """Episodes per in-training evaluation."""
+
+    def validate(self, num_envs: int = 1) -> "KeyframeTrainerConfig":
+        check(self.name == "keyframe", "trainer.name", f"{self.name!r}; allowed: keyframe")
+        for key in ("demos_n", "epochs", "batch_episodes", "eval_episodes"):
+            value = getattr(self, key)
+            check(isinstance(value, int) and value >= 1, f"trainer.{key}", f"{value}; allowed: >= 1")
+        check(self.lr > 0 and math.isfinite(self.lr), "trainer.lr", f"{self.lr}; allowed: > 0")
+        check(self.weight_decay >= 0, "trainer.weight_decay", f"{self.weight_decay}; allowed: >= 0")
+        check(self.warmup_steps >= 0, "trainer.warmup_steps", f"{self.warmup_steps}; allowed: >= 0")
+        check(self.max_grad_norm > 0, "trainer.max_grad_norm", f"{self.max_grad_norm}; allowed: > 0")
+        check(self.aug_shift >= 0, "trainer.aug_shift", f"{self.aug_shift}; allowed: >= 0")
+        check(self.eval_every >= 0, "trainer.eval_every", f"{self.eval_every}; allowed: >= 0")
+        return self
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+@dataclass
+class KeyframeSequence:
+    """One demonstration as training tensors (numpy): K keyframes."""
+
+    views: np.ndarray     # [K, 3, 7, G, G] float16
+    cond: np.ndarray      # [K, 9] float32
+    position: np.ndarray  # [K, 3] float32 target xyz
+    rot: np.ndarray       # [K, 3] int64 Euler bins
+    grip: np.ndarray      # [K] int64
+    coll: np.ndarray      # [K] int64
+
+
+def prepare_sequences(episodes: list[dict], agent, progress: bool = False) -> list[KeyframeSequence]:
+    """Render each keyframe's virtual views and label its action (episodes in the dataset format)."""
+    from embodied.agents.keyframe import conditioning, fuse_point_cloud, quat_to_bins
+
+    out = []
+    it = episodes
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(episodes, desc="render views", unit="demo", file=sys.stderr)
+    for i, ep in enumerate(it):
+        action = np.asarray(ep["action"], dtype=np.float32)
+        if action.ndim != 2 or action.shape[1] != 9 or len(action) == 0:
+            raise ValueError(f"demo {i}: action has shape {action.shape}; expected [K, 9]")
+        obs = ep["obs"]
+        views = []
+        for k in range(len(action)):
+            pts, col = fuse_point_cloud({key: v[k] for key, v in obs.items()}, agent.config.cameras)
+            views.append(agent.workspace.render(pts, col).astype(np.float16))
+        proprio = ep.get("proprio", obs.get("proprio"))
+        timestep = ep.get("timestep", obs.get("timestep"))
+        out.append(KeyframeSequence(
+            views=np.stack(views), cond=conditioning(proprio, timestep).astype(np.float32),
+            position=action[:, :3].copy(), rot=quat_to_bins(action[:, 3:7], agent.config.rot_bins),
+            grip=(action[:, 7] > 0.5).astype(np.int64), coll=(action[:, 8] > 0.5).astype(np.int64)))
+    return out
+
+
+def shift_sequence(seq: KeyframeSequence, dx: int, dy: int, voxel: np.ndarray) -> KeyframeSequence:
+    """`seq` translated by (dx, dy) voxels in world x, y: views rolled (coordinate channels stay),
+    targets and proprio position moved by the same metres."""
+    if dx == 0 and dy == 0:
+        return seq
+    v = seq.views.copy()
+    # top view rows = x, cols = y; front rows = y; side rows = x (see VIEW_AXES)
+    v[:, 0, :5] = np.roll(v[:, 0, :5], (dx, dy), axis=(-2, -1))
+    v[:, 1, :5] = np.roll(v[:, 1, :5], dy, axis=-2)
+    v[:, 2, :5] = np.roll(v[:, 2, :5], dx, axis=-2)
+    offset = np.array([dx * voxel[0], dy * voxel[1], 0.0], dtype=np.float32)
+    cond = seq.cond.copy()
+    cond[:, :3] += offset
+    return KeyframeSequence(v, cond, seq.position + offset, seq.rot, seq.grip, seq.coll)
+
+
+def collate(seqs: list[KeyframeSequence], agent, device: torch.device) -> dict[str, Any]:
+    """[T, B] tensors of a batch of sequences; padding steps are first=True and mask=False."""
+    from embodied.agents.keyframe import heatmap_targets
+
+    T, B = max(len(s.grip) for s in seqs), len(seqs)
+    G = agent.config.grid_size
+    views = np.zeros((T, B, 3, 7, G, G), dtype=np.float32)
+    cond = np.zeros((T, B, 9), dtype=np.float32)
+    position = np.zeros((T, B, 3), dtype=np.float32)
+    rot = np.zeros((T, B, 3), dtype=np.int64)
+    grip = np.zeros((T, B), dtype=np.int64)
+    coll = np.zeros((T, B), dtype=np.int64)
+    mask = np.zeros((T, B), dtype=bool)
+    for j, s in enumerate(seqs):
+        n = len(s.grip)
+        views[:n, j], cond[:n, j], position[:n, j] = s.views, s.cond, s.position
+        rot[:n, j], grip[:n, j], coll[:n, j], mask[:n, j] = s.rot, s.grip, s.coll, True
+    first = ~mask
+    first[0] = True
+    heat = heatmap_targets(position.reshape(-1, 3), agent.workspace, agent.config.heatmap_sigma).reshape(T, B, 3, G, G)
+    t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    return {"views": t(views), "cond": t(cond), "first": t(first), "mask": t(mask),
+            "targets": {"heatmap": t(heat), "position": t(position), "rot": t(rot), "grip": t(grip), "coll": t(coll)}}
+
+
+class KeyframeBC:
+    """Optimizer, LR schedule and counters of keyframe behaviour cloning."""
+
+    def __init__(self, agent, cfg: KeyframeTrainerConfig, steps_per_epoch: int, device: torch.device):
+        self.agent, self.cfg, self.device = agent, cfg, device
+        self.params = [p for p in agent.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        total = max(1, cfg.epochs * steps_per_epoch)
+
+        def factor(step: int) -> float:
+            if step < cfg.warmup_steps:
+                return (step + 1) / cfg.warmup_steps
+            progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.epoch = 0
+        self.grad_steps = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                "epoch": self.epoch, "grad_steps": self.grad_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.epoch, self.grad_steps = int(state["epoch"]), int(state["grad_steps"])
+
+    def fit_epoch(self, seqs: list[KeyframeSequence], gen: torch.Generator) -> dict[str, float]:
+        from embodied.train.checkpoint import NonFiniteError
+
+        self.agent.train()
+        order = torch.randperm(len(seqs), generator=gen).tolist()
+        a = self.cfg.aug_shift
+        sums: dict[str, float] = {}
+        n = 0
+        for start in range(0, len(order), self.cfg.batch_episodes):
+            batch_seqs = []
+            for i in order[start:start + self.cfg.batch_episodes]:
+                dx, dy = (torch.randint(-a, a + 1, (2,), generator=gen).tolist() if a else (0, 0))
+                batch_seqs.append(shift_sequence(seqs[i], dx, dy, self.agent.workspace.voxel))
+            batch = collate(batch_seqs, self.agent, self.device)
+            B = batch["first"].shape[1]
+            out, _ = self.agent.forward_sequence(batch["views"], batch["cond"], batch["first"],
+                                                 self.agent.initial_state(B, self.device))
+            loss, stats = self.agent.loss(out, batch["targets"], batch["mask"])
+            if not torch.isfinite(loss):
+                raise NonFiniteError(f"keyframe BC step {self.grad_steps}: loss is {loss.item()}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+            self.optimizer.step()
+            self.schedule.step()
+            self.grad_steps += 1
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+        return {k: v / n for k, v in sums.items()}
+
+
+# --- env rollouts (shared with embodied.eval.memorybench) ------------------------------------------
+
+@torch.no_grad()
+def rollout(env, agent, seed: int, max_keyframes: int = 25) -> dict[str, Any]:
+    """One deterministic episode of `agent` in `env` from `reset(seed)`; returns its outcome."""
+    agent.eval()
+    obs, info = env.reset(seed=seed)
+    state = agent.initial_state(1, next(agent.parameters()).device)
+    success, steps, info = False, 0, dict(info)
+    for k in range(max_keyframes):
+        action, state, _ = agent.act(obs, state, first=(k == 0))
+        obs, reward, terminated, truncated, info = env.step(action)
+        steps += 1
+        success = success or bool(info.get("success", reward > 0))
+        if terminated or truncated:
+            break
+    return {"seed": int(seed), "success": float(success), "keyframes": steps,
+            "variation": int(info.get("variation", -1)), "ik_failure": float(bool(info.get("ik_failure", False)))}
+
+
+def task_short_name(task_name: str) -> str:
+    check(str(task_name).startswith(TASK_PREFIX), "task.name",
+          f"{task_name!r}; allowed with agent=keyframe: memorybench/<task>")
+    return str(task_name)[len(TASK_PREFIX):]
+
+
+def task_spec(task_name: str) -> dict:
+    """The pinned seeds/reference rows of a MemoryBench task (tasks/memorybench.yaml)."""
+    from embodied.tasks.memorybench import memorybench_spec
+
+    spec = memorybench_spec()
+    spec = spec.get("tasks", spec)
+    short = task_short_name(task_name)
+    for key in (short, task_name):
+        if key in spec:
+            return spec[key]
+    raise ConfigError(f"task.name: {task_name!r} not in tasks/memorybench.yaml; allowed: {', '.join(sorted(spec))}")
+
+
+def workspace_bounds():
+    from embodied.tasks.memorybench import WORKSPACE
+
+    return WORKSPACE
+
+
+def load_episodes(path: str | Path) -> list[dict]:
+    from embodied.tasks.memorybench.dataset import load_demos
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"trainer.demos: {path} is not a file; allowed: an HDF5 file from `embodied demos`")
+    return load_demos(path)
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+def train_keyframe(cfg, episodes: list[dict] | None = None, workspace=None,
+                   env_factory: Callable | None = None) -> dict[str, Any]:
+    """`embodied train ... agent=keyframe`: BC epochs with checkpoints, resume, metrics, progress.
+
+    `episodes` / `workspace` / `env_factory` replace the dataset, WORKSPACE and make_env (tests)."""
+    from omegaconf import OmegaConf
+
+    from embodied.agents.keyframe import build_keyframe_agent
+    from embodied.train.checkpoint import CheckpointManager, NonFiniteError, capture_rng, load_model_state, restore_rng
+    from embodied.train.config import logger_config, trainer_config
+    from embodied.train.distributed import resolve_device
+    from embodied.train.logger import MetricLogger, truncate_jsonl
+    from embodied.train.preemption import PreemptionFlag
+    from embodied.train.run import _Progress, check_resume_compatible, derived_seed, seed_everything
+
+    tcfg: KeyframeTrainerConfig = trainer_config(cfg)
+    check(not cfg.distributed, "distributed", "true; allowed with trainer=keyframe: false (one process)")
+    config = OmegaConf.to_container(cfg, resolve=True)
+    task_name = str(cfg.task.name)
+    task_short_name(task_name)
+    device = resolve_device(cfg.device)
+    run_dir = Path(cfg.run_dir)
+    manager = CheckpointManager(run_dir, keep_last=cfg.keep_last, best_metric=cfg.best_metric)
+    ckpt = manager.load_latest(map_location="cpu")
+    if ckpt is not None:
+        check(cfg.resume, "resume", f"false but {manager.latest_path} exists; allowed: true, or another run_dir")
+        check_resume_compatible(ckpt["config"], config, manager.latest_path)
+
+    seed_everything(cfg.seed)
+    try:
+        agent = build_keyframe_agent({k: v for k, v in config["agent"].items()},
+                                     workspace if workspace is not None else workspace_bounds(),
+                                     config["memory"], task_name).to(device)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(" ".join(str(exc).split())) from None
+    if ckpt is not None:
+        load_model_state(agent, ckpt["model"], manager.latest_path)
+
+    if episodes is None:
+        episodes = load_episodes(tcfg.demos or _generate_demos(cfg, tcfg, run_dir / "data"))
+    seqs = _cached_sequences(episodes, agent, run_dir / "data", not cfg.quiet)
+    steps_per_epoch = math.ceil(len(seqs) / tcfg.batch_episodes)
+    bc = KeyframeBC(agent, tcfg, steps_per_epoch, device)
+    if ckpt is not None:
+        bc.load_state_dict(ckpt["trainer"])
+        restore_rng(ckpt["rng"])
+        truncate_jsonl(run_dir / "metrics.jsonl", bc.epoch)
+    metric_logger = MetricLogger(logger_config(cfg), run_dir, f"{task_name}/{cfg.memory.name}/seed{cfg.seed}", config,
+                                 wandb_id=ckpt.get("wandb_id") if ckpt else None)
+    flag = PreemptionFlag().install()
+    progress = _Progress(tcfg.epochs, bc.epoch, not cfg.quiet)
+    metrics: dict[str, Any] = {}
+    last_path = manager.latest_path if ckpt is not None else None
+    t_start = time.perf_counter()
+
+    def save() -> Path:
+        payload = {"model": {k: v.detach().cpu() for k, v in agent.state_dict().items()},
+                   "trainer": bc.state_dict(), "counters": {"update": bc.epoch, "env_steps": 0},
+                   "rng": capture_rng(), "config": config, "wandb_id": metric_logger.wandb_id,
+                   "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}}
+        return manager.save(payload, bc.epoch, metrics.get(cfg.best_metric))
+
+    try:
+        while bc.epoch < tcfg.epochs:
+            if flag.requested:
+                path = save() if bc.epoch > 0 else last_path
+                print(f"preempted (signal {flag.signum}): resume state saved to {path}", file=sys.stderr, flush=True)
+                return {"status": "preempted", "checkpoint": str(path) if path else None}
+            e = bc.epoch
+            seed_everything(derived_seed(cfg.seed, 0, e, 2))
+            gen = torch.Generator().manual_seed(derived_seed(cfg.seed, 0, e, 3))
+            t0 = time.perf_counter()
+            metrics = bc.fit_epoch(seqs, gen)
+            bc.epoch = e + 1
+            metrics.update(update=bc.epoch, step=bc.grad_steps, lr=bc.schedule.get_last_lr()[0],
+                           epoch_time=time.perf_counter() - t0, time=time.perf_counter() - t_start)
+            if tcfg.eval_every and (bc.epoch % tcfg.eval_every == 0 or bc.epoch == tcfg.epochs):
+                metrics["episode/success"] = _quick_eval(cfg, tcfg, agent, env_factory)
+            metric_logger.log(metrics)
+            progress.update(1, metrics)
+            if progress.bar is not None:
+                progress.bar.set_postfix({"loss": f"{metrics['loss']:.3f}", "trans_err": f"{metrics['trans_err_m']:.3f}"},
+                                         refresh=False)
+            last_path = save()
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"{exc}; last good checkpoint: {last_path or 'none written yet'}") from None
+    finally:
+        progress.close()
+        flag.uninstall()
+        metric_logger.close()
+    return {"status": "finished", "checkpoint": str(manager.latest_path), "metrics": metrics, "update": bc.epoch}
+
+
+def _generate_demos(cfg, tcfg: KeyframeTrainerConfig, data_dir: Path) -> Path:
+    from embodied.tasks.memorybench.dataset import write_demos
+
+    image_size = int(cfg.task.get("image_size") or cfg.task.get("width") or 128)
+    out = data_dir / f"{task_short_name(cfg.task.name)}_train_{tcfg.demos_n}_{image_size}.h5"
+    if not out.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        write_demos(str(cfg.task.name), "train", tcfg.demos_n, out, image_size, not cfg.quiet)
+    return out
+
+
+def _cached_sequences(episodes: list[dict], agent, data_dir: Path, progress: bool) -> list[KeyframeSequence]:
+    """Prepared sequences, cached on disk by content (demo seeds + lengths + view layout)."""
+    import hashlib
+    import json
+
+    key = json.dumps({"seeds": [int(e.get("seed", -1)) for e in episodes], "lens": [len(e["action"]) for e in episodes],
+                      "grid": agent.config.grid_size, "cams": list(agent.config.cameras), "bins": agent.config.rot_bins,
+                      "lo": agent.workspace.lo.tolist(), "hi": agent.workspace.hi.tolist(),
+                      "act": float(np.sum([np.abs(np.asarray(e["action"], dtype=np.float64)).sum() for e in episodes]))})
+    path = data_dir / f"views-{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
+    if path.exists():
+        with np.load(path) as data:
+            lens = data["lens"]
+            bounds = np.concatenate([[0], np.cumsum(lens)])
+            fields = {k: data[k] for k in ("views", "cond", "position", "rot", "grip", "coll")}
+        return [KeyframeSequence(**{k: v[a:b] for k, v in fields.items()}) for a, b in zip(bounds[:-1], bounds[1:])]
+    seqs = prepare_sequences(episodes, agent, progress)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, lens=np.array([len(s.grip) for s in seqs]),
+             **{k: np.concatenate([getattr(s, k) for s in seqs]) for k in ("views", "cond", "position", "rot", "grip", "coll")})
+    tmp.replace(path)
+    return seqs
+
+
+def _quick_eval(cfg, tcfg: KeyframeTrainerConfig, agent, env_factory: Callable | None) -> float:
+    from embodied.tasks.memorybench import make_env
+
+    from omegaconf import OmegaConf
+
+    seeds = list(task_spec(str(cfg.task.name))["test_seeds"])[: tcfg.eval_episodes]
+    env = (env_factory or make_env)(OmegaConf.to_container(cfg.task, resolve=True))
+    try:
+        results = [rollout(env, agent, s) for s in seeds]
+    finally:
+        env.close()
+    agent.train()
+    return float(np.mean([r["success"] for r in results]))

@@ -1,0 +1,272 @@
+"""DCEM (embodied/memory/dcem.py): dual-column writes, top-k reads keyed on either column, resets,
+sequence equivalence, introspection, intrinsic reward; agent wiring and reconstruction heads."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from embodied.memory import build_memory
+from embodied.memory.base import check_introspection
+
+D, DV, DT = 16, 12, 8
+
+
+def make(**kw):
+    torch.manual_seed(0)
+    options = dict(capacity=6, key_dim=16, top_k=3, heads=2, hidden=20, visual_dim=DV, text_dim=DT)
+    options.update(kw)
+    return build_memory("dcem", D, **options)
+
+
+def step(b, first=False, seed=None):
+    g = torch.Generator().manual_seed(seed) if seed is not None else None
+    return {"feat": torch.randn(b, D, generator=g), "visual": torch.randn(b, DV, generator=g),
+            "text": torch.randn(b, DT, generator=g), "first": torch.full((b,), first)}
+
+
+def test_writes_both_columns_each_step():
+    mem = make()
+    state = mem.initial_state(2)
+    for t in range(8):  # wraps the ring buffer of 6
+        s = step(2, first=(t == 0), seed=t)
+        _, state = mem(s, state)
+        slot = t % 6
+        torch.testing.assert_close(state["visual"][:, slot], s["visual"])
+        torch.testing.assert_close(state["text"][:, slot], s["text"])
+        assert bool(state["valid"][:, slot].all())
+        assert state["slot_step"][:, slot].tolist() == [t, t]
+    assert int(state["valid"].sum()) == 2 * 6
+
+
+@pytest.mark.parametrize("modality", ["visual", "text"])
+def test_topk_read_returns_the_stored_slot_for_an_exact_key(modality):
+    mem = make(key_by="both")
+    state = mem.initial_state(1)
+    stored = [step(1, first=(t == 0), seed=100 + t) for t in range(6)]
+    for s in stored:
+        _, state = mem(s, state)
+    for j in range(6):
+        # Only one column matches: the other one is fresh noise.
+        query = {"visual": torch.randn(1, DV), "text": torch.randn(1, DT)}
+        query[modality] = stored[j][modality]
+        found = mem.lookup(state, query, h=state["h"])
+        index, weights = found[modality]
+        assert index.shape == (1, 3)  # k > 1 rows come back
+        assert int(index[0, 0]) == j and float(weights[0, 0].detach()) == float(weights[0].max().detach())
+    # The read itself puts most of that lookup's weight on the slot (introspection, column offset).
+    q = step(1, seed=999)
+    q[modality] = stored[4][modality]
+    _, after = mem(q, state)
+    weights = mem.introspect(after)["weights"][0]
+    column = 0 if modality == "visual" else 1
+    assert int(weights[column * 6: (column + 1) * 6].argmax()) == 4
+
+
+def test_resets_at_episode_start_unless_lifelong():
+    for lifelong in (False, True):
+        mem = make(lifelong=lifelong)
+        state = mem.initial_state(2)
+        for t in range(3):
+            _, state = mem(step(2, first=(t == 0), seed=t), state)
+        s = step(2, seed=7)
+        s["first"] = torch.tensor([True, False])
+        _, state = mem(s, state)
+        written = state["valid"].sum(-1).tolist()
+        assert written == ([1, 4] if not lifelong else [4, 4])
+        assert state["slot_step"][0, 0].item() == (0 if not lifelong else 0)
+        assert state["step"].tolist() == ([1, 4] if not lifelong else [4, 4])
+
+
+def test_forward_sequence_equals_stepping():
+    mem = make()
+    T, B = 9, 3
+    steps = {k: torch.stack([step(B, seed=10 + t)[k] for t in range(T)]) for k in ("feat", "visual", "text")}
+    first = torch.zeros(T, B, dtype=torch.bool)
+    first[0] = True
+    first[5, 1] = True
+    steps["first"] = first
+    reads, final = mem.forward_sequence(steps, mem.initial_state(B))
+    state = mem.initial_state(B)
+    for t in range(T):
+        read, state = mem({k: v[t] for k, v in steps.items()}, state)
+        torch.testing.assert_close(reads[t], read)
+    for key in final.keys():
+        torch.testing.assert_close(final[key], state[key])
+
+
+def test_introspection_contract():
+    mem = make()
+    state = mem.initial_state(2)
+    for t in range(4):
+        _, state = mem(step(2, first=(t == 0), seed=t), state)
+        report = check_introspection(mem.introspect(state), batch=2)
+        assert report["weights"].shape == (2, 12)
+        assert report["slot_modality"][0].tolist() == [0] * 6 + [1] * 6
+        valid = report["slot_step"] >= 0
+        assert int(valid.sum()) == 2 * 2 * (t + 1)
+        assert float(report["weights"][~valid].abs().sum()) == 0.0
+        if t > 0:  # something was read: each row's weights sum to 1
+            torch.testing.assert_close(report["weights"].sum(-1), torch.ones(2))
+
+
+def test_gradients_reach_queries_values_and_controller():
+    mem = make()
+    T, B = 5, 2
+    steps = {k: torch.stack([step(B, seed=t)[k] for t in range(T)]).requires_grad_(True) for k in ("feat", "visual", "text")}
+    steps["first"] = torch.zeros(T, B, dtype=torch.bool)
+    reads, _ = mem.forward_sequence(steps, mem.initial_state(B))
+    reads.sum().backward()
+    for name in ("key_proj.visual.weight", "key_proj.text.weight", "value_proj.weight", "controller.weight_ih"):
+        grad = dict(mem.named_parameters())[name].grad
+        assert grad is not None and float(grad.abs().sum()) > 0, name
+
+
+def test_intrinsic_reward_pays_for_new_names_only():
+    mem = make()
+    state = mem.initial_state(1)
+    s = step(1, first=True, seed=1)
+    assert float(mem.intrinsic_reward(s, state)) == pytest.approx(1.0)  # empty memory: all new
+    _, state = mem(s, state)
+    assert float(mem.intrinsic_reward(s, state)) == pytest.approx(0.0, abs=1e-5)  # seen this text
+    novel = step(1, seed=2)
+    assert float(mem.intrinsic_reward(novel, state)) > 0.2
+
+
+def test_bad_options_fail():
+    with pytest.raises(ValueError, match="key_by"):
+        make(key_by="smell")
+    with pytest.raises(ValueError, match="heads"):
+        make(heads=3)
+    mem = make()
+    with pytest.raises(ValueError, match="visual"):
+        mem({"feat": torch.randn(1, D), "visual": torch.randn(1, DV + 1), "text": torch.randn(1, DT)}, mem.initial_state(1))
+
+
+def _fastmap_env():
+    from embodied.tasks import make_env
+
+    return make_env({"name": "fastmap/architecture_comparison/fast_map_three_objs", "scenes": "symbolic",
+                     "sensors": ["rgb"], "max_steps": 90, "success_reward": 1.0, "slack_reward": 0.0})
+
+
+def test_agent_passes_visual_and_text_columns_and_trains_with_reconstruction():
+    from embodied.agents import build_agent
+
+    env = _fastmap_env()
+    obs, _ = env.reset(seed=0)
+    while not obs["text"].any():  # a step with text ("this is a ...")
+        obs, *_ = env.step(env.oracle_action())
+    torch.manual_seed(0)
+    agent = build_agent(env.observation_space, env.action_space, memory="dcem",
+                        memory_options={"capacity": 16, "key_dim": 16, "hidden": 32},
+                        hidden=32, image_dim=24, text_dim=12, cnn_channels=[8],
+                        aux_heads=["image_reconstruction", "text_reconstruction"])
+    assert agent.memory.visual_dim == 24 and agent.memory.text_dim == 12
+    T, B = 6, 2
+    seq = {k: torch.as_tensor(np.stack([np.stack([v] * B)] * T)) for k, v in obs.items()}
+    first = torch.zeros(T, B, dtype=torch.bool)
+    first[0] = True
+    out = agent.evaluate_sequence(seq, agent.initial_state(B), first, torch.zeros(T, B, dtype=torch.long),
+                                  torch.zeros(T, B, dtype=torch.long))
+    assert set(out["aux_losses"]) == {"image_reconstruction/loss", "text_reconstruction/loss"}
+    loss = -out["log_prob"].mean() + sum(out["aux_losses"].values())
+    loss.backward()
+    assert float(agent.encoder.text.embedding.weight.grad.abs().sum()) > 0
+    # The stored text column is the text encoder's embedding of the observation.
+    state = agent.initial_state(1)
+    _, _, _, state = agent.act({k: torch.as_tensor(v[None]) for k, v in obs.items()}, state,
+                               torch.tensor([True]), torch.tensor([0]))
+    with torch.no_grad():
+        enc = agent.encoder({k: torch.as_tensor(v[None]) for k, v in obs.items()})
+    torch.testing.assert_close(state["text"][0, 0], enc["text"][0])
+    torch.testing.assert_close(state["visual"][0, 0], enc["visual"][0])
+
+
+def test_other_memories_get_their_options_unchanged():
+    from embodied.agents import build_agent
+
+    env = _fastmap_env()
+    agent = build_agent(env.observation_space, env.action_space, memory="gru", memory_options={"hidden": 24}, hidden=32)
+    assert agent.memory.config.hidden == 24 and not hasattr(agent.memory.config, "visual_dim")
+
+
+def test_reconstruction_heads_need_their_observation():
+    from gymnasium import spaces
+
+    from embodied.agents import build_agent
+
+    space = spaces.Dict({"pose": spaces.Box(-1, 1, (4,), np.float32)})
+    with pytest.raises(ValueError, match="rgb"):
+        build_agent(space, spaces.Discrete(3), memory="none", aux_heads=["image_reconstruction"])
+    with pytest.raises(ValueError, match="text"):
+        build_agent(space, spaces.Discrete(3), memory="none", aux_heads=["text_reconstruction"])
+
+
+@pytest.mark.parametrize("variant", ["warm", "lifelong", "ties", "state_query", "no_text", "key_by_text"])
+def test_parallel_forward_sequence_equals_stepping_from_any_state(variant):
+    options = {"lifelong": variant == "lifelong", "state_query": variant == "state_query"}
+    if variant == "no_text":
+        options["text_dim"] = 0
+    if variant == "key_by_text":
+        options["key_by"] = "text"
+    mem = make(**options)
+    T, B = 11, 3
+    state = mem.initial_state(B)
+    for t in range(4):  # a warm state: ring position and step counter not at 0
+        _, state = mem(step(B, first=(t == 0), seed=50 + t), state)
+    steps = {k: torch.stack([step(B, seed=10 + t)[k] for t in range(T)]) for k in ("feat", "visual", "text")}
+    if variant == "ties":  # repeated observations: identical rows and scores
+        steps["visual"][3:8] = steps["visual"][2]
+        steps["text"][:] = steps["text"][0]
+    if variant == "no_text":
+        del steps["text"]
+    first = torch.zeros(T, B, dtype=torch.bool)
+    first[2, 0] = True
+    first[7, 2] = True
+    steps["first"] = first
+    reads, final = mem.forward_sequence(steps, state)
+    stepped = state
+    for t in range(T):
+        read, stepped = mem({k: v[t] for k, v in steps.items()}, stepped)
+        torch.testing.assert_close(reads[t], read)
+    for key in final.keys():
+        torch.testing.assert_close(final[key], stepped[key])
+
+
+def test_yaml_keys_equal_dataclass_fields():
+    import dataclasses
+    from pathlib import Path
+
+    import yaml
+
+    from embodied.memory import MEMORIES
+
+    text = (Path(__file__).resolve().parents[1] / "configs" / "memory" / "dcem.yaml").read_text()
+    values = yaml.safe_load(text)
+    assert set(values) == {f.name for f in dataclasses.fields(MEMORIES["dcem"].config_class)}
+    assert all("#" in line for line in text.splitlines() if line and not line.startswith("#"))
+    assert build_memory("dcem", D, **values).output_dim == values["hidden"]
+
+
+def test_text_keyed_lookup_skips_steps_without_text():
+    mem = make(key_by="text")
+    state = mem.initial_state(1)
+    named = step(1, first=True, seed=1)
+    _, state = mem(named, state)
+    for t in range(4):  # steps where nothing was written: all-zero language embedding
+        silent = step(1, seed=20 + t)
+        silent["text"] = torch.zeros(1, DT)
+        _, state = mem(silent, state)
+    index, weights = mem.lookup(state, {"visual": torch.randn(1, DV), "text": torch.randn(1, DT)})["text"]
+    assert int(index[0, 0]) == 0 and float(weights[0, 0]) == pytest.approx(1.0)  # the only row with text
+    _, weights = mem.lookup(state, {"visual": torch.randn(1, DV), "text": torch.zeros(1, DT)})["text"]
+    assert float(weights.sum()) == 0.0  # nothing said now: no text-keyed read
+
+
+def test_text_encoder_embeds_no_text_as_zero():
+    from embodied.agents.encoders import TextEncoder
+
+    enc = TextEncoder(vocab=10, dim=6, pooling="mean")
+    out = enc(torch.tensor([[0, 0, 0], [3, 4, 0]]))
+    assert float(out[0].abs().sum()) == 0.0 and out.shape == (2, 6)

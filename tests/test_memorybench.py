@@ -1,0 +1,288 @@
+"""MemoryBench on pybullet: success checks, expert demos, determinism, cameras, dataset, CLI."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embodied.tasks.memorybench import (CAMERAS, TASK_NAMES, WORKSPACE, MemoryBenchConfig, make_env,
+                                        memorybench_spec)
+from embodied.tasks.memorybench import scene as S
+from embodied.tasks.memorybench.dataset import load_demos, record_demo, write_demos
+from embodied.tasks.memorybench.scene import project_points
+
+
+def _env(task: str, cameras=(), image_size: int = 32, **kw):
+    return make_env({"name": f"memorybench/{task}", "cameras": list(cameras), "image_size": image_size, **kw})
+
+
+def _run(env, seed: int, override=None) -> dict:
+    """Run the expert; `override(k, action) -> action` may replace keyframe k's action."""
+    obs, info = env.reset(seed=seed)
+    while True:
+        a = env.oracle_action()
+        if override is not None:
+            a = override(env.keyframe, a)
+        obs, reward, terminated, truncated, info = env.step(a)
+        if terminated or truncated or env.task.keyframe(env.keyframe) is None:
+            return {**info, "reward": reward, "terminated": terminated}
+
+
+@pytest.fixture(scope="module")
+def envs():
+    made = {t: _env(t.split("/")[1]) for t in TASK_NAMES}
+    yield made
+    for e in made.values():
+        e.close()
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
+def test_expert_succeeds_on_every_variation(envs, task):
+    env = envs[task]
+    for v in range(env.variation_count):
+        info = _run(env, seed=100 + v)
+        assert info["variation"] == (100 + v) % env.variation_count
+        assert info["success"] == 1.0 and info["reward"] == 1.0 and info["terminated"], (task, v, info)
+        assert not info["ik_failure"]
+        assert 9 <= info["keyframe"] <= 12  # about 10-12 keyframes, as the reference's demos
+
+
+def _with_variation(env, w: int, keyframes):
+    """Use the expert's keyframes of variation w (same scene) for the keyframes in `keyframes`."""
+    def override(k, a):
+        if k not in keyframes:
+            return a
+        v = env.task.variation
+        env.task.variation = w
+        try:
+            return env.task.keyframe(k)
+        finally:
+            env.task.variation = v
+    return override
+
+
+def test_reopen_wrong_drawer_fails(envs):
+    env = envs["memorybench/reopen_drawer"]
+    info = _run(env, seed=0, override=_with_variation(env, 2, range(7, 12)))  # variation 0, reopen drawer 2
+    assert env.scene.drawer_opening(2) > 0.15  # the wrong drawer really was opened
+    assert info["success"] == 0.0
+
+
+def test_put_block_back_wrong_patch_fails(envs):
+    env = envs["memorybench/put_block_back"]
+    info = _run(env, seed=1, override=_with_variation(env, 3, range(8, 12)))
+    assert S.patch_region(env.task.patches[3]).contains(env.scene.body_position(env.task.block))
+    assert info["success"] == 0.0
+
+
+@pytest.mark.parametrize("task", ["memorybench/put_block_back", "memorybench/rearrange_block"])
+def test_still_grasping_at_the_end_fails(envs, task):
+    env = envs[task]
+
+    def keep_closed(k, a):
+        if env.task.keyframe(k + 1) is None:  # the final place: do not let go
+            a = a.copy()
+            a[7] = 0.0
+        return a
+
+    info = _run(env, seed=0, override=keep_closed)
+    held = [b for b in (getattr(env.task, n, None) for n in ("block", "patch_block")) if b is not None]
+    assert any(env.scene.grasped(b) for b in held)
+    assert info["success"] == 0.0
+    assert not info["terminated"]
+
+
+def test_button_press_mid_motion_is_latched(envs):
+    """A keyframe whose straight path slides across the button cap presses it on the way and ends
+    beside it, released: polled every physics step, the trigger still counts."""
+    env = envs["memorybench/put_block_back"]
+    env.reset(seed=3)
+    for _ in range(5):  # block moved to the centre, gripper up and closed
+        env.step(env.oracle_action())
+    bx, by = env.scene.button_xy
+    cap = S.TABLE_Z + S.BUTTON_TOP
+    depression = []
+    env.scene.step_callbacks.append(lambda: depression.append(env.scene.button_depression()))
+    env.step(np.r_[bx - 0.045, by, cap, S.QUAT_DOWN, 0, 0])
+    assert max(depression) < 0.003
+    env.step(np.r_[bx + 0.09, by, cap - 0.012, S.QUAT_DOWN, 0, 1])
+    assert max(depression) > 0.003  # pressed during the motion ...
+    assert env.scene.button_depression() < 0.003  # ... and released at the end of the keyframe
+    assert env.conditions.conditions[2].done
+    env.scene.step_callbacks.pop()
+    # the rest of the demo without the expert's press still succeeds
+    env.keyframe = 8
+    while True:
+        a = env.oracle_action()
+        obs, reward, terminated, truncated, info = env.step(a)
+        if terminated or env.task.keyframe(env.keyframe) is None:
+            break
+    assert info["success"] == 1.0
+
+
+def test_no_press_fails(envs):
+    env = envs["memorybench/put_block_back"]
+
+    def skip_press(k, a):
+        return env.task.keyframe(5) if k == 6 else a  # stay above the button instead of pressing
+
+    info = _run(env, seed=2, override=skip_press)
+    assert info["success"] == 0.0
+
+
+def test_variations_and_instruction():
+    spec = memorybench_spec()["tasks"]
+    for task in TASK_NAMES:
+        env = _env(task.split("/")[1])
+        seen, texts = set(), set()
+        for seed in range(2 * env.variation_count):
+            _, info = env.reset(seed=seed)
+            seen.add(info["variation"])
+            texts.add(info["instruction"])
+        assert seen == set(range(env.variation_count))
+        assert texts == {env.instruction}
+        short = task.split("/")[1]
+        assert spec[short]["variations"] == env.variation_count
+        assert spec[short]["instruction"] == env.instruction
+        seeds = spec[short]["train_seeds"] + spec[short]["test_seeds"]
+        assert len(spec[short]["train_seeds"]) == 100 and len(spec[short]["test_seeds"]) == 25
+        assert len(set(seeds)) == 125
+        assert {s % env.variation_count for s in spec[short]["test_seeds"]} == set(range(env.variation_count))
+        _, info = env.reset(seed=0, options={"variation": env.variation_count - 1})
+        assert info["variation"] == env.variation_count - 1
+        with pytest.raises(ValueError):
+            env.reset(seed=0, options={"variation": env.variation_count})
+        env.close()
+    assert set(spec) == {t.split("/")[1] for t in TASK_NAMES}
+
+
+def test_same_seed_same_demo():
+    a = _env("rearrange_block", cameras=("front", "wrist"))
+    b = _env("rearrange_block", cameras=("front", "wrist"))
+    da, db = record_demo(a, 7), record_demo(b, 7)
+    for k in ("action", "proprio", "timestep", "keyframe_index"):
+        assert np.array_equal(da[k], db[k]), k
+    for k in da["obs"]:
+        assert np.array_equal(da["obs"][k], db["obs"][k]), k
+    dc = record_demo(a, 9)  # a different seed moves the button
+    assert not np.array_equal(da["action"], dc["action"])
+    a.close()
+    b.close()
+
+
+def test_point_cloud_matches_pixels_and_geometry():
+    n = 64
+    env = _env("put_block_back", cameras=CAMERAS, image_size=n)
+    obs, _ = env.reset(seed=0)
+    block = env.scene.body_position(env.task.block)
+    for cam in CAMERAS:
+        view, proj, _ = env.scene.camera_matrices(cam)
+        pcd, depth = obs[f"{cam}_pcd"].astype(np.float64), obs[f"{cam}_depth"]
+        hit = depth < S.FAR * 0.99
+        assert hit.mean() > 0.5, cam
+        # each point projects back to its own pixel
+        px = project_points(pcd, view, proj, n)
+        rows, cols = np.mgrid[0:n, 0:n]
+        assert np.abs(px[..., 0] - cols)[hit].max() < 0.05 and np.abs(px[..., 1] - rows)[hit].max() < 0.05, cam
+        # depth is the distance along the camera's viewing axis
+        eye = np.concatenate([pcd, np.ones((n, n, 1))], -1) @ view.T
+        assert np.allclose(-eye[..., 2][hit], depth[hit], atol=1e-4), cam
+    # geometry: the front camera sees the table top at its height, and the white block where it is
+    pcd, rgb = obs["front_pcd"], obs["front_rgb"].astype(int)
+    on_block = np.all(np.abs(pcd - block) < S.BLOCK_HALF + 0.003, axis=-1)
+    assert on_block.sum() > 3
+    colours = rgb[on_block]
+    white = (colours.min(axis=-1) > 100) & (colours.max(axis=-1) - colours.min(axis=-1) < 20)
+    assert white.mean() > 0.8  # the (shaded) white block is where its points are
+    tan = (np.abs(rgb[..., 0] - 158) < 30) & (np.abs(rgb[..., 2] - 97) < 30)  # table colour
+    table_z = pcd[tan & ~on_block][:, 2]
+    assert np.median(np.abs(table_z - S.TABLE_Z)) < 0.002
+    top = np.abs(pcd[..., 2] - (block[2] + S.BLOCK_HALF)) < 0.002
+    top &= np.all(np.abs(pcd[..., :2] - block[:2]) < S.BLOCK_HALF + 0.01, axis=-1)
+    assert top.sum() >= 3 and np.linalg.norm(pcd[top][:, :2].mean(0) - block[:2]) < 0.006  # block top face centred
+    lo, hi = np.array(WORKSPACE[0]), np.array(WORKSPACE[1])
+    assert np.all((block > lo) & (block < hi))
+    env.close()
+
+
+def test_unreachable_target_ends_episode_with_zero_reward():
+    env = _env("put_block_back")
+    env.reset(seed=0)
+    far = np.r_[WORKSPACE[1][0], WORKSPACE[1][1], WORKSPACE[0][2], S.QUAT_DOWN, 1, 0]  # far corner, at the table
+    obs, reward, terminated, truncated, info = env.step(far)
+    assert info["ik_failure"] and terminated and reward == 0.0
+    with pytest.raises(RuntimeError):
+        env.step(far)
+    env.close()
+
+
+def test_bad_actions_and_config():
+    env = _env("put_block_back")
+    env.reset(seed=0)
+    with pytest.raises(ValueError):
+        env.step(np.zeros(8))
+    with pytest.raises(ValueError):
+        env.step(np.r_[0.1, 0, 1.0, 0, 0, 0, 0, 1, 0])  # zero quaternion
+    with pytest.raises(ValueError):
+        env.step(np.r_[np.nan, 0, 1.0, 1, 0, 0, 0, 1, 0])
+    env.close()
+    with pytest.raises(ValueError, match="task.cameras"):
+        MemoryBenchConfig.from_any({"name": "memorybench/put_block_back", "cameras": ["top"]})
+    with pytest.raises(ValueError, match="task.colour"):
+        MemoryBenchConfig.from_any({"name": "memorybench/put_block_back", "colour": 1})
+    with pytest.raises(ValueError, match="task.name"):
+        MemoryBenchConfig.from_any({"name": "memorybench/open_jar"})
+
+
+def test_truncated_after_max_keyframes():
+    env = _env("put_block_back", max_keyframes=2)
+    obs, _ = env.reset(seed=0)
+    assert obs["timestep"][0] == 0.0 and obs["proprio"].shape == (8,) and obs["proprio"][7] == 1.0
+    for k in range(2):
+        obs, reward, terminated, truncated, info = env.step(env.oracle_action())
+    assert truncated and not terminated and info["keyframe"] == 2
+    assert obs["timestep"][0] == pytest.approx(2 / 25)
+    env.close()
+
+
+def test_dataset_roundtrip_and_cli(tmp_path):
+    path = write_demos("memorybench/reopen_drawer", "test", 2, tmp_path / "rd.h5", image_size=16, progress=False,
+                       cameras=("front", "wrist"))
+    eps = load_demos(path)
+    assert len(eps) == 2
+    seeds = memorybench_spec()["tasks"]["reopen_drawer"]["test_seeds"][:2]
+    for ep, seed in zip(eps, seeds):
+        k = len(ep["action"])
+        assert ep["seed"] == seed and ep["success"] and ep["variation"] == seed % 3
+        assert ep["obs"]["front_rgb"].shape == (k, 16, 16, 3) and ep["obs"]["front_rgb"].dtype == np.uint8
+        assert ep["obs"]["wrist_pcd"].shape == (k, 16, 16, 3) and ep["obs"]["wrist_depth"].dtype == np.float32
+        assert ep["proprio"].shape == (k, 8) and ep["action"].shape == (k, 9) and ep["timestep"].shape == (k,)
+        assert np.all(np.diff(ep["keyframe_index"]) > 0)
+        assert np.allclose(ep["timestep"], np.arange(k) / 25)
+    import h5py
+
+    with h5py.File(path) as f:
+        assert f.attrs["task"] == "memorybench/reopen_drawer" and f.attrs["version"] == 1
+        assert list(f.attrs["cameras"]) == ["front", "wrist"] and f.attrs["image_size"] == 16
+
+    from embodied.cli import main
+
+    main(["demos", "task=put_block_back", "split=test", "n=1", "image_size=16", "quiet=true",
+          f"out={tmp_path / 'p.h5'}"])
+    (ep,) = load_demos(tmp_path / "p.h5")
+    assert ep["success"] and set(ep["obs"]) == {f"{c}_{m}" for c in CAMERAS for m in ("rgb", "depth", "pcd")}
+    with pytest.raises(SystemExit):
+        main(["demos", "task=memorybench/put_block_back", "n=0", f"out={tmp_path / 'x.h5'}"])
+    with pytest.raises(SystemExit):
+        main(["demos", "task=memorybench/put_block_back", "colour=red"])
+    with pytest.raises(ValueError):
+        load_demos(tmp_path / "missing.h5")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", TASK_NAMES)
+def test_expert_succeeds_on_all_pinned_test_seeds(task):
+    from embodied.tasks.memorybench.bench import verify_expert
+
+    result = verify_expert(task, splits=("test",), progress=False)
+    assert result["seeds"] == 25
+    assert result["failed_seeds"] == []

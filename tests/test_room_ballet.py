@@ -1,0 +1,216 @@
+"""Room Ballet: expert success, askable answers were seen and are unique, budget < walk, question
+types, determinism, the strategy simulator equals the SAT memory, and the results script runs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from embodied.memory import build_memory
+from embodied.tasks import TASKS, make_env
+from embodied.tasks.room_ballet import (ANSWER_STEPS, ASK_COLOUR_TOKEN, ASK_DANCE_TOKEN, ASK_ROOM_TOKEN, BEST_STRATEGY,
+                                        COLOUR_TOKEN, DANCE_TOKEN, DANCER_CLASS, MAX_ROOMS, MULTI_TYPES, NUM_DANCES, ROOM_TOKEN,
+                                        STRATEGIES, WALL_CLASS, kept_steps)
+
+LEVELS = ["budget", "budget_grid", "multi"] + [f"multi_{kind}" for kind in MULTI_TYPES]
+
+
+def walk(env, seed: int, action=None):
+    """Reset and step with the expert (or `action`); returns (walk observations, question obs, reward, steps)."""
+    obs, _ = env.reset(seed=seed)
+    seen, steps = [], 0
+    while True:
+        if env._t >= env.walk_steps:
+            question = obs
+        else:
+            seen.append(obs)
+        obs, reward, terminated, truncated, info = env.step(env.oracle_action() if action is None else action)
+        steps += 1
+        if terminated or truncated:
+            return seen, question, reward, steps
+
+
+def test_levels_registered_and_observations_in_space():
+    for level in LEVELS:
+        assert f"room_ballet/{level}" in TASKS
+        env = make_env({"name": f"room_ballet/{level}"})
+        obs, _ = env.reset(seed=0)
+        assert env.observation_space.contains(obs)
+        assert ("semantic" in obs) == level.endswith("grid")
+
+
+@pytest.mark.parametrize("level", ["budget", "budget_grid", "multi"])
+def test_expert_succeeds_and_answers_at_once(level):
+    env = make_env({"name": f"room_ballet/{level}"})
+    results = [walk(env, seed) for seed in range(100)]
+    assert np.mean([r for _, _, r, _ in results]) >= 0.99
+    assert all(steps == env.walk_steps + 1 for *_, steps in results)
+
+
+def test_wrong_or_no_answer_gets_zero_and_bad_action_raises():
+    env = make_env({"name": "room_ballet/budget"})
+    env.reset(seed=1)
+    for _ in range(env.walk_steps):
+        env.step(0)
+    wrong = next(a for a in range(1, env.action_space.n) if a != env.oracle_action())
+    _, reward, terminated, _, info = env.step(wrong)
+    assert reward == 0.0 and terminated and info["success"] == 0.0
+    with pytest.raises(RuntimeError):
+        env.step(0)
+    _, _, reward, steps = walk(env, 2, action=0)  # never answers
+    assert reward == 0.0 and steps == env.walk_steps + ANSWER_STEPS
+    with pytest.raises(ValueError, match="action"):
+        env.reset(seed=0)
+        env.step(env.action_space.n)
+
+
+def test_budget_question_is_unique_and_was_seen():
+    env = make_env({"name": "room_ballet/budget"})
+    kinds = set()
+    for seed in range(60):
+        seen, question, _, _ = walk(env, seed)
+        rooms = np.array([o["place"][0] for o in seen])
+        dances = np.array([o["text"][3] - DANCE_TOKEN for o in seen])
+        assert all(o["text"][1] == ROOM_TOKEN + o["place"][0] for o in seen)
+        # Each room shows one dance, and no two rooms the same dance (so both questions have one answer).
+        room_of = {int(d): {int(r) for r in rooms[dances == d]} for d in np.unique(dances)}
+        assert all(len(v) == 1 for v in room_of.values())
+        marker, asked = int(question["text"][1]), int(question["text"][2])
+        if marker == ASK_ROOM_TOKEN:
+            kinds.add("room_dance")
+            room = asked - ROOM_TOKEN
+            assert 0 <= room < MAX_ROOMS
+            assert room in set(rooms.tolist())
+            assert set(dances[rooms == room].tolist()) == {env.answer - 1}
+        else:
+            kinds.add("dance_room")
+            assert marker == ASK_DANCE_TOKEN
+            dance = asked - DANCE_TOKEN
+            assert 0 <= dance < NUM_DANCES and dance in set(dances.tolist())
+            assert room_of[dance] == {env.answer - 1 - NUM_DANCES}
+    assert kinds == {"room_dance", "dance_room"}
+
+
+@pytest.mark.parametrize("level", ["budget", "budget_grid", "multi"])
+def test_walk_is_longer_than_the_memory_budget(level):
+    env = make_env({"name": f"room_ballet/{level}"})
+    seen, _, _, _ = walk(env, 3)
+    assert len(seen) == env.walk_steps > env.memory_budget
+    # The budget binds: some strategy loses the answer on some episode.
+    lost = []
+    for seed in range(20):
+        env.reset(seed=seed)
+        lost += [not env.answer_kept(s) for s in STRATEGIES]
+    assert any(lost)
+
+
+def test_multi_asks_a_seen_dancer_and_every_type_needs_its_strategy():
+    env = make_env({"name": "room_ballet/multi"})
+    types = set()
+    for seed in range(60):
+        seen, question, _, _ = walk(env, seed)
+        types.add(env.task_type)
+        colours = np.array([o["text"][2] - COLOUR_TOKEN for o in seen])
+        dances = np.array([o["text"][3] - DANCE_TOKEN for o in seen])
+        assert question["text"][1] == ASK_COLOUR_TOKEN
+        colour = int(question["text"][2]) - COLOUR_TOKEN
+        assert colour in set(colours.tolist())
+        # The dancer is seen in one contiguous segment performing one dance: the answer.
+        steps = np.flatnonzero(colours == colour)
+        assert steps.max() - steps.min() + 1 == len(steps) == env.segment_steps
+        assert set(dances[steps].tolist()) == {env.answer - 1}
+        # The type is announced from the first step, and exactly one strategy keeps the answer.
+        assert all(o["text"][0] == question["text"][0] for o in seen)
+        assert [s for s in STRATEGIES if env.answer_kept(s)] == [BEST_STRATEGY[env.task_type]]
+    assert types == set(MULTI_TYPES)
+    single = make_env({"name": "room_ballet/multi_early"})
+    for seed in range(10):
+        single.reset(seed=seed)
+        assert single.task_type == "early"
+
+
+@pytest.mark.parametrize("level", ["budget_grid", "multi"])
+def test_same_seed_same_episode(level):
+    a, b = make_env({"name": f"room_ballet/{level}"}), make_env({"name": f"room_ballet/{level}"})
+    seen_a, q_a, _, _ = walk(a, 7)
+    seen_b, q_b, _, _ = walk(b, 7)
+    assert all(all((x[k] == y[k]).all() for k in x) for x, y in zip(seen_a, seen_b))
+    assert (q_a["text"] == q_b["text"]).all()
+    seen_c, _, _, _ = walk(a, 8)
+    assert any(not (x[k] == y[k]).all() for x, y in zip(seen_a, seen_c) for k in x)
+
+
+def test_grid_shows_the_room_and_the_dancer_moving():
+    env = make_env({"name": "room_ballet/budget_grid"})
+    seen, question, _, _ = walk(env, 4)
+    for o in seen[:20]:
+        assert o["semantic"][0, 0] == WALL_CLASS + o["place"][0]
+        assert (o["semantic"] >= DANCER_CLASS).sum() == 1
+        assert (o["text"][1:] == 0).all()  # nothing but the instruction in text: the dance must be seen
+    positions = {tuple(np.argwhere(o["semantic"] >= DANCER_CLASS)[0]) for o in seen[:16]}
+    assert len(positions) > 1
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_strategy_simulator_equals_the_sat_memory(strategy):
+    g = torch.Generator().manual_seed(5)
+    places = torch.randint(0, 5, (40, 3), generator=g)
+    torch.manual_seed(0)
+    memory = build_memory("sat", 8, dim=8, heads=2, layers=1, ff_dim=8, capacity=9, num_places=5, strategy=strategy)
+    first = torch.zeros(40, 3, dtype=torch.bool)
+    first[0] = True
+    steps = {"feat": torch.randn(40, 3, 8, generator=g), "first": first, "place": places}
+    _, state = memory.forward_sequence(steps, memory.initial_state(3))
+    for row in range(3):
+        assert sorted(state.get("step")[row].tolist()) == sorted(kept_steps(places[:, row].tolist(), 9, strategy))
+
+
+def test_results_script_runs_and_reports_per_type():
+    from embodied.eval.room_ballet_results import train_room_ballet_bc
+
+    result = train_room_ballet_bc("multi", "ama", train_episodes=40, test_episodes=20, steps=2, batch=8, eval_every=2,
+                                  quiet=True, max_queries=2)
+    assert result["steps"] == 2 and 0.0 <= result["test_success"] <= 1.0
+    for kind, entry in result["by_type"].items():
+        assert sum(entry["ama_arms"].values()) == entry["episodes"]
+        assert result["memory_oracle"][kind][BEST_STRATEGY[kind]] == 1.0
+    with pytest.raises(ValueError, match="variant"):
+        train_room_ballet_bc("budget", "ama")
+
+
+def test_level_configs_build_their_level():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "task" / "room_ballet"
+    names = sorted(path.stem for path in root.glob("*.yaml"))
+    assert names == sorted(LEVELS)
+    for name in names:
+        cfg = yaml.safe_load((root / f"{name}.yaml").read_text())
+        assert cfg["name"] == f"room_ballet/{name}"
+        assert make_env(cfg).task_name == cfg["name"]
+
+
+@pytest.mark.parametrize("options", [dict(strategy="fifo"), dict(strategy="mvfo", place_major=True),
+                                     dict(strategy="ama", epsilon_start=0.5)])
+def test_walk_state_equals_forward_sequence(options):
+    from embodied.eval.room_ballet_results import walk_state
+
+    g = torch.Generator().manual_seed(2)
+    length, batch = 30, 4
+    steps = {"feat": torch.randn(length, batch, 8, generator=g), "first": torch.zeros(length, batch, dtype=torch.bool),
+             "place": torch.randint(0, 5, (length, batch), generator=g), "task": torch.randint(0, 4, (length, batch), generator=g)}
+    steps["first"][0] = True
+    memory = build_memory("sat", 8, dim=8, heads=2, layers=1, ff_dim=8, capacity=9, num_places=5, chunk_size=4, **options)
+    torch.manual_seed(3)
+    _, expected = memory.forward_sequence(steps, memory.initial_state(batch))
+    torch.manual_seed(3)  # the same exploration draws for AMA
+    got = walk_state(memory, steps)
+    for key in expected.keys():
+        if key == "memory":
+            assert torch.allclose(got.get(key)[expected.get("valid")[:, None]], expected.get(key)[expected.get("valid")[:, None]])
+        else:
+            assert torch.equal(got.get(key), expected.get(key)), key
+    with pytest.raises(ValueError, match="1-layer"):
+        walk_state(build_memory("sat", 8, dim=8, heads=2, layers=2, ff_dim=8, capacity=9, num_places=5), steps)
