@@ -41,7 +41,7 @@ class EvalConfig:
     episodes: int = 100
     """Episodes per task."""
     split: str | None = "test"
-    """Scenes split written into task.scenes (train, val, test); null keeps task.scenes as given."""
+    """Scenes split written into task.scenes of navigation tasks (train, val, test); null keeps task.scenes."""
     num_envs: int = 4
     """Parallel envs."""
     num_workers: int | None = None
@@ -137,7 +137,9 @@ def evaluate_task(task: dict, policy: str, ckpt: dict | None, cfg: DictConfig, d
     from embodied.train.run import make_envs
 
     task = dict(task)
-    if cfg.split is not None and not str(task.get("name", "")).startswith("toy/"):
+    # Scene splits are the navigation tasks' (pinned apartments); other families use task.scenes
+    # for their own purpose (fastmap: room | symbolic) or ignore it.
+    if cfg.split is not None and str(task.get("name", "")).startswith("nav/"):
         task["scenes"] = cfg.split
     if ckpt is not None:
         trained = ckpt["config"].get("task", {})

@@ -57,6 +57,9 @@ class TaskConfig:
     scene_cache: int = 16
     """Scenes (geometry, renderer, navigable grid; a few MB each) kept in memory per env: covering
     the split avoids rebuilding a scene (~0.3 s) on most resets."""
+    options: dict = field(default_factory=dict)
+    """Options of one task family, validated by it (fastmap: FastMapOptions keys such as vocab_size,
+    room_cells, phase budgets); navigation tasks take none."""
 
     def validate(self) -> "TaskConfig":
         from embodied.tasks.registry import TASKS
@@ -82,6 +85,9 @@ class TaskConfig:
         check(0 <= self.min_goal_distance < self.max_goal_distance, "task.min_goal_distance",
               "allowed: 0 <= min_goal_distance < max_goal_distance")
         check(self.scene_cache >= 1, "task.scene_cache", f"{self.scene_cache}; allowed: >= 1")
+        check(isinstance(self.options, dict), "task.options", f"{self.options!r}; allowed: a mapping")
+        check(not (self.options and self.name.startswith("nav/")), "task.options",
+              f"{sorted(self.options)}: navigation tasks take no options")
         return self
 
     @classmethod
