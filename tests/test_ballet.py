@@ -129,3 +129,34 @@ def test_bc_labels_match_the_show_and_every_dancer_is_asked():
     assert set(losses) == {"answer", "show", "probe"}
     sum(losses.values()).backward()
     assert all(p.grad is not None for p in probes.parameters())
+
+
+def test_rgb_option_renders_each_dancer_at_its_grid_cell_in_its_colour():
+    from embodied.tasks.ballet import CELL, COLOUR_RGB, ROOM
+
+    env = make_env({"name": "ballet/4_delay16", "width": 64, "height": 64, "options": {"rgb": True}})
+    palette = np.asarray(COLOUR_RGB)
+    palette = palette / np.linalg.norm(palette, axis=1, keepdims=True)
+    f = 64 / 2  # focal length in pixels at 90 degrees
+    seen_moves = 0
+    obs, _ = env.reset(seed=3)
+    for t in range(40):
+        assert obs["rgb"].shape == (64, 64, 3) and obs["rgb"].dtype == np.uint8
+        grid = obs["semantic"]
+        for row, col in zip(*np.nonzero(grid >= 2)):
+            # The block's top face is 2.8 m below the camera (3.3 m up, blocks 0.5 m tall).
+            v = int(round(32 + (row - ROOM // 2) * CELL * f / 2.8 - 0.5))
+            u = int(round(32 + (col - ROOM // 2) * CELL * f / 2.8 - 0.5))
+            rgb = obs["rgb"][v, u].astype(float)
+            colour = int(np.argmax(palette @ (rgb / np.linalg.norm(rgb))))
+            assert colour == grid[row, col] - 2, (t, row, col, rgb)
+        previous = obs
+        obs, *_ = env.step(0)
+        if not np.array_equal(previous["semantic"], obs["semantic"]):
+            seen_moves += 1
+            assert not np.array_equal(previous["rgb"], obs["rgb"])
+        else:
+            assert np.array_equal(previous["rgb"], obs["rgb"])
+    assert seen_moves >= 10
+    with pytest.raises(ValueError, match="unknown ballet option"):
+        make_env({"name": "ballet/4_delay16", "options": {"colour": True}})

@@ -8,9 +8,12 @@ agent must pick the dancer that performed it: reward +1 for the right dancer, 0 
 (either ends the episode); chance = 1/N.
 
 Simplifications (documented, not hidden):
-- Observation is symbolic: `semantic` [11, 11] int grid (0 floor, 1 wall, 2 + colour for a dancer
-  at its current cell) of the whole room, plus `text` [1] (token 1 = "watch", 2 + d = dance d).
-  The original renders an egocentric 99x99 RGB crop; an RGB option is not implemented.
+- Observation: `semantic` [11, 11] int grid (0 floor, 1 wall, 2 + colour for a dancer at its
+  current cell) of the whole room, plus `text` [1] (token 1 = "watch", 2 + d = dance d). With
+  `task.options: {rgb: true}` it also holds `rgb` [height, width, 3]: the room built as 3D geometry
+  (floor, walls, dancers as coloured blocks on 0.5 m cells) and ray cast by the project's renderer
+  from a camera above the room centre looking down. The original renders an egocentric 99x99 RGB
+  crop of a 2D sprite world; ours sees the whole room (the agent does not walk here).
 - Acting is one choice instead of walking: action 0 waits (the only sensible action during the
   show; actions are ignored then), action 1 + s picks the dancer in slot s (an empty slot is
   wrong). After the show the agent has `ANSWER_STEPS` steps to choose, else reward 0. HCAM's
@@ -32,6 +35,11 @@ SLOTS = ((2, 2), (2, 5), (2, 8), (5, 2), (5, 8), (8, 2), (8, 5), (8, 8))
 DANCE_STEPS = 16
 ANSWER_STEPS = 4
 NUM_COLOURS = 8
+CELL = 0.5  # metres per grid cell in the rendered room
+# Distinct dancer colours (rgb in [0, 1]); index = colour id of the semantic grid minus 2.
+COLOUR_RGB = ((0.9, 0.1, 0.1), (0.1, 0.7, 0.1), (0.15, 0.3, 0.95), (0.95, 0.85, 0.1),
+              (0.85, 0.2, 0.85), (0.1, 0.85, 0.85), (0.95, 0.5, 0.1), (0.55, 0.35, 0.2))
+OPTIONS = ("rgb",)
 
 
 def _repeat(cycle: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
@@ -68,10 +76,20 @@ class BalletEnv(gym.Env):
         self.cfg = cfg
         self.show_steps = self.num_dancers * (DANCE_STEPS + self.delay)
         self.max_episode_steps = self.show_steps + ANSWER_STEPS
-        self.observation_space = spaces.Dict({
+        options = dict(getattr(cfg, "options", None) or {})
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise ValueError(f"task.options.{unknown[0]}: unknown ballet option; allowed: {', '.join(OPTIONS)}")
+        spaces_ = {
             "semantic": spaces.Box(0, 1 + NUM_COLOURS, (ROOM, ROOM), dtype=np.int64),
             "text": spaces.Box(0, 1 + len(DANCES), (1,), dtype=np.int64),
-        })
+        }
+        self.renderer = None
+        if options.get("rgb", False):
+            width, height = (cfg.width, cfg.height) if cfg is not None else (64, 64)
+            self.renderer, self.camera = _room_renderer(width, height)
+            spaces_["rgb"] = spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)
+        self.observation_space = spaces.Dict(spaces_)
         self.action_space = spaces.Discrete(1 + len(SLOTS))
         self._rng = np.random.default_rng()
         self._t = 0
@@ -133,10 +151,68 @@ class BalletEnv(gym.Env):
             row, col = np.asarray(SLOTS[self.slots[i]]) + offsets[i]
             grid[row, col] = 2 + self.colours[i]
         token = 1 if self._t < self.show_steps else 2 + self.instructed_dance
-        return {"semantic": grid, "text": np.array([token], dtype=np.int64)}
+        obs = {"semantic": grid, "text": np.array([token], dtype=np.int64)}
+        if self.renderer is not None:
+            obs["rgb"] = self._render(grid)
+        return obs
+
+    def _render(self, grid: np.ndarray) -> np.ndarray:
+        """The room seen from above; each dancer block is moved to its cell (no scene rebuild)."""
+        shown = set()
+        for row, col in zip(*np.nonzero(grid >= 2)):
+            colour = int(grid[row, col]) - 2
+            tf = np.eye(4)
+            tf[:3, 3] = _cell_centre(row, col)
+            self.renderer.set_object_pose(1 + colour, tf)
+            shown.add(colour)
+        for colour in range(NUM_COLOURS):
+            if colour not in shown:
+                self.renderer.set_object_pose(1 + colour, None)
+        centre = ROOM * CELL / 2
+        # Facing north (+y) and looking down: image rows follow grid rows, image columns grid columns.
+        return self.renderer.render_one((centre, centre, 0.0, np.pi / 2), self.camera, outputs=("rgb",))["rgb"]
 
     def _info(self, success: float) -> dict:
         return {"success": float(success), "chance": 1.0 / self.num_dancers, "show_steps": self.show_steps}
+
+
+def _cell_centre(row: int, col: int) -> np.ndarray:
+    """World (x, y, 0) of a grid cell: column -> x, row 0 is the north (largest y) wall."""
+    return np.array([(col + 0.5) * CELL, (ROOM - row - 0.5) * CELL, 0.0])
+
+
+def _room_renderer(width: int, height: int):
+    """Renderer of the Ballet room (floor, wall ring, one movable block per dancer colour, hidden
+    until placed) and the top-down camera that sees all of it."""
+    import trimesh
+
+    from embodied.render import Camera, RaycastRenderer
+    from embodied.world.geometry import MeshPart, SceneGeometry
+
+    def box(name, size, centre, colour, semantic, instance=0, movable=False):
+        mesh = trimesh.creation.box(extents=size)
+        mesh.apply_translation(centre)
+        return MeshPart(name, np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int32), colour,
+                        semantic, instance, movable)
+
+    side = ROOM * CELL
+    parts = [box("floor", (side, side, 0.1), (side / 2, side / 2, -0.05), (0.75, 0.75, 0.72), 1)]
+    for row in range(ROOM):
+        for col in range(ROOM):
+            if row in (0, ROOM - 1) or col in (0, ROOM - 1):
+                parts.append(box(f"wall_{row}_{col}", (CELL, CELL, 0.6), _cell_centre(row, col) + (0, 0, 0.3),
+                                 (0.35, 0.35, 0.4), 2))
+    for colour, rgb in enumerate(COLOUR_RGB):
+        # Centred on the origin: the renderer places it with set_object_pose.
+        parts.append(box(f"dancer_{colour}", (0.8 * CELL, 0.8 * CELL, 0.5), (0, 0, 0.25), rgb, 3,
+                         instance=1 + colour, movable=True))
+    geometry = SceneGeometry(parts, semantic_classes=["nothing", "floor", "wall", "dancer"])
+    renderer = RaycastRenderer(geometry, nthreads=1, bake_movables=False)
+    for colour in range(NUM_COLOURS):
+        renderer.set_object_pose(1 + colour, None)
+    # Straight down from 3.3 m with a 90 degree fov sees the 5.5 m room with a margin.
+    camera = Camera(width=width, height=height, hfov_deg=90.0, mount_height=3.3, tilt_deg=-89.0)
+    return renderer, camera
 
 
 LEVELS = {f"{n}_delay{d}": (n, d) for d in (16, 48) for n in (2, 4, 8)}
