@@ -6,6 +6,7 @@ grid). Building one costs tens of milliseconds to a second, so envs keep a small
 from __future__ import annotations
 
 import os
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,10 @@ from embodied.world.geometry import SceneGeometry
 from embodied.world.spec import SceneFormatError, SceneSpec
 
 SPLITS = ("train", "val", "test")
+# Scenes built in this process, shared by every SceneSource (the envs of one worker walk the same
+# split and would each build every scene, ~0.3 s apiece). Weak: a scene lives as long as some env's
+# LRU cache holds it. Nav scenes are read-only once built (the renderer's objects are never moved).
+_BUILT: "weakref.WeakValueDictionary[tuple, NavScene]" = weakref.WeakValueDictionary()
 MESH_SUFFIXES = (".glb", ".gltf", ".ply", ".obj")
 
 
@@ -76,14 +81,22 @@ class SceneSource:
         if key in self.cache:
             self.cache.move_to_end(key)
             return self.cache[key]
+        shared_key = (key, self.n_rooms, self.agent_radius, self.agent_height, self.max_depth, self.render_threads)
+        scene = _BUILT.get(shared_key)
+        if scene is None:
+            scene = self._build(key, make_spec)
+            _BUILT[shared_key] = scene
+        self.cache[key] = scene
+        while len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
+        return scene
+
+    def _build(self, key: str, make_spec) -> NavScene:
         if make_spec is None:
             spec, geometry = None, load_mesh_scene(self.path)
         else:
             spec = make_spec()
             geometry = build_geometry(spec)
         grid = NavigableGrid.from_geometry(geometry, agent_radius=self.agent_radius, agent_height=self.agent_height)
-        scene = NavScene(key, spec, geometry, RaycastRenderer(geometry, nthreads=self.render_threads, max_depth=self.max_depth), grid)
-        self.cache[key] = scene
-        while len(self.cache) > self.cache_size:
-            self.cache.popitem(last=False)
-        return scene
+        return NavScene(key, spec, geometry, RaycastRenderer(geometry, nthreads=self.render_threads, max_depth=self.max_depth),
+                        grid)
