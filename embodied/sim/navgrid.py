@@ -277,8 +277,13 @@ class NavigableGrid:
             cols.append(self._node_of[r + dr, c + dc])
             w.append(np.full(len(r), self._offset_len[k]))
         rows, cols, w = np.concatenate(rows), np.concatenate(cols), np.concatenate(w)
-        # Node n is a super-source: per query, its edges to the goal cells carry the offsets.
+        # Node n is a super-source: per query, its edges to the goal cells carry the offsets. Its row
+        # is the last of the CSR matrix, so a query only appends to it (building the matrix from
+        # COO per query took half of each episode reset).
         self._graph_base = (rows, cols, w)
+        base = csr_matrix((w, (rows, cols)), shape=(n + 1, n + 1))
+        base.sum_duplicates()
+        self._csr_base = (base.data, base.indices.astype(np.int32), base.indptr.astype(np.int32))
         self._num_nodes = n
 
     # ------------------------------------------------------------------ coordinates
@@ -473,12 +478,21 @@ class NavigableGrid:
         return DistanceField(self, self._dijkstra(np.array(nodes), np.array(offsets)), points.copy(), None)
 
     def _dijkstra(self, nodes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        rows, cols, w = self._graph_base
+        data, indices, indptr = self._csr_base
         n = self._num_nodes
         # Explicit zero weights would read as missing edges: shift all seeds by a constant.
         eps = 1e-3
-        g = csr_matrix((np.concatenate([w, offsets + eps]),
-                        (np.concatenate([rows, np.full(len(nodes), n)]), np.concatenate([cols, nodes]))),
+        nodes = np.asarray(nodes, np.int64)
+        offsets = np.asarray(offsets, np.float64)
+        if len(nodes):  # one edge per seed node: the smallest offset wins where a node repeats
+            order = np.lexsort((offsets, nodes))
+            nodes, offsets = nodes[order], offsets[order]
+            keep = np.ones(len(nodes), bool)
+            keep[1:] = nodes[1:] != nodes[:-1]
+            nodes, offsets = nodes[keep], offsets[keep]
+        indptr = indptr.copy()
+        indptr[-1] += len(nodes)
+        g = csr_matrix((np.concatenate([data, offsets + eps]), np.concatenate([indices, nodes.astype(np.int32)]), indptr),
                        shape=(n + 1, n + 1))
         dist = dijkstra(g, directed=True, indices=n)[:n] - eps
         values = np.full(self.shape, np.inf)
