@@ -12,7 +12,6 @@ the same episodes; the paper's run-to-run spread came from CoppeliaSim's samplin
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -188,10 +187,6 @@ def evaluate_memorybench(cfg, policy_kind: str, task_names: list[str]) -> dict[s
     out = Path(cfg.out) if cfg.out else base / f"eval_{tag}.json"
     report = {"ckpt": cfg.ckpt, "policy": policy_kind, "suite": cfg.suite, "runs": cfg.runs,
               "config": OmegaConf.to_container(cfg, resolve=True), "results": results, "table": table}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=float))
-    tmp.replace(out)
-    print(f"wrote {out}")
-    report["path"] = str(out)
-    return report
+    from embodied.eval.runner import write_report
+
+    return write_report(report, out)

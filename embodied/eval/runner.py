@@ -227,6 +227,12 @@ def evaluate(cfg: DictConfig, env_factory=None) -> dict[str, Any]:
     report = {"ckpt": cfg.ckpt, "policy": policy, "suite": cfg.suite, "confidence": cfg.confidence,
               "ci_methods": {"success": "wilson", "spl": "percentile bootstrap (10000 resamples)"},
               "config": OmegaConf.to_container(cfg, resolve=True), "results": results, "table": table}
+    return write_report(report, out)
+
+
+def write_report(report: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Write an evaluation report as JSON atomically (a crash leaves the old file or none) and
+    return it with its `path`."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(report, indent=2, default=float))

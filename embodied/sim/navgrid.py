@@ -280,7 +280,6 @@ class NavigableGrid:
         # Node n is a super-source: per query, its edges to the goal cells carry the offsets. Its row
         # is the last of the CSR matrix, so a query only appends to it (building the matrix from
         # COO per query took half of each episode reset).
-        self._graph_base = (rows, cols, w)
         base = csr_matrix((w, (rows, cols)), shape=(n + 1, n + 1))
         base.sum_duplicates()
         self._csr_base = (base.data, base.indices.astype(np.int32), base.indptr.astype(np.int32))

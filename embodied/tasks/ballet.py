@@ -88,6 +88,7 @@ class BalletEnv(gym.Env):
         if options.get("rgb", False):
             width, height = (cfg.width, cfg.height) if cfg is not None else (64, 64)
             self.renderer, self.camera = _room_renderer(width, height)
+            self._placed: dict[int, tuple[int, int] | None] = dict.fromkeys(range(NUM_COLOURS))  # colour -> posed cell (None: hidden)
             spaces_["rgb"] = spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)
         self.observation_space = spaces.Dict(spaces_)
         self.action_space = spaces.Discrete(1 + len(SLOTS))
@@ -157,17 +158,19 @@ class BalletEnv(gym.Env):
         return obs
 
     def _render(self, grid: np.ndarray) -> np.ndarray:
-        """The room seen from above; each dancer block is moved to its cell (no scene rebuild)."""
-        shown = set()
-        for row, col in zip(*np.nonzero(grid >= 2)):
-            colour = int(grid[row, col]) - 2
-            tf = np.eye(4)
-            tf[:3, 3] = _cell_centre(row, col)
-            self.renderer.set_object_pose(1 + colour, tf)
-            shown.add(colour)
+        """The room seen from above; dancer blocks are moved to their cells (no static rebuild). Only
+        blocks whose cell changed are posed: any pose change rebuilds the small dynamic scene."""
+        cells = {int(grid[r, c]) - 2: (int(r), int(c)) for r, c in zip(*np.nonzero(grid >= 2))}
         for colour in range(NUM_COLOURS):
-            if colour not in shown:
-                self.renderer.set_object_pose(1 + colour, None)
+            cell = cells.get(colour)
+            if self._placed.get(colour) == cell:
+                continue
+            tf = None
+            if cell is not None:
+                tf = np.eye(4)
+                tf[:3, 3] = _cell_centre(*cell)
+            self.renderer.set_object_pose(1 + colour, tf)
+            self._placed[colour] = cell
         centre = ROOM * CELL / 2
         # Facing north (+y) and looking down: image rows follow grid rows, image columns grid columns.
         return self.renderer.render_one((centre, centre, 0.0, np.pi / 2), self.camera, outputs=("rgb",))["rgb"]

@@ -25,11 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from embodied.viewer.recording import (TIMELINE, EpisodeRecorder, _Columns, _image_columns, _rr, _scalar_columns,
-                                       _text_columns)
+from embodied.viewer.recording import (_DEPTH, _RGB, TIMELINE, EpisodeRecorder, _Columns, _rr, _scalar_columns,
+                                       _strip_columns, _text_columns)
 
-_RGB = _image_columns("Image", "RGB", "U8")
-_DEPTH = _image_columns("DepthImage", None, "F32")
 MAX_POINTS = 4000  # per step: enough to see the scene, small enough to keep recordings light
 
 
@@ -47,9 +45,7 @@ def _points3d_columns(rows: list):
     return rr.Points3D.columns(positions=positions, colors=colors, radii=[0.004] * len(positions)).partition(lengths)
 
 
-def _path_columns(strips: list):
-    rr = _rr()
-    return rr.LineStrips3D.columns(strips=strips, colors=[(255, 60, 160)] * len(strips), radii=[0.004] * len(strips))
+_path_columns = _strip_columns((255, 60, 160), 0.004)
 
 
 class ManipulationRecorder(EpisodeRecorder):

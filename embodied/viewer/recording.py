@@ -165,9 +165,11 @@ def _points2d_columns(color, radius):
     return build
 
 
-def _strip_columns(strips: list):
-    rr = _rr()
-    return rr.LineStrips3D.columns(strips=strips, colors=[(255, 60, 160)] * len(strips), radii=[0.03] * len(strips))
+def _strip_columns(color, radius):
+    def build(strips: list):
+        return _rr().LineStrips3D.columns(strips=strips, colors=[color] * len(strips), radii=[radius] * len(strips))
+
+    return build
 
 
 @dataclass
@@ -433,7 +435,7 @@ class EpisodeRecorder:
             self._add("world/agent/camera/semantic", _SEMANTIC, semantic)
         if not s.trajectory or s.trajectory[-1] != (x, y, z + 0.05):
             s.trajectory.append((x, y, z + 0.05))
-            self._add("world/trajectory", _strip_columns, np.asarray(s.trajectory, np.float32))
+            self._add("world/trajectory", _TRAJECTORY, np.asarray(s.trajectory, np.float32))
             self._add("map/agent", _MAP_AGENT, self._map_xy(np.array([[x, y]])))
         instruction = self._instruction()
         if instruction != s.instruction:
@@ -455,7 +457,6 @@ class EpisodeRecorder:
 
     def _log_explored(self, depth: np.ndarray, cam: Camera) -> None:
         """Grid cells hit by this step's depth rays that no earlier step saw."""
-        rr = _rr()
         grid = self.env.scene.grid
         if self.state.explored is None:
             self.state.explored = np.zeros(grid.shape, bool)
@@ -535,6 +536,7 @@ _RGB = _image_columns("Image", "RGB", "U8")
 _DEPTH = _image_columns("DepthImage", None, "F32")
 _SEMANTIC = _image_columns("SegmentationImage", None, "U16")
 _MAP_AGENT = _points2d_columns((255, 60, 160), 1.5)
+_TRAJECTORY = _strip_columns((255, 60, 160), 0.03)
 _EXPLORED = _points2d_columns((90, 160, 255), 0.5)
 
 
