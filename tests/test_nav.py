@@ -151,3 +151,19 @@ def test_external_mesh_is_a_scene(tmp_path):
     from embodied.world.geometry import STRUCTURE_CLASSES
 
     assert (obs["semantic"] == STRUCTURE_CLASSES.index("mesh")).mean() > 0.5  # a raw mesh has no classes
+
+
+def test_prebuild_scenes_caches_the_split_so_resets_build_nothing():
+    env = make_env(small("nav/pointnav", scene_cache=16)).unwrapped
+    from embodied.world import load_split
+
+    n = len(load_split("train"))
+    assert env.prebuild_scenes() == n
+    before = {k: id(v) for k, v in env.scenes.cache.items()}
+    assert len(before) == n
+    for seed in range(25):
+        env.reset(seed=seed)
+    # Same scene objects, none added or evicted: no reset had to build one.
+    assert {k: id(v) for k, v in env.scenes.cache.items()} == before
+    small_cache = make_env(small("nav/pointnav", scene_cache=3)).unwrapped
+    assert small_cache.prebuild_scenes() == 3

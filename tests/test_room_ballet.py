@@ -1,6 +1,10 @@
 """Room Ballet: expert success, askable answers were seen and are unique, budget < walk, question
-types, determinism, the strategy simulator equals the SAT memory, and the results script runs."""
+types, determinism, the strategy simulator equals the SAT memory, and the results script runs; in the
+apartment world: rooms joined by doors, a navigated walk inside the room `place` names, the dancer in
+view, expert success, determinism of the frames, and option errors."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -214,3 +218,189 @@ def test_walk_state_equals_forward_sequence(options):
             assert torch.equal(got.get(key), expected.get(key)), key
     with pytest.raises(ValueError, match="1-layer"):
         walk_state(build_memory("sat", 8, dim=8, heads=2, layers=2, ff_dim=8, capacity=9, num_places=5), steps)
+
+
+# --- apartment world (task.options.world=apartment) -------------------------------------------------
+
+from embodied.tasks.room_ballet import (DANCER_BODY, DANCER_INSTANCE, NUM_COLOURS,  # noqa: E402
+                                        apartment_neighbours, dancer_colours, stage_apartment)
+
+
+def apartment_env(level: str, **options):
+    return make_env({"name": f"room_ballet/{level}", "options": {"world": "apartment", "apartments": 2, **options}})
+
+
+@pytest.fixture(scope="module")
+def budget_apartment():
+    return apartment_env("budget")
+
+
+@pytest.fixture(scope="module")
+def multi_apartment():
+    return apartment_env("multi")
+
+
+def room_of_point(spec, xy) -> list[int]:
+    """Rooms whose polygon holds xy (an independent point-in-rectangle test on the SceneSpec)."""
+    out = []
+    for room in spec.rooms:
+        xs = [p[0] for p in room.polygon]
+        ys = [p[1] for p in room.polygon]
+        if min(xs) < xy[0] < max(xs) and min(ys) < xy[1] < max(ys):
+            out.append(room.id)
+    return out
+
+
+def test_apartment_rooms_and_walk_follow_the_doors():
+    spec = stage_apartment(3, 8, render=False).spec
+    doors = {frozenset(d.rooms) for d in spec.doors}
+    neighbours = apartment_neighbours(spec)
+    assert len(neighbours) == len(spec.rooms) == 8
+    assert {frozenset((a, b)) for a, ns in enumerate(neighbours) for b in ns} == doors
+    # The budget walk moves only between rooms a door joins (a grid of rooms would not match).
+    env = apartment_env("budget", rgb=False)
+    grid_env = make_env({"name": "room_ballet/budget"})
+    differs = False
+    for seed in range(10):
+        env.reset(seed=seed)
+        doors = {frozenset(d.rooms) for d in env.stage.spec.doors}
+        moves = {frozenset(m) for m in zip(env.places[:-1], env.places[1:]) if m[0] != m[1]}
+        assert moves and moves <= doors
+        grid_env.reset(seed=seed)
+        differs |= not np.array_equal(grid_env.places, env.places)
+    assert differs
+    assert env.observation_space.contains(env.reset(seed=0)[0]) and "rgb" not in env.observation_space.spaces
+
+
+def test_apartment_walk_is_navigated_inside_the_rooms_place_names(budget_apartment):
+    from embodied.sim import NavigableGrid
+    from embodied.world import build_geometry
+
+    env = budget_apartment
+    cfg = env.cfg
+    grids = {}
+    for seed in range(4):
+        obs, _ = env.reset(seed=seed)
+        stage = env.stage
+        if stage.seed not in grids:  # independent of the task's own grids
+            grids[stage.seed] = NavigableGrid.from_geometry(build_geometry(stage.spec), agent_radius=cfg.agent_radius,
+                                                            agent_height=cfg.agent_height)
+        grid = grids[stage.seed]
+        assert len(env.trajectory) == int((env.places[1:] != env.places[:-1]).sum())
+        for path in env.trajectory:
+            assert grid.is_navigable(path).all()
+            assert np.linalg.norm(np.diff(path, axis=0), axis=1).max() <= grid.cell
+        places = []
+        for t in range(env.walk_steps):
+            places.append(int(obs["place"][0]))
+            x, y, yaw = env.poses[t]
+            assert grid.is_navigable((x, y))
+            assert room_of_point(stage.spec, (x, y)) == [places[-1]]
+            # Turned to the dancer, and never inside its figure.
+            dancer = env.dancer_position(t)
+            assert abs(np.angle(np.exp(1j * (math.atan2(*(dancer - (x, y))[::-1]) - yaw)))) < math.radians(25)
+            assert np.hypot(*(dancer - (x, y))) > cfg.agent_radius + DANCER_BODY[0] / 2 * math.sqrt(2)
+            obs, *_ = env.step(0)
+        assert places == env.places.tolist()
+        # The body moves during the walk (it is not teleported from viewpoint to viewpoint only).
+        assert len({tuple(np.round(p[:2], 3)) for p in env.poses}) > len(set(places))
+
+
+def test_apartment_dancer_of_the_room_is_in_view(budget_apartment, multi_apartment):
+    for env in (budget_apartment, multi_apartment):
+        seen, total = 0, 0
+        for seed in range(3):
+            obs, _ = env.reset(seed=seed)
+            for t in range(env.walk_steps):
+                colour = int(env.step_colour[t])
+                x, y, yaw = env.poses[t]
+                view = env.stage.renderer.render_one((x, y, 0.0, yaw), env.camera, outputs=("rgb", "instance"))
+                assert np.array_equal(view["rgb"], obs["rgb"])
+                dancers = set(np.unique(view["instance"][view["instance"] >= DANCER_INSTANCE]).tolist())
+                assert dancers <= {DANCER_INSTANCE + colour}  # only the current room's dancer
+                mask = view["instance"] == DANCER_INSTANCE + colour
+                total += 1
+                if mask.sum() >= 10:
+                    seen += 1
+                    # The dancer's pixels are its body and head colours, shaded.
+                    pixels = obs["rgb"][mask].astype(float)
+                    refs = np.array(dancer_colours(colour))
+                    cos = pixels @ refs.T / np.linalg.norm(pixels, axis=1, keepdims=True) / np.linalg.norm(refs, axis=1)
+                    assert (cos.max(1) > 0.99).all()
+                    body = cos[:, 0] > 0.999
+                    assert body.sum() >= 5
+                # Standing at the viewpoint (second half of a stay), the dancer is always in view.
+                begin = t
+                while begin > 0 and env.places[begin - 1] == env.places[t]:
+                    begin -= 1
+                end = t
+                while end + 1 < env.walk_steps and env.places[end + 1] == env.places[t]:
+                    end += 1
+                if t - begin >= max(1, (end + 1 - begin) // 2):
+                    assert mask.sum() >= 10, (seed, t)
+                obs, *_ = env.step(0)
+            assert not (env.stage.renderer.render_one((x, y, 0.0, yaw), env.camera, outputs=("instance",))["instance"]
+                        >= DANCER_INSTANCE).any()  # gone during the question
+        assert seen / total >= 0.9
+
+
+def test_dancer_colours_are_distinct_pairs():
+    pairs = {dancer_colours(c) for c in range(NUM_COLOURS)}
+    assert len(pairs) == NUM_COLOURS and all(body != head for body, head in pairs)
+    with pytest.raises(ValueError, match="colour"):
+        dancer_colours(NUM_COLOURS)
+
+
+@pytest.mark.parametrize("level", ["budget", "multi"])
+def test_apartment_expert_succeeds(level, budget_apartment, multi_apartment):
+    env = budget_apartment if level == "budget" else multi_apartment
+    results = [walk(env, seed) for seed in range(30)]
+    assert np.mean([r for _, _, r, _ in results]) >= 0.99
+    assert all(steps == env.walk_steps + 1 for *_, steps in results)
+    assert all(env.observation_space.contains(o) for o in results[0][0])
+    # The walk text shows only the question type: the frames carry room, dancer and dance.
+    assert all((o["text"][1:] == 0).all() for o in results[0][0])
+    if level == "multi":  # the budget still binds exactly as in the grid world
+        for seed in range(10):
+            env.reset(seed=seed)
+            assert [s for s in STRATEGIES if env.answer_kept(s)] == [BEST_STRATEGY[env.task_type]]
+
+
+def test_apartment_same_seed_same_frames():
+    import hashlib
+
+    def digest(env, seed):
+        obs, _ = env.reset(seed=seed)
+        h = hashlib.sha256(obs["rgb"].tobytes())
+        done = False
+        while not done:
+            obs, _, terminated, truncated, _ = env.step(env.oracle_action())
+            h.update(obs["rgb"].tobytes())
+            h.update(obs["text"].tobytes())
+            done = terminated or truncated
+        return h.hexdigest()
+
+    a, b = apartment_env("multi"), apartment_env("multi")
+    first = digest(a, 5)
+    assert digest(b, 6) != first  # a different episode first, so b's renderer state differs
+    assert digest(b, 5) == first == digest(a, 5)
+
+
+def test_apartment_grid_view_and_options():
+    env = apartment_env("budget_grid", rgb=False)
+    obs, _ = env.reset(seed=1)
+    assert set(obs) == {"text", "place", "semantic"} and obs["semantic"][0, 0] == WALL_CLASS + obs["place"][0]
+    unknown = r"task.options.colour: unknown room_ballet option; allowed: world, rgb, apartments"
+    for options, match in [({"colour": 1}, unknown),
+                           ({"world": "maze"}, r"task.options.world='maze'; allowed: grid, apartment"),
+                           ({"rgb": True}, "needs task.options.world=apartment"),
+                           ({"world": "apartment", "apartments": 0}, "apartments=0")]:
+        with pytest.raises(ValueError, match=match) as error:
+            make_env({"name": "room_ballet/budget", "options": options})
+        assert "\n" not in str(error.value)
+    from embodied.tasks.config import TaskConfig
+
+    nine_rooms = type("NineRooms", (TASKS["room_ballet/multi"],), {"rooms_wide": 9})
+    nine_rooms(TaskConfig(name="room_ballet/multi"))  # fine on a grid of rooms
+    with pytest.raises(ValueError, match="at most 8"):
+        nine_rooms(TaskConfig(name="room_ballet/multi", options={"world": "apartment"}))

@@ -289,3 +289,34 @@ def test_manipulation_recording_holds_cameras_points_and_keyframes(tmp_path):
     assert len(points) > 100 and np.all(points >= np.array(WORKSPACE[0]) - 1e-6) and np.all(points <= np.array(WORKSPACE[1]) + 1e-6)
     assert rec.texts("agent/action")[1].startswith("keyframe to")
     assert len(recording_frames(tmp_path / "mb.rrd", height=64)) == steps + 1
+
+
+def _explored_rows(env, path, flush_every):
+    from embodied.viewer.recording import EpisodeRecorder
+
+    obs, info = env.reset(seed=5)
+    policy = OraclePolicy()
+    policy.reset(env)
+    with EpisodeRecorder(path, extra_sensors=(), flush_every=flush_every) as recorder:
+        recorder.start(env, obs, info)
+        done = False
+        while not done:
+            action = policy.act(obs, env).action
+            obs, reward, terminated, truncated, info = env.step(action)
+            recorder.step(action, obs, reward, info)
+            done = terminated or truncated
+    rows = Recording(path)["map/explored"].at("Points2D:positions")
+    return {step: np.asarray(v[0] if v and v[0] is not None else np.zeros((0, 2))).reshape(-1, 2)
+            for step, v in rows.items()}
+
+
+def test_explored_cells_are_new_per_step_and_independent_of_batching(tmp_path):
+    env = small_env()
+    per_step = _explored_rows(env, tmp_path / "a.rrd", flush_every=1)
+    batched = _explored_rows(env, tmp_path / "b.rrd", flush_every=64)
+    assert per_step.keys() == batched.keys() and len(per_step) >= 3
+    for step in per_step:
+        assert np.allclose(per_step[step], batched[step]), step
+    every = np.concatenate(list(per_step.values()))
+    assert len(per_step[0]) > 0  # the first view sees something
+    assert len(np.unique(every.round(3), axis=0)) == len(every)  # no cell reported twice

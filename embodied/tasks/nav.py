@@ -64,6 +64,7 @@ class NavEnv(gym.Env):
         self.scene: NavScene | None = None
         self.agent: NavAgent | None = None
         self._follower: ShortestPathFollower | None = None
+        self._cameras: dict[float, Camera] = {}
 
     # -- gymnasium API ---------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -156,6 +157,10 @@ class NavEnv(gym.Env):
     def render(self):
         return self._render_images(("rgb",))["rgb"]
 
+    def prebuild_scenes(self) -> int:
+        """Build the split's scenes now (see SceneSource.prebuild); `VectorEnv.call` reaches it."""
+        return self.scenes.prebuild()
+
     # -- internals -------------------------------------------------------------------------
     def _action_name(self, action) -> str:
         if isinstance(action, str):
@@ -192,13 +197,17 @@ class NavEnv(gym.Env):
         return {}
 
     def _camera(self) -> Camera:
-        c = self.cfg
-        return Camera(width=c.width, height=c.height, hfov_deg=c.hfov, mount_height=c.camera_height,
-                      tilt_deg=self.agent.tilt_deg)
+        # One Camera per tilt: building and hashing a fresh one every step is a few percent of a frame.
+        tilt = self.agent.tilt_deg
+        cam = self._cameras.get(tilt)
+        if cam is None:
+            c = self.cfg
+            cam = self._cameras[tilt] = Camera(width=c.width, height=c.height, hfov_deg=c.hfov,
+                                               mount_height=c.camera_height, tilt_deg=tilt)
+        return cam
 
     def _render_images(self, sensors) -> dict[str, np.ndarray]:
-        pose = self.agent.pose[None].astype(np.float32)
-        out = self.scene.renderer.render(pose, [self._camera()], outputs=tuple(sensors))
+        out = self.scene.renderer.render(self.agent.pose[None], (self._camera(),), outputs=tuple(sensors))
         return {k: v[0, 0] for k, v in out.items()}
 
     def _observe(self) -> dict[str, np.ndarray]:
@@ -210,7 +219,7 @@ class NavEnv(gym.Env):
             if "depth" in images:
                 obs["depth"] = images["depth"][..., None]
             if "semantic" in images:
-                obs["semantic"] = images["semantic"].astype(np.int32)
+                obs["semantic"] = images["semantic"].astype(np.int32, copy=False)
         obs["pose"] = self._relative_pose()
         obs.update(self._goal_observation())
         return obs

@@ -1,12 +1,11 @@
-"""Room Ballet (SAT's place-centric Ballet, Cho, Yoon, Ahn 2024), symbolic: `room_ballet/...`.
+"""Room Ballet (SAT's place-centric Ballet, Cho, Yoon, Ahn 2024): `room_ballet/...`.
 
-An apartment of rooms (a grid of rooms; neighbours share a door). The agent is walked through it
-(its actions are ignored during the walk, as in Ballet's show); in each room a dancer performs one
-of Ballet's 13 dances (embodied.tasks.ballet.DANCES) in a loop. After the walk a question is asked
-and the agent answers with one action: +1 for the right answer, 0 for a wrong one (either ends the
-episode); `ANSWER_STEPS` steps to answer, else 0. The memory budget of a level (`memory_budget`
-tokens, one token per step) is smaller than the walk, so what a memory keeps decides what it can
-answer.
+An apartment of rooms. The agent is walked through it (its actions are ignored during the walk, as
+in Ballet's show); in each room a dancer performs one of Ballet's 13 dances
+(embodied.tasks.ballet.DANCES) in a loop. After the walk a question is asked and the agent answers
+with one action: +1 for the right answer, 0 for a wrong one (either ends the episode);
+`ANSWER_STEPS` steps to answer, else 0. The memory budget of a level (`memory_budget` tokens, one
+token per step) is smaller than the walk, so what a memory keeps decides what it can answer.
 
 Two kinds of levels:
 - Budget levels (`budget`, `budget_grid`; SAT's Short-Stay with a budget): one dancer per room, each
@@ -30,30 +29,64 @@ The strategies are simulated here (`kept_steps`) with the semantics of the SAT m
 lvfo the oldest token of the place holding the most / fewest stored tokens, ties to the lowest
 place id); tests check the two agree.
 
+Worlds (`task.options.world`, validated against OPTIONS like Ballet's):
+- `grid` (default): the rooms are a rooms_wide x rooms_high grid graph (neighbours share a door)
+  and observations are symbolic only.
+- `apartment`: the rooms are those of a procedural apartment (`embodied.world.generate_apartment`
+  with the level's room count: 8 for budget levels, 5 for multi levels; apartments have 2..8 rooms,
+  so a level needing more is refused at construction). Place id = room index in the SceneSpec;
+  neighbours are the rooms a door joins (`apartment_neighbours`). Each episode draws one of
+  `apartments` layouts (default 16; layout k is the first of seeds 1000k, 1000k + 1, ... on which
+  `stage_apartment` can place a dancer with a viewpoint in every room; an env keeps up to
+  `task.scene_cache` of them built). With `rgb` (default true here) the walk is navigated: the body
+  follows shortest paths on the apartment's navigable grid (`NavigableGrid`, with the entered
+  room's dance floor blocked so it walks round the dancer) from viewpoint to viewpoint; during a
+  stay it walks the part of the path inside the room over the first half of the stay, then stands at
+  the room's viewpoint (a clear line of sight to the dancer), always turned to face the dancer.
+  The dancer of the current step is a movable figure (body and head boxes whose two colours, from
+  Ballet's COLOUR_RGB, encode the 32 colour ids; `dancer_colours`) posed at the room's most open
+  spot plus its dance offset x `dance_steps[room]` (0.15-0.25 m) with `set_object_pose`; the
+  apartment's static scene is built once. With `rgb: false` only the room graph is taken from the
+  apartment (no geometry, for fast CPU runs; layout k is then seed 1000k, unstaged).
+
 Observation (Dict):
     text  int [4]   tokens (0 = padding). Walk: [type, room, colour, dance] in `tokens` mode (what
-                    is visible, perception abstracted), [type, 0, 0, 0] in `grid` mode.
+                    is visible, perception abstracted), [type, 0, 0, 0] in `grid` mode and
+                    whenever `rgb` is on (the frames show room, dancer and dance).
                     Question: [type, marker, asked room | colour | dance (the walk's token), 0].
     place int [1]   the room the agent is in (SAT's place id; the agent hands it to the memory).
     semantic int [9, 9]  `grid` mode only: the room seen from above: walls drawn in the room's
                     class (the room is recognisable), the dancer in its colour's class, moving
                     through its dance; the dance is only identifiable from several frames.
+    rgb uint8 [height, width, 3]  apartment world with `rgb` only: the first-person view
+                    (task.width x task.height, task.hfov, camera at task.camera_height). During
+                    the question the dancer has gone and the agent stands where the walk ended.
 Actions: 0 waits; 1 + d answers dance d; 1 + NUM_DANCES + r answers room r.
 
-Simplifications (documented, not hidden): the walk is scripted, not navigated; observations are
-symbolic (no RGB); the rooms are a grid graph, not a procedural apartment.
+Simplifications (documented, not hidden): the walk is scripted (the agent's actions are ignored
+until the question), and between two stays only the part of the path inside the entered room is
+shown (the way out of the previous room and through rooms in between is walked but not observed,
+so the step schedule, and with it the levels' budgets and questions, is that of the grid world);
+only the dancer of the current step is present (others rest out of sight), so a frame shows one
+dance as the symbolic views do; the `grid` world is a grid graph of rooms.
 `oracle_action()` is the scripted expert: it reads the ground truth.
 """
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from embodied.tasks.ballet import DANCE_NAMES, DANCE_STEPS, DANCES
+from embodied.sim import NavigableGrid
+from embodied.tasks.ballet import COLOUR_RGB, DANCE_NAMES, DANCE_STEPS, DANCES
 from embodied.tasks.registry import register_task
+from embodied.world import MeshPart, SceneGeometry, SceneSpec, build_geometry, generate_apartment
+from embodied.world.apartment import MAX_ROOMS as APARTMENT_MAX_ROOMS
 
 NUM_DANCES = len(DANCES)
 MAX_ROOMS = 16
@@ -83,6 +116,19 @@ TEXT_LENGTH = 4
 WALL_CLASS = 1
 DANCER_CLASS = WALL_CLASS + MAX_ROOMS
 NUM_CLASSES = DANCER_CLASS + NUM_COLOURS
+
+# Apartment world (task.options.world=apartment).
+OPTIONS = ("world", "rgb", "apartments")
+WORLDS = ("grid", "apartment")
+DEFAULT_APARTMENTS = 16
+SEEDS_PER_APARTMENT = 1000  # apartment k is the first usable layout among seeds k*1000, k*1000+1, ...
+DANCER_INSTANCE = 10_000  # instance id of the dancer of colour c: DANCER_INSTANCE + c (items start at 1)
+DANCER_BODY = (0.32, 0.32, 1.2)  # metres; a head box sits on top, so body + head colours make 8 x 4 = 32 dancers
+DANCER_HEAD = (0.24, 0.24, 0.3)
+DANCE_STEP = (0.15, 0.25)  # metres per dance offset: the room's open space picks a value in this range
+DANCE_MARGIN = 0.05  # kept between the swept dance floor and the nearest obstacle
+VIEW_DISTANCE = (1.0, 3.5, 1.8)  # viewpoint to dancer: (min, max, preferred), metres
+ROOM_MARGIN = 0.3  # every frame is taken with the agent at least this far inside its room
 
 
 def kept_steps(places: Sequence[int], capacity: int, strategy: str) -> list[int]:
@@ -132,6 +178,196 @@ def room_neighbours(room: int, width: int, height: int) -> list[int]:
     return out
 
 
+# --- apartment world ------------------------------------------------------------------------------
+class ApartmentError(RuntimeError):
+    """An apartment in which Room Ballet cannot be staged (no open spot or viewpoint in a room)."""
+
+
+def dancer_colours(colour: int) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """(body, head) rgb of the dancer of `colour` (0..31): Ballet's 8 colours, the head one of the
+    next four after the body's, so every colour id is a distinct pair."""
+    if not 0 <= colour < NUM_COLOURS:
+        raise ValueError(f"colour {colour!r}; allowed: 0..{NUM_COLOURS - 1}")
+    body = colour % len(COLOUR_RGB)
+    return COLOUR_RGB[body], COLOUR_RGB[(body + 1 + colour // len(COLOUR_RGB)) % len(COLOUR_RGB)]
+
+
+def apartment_neighbours(spec: SceneSpec) -> list[list[int]]:
+    """Rooms sharing a door with each room (room id = index in spec.rooms)."""
+    out: list[set[int]] = [set() for _ in spec.rooms]
+    for door in spec.doors:
+        a, b = door.rooms
+        out[a].add(b)
+        out[b].add(a)
+    return [sorted(n) for n in out]
+
+
+def room_rects(spec: SceneSpec) -> np.ndarray:
+    """[R, 4] (x0, y0, x1, y1) of each room's wall centre-line rectangle."""
+    return np.array([[*room.polygon[0], *room.polygon[2]] for room in spec.rooms], np.float64)
+
+
+def inside_rect(rect: np.ndarray, points: np.ndarray, margin: float = 0.0) -> np.ndarray:
+    """[...] bool: which of the points [..., 2] lie at least `margin` inside rect (x0, y0, x1, y1)."""
+    x, y = points[..., 0], points[..., 1]
+    return (x >= rect[0] + margin) & (x <= rect[2] - margin) & (y >= rect[1] + margin) & (y <= rect[3] - margin)
+
+
+@dataclass
+class ApartmentStage:
+    """One apartment set up for Room Ballet. `homes` are the dancers' resting spots (open floor in
+    each room), `dance_steps` their dance's offset scale (metres), `viewpoints` where the agent stands
+    to watch (clear line of sight to the home), `paths[(q, r)]` the walk from room q's viewpoint to
+    room r's: a shortest path on the navigable grid with room r's dance floor blocked, points at
+    most half a grid cell apart. `renderer` holds the apartment (static, built once) and one movable
+    figure per dancer colour, all hidden until shown."""
+
+    seed: int
+    spec: SceneSpec
+    neighbours: list[list[int]]
+    rects: np.ndarray
+    homes: np.ndarray | None = None
+    dance_steps: np.ndarray | None = None
+    viewpoints: np.ndarray | None = None
+    paths: dict | None = None
+    renderer: object | None = None
+    shown: tuple | None = None  # (colour, x, y) of the dancer posed in the renderer now
+
+    def show_dancer(self, colour: int | None, xy=None) -> None:
+        """Pose the dancer of `colour` standing at xy (None: no dancer); others are hidden. Only a
+        change is passed to the renderer (each one rebuilds its small dynamic scene)."""
+        want = None if colour is None else (int(colour), float(xy[0]), float(xy[1]))
+        if want == self.shown:
+            return
+        if self.shown is not None and (want is None or want[0] != self.shown[0]):
+            self.renderer.set_object_pose(DANCER_INSTANCE + self.shown[0], None)
+        if want is not None:
+            tf = np.eye(4)
+            tf[:2, 3] = want[1:]
+            self.renderer.set_object_pose(DANCER_INSTANCE + want[0], tf)
+        self.shown = want
+
+
+def _dancer_parts(semantic: int) -> list[MeshPart]:
+    """One figure per colour (body and head boxes, one instance), centred on the origin at floor level."""
+    import trimesh
+
+    def box(name, size, z0, colour, instance):
+        mesh = trimesh.creation.box(extents=size)
+        mesh.apply_translation((0.0, 0.0, z0 + size[2] / 2))
+        return MeshPart(name, np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int32), colour,
+                        semantic, instance, movable=True)
+
+    parts = []
+    for colour in range(NUM_COLOURS):
+        body, head = dancer_colours(colour)
+        parts.append(box(f"dancer_{colour}_body", DANCER_BODY, 0.0, body, DANCER_INSTANCE + colour))
+        parts.append(box(f"dancer_{colour}_head", DANCER_HEAD, DANCER_BODY[2], head, DANCER_INSTANCE + colour))
+    return parts
+
+
+def _viewpoint(open_grid: NavigableGrid, grid: NavigableGrid, centres: np.ndarray, in_room: np.ndarray,
+               home: np.ndarray) -> np.ndarray | None:
+    """The navigable cell of the room nearest the preferred distance from home with a clear line of
+    sight to it (every cell on the way navigable: nothing up to agent height), or None."""
+    cells = np.argwhere(in_room & grid.navigable)
+    d = np.hypot(*(centres[cells[:, 0], cells[:, 1]] - home).T)
+    lo, hi, preferred = VIEW_DISTANCE
+    ok = (d >= lo) & (d <= hi)
+    cells, d = cells[ok], d[ok]
+    for i in np.lexsort((np.arange(len(d)), np.abs(d - preferred))):
+        point = centres[cells[i, 0], cells[i, 1]]
+        if open_grid.segment_clear(point, home):
+            return point
+    return None
+
+
+def _stage_room(open_grid: NavigableGrid, centres: np.ndarray, in_room: np.ndarray, rect: np.ndarray,
+                tries: int = 10):
+    """(home, dance step, grid with the dance floor blocked, viewpoint) of one room, or None. Homes are
+    tried from the most open spot down; one is taken when blocking its dance floor cuts nothing
+    outside the room off from the viewpoint (a corner of the room behind the dancer may be)."""
+    half = math.hypot(DANCER_BODY[0], DANCER_BODY[1]) / 2
+    clearance = np.where(in_room & open_grid.navigable, open_grid.clearance, -1.0)
+    tried: list[np.ndarray] = []
+    for flat in np.argsort(-clearance, axis=None, kind="stable"):
+        # The dance sweeps a disc of radius sqrt(2) * step + half, which must stay clear of obstacles.
+        step = min(DANCE_STEP[1], (float(clearance.flat[flat]) - DANCE_MARGIN - half) / math.sqrt(2))
+        if step < DANCE_STEP[0] or len(tried) >= tries:
+            return None
+        home = centres.reshape(-1, 2)[flat]
+        if any(np.hypot(*(home - t)) < 0.5 for t in tried):
+            continue
+        tried.append(home)
+        reach = math.sqrt(2) * step + half
+        free = open_grid.free_space & (np.hypot(centres[..., 0] - home[0], centres[..., 1] - home[1]) > reach)
+        grid = NavigableGrid(free, open_grid.floor_height, open_grid.origin, open_grid.cell, open_grid.agent_radius,
+                             open_grid.agent_height, open_grid.max_step)
+        viewpoint = _viewpoint(open_grid, grid, centres, in_room & open_grid.largest_component(), home)
+        if viewpoint is None:
+            continue
+        reachable = np.isfinite(open_grid.distance_field_to_points(viewpoint).values)
+        lost = reachable & grid.navigable & ~np.isfinite(grid.distance_field_to_points(viewpoint).values)
+        if np.any(lost & ~inside_rect(rect, centres)):
+            continue
+        return home, step, grid, viewpoint
+    return None
+
+
+def stage_apartment(seed: int, n_rooms: int, agent_radius: float = 0.18, agent_height: float = 1.5,
+                    render: bool = True) -> ApartmentStage:
+    """Generate apartment `seed` with `n_rooms` rooms and set it up for Room Ballet. Without
+    `render` only the room graph is built (symbolic observations). Raises ApartmentError when a
+    room has no open spot for a dancer with a viewpoint, or the viewpoints are not all connected."""
+    spec = generate_apartment(seed, n_rooms=n_rooms)
+    stage = ApartmentStage(seed, spec, apartment_neighbours(spec), room_rects(spec))
+    if not render:
+        return stage
+    from embodied.render import RaycastRenderer
+
+    geometry = build_geometry(spec)
+    open_grid = NavigableGrid.from_geometry(geometry, agent_radius=agent_radius, agent_height=agent_height)
+    rows, cols = np.mgrid[0:open_grid.shape[0], 0:open_grid.shape[1]]
+    centres = open_grid.grid_to_world(np.stack([rows, cols], -1))  # [ny, nx, 2]
+    staged = []
+    for room, rect in enumerate(stage.rects):
+        found = _stage_room(open_grid, centres, inside_rect(rect, centres, ROOM_MARGIN), rect)
+        if found is None:
+            raise ApartmentError(f"apartment {seed}: room {room} has no open spot for a dancer with a viewpoint")
+        staged.append(found)
+    viewpoints = np.array([v for *_, v in staged])
+    if not np.isfinite(open_grid.distance_field_to_points(viewpoints[0]).values[
+            tuple(open_grid.world_to_grid(viewpoints).T)]).all():
+        raise ApartmentError(f"apartment {seed}: the rooms' viewpoints are not all connected")
+    paths = {}
+    for room, (_, _, grid, viewpoint) in enumerate(staged):
+        for other in range(len(staged)):
+            if other != room:
+                path = grid.shortest_path(viewpoints[other], viewpoint)
+                if not len(path):
+                    raise ApartmentError(f"apartment {seed}: no path from room {other}'s viewpoint to room {room}'s")
+                paths[other, room] = _densify(path, 0.5 * grid.cell)
+    classes = list(geometry.semantic_classes) + ["dancer"]
+    # Objects never move here: keep them in the static scene; the dancers are the only movables.
+    parts = [replace(p, movable=False) if p.movable else p for p in geometry.parts] + _dancer_parts(len(classes) - 1)
+    renderer = RaycastRenderer(SceneGeometry(parts, classes), nthreads=1, bake_movables=False)
+    for colour in range(NUM_COLOURS):
+        renderer.set_object_pose(DANCER_INSTANCE + colour, None)
+    stage.homes = np.array([h for h, *_ in staged])
+    stage.dance_steps = np.array([s for _, s, *_ in staged])
+    stage.viewpoints, stage.paths, stage.renderer = viewpoints, paths, renderer
+    return stage
+
+
+def _densify(waypoints: np.ndarray, spacing: float) -> np.ndarray:
+    """Points every <= `spacing` metres along a polyline (its vertices included)."""
+    out = [waypoints[:1]]
+    for a, b in zip(waypoints[:-1], waypoints[1:]):
+        n = max(1, int(math.ceil(np.linalg.norm(b - a) / spacing)))
+        out.append(a + (b - a) * (np.arange(1, n + 1) / n)[:, None])
+    return np.concatenate(out)
+
+
 class RoomBalletEnv(gym.Env):
     """One Room Ballet level; the class attributes below are set by the registered subclass."""
 
@@ -151,6 +387,7 @@ class RoomBalletEnv(gym.Env):
     def __init__(self, cfg=None):
         self.cfg = cfg
         self.num_rooms = self.rooms_wide * self.rooms_high
+        self._parse_options(dict(getattr(cfg, "options", None) or {}))
         if self.mode == "multi":
             self.walk_steps = self.segments * self.segment_steps
         if not 2 <= self.num_rooms <= MAX_ROOMS or (self.mode == "budget" and self.num_rooms > NUM_DANCES):
@@ -162,11 +399,68 @@ class RoomBalletEnv(gym.Env):
                "place": spaces.Box(0, self.num_rooms - 1, (1,), dtype=np.int64)}
         if self.obs_mode == "grid":
             obs["semantic"] = spaces.Box(0, NUM_CLASSES - 1, (ROOM_GRID, ROOM_GRID), dtype=np.int64)
+        if self.rgb:
+            from embodied.render import Camera
+
+            c = self._task_config()
+            self.camera = Camera(width=c.width, height=c.height, hfov_deg=c.hfov, mount_height=c.camera_height)
+            obs["rgb"] = spaces.Box(0, 255, (c.height, c.width, 3), dtype=np.uint8)
         self.observation_space = spaces.Dict(obs)
         self.action_space = spaces.Discrete(1 + NUM_DANCES + self.num_rooms)
         self._rng = np.random.default_rng()
+        self._stages: OrderedDict[int, ApartmentStage] = OrderedDict()
+        self.stage: ApartmentStage | None = None
         self._t = 0
         self._done = True
+
+    def _parse_options(self, options: dict) -> None:
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise ValueError(f"task.options.{unknown[0]}: unknown room_ballet option; allowed: {', '.join(OPTIONS)}")
+        self.world = options.get("world", "grid")
+        if self.world not in WORLDS:
+            raise ValueError(f"task.options.world={self.world!r}; allowed: {', '.join(WORLDS)}")
+        self.rgb = options.get("rgb", self.world == "apartment")
+        if not isinstance(self.rgb, bool):
+            raise ValueError(f"task.options.rgb={self.rgb!r}; allowed: true, false")
+        if self.rgb and self.world != "apartment":
+            raise ValueError("task.options.rgb=true needs task.options.world=apartment")
+        self.apartments = options.get("apartments", DEFAULT_APARTMENTS)
+        if isinstance(self.apartments, bool) or not isinstance(self.apartments, int) or self.apartments < 1:
+            raise ValueError(f"task.options.apartments={self.apartments!r}; allowed: an integer >= 1")
+        if "apartments" in options and self.world != "apartment":
+            raise ValueError("task.options.apartments needs task.options.world=apartment")
+        if self.world == "apartment" and self.num_rooms > APARTMENT_MAX_ROOMS:
+            raise ValueError(f"room_ballet: {self.num_rooms} rooms; an apartment has at most {APARTMENT_MAX_ROOMS}")
+
+    def _task_config(self):
+        from embodied.tasks.config import TaskConfig
+
+        return self.cfg if self.cfg is not None else TaskConfig()
+
+    def _stage(self, index: int) -> ApartmentStage:
+        """Apartment `index` of the level's pool, built once per env (kept in a small LRU cache)."""
+        if index in self._stages:
+            self._stages.move_to_end(index)
+            return self._stages[index]
+        c = self._task_config()
+        for seed in range(index * SEEDS_PER_APARTMENT, (index + 1) * SEEDS_PER_APARTMENT):
+            try:
+                stage = stage_apartment(seed, self.num_rooms, c.agent_radius, c.agent_height, render=self.rgb)
+                break
+            except ApartmentError:
+                continue
+        else:  # pragma: no cover - a usable layout comes within a few seeds
+            raise ApartmentError(f"room_ballet: no usable apartment among seeds {index * SEEDS_PER_APARTMENT}..")
+        self._stages[index] = stage
+        while len(self._stages) > max(1, c.scene_cache):
+            self._stages.popitem(last=False)
+        return stage
+
+    def _neighbours(self, room: int) -> list[int]:
+        if self.stage is not None:
+            return self.stage.neighbours[room]
+        return room_neighbours(room, self.rooms_wide, self.rooms_high)
 
     # --- episode ---------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options=None):
@@ -174,11 +468,15 @@ class RoomBalletEnv(gym.Env):
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         rng = self._rng
+        if self.world == "apartment":
+            self.stage = self._stage(int(rng.integers(self.apartments)))
         self.task_type = str(self.question_types[int(rng.integers(len(self.question_types)))])
         if self.mode == "budget":
             self._sample_budget_episode(rng)
         else:
             self._sample_multi_episode(rng)
+        if self.rgb:
+            self._plan_walk()
         self._t = 0
         self._done = False
         return self._observation(), self._info(success=0.0)
@@ -192,7 +490,7 @@ class RoomBalletEnv(gym.Env):
         while len(places) < self.walk_steps:
             stay = int(rng.integers(self.stay_min, self.stay_max + 1))
             places.extend([room] * stay)
-            room = int(rng.choice(room_neighbours(room, self.rooms_wide, self.rooms_high)))
+            room = int(rng.choice(self._neighbours(room)))
         self.places = np.asarray(places[: self.walk_steps], dtype=np.int64)
         # Dance phase at each step: steps since entering the room (the dancer loops its dance).
         entered = np.zeros(self.walk_steps, dtype=np.int64)
@@ -243,6 +541,52 @@ class RoomBalletEnv(gym.Env):
         self.answer = 1 + int(self.segment_dance[target])
         self.answer_steps = np.arange(target * length, (target + 1) * length)
 
+    def _plan_walk(self) -> None:
+        """The agent's pose at every walk step. Each stay in a room: the body walks the shortest path on
+        the navigable grid from the previous room's viewpoint to this one's; the part of the path
+        inside this room is played over the first half of the stay (the rest of the way between two
+        stays is not shown), then the agent stands at the viewpoint. It always faces the dancer.
+        `trajectory` keeps every path walked, for checks."""
+        stage = self.stage
+        places = self.places
+        poses = np.zeros((self.walk_steps, 3))
+        self.trajectory: list[np.ndarray] = []
+        starts = [0] + [t for t in range(1, self.walk_steps) if places[t] != places[t - 1]] + [self.walk_steps]
+        previous = None
+        for begin, end in zip(starts[:-1], starts[1:]):
+            room = int(places[begin])
+            target = stage.viewpoints[room]
+            if previous is None:
+                inside = target[None]
+            else:
+                path = stage.paths[previous, room]
+                self.trajectory.append(path)
+                outside = np.flatnonzero(~inside_rect(stage.rects[room], path, ROOM_MARGIN))
+                inside = path[outside[-1] + 1:] if len(outside) else path
+            arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(inside, axis=0), axis=1))])
+            arrive = max(1, (end - begin) // 2)
+            for f in range(end - begin):
+                s = arc[-1] * min(1.0, f / arrive)
+                x, y = (np.interp(s, arc, inside[:, k]) for k in range(2))
+                dx, dy = stage.homes[room] - (x, y)
+                poses[begin + f] = (x, y, math.atan2(dy, dx))
+            previous = room
+        self.poses = poses
+
+    def dancer_position(self, t: int) -> np.ndarray:
+        """World xy of the dancer shown at walk step t (apartment world)."""
+        room = int(self.places[t])
+        dx, dy = DANCES[DANCE_NAMES[int(self.step_dance[t])]][int(self.phase[t]) % DANCE_STEPS]
+        return self.stage.homes[room] + self.stage.dance_steps[room] * np.array([dx, dy], np.float64)
+
+    def _render(self, t: int) -> np.ndarray:
+        if t < self.walk_steps:
+            self.stage.show_dancer(int(self.step_colour[t]), self.dancer_position(t))
+        else:  # the question: the dancer has gone (as in the grid view)
+            self.stage.show_dancer(None)
+        x, y, yaw = self.poses[min(t, self.walk_steps - 1)]
+        return self.stage.renderer.render_one((x, y, 0.0, yaw), self.camera, outputs=("rgb",))["rgb"]
+
     def step(self, action):
         if self._done:
             raise RuntimeError("step() after the episode ended; call reset()")
@@ -281,7 +625,7 @@ class RoomBalletEnv(gym.Env):
         text[0] = type_token
         place = int(self.places[min(t, self.walk_steps - 1)])
         if t < self.walk_steps:
-            if self.obs_mode == "tokens":
+            if self.obs_mode == "tokens" and not self.rgb:
                 text[1:] = (ROOM_TOKEN + place, COLOUR_TOKEN + int(self.step_colour[t]),
                             DANCE_TOKEN + int(self.step_dance[t]))
         else:
@@ -289,6 +633,8 @@ class RoomBalletEnv(gym.Env):
         obs = {"text": text, "place": np.array([place], dtype=np.int64)}
         if self.obs_mode == "grid":
             obs["semantic"] = self._grid(t, place)
+        if self.rgb:
+            obs["rgb"] = self._render(t)
         return obs
 
     def _grid(self, t: int, place: int) -> np.ndarray:
@@ -302,8 +648,11 @@ class RoomBalletEnv(gym.Env):
 
     def _info(self, success: float) -> dict:
         chance = 1.0 / (self.num_rooms if self.question[0] == "dance" else NUM_DANCES)
-        return {"success": float(success), "chance": chance, "walk_steps": self.walk_steps,
+        info = {"success": float(success), "chance": chance, "walk_steps": self.walk_steps,
                 "memory_budget": self.memory_budget, "question_type": self.task_type}
+        if self.stage is not None:
+            info["scene"] = self.stage.spec.name
+        return info
 
 
 LEVELS: dict[str, dict] = {

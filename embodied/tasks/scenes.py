@@ -77,6 +77,15 @@ class SceneSource:
             return self._get(str(self.path), None)
         raise SceneFormatError(f"{self.path}: unsupported scene file type; use .json or {'/'.join(MESH_SUFFIXES)}")
 
+    def prebuild(self) -> int:
+        """Build every scene of a pinned split (up to the cache size) now, so that later resets
+        never pay a first-visit build; returns how many scenes are cached. Procedural scenes are
+        new every episode and a file is built at construction: nothing to do for them."""
+        if self.specs is not None:
+            for spec in self.specs[: self.cache_size]:
+                self._get(spec.name, lambda spec=spec: spec)
+        return len(self.cache)
+
     def _get(self, key: str, make_spec) -> NavScene:
         if key in self.cache:
             self.cache.move_to_end(key)

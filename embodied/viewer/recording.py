@@ -158,8 +158,10 @@ def _points2d_columns(color, radius):
         rr = _rr()
         lengths = [len(p) for p in point_sets]
         positions = np.concatenate([np.asarray(p, np.float32).reshape(-1, 2) for p in point_sets])
-        columns = rr.Points2D.columns(positions=positions, colors=[color] * len(positions),
-                                      radii=[radius] * len(positions))
+        # Arrays, not Python lists of per-point tuples: converting those was most of the cost.
+        n = len(positions)
+        columns = rr.Points2D.columns(positions=positions, colors=np.tile(np.asarray(color, np.uint8), (n, 1)),
+                                      radii=np.full(n, radius, np.float32))
         return columns.partition(lengths)
 
     return build
@@ -264,8 +266,7 @@ class EpisodeRecorder:
     def close(self) -> Path:
         if self.rec is not None:
             self.columns.flush()
-            self.rec.flush()
-            self.rec.disconnect()
+            self.rec.disconnect()  # flushes the batcher and the file sink before closing
             self.rec = None
         return self.path
 
@@ -456,34 +457,55 @@ class EpisodeRecorder:
         return changes
 
     def _log_explored(self, depth: np.ndarray, cam: Camera) -> None:
-        """Grid cells hit by this step's depth rays that no earlier step saw."""
-        grid = self.env.scene.grid
-        if self.state.explored is None:
-            self.state.explored = np.zeros(grid.shape, bool)
+        """Queue this step's sampled depth; `_explored_columns` turns the queued steps into the grid
+        cells each one saw first, in one vectorised pass per flush (per step it was ~0.2 ms)."""
         key = (cam.tilt_deg, cam.width, cam.height)
         if self.state.rays is None or self.state.rays[0] != key:
             # Every other row and column: neighbouring pixels mostly land in the same grid cell.
             pixels = (np.arange(cam.height)[::2, None] * cam.width + np.arange(cam.width)[None, ::2]).reshape(-1)
             self.state.rays = (key, pixels, cam.ray_directions()[pixels])
         _, pixels, directions = self.state.rays
-        sampled = depth.reshape(-1)[pixels]
-        hit = sampled > 0
-        rays = directions[hit] * sampled[hit, None]  # agent frame, scaled by z-depth
-        x, y, _, yaw = self.env.agent.pose
-        c, s = math.cos(yaw), math.sin(yaw)
-        wx = x + c * rays[:, 0] - s * rays[:, 1]
-        wy = y + s * rays[:, 0] + c * rays[:, 1]
-        rows = np.floor((wy - grid.origin[1]) / grid.cell).astype(np.int64)
-        cols = np.floor((wx - grid.origin[0]) / grid.cell).astype(np.int64)
-        inside = (rows >= 0) & (rows < grid.shape[0]) & (cols >= 0) & (cols < grid.shape[1])
-        flat = rows[inside] * grid.shape[1] + cols[inside]
+        x, y, _, yaw = (float(v) for v in self.env.agent.pose)
+        self._add("map/explored", self._explored_columns, (x, y, yaw, directions, depth.reshape(-1)[pixels]))
+
+    def _explored_columns(self, rows: list):
+        grid = self.env.scene.grid
+        if self.state.explored is None:
+            self.state.explored = np.zeros(grid.shape, bool)
+        n = len(rows)
+        pose = np.array([r[:3] for r in rows])  # [n, 3] x, y, yaw
+        if all(r[3] is rows[0][3] for r in rows):  # one camera setup: a single [n, P] pass
+            directions = np.broadcast_to(rows[0][3], (n,) + rows[0][3].shape)
+            sampled = np.stack([r[4] for r in rows])
+        else:  # the tilt changed within the batch: pad to one shape
+            width = max(len(r[4]) for r in rows)
+            directions = np.zeros((n, width, 3), np.float32)
+            sampled = np.zeros((n, width), np.float32)
+            for i, r in enumerate(rows):
+                directions[i, : len(r[4])], sampled[i, : len(r[4])] = r[3], r[4]
+        fx, fy = directions[..., 0] * sampled, directions[..., 1] * sampled  # agent frame, z-depth scaled
+        c, s = np.cos(pose[:, 2:3]), np.sin(pose[:, 2:3])
+        wx, wy = pose[:, :1] + c * fx - s * fy, pose[:, 1:2] + s * fx + c * fy
+        r = np.floor((wy - grid.origin[1]) / grid.cell).astype(np.int64)
+        col = np.floor((wx - grid.origin[0]) / grid.cell).astype(np.int64)
+        step = np.broadcast_to(np.arange(n)[:, None], r.shape)
+        keep = (sampled > 0) & (r >= 0) & (r < grid.shape[0]) & (col >= 0) & (col < grid.shape[1])
+        flat, step = r[keep] * grid.shape[1] + col[keep], step[keep]
         explored = self.state.explored.reshape(-1)
-        flat = np.unique(flat[~explored[flat]])  # only the few unseen cells get sorted
-        explored[flat] = True
-        new = np.stack([flat // grid.shape[1], flat % grid.shape[1]], -1)
-        # Logged every step (possibly empty) so the entity has one row per step.
-        self._add("map/explored", _EXPLORED, self._map_xy(grid.grid_to_world(new)) if len(new) else
-                  np.zeros((0, 2), np.float32))
+        unseen = ~explored[flat]
+        # The step that saw each unseen cell first: a per-cell minimum, no sort of every hit.
+        first = np.full(explored.shape, n, np.int64)
+        np.minimum.at(first, flat[unseen], step[unseen])
+        cells = np.flatnonzero(first < n)
+        explored[cells] = True
+        first_step = first[cells]
+        order = np.argsort(first_step, kind="stable")
+        cells = cells[order]
+        counts = np.bincount(first_step, minlength=n)
+        rc = np.stack([cells // grid.shape[1], cells % grid.shape[1]], -1)
+        xy = self._map_xy(grid.grid_to_world(rc)) if len(rc) else np.zeros((0, 2))
+        # One row per step (possibly empty), as before.
+        return _EXPLORED(np.split(xy, np.cumsum(counts)[:-1]))
 
     def _log_memory(self, memory: dict) -> None:
         rr = _rr()
