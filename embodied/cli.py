@@ -220,6 +220,14 @@ def cmd_hydra_app(module: str, argv: list[str]) -> None:
     importlib.import_module(module).main()
 
 
+def cmd_eval(argv: list[str]) -> None:
+    from embodied.eval import main as eval_main
+    from embodied.viewer.record import record_eval
+
+    sys.argv = ["embodied eval", *argv]
+    eval_main(after=record_eval)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -235,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         "video": cmd_video,
         "demos": cmd_demos,
         "train": lambda r: cmd_hydra_app("embodied.train", r),
-        "eval": lambda r: cmd_hydra_app("embodied.eval", r),
+        "eval": cmd_eval,
     }
     if cmd not in commands:
         _fail(f"unknown command {cmd!r}; allowed: {', '.join(commands)}")

@@ -60,6 +60,11 @@ class EvalConfig:
     """No progress bar."""
     runs: int = 4
     """MemoryBench: evaluation runs per task over its pinned test seeds (mean +- std over runs)."""
+    record: bool = False
+    """Also write rerun recordings (.rrd) of the first `record_episodes` evaluated episodes of each
+    task (env i's first episode, seed + i) into recordings/<task>/ beside the JSON report."""
+    record_episodes: int = 3
+    """Episodes recorded per task with record=true."""
 
 
 def _policy(cfg: DictConfig) -> str:
@@ -78,6 +83,7 @@ def validate_eval_config(cfg: DictConfig) -> str:
     check(0 < cfg.confidence < 1, "confidence", f"{cfg.confidence}; allowed: (0, 1)")
     check(cfg.device in ("cpu", "cuda", "auto"), "device", f"{cfg.device!r}; allowed: cpu, cuda, auto")
     check(cfg.split in (None, "train", "val", "test"), "split", f"{cfg.split!r}; allowed: train, val, test, null")
+    check(cfg.record_episodes >= 1, "record_episodes", f"{cfg.record_episodes}; allowed: >= 1")
     return _policy(cfg)
 
 
@@ -132,20 +138,26 @@ class _PolicyRunner:
         self.prev = torch.where(d, torch.zeros_like(self.prev), self.prev)
 
 
+def eval_task_config(task: dict, cfg: DictConfig, trained_config: dict | None = None) -> dict:
+    """The task as evaluated: the eval split for navigation tasks (pinned apartments; other families
+    use task.scenes for their own purpose, e.g. fastmap room | symbolic, or ignore it) and, for a
+    checkpoint, the observation layout it was trained on."""
+    task = dict(task)
+    if cfg.split is not None and str(task.get("name", "")).startswith("nav/"):
+        task["scenes"] = cfg.split
+    if trained_config is not None:
+        trained = trained_config.get("task", {})
+        for key in OBS_LAYOUT_KEYS:
+            if key in trained and key in task:
+                task[key] = trained[key]
+    return task
+
+
 def evaluate_task(task: dict, policy: str, ckpt: dict | None, cfg: DictConfig, device: torch.device,
                   env_factory=None) -> dict[str, Any]:
     from embodied.train.run import make_envs
 
-    task = dict(task)
-    # Scene splits are the navigation tasks' (pinned apartments); other families use task.scenes
-    # for their own purpose (fastmap: room | symbolic) or ignore it.
-    if cfg.split is not None and str(task.get("name", "")).startswith("nav/"):
-        task["scenes"] = cfg.split
-    if ckpt is not None:
-        trained = ckpt["config"].get("task", {})
-        for key in OBS_LAYOUT_KEYS:
-            if key in trained and key in task:
-                task[key] = trained[key]
+    task = eval_task_config(task, cfg, ckpt["config"] if ckpt is not None else None)
     num_envs = min(cfg.num_envs, cfg.episodes)
     quota = [cfg.episodes // num_envs + (i < cfg.episodes % num_envs) for i in range(num_envs)]
     envs = (env_factory or make_envs)(OmegaConf.create(task), num_envs, cfg.seed, cfg.num_workers)

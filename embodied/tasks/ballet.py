@@ -21,6 +21,8 @@ Simplifications (documented, not hidden):
 - The dance shapes are reconstructed from their names (the released table was not copied), 16
   steps each, all distinct as sequences.
 `oracle_action()` is the scripted expert: it reads the ground truth.
+Viewer protocol (words for recordings; no effect on the task): `action_names`, `classes` (names of
+the semantic grid's ids) and `observation_text(obs)` ("watch" / "go to the dancer that did <dance>").
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ CELL = 0.5  # metres per grid cell in the rendered room
 COLOUR_RGB = ((0.9, 0.1, 0.1), (0.1, 0.7, 0.1), (0.15, 0.3, 0.95), (0.95, 0.85, 0.1),
               (0.85, 0.2, 0.85), (0.1, 0.85, 0.85), (0.95, 0.5, 0.1), (0.55, 0.35, 0.2))
 OPTIONS = ("rgb",)
+COLOUR_NAMES = ("red", "green", "blue", "yellow", "magenta", "cyan", "orange", "brown")  # of COLOUR_RGB
 
 
 def _repeat(cycle: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
@@ -132,6 +135,19 @@ class BalletEnv(gym.Env):
     @property
     def instructed_dance(self) -> int:
         return int(self.dances[self.target])
+
+    # --- words for viewers (recordings); the task does not use them --------------------------------
+    action_names: tuple[str, ...] = ("wait",) + tuple(f"pick slot {s}" for s in range(len(SLOTS)))
+    classes: tuple[str, ...] = ("floor", "wall") + tuple(f"{c} dancer" for c in COLOUR_NAMES)
+
+    def observation_text(self, obs: dict) -> str:
+        """The text channel of `obs` in words."""
+        token = int(np.asarray(obs["text"]).reshape(-1)[0])
+        if token == 1:
+            return "watch"
+        if 2 <= token < 2 + len(DANCE_NAMES):
+            return f"go to the dancer that did {DANCE_NAMES[token - 2]}"
+        raise ValueError(f"ballet text token {token}; allowed: 1 (watch) or 2..{1 + len(DANCE_NAMES)} (a dance)")
 
     # --- observation -----------------------------------------------------------------------------
     def dancer_offsets(self, t: int) -> np.ndarray:

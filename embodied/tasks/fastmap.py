@@ -24,6 +24,8 @@ Observations: `rgb` (first-person ray-cast render, `TaskConfig.width x height`; 
 optional `depth` / `semantic` in room mode, `text` [6] token ids (`VOCABULARY`, 0 = padding) and
 `holding` [1] (1.0 while an object is held). Actions: `FASTMAP_ACTIONS`.
 `oracle_action()` is the scripted expert: it reads the true names and plans on the lattice.
+Viewer protocol (words for recordings; no effect on the task): `action_names`, `classes` (names of
+the semantic view's ids) and `observation_text(obs)` (`decode_text` of the text tokens).
 
 Level-independent options (`FastMapOptions`) come from `TaskConfig.options` when the config has that
 key, or from the `options=` argument of the constructor. docs/fastmap.md documents every choice.
@@ -803,6 +805,17 @@ class FastMapEnv(gym.Env):
 
     def text_string(self) -> str:
         return decode_text(self._text)
+
+    # --- words for viewers (recordings); the task does not use them ----------------------------------
+    action_names: tuple[str, ...] = FASTMAP_ACTIONS
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return semantic_classes()
+
+    def observation_text(self, obs: dict) -> str:
+        """The text channel of `obs` in words ("" while there is none)."""
+        return decode_text(obs["text"])
 
 
 def _render_threads() -> int:

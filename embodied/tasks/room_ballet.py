@@ -70,6 +70,8 @@ so the step schedule, and with it the levels' budgets and questions, is that of 
 only the dancer of the current step is present (others rest out of sight), so a frame shows one
 dance as the symbolic views do; the `grid` world is a grid graph of rooms.
 `oracle_action()` is the scripted expert: it reads the ground truth.
+Viewer protocol (words for recordings; no effect on the task): `action_names`, `classes` (names of
+the grid view's ids) and `observation_text(obs)` (the text tokens in words, `describe_text`).
 """
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ import numpy as np
 from gymnasium import spaces
 
 from embodied.sim import NavigableGrid
-from embodied.tasks.ballet import COLOUR_RGB, DANCE_NAMES, DANCE_STEPS, DANCES
+from embodied.tasks.ballet import COLOUR_NAMES, COLOUR_RGB, DANCE_NAMES, DANCE_STEPS, DANCES
 from embodied.tasks.registry import register_task
 from embodied.world import MeshPart, SceneGeometry, SceneSpec, build_geometry, generate_apartment
 from embodied.world.apartment import MAX_ROOMS as APARTMENT_MAX_ROOMS
@@ -165,6 +167,34 @@ def question_tokens(kind: str, value: int) -> tuple[int, int]:
     if kind == "dance":
         return ASK_DANCE_TOKEN, DANCE_TOKEN + value
     raise ValueError(f"question kind {kind!r}; allowed: room, colour, dance")
+
+
+def colour_name(colour: int) -> str:
+    """Words for dancer colour id `colour`: "body/head" colour names (`dancer_colours`)."""
+    if not 0 <= colour < NUM_COLOURS:
+        raise ValueError(f"colour {colour!r}; allowed: 0..{NUM_COLOURS - 1}")
+    body = colour % len(COLOUR_RGB)
+    return f"{COLOUR_NAMES[body]}/{COLOUR_NAMES[(body + 1 + colour // len(COLOUR_RGB)) % len(COLOUR_RGB)]}"
+
+
+def describe_text(tokens) -> str:
+    """The words of a Room Ballet text observation: "<type>: <what is seen>" during the walk (just
+    "watch" when the tokens hide it), "<type>: <question>" after it."""
+    t = [int(v) for v in np.asarray(tokens).reshape(-1)]
+    if len(t) != TEXT_LENGTH or not 0 <= t[0] - TYPE_TOKEN < len(QUESTION_TYPES):
+        raise ValueError(f"room_ballet text {t}: expected {TEXT_LENGTH} tokens starting with a question type")
+    kind = QUESTION_TYPES[t[0] - TYPE_TOKEN]
+    marker, value = t[1], t[2]
+    if marker == ASK_ROOM_TOKEN:
+        return f"{kind}: which dance was in room {value - ROOM_TOKEN}?"
+    if marker == ASK_DANCE_TOKEN:
+        return f"{kind}: in which room was dance {DANCE_NAMES[value - DANCE_TOKEN]}?"
+    if marker == ASK_COLOUR_TOKEN:
+        return f"{kind}: which dance did the {colour_name(value - COLOUR_TOKEN)} dancer do?"
+    if t[1:] == [0, 0, 0]:
+        return f"{kind}: watch"
+    return (f"{kind}: watch room {t[1] - ROOM_TOKEN}, {colour_name(t[2] - COLOUR_TOKEN)} dancer, "
+            f"dance {DANCE_NAMES[t[3] - DANCE_TOKEN]}")
 
 
 def room_neighbours(room: int, width: int, height: int) -> list[int]:
@@ -605,6 +635,19 @@ class RoomBalletEnv(gym.Env):
     def oracle_action(self) -> int:
         """The expert: wait through the walk, then give the true answer."""
         return self.answer if self._t >= self.walk_steps else 0
+
+    # --- words for viewers (recordings); the task does not use them --------------------------------
+    classes: tuple[str, ...] = (("floor",) + tuple(f"room {r} wall" for r in range(MAX_ROOMS))
+                                + tuple(f"{colour_name(c)} dancer" for c in range(NUM_COLOURS)))
+
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        return (("wait",) + tuple(f"answer dance {name}" for name in DANCE_NAMES)
+                + tuple(f"answer room {r}" for r in range(self.num_rooms)))
+
+    def observation_text(self, obs: dict) -> str:
+        """The text channel of `obs` in words."""
+        return describe_text(obs["text"])
 
     # --- what a memory of the level's budget can answer ------------------------------------------
     def question_places(self) -> np.ndarray:

@@ -174,9 +174,10 @@ def _payload(agent, trainer, counters: dict, config: dict, metric_logger, metric
 
 
 def _preempted(flag: PreemptionFlag, path: Path | None, ctx) -> dict[str, Any]:
+    # Said before requeueing: submitit's handler (called by requeue) exits the process.
+    print(f"preempted (signal {flag.signum}): resume state saved to {path}", file=sys.stderr, flush=True)
     what = flag.requeue() if (ctx.is_main and flag.requested) else "no requeue"
-    msg = f"preempted (signal {flag.signum}): resume state saved to {path}; {what}"
-    print(msg, file=sys.stderr, flush=True)
+    print(f"preempted: {what}", file=sys.stderr, flush=True)
     return {"status": "preempted", "checkpoint": str(path) if path else None}
 
 

@@ -50,7 +50,9 @@ def record(cfg) -> list[dict]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    max_steps = getattr(env.cfg, "max_steps", None) or getattr(env.cfg, "max_keyframes")  # keyframe tasks: keyframes
+    # Ballet / Room Ballet know their own length (they ignore task.max_steps); keyframe tasks count keyframes.
+    max_steps = (getattr(env, "max_episode_steps", None) or getattr(env.cfg, "max_steps", None)
+                 or getattr(env.cfg, "max_keyframes"))
     bar = tqdm(total=cfg.episodes * max_steps, unit="step", desc="record", disable=cfg.quiet, file=sys.stderr)
     for ep in range(cfg.episodes):
         path = out / f"episode_{ep:03d}.rrd"
@@ -67,3 +69,43 @@ def record(cfg) -> list[dict]:
         print(f"{r['path']}: steps={r['length']} success={float(r.get('success', float('nan'))):.0f} "
               f"spl={float(r.get('spl', float('nan'))):.3f} return={r['return']:.3f}" + (f" video={r['video']}" if 'video' in r else ""))
     return results
+
+
+def record_eval(cfg, report: dict) -> dict:
+    """`embodied eval ... record=true`: record the first `cfg.record_episodes` evaluated episodes of
+    each task (env i's first episode: seed + i; MemoryBench: its first pinned test seeds) with the
+    evaluated policy into recordings/<task>/ beside the report, and add their paths to the report."""
+    if not cfg.record:
+        return report
+    from embodied.config import ConfigError
+    from embodied.eval.runner import eval_task_config, load_task_config, write_report
+
+    policy_kind = report.get("policy")
+    out = Path(report["path"]).parent / "recordings"
+    names = [r["task"] for r in report["results"]]
+    for result, name in zip(report["results"], names):
+        task = load_task_config(name) if cfg.suite else OmegaConf.to_container(cfg.task, resolve=True)
+        if name.startswith("memorybench/"):
+            if policy_kind != "oracle":
+                raise ConfigError("record: MemoryBench checkpoints are recorded with `embodied record`; "
+                                  "allowed with eval record=true: agent=oracle")
+            from embodied.train.keyframe import task_spec
+
+            seeds = [int(s) for s in task_spec(name)["test_seeds"]][: cfg.record_episodes]
+        else:
+            seeds = [cfg.seed + i for i in range(cfg.record_episodes)]
+        if policy_kind == "checkpoint":
+            policy, env = checkpoint_policy(cfg.ckpt, eval_task_config(task, cfg), deterministic=bool(cfg.deterministic))
+        else:
+            policy = OraclePolicy() if policy_kind == "oracle" else RandomPolicy(cfg.seed)
+            env = make_env(eval_task_config(task, cfg))
+        directory = out / name.replace("/", "_")
+        paths = []
+        for i, seed in enumerate(seeds):
+            path = directory / f"episode_{i:03d}.rrd"
+            record_episode(env, policy, path, seed=seed, meta={"task": name, "agent": policy_kind, "eval": True})
+            paths.append(str(path))
+        env.close()
+        result["recordings"] = paths
+        print(f"{name}: {len(paths)} recordings in {directory}")
+    return write_report({k: v for k, v in report.items() if k != "path"}, Path(report["path"]))

@@ -31,6 +31,16 @@ action) and `env_step` (the env's own step counter). Entities:
             memory/slot_step, memory/slot_place, memory/slot_modality, memory/slot_keyframe,
             memory/chunk_selected       BarCharts of the slot metadata
             memory/peak_slot, memory/peak_step   Scalars: most-read slot and when it was written
+
+`record_episode` picks the recorder from the env: keyframe manipulation envs (MemoryBench) get a
+ManipulationRecorder (embodied/viewer/manipulation.py), navigation envs (a `scene` with a navigable
+`grid` and an `agent`) this EpisodeRecorder, and every other Dict-observation env (Ballet, Room
+Ballet, fast-mapping) a GenericRecorder (embodied/viewer/generic.py): on the same timeline it logs
+each image-like observation under `cameras/{key}` (RGB, depth, or a semantic grid with its class
+legend), the text channel in words (`text/instruction` on change, and in every `text/log` line),
+named actions, reward, return, value, measures, other numeric observations under `obs/{key}` and the
+memory introspection above. The words come from the task's viewer protocol (`action_names`,
+`observation_text(obs)`, `classes`), with token ids and "action i" where a task has none.
 """
 from __future__ import annotations
 
@@ -567,7 +577,9 @@ _EXPLORED = _points2d_columns((90, 160, 255), 0.5)
 def record_episode(env, policy: Policy | Callable, path: str | Path, *, seed: int | None = None,
                    extra_sensors: tuple[str, ...] = ("semantic",), meta: dict | None = None,
                    on_step: Callable[[], None] | None = None) -> dict:
-    """Run one episode of `env` with `policy` and write it to `path` (.rrd).
+    """Run one episode of `env` with `policy` and write it to `path` (.rrd): keyframe envs with a
+    ManipulationRecorder, navigation envs (`is_nav_env`) with an EpisodeRecorder, any other env with a
+    Dict observation with a GenericRecorder (embodied/viewer/generic.py).
 
     `policy` is a Policy (reset(env), act(obs, env) -> PolicyOutput) or a plain function
     `fn(obs, env) -> action`. Returns the final info (measures) plus `return`, `length`, `path`.
@@ -581,8 +593,12 @@ def record_episode(env, policy: Policy | Callable, path: str | Path, *, seed: in
         from embodied.viewer.manipulation import ManipulationRecorder
 
         recorder = ManipulationRecorder(path, meta=meta)
-    else:
+    elif is_nav_env(env):
         recorder = EpisodeRecorder(path, extra_sensors=extra_sensors, meta=meta)
+    else:
+        from embodied.viewer.generic import GenericRecorder
+
+        recorder = GenericRecorder(path, meta=meta)
     total, length = 0.0, 0
     with recorder:
         recorder.start(env, obs, info)
@@ -603,6 +619,12 @@ def record_episode(env, policy: Policy | Callable, path: str | Path, *, seed: in
 def is_keyframe_env(env) -> bool:
     """Manipulation tasks with keyframe actions observe world-frame point clouds (`{camera}_pcd`)."""
     return any(key.endswith("_pcd") for key in getattr(env.observation_space, "spaces", {}))
+
+
+def is_nav_env(env) -> bool:
+    """Navigation envs have a scene with a navigable grid and an embodied agent (EpisodeRecorder
+    draws both); every other Dict-observation env gets a GenericRecorder."""
+    return hasattr(getattr(env, "scene", None), "grid") and hasattr(env, "agent")
 
 
 class FunctionPolicy:
