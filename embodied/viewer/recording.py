@@ -123,11 +123,14 @@ class _Columns:
 
     def flush(self) -> None:
         rr = _rr()
+        indexes: dict[tuple, list] = {}  # most entities have a row every step: build their time columns once
         for entity, (build, rows) in self.rows.items():
             if rows:
-                indexes = [rr.TimeColumn(TIMELINE, sequence=[r[0] for r in rows]),
-                           rr.TimeColumn("env_step", sequence=[r[1] for r in rows])]
-                self.rec.send_columns(entity, indexes=indexes, columns=build([r[2] for r in rows]))
+                times = tuple((r[0], r[1]) for r in rows)
+                if times not in indexes:
+                    indexes[times] = [rr.TimeColumn(TIMELINE, sequence=[t[0] for t in times]),
+                                      rr.TimeColumn("env_step", sequence=[t[1] for t in times])]
+                self.rec.send_columns(entity, indexes=indexes[times], columns=build([r[2] for r in rows]))
                 rows.clear()
         self.pending = 0
 
