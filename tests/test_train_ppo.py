@@ -103,3 +103,36 @@ def test_ppo_learns_pointnav_small_scene(tmp_path):
     print(f"pointnav success: trained {trained} vs random {random}")
     assert trained["ci_low"] > random["ci_high"]
     assert trained["mean"] >= 0.5
+
+
+def test_intrinsic_reward_needs_a_memory_that_defines_it(tmp_path):
+    with pytest.raises(ConfigError, match="^trainer.intrinsic_coef:"):
+        train(toy_cfg(tmp_path, "trainer.intrinsic_coef=0.5"))
+
+
+def test_dcem_intrinsic_reward_is_credited_to_the_step_before_new_text():
+    from embodied.envs import make_vector_env
+    from embodied.train.ppo import PPO, PPOConfig
+    from embodied.train.run import build_agent_from_config
+
+    torch.manual_seed(0)
+    task = {"name": "fastmap/architecture_comparison/fast_map_three_objs", "scenes": "symbolic", "sensors": ["rgb"]}
+    envs = make_vector_env(task, num_envs=2, seed=3, num_workers=0)
+    cfg = compose("train", ["task=fastmap/cpu/fast_map_three_objs", "memory=dcem", "memory.capacity=32",
+                            "agent.hidden=32", "device=cpu"])
+    agent = build_agent_from_config(cfg, envs.single_observation_space, envs.single_action_space, torch.device("cpu"))
+    ppo = PPO(agent, PPOConfig(rollout_steps=96, num_minibatches=1, intrinsic_coef=0.5), num_envs=2, total_steps=192)
+    try:
+        ppo.reset_envs(envs, seed=3)
+        rollout = ppo.collect(envs)
+    finally:
+        envs.close()
+    intrinsic, text, first = rollout["intrinsic"], rollout["obs"]["text"], rollout["first"]
+    assert intrinsic.shape == (96, 2) and (intrinsic >= 0).all() and (intrinsic <= 0.5 + 1e-6).all()
+    said_next = (text[1:] != 0).any(-1) & ~first[1:]  # step t's action led to a non-empty text at t + 1
+    assert (intrinsic[:-1][~said_next] == 0).all()  # nothing new said, nothing paid
+    # The instruction phase starts within the 90-step episode: its text is new to the memory once,
+    # then the memory holds it and repeating it pays (about) nothing.
+    assert intrinsic.max() == pytest.approx(0.5)  # the first text of an episode: nothing like it stored
+    repeated = said_next & (text[1:] == text[:-1]).all(-1)  # the same words as at step t
+    assert repeated.any() and (intrinsic[:-1][repeated] < 1e-3).all()

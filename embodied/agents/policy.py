@@ -100,6 +100,26 @@ class Agent(nn.Module):
         action = logits.argmax(dim=-1) if deterministic else distribution.sample()
         return action, distribution.log_prob(action), value, state
 
+    @property
+    def has_intrinsic_reward(self) -> bool:
+        return callable(getattr(self.memory, "intrinsic_reward", None))
+
+    def act_with_novelty(
+        self, obs: Mapping[str, Tensor], state: TensorDict, first: Tensor, prev_action: Tensor,
+        deterministic: bool = False,
+    ) -> tuple[Tensor, Tensor, Tensor, TensorDict, Tensor]:
+        """`act` plus the memory's intrinsic reward for this observation [B] (`intrinsic_reward`
+        of memories that define it, e.g. dcem), measured against the memory before this step's
+        write; 0 at episode starts (nothing the agent did produced that observation)."""
+        self._check_lead(first, prev_action, dims=1)
+        step = self._memory_input(obs, first, prev_action, lead=tuple(first.shape))
+        novelty = self.memory.intrinsic_reward(step, state).float() * (~first).float()
+        read, state = self.memory(step, state)
+        logits, value = self.policy_head(read), self.value_head(read).squeeze(-1)
+        distribution = Categorical(logits=logits)
+        action = logits.argmax(dim=-1) if deterministic else distribution.sample()
+        return action, distribution.log_prob(action), value, state, novelty
+
     def evaluate_sequence(
         self,
         obs: Mapping[str, Tensor],

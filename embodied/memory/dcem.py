@@ -346,4 +346,5 @@ class DualCodingEpisodicMemory(Memory):
         sims = torch.einsum("bd,bsd->bs", F.normalize(text, dim=-1), F.normalize(state["text"].float(), dim=-1))
         sims = sims.masked_fill(~state["valid"], -1.0)
         best = sims.max(dim=-1).values.clamp(min=0.0)
-        return torch.where(present, 1.0 - best, torch.zeros_like(best))
+        # Clamped: an identical row gives cosine 1 +- rounding, and novelty must never be negative.
+        return torch.where(present, (1.0 - best).clamp(min=0.0), torch.zeros_like(best))

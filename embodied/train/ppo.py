@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from embodied.config import check
+from embodied.config import ConfigError, check
 from embodied.train.checkpoint import NonFiniteError
 from embodied.train.distributed import DistContext, StragglerCutoff, all_reduce_gradients, all_reduce_sum, any_rank
 
@@ -81,6 +81,10 @@ class PPOConfig:
     finished their rollout. 1.0 = off. DD-PPO uses 0.6."""
     preempt_min_fraction: float = 0.25
     """A rank collects at least this fraction of rollout_steps before it may be cut off."""
+    intrinsic_coef: float = 0.0
+    """Memory-based intrinsic reward (memories with `intrinsic_reward`, e.g. dcem: novelty of a name
+    just obtained): coef x the novelty of each observation, credited to the action that led to it.
+    0 = off."""
 
     def validate(self, num_envs: int) -> "PPOConfig":
         check(self.name == "ppo", "trainer.name", f"{self.name!r}; allowed: ppo")
@@ -103,6 +107,8 @@ class PPOConfig:
               f"{self.preempt_fraction}; allowed: (0, 1]")
         check(0 <= self.preempt_min_fraction <= 1, "trainer.preempt_min_fraction",
               f"{self.preempt_min_fraction}; allowed: [0, 1]")
+        check(self.intrinsic_coef >= 0 and math.isfinite(self.intrinsic_coef), "trainer.intrinsic_coef",
+              f"{self.intrinsic_coef}; allowed: >= 0")
         return self
 
 
@@ -150,6 +156,10 @@ class PPO:
         self.env_steps = 0  # summed over ranks
         self.episodes = EpisodeStats()
         self._carry: dict[str, Any] | None = None
+        if cfg.intrinsic_coef > 0 and not getattr(agent, "has_intrinsic_reward", False):
+            memory = getattr(getattr(agent, "memory", None), "memory_name", type(agent).__name__)
+            raise ConfigError(f"trainer.intrinsic_coef: {cfg.intrinsic_coef} needs a memory with an intrinsic "
+                              f"reward; memory {memory!r} has none (allowed: dcem, or intrinsic_coef=0)")
 
     # --- state -------------------------------------------------------------------------------
     def _autocast(self):
@@ -205,6 +215,7 @@ class PPO:
         log_probs = torch.zeros(T, n, device=dev)
         values = torch.zeros(T, n, device=dev)
         rewards = torch.zeros(T, n, device=dev)
+        intrinsic = torch.zeros(T, n, device=dev)
         dones = torch.zeros(T, n, dtype=torch.bool, device=dev)
         t0 = time.perf_counter()
         steps = 0
@@ -221,8 +232,14 @@ class PPO:
             first[t] = carry["first"]
             prev_actions[t] = carry["prev_action"]
             with self._autocast():
-                action, log_prob, value, state = self.agent.act(
-                    carry["obs"], carry["state"], carry["first"], carry["prev_action"])
+                if self.cfg.intrinsic_coef > 0:
+                    action, log_prob, value, state, novelty = self.agent.act_with_novelty(
+                        carry["obs"], carry["state"], carry["first"], carry["prev_action"])
+                    if t > 0:  # obs t came from action t-1 (at t = 0 the last rollout credited it)
+                        intrinsic[t - 1] = self.cfg.intrinsic_coef * novelty
+                else:
+                    action, log_prob, value, state = self.agent.act(
+                        carry["obs"], carry["state"], carry["first"], carry["prev_action"])
             obs, reward, terminated, truncated, infos = envs.step(action.cpu().numpy())
             actions[t], log_probs[t], values[t] = action, log_prob.float(), value.float()
             reward_t = torch.as_tensor(np.asarray(reward, dtype=np.float32), device=dev)
@@ -241,11 +258,18 @@ class PPO:
         for episode in finished:
             self.episodes.add(episode)
         self._carry = carry
-        with self._autocast():
-            _, _, next_value, _ = self.agent.act(carry["obs"], carry["state"], carry["first"],
-                                                 carry["prev_action"], deterministic=True)
-        rollout_time = time.perf_counter() - t0
         S = steps
+        with self._autocast():
+            if self.cfg.intrinsic_coef > 0:
+                _, _, next_value, _, novelty = self.agent.act_with_novelty(
+                    carry["obs"], carry["state"], carry["first"], carry["prev_action"], deterministic=True)
+                if S:
+                    intrinsic[S - 1] = self.cfg.intrinsic_coef * novelty
+            else:
+                _, _, next_value, _ = self.agent.act(carry["obs"], carry["state"], carry["first"],
+                                                     carry["prev_action"], deterministic=True)
+        rollout_time = time.perf_counter() - t0
+        rewards = rewards + intrinsic
         adv = torch.zeros(S, n, device=dev)
         last_gae = torch.zeros(n, device=dev)
         for t in reversed(range(S)):
@@ -257,7 +281,7 @@ class PPO:
         return {"obs": {k: v[:S] for k, v in obs_buf.items()}, "first": first[:S],
                 "prev_actions": prev_actions[:S], "actions": actions[:S], "log_probs": log_probs[:S],
                 "values": values[:S], "advantages": adv, "returns": adv + values[:S],
-                "start_state": start_state, "steps": S, "rollout_time": rollout_time}
+                "start_state": start_state, "steps": S, "rollout_time": rollout_time, "intrinsic": intrinsic[:S]}
 
     # --- update ------------------------------------------------------------------------------
     def update(self, rollout: dict[str, Any]) -> dict[str, float]:
@@ -350,6 +374,8 @@ class PPO:
         metrics.update(lr=lr, update_time=update_time, rollout_time=rollout["rollout_time"],
                        env_sps=local_steps / max(rollout["rollout_time"], 1e-9),
                        rollout_len=rollout["steps"], explained_variance=float(explained))
+        if cfg.intrinsic_coef > 0:
+            metrics["intrinsic_reward"] = float(rollout["intrinsic"].sum(0).mean())  # per env per rollout
         return metrics
 
     def episode_metrics(self) -> dict[str, float]:
