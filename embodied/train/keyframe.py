@@ -40,8 +40,9 @@ class KeyframeTrainerConfig:
     """HDF5 demonstrations of the task (`embodied demos ...`); null = generate `demos_n` into run_dir/data/."""
     demos_n: int = 100
     """Train demos to generate when `demos` is null (the pinned train seeds, in order)."""
-    epochs: int = 40
-    """Passes over the demonstrations."""
+    epochs: int = 100
+    """Passes over the demonstrations (100 demos x 100 epochs = 1250 gradient steps: rearrange_block 80% in
+    docs/results.md; 40 epochs was far too short)."""
     batch_episodes: int = 8
     """Whole demonstrations per gradient step."""
     lr: float = 1e-3
