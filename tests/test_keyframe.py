@@ -192,3 +192,13 @@ def test_cli_train_end_to_end_on_memorybench(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "latest.pt").exists()
     assert "episode/success" in (tmp_path / "metrics.jsonl").read_text()
+
+
+def test_training_rollouts_use_validation_seeds_never_train_or_test():
+    from embodied.tasks.memorybench import memorybench_spec
+    from embodied.train.keyframe import validation_seeds
+
+    for short, spec in memorybench_spec()["tasks"].items():
+        seeds = validation_seeds(spec, 8)
+        assert len(set(seeds)) == 8, short
+        assert not set(seeds) & (set(spec["train_seeds"]) | set(spec["test_seeds"])), short

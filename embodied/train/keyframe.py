@@ -57,8 +57,8 @@ class KeyframeTrainerConfig:
     """Translation augmentation: each sequence is shifted by up to this many voxels in x and y (the
     views, the targets and the proprio position alike; the same shift for the whole sequence); 0 = off."""
     eval_every: int = 0
-    """Epochs between rollouts on the first `eval_episodes` pinned test seeds (logs episode/success,
-    selects best.pt); 0 = never."""
+    """Epochs between rollouts on `eval_episodes` validation seeds (`validation_seeds`: neither
+    train nor test; logs episode/success, selects best.pt); 0 = never."""
     eval_episodes: int = 5
     """Episodes per in-training evaluation."""
 
@@ -258,6 +258,14 @@ def task_spec(task_name: str) -> dict:
     raise ConfigError(f"task.name: {task_name!r} not in tasks/memorybench.yaml; allowed: {', '.join(sorted(spec))}")
 
 
+def validation_seeds(spec: dict, n: int) -> list[int]:
+    """Episode seeds for monitoring rollouts and best.pt selection during training: consecutive
+    seeds (so every variation comes up) 1000 past the task's last pinned seed, never a train or test
+    seed, so selecting on them leaves the test seeds untouched."""
+    start = max([*spec["train_seeds"], *spec["test_seeds"]]) + 1000
+    return list(range(start, start + n))
+
+
 def workspace_bounds():
     from embodied.tasks.memorybench import WORKSPACE
 
@@ -409,7 +417,7 @@ def _quick_eval(cfg, tcfg: KeyframeTrainerConfig, agent, env_factory: Callable |
 
     from omegaconf import OmegaConf
 
-    seeds = list(task_spec(str(cfg.task.name))["test_seeds"])[: tcfg.eval_episodes]
+    seeds = validation_seeds(task_spec(str(cfg.task.name)), tcfg.eval_episodes)
     env = (env_factory or make_env)(OmegaConf.to_container(cfg.task, resolve=True))
     try:
         results = [rollout(env, agent, s) for s in seeds]
