@@ -95,7 +95,12 @@ class Agent(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor, TensorDict]:
         """Sample (or argmax) actions: returns action [B] long, log_prob [B], value [B], new state."""
         self._check_lead(first, prev_action, dims=1)
-        logits, value, state = self.forward_step(obs, state, first, prev_action)
+        step = self._memory_input(obs, first, prev_action, lead=tuple(first.shape))
+        return self._act_on(step, state, deterministic)
+
+    def _act_on(self, step, state: TensorDict, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, TensorDict]:
+        read, state = self.memory(step, state)
+        logits, value = self.policy_head(read), self.value_head(read).squeeze(-1)
         distribution = Categorical(logits=logits)
         action = logits.argmax(dim=-1) if deterministic else distribution.sample()
         return action, distribution.log_prob(action), value, state
@@ -114,11 +119,7 @@ class Agent(nn.Module):
         self._check_lead(first, prev_action, dims=1)
         step = self._memory_input(obs, first, prev_action, lead=tuple(first.shape))
         novelty = self.memory.intrinsic_reward(step, state).float() * (~first).float()
-        read, state = self.memory(step, state)
-        logits, value = self.policy_head(read), self.value_head(read).squeeze(-1)
-        distribution = Categorical(logits=logits)
-        action = logits.argmax(dim=-1) if deterministic else distribution.sample()
-        return action, distribution.log_prob(action), value, state, novelty
+        return (*self._act_on(step, state, deterministic), novelty)
 
     def evaluate_sequence(
         self,

@@ -201,6 +201,15 @@ class PPO:
 
     # --- rollout -----------------------------------------------------------------------------
     @torch.no_grad()
+    def _act(self, carry: dict[str, Any], deterministic: bool = False):
+        """The agent's step on the carried observation; the fifth item is the memory's intrinsic
+        reward for that observation when trainer.intrinsic_coef > 0, else None."""
+        args = (carry["obs"], carry["state"], carry["first"], carry["prev_action"])
+        with self._autocast():
+            if self.cfg.intrinsic_coef > 0:
+                return self.agent.act_with_novelty(*args, deterministic=deterministic)
+            return (*self.agent.act(*args, deterministic=deterministic), None)
+
     def collect(self, envs, stop: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
         """Run the policy for rollout_steps steps; returns rollout data, or None if `stop()` fired."""
         assert self._carry is not None, "call reset_envs() before collect()"
@@ -231,15 +240,9 @@ class PPO:
                 obs_buf[k][t] = v
             first[t] = carry["first"]
             prev_actions[t] = carry["prev_action"]
-            with self._autocast():
-                if self.cfg.intrinsic_coef > 0:
-                    action, log_prob, value, state, novelty = self.agent.act_with_novelty(
-                        carry["obs"], carry["state"], carry["first"], carry["prev_action"])
-                    if t > 0:  # obs t came from action t-1 (at t = 0 the last rollout credited it)
-                        intrinsic[t - 1] = self.cfg.intrinsic_coef * novelty
-                else:
-                    action, log_prob, value, state = self.agent.act(
-                        carry["obs"], carry["state"], carry["first"], carry["prev_action"])
+            action, log_prob, value, state, novelty = self._act(carry)
+            if novelty is not None and t > 0:  # obs t came from action t-1 (at t = 0 the last rollout credited it)
+                intrinsic[t - 1] = self.cfg.intrinsic_coef * novelty
             obs, reward, terminated, truncated, infos = envs.step(action.cpu().numpy())
             actions[t], log_probs[t], values[t] = action, log_prob.float(), value.float()
             reward_t = torch.as_tensor(np.asarray(reward, dtype=np.float32), device=dev)
@@ -259,15 +262,9 @@ class PPO:
             self.episodes.add(episode)
         self._carry = carry
         S = steps
-        with self._autocast():
-            if self.cfg.intrinsic_coef > 0:
-                _, _, next_value, _, novelty = self.agent.act_with_novelty(
-                    carry["obs"], carry["state"], carry["first"], carry["prev_action"], deterministic=True)
-                if S:
-                    intrinsic[S - 1] = self.cfg.intrinsic_coef * novelty
-            else:
-                _, _, next_value, _ = self.agent.act(carry["obs"], carry["state"], carry["first"],
-                                                     carry["prev_action"], deterministic=True)
+        _, _, next_value, _, novelty = self._act(carry, deterministic=True)
+        if novelty is not None and S:
+            intrinsic[S - 1] = self.cfg.intrinsic_coef * novelty
         rollout_time = time.perf_counter() - t0
         rewards = rewards + intrinsic
         adv = torch.zeros(S, n, device=dev)

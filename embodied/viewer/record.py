@@ -82,8 +82,8 @@ def record_eval(cfg, report: dict) -> dict:
 
     policy_kind = report.get("policy")
     out = Path(report["path"]).parent / "recordings"
-    names = [r["task"] for r in report["results"]]
-    for result, name in zip(report["results"], names):
+    for result in report["results"]:
+        name = result["task"]
         task = load_task_config(name) if cfg.suite else OmegaConf.to_container(cfg.task, resolve=True)
         if name.startswith("memorybench/"):
             if policy_kind != "oracle":
