@@ -236,3 +236,74 @@ def test_agent_yaml_keys_equal_config_fields():
     for line in text.splitlines():
         if line and not line.startswith("#"):
             assert "#" in line, f"undocumented key in default.yaml: {line}"
+
+
+def test_cnn_patch_gives_one_feature_position_per_tile():
+    space = spaces.Dict({"rgb": spaces.Box(0, 255, (12, 12, 3), np.uint8)})
+    agent = build_agent(space, spaces.Discrete(NUM_ACTIONS), "none", {}, **{**SMALL, "cnn_channels": [8], "cnn_patch": 4})
+    cnn = agent.encoder.cnns[0]
+    assert cnn.map_shape == (8, 3, 3)
+    image = torch.zeros(1, 3, 12, 12)
+    changed = image.clone()
+    changed[0, :, 4:8, 8:12] = 1.0  # the tile in row 1, column 2
+    _, before = cnn.features(image)
+    _, after = cnn.features(changed)
+    moved = (after - before).abs().sum(dim=1)[0] > 0
+    assert moved.tolist() == [[False, False, False], [False, False, True], [False, False, False]]
+    deeper = build_agent(space, spaces.Discrete(NUM_ACTIONS), "none", {}, **{**SMALL, "cnn_patch": 4})
+    assert deeper.encoder.cnns[0].map_shape == (16, 3, 3)  # later convs keep the tile grid
+    with pytest.raises(ValueError, match="cnn_patch=16 is larger than the 12x12 image"):
+        build_agent(space, spaces.Discrete(NUM_ACTIONS), "none", {}, **{**SMALL, "cnn_patch": 16})
+
+
+@pytest.mark.parametrize("memory", ["gru", "trxl"])
+def test_film_readout_sequence_matches_steps_and_trains(memory):
+    space = spaces.Dict({"rgb": spaces.Box(0, 255, (H, W, 3), np.uint8),
+                         "pose": spaces.Box(-np.inf, np.inf, (4,), np.float32)})
+    agent = make_agent(memory, space=space, film_readout=12)
+    # Non-zero FiLM weights, so the read actually modulates the map in this comparison.
+    torch.nn.init.normal_(agent.film.film.weight, std=0.5)
+    length, batch = 5, 2
+    obs = sample_obs(space, (length, batch), seed=4)
+    first, prev_action = rollout_inputs(length, batch)
+    start = agent.initial_state(batch, "cpu")
+    state, logps, actions = start, [], []
+    with torch.no_grad():
+        for t in range(length):
+            action, log_prob, _, state = agent.act({k: v[t] for k, v in obs.items()}, state, first[t], prev_action[t])
+            actions.append(action)
+            logps.append(log_prob)
+    out = agent.evaluate_sequence(obs, start, first, prev_action, torch.stack(actions))
+    torch.testing.assert_close(out["log_prob"], torch.stack(logps), atol=1e-5, rtol=0)
+    out["log_prob"].mean().backward()
+    assert float(agent.film.film.weight.grad.abs().sum()) > 0  # the read conditions the readout
+    assert float(agent.film.mix.weight.grad.abs().sum()) > 0
+    # Without the readout the logits differ: the heads really use it.
+    agent.film.out[0].weight.data.zero_()
+    agent.film.out[0].bias.data.zero_()
+    with torch.no_grad():
+        zeroed = agent.evaluate_sequence(obs, start, first, prev_action, torch.stack(actions))
+    assert not torch.allclose(zeroed["log_prob"], out["log_prob"].detach())
+    with pytest.raises(ValueError, match="film_readout needs exactly one image resolution"):
+        make_agent("gru", space=nav_space({"rgb": spaces.Box(0, 255, (8, 8, 3), np.uint8)}), film_readout=4)
+    with pytest.raises(ValueError, match="film_readout=-1"):
+        make_agent("gru", film_readout=-1)
+
+
+def test_memory_text_pooled_gives_the_memory_the_mean_token_embedding():
+    space = nav_space({"text": spaces.Box(0, 20, (6,), np.int64)})
+    # "this is a <name>" with three different names, and no text at all.
+    text = torch.tensor([[3, 4, 5, 10, 0, 0], [3, 4, 5, 11, 0, 0], [3, 4, 5, 12, 0, 0], [0, 0, 0, 0, 0, 0]])
+    steps = {}
+    for mode in ("encoded", "pooled"):
+        agent = make_agent("gru", space=space, memory_text=mode)
+        obs = sample_obs(space, (4,), seed=1)
+        obs["text"] = text
+        steps[mode] = agent._memory_input(obs, torch.ones(4, dtype=torch.bool), torch.zeros(4, dtype=torch.long), lead=(4,))
+        assert float(steps[mode]["text"][3].abs().sum()) == 0.0  # nothing said: an all-zero language column
+    expected = agent.encoder.text.embedding(text[:3]).sum(1) / 4
+    torch.testing.assert_close(steps["pooled"]["text"][:3], expected)
+    assert not torch.allclose(steps["encoded"]["text"][:3], expected)
+    torch.testing.assert_close(steps["pooled"]["feat"], steps["encoded"]["feat"])  # only the memory's column changes
+    with pytest.raises(ValueError, match="memory_text='raw'"):
+        make_agent("gru", memory_text="raw")

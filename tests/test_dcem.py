@@ -138,6 +138,21 @@ def test_bad_options_fail():
         make(key_by="smell")
     with pytest.raises(ValueError, match="heads"):
         make(heads=3)
+    with pytest.raises(ValueError, match="temperature=0"):
+        make(temperature=0)
+
+
+def test_temperature_sets_how_sharp_the_topk_weights_start():
+    stored = [step(1, first=(t == 0), seed=300 + t) for t in range(6)]
+    peaks = []
+    for temperature in (1.0, 10.0, 100.0):
+        mem = make(temperature=temperature)
+        state = mem.initial_state(1)
+        for s in stored:
+            _, state = mem(s, state)
+        _, weights = mem.lookup(state, {"visual": stored[2]["visual"], "text": torch.randn(1, DT)})["visual"]
+        peaks.append(float(weights.max()))
+    assert peaks[0] < peaks[1] < peaks[2] and peaks[2] > 0.99
     mem = make()
     with pytest.raises(ValueError, match="visual"):
         mem({"feat": torch.randn(1, D), "visual": torch.randn(1, DV + 1), "text": torch.randn(1, DT)}, mem.initial_state(1))

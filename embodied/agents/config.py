@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 TEXT_POOLINGS = ("mean", "gru")
+MEMORY_TEXTS = ("encoded", "pooled")
 
 
 @dataclass
@@ -12,6 +13,10 @@ class AgentConfig:
 
     cnn_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
     """Output channels of each 3x3 stride-2 conv layer of the image CNN (one CNN per image resolution)."""
+    cnn_patch: int = 0
+    """0: every conv is 3x3 stride 2. k > 0: the first conv is k x k with stride k (one feature
+    vector per k x k tile, aligned with a tile map such as symbolic fastmap's `cell_pixels`), the
+    others 3x3 stride 1, so the CNN keeps one position per tile."""
     image_dim: int = 256
     """Size of the image embedding (Linear+ReLU after the CNN)."""
     semantic_embed: int = 8
@@ -26,6 +31,12 @@ class AgentConfig:
     """Token embedding size and text embedding size."""
     text_pooling: str = "mean"
     """How token embeddings become one text embedding: 'mean' (masked mean) or 'gru' (last GRU state)."""
+    memory_text: str = "encoded"
+    """What a memory that stores language apart (DCEM's language column) gets: 'encoded' (the text
+    encoder's output, also fused into the step feature) or 'pooled' (the pooled token embeddings
+    before the encoder's Linear+ReLU, a fixed mean in which the name stays a quarter of "this is a
+    <name>"). The output layer is trained for the policy and can drop the name (measured for DCEM
+    on fast-mapping, docs/results.md)."""
     hidden: int = 256
     """Size of the fused feature given to the memory (concat of embeddings -> Linear -> ReLU)."""
     use_prev_action: bool = True
@@ -38,8 +49,17 @@ class AgentConfig:
     """Observation keys to skip; any other key the agent does not know is an error."""
     aux_heads: list[str] = field(default_factory=list)
     """Auxiliary heads to attach (names in embodied.agents.AUX_HEADS); none by default."""
+    film_readout: int = 0
+    """0: the heads see the memory read only. k > 0: they also see a k-wide memory-conditioned
+    readout of the image CNN's last feature map (FiLM, Perez et al. 2018: the read scales and
+    shifts every channel at every position, a 1x1 conv, flatten, Linear). It lets "find the object
+    the memory recalled" be a per-position match instead of a function learned from a flat vector."""
 
     def __post_init__(self) -> None:
+        for key in ("cnn_patch", "film_readout"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"agent option {key}={value!r}: must be an integer >= 0")
         for key in ("image_dim", "semantic_embed", "vector_dim", "goal_embed", "text_dim", "hidden", "prev_action_embed"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -51,5 +71,7 @@ class AgentConfig:
             raise ValueError(f"agent option cnn_channels={channels!r}: must be a non-empty list of positive integers")
         if not self.depth_max > 0:
             raise ValueError(f"agent option depth_max={self.depth_max!r}: must be > 0")
+        if self.memory_text not in MEMORY_TEXTS:
+            raise ValueError(f"agent option memory_text={self.memory_text!r}; allowed: {', '.join(MEMORY_TEXTS)}")
         if self.text_pooling not in TEXT_POOLINGS:
             raise ValueError(f"agent option text_pooling={self.text_pooling!r}; allowed: {', '.join(TEXT_POOLINGS)}")

@@ -53,21 +53,37 @@ def _bad_space(key: str, space: spaces.Space, expected: str) -> ValueError:
 
 
 class ImageCNN(nn.Module):
-    """3x3 stride-2 convs (ReLU) -> flatten -> Linear -> ReLU. Input [N, C, H, W] float."""
+    """Convs (ReLU) -> flatten -> Linear -> ReLU. Input [N, C, H, W] float.
 
-    def __init__(self, in_channels: int, height: int, width: int, channels: list[int], out_dim: int):
+    patch=0: 3x3 stride-2 convs. patch=k: a k x k stride-k conv, then 3x3 stride-1 convs (one
+    position per k x k tile). `features` also returns the last conv's output map (for `film_readout`)."""
+
+    def __init__(self, in_channels: int, height: int, width: int, channels: list[int], out_dim: int, patch: int = 0):
         super().__init__()
+        if patch and (height < patch or width < patch):
+            raise ValueError(f"agent option cnn_patch={patch} is larger than the {height}x{width} image")
         layers: list[nn.Module] = []
-        for out_channels in channels:
-            layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1), nn.ReLU()]
+        for i, out_channels in enumerate(channels):
+            if patch and i == 0:
+                conv = nn.Conv2d(in_channels, out_channels, patch, stride=patch)
+            elif patch:
+                conv = nn.Conv2d(in_channels, out_channels, 3, stride=1, padding=1)
+            else:
+                conv = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
+            layers += [conv, nn.ReLU()]
             in_channels = out_channels
-        self.convs = nn.Sequential(*layers, nn.Flatten())
+        self.convs = nn.Sequential(*layers)
         with torch.no_grad():
-            flat = self.convs(torch.zeros(1, layers[0].in_channels, height, width)).shape[1]
-        self.out = nn.Sequential(nn.Linear(flat, out_dim), nn.ReLU())
+            self.map_shape = tuple(self.convs(torch.zeros(1, layers[0].in_channels, height, width)).shape[1:])
+        self.out = nn.Sequential(nn.Linear(int(np.prod(self.map_shape)), out_dim), nn.ReLU())
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.out(self.convs(x))
+        return self.features(x)[0]
+
+    def features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(embedding [N, out_dim], feature map [N, *map_shape])."""
+        feature_map = self.convs(x)
+        return self.out(feature_map.flatten(1)), feature_map
 
 
 class VectorEncoder(nn.Module):
@@ -115,6 +131,11 @@ class TextEncoder(nn.Module):
         self.out = nn.Sequential(nn.Linear(dim, dim), nn.ReLU())
 
     def forward(self, tokens: Tensor) -> Tensor:
+        return self.encode(tokens)[0]
+
+    def encode(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """(output [N, dim], pooled token embeddings before the output layer [N, dim]); both are
+        exactly zero where there is no text."""
         tokens = tokens.long()
         _check_ids("text", tokens, self.vocab)
         present = tokens != 0
@@ -129,7 +150,8 @@ class TextEncoder(nn.Module):
             pooled = outputs[torch.arange(tokens.shape[0], device=tokens.device), last]
             pooled = pooled * (lengths > 0)[:, None]
         # No text (all padding) embeds to exactly zero, so memories can tell "nothing was said" apart.
-        return self.out(pooled) * (lengths > 0)[:, None].to(pooled.dtype)
+        said = (lengths > 0)[:, None].to(pooled.dtype)
+        return self.out(pooled) * said, pooled * said
 
 
 def _check_ids(key: str, ids: Tensor, num: int) -> None:
@@ -141,7 +163,9 @@ def _check_ids(key: str, ids: Tensor, num: int) -> None:
 class ObservationEncoder(nn.Module):
     """Encodes every known key of a Dict observation space; `forward` takes [N, ...] tensors.
 
-    Returns {"feat": [N, out_dim]} plus "visual" (image embeddings) and "text" when present.
+    Returns {"feat": [N, out_dim]} plus "visual" (image embeddings) and "text" when present, and
+    with `film_readout` the image CNN's "feature_map" [N, C, h, w], with `memory_text: pooled` the
+    pooled token embeddings as "memory_text".
     """
 
     def __init__(self, observation_space: spaces.Dict, config: AgentConfig):
@@ -175,9 +199,14 @@ class ObservationEncoder(nn.Module):
         self.image_groups = [tuple(keys) for keys in groups.values()]
         channels_of = {"rgb": 3, "depth": 1, "semantic": config.semantic_embed}
         self.cnns = nn.ModuleList(
-            ImageCNN(sum(channels_of[k] for k in keys), h, w, list(config.cnn_channels), config.image_dim)
+            ImageCNN(sum(channels_of[k] for k in keys), h, w, list(config.cnn_channels), config.image_dim, config.cnn_patch)
             for (h, w), keys in groups.items()
         )
+        self.feature_map_shape: tuple[int, ...] | None = None
+        if config.film_readout:
+            if len(self.cnns) != 1:
+                raise ValueError(f"agent option film_readout needs exactly one image resolution; this space has {len(self.cnns)}")
+            self.feature_map_shape = self.cnns[0].map_shape
         self.vectors = nn.ModuleDict()
         for key in VECTOR_KEYS:
             if key in used:
@@ -241,16 +270,21 @@ class ObservationEncoder(nn.Module):
             raise ValueError(f"observation is missing keys {missing} (the agent was built for {list(self.input_keys)})")
         parts = []
         visual = []
+        out: dict[str, Tensor] = {}
         for keys, cnn in zip(self.image_groups, self.cnns):
             stacked = torch.cat([self._image_channels(key, obs[key]) for key in keys], dim=-1)
-            visual.append(cnn(stacked.permute(0, 3, 1, 2)))
+            embedding, feature_map = cnn.features(stacked.permute(0, 3, 1, 2))
+            visual.append(embedding)
+            if self.config.film_readout:
+                out["feature_map"] = feature_map
         parts += visual
         parts += [encoder(obs[key]) for key, encoder in self.vectors.items()]
         parts += [encoder(obs[key]) for key, encoder in self.categories.items()]
-        out: dict[str, Tensor] = {}
         if self.text is not None:
-            out["text"] = self.text(obs["text"])
+            out["text"], pooled = self.text.encode(obs["text"])
             parts.append(out["text"])
+            if self.config.memory_text == "pooled":
+                out["memory_text"] = pooled
         if visual:
             out["visual"] = torch.cat(visual, dim=1)
         out["feat"] = torch.cat(parts, dim=1)

@@ -16,7 +16,6 @@ Loss: cross-entropy on the heatmaps (Gaussian-smoothed targets), rotation bins, 
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 

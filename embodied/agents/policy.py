@@ -38,6 +38,30 @@ def _head(in_dim: int, out_dim: int, hidden: int, gain: float) -> nn.Sequential:
     return nn.Sequential(*layers, last)
 
 
+class FiLMReadout(nn.Module):
+    """Memory-conditioned readout of an image feature map (agent option `film_readout`).
+
+    The read gives a per-channel scale and shift (FiLM, Perez et al. 2018, as BabyAI conditions
+    its image features on the instruction), applied at every position; a 1x1 conv then scores each
+    position against what the read asks for, and a Linear over the flattened map turns where the
+    match lies into features for the heads. Scales start at 1 and shifts at 0."""
+
+    def __init__(self, read_dim: int, map_shape: tuple[int, ...], out_dim: int):
+        super().__init__()
+        channels = int(map_shape[0])
+        self.film = nn.Linear(read_dim, 2 * channels)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+        self.mix = nn.Conv2d(channels, channels, 1)
+        self.out = nn.Sequential(nn.Linear(int(np.prod(map_shape)), out_dim), nn.ReLU())
+
+    def forward(self, read: Tensor, feature_map: Tensor) -> Tensor:
+        """read [N, R], feature_map [N, C, h, w] -> [N, out_dim]."""
+        scale, shift = self.film(read).to(feature_map.dtype).chunk(2, dim=-1)
+        x = feature_map * (1 + scale[..., None, None]) + shift[..., None, None]
+        return self.out(torch.relu(self.mix(x)).flatten(1))
+
+
 class Agent(nn.Module):
     def __init__(
         self,
@@ -62,8 +86,13 @@ class Agent(nn.Module):
             fuse_in += config.prev_action_embed
         self.fuse = nn.Sequential(nn.Linear(fuse_in, config.hidden), nn.ReLU())
         self.memory = build_memory(memory, config.hidden, **self._memory_options(memory, memory_options))
-        self.policy_head = _head(self.memory.output_dim, self.num_actions, config.head_hidden, gain=0.01)
-        self.value_head = _head(self.memory.output_dim, 1, config.head_hidden, gain=1.0)
+        self.film = None
+        heads_in = self.memory.output_dim
+        if config.film_readout:
+            self.film = FiLMReadout(self.memory.output_dim, self.encoder.feature_map_shape, config.film_readout)
+            heads_in += config.film_readout
+        self.policy_head = _head(heads_in, self.num_actions, config.head_hidden, gain=0.01)
+        self.value_head = _head(heads_in, 1, config.head_hidden, gain=1.0)
         dims = dict(
             feat_dim=config.hidden,
             read_dim=self.memory.output_dim,
@@ -82,7 +111,9 @@ class Agent(nn.Module):
     ) -> tuple[Tensor, Tensor, TensorDict]:
         """One step for a batch: returns logits [B, A], value [B], new state."""
         step = self._memory_input(obs, first, prev_action, lead=tuple(first.shape))
+        feature_map = step.pop("feature_map", None)
         read, state = self.memory(step, state)
+        read = self._heads_input(read, feature_map)
         return self.policy_head(read), self.value_head(read).squeeze(-1), state
 
     def act(
@@ -99,7 +130,9 @@ class Agent(nn.Module):
         return self._act_on(step, state, deterministic)
 
     def _act_on(self, step, state: TensorDict, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, TensorDict]:
+        feature_map = step.pop("feature_map", None)
         read, state = self.memory(step, state)
+        read = self._heads_input(read, feature_map)
         logits, value = self.policy_head(read), self.value_head(read).squeeze(-1)
         distribution = Categorical(logits=logits)
         action = logits.argmax(dim=-1) if deterministic else distribution.sample()
@@ -118,7 +151,8 @@ class Agent(nn.Module):
         write; 0 at episode starts (nothing the agent did produced that observation)."""
         self._check_lead(first, prev_action, dims=1)
         step = self._memory_input(obs, first, prev_action, lead=tuple(first.shape))
-        novelty = self.memory.intrinsic_reward(step, state).float() * (~first).float()
+        memory_step = {k: v for k, v in step.items() if k != "feature_map"}
+        novelty = self.memory.intrinsic_reward(memory_step, state).float() * (~first).float()
         return (*self._act_on(step, state, deterministic), novelty)
 
     def evaluate_sequence(
@@ -138,9 +172,11 @@ class Agent(nn.Module):
         if actions.shape != first.shape:
             raise ValueError(f"actions shape {tuple(actions.shape)} does not match first {tuple(first.shape)}")
         steps = self._memory_input(obs, first, prev_action, lead=tuple(first.shape))
+        feature_map = steps.pop("feature_map", None)
         reads, final_state = self.memory.forward_sequence(steps, state)
-        logits = self.policy_head(reads)
-        value = self.value_head(reads).squeeze(-1)
+        heads_in = self._heads_input(reads, feature_map)
+        logits = self.policy_head(heads_in)
+        value = self.value_head(heads_in).squeeze(-1)
         distribution = Categorical(logits=logits)
         actions = actions.long()
         if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= self.num_actions):
@@ -163,6 +199,14 @@ class Agent(nn.Module):
         return self.memory.introspect(state)
 
     # --- internals -------------------------------------------------------------------------------
+    def _heads_input(self, read: Tensor, feature_map: Tensor | None) -> Tensor:
+        """The memory read, plus the FiLM readout of the image feature map with `film_readout`."""
+        if self.film is None:
+            return read
+        lead = read.shape[:-1]
+        flat = self.film(read.reshape(-1, read.shape[-1]), feature_map.reshape((-1,) + feature_map.shape[len(lead):]))
+        return torch.cat([read, flat.reshape(lead + (-1,)).to(read.dtype)], dim=-1)
+
     def _memory_options(self, memory: str, memory_options: Mapping | None) -> dict:
         """Memories that store the modalities apart (DCEM) declare `visual_dim` / `text_dim` options;
         left at 0 they are filled from the encoder. Other memories get their options unchanged."""
@@ -209,9 +253,11 @@ class Agent(nn.Module):
         if "pose" in flat:
             step["pose"] = flat["pose"].float().reshape(lead + (4,))
         if "text" in encoded:
-            step["text"] = encoded["text"].reshape(lead + (-1,))
+            step["text"] = encoded.get("memory_text", encoded["text"]).reshape(lead + (-1,))
         if "visual" in encoded:
             step["visual"] = encoded["visual"].reshape(lead + (-1,))
         if "place" in flat:
             step["place"] = flat["place"].long().reshape(lead)
+        if "feature_map" in encoded:
+            step["feature_map"] = encoded["feature_map"].reshape(lead + tuple(encoded["feature_map"].shape[1:]))
         return step

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from embodied.agents import build_agent
+from embodied.eval.runner import print_result
 from embodied.tasks import make_env
 from embodied.tasks.ballet import DANCE_STEPS, DANCES, SLOTS
 
@@ -225,10 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     result = train_ballet_bc(args.level, args.memory, None, args.train_episodes, 300, args.steps, args.batch, args.lr,
                              args.seed, args.quiet, args.eval_every, args.probe_weight, args.time_limit, args.device)
-    print(json.dumps(result, indent=2))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+    print_result(result, args.out)
 
 
 if __name__ == "__main__":

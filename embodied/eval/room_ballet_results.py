@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from embodied.agents import build_agent
 from embodied.memory.sat import eviction_slots
+from embodied.eval.runner import print_result
 from embodied.tasks import make_env
 from embodied.tasks.room_ballet import BEST_STRATEGY, MULTI_TYPES, NUM_DANCES, QUESTION_TYPES, STRATEGIES, question_tokens
 
@@ -308,10 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     result = train_room_ballet_bc(args.experiment, args.variant, args.train_episodes, args.test_episodes, args.steps,
                                   args.batch, args.lr, args.seed, args.time_limit, args.eval_every, args.quiet, args.device,
                                   args.max_queries)
-    print(json.dumps(result, indent=2))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+    print_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -242,6 +242,13 @@ def evaluate(cfg: DictConfig, env_factory=None) -> dict[str, Any]:
     return write_report(report, out)
 
 
+def print_result(result: dict[str, Any], out: str | Path | None = None) -> None:
+    """Print a results script's JSON, and with `out` also write it there (write_report)."""
+    print(json.dumps(result, indent=2, default=float))
+    if out:
+        write_report(result, Path(out))
+
+
 def write_report(report: dict[str, Any], out: Path) -> dict[str, Any]:
     """Write an evaluation report as JSON atomically (a crash leaves the old file or none) and
     return it with its `path`."""

@@ -65,6 +65,10 @@ class DCEMConfig(MemoryConfig):
     """Size of step['visual']; 0 = set by the agent from its encoder (no image: the fused feat)."""
     text_dim: int = 0
     """Size of step['text']; 0 = set by the agent (a task without text: the language column is empty)."""
+    temperature: float = 10.0
+    """Initial inverse temperature of the cosine scores (learned from there). The keys of
+    "this is a <name>" rows share most of their words, so their cosines differ little; a larger
+    start lets the name decide the top-k weights before training has shaped the projections."""
     detach_writes: bool = True
     """Store embeddings without gradient (no backpropagation into past writes)."""
     state_query: bool = False
@@ -74,6 +78,8 @@ class DCEMConfig(MemoryConfig):
 
     def __post_init__(self) -> None:
         _check_positive(self, "capacity", "key_dim", "top_k", "heads", "hidden")
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or not 0 < self.temperature < 1e4:
+            raise ValueError(f"memory option temperature={self.temperature!r}: must be a number in (0, 1e4)")
         if self.key_by not in KEY_MODALITIES:
             raise ValueError(f"memory option key_by={self.key_by!r}; allowed: {', '.join(KEY_MODALITIES)}")
         if self.key_dim % self.heads:
@@ -105,7 +111,7 @@ class DualCodingEpisodicMemory(Memory):
         self.query_from_state = nn.ModuleDict({m: nn.Linear(c.hidden, k, bias=False) for m in ("visual", "text")})
         for layer in self.query_from_state.values():
             nn.init.zeros_(layer.weight)
-        self.log_temperature = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(float(c.temperature))))
         self.value_proj = nn.Linear(self.visual_dim + self.text_dim, k)
         self.modality_embedding = nn.Embedding(2, k)
         self.null_token = nn.Parameter(torch.zeros(1, 1, k))

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from embodied.memory.base import Memory, Step, register_memory
 from embodied.memory.config import MemoryConfig, _check_positive
 from embodied.memory.gtrxl import GRUGate
-from embodied.memory.hcam import masked_mean, sinusoid
+from embodied.memory.hcam import sinusoid
 
 STRATEGIES = ("fifo", "lifo", "mvfo", "lvfo")
 

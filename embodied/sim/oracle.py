@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 
 from embodied.sim.agent import NavAgent, _wrap
 from embodied.sim.navgrid import NavigableGrid

@@ -743,7 +743,7 @@ class FastMapEnv(gym.Env):
         """Room + fixtures + objects as a SceneSpec built with the world layer's parts. Objects are
         stored at the origin and posed with `set_object_pose`; fixtures are posed per layout, so the
         renderer is rebuilt when the layout changes (once per episode)."""
-        r, side = self.room, self.room * CELL
+        side = self.room * CELL
         items: list[Item] = []
         if self.level.fixtures:
             (b0, b1) = self.bed_cells

@@ -1,0 +1,357 @@
+"""Fast-mapping by behaviour cloning, and two diagnostics of where name binding fails.
+
+`train`: behaviour cloning on the symbolic CPU config with a fresh batch of scripted-expert episodes
+every epoch (the env makes 1500 in ~12 s, so no episode is seen twice and the agent cannot memorise
+layouts), instruction-phase steps optionally up-weighted (they are ~20% of an expert episode and
+the only steps where the name matters), then success on held-out objects in the env itself.
+
+`probe`: is the second hop learnable at all? Supervised on instruction-phase steps only, memory
+`none`, with `show_target` the instructed object's glyph drawn in an extra tile row above the map
+(what a perfect memory read would supply). Held-out step accuracy with and without it separates
+"cannot find the object it should look for" from "cannot recall which object that is".
+
+`--target-look W` (train): an auxiliary probe on the memory read, weight W, predicts the instructed
+object's tile (its glyph in its colour, what `probe --show-target` draws) at instruction-phase
+steps. The label is privileged (the expert's knowledge of the target), as the Ballet probes are
+(ballet_results.py); it trains recall directly instead of only through the policy's loss.
+
+`lookup`: for a trained DCEM agent walked through discovery by the expert, the share of the
+text-keyed lookup's weight (at the first instruction step) on the rows written while the
+instructed object was named (chance 1/N).
+
+    python -m embodied.eval.fastmap_results train --memory dcem --minutes 24 --instruction-weight 3 \\
+        --agent cnn_patch=3 film_readout=64 'cnn_channels=[64]' --memory-option key_by=text --out r.json
+    python -m embodied.eval.fastmap_results probe --show-target --rounds 60 --agent cnn_patch=3 film_readout=64 'cnn_channels=[64]'
+    python -m embodied.eval.fastmap_results lookup --ckpt r.pt --agent ...
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from embodied.agents import build_agent
+from embodied.agents.aux_heads import register_aux_head
+from embodied.eval.stats import wilson_interval
+from embodied.eval.runner import print_result
+from embodied.tasks import make_env
+from embodied.tasks.fastmap import TOKEN, _glyph_mask, decode_text
+from embodied.train.bc import BCConfig, BehaviourCloning
+
+TRAIN_LEVEL = "fastmap/architecture_comparison/fast_map_three_objs"
+TEST_LEVEL = "fastmap/new_obj_generalization/fast_map_heldout_test_objs"
+INSTRUCTION_TOKENS = (TOKEN["lift"], TOKEN["put"])  # first word of every instruction-phase text
+TARGET_LOOK = "target_look"  # privileged label stored with demos (never an agent input)
+
+
+def target_tile(env: gym.Env) -> np.ndarray:
+    """The instructed object's tile as the symbolic map draws it (glyph in its colour on black), [px, px, 3] uint8."""
+    e = env.unwrapped
+    px = e.options.cell_pixels
+    tile = np.zeros((px, px, 3), np.uint8)
+    if e.phase == "instruction":
+        target = e.objects[e.target]
+        tile[_glyph_mask(target.category, px)] = target.colour
+    return tile
+
+
+class ShowTarget(gym.Wrapper):
+    """Diagnostic only: one extra tile row above the symbolic map; during the instruction phase its
+    first tile shows the instructed object's glyph in its colour, as the map draws objects."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.px = env.unwrapped.options.cell_pixels
+        h, w, c = env.observation_space["rgb"].shape
+        self.observation_space = gym.spaces.Dict(
+            dict(env.observation_space.spaces, rgb=gym.spaces.Box(0, 255, (h + self.px, w, c), np.uint8)))
+
+    def _show(self, obs: dict) -> dict:
+        e, px = self.env.unwrapped, self.px
+        rgb = np.zeros((obs["rgb"].shape[0] + px,) + obs["rgb"].shape[1:], np.uint8)
+        rgb[px:] = obs["rgb"]
+        rgb[:px, :px] = target_tile(e)
+        return dict(obs, rgb=rgb)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return self._show(obs), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self._show(obs), reward, terminated, truncated, info
+
+
+def level_env(level: str, show_target: bool = False) -> gym.Env:
+    env = make_env({"name": level, "scenes": "symbolic", "sensors": ["rgb"]})
+    return ShowTarget(env) if show_target else env
+
+
+def expert_episodes(level: str, n: int, seed: int, show_target: bool = False, target_look: bool = False) -> list[dict]:
+    """`n` scripted-expert episodes (seeds seed..seed+n-1) in the BC trainer's episode format; with
+    `target_look` each step also stores TARGET_LOOK (`target_tile` / 255, flat; zeros before the
+    instruction phase)."""
+    env = level_env(level, show_target)
+    episodes = []
+    for i in range(n):
+        obs, _ = env.reset(seed=seed + i)
+        frames: dict[str, list] = {}
+        actions, done = [], False
+        while not done:
+            action = env.unwrapped.oracle_action()
+            if target_look:
+                obs = dict(obs, **{TARGET_LOOK: target_tile(env).reshape(-1).astype(np.float32) / 255.0})
+            for k, v in obs.items():
+                frames.setdefault(k, []).append(v)
+            actions.append(action)
+            obs, _, terminated, truncated, _ = env.step(action)
+            done = terminated or truncated
+        episodes.append({"obs": {k: np.stack(v) for k, v in frames.items()}, "actions": np.asarray(actions, np.int64)})
+    return episodes
+
+
+def instruction_steps(text: torch.Tensor) -> torch.Tensor:
+    """[..., L] token ids -> [...] bool: the step is in the instruction phase."""
+    return (text[..., 0] == INSTRUCTION_TOKENS[0]) | (text[..., 0] == INSTRUCTION_TOKENS[1])
+
+
+@register_aux_head("fastmap_target_look")
+class TargetLookProbe(torch.nn.Module):
+    """Predict TARGET_LOOK from the memory read at instruction-phase steps (MSE; other steps and
+    padding, whose label is all zero, are left out)."""
+
+    def __init__(self, feat_dim: int, read_dim: int, num_actions: int, observation_space=None):
+        super().__init__()
+        space = None if observation_space is None else observation_space.spaces.get(TARGET_LOOK)
+        if space is None:
+            raise ValueError(f"auxiliary head fastmap_target_look needs a {TARGET_LOOK!r} entry in the observation space")
+        self.decoder = torch.nn.Sequential(torch.nn.Linear(read_dim, 128), torch.nn.ReLU(),
+                                           torch.nn.Linear(128, int(np.prod(space.shape))))
+
+    def forward(self, context: dict) -> dict[str, torch.Tensor]:
+        label = torch.as_tensor(context["obs"][TARGET_LOOK], device=context["read"].device).float()
+        present = (label.abs().sum(-1) > 0).float()
+        error = ((self.decoder(context["read"]) - label) ** 2).mean(-1)
+        return {"loss": (error * present).sum() / present.sum().clamp(min=1.0)}
+
+
+class WeightedBC(BehaviourCloning):
+    """Behaviour cloning whose instruction-phase steps weigh `instruction_weight` in the loss."""
+
+    def __init__(self, *args, instruction_weight: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.instruction_weight = float(instruction_weight)
+
+    def loss(self, batch):
+        if self.instruction_weight != 1.0:
+            weight = torch.where(instruction_steps(batch["obs"]["text"]), self.instruction_weight, 1.0)
+            batch = dict(batch, mask=batch["mask"].float() * weight)
+        return super().loss(batch)
+
+
+@torch.no_grad()
+def success_rate(agent, level: str, episodes: int, seed: int, show_target: bool = False) -> float:
+    """Greedy-policy success over `episodes` env episodes (seeds seed..)."""
+    env = level_env(level, show_target)
+    agent.eval()
+    wins = 0.0
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        state = agent.initial_state(1, "cpu")
+        first, prev = torch.ones(1, dtype=torch.bool), torch.zeros(1, dtype=torch.long)
+        done = False
+        while not done:
+            action, _, _, state = agent.act({k: torch.as_tensor(v)[None] for k, v in obs.items()}, state, first, prev,
+                                            deterministic=True)
+            obs, _, terminated, truncated, info = env.step(int(action))
+            done = terminated or truncated
+            first, prev = torch.zeros(1, dtype=torch.bool), action
+        wins += float(info["success"])
+    agent.train()
+    return wins / max(episodes, 1)
+
+
+def _agent(level: str, memory: str, memory_options: dict, agent_options: dict, show_target: bool = False, seed: int = 0,
+           target_look: bool = False):
+    env = level_env(level, show_target)
+    space = env.observation_space
+    if target_look:
+        px = env.unwrapped.options.cell_pixels
+        space = gym.spaces.Dict(dict(space.spaces, **{TARGET_LOOK: gym.spaces.Box(0.0, 1.0, (px * px * 3,), np.float32)}))
+        agent_options = dict(agent_options, ignore=[*agent_options.get("ignore", []), TARGET_LOOK],
+                             aux_heads=[*agent_options.get("aux_heads", []), "fastmap_target_look"])
+    torch.manual_seed(seed)
+    return build_agent(space, env.action_space, memory, memory_options, **agent_options)
+
+
+def train(memory: str = "dcem", memory_options: dict | None = None, agent_options: dict | None = None,
+          episodes_per_epoch: int = 1500, minutes: float = 10.0, lr: float = 1e-3, batch: int = 8,
+          instruction_weight: float = 1.0, eval_episodes: int = 30, test_episodes: int = 200, seed: int = 0,
+          show_target: bool = False, quiet: bool = False, save: str | None = None, target_look: float = 0.0) -> dict:
+    memory_options, agent_options = dict(memory_options or {}), dict(agent_options or {})
+    agent = _agent(TRAIN_LEVEL, memory, memory_options, agent_options, show_target, seed, target_look > 0)
+    bc = WeightedBC(agent, BCConfig(lr=lr, batch_episodes=batch, epochs=1, aux_coef=target_look if target_look > 0 else 1.0),
+                    seed=seed, instruction_weight=instruction_weight)
+    start, curve, epoch = time.time(), [], 0
+    bar = tqdm(desc=f"fastmap bc {memory}", unit="epoch", disable=quiet)
+    while time.time() - start < minutes * 60:
+        # Train seeds from 1e6 on, fresh every epoch; evaluation seeds (1e4..) never overlap them.
+        data = expert_episodes(TRAIN_LEVEL, episodes_per_epoch, 1_000_000 + epoch * episodes_per_epoch, show_target,
+                               target_look > 0)
+        stats = bc.fit(data, epochs=1)
+        epoch += 1
+        point = {"epoch": epoch, "grad_steps": bc.grad_steps, "seconds": round(time.time() - start, 1),
+                 "bc_loss": stats["bc_loss"], "accuracy": stats["accuracy"], "aux_loss": stats["aux_loss"],
+                 "train_level_success": success_rate(agent, TRAIN_LEVEL, eval_episodes, 10_000, show_target)}
+        curve.append(point)
+        bar.update(1)
+        bar.set_postfix(loss=f"{stats['bc_loss']:.3f}", success=f"{point['train_level_success']:.2f}")
+    bar.close()
+    test = success_rate(agent, TEST_LEVEL, test_episodes, 20_000, show_target)
+    if save:
+        torch.save(agent.state_dict(), save)
+    lo, hi = wilson_interval(test * test_episodes, test_episodes)
+    return {"memory": memory, "memory_options": memory_options, "agent_options": agent_options,
+            "instruction_weight": instruction_weight, "target_look": target_look, "lr": lr, "episodes_per_epoch": episodes_per_epoch,
+            "show_target": show_target, "grad_steps": bc.grad_steps, "seconds": round(time.time() - start, 1),
+            "test_level": TEST_LEVEL, "test_success": test, "test_ci95": [lo, hi], "test_episodes": test_episodes,
+            "chance": 1 / 3, "curve": curve}
+
+
+def _instruction_data(n: int, seed: int, show_target: bool) -> tuple[dict, torch.Tensor]:
+    obs: dict[str, list] = {}
+    actions = []
+    for e in expert_episodes(TRAIN_LEVEL, n, seed, show_target):
+        keep = instruction_steps(torch.as_tensor(e["obs"]["text"])).numpy()
+        for k, v in e["obs"].items():
+            obs.setdefault(k, []).append(v[keep])
+        actions.append(e["actions"][keep])
+    return {k: torch.as_tensor(np.concatenate(v)) for k, v in obs.items()}, torch.as_tensor(np.concatenate(actions))
+
+
+def probe(show_target: bool, agent_options: dict | None = None, rounds: int = 20, episodes_per_round: int = 500,
+          epochs: int = 3, lr: float = 1e-3, seed: int = 0, quiet: bool = False) -> dict:
+    agent = _agent(TRAIN_LEVEL, "none", {}, dict(agent_options or {}), show_target, seed)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=lr)
+    test_obs, test_actions = _instruction_data(500, 900_000, show_target)
+
+    def logits(obs: dict) -> torch.Tensor:
+        n = obs["text"].shape[0]
+        ones, zeros = torch.ones(1, n, dtype=torch.bool), torch.zeros(1, n, dtype=torch.long)
+        out = agent.evaluate_sequence({k: v[None] for k, v in obs.items()}, agent.initial_state(n, "cpu"), ones, zeros, zeros)
+        return out["logits"][0]
+
+    curve, steps = [], 0
+    for r in tqdm(range(rounds), desc="fastmap probe", disable=quiet):
+        obs, actions = _instruction_data(episodes_per_round, r * episodes_per_round, show_target)
+        for _ in range(epochs):
+            order = torch.randperm(len(actions))
+            for a in range(0, len(order), 128):
+                idx = order[a:a + 128]
+                loss = torch.nn.functional.cross_entropy(logits({k: v[idx] for k, v in obs.items()}), actions[idx])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                steps += 1
+        with torch.no_grad():
+            accuracy = float((logits(test_obs).argmax(-1) == test_actions).float().mean())
+        curve.append({"round": r + 1, "grad_steps": steps, "heldout_step_accuracy": accuracy})
+    return {"show_target": show_target, "agent_options": dict(agent_options or {}), "test_steps": int(len(test_actions)),
+            "heldout_step_accuracy": curve[-1]["heldout_step_accuracy"], "curve": curve}
+
+
+@torch.no_grad()
+def lookup_share(ckpt: str, agent_options: dict | None = None, memory_options: dict | None = None,
+                 episodes: int = 100, seed: int = 50_000) -> dict:
+    agent = _agent(TRAIN_LEVEL, "dcem", dict(memory_options or {}), dict(agent_options or {}))
+    weights = torch.load(ckpt, map_location="cpu")
+    # A target-look probe is a training-only head: the lookup does not need it.
+    agent.load_state_dict({k: v for k, v in weights.items() if not k.startswith("aux_heads.fastmap_target_look.")})
+    agent.eval()
+    mem, env = agent.memory, level_env(TRAIN_LEVEL)
+    if "text" not in mem.modalities:
+        raise ValueError("lookup: this dcem has no text-keyed lookup (key_by=visual)")
+    shares = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        state = agent.initial_state(1, "cpu")
+        first, prev = torch.ones(1, dtype=torch.bool), torch.zeros(1, dtype=torch.long)
+        named_at: dict[int, str] = {}  # memory slot (= step, episodes are shorter than capacity) -> name
+        t = 0
+        while env.unwrapped.phase != "instruction":
+            text = decode_text(obs["text"])
+            if text.startswith("this is"):
+                named_at[t] = text.split()[-1]
+            _, _, _, state = agent.act({k: torch.as_tensor(v)[None] for k, v in obs.items()}, state, first, prev)
+            action = env.unwrapped.oracle_action()
+            obs, *_ = env.step(action)
+            first, prev, t = torch.zeros(1, dtype=torch.bool), torch.tensor([action]), t + 1
+        if t >= mem.capacity:
+            raise ValueError(f"lookup: discovery took {t} steps, more than the memory's {mem.capacity} rows")
+        agent.act({k: torch.as_tensor(v)[None] for k, v in obs.items()}, state, first, prev)
+        text_weights = mem._last_weights[0, mem.capacity:] * len(mem.modalities)
+        target = decode_text(obs["text"]).split()[-1]
+        total = sum(float(text_weights[s]) for s in named_at)
+        hit = sum(float(text_weights[s]) for s, name in named_at.items() if name == target)
+        shares.append(hit / total if total > 0 else 0.0)
+    return {"ckpt": ckpt, "episodes": episodes, "share_on_instructed_name": float(np.mean(shares)),
+            "chance": 1 / len(env.unwrapped.objects)}
+
+
+def _options(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"option {pair!r}: expected key=value")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("train", "probe", "lookup"):
+        p = sub.add_parser(name)
+        p.add_argument("--agent", nargs="*", default=[], help="agent options key=value (configs/agent/default.yaml)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--quiet", action="store_true")
+        p.add_argument("--out", default=None, help="also write the result JSON here")
+        if name in ("train", "lookup"):
+            p.add_argument("--memory-option", nargs="*", default=[], help="memory options key=value")
+        if name in ("train", "probe"):
+            p.add_argument("--show-target", action="store_true", help="draw the instructed object above the map")
+            p.add_argument("--lr", type=float, default=1e-3)
+    t = sub.choices["train"]
+    t.add_argument("--memory", default="dcem")
+    t.add_argument("--minutes", type=float, default=10.0)
+    t.add_argument("--episodes-per-epoch", type=int, default=1500)
+    t.add_argument("--instruction-weight", type=float, default=1.0)
+    t.add_argument("--eval-episodes", type=int, default=30)
+    t.add_argument("--test-episodes", type=int, default=200)
+    t.add_argument("--save", default=None, help="write the trained agent's state_dict here")
+    t.add_argument("--target-look", type=float, default=0.0, help="weight of the privileged target-look probe (0: off)")
+    sub.choices["probe"].add_argument("--rounds", type=int, default=20)
+    sub.choices["probe"].add_argument("--episodes-per-round", type=int, default=500)
+    sub.choices["lookup"].add_argument("--ckpt", required=True)
+    sub.choices["lookup"].add_argument("--episodes", type=int, default=100)
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        result = train(args.memory, _options(args.memory_option), _options(args.agent), args.episodes_per_epoch,
+                       args.minutes, args.lr, 8, args.instruction_weight, args.eval_episodes, args.test_episodes,
+                       args.seed, args.show_target, args.quiet, args.save, args.target_look)
+    elif args.command == "probe":
+        result = probe(args.show_target, _options(args.agent), args.rounds, args.episodes_per_round, 3, args.lr,
+                       args.seed, args.quiet)
+    else:
+        result = lookup_share(args.ckpt, _options(args.agent), _options(args.memory_option), args.episodes)
+    print_result(result, args.out)
+
+
+if __name__ == "__main__":
+    main()

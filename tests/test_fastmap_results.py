@@ -1,0 +1,93 @@
+"""embodied/eval/fastmap_results.py: the show-target diagnostic, instruction weighting, and the
+three commands end to end at toy sizes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from embodied.eval import fastmap_results as fr
+from embodied.tasks.fastmap import _glyph_mask, decode_text
+from embodied.train.bc import pad_batch
+
+SMALL = {"cnn_channels": [8], "cnn_patch": 3, "image_dim": 16, "text_dim": 8, "hidden": 16, "film_readout": 8}
+
+
+def test_show_target_draws_the_instructed_object_only_in_the_instruction_phase():
+    env = fr.level_env(fr.TRAIN_LEVEL, show_target=True)
+    plain = fr.level_env(fr.TRAIN_LEVEL)
+    obs, _ = env.reset(seed=3)
+    ref, _ = plain.reset(seed=3)
+    seen_instruction = False
+    done = False
+    while not done:
+        assert env.observation_space["rgb"].contains(obs["rgb"])
+        np.testing.assert_array_equal(obs["rgb"][3:], ref["rgb"])  # the map itself is untouched
+        row = obs["rgb"][:3]
+        if env.unwrapped.phase == "instruction":
+            seen_instruction = True
+            target = env.unwrapped.objects[env.unwrapped.target]
+            mask = _glyph_mask(target.category, 3)
+            assert (row[:3, :3][mask] == target.colour).all() and not row[:3, :3][~mask].any()
+            assert decode_text(obs["text"]).endswith(target.name)
+        else:
+            assert not row.any()
+        action = env.unwrapped.oracle_action()
+        obs, _, te, tr, _ = env.step(action)
+        ref, *_ = plain.step(action)
+        done = te or tr
+    assert seen_instruction
+
+
+def test_target_look_labels_only_instruction_steps_and_the_probe_ignores_the_rest():
+    episode = fr.expert_episodes(fr.TRAIN_LEVEL, 1, seed=4, target_look=True)[0]
+    look = episode["obs"][fr.TARGET_LOOK]
+    instr = fr.instruction_steps(torch.as_tensor(episode["obs"]["text"])).numpy()
+    assert (look[~instr] == 0).all() and (look[instr].sum(-1) > 0).all()
+    assert (look[instr] == look[instr][0]).all()  # one target per episode
+    agent = fr._agent(fr.TRAIN_LEVEL, "gru", {"hidden": 16}, SMALL, target_look=True)
+    assert fr.TARGET_LOOK not in agent.encoder.input_keys  # a label, never an input
+    head = agent.aux_heads["fastmap_target_look"]
+    read = torch.randn(len(look), 16)
+    obs = {fr.TARGET_LOOK: torch.as_tensor(look)}
+    loss = head({"obs": obs, "read": read})["loss"]
+    changed = read.clone()
+    changed[~torch.as_tensor(instr)] += 100.0  # reads at non-instruction steps do not matter
+    torch.testing.assert_close(head({"obs": obs, "read": changed})["loss"], loss)
+
+
+def test_instruction_weight_scales_the_instruction_steps_in_the_loss():
+    episodes = fr.expert_episodes(fr.TRAIN_LEVEL, 3, seed=0)
+    instr = fr.instruction_steps(torch.as_tensor(episodes[0]["obs"]["text"]))
+    words = [decode_text(t).split()[0] if decode_text(t) else "" for t in episodes[0]["obs"]["text"]]
+    assert instr.tolist() == [w in ("lift", "put") for w in words] and 0 < int(instr.sum()) < len(words)
+    agent = fr._agent(fr.TRAIN_LEVEL, "gru", {"hidden": 16}, SMALL)
+    batch = pad_batch(episodes, torch.device("cpu"))
+    out = agent.evaluate_sequence(batch["obs"], agent.initial_state(3, "cpu"), batch["first"], batch["prev_actions"],
+                                  batch["actions"])
+    ce = -out["log_prob"].detach()
+    mask = batch["mask"]
+    is_i = fr.instruction_steps(batch["obs"]["text"]) & mask
+    other = mask & ~is_i
+    for w in (1.0, 4.0):
+        loss, stats = fr.WeightedBC(agent, fr.BCConfig(), instruction_weight=w).loss(batch)
+        expected = (ce[other].sum() + w * ce[is_i].sum()) / (other.sum() + w * is_i.sum())
+        assert stats["bc_loss"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_train_probe_and_lookup_run_end_to_end(tmp_path):
+    ckpt = tmp_path / "a.pt"
+    result = fr.train("dcem", {"capacity": 64, "hidden": 16, "key_dim": 8}, SMALL, episodes_per_epoch=6,
+                      minutes=0.001, eval_episodes=2, test_episodes=3, instruction_weight=2.0, quiet=True, save=str(ckpt))
+    assert result["grad_steps"] == 1 and len(result["curve"]) == 1  # one epoch of 6 episodes, batch 8
+    assert 0.0 <= result["test_success"] <= 1.0 and result["test_ci95"][0] <= result["test_success"] <= result["test_ci95"][1]
+    share = fr.lookup_share(str(ckpt), SMALL, {"capacity": 64, "hidden": 16, "key_dim": 8}, episodes=3)
+    assert 0.0 <= share["share_on_instructed_name"] <= 1.0 and share["chance"] == pytest.approx(1 / 3)
+    probed = fr.probe(True, SMALL, rounds=1, episodes_per_round=10, epochs=1, quiet=True)
+    assert probed["test_steps"] > 0 and 0.0 <= probed["heldout_step_accuracy"] <= 1.0
+    probed_agent = fr.train("dcem", {"capacity": 64, "hidden": 16, "key_dim": 8}, SMALL, episodes_per_epoch=6,
+                            minutes=0.001, eval_episodes=1, test_episodes=1, target_look=1.0, quiet=True, save=str(ckpt))
+    assert probed_agent["curve"][0]["aux_loss"] > 0  # the probe's loss is part of training
+    assert fr.lookup_share(str(ckpt), SMALL, {"capacity": 64, "hidden": 16, "key_dim": 8}, episodes=1)["episodes"] == 1
+    with pytest.raises(ValueError, match="no text-keyed lookup"):
+        fr.lookup_share(str(ckpt), SMALL, {"capacity": 64, "hidden": 16, "key_dim": 8, "key_by": "visual"}, episodes=1)
