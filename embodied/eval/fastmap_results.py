@@ -1,8 +1,8 @@
 """Fast-mapping by behaviour cloning, and two diagnostics of where name binding fails.
 
-`train`: behaviour cloning on the symbolic CPU config with a fresh batch of scripted-expert episodes
-every epoch (the env makes 1500 in ~12 s, so no episode is seen twice and the agent cannot memorise
-layouts), instruction-phase steps optionally up-weighted (they are ~20% of an expert episode and
+`train`: behaviour cloning on the symbolic CPU config with new scripted-expert episodes every epoch
+(`collect_labelled` from a new seed each epoch; 1500 take ~12 s), so the agent cannot memorise
+layouts, instruction-phase steps optionally up-weighted (they are ~20% of an expert episode and
 the only steps where the name matters), then success on held-out objects in the env itself.
 
 `probe`: is the second hop learnable at all? Supervised on instruction-phase steps only, memory
@@ -27,6 +27,7 @@ instructed object was named (chance 1/N).
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import gymnasium as gym
@@ -41,7 +42,8 @@ from embodied.eval.stats import wilson_interval
 from embodied.eval.runner import print_result
 from embodied.tasks import make_env
 from embodied.tasks.fastmap import TOKEN, _glyph_mask, decode_text
-from embodied.train.bc import BCConfig, BehaviourCloning
+from embodied.envs import VectorEnv
+from embodied.train.bc import BCConfig, BehaviourCloning, collect_labelled
 
 TRAIN_LEVEL = "fastmap/architecture_comparison/fast_map_three_objs"
 TEST_LEVEL = "fastmap/new_obj_generalization/fast_map_heldout_test_objs"
@@ -60,58 +62,61 @@ def target_tile(env: gym.Env) -> np.ndarray:
     return tile
 
 
-class ShowTarget(gym.Wrapper):
-    """Diagnostic only: one extra tile row above the symbolic map; during the instruction phase its
-    first tile shows the instructed object's glyph in its colour, as the map draws objects."""
+class TargetWrapper(gym.Wrapper):
+    """Diagnostics only. `show`: one extra tile row above the symbolic map whose first tile shows the
+    instructed object (`target_tile`) during the instruction phase. `label`: an extra observation
+    TARGET_LOOK, that tile flat in [0, 1] (all zero before the instruction phase), which agents list
+    in `ignore`: a training label, never an input."""
 
-    def __init__(self, env: gym.Env):
+    def __init__(self, env: gym.Env, show: bool, label: bool):
         super().__init__(env)
-        self.px = env.unwrapped.options.cell_pixels
-        h, w, c = env.observation_space["rgb"].shape
-        self.observation_space = gym.spaces.Dict(
-            dict(env.observation_space.spaces, rgb=gym.spaces.Box(0, 255, (h + self.px, w, c), np.uint8)))
+        self.show, self.label = show, label
+        self.px = px = env.unwrapped.options.cell_pixels
+        spaces = dict(env.observation_space.spaces)
+        if show:
+            h, w, c = spaces["rgb"].shape
+            spaces["rgb"] = gym.spaces.Box(0, 255, (h + px, w, c), np.uint8)
+        if label:
+            spaces[TARGET_LOOK] = gym.spaces.Box(0.0, 1.0, (px * px * 3,), np.float32)
+        self.observation_space = gym.spaces.Dict(spaces)
 
-    def _show(self, obs: dict) -> dict:
-        e, px = self.env.unwrapped, self.px
-        rgb = np.zeros((obs["rgb"].shape[0] + px,) + obs["rgb"].shape[1:], np.uint8)
-        rgb[px:] = obs["rgb"]
-        rgb[:px, :px] = target_tile(e)
-        return dict(obs, rgb=rgb)
+    def _observe(self, obs: dict) -> dict:
+        tile = target_tile(self.env)
+        obs = dict(obs)
+        if self.show:
+            rgb = np.zeros((obs["rgb"].shape[0] + self.px,) + obs["rgb"].shape[1:], np.uint8)
+            rgb[self.px:] = obs["rgb"]
+            rgb[:self.px, :self.px] = tile
+            obs["rgb"] = rgb
+        if self.label:
+            obs[TARGET_LOOK] = tile.reshape(-1).astype(np.float32) / 255.0
+        return obs
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
-        return self._show(obs), info
+        return self._observe(obs), info
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        return self._show(obs), reward, terminated, truncated, info
+        return self._observe(obs), reward, terminated, truncated, info
 
 
-def level_env(level: str, show_target: bool = False) -> gym.Env:
+def level_env(level: str, show_target: bool = False, target_look: bool = False) -> gym.Env:
     env = make_env({"name": level, "scenes": "symbolic", "sensors": ["rgb"]})
-    return ShowTarget(env) if show_target else env
+    return TargetWrapper(env, show_target, target_look) if show_target or target_look else env
 
 
 def expert_episodes(level: str, n: int, seed: int, show_target: bool = False, target_look: bool = False) -> list[dict]:
-    """`n` scripted-expert episodes (seeds seed..seed+n-1) in the BC trainer's episode format; with
-    `target_look` each step also stores TARGET_LOOK (`target_tile` / 255, flat; zeros before the
-    instruction phase)."""
-    env = level_env(level, show_target)
-    episodes = []
-    for i in range(n):
-        obs, _ = env.reset(seed=seed + i)
-        frames: dict[str, list] = {}
-        actions, done = [], False
-        while not done:
-            action = env.unwrapped.oracle_action()
-            if target_look:
-                obs = dict(obs, **{TARGET_LOOK: target_tile(env).reshape(-1).astype(np.float32) / 255.0})
-            for k, v in obs.items():
-                frames.setdefault(k, []).append(v)
-            actions.append(action)
-            obs, _, terminated, truncated, _ = env.step(action)
-            done = terminated or truncated
-        episodes.append({"obs": {k: np.stack(v) for k, v in frames.items()}, "actions": np.asarray(actions, np.int64)})
+    """`n` scripted-expert episodes in the BC trainer's episode format (`collect_labelled` with
+    the oracle only; the env is reset with `seed`, later episodes continue its random stream)."""
+    env_fn = functools.partial(level_env, level, show_target, target_look)
+    envs = VectorEnv([env_fn], num_workers=0)
+    try:
+        max_steps = int(envs.call("cfg")[0].max_steps)  # a bound on the steps n episodes can take
+        episodes, _ = collect_labelled(envs, None, torch.device("cpu"), n * max_steps, 1.0,
+                                       np.random.default_rng(seed), seed, max_episodes=n)
+    finally:
+        envs.close()
     return episodes
 
 
@@ -178,15 +183,12 @@ def success_rate(agent, level: str, episodes: int, seed: int, show_target: bool 
 
 def _agent(level: str, memory: str, memory_options: dict, agent_options: dict, show_target: bool = False, seed: int = 0,
            target_look: bool = False):
-    env = level_env(level, show_target)
-    space = env.observation_space
+    env = level_env(level, show_target, target_look)
     if target_look:
-        px = env.unwrapped.options.cell_pixels
-        space = gym.spaces.Dict(dict(space.spaces, **{TARGET_LOOK: gym.spaces.Box(0.0, 1.0, (px * px * 3,), np.float32)}))
         agent_options = dict(agent_options, ignore=[*agent_options.get("ignore", []), TARGET_LOOK],
                              aux_heads=[*agent_options.get("aux_heads", []), "fastmap_target_look"])
     torch.manual_seed(seed)
-    return build_agent(space, env.action_space, memory, memory_options, **agent_options)
+    return build_agent(env.observation_space, env.action_space, memory, memory_options, **agent_options)
 
 
 def train(memory: str = "dcem", memory_options: dict | None = None, agent_options: dict | None = None,

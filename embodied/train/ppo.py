@@ -210,6 +210,7 @@ class PPO:
                 return self.agent.act_with_novelty(*args, deterministic=deterministic)
             return (*self.agent.act(*args, deterministic=deterministic), None)
 
+    @torch.no_grad()
     def collect(self, envs, stop: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
         """Run the policy for rollout_steps steps; returns rollout data, or None if `stop()` fired."""
         assert self._carry is not None, "call reset_envs() before collect()"
