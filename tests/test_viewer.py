@@ -257,9 +257,11 @@ def test_bench_record_reports_costs(monkeypatch):
 
     report = bench.bench_record(size=16, steps=20, repeats=1, scenes="procedural")
     configs = {r["config"]: r for r in report["runs"]}
-    assert set(configs) == {"baseline", "record", "record+semantic"}
+    assert set(configs) == {"baseline", "record", "record+semantic", "record inline"}
     assert configs["baseline"]["relative"] == 1.0
     assert configs["record"]["kib_per_step"] > 0
+    # Same recording whichever process writes it.
+    assert configs["record"]["kib_per_step"] == pytest.approx(configs["record inline"]["kib_per_step"], rel=0.05)
     json.dumps(report)
 
 

@@ -1,11 +1,14 @@
 """`embodied bench record`: evaluation steps/s with and without rerun recording, same episodes, same run.
 
-One env in this process (a recording is written where the episode runs), the shortest-path oracle
-as the policy (so the figure is env + recording cost, not network cost), one camera. Configurations:
+One env in this process, the shortest-path oracle as the policy (so the figure is env + recording
+cost, not network cost), one camera. Configurations:
   baseline          no recording
-  record            recording of what the agent observes (rgb + depth)
-  record+semantic   recording plus a semantic view rendered for it (`embodied record`'s default)
+  record            recording of what the agent observes (rgb + depth), written by the writer
+                    process (the default; embodied/viewer/stream.py)
+  record+semantic   the same plus a semantic view rendered for it (`embodied record`'s default)
+  record inline     the `record` recording converted and written in this process
 Each configuration runs the same episodes (seeds 0..) for the same number of steps; resets count.
+The clock stops only when every file of the run is complete on disk (`sync`).
 The configurations are interleaved over `repeats` rounds and the best round is kept, which
 removes most of the noise of a shared machine.
 """
@@ -20,19 +23,23 @@ from pathlib import Path
 
 from embodied.tasks import TaskConfig, make_env
 from embodied.viewer.recording import EpisodeRecorder
+from embodied.viewer.stream import sync
 
-CONFIGS = {"baseline": None, "record": (), "record+semantic": ("semantic",)}
+# name -> None (no recording) or (extra sensors, writer)
+CONFIGS = {"baseline": None, "record": ((), "process"), "record+semantic": (("semantic",), "process"),
+           "record inline": ((), "inline")}
 
 
-def _run(env, steps: int, extra_sensors, directory: Path) -> float:
+def _run(env, steps: int, config, directory: Path) -> float:
     """Steps/s over `steps` oracle steps, episodes seeded 0, 1, ... and recorded when asked."""
     done_steps, episode = 0, 0
     start = time.perf_counter()
     while done_steps < steps:
         obs, info = env.reset(seed=episode)
         recorder = None
-        if extra_sensors is not None:
-            recorder = EpisodeRecorder(directory / f"episode_{episode:03d}.rrd", extra_sensors=extra_sensors)
+        if config is not None:
+            recorder = EpisodeRecorder(directory / f"episode_{episode:03d}.rrd", extra_sensors=config[0],
+                                       writer=config[1])
             recorder.start(env, obs, info)
         done = False
         while not done and done_steps < steps:
@@ -43,8 +50,9 @@ def _run(env, steps: int, extra_sensors, directory: Path) -> float:
             done = terminated or truncated
             done_steps += 1
         if recorder is not None:
-            recorder.close()
+            recorder.close(wait=False)  # the writer finishes it while the next episode runs
         episode += 1
+    sync()
     return steps / (time.perf_counter() - start)
 
 
@@ -53,7 +61,9 @@ def bench_record(size: int = 64, steps: int = 600, repeats: int = 3, task: str =
     env = make_env(TaskConfig(name=task, scenes=scenes, width=size, height=size, sensors=["rgb", "depth"],
                               max_steps=200))
     with tempfile.TemporaryDirectory(prefix="embodied-bench-record-") as tmp:
-        _run(env, 50, (), Path(tmp) / "warmup")  # builds the scene cache and rerun's batcher
+        for config in CONFIGS.values():  # builds the scene caches, starts the writer process
+            if config is not None:
+                _run(env, 50, config, Path(tmp) / "warmup")
         best = {name: 0.0 for name in CONFIGS}
         sizes = {}
         for round_ in range(repeats):

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces as gym_spaces
 
-from embodied.viewer.recording import (_DEPTH, _RGB, _SEMANTIC, APPLICATION_ID, EpisodeRecorder, _Columns, _rr,
-                                       _scalar_columns, _text_columns, class_colors)
+from embodied.viewer.recording import (_DEPTH, _RGB, _SEMANTIC, EpisodeRecorder, _rr, class_legend, markdown,
+                                       scalar_columns, text_columns)
 
 MAX_SERIES = 16  # numeric observations up to this size get one plotted series per element
 MAX_CLASSES = 1024  # legend size when neither the env nor the observation space bounds the ids
@@ -56,33 +56,30 @@ class GenericRecorder(EpisodeRecorder):
     vectors; discrete or vector actions) to `path` (.rrd)."""
 
     def __init__(self, path: str | Path, *, recording_id: str | None = None, meta: dict[str, Any] | None = None,
-                 flush_every: int = 64):
-        super().__init__(path, extra_sensors=(), recording_id=recording_id, meta=meta, flush_every=flush_every)
+                 flush_every: int = 64, writer: str = "process"):
+        super().__init__(path, extra_sensors=(), recording_id=recording_id, meta=meta, flush_every=flush_every,
+                         writer=writer)
         self.images: dict[str, str] = {}  # observation key -> rgb | semantic | depth
         self.vectors: list[str] = []
         self.text_key: str | None = None
 
     def start(self, env, obs: dict, info: dict) -> None:
-        rr = _rr()
-        if self.rec is not None:
+        if self.stream is not None:
             raise RuntimeError(f"{self.path}: recorder already started")
         spaces = getattr(env.observation_space, "spaces", None)
         if not isinstance(spaces, dict) or not isinstance(obs, dict):
             raise ValueError(f"{self.path}: a generic recording needs a Dict observation space; got "
                              f"{type(env.observation_space).__name__}")
-        self.env = env
         self.images = {k: kind for k, s in spaces.items() if (kind := image_kind(s)) is not None}
         self.text_key = "text" if "text" in spaces and "text" not in self.images else None
         self.vectors = [k for k, s in spaces.items() if k not in self.images and k != self.text_key
                         and isinstance(s, NUMERIC_SPACES)]  # e.g. gymnasium's Text space has no numbers to plot
-        self.rec = rr.RecordingStream(APPLICATION_ID, recording_id=self.recording_id)
-        self.rec.save(str(self.path))
-        self.rec.send_blueprint(self._blueprint())
-        self.columns = _Columns(self.rec, self.flush_every)
+        self._open(env)
+        self.stream.blueprint(generic_blueprint, list(self.images))
         self._log_static(info)
         self._set_time(info)
         changes = self._log_observation(obs, info)
-        self._add("text/log", _text_columns, "episode start" + ("; " + ", ".join(changes) if changes else ""))
+        self._add("text/log", text_columns, "episode start" + ("; " + ", ".join(changes) if changes else ""))
         self.columns.end_step()
 
     # -- the env's words (viewer protocol of the tasks layer) ------------------------------------
@@ -114,34 +111,18 @@ class GenericRecorder(EpisodeRecorder):
         return [named[i] if i < len(named) else f"class {i}" for i in range(n)]
 
     # -- internals ---------------------------------------------------------------------------
-    def _blueprint(self):
-        import rerun.blueprint as rrb
-
-        side = rrb.Vertical(
-            rrb.TimeSeriesView(origin="/", contents=["scalars/**", "measures", "obs/**"], name="scalars"),
-            rrb.BarChartView(origin="memory/weights", name="memory weights"),
-            rrb.TextLogView(origin="/", contents=["text/**", "agent/**"], name="text"),
-        )
-        views = [rrb.Spatial2DView(origin=f"cameras/{k}", name=k) for k in self.images]
-        if not views:
-            return rrb.Blueprint(side, collapse_panels=False)
-        return rrb.Blueprint(rrb.Horizontal(rrb.Grid(*views), side, column_shares=[3, 2]), collapse_panels=False)
-
     def _log_static(self, info: dict) -> None:
         rr = _rr()
-        env, rec = self.env, self.rec
+        env, stream = self.env, self.stream
         for key, kind in self.images.items():
             if kind == "semantic":
-                names = self._class_names(key)
-                palette = class_colors(len(names))
-                legend = [rr.AnnotationInfo(id=i, label=name, color=tuple(int(c) for c in palette[i]))
-                          for i, name in enumerate(names)]
-                rec.log(f"cameras/{key}", rr.AnnotationContext(legend), static=True)
+                names = tuple(self._class_names(key))
+                stream.log_cached(f"cameras/{key}", ("legend", names), class_legend, lambda: (names,))
         for key in self.vectors:
             size = int(np.prod(env.observation_space[key].shape or (1,)))
             if size <= MAX_SERIES:
                 names = [key] if size == 1 else [f"{key}[{i}]" for i in range(size)]
-                rec.log(f"obs/{key}", rr.SeriesLines(names=names), static=True)
+                stream.log(f"obs/{key}", rr.SeriesLines, names=names, static=True)
         name = getattr(getattr(env, "cfg", None), "name", None) or type(env).__name__
         n = getattr(env.action_space, "n", None)
         actions = (", ".join(f"{i} {self._action_name(i)}" for i in range(int(n))) if n is not None
@@ -150,7 +131,7 @@ class GenericRecorder(EpisodeRecorder):
                     f"{tuple(env.observation_space[k].shape)})" for k in env.observation_space.spaces]
         lines = [f"# {name}", "", *(f"- {k}: {v}" for k, v in self.meta.items()),
                  f"- actions: {actions}", f"- observations: {', '.join(observed)}"]
-        rec.log("episode/info", rr.TextDocument("\n".join(lines), media_type=rr.MediaType.MARKDOWN), static=True)
+        stream.log("episode/info", markdown, "\n".join(lines), static=True)
 
     def _log_observation(self, obs: dict, info: dict) -> list[str]:
         """Images, text, vectors and measures of the current step; returns what the text log adds."""
@@ -168,24 +149,39 @@ class GenericRecorder(EpisodeRecorder):
         for key in self.vectors:
             value = np.asarray(obs[key], np.float64).reshape(-1)
             if value.size <= MAX_SERIES:
-                self._add(f"obs/{key}", _scalar_columns, value.tolist())
+                self._add(f"obs/{key}", scalar_columns, value.tolist())
             else:
-                self.rec.log(f"obs/{key}", rr.BarChart(value.astype(np.float32)))
+                self._log(f"obs/{key}", rr.BarChart, value.astype(np.float32))
         changes = []
         text = self._text(obs)
         if text is not None:
             if text != s.instruction:
-                self._add("text/instruction", _text_columns, text)
+                self._add("text/instruction", text_columns, text)
                 s.instruction = text
             changes.append(f"text: {text}")
         numeric = {k: float(v) for k, v in info.items() if isinstance(v, (bool, int, float, np.number))}
         if s.measure_names is None:  # the series names are fixed by the reset's info
             s.measure_names = list(numeric)
-            self.rec.log("measures", rr.SeriesLines(names=s.measure_names), static=True)
+            self.stream.log("measures", rr.SeriesLines, names=s.measure_names, static=True)
         if s.measure_names:
-            self._add("measures", _scalar_columns, [numeric.get(k, float("nan")) for k in s.measure_names])
+            self._add("measures", scalar_columns, [numeric.get(k, float("nan")) for k in s.measure_names])
         # Counts and flags (integer values) are events worth a line; continuous measures would be noise.
         changes += [f"{k} {s.measures[k]:g} -> {v:g}" for k, v in numeric.items()
                     if k in s.measures and s.measures[k] != v and float(v).is_integer() and s.measures[k].is_integer()]
         s.measures.update(numeric)
         return changes
+
+
+def generic_blueprint(images: list[str]):
+    """Camera views in a grid beside the scalars, memory weights and text."""
+    import rerun.blueprint as rrb
+
+    side = rrb.Vertical(
+        rrb.TimeSeriesView(origin="/", contents=["scalars/**", "measures", "obs/**"], name="scalars"),
+        rrb.BarChartView(origin="memory/weights", name="memory weights"),
+        rrb.TextLogView(origin="/", contents=["text/**", "agent/**"], name="text"),
+    )
+    views = [rrb.Spatial2DView(origin=f"cameras/{k}", name=k) for k in images]
+    if not views:
+        return rrb.Blueprint(side, collapse_panels=False)
+    return rrb.Blueprint(rrb.Horizontal(rrb.Grid(*views), side, column_shares=[3, 2]), collapse_panels=False)

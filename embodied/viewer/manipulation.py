@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from embodied.viewer.recording import (_DEPTH, _RGB, TIMELINE, EpisodeRecorder, _Columns, _rr, _scalar_columns,
-                                       _strip_columns, _text_columns)
+from embodied.viewer.recording import (_DEPTH, _RGB, EpisodeRecorder, StripColumns, _rr, markdown, scalar_columns,
+                                       text_columns, text_log, world_z_up)
 
 MAX_POINTS = 4000  # per step: enough to see the scene, small enough to keep recordings light
 
@@ -45,7 +45,7 @@ def _points3d_columns(rows: list):
     return rr.Points3D.columns(positions=positions, colors=colors, radii=[0.004] * len(positions)).partition(lengths)
 
 
-_path_columns = _strip_columns((255, 60, 160), 0.004)
+_path_columns = StripColumns((255, 60, 160), 0.004)
 
 
 class ManipulationRecorder(EpisodeRecorder):
@@ -54,30 +54,27 @@ class ManipulationRecorder(EpisodeRecorder):
     gripper_open, ignore_collisions) to `path` (.rrd)."""
 
     def __init__(self, path: str | Path, *, recording_id: str | None = None, meta: dict[str, Any] | None = None,
-                 flush_every: int = 8, max_points: int = MAX_POINTS):
+                 flush_every: int = 8, max_points: int = MAX_POINTS, writer: str = "process"):
         # Keyframe episodes are short (<= 25 steps) and each step is heavy: flush more often.
-        super().__init__(path, extra_sensors=(), recording_id=recording_id, meta=meta, flush_every=flush_every)
+        super().__init__(path, extra_sensors=(), recording_id=recording_id, meta=meta, flush_every=flush_every,
+                         writer=writer)
         self.max_points = max_points
         self._path: list = []
         self._last_action: np.ndarray | None = None
 
     def start(self, env, obs: dict, info: dict) -> None:
-        rr = _rr()
-        if self.rec is not None:
+        if self.stream is not None:
             raise RuntimeError(f"{self.path}: recorder already started")
-        self.env = env
         self.cameras = sorted({k[:-4] for k in obs if k.endswith("_rgb")})
         if not self.cameras or "proprio" not in obs:
             raise ValueError(f"{self.path}: a keyframe observation needs {{camera}}_rgb/_pcd and proprio; got {sorted(obs)}")
-        self.rec = rr.RecordingStream("embodied", recording_id=self.recording_id)
-        self.rec.save(str(self.path))
-        self.rec.send_blueprint(self._blueprint())
-        self.columns = _Columns(self.rec, self.flush_every)
+        self._open(env)
+        self.stream.blueprint(manipulation_blueprint, self.cameras)
         self._path = []
         self._log_static(info)
         self._set_time(info)
         self._log_observation(obs, info)
-        self._add("text/log", _text_columns, f"episode start: variation {info.get('variation', '?')}")
+        self._add("text/log", text_columns, f"episode start: variation {info.get('variation', '?')}")
         self.columns.end_step()
 
     def step(self, action, obs: dict, reward: float, info: dict) -> None:
@@ -87,8 +84,6 @@ class ManipulationRecorder(EpisodeRecorder):
     # -- internals ---------------------------------------------------------------------------
     def _set_time(self, info: dict) -> None:
         self._time = (self.state.step, int(info.get("keyframe", self.state.step)))
-        self.rec.set_time(TIMELINE, sequence=self._time[0])
-        self.rec.set_time("env_step", sequence=self._time[1])
 
     def _action_text(self, action) -> str:
         a = np.asarray(action, np.float32).reshape(-1)
@@ -99,23 +94,6 @@ class ManipulationRecorder(EpisodeRecorder):
     def _action_name(self, action) -> str:
         return "keyframe"
 
-    def _blueprint(self):
-        import rerun.blueprint as rrb
-
-        cams = [rrb.Spatial2DView(origin=f"cameras/{c}", contents=f"cameras/{c}/**", name=c) for c in self.cameras]
-        return rrb.Blueprint(
-            rrb.Horizontal(
-                rrb.Vertical(rrb.Spatial3DView(origin="world", name="scene"), rrb.Grid(*cams), row_shares=[3, 2]),
-                rrb.Vertical(
-                    rrb.TimeSeriesView(origin="/", contents=["scalars/**", "measures"], name="scalars"),
-                    rrb.BarChartView(origin="memory/weights", name="memory weights"),
-                    rrb.TextLogView(origin="/", contents=["text/**", "agent/**"], name="text"),
-                ),
-                column_shares=[3, 2],
-            ),
-            collapse_panels=False,
-        )
-
     def _workspace(self):
         from embodied.tasks.memorybench import WORKSPACE
 
@@ -123,18 +101,18 @@ class ManipulationRecorder(EpisodeRecorder):
 
     def _log_static(self, info: dict) -> None:
         rr = _rr()
-        rec = self.rec
-        rec.log("world", rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
+        stream = self.stream
+        stream.log("world", world_z_up, static=True)
         lo, hi = self._workspace()
-        rec.log("world/workspace", rr.Boxes3D(centers=[(lo + hi) / 2], sizes=[hi - lo], labels=["workspace"],
-                                              colors=[(120, 120, 120)]), static=True)
-        rec.log("world/keyframe/predicted", rr.Boxes3D(half_sizes=[(0.02, 0.02, 0.02)], labels=["predicted"],
-                                                       colors=[(255, 200, 0)]), static=True)
+        stream.log("world/workspace", rr.Boxes3D, centers=[(lo + hi) / 2], sizes=[hi - lo], labels=["workspace"],
+                   colors=[(120, 120, 120)], static=True)
+        stream.log("world/keyframe/predicted", rr.Boxes3D, half_sizes=[(0.02, 0.02, 0.02)], labels=["predicted"],
+                   colors=[(255, 200, 0)], static=True)
         name = getattr(getattr(self.env, "cfg", None), "name", type(self.env).__name__)
         lines = [f"# {name}", "", f"- instruction: {self._instruction()}",
                  f"- variation: {info.get('variation', '?')}", f"- seed: {info.get('seed', '?')}",
                  *(f"- {k}: {v}" for k, v in self.meta.items()), f"- cameras: {', '.join(self.cameras)}"]
-        rec.log("episode/info", rr.TextDocument("\n".join(lines), media_type=rr.MediaType.MARKDOWN), static=True)
+        stream.log("episode/info", markdown, "\n".join(lines), static=True)
 
     def _instruction(self) -> str:
         return str(getattr(self.env, "instruction", "") or "")
@@ -150,7 +128,7 @@ class ManipulationRecorder(EpisodeRecorder):
         self._add("world/points", _points3d_columns, self._fused_points(obs))
         proprio = np.asarray(obs["proprio"], np.float32).reshape(-1)
         self._add("world/gripper", _pose_columns, proprio[:7])
-        self._add("scalars/gripper_open", _scalar_columns, float(proprio[7]))
+        self._add("scalars/gripper_open", scalar_columns, float(proprio[7]))
         self._path.append(proprio[:3].copy())
         self._add("world/gripper_path", _path_columns, np.asarray(self._path, np.float32))
         if self._last_action is not None:
@@ -158,16 +136,16 @@ class ManipulationRecorder(EpisodeRecorder):
             self._add("world/keyframe/predicted", _pose_columns, target[:7])
             self._add("world/keyframe/executed", _points3d_columns,
                       (proprio[None, :3], np.array([[0, 200, 255]], np.uint8)))
-            self._add("scalars/keyframe_error", _scalar_columns, float(np.linalg.norm(proprio[:3] - target[:3])))
+            self._add("scalars/keyframe_error", scalar_columns, float(np.linalg.norm(proprio[:3] - target[:3])))
         instruction = self._instruction()
         if instruction != s.instruction:
-            self.rec.log("text/instruction", rr.TextLog(instruction, level=rr.TextLogLevel.INFO))
+            self._log("text/instruction", text_log, instruction)
             s.instruction = instruction
         numeric = {k: float(v) for k, v in info.items() if isinstance(v, (bool, int, float, np.number))}
         if s.measure_names is None:
             s.measure_names = list(numeric)
-            self.rec.log("measures", rr.SeriesLines(names=s.measure_names), static=True)
-        self._add("measures", _scalar_columns, [numeric.get(k, float("nan")) for k in s.measure_names])
+            self.stream.log("measures", rr.SeriesLines, names=s.measure_names, static=True)
+        self._add("measures", scalar_columns, [numeric.get(k, float("nan")) for k in s.measure_names])
         changes = [f"{k} {s.measures[k]:g} -> {v:g}" for k, v in numeric.items()
                    if k in ("success", "ik_failure") and k in s.measures and s.measures[k] != v]
         s.measures.update(numeric)
@@ -184,3 +162,22 @@ class ManipulationRecorder(EpisodeRecorder):
             keep = np.linspace(0, len(points) - 1, self.max_points).astype(np.int64)
             points, colors = points[keep], colors[keep]
         return points, colors
+
+
+def manipulation_blueprint(cameras: list[str]):
+    """The 3D scene over the camera views, beside the scalars, memory weights and text."""
+    import rerun.blueprint as rrb
+
+    cams = [rrb.Spatial2DView(origin=f"cameras/{c}", contents=f"cameras/{c}/**", name=c) for c in cameras]
+    return rrb.Blueprint(
+        rrb.Horizontal(
+            rrb.Vertical(rrb.Spatial3DView(origin="world", name="scene"), rrb.Grid(*cams), row_shares=[3, 2]),
+            rrb.Vertical(
+                rrb.TimeSeriesView(origin="/", contents=["scalars/**", "measures"], name="scalars"),
+                rrb.BarChartView(origin="memory/weights", name="memory weights"),
+                rrb.TextLogView(origin="/", contents=["text/**", "agent/**"], name="text"),
+            ),
+            column_shares=[3, 2],
+        ),
+        collapse_panels=False,
+    )

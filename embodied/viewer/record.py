@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from embodied.config import check
 from embodied.tasks import make_env
 from embodied.viewer.recording import AgentPolicy, OraclePolicy, RandomPolicy, record_episode
+from embodied.viewer.stream import sync
 
 POLICIES = ("oracle", "random")
 
@@ -56,14 +57,16 @@ def record(cfg) -> list[dict]:
     bar = tqdm(total=cfg.episodes * max_steps, unit="step", desc="record", disable=cfg.quiet, file=sys.stderr)
     for ep in range(cfg.episodes):
         path = out / f"episode_{ep:03d}.rrd"
+        # The writer process finishes one episode's file while the next is played; a video reads it back.
         result = record_episode(env, policy, path, seed=cfg.seed + ep, meta={"task": env.cfg.name, "agent": name},
-                                on_step=lambda: bar.update(1))
+                                on_step=lambda: bar.update(1), wait=bool(cfg.video))
         bar.update(max_steps * (ep + 1) - bar.n)  # episodes that end early skip their remainder
         if cfg.video:
             from embodied.viewer.video import recording_to_video
 
             result["video"] = str(recording_to_video(path))
         results.append(result)
+    sync()
     bar.close()
     for r in results:
         print(f"{r['path']}: steps={r['length']} success={float(r.get('success', float('nan'))):.0f} "
@@ -103,8 +106,10 @@ def record_eval(cfg, report: dict) -> dict:
         paths = []
         for i, seed in enumerate(seeds):
             path = directory / f"episode_{i:03d}.rrd"
-            record_episode(env, policy, path, seed=seed, meta={"task": name, "agent": policy_kind, "eval": True})
+            record_episode(env, policy, path, seed=seed, meta={"task": name, "agent": policy_kind, "eval": True},
+                           wait=False)
             paths.append(str(path))
+        sync()
         env.close()
         result["recordings"] = paths
         print(f"{name}: {len(paths)} recordings in {directory}")

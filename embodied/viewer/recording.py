@@ -46,27 +46,20 @@ from __future__ import annotations
 
 import colorsys
 import math
-import os
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 
-from embodied.render import Camera
+from embodied.viewer.stream import (TIMELINE, WRITERS, ImageColumns, Points2DColumns, StripColumns,
+                                    _rr, markdown, open_stream, scalar_columns, sync, text_columns,
+                                    text_log, transform_columns, world_z_up)
 
-APPLICATION_ID = "embodied"
-TIMELINE = "step"
+if TYPE_CHECKING:
+    from embodied.render import Camera
+
 MEMORY_SLOT_KEYS = ("weights", "slot_step", "slot_place", "slot_modality", "slot_keyframe", "chunk_selected")
-
-
-def rerun_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for rerun processes: the rerun binary skips its usage analytics when `CI` is set
-    (re_analytics checks it; there is no RERUN_* switch), so no viewer we start phones home."""
-    env = dict(os.environ if env is None else env)
-    env.setdefault("CI", "1")
-    return env
 
 
 def class_colors(n: int) -> np.ndarray:
@@ -95,12 +88,6 @@ class Policy(Protocol):
     def act(self, obs: dict, env) -> PolicyOutput: ...
 
 
-def _rr():
-    import rerun as rr
-
-    return rr
-
-
 class _Columns:
     """Per-step rows kept in Python and sent as columns (`send_columns`) every `every` steps and at
     close: one Arrow batch per entity instead of one `log` call per entity per step. A `log` call
@@ -108,8 +95,8 @@ class _Columns:
     recording cost 41-76% of a 64x64 evaluation; batching removes nearly all of it. Rows wait at most
     `every` steps, so a crash loses at most that many steps of the episode."""
 
-    def __init__(self, rec, every: int):
-        self.rec, self.every = rec, every
+    def __init__(self, stream, every: int):
+        self.stream, self.every = stream, every
         self.rows: dict[str, tuple[Callable, list]] = {}
         self.pending = 0
 
@@ -122,69 +109,139 @@ class _Columns:
             self.flush()
 
     def flush(self) -> None:
-        rr = _rr()
-        indexes: dict[tuple, list] = {}  # most entities have a row every step: build their time columns once
-        for entity, (build, rows) in self.rows.items():
-            if rows:
-                times = tuple((r[0], r[1]) for r in rows)
-                if times not in indexes:
-                    indexes[times] = [rr.TimeColumn(TIMELINE, sequence=[t[0] for t in times]),
-                                      rr.TimeColumn("env_step", sequence=[t[1] for t in times])]
-                self.rec.send_columns(entity, indexes=indexes[times], columns=build([r[2] for r in rows]))
-                rows.clear()
+        self.stream.columns([(entity, build, list(rows)) for entity, (build, rows) in self.rows.items() if rows])
+        for _, rows in self.rows.values():
+            rows.clear()
+        self.stream.flush()
         self.pending = 0
 
 
-def _image_columns(archetype: str, color_model: str | None, channel_datatype: str):
-    """Builder of Image / DepthImage / SegmentationImage columns from same-size arrays."""
-
-    def build(images: list):
-        rr = _rr()
-        stack = np.stack(images)
-        fmt = rr.components.ImageFormat(width=stack.shape[2], height=stack.shape[1], color_model=color_model,
-                                        channel_datatype=channel_datatype)
-        extra = {"meter": [1.0] * len(images)} if archetype == "DepthImage" else {}
-        return getattr(rr, archetype).columns(buffer=stack.reshape(len(images), -1).view(np.uint8),
-                                              format=[fmt] * len(images), **extra)
-
-    return build
-
-
-def _transform_columns(poses: list):
-    """(x, y, z, yaw) rows -> Transform3D columns (translation, quaternion about +z)."""
+def camera_mount(height: float, tilt_deg: float):
+    """The camera's transform below the agent: mount height, tilt about the camera's y axis."""
     rr = _rr()
-    p = np.asarray(poses, np.float64)
-    quaternion = np.stack([np.zeros(len(p)), np.zeros(len(p)), np.sin(p[:, 3] / 2), np.cos(p[:, 3] / 2)], -1)
-    return rr.Transform3D.columns(translation=p[:, :3].astype(np.float32), quaternion=quaternion.astype(np.float32))
+    return rr.Transform3D(translation=(0.0, 0.0, height),
+                          rotation=rr.RotationAxisAngle(axis=(0, 1, 0), radians=-math.radians(tilt_deg)))
 
 
-def _scalar_columns(values: list):
-    return _rr().Scalars.columns(scalars=np.asarray(values, np.float64))
+def pinhole(focal_px: float, width: int, height: int):
+    rr = _rr()
+    return rr.Pinhole(focal_length=focal_px, width=width, height=height, camera_xyz=rr.ViewCoordinates.FLU,
+                      image_plane_distance=0.5)
 
 
-def _text_columns(texts: list):
-    return _rr().TextLog.columns(text=texts, level=["INFO"] * len(texts))
+def goal_boxes(boxes: list):
+    """(centre, size, yaw, label) rows -> labelled Boxes3D."""
+    rr = _rr()
+    centers, sizes, yaws, labels = zip(*boxes)
+    return rr.Boxes3D(centers=centers, sizes=sizes, labels=labels, colors=[(255, 200, 0)] * len(labels),
+                      rotation_axis_angles=[rr.RotationAxisAngle(axis=(0, 0, 1), radians=y) for y in yaws])
 
 
-def _points2d_columns(color, radius):
-    def build(point_sets: list):
-        rr = _rr()
-        lengths = [len(p) for p in point_sets]
-        positions = np.concatenate([np.asarray(p, np.float32).reshape(-1, 2) for p in point_sets])
-        # Arrays, not Python lists of per-point tuples: converting those was most of the cost.
-        n = len(positions)
-        columns = rr.Points2D.columns(positions=positions, colors=np.tile(np.asarray(color, np.uint8), (n, 1)),
-                                      radii=np.full(n, radius, np.float32))
-        return columns.partition(lengths)
-
-    return build
+def labelled_points(xy: np.ndarray, labels: list):
+    return _rr().Points2D(xy, labels=labels, colors=[(255, 200, 0)] * len(labels), radii=2.0)
 
 
-def _strip_columns(color, radius):
-    def build(strips: list):
-        return _rr().LineStrips3D.columns(strips=strips, colors=[color] * len(strips), radii=[radius] * len(strips))
+def class_legend(names) -> Any:
+    rr = _rr()
+    palette = class_colors(len(names))
+    return rr.AnnotationContext([rr.AnnotationInfo(id=i, label=name, color=tuple(int(c) for c in palette[i]))
+                                 for i, name in enumerate(names)])
 
-    return build
+
+def scene_mesh(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray):
+    return _rr().Mesh3D(vertex_positions=vertices, triangle_indices=faces, vertex_colors=colors)
+
+
+def map_image(image: np.ndarray):
+    return _rr().Image(image)
+
+
+def nav_blueprint():
+    import rerun.blueprint as rrb
+
+    history = rrb.VisibleTimeRange(TIMELINE, start=rrb.TimeRangeBoundary.infinite(),
+                                   end=rrb.TimeRangeBoundary.cursor_relative())
+    camera = "world/agent/camera"
+    return rrb.Blueprint(
+        rrb.Horizontal(
+            rrb.Vertical(
+                rrb.Spatial3DView(origin="world", name="scene"),
+                rrb.Horizontal(
+                    rrb.Spatial2DView(origin=camera, contents=f"{camera}/rgb", name="rgb"),
+                    rrb.Spatial2DView(origin=camera, contents=f"{camera}/depth", name="depth"),
+                    rrb.Spatial2DView(origin=camera, contents=f"{camera}/semantic", name="semantic"),
+                ),
+                row_shares=[3, 2],
+            ),
+            rrb.Vertical(
+                rrb.Spatial2DView(origin="map", name="map", time_ranges=history),
+                rrb.TimeSeriesView(origin="/", contents=["scalars/**", "measures"], name="scalars"),
+                rrb.BarChartView(origin="memory/weights", name="memory weights"),
+                rrb.TextLogView(origin="/", contents=["text/**", "agent/**"], name="text"),
+            ),
+            column_shares=[3, 2],
+        ),
+        collapse_panels=False,
+    )
+
+
+class ExploredColumns:
+    """Queued (x, y, yaw, ray directions, sampled depth) rows -> for each step the grid cells it saw
+    first, as map points: one vectorised pass per flush (per step it was ~0.2 ms). Stateful (the cells
+    seen so far), so one instance serves one recording; the stream keeps it per entity."""
+
+    def __init__(self, origin, cell: float, shape):
+        self.origin, self.cell, self.shape = (float(origin[0]), float(origin[1])), float(cell), tuple(shape)
+        self.explored: np.ndarray | None = None
+
+    def map_xy(self, xy: np.ndarray) -> np.ndarray:
+        """World xy [N, 2] -> map image pixel coordinates (x right, y down; north up)."""
+        px = (xy[:, 0] - self.origin[0]) / self.cell
+        py = self.shape[0] - (xy[:, 1] - self.origin[1]) / self.cell
+        return np.stack([px, py], -1)
+
+    def __call__(self, rows: list):
+        shape, cell, origin = self.shape, self.cell, self.origin
+        if self.explored is None:
+            self.explored = np.zeros(shape, bool)
+        n = len(rows)
+        pose = np.array([r[:3] for r in rows], np.float32)  # [n, 3] x, y, yaw; float32 halves the work
+        if all(r[3] is rows[0][3] for r in rows):  # one camera setup (pickling keeps shared arrays shared)
+            dx, dy = rows[0][3][:, 0], rows[0][3][:, 1]
+            sampled = np.stack([r[4] for r in rows])
+        else:  # the tilt changed within the batch: pad to one shape
+            width = max(len(r[4]) for r in rows)
+            directions = np.zeros((n, width, 3), np.float32)
+            sampled = np.zeros((n, width), np.float32)
+            for i, r in enumerate(rows):
+                directions[i, : len(r[4])], sampled[i, : len(r[4])] = r[3], r[4]
+            dx, dy = directions[..., 0], directions[..., 1]
+        fx, fy = dx * sampled, dy * sampled  # agent frame, z-depth scaled
+        c, s = np.cos(pose[:, 2:3]), np.sin(pose[:, 2:3])
+        wx, wy = pose[:, :1] + c * fx - s * fy, pose[:, 1:2] + s * fx + c * fy
+        r = np.floor((wy - np.float32(origin[1])) * np.float32(1 / cell)).astype(np.int32)
+        col = np.floor((wx - np.float32(origin[0])) * np.float32(1 / cell)).astype(np.int32)
+        keep = (sampled > 0) & (r >= 0) & (r < shape[0]) & (col >= 0) & (col < shape[1])
+        cells_n = shape[0] * shape[1]
+        flat = np.where(keep, r * shape[1] + col, cells_n).ravel()  # misses go to a spare cell, not a mask copy
+        step = np.broadcast_to(np.arange(n, dtype=np.int32)[:, None], r.shape).ravel()
+        # The step that saw each cell first: a per-cell minimum, no sort of every hit.
+        first = np.full(cells_n + 1, n, np.int32)
+        np.minimum.at(first, flat, step)
+        explored = self.explored.reshape(-1)
+        first[:cells_n][explored] = n  # seen in an earlier batch
+        cells = np.flatnonzero(first[:cells_n] < n)
+        explored[cells] = True
+        first_step = first[cells]
+        cells = cells[np.argsort(first_step, kind="stable")]
+        counts = np.bincount(first_step, minlength=n)
+        if len(cells):  # cell centres, as NavGrid.grid_to_world
+            xy = np.stack([origin[0] + (cells % shape[1] + 0.5) * cell, origin[1] + (cells // shape[1] + 0.5) * cell], -1)
+            xy = self.map_xy(xy)
+        else:
+            xy = np.zeros((0, 2))
+        # One row per step (possibly empty), as before.
+        return _EXPLORED(np.split(xy, np.cumsum(counts)[:-1]))
 
 
 @dataclass
@@ -192,11 +249,12 @@ class _EpisodeState:
     step: int = 0
     episode_return: float = 0.0
     trajectory: list = field(default_factory=list)
-    explored: np.ndarray | None = None
+    explored: ExploredColumns | None = None  # this episode's explored-area builder
     measures: dict = field(default_factory=dict)
     measure_names: list | None = None
     rays: tuple | None = None  # (camera key, pixel subset, ray directions) of the last camera
     tilt: float | None = None
+    camera: Any = None  # the agent's Camera at `tilt`
     instruction: str | None = None
 
 
@@ -205,17 +263,24 @@ class EpisodeRecorder:
 
     recorder = EpisodeRecorder(path); recorder.start(env, obs, info)
     each step: recorder.agent(value=..., memory=...) (optional), then recorder.step(action, obs, reward, info)
-    recorder.close()
+    recorder.close()   # the file is complete; close(wait=False) returns at once (see writer)
 
     extra_sensors: sensors ("rgb", "depth", "semantic") rendered from the agent's camera at the
     observation size when the env does not observe them, so the recording has all three views.
+    writer: "process" (default) converts and writes in a writer process shared by the recordings of
+    this process, so recording overlaps the episode; "inline" does it all here (embodied/viewer/stream.py).
+    With the writer process, `close(wait=False)` lets the next episode start while this file is being
+    finished; `embodied.viewer.stream.sync()` then waits for every such file.
     """
 
     def __init__(self, path: str | Path, *, extra_sensors: tuple[str, ...] = ("semantic",),
-                 recording_id: str | None = None, meta: dict[str, Any] | None = None, flush_every: int = 64):
+                 recording_id: str | None = None, meta: dict[str, Any] | None = None, flush_every: int = 64,
+                 writer: str = "process"):
         bad = [s for s in extra_sensors if s not in ("rgb", "depth", "semantic")]
         if bad:
             raise ValueError(f"extra_sensors: {bad[0]!r}; allowed: rgb, depth, semantic")
+        if writer not in WRITERS:
+            raise ValueError(f"writer: {writer!r}; allowed: {', '.join(WRITERS)}")
         self.path = Path(path)
         if self.path.suffix != ".rrd":
             raise ValueError(f"{self.path}: a recording file must end in .rrd")
@@ -226,7 +291,8 @@ class EpisodeRecorder:
         if not (isinstance(flush_every, int) and flush_every >= 1):
             raise ValueError(f"flush_every must be an int >= 1, got {flush_every!r}")
         self.flush_every = flush_every
-        self.rec = None
+        self.writer = writer
+        self.stream = None
         self.columns: _Columns | None = None
         self.env = None
         self.state = _EpisodeState()
@@ -235,26 +301,19 @@ class EpisodeRecorder:
     # -- public API --------------------------------------------------------------------------
     def start(self, env, obs: dict, info: dict) -> None:
         """Static scene content and the reset observation (step 0)."""
-        rr = _rr()
-        if self.rec is not None:
-            raise RuntimeError(f"{self.path}: recorder already started")
-        self.env = env
-        self.rec = rr.RecordingStream(APPLICATION_ID, recording_id=self.recording_id)
-        self.rec.save(str(self.path))
-        self.rec.send_blueprint(self._blueprint())
-        self.columns = _Columns(self.rec, self.flush_every)
-        self.state = _EpisodeState()
+        self._open(env)
+        self.stream.blueprint(nav_blueprint)
         self._log_static()
         self._set_time(info)
         self._log_observation(obs, info)
-        self._add("text/log", _text_columns, f"episode start: scene {info.get('scene', '?')}")
+        self._add("text/log", text_columns, f"episode start: scene {info.get('scene', '?')}")
         self.columns.end_step()
 
     def agent(self, value: float | None = None, memory: dict | None = None) -> None:
         """What the agent computed from the current observation (logged at its step)."""
         self._require_started()
         if value is not None:
-            self._add("scalars/value", _scalar_columns, float(value))
+            self._add("scalars/value", scalar_columns, float(value))
         if memory:
             self._log_memory(memory)
 
@@ -266,21 +325,23 @@ class EpisodeRecorder:
         s.episode_return += float(reward)
         self._set_time(info)
         name = self._action_name(action)
-        self._add("agent/action", _text_columns, self._action_text(action))
-        self._add("scalars/reward", _scalar_columns, float(reward))
-        self._add("scalars/return", _scalar_columns, s.episode_return)
+        self._add("agent/action", text_columns, self._action_text(action))
+        self._add("scalars/reward", scalar_columns, float(reward))
+        self._add("scalars/return", scalar_columns, s.episode_return)
         changes = self._log_observation(obs, info)
         text = f"step {s.step}: {name}, reward {reward:+.3f}"
         if changes:
             text += "; " + ", ".join(changes)
-        self._add("text/log", _text_columns, text)
+        self._add("text/log", text_columns, text)
         self.columns.end_step()
 
-    def close(self) -> Path:
-        if self.rec is not None:
+    def close(self, wait: bool = True) -> Path:
+        if self.stream is not None:
             self.columns.flush()
-            self.rec.disconnect()  # flushes the batcher and the file sink before closing
-            self.rec = None
+            self.stream.close()
+            self.stream = None
+        if wait:
+            sync()
         return self.path
 
     def __enter__(self):
@@ -290,17 +351,27 @@ class EpisodeRecorder:
         self.close()
 
     # -- internals ---------------------------------------------------------------------------
+    def _open(self, env) -> None:
+        if self.stream is not None:
+            raise RuntimeError(f"{self.path}: recorder already started")
+        self.env = env
+        self.stream = open_stream(self.path, self.recording_id, self.writer)
+        self.columns = _Columns(self.stream, self.flush_every)
+        self.state = _EpisodeState()
+
     def _require_started(self) -> None:
-        if self.rec is None:
+        if self.stream is None:
             raise RuntimeError(f"{self.path}: call start(env, obs, info) first")
 
     def _set_time(self, info: dict) -> None:
         self._time = (self.state.step, int(info.get("steps", self.state.step)))
-        self.rec.set_time(TIMELINE, sequence=self._time[0])  # for the few rows still logged directly
-        self.rec.set_time("env_step", sequence=self._time[1])
 
     def _add(self, entity: str, build: Callable, value) -> None:
         self.columns.add(entity, build, *self._time, value)
+
+    def _log(self, entity: str, factory: Callable, *args, **kwargs) -> None:
+        """One row at the current step, logged directly (values that change rarely)."""
+        self.stream.log(entity, factory, *args, time=self._time, **kwargs)
 
     def _action_text(self, action) -> str:
         return f"{self._action_name(action)} ({int(action)})"
@@ -312,67 +383,36 @@ class EpisodeRecorder:
         return ACTIONS[index] if 0 <= index < len(ACTIONS) else f"action {index}"
 
     def _camera(self) -> Camera:
+        from embodied.render import Camera
+
         c = self.env.cfg
         return Camera(width=c.width, height=c.height, hfov_deg=c.hfov, mount_height=c.camera_height,
                       tilt_deg=self.env.agent.tilt_deg)
 
-    def _blueprint(self):
-        import rerun.blueprint as rrb
-
-        history = rrb.VisibleTimeRange(TIMELINE, start=rrb.TimeRangeBoundary.infinite(),
-                                       end=rrb.TimeRangeBoundary.cursor_relative())
-        camera = "world/agent/camera"
-        return rrb.Blueprint(
-            rrb.Horizontal(
-                rrb.Vertical(
-                    rrb.Spatial3DView(origin="world", name="scene"),
-                    rrb.Horizontal(
-                        rrb.Spatial2DView(origin=camera, contents=f"{camera}/rgb", name="rgb"),
-                        rrb.Spatial2DView(origin=camera, contents=f"{camera}/depth", name="depth"),
-                        rrb.Spatial2DView(origin=camera, contents=f"{camera}/semantic", name="semantic"),
-                    ),
-                    row_shares=[3, 2],
-                ),
-                rrb.Vertical(
-                    rrb.Spatial2DView(origin="map", name="map", time_ranges=history),
-                    rrb.TimeSeriesView(origin="/", contents=["scalars/**", "measures"], name="scalars"),
-                    rrb.BarChartView(origin="memory/weights", name="memory weights"),
-                    rrb.TextLogView(origin="/", contents=["text/**", "agent/**"], name="text"),
-                ),
-                column_shares=[3, 2],
-            ),
-            collapse_panels=False,
-        )
-
     def _log_static(self) -> None:
-        rr = _rr()
-        env, rec = self.env, self.rec
-        rec.log("world", rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
-        classes = tuple(getattr(env, "classes", ()) or env.scene.geometry.semantic_classes)
-        mesh, legend, navigable = _scene_archetypes(env.scene, classes)
-        rec.log("world/scene", mesh, static=True)
-        rec.log("world/agent/camera", legend, static=True)
+        env, stream = self.env, self.stream
+        stream.log("world", world_z_up, static=True)
+        scene = env.scene
+        classes = tuple(getattr(env, "classes", ()) or scene.geometry.semantic_classes)
+        # Built (and, with a writer process, sent) once per scene: episodes reuse scenes.
+        key = (scene.key, id(scene.geometry))
+        stream.log_cached("world/scene", key + ("mesh",), scene_mesh, lambda: _mesh_arrays(scene.geometry))
+        stream.log_cached("world/agent/camera", ("legend", classes), class_legend, lambda: (classes,))
+        stream.log_cached("map/navigable", key + ("map",), map_image,  # row 0 = north, as on a map
+                          lambda: (np.where(scene.grid.navigable, 200, 60).astype(np.uint8)[::-1].copy(),))
         cam = self._camera()
-        rec.log("world/agent/camera", rr.Pinhole(focal_length=cam.focal_px, width=cam.width, height=cam.height,
-                                                 camera_xyz=rr.ViewCoordinates.FLU, image_plane_distance=0.5),
-                static=True)
+        stream.log("world/agent/camera", pinhole, cam.focal_px, cam.width, cam.height, static=True)
         boxes = self._goal_boxes()
         if boxes:
-            centers, sizes, yaws, labels = zip(*boxes)
-            rec.log("world/goals", rr.Boxes3D(
-                centers=centers, sizes=sizes, labels=labels, colors=[(255, 200, 0)] * len(labels),
-                rotation_axis_angles=[rr.RotationAxisAngle(axis=(0, 0, 1), radians=y) for y in yaws]), static=True)
-        rec.log("map/navigable", navigable, static=True)
-        if boxes:
-            rec.log("map/goals", rr.Points2D(self._map_xy(np.array([b[0][:2] for b in boxes])),
-                                             labels=labels, colors=[(255, 200, 0)] * len(labels), radii=2.0),
-                    static=True)
+            stream.log("world/goals", goal_boxes, boxes, static=True)
+            stream.log("map/goals", labelled_points, self._map_xy(np.array([b[0][:2] for b in boxes])),
+                       [b[3] for b in boxes], static=True)
         from embodied.sim import ACTIONS
 
-        lines = [f"# {env.cfg.name}", "", f"- scene: {env.scene.key}",
+        lines = [f"# {env.cfg.name}", "", f"- scene: {scene.key}",
                  *(f"- {k}: {v}" for k, v in self.meta.items()),
                  f"- actions: {', '.join(f'{i} {a}' for i, a in enumerate(ACTIONS))}"]
-        rec.log("episode/info", rr.TextDocument("\n".join(lines), media_type=rr.MediaType.MARKDOWN), static=True)
+        stream.log("episode/info", markdown, "\n".join(lines), static=True)
 
     def _goal_boxes(self) -> list[tuple]:
         """(centre xyz, size xyz, yaw, label) of every goal of the episode, in goal order."""
@@ -396,12 +436,14 @@ class EpisodeRecorder:
                         boxes.append(((px, py, pz + sz / 2), (sx, sy, sz), float(o.yaw), f"{prefix}: {name}"))
         return boxes
 
-    def _map_xy(self, xy: np.ndarray) -> np.ndarray:
-        """World xy [N, 2] -> map image pixel coordinates (x right, y down; north up)."""
+    def _explored_builder(self) -> ExploredColumns:
         grid = self.env.scene.grid
-        px = (xy[:, 0] - grid.origin[0]) / grid.cell
-        py = grid.shape[0] - (xy[:, 1] - grid.origin[1]) / grid.cell
-        return np.stack([px, py], -1)
+        if self.state.explored is None:
+            self.state.explored = ExploredColumns(grid.origin, grid.cell, grid.shape)
+        return self.state.explored
+
+    def _map_xy(self, xy: np.ndarray) -> np.ndarray:
+        return self._explored_builder().map_xy(xy)
 
     def _instruction(self) -> str:
         from embodied.world import OBJECT_CATEGORIES
@@ -418,24 +460,24 @@ class EpisodeRecorder:
         return f"find a {OBJECT_CATEGORIES[goal.category]} and stop{which}"
 
     def _log_observation(self, obs: dict, info: dict) -> list[str]:
-        """Images, pose, map and measures of the current step; returns the measure changes as text."""
-        rr = _rr()
-        env, rec, s = self.env, self.rec, self.state
-        x, y, z, yaw = (float(v) for v in env.agent.pose)
-        self._add("world/agent", _transform_columns, (x, y, z, yaw))
-        cam = self._camera()
+        """Images, pose, map and measures of the current step; returns the measure changes as text.
+        This runs in the evaluating process at every step: it only copies rows (the writer converts)."""
+        env, s = self.env, self.state
+        pose = env.agent.pose
+        x, y, z, yaw = (float(v) for v in pose)
+        self._add("world/agent", transform_columns, (x, y, z, yaw))
+        tilt = env.agent.tilt_deg
         # Views query the latest value at the cursor, so values that rarely change (tilt, position
         # after a turn) are logged only when they change: fewer log calls, same picture.
-        if s.tilt != cam.tilt_deg:
-            rec.log("world/agent/camera", rr.Transform3D(
-                translation=(0.0, 0.0, cam.mount_height),
-                rotation=rr.RotationAxisAngle(axis=(0, 1, 0), radians=-math.radians(cam.tilt_deg))))
-            s.tilt = cam.tilt_deg
+        if s.tilt != tilt:
+            s.camera = self._camera()
+            self._log("world/agent/camera", camera_mount, s.camera.mount_height, tilt)
+            s.tilt = tilt
+        cam = s.camera
         images = {k: obs[k] for k in ("rgb", "depth", "semantic") if k in obs}
         missing = tuple(k for k in self.extra_sensors if k not in images)
         if missing:
-            pose = env.agent.pose[None].astype(np.float32)
-            rendered = env.scene.renderer.render(pose, [cam], outputs=missing)
+            rendered = env.scene.renderer.render(pose[None].astype(np.float32), [cam], outputs=missing)
             images.update({k: v[0, 0] for k, v in rendered.items()})
         # Copies: the env may reuse its observation buffers before the rows are sent.
         if "rgb" in images:
@@ -443,82 +485,43 @@ class EpisodeRecorder:
         if "depth" in images:
             depth = np.array(images["depth"], np.float32).reshape(cam.height, cam.width)
             self._add("world/agent/camera/depth", _DEPTH, depth)
-            self._log_explored(depth, cam)
+            self._log_explored(depth, cam, x, y, yaw)
         if "semantic" in images:
             semantic = np.asarray(images["semantic"]).reshape(cam.height, cam.width).astype(np.uint16)
             self._add("world/agent/camera/semantic", _SEMANTIC, semantic)
-        if not s.trajectory or s.trajectory[-1] != (x, y, z + 0.05):
-            s.trajectory.append((x, y, z + 0.05))
+        point = (x, y, z + 0.05)
+        if not s.trajectory or s.trajectory[-1] != point:
+            s.trajectory.append(point)
             self._add("world/trajectory", _TRAJECTORY, np.asarray(s.trajectory, np.float32))
             self._add("map/agent", _MAP_AGENT, self._map_xy(np.array([[x, y]])))
         instruction = self._instruction()
         if instruction != s.instruction:
-            rec.log("text/instruction", rr.TextLog(instruction, level=rr.TextLogLevel.INFO))
+            self._log("text/instruction", text_log, instruction)
             s.instruction = instruction
         numeric = {k: float(v) for k, v in info.items() if isinstance(v, (bool, int, float, np.number))}
         if s.measure_names is None:  # the series names are fixed by the reset's info
             s.measure_names = list(numeric)
-            rec.log("measures", rr.SeriesLines(names=s.measure_names), static=True)
+            self.stream.log("measures", _rr().SeriesLines, names=s.measure_names, static=True)
         # One entity with one series per measure: one row per step instead of one per measure.
-        self._add("measures", _scalar_columns, [numeric.get(k, float("nan")) for k in s.measure_names])
+        self._add("measures", scalar_columns, [numeric.get(k, float("nan")) for k in s.measure_names])
         changes = []
-        for key, value in numeric.items():
-            old = s.measures.get(key)
-            if old is not None and old != value and key in ("success", "goals_reached", "collisions"):
+        for key in ("success", "goals_reached", "collisions"):
+            old, value = s.measures.get(key), numeric.get(key)
+            if old is not None and value is not None and old != value:
                 changes.append(f"{key} {old:g} -> {value:g}")
-            s.measures[key] = value
+        s.measures = numeric
         return changes
 
-    def _log_explored(self, depth: np.ndarray, cam: Camera) -> None:
-        """Queue this step's sampled depth; `_explored_columns` turns the queued steps into the grid
-        cells each one saw first, in one vectorised pass per flush (per step it was ~0.2 ms)."""
+    def _log_explored(self, depth: np.ndarray, cam: Camera, x: float, y: float, yaw: float) -> None:
+        """Queue this step's sampled depth; ExploredColumns turns the queued steps into the cells each
+        one saw first when the rows are sent."""
         key = (cam.tilt_deg, cam.width, cam.height)
         if self.state.rays is None or self.state.rays[0] != key:
             # Every other row and column: neighbouring pixels mostly land in the same grid cell.
             pixels = (np.arange(cam.height)[::2, None] * cam.width + np.arange(cam.width)[None, ::2]).reshape(-1)
             self.state.rays = (key, pixels, cam.ray_directions()[pixels])
         _, pixels, directions = self.state.rays
-        x, y, _, yaw = (float(v) for v in self.env.agent.pose)
-        self._add("map/explored", self._explored_columns, (x, y, yaw, directions, depth.reshape(-1)[pixels]))
-
-    def _explored_columns(self, rows: list):
-        grid = self.env.scene.grid
-        if self.state.explored is None:
-            self.state.explored = np.zeros(grid.shape, bool)
-        n = len(rows)
-        pose = np.array([r[:3] for r in rows])  # [n, 3] x, y, yaw
-        if all(r[3] is rows[0][3] for r in rows):  # one camera setup: a single [n, P] pass
-            directions = np.broadcast_to(rows[0][3], (n,) + rows[0][3].shape)
-            sampled = np.stack([r[4] for r in rows])
-        else:  # the tilt changed within the batch: pad to one shape
-            width = max(len(r[4]) for r in rows)
-            directions = np.zeros((n, width, 3), np.float32)
-            sampled = np.zeros((n, width), np.float32)
-            for i, r in enumerate(rows):
-                directions[i, : len(r[4])], sampled[i, : len(r[4])] = r[3], r[4]
-        fx, fy = directions[..., 0] * sampled, directions[..., 1] * sampled  # agent frame, z-depth scaled
-        c, s = np.cos(pose[:, 2:3]), np.sin(pose[:, 2:3])
-        wx, wy = pose[:, :1] + c * fx - s * fy, pose[:, 1:2] + s * fx + c * fy
-        r = np.floor((wy - grid.origin[1]) / grid.cell).astype(np.int64)
-        col = np.floor((wx - grid.origin[0]) / grid.cell).astype(np.int64)
-        step = np.broadcast_to(np.arange(n)[:, None], r.shape)
-        keep = (sampled > 0) & (r >= 0) & (r < grid.shape[0]) & (col >= 0) & (col < grid.shape[1])
-        flat, step = r[keep] * grid.shape[1] + col[keep], step[keep]
-        explored = self.state.explored.reshape(-1)
-        unseen = ~explored[flat]
-        # The step that saw each unseen cell first: a per-cell minimum, no sort of every hit.
-        first = np.full(explored.shape, n, np.int64)
-        np.minimum.at(first, flat[unseen], step[unseen])
-        cells = np.flatnonzero(first < n)
-        explored[cells] = True
-        first_step = first[cells]
-        order = np.argsort(first_step, kind="stable")
-        cells = cells[order]
-        counts = np.bincount(first_step, minlength=n)
-        rc = np.stack([cells // grid.shape[1], cells % grid.shape[1]], -1)
-        xy = self._map_xy(grid.grid_to_world(rc)) if len(rc) else np.zeros((0, 2))
-        # One row per step (possibly empty), as before.
-        return _EXPLORED(np.split(xy, np.cumsum(counts)[:-1]))
+        self._add("map/explored", self._explored_builder(), (x, y, yaw, directions, depth.reshape(-1)[pixels]))
 
     def _log_memory(self, memory: dict) -> None:
         rr = _rr()
@@ -527,65 +530,49 @@ class EpisodeRecorder:
             return
         weights = report["weights"].astype(np.float32).reshape(-1)
         for key, value in report.items():
-            self.rec.log(f"memory/{key}", rr.BarChart(value.reshape(-1).astype(np.float32)))
+            self._log(f"memory/{key}", rr.BarChart, value.reshape(-1).astype(np.float32))
         if weights.size and weights.max() > 0:
             peak = int(weights.argmax())
-            self.rec.log("memory/peak_slot", rr.Scalars(float(peak)))
+            self._log("memory/peak_slot", rr.Scalars, float(peak))
             if "slot_step" in report:
-                self.rec.log("memory/peak_step", rr.Scalars(float(report["slot_step"].reshape(-1)[peak])))
+                self._log("memory/peak_step", rr.Scalars, float(report["slot_step"].reshape(-1)[peak]))
 
 
-_SCENE_CACHE: OrderedDict = OrderedDict()
-
-
-def _scene_archetypes(scene, classes: tuple[str, ...]):
-    """The static mesh, class legend and navigable map of a scene, converted to Arrow once per scene:
-    the conversion was about a third of the fixed cost of each recording (episodes reuse scenes)."""
-    key = (scene.key, id(scene.geometry), classes)
-    if key in _SCENE_CACHE:
-        _SCENE_CACHE.move_to_end(key)
-        return _SCENE_CACHE[key]
-    rr = _rr()
+def _mesh_arrays(geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The scene's parts as one vertex-coloured mesh: positions, uint32 triangles, uint8 colours."""
     vertices, faces, colors = [], [], []
     offset = 0
-    for part in scene.geometry.parts:
+    for part in geometry.parts:
         v = np.asarray(part.vertices, np.float32)
         vertices.append(v)
         faces.append(np.asarray(part.faces, np.int64) + offset)
         rgb = part.vertex_colors if part.vertex_colors is not None else np.broadcast_to(part.color, v.shape)
         colors.append(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8))
         offset += len(v)
-    mesh = rr.Mesh3D(vertex_positions=np.concatenate(vertices), triangle_indices=np.concatenate(faces).astype(np.uint32),
-                     vertex_colors=np.concatenate(colors))
-    palette = class_colors(len(classes))
-    legend = rr.AnnotationContext([rr.AnnotationInfo(id=i, label=name, color=tuple(int(c) for c in palette[i]))
-                                   for i, name in enumerate(classes)])
-    navigable = rr.Image(np.where(scene.grid.navigable, 200, 60).astype(np.uint8)[::-1])  # row 0 = north, as on a map
-    _SCENE_CACHE[key] = (mesh, legend, navigable)
-    while len(_SCENE_CACHE) > 8:
-        _SCENE_CACHE.popitem(last=False)
-    return _SCENE_CACHE[key]
+    return np.concatenate(vertices), np.concatenate(faces).astype(np.uint32), np.concatenate(colors)
 
 
-_RGB = _image_columns("Image", "RGB", "U8")
-_DEPTH = _image_columns("DepthImage", None, "F32")
-_SEMANTIC = _image_columns("SegmentationImage", None, "U16")
-_MAP_AGENT = _points2d_columns((255, 60, 160), 1.5)
-_TRAJECTORY = _strip_columns((255, 60, 160), 0.03)
-_EXPLORED = _points2d_columns((90, 160, 255), 0.5)
+_RGB = ImageColumns("Image", "RGB", "U8")
+_DEPTH = ImageColumns("DepthImage", None, "F32")
+_SEMANTIC = ImageColumns("SegmentationImage", None, "U16")
+_MAP_AGENT = Points2DColumns((255, 60, 160), 1.5)
+_TRAJECTORY = StripColumns((255, 60, 160), 0.03)
+_EXPLORED = Points2DColumns((90, 160, 255), 0.5)
 
 
 # --- running a policy ----------------------------------------------------------------------------
 
 def record_episode(env, policy: Policy | Callable, path: str | Path, *, seed: int | None = None,
                    extra_sensors: tuple[str, ...] = ("semantic",), meta: dict | None = None,
-                   on_step: Callable[[], None] | None = None) -> dict:
+                   on_step: Callable[[], None] | None = None, writer: str = "process", wait: bool = True) -> dict:
     """Run one episode of `env` with `policy` and write it to `path` (.rrd): keyframe envs with a
     ManipulationRecorder, navigation envs (`is_nav_env`) with an EpisodeRecorder, any other env with a
     Dict observation with a GenericRecorder (embodied/viewer/generic.py).
 
     `policy` is a Policy (reset(env), act(obs, env) -> PolicyOutput) or a plain function
     `fn(obs, env) -> action`. Returns the final info (measures) plus `return`, `length`, `path`.
+    `wait=False` returns while a writer process may still be writing the file: call
+    `embodied.viewer.stream.sync()` before reading it (recording several episodes in a row).
     """
     if not hasattr(policy, "act"):
         policy = FunctionPolicy(policy)
@@ -595,15 +582,15 @@ def record_episode(env, policy: Policy | Callable, path: str | Path, *, seed: in
     if is_keyframe_env(env):
         from embodied.viewer.manipulation import ManipulationRecorder
 
-        recorder = ManipulationRecorder(path, meta=meta)
+        recorder = ManipulationRecorder(path, meta=meta, writer=writer)
     elif is_nav_env(env):
-        recorder = EpisodeRecorder(path, extra_sensors=extra_sensors, meta=meta)
+        recorder = EpisodeRecorder(path, extra_sensors=extra_sensors, meta=meta, writer=writer)
     else:
         from embodied.viewer.generic import GenericRecorder
 
-        recorder = GenericRecorder(path, meta=meta)
+        recorder = GenericRecorder(path, meta=meta, writer=writer)
     total, length = 0.0, 0
-    with recorder:
+    try:
         recorder.start(env, obs, info)
         done = False
         while not done:
@@ -616,6 +603,8 @@ def record_episode(env, policy: Policy | Callable, path: str | Path, *, seed: in
             done = terminated or truncated
             if on_step is not None:
                 on_step()
+    finally:
+        recorder.close(wait=wait)
     return {**info, "return": total, "length": length, "path": str(recorder.path)}
 
 

@@ -10,7 +10,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from embodied.viewer.recording import rerun_env
+from embodied.viewer.stream import rerun_env
 
 
 def rerun_binary() -> str:
