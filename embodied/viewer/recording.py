@@ -41,6 +41,9 @@ legend), the text channel in words (`text/instruction` on change, and in every `
 named actions, reward, return, value, measures, other numeric observations under `obs/{key}` and the
 memory introspection above. The words come from the task's viewer protocol (`action_names`,
 `observation_text(obs)`, `classes`), with token ids and "action i" where a task has none.
+
+The recorders here only gather rows; what turns them into rerun data, and where that runs (a writer
+process by default, or inline), is embodied/viewer/stream.py.
 """
 from __future__ import annotations
 
