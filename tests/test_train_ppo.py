@@ -136,3 +136,20 @@ def test_dcem_intrinsic_reward_is_credited_to_the_step_before_new_text():
     assert intrinsic.max() == pytest.approx(0.5)  # the first text of an episode: nothing like it stored
     repeated = said_next & (text[1:] == text[:-1]).all(-1)  # the same words as at step t
     assert repeated.any() and (intrinsic[:-1][repeated] < 1e-3).all()
+
+
+def test_cpu_bf16_autocast_is_opt_in_and_learns(tmp_path):
+    from embodied.train.ppo import PPO, PPOConfig
+
+    def linear_dtype(cpu_bf16: bool) -> torch.dtype:
+        ppo = PPO(torch.nn.Linear(4, 4), PPOConfig(cpu_bf16=cpu_bf16), num_envs=2, total_steps=100)
+        with ppo._autocast():
+            return ppo.agent(torch.zeros(1, 4)).dtype
+
+    assert linear_dtype(False) == torch.float32 and linear_dtype(True) == torch.bfloat16
+    result = train(toy_cfg(tmp_path, "total_steps=6144", "trainer.cpu_bf16=true"))
+    assert result["status"] == "finished"
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    early, late = lines[0]["episode/success"], lines[-1]["episode/success"]
+    print(f"toy corridor with cpu_bf16: rolling success {early:.2f} -> {late:.2f}")
+    assert late > early + 0.3

@@ -70,6 +70,10 @@ class PPOConfig:
     """Stop the epochs early when approx_kl exceeds this; null = never."""
     amp: str = "bf16"
     """Mixed precision on CUDA: none, bf16 or fp16 (fp16 uses a GradScaler). Ignored on CPU."""
+    cpu_bf16: bool = False
+    """bf16 autocast on CPU too (rollout forward and update). Off by default: it changes the numerics
+    of CPU runs, and it is faster only on CPUs with native bf16 (avx512_bf16 or AMX; elsewhere it is
+    emulated and slower). `embodied bench train` measures both."""
     bootstrap_truncated: bool = True
     """Bootstrap time-limit truncations with gamma*V(last obs) instead of treating them as terminal."""
     reset_envs_each_update: bool = False
@@ -149,6 +153,8 @@ class PPO:
         self.total_steps = total_steps
         on_cuda = self.device.type == "cuda"
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if on_cuda else None
+        if self.device.type == "cpu" and cfg.cpu_bf16:
+            self.amp_dtype = torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.shuffle_gen = torch.Generator().manual_seed(seed)
         self.cutoff = StragglerCutoff(self.ctx, cfg.preempt_fraction, cfg.preempt_min_fraction)
@@ -165,7 +171,7 @@ class PPO:
     def _autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.amp_dtype)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def lr_now(self) -> float:
         if not self.cfg.anneal_lr:
