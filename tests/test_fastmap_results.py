@@ -91,3 +91,19 @@ def test_train_probe_and_lookup_run_end_to_end(tmp_path):
     assert fr.lookup_share(str(ckpt), SMALL, {"capacity": 64, "hidden": 16, "key_dim": 8}, episodes=1)["episodes"] == 1
     with pytest.raises(ValueError, match="no text-keyed lookup"):
         fr.lookup_share(str(ckpt), SMALL, {"capacity": 64, "hidden": 16, "key_dim": 8, "key_by": "visual"}, episodes=1)
+
+
+def test_frozen_parameters_do_not_train_and_the_rest_do(tmp_path):
+    ckpt = tmp_path / "f.pt"
+    options = {"capacity": 64, "hidden": 16, "key_dim": 8, "key_by": "text"}
+    initial = fr._agent(fr.TRAIN_LEVEL, "dcem", options, SMALL).state_dict()
+    freeze = ["encoder.text.embedding", "memory.key_proj.text"]
+    result = fr.train("dcem", options, SMALL, episodes_per_epoch=6, minutes=0.001, eval_episodes=1,
+                      test_episodes=1, quiet=True, save=str(ckpt), freeze=freeze)
+    assert result["frozen"] == ["encoder.text.embedding.weight", "memory.key_proj.text.weight"]
+    trained = torch.load(ckpt)
+    for name in result["frozen"]:
+        assert torch.equal(trained[name], initial[name]), name
+    assert not torch.equal(trained["encoder.text.out.0.weight"], initial["encoder.text.out.0.weight"])
+    with pytest.raises(ValueError, match="--freeze 'encoder.txt' matches no parameter"):
+        fr.train("dcem", options, SMALL, episodes_per_epoch=6, minutes=0.001, quiet=True, freeze=["encoder.txt"])

@@ -194,9 +194,11 @@ def _agent(level: str, memory: str, memory_options: dict, agent_options: dict, s
 def train(memory: str = "dcem", memory_options: dict | None = None, agent_options: dict | None = None,
           episodes_per_epoch: int = 1500, minutes: float = 10.0, lr: float = 1e-3, batch: int = 8,
           instruction_weight: float = 1.0, eval_episodes: int = 30, test_episodes: int = 200, seed: int = 0,
-          show_target: bool = False, quiet: bool = False, save: str | None = None, target_look: float = 0.0) -> dict:
+          show_target: bool = False, quiet: bool = False, save: str | None = None, target_look: float = 0.0,
+          freeze: list[str] | None = None) -> dict:
     memory_options, agent_options = dict(memory_options or {}), dict(agent_options or {})
     agent = _agent(TRAIN_LEVEL, memory, memory_options, agent_options, show_target, seed, target_look > 0)
+    frozen = freeze_parameters(agent, freeze or [])
     bc = WeightedBC(agent, BCConfig(lr=lr, batch_episodes=batch, epochs=1, aux_coef=target_look if target_look > 0 else 1.0),
                     seed=seed, instruction_weight=instruction_weight)
     start, curve, epoch = time.time(), [], 0
@@ -219,10 +221,28 @@ def train(memory: str = "dcem", memory_options: dict | None = None, agent_option
         torch.save(agent.state_dict(), save)
     lo, hi = wilson_interval(test * test_episodes, test_episodes)
     return {"memory": memory, "memory_options": memory_options, "agent_options": agent_options,
-            "instruction_weight": instruction_weight, "target_look": target_look, "lr": lr, "episodes_per_epoch": episodes_per_epoch,
+            "instruction_weight": instruction_weight, "target_look": target_look, "frozen": frozen, "lr": lr,
+            "episodes_per_epoch": episodes_per_epoch,
             "show_target": show_target, "grad_steps": bc.grad_steps, "seconds": round(time.time() - start, 1),
             "test_level": TEST_LEVEL, "test_success": test, "test_ci95": [lo, hi], "test_episodes": test_episodes,
             "chance": 1 / 3, "curve": curve}
+
+
+def freeze_parameters(agent: torch.nn.Module, prefixes: list[str]) -> list[str]:
+    """Stop training the parameters whose names start with one of `prefixes` (e.g. the name tokens'
+    embeddings and DCEM's text key path, so a lookup that is right at initialisation cannot drift);
+    returns their names. A prefix that matches nothing is an error."""
+    names = [n for n, _ in agent.named_parameters()]
+    for prefix in prefixes:
+        if not any(n.startswith(prefix) for n in names):
+            raise ValueError(f"--freeze {prefix!r} matches no parameter; e.g. encoder.text.embedding, "
+                             f"memory.key_proj.text, memory.log_temperature")
+    frozen = []
+    for name, param in agent.named_parameters():
+        if any(name.startswith(prefix) for prefix in prefixes):
+            param.requires_grad_(False)
+            frozen.append(name)
+    return frozen
 
 
 def _instruction_data(n: int, seed: int, show_target: bool) -> tuple[dict, torch.Tensor]:
@@ -338,6 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--test-episodes", type=int, default=200)
     t.add_argument("--save", default=None, help="write the trained agent's state_dict here")
     t.add_argument("--target-look", type=float, default=0.0, help="weight of the privileged target-look probe (0: off)")
+    t.add_argument("--freeze", nargs="*", default=[], help="parameter name prefixes not to train")
     sub.choices["probe"].add_argument("--rounds", type=int, default=20)
     sub.choices["probe"].add_argument("--episodes-per-round", type=int, default=500)
     sub.choices["lookup"].add_argument("--ckpt", required=True)
@@ -346,7 +367,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "train":
         result = train(args.memory, _options(args.memory_option), _options(args.agent), args.episodes_per_epoch,
                        args.minutes, args.lr, 8, args.instruction_weight, args.eval_episodes, args.test_episodes,
-                       args.seed, args.show_target, args.quiet, args.save, args.target_look)
+                       args.seed, args.show_target, args.quiet, args.save, args.target_look, args.freeze)
     elif args.command == "probe":
         result = probe(args.show_target, _options(args.agent), args.rounds, args.episodes_per_round, 3, args.lr,
                        args.seed, args.quiet)
