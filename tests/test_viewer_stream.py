@@ -103,3 +103,19 @@ def test_recording_survives_the_death_of_the_recording_process(tmp_path):
 def test_bad_writer_name_fails_clearly(tmp_path):
     with pytest.raises(ValueError, match="writer: 'thread'; allowed: process, inline"):
         stream.open_stream(tmp_path / "x.rrd", "x", writer="thread")
+
+
+def test_a_dead_writer_is_an_error_not_a_silent_success(tmp_path):
+    s = stream.open_stream(tmp_path / "a.rrd", "a")
+    writer = stream._WRITER
+    writer.proc.kill()
+    writer.proc.wait(timeout=30)
+    with pytest.raises(RuntimeError, match="recording writer process exited"):
+        s.close()
+        stream.sync()
+    fresh = stream.open_stream(tmp_path / "b.rrd", "b")  # the next recording starts a new writer
+    assert stream._WRITER is not writer
+    fresh.log("text", stream.text_log, "again", time=(0, 0))
+    fresh.close()
+    stream.sync()
+    assert Recording(tmp_path / "b.rrd").texts("text") == {0: "again"}

@@ -331,27 +331,30 @@ class _WriterProcess:
         return evicted
 
     def send(self, message: tuple) -> None:
+        with self.lock:
+            self._write(message)
+
+    def _write(self, message: tuple) -> None:
         """Control messages as one pickle; ("ops", rid, ops) as a ("ops", rid, nbytes) header and the
         pickled ops, so ops the writer cannot unpickle fail their recording, not the stream."""
-        with self.lock:
-            try:
-                if message[0] == "ops":
-                    payload = pickle.dumps(message[2], protocol=pickle.HIGHEST_PROTOCOL)
-                    pickle.dump(("ops", message[1], len(payload)), self.out, protocol=pickle.HIGHEST_PROTOCOL)
-                    self.out.write(payload)
-                else:
-                    pickle.dump(message, self.out, protocol=pickle.HIGHEST_PROTOCOL)
-                self.out.flush()
-            except (BrokenPipeError, OSError) as exc:
-                raise RuntimeError(f"the recording writer process exited (code {self.proc.poll()}); "
-                                   f"its error, if any, is on stderr above") from exc
+        try:
+            if message[0] == "ops":
+                payload = pickle.dumps(message[2], protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump(("ops", message[1], len(payload)), self.out, protocol=pickle.HIGHEST_PROTOCOL)
+                self.out.write(payload)
+            else:
+                pickle.dump(message, self.out, protocol=pickle.HIGHEST_PROTOCOL)
+            self.out.flush()
+        except (BrokenPipeError, OSError, ValueError) as exc:  # ValueError: the pipe was closed here
+            raise RuntimeError(f"the recording writer process exited (code {self.proc.poll()}); "
+                               f"its error, if any, is on stderr above") from exc
 
     def sync(self) -> None:
         """Wait until every op sent so far is written (closed recordings are complete files)."""
-        self.next_token += 1
-        token = self.next_token
-        self.send(("sync", token))
-        with self.lock:
+        with self.lock:  # one request, its own reply, even with several recording threads
+            self.next_token += 1
+            token = self.next_token
+            self._write(("sync", token))
             try:
                 reply = pickle.load(self.inp)
             except EOFError as exc:
@@ -408,8 +411,9 @@ def _writer() -> _WriterProcess:
 
 def sync() -> None:
     """Block until every recording written through a ProcessStream and closed so far is complete on
-    disk; raise the writer's first error. A no-op when no writer process was started."""
-    if _WRITER is not None and _WRITER.alive():
+    disk; raise the writer's first error, or that the writer died. A no-op when this process started
+    no writer."""
+    if _WRITER is not None and _WRITER.pid == os.getpid():
         _WRITER.sync()
 
 
