@@ -58,13 +58,14 @@ def test_writer_errors_reach_the_recording_process_and_the_writer_survives(tmp_p
     assert Recording(tmp_path / "good.rrd").texts("text") == {0: "still writing"}
 
 
-def test_static_cache_evicts_in_step_with_the_writer(tmp_path, monkeypatch):
+@pytest.mark.parametrize("writer", stream.WRITERS)
+def test_static_cache_evicts_in_step_with_the_applying_side(tmp_path, monkeypatch, writer):
     # Two keys over a one-entry cache: every recording after the first must re-send what it logs.
     monkeypatch.setattr(stream, "CACHE_SIZE", 1)
     built = []
     for i, key in enumerate(["a", "b", "a", "a", "b"]):
-        s = stream.open_stream(tmp_path / f"{i}.rrd", f"r{i}")
-        s.log_cached("doc", ("test-cache", key), stream.markdown, lambda key=key: built.append(key) or (f"text {key}",))
+        s = stream.open_stream(tmp_path / f"{i}.rrd", f"r{i}", writer=writer)
+        s.log_cached("doc", ("test-cache", writer, key), stream.markdown, lambda key=key: built.append(key) or (f"text {key}",))
         s.close()
     stream.sync()
     assert built == ["a", "b", "a", "b"]  # the third recording reused "a"

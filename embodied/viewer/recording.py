@@ -55,8 +55,8 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 
-from embodied.viewer.stream import (TIMELINE, WRITERS, ImageColumns, Points2DColumns, StripColumns,
-                                    _rr, markdown, open_stream, scalar_columns, sync, text_columns,
+from embodied.viewer.stream import (TIMELINE, ImageColumns, Points2DColumns, StripColumns,
+                                    _rr, check_writer, markdown, open_stream, scalar_columns, sync, text_columns,
                                     text_log, transform_columns, world_z_up)
 
 if TYPE_CHECKING:
@@ -282,8 +282,7 @@ class EpisodeRecorder:
         bad = [s for s in extra_sensors if s not in ("rgb", "depth", "semantic")]
         if bad:
             raise ValueError(f"extra_sensors: {bad[0]!r}; allowed: rgb, depth, semantic")
-        if writer not in WRITERS:
-            raise ValueError(f"writer: {writer!r}; allowed: {', '.join(WRITERS)}")
+        check_writer(writer)
         self.path = Path(path)
         if self.path.suffix != ".rrd":
             raise ValueError(f"{self.path}: a recording file must end in .rrd")

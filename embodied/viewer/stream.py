@@ -147,13 +147,10 @@ class _FileWriter:
 
     def apply(self, op: tuple) -> None:
         kind = op[0]
-        if kind == "cached":
-            _, entity, key, factory, args = op
-            if args is not None:
-                self.cache[key] = factory(*args)
-            self.rec.log(entity, self.cache[key], static=True)
-        elif kind == "evict":
-            self.cache.pop(op[1], None)
+        if kind in ("cached", "evict"):
+            _update_cache(self.cache, op)
+            if kind == "cached":
+                self.rec.log(op[1], self.cache[op[2]], static=True)
         elif kind == "log":
             _, entity, factory, args, kwargs, static, time = op
             if time is not None:
@@ -195,8 +192,14 @@ class Stream:
 
     def log_cached(self, entity: str, key, factory: Callable, args: Callable[[], tuple]) -> None:
         """Log `factory(*args())` as static, building it (and computing `args()`) once per `key` in a
-        process: a scene's mesh is the same in every episode recorded in it."""
-        raise NotImplementedError
+        process: a scene's mesh is the same in every episode recorded in it. The recording process
+        decides what the applying side keeps (`keys`) and tells it what to drop."""
+        if self.keys.touch(key):
+            self._op(("cached", entity, key, factory, None))
+            return
+        self._op(("cached", entity, key, factory, args()))
+        for old in self.keys.add(key):
+            self._op(("evict", old))
 
     def blueprint(self, factory: Callable, *args) -> None:
         self._op(("blueprint", factory, args))
@@ -215,7 +218,29 @@ class Stream:
         raise NotImplementedError
 
 
-_INLINE_CACHE: OrderedDict = OrderedDict()
+class _CacheKeys:
+    """The keys of the static archetypes the applying side holds, least recently used first."""
+
+    def __init__(self):
+        self.keys: OrderedDict = OrderedDict()
+
+    def touch(self, key) -> bool:
+        """True (and now most recently used) if held."""
+        if key in self.keys:
+            self.keys.move_to_end(key)
+            return True
+        return False
+
+    def add(self, key) -> list:
+        """Hold `key`; returns the keys to drop to stay within CACHE_SIZE."""
+        self.keys[key] = True
+        evicted = []
+        while len(self.keys) > CACHE_SIZE:
+            evicted.append(self.keys.popitem(last=False)[0])
+        return evicted
+
+
+_INLINE_KEYS, _INLINE_CACHE = _CacheKeys(), {}
 
 
 class InlineStream(Stream):
@@ -223,16 +248,8 @@ class InlineStream(Stream):
 
     def __init__(self, path: str, recording_id: str):
         super().__init__(path, recording_id)
+        self.keys = _INLINE_KEYS
         self.file = _FileWriter(self.path, recording_id, _INLINE_CACHE)
-
-    def log_cached(self, entity, key, factory, args) -> None:
-        if key in _INLINE_CACHE:
-            _INLINE_CACHE.move_to_end(key)
-            self._op(("cached", entity, key, factory, None))
-            return
-        self._op(("cached", entity, key, factory, args()))
-        while len(_INLINE_CACHE) > CACHE_SIZE:
-            _INLINE_CACHE.popitem(last=False)
 
     def close(self) -> None:
         if self.file is not None:
@@ -249,17 +266,10 @@ class ProcessStream(Stream):
     def __init__(self, path: str, recording_id: str):
         super().__init__(path, recording_id)
         self.writer = _writer()
+        self.keys = self.writer.keys
         self.rid = self.writer.open(self.path, recording_id)
         self.ops: list[tuple] = []
         self.closed = False
-
-    def log_cached(self, entity, key, factory, args) -> None:
-        if self.writer.has(key):
-            self._op(("cached", entity, key, factory, None))
-            return
-        self._op(("cached", entity, key, factory, args()))
-        for old in self.writer.remember(key):
-            self._op(("evict", old))
 
     def flush(self) -> None:
         if self.ops:
@@ -278,10 +288,14 @@ class ProcessStream(Stream):
         self.ops.append(op)
 
 
-def open_stream(path, recording_id: str, writer: str = "process") -> Stream:
+def check_writer(writer: str) -> str:
     if writer not in WRITERS:
         raise ValueError(f"writer: {writer!r}; allowed: {', '.join(WRITERS)}")
-    return (ProcessStream if writer == "process" else InlineStream)(str(path), recording_id)
+    return writer
+
+
+def open_stream(path, recording_id: str, writer: str = "process") -> Stream:
+    return (ProcessStream if check_writer(writer) == "process" else InlineStream)(str(path), recording_id)
 
 
 # --- the writer process -----------------------------------------------------------------------------
@@ -305,7 +319,7 @@ class _WriterProcess:
         self.inp = os.fdopen(from_child, "rb")
         self.pid = os.getpid()
         self.next_rid = self.next_token = 0
-        self.sent: OrderedDict = OrderedDict()  # cache keys the writer holds, least recently used first
+        self.keys = _CacheKeys()  # what the writer's static cache holds
         self.lock = threading.Lock()
 
     def alive(self) -> bool:
@@ -315,20 +329,6 @@ class _WriterProcess:
         self.next_rid += 1
         self.send(("open", self.next_rid, path, recording_id))
         return self.next_rid
-
-    def has(self, key) -> bool:
-        if key in self.sent:
-            self.sent.move_to_end(key)
-            return True
-        return False
-
-    def remember(self, key) -> list:
-        """Note that the writer now holds `key`; returns the keys it must drop."""
-        self.sent[key] = True
-        evicted = []
-        while len(self.sent) > CACHE_SIZE:
-            evicted.append(self.sent.popitem(last=False)[0])
-        return evicted
 
     def send(self, message: tuple) -> None:
         with self.lock:
@@ -479,13 +479,18 @@ def _serve(inp, out) -> None:
         f.close()
 
 
+def _update_cache(cache: dict, op: tuple) -> None:
+    """A "cached" op with arguments builds and keeps its archetype; an "evict" op drops one."""
+    if op[0] == "cached" and op[4] is not None:
+        cache[op[2]] = op[3](*op[4])
+    elif op[0] == "evict":
+        cache.pop(op[1], None)
+
+
 def _apply_dry(cache: dict, op: tuple) -> None:
     """Keep the shared cache in step with the recording process for ops of a failed recording."""
     try:
-        if op[0] == "cached" and op[4] is not None:
-            cache[op[2]] = op[3](*op[4])
-        elif op[0] == "evict":
-            cache.pop(op[1], None)
+        _update_cache(cache, op)
     except Exception:  # noqa: BLE001 - a later use of the key reports it
         pass
 
