@@ -5,6 +5,9 @@ or takes plain flags where it has nothing to configure.
   embodied play task=nav/objectnav agent=oracle          one episode -> MP4 + measures JSON
   embodied bench sim [--quick] [--out FILE]              env steps/s (JSON), peers when installed
   embodied bench render                                  renderer frames/s
+  embodied bench train [--device cpu|cuda|auto] [--num-envs 64,256]
+                                                         end-to-end PPO training steps/s (env + forward + update)
+  embodied bench memory [--device cpu|cuda]              per-step read latency of every memory vs episode length
   embodied bench memorybench [--quick] [--verify]        MemoryBench demos/min, env keyframe steps/s
                                                          (--verify: expert on all pinned seeds)
   embodied demos task=memorybench/put_block_back split=train n=100 [out=FILE.h5] [image_size=128] [quiet=true]
@@ -16,6 +19,8 @@ or takes plain flags where it has nothing to configure.
   embodied video FILE.rrd [--out FILE.mp4]               MP4 of the camera views with text overlaid
   embodied train key=value ...                           training (Hydra app; -m for sweeps)
   embodied eval key=value ...                            evaluation table
+
+`python -m embodied ...` is the same command.
 """
 from __future__ import annotations
 
@@ -97,7 +102,9 @@ def cmd_bench(argv: list[str]) -> None:
     p.add_argument("--out", default=None, help="JSON output file (default: bench_<what>.json)")
     p.add_argument("--quick", action="store_true", help="short run (a few seconds per configuration)")
     p.add_argument("--no-peers", action="store_true", help="sim: skip MiniWorld / Memory Maze even if installed")
-    p.add_argument("--device", default="cpu", help="train: cpu or cuda")
+    p.add_argument("--device", default="cpu", help="train, memory: cpu, cuda or (train) auto")
+    p.add_argument("--num-envs", default="64", help="train on cuda: envs per configuration, comma-separated")
+    p.add_argument("--workers", type=int, default=None, help="train on cuda: env worker processes (default: cores - 1)")
     p.add_argument("--verify", action="store_true", help="memorybench: also run the expert on all pinned seeds")
     a = p.parse_args(argv)
     out = a.out or f"bench_{a.what}.json"
@@ -130,7 +137,11 @@ def cmd_bench(argv: list[str]) -> None:
     else:
         from embodied.train.bench import bench_train_cli
 
-        bench_train_cli(out=out, quick=a.quick, device=a.device)
+        try:
+            cuda_envs = tuple(int(x) for x in a.num_envs.split(","))
+        except ValueError:
+            raise SystemExit(f"embodied bench: --num-envs {a.num_envs!r}: expected comma-separated ints, e.g. 64,256")
+        bench_train_cli(out=out, quick=a.quick, device=a.device, cuda_envs=cuda_envs, cuda_workers=a.workers)
 
 
 def cmd_record(argv: list[str]) -> None:

@@ -167,3 +167,33 @@ def test_prebuild_scenes_caches_the_split_so_resets_build_nothing():
     assert {k: id(v) for k, v in env.scenes.cache.items()} == before
     small_cache = make_env(small("nav/pointnav", scene_cache=3)).unwrapped
     assert small_cache.prebuild_scenes() == 3
+
+
+def test_goal_pool_draws_fixed_per_scene_goals_and_computes_each_field_once(monkeypatch):
+    from embodied.sim.navgrid import NavigableGrid
+
+    calls = []
+    dijkstra = NavigableGrid._dijkstra
+    monkeypatch.setattr(NavigableGrid, "_dijkstra", lambda self, *a: calls.append(1) or dijkstra(self, *a))
+    pool = 3
+    env = make_env(small("nav/pointnav", sensors=["depth"], goal_pool=pool)).unwrapped
+    other = make_env(small("nav/pointnav", sensors=["depth"], goal_pool=pool)).unwrapped
+    goals: dict[str, set] = {}
+    for seed in range(40):
+        for e in (env, other):
+            e.reset(seed=seed + 1000 * (e is other))
+            goals.setdefault(e.scene.key, set()).add(tuple(np.round(e.goal.point, 9)))
+    # Every scene's goals come from its pool: at most `pool` points, shared by envs of any seed.
+    assert all(len(g) <= pool for g in goals.values())
+    assert sum(len(g) for g in goals.values()) > len(goals)  # more than one point per scene is used
+    assert len(calls) == sum(len(g) for g in goals.values())  # one Dijkstra per (scene, goal), then cached
+    fresh = make_env(small("nav/pointnav", sensors=["depth"])).unwrapped
+    points = set()
+    for seed in range(10):
+        fresh.reset(seed=seed)
+        points.add((fresh.scene.key, tuple(np.round(fresh.goal.point, 9))))
+    assert len(points) == 10  # goal_pool=0: a fresh goal every episode
+    with pytest.raises(ConfigError, match="^task.goal_pool:"):
+        small("nav/objectnav", goal_pool=4).validate()
+    with pytest.raises(ConfigError, match="^task.goal_pool:"):
+        small("nav/pointnav", goal_pool=-1).validate()

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 TOY = ["task.name=toy/corridor", "task.max_steps=24", "memory.hidden=16", "agent.hidden=16",
        "trainer.rollout_steps=16", "num_envs=4", "num_workers=0", "device=cpu", "quiet=true",
        "trainer.lr=3e-3", "ckpt_every=1000", "total_steps=1536"]  # 24 updates
-TIMING = {"update_time", "rollout_time", "env_sps", "sps", "time"}
+TIMING = {"update_time", "rollout_time", "env_time", "env_sps", "sps", "time"}
 
 
 def run_train(run_dir: Path, *extra: str, sigterm_after_updates: int | None = None) -> subprocess.CompletedProcess:

@@ -139,6 +139,7 @@ class NavigableGrid:
         self.components, n = ndimage.label(self.navigable, structure=np.ones((3, 3), bool))
         self.component_sizes = np.bincount(self.components.ravel(), minlength=n + 1)
         self.component_sizes[0] = 0
+        self._sample_cells: np.ndarray | None = None
         # Unit vectors pointing away from obstacles, used to slide along them.
         gy, gx = np.gradient(self.clearance)
         norm = np.hypot(gx, gy)
@@ -148,6 +149,7 @@ class NavigableGrid:
 
         self._build_graph(_HALF_OFFSETS_16 if neighbourhood == 16 else _HALF_OFFSETS_8)
         self._fields: OrderedDict = OrderedDict()
+        self.field_cache_size = _FIELD_CACHE_SIZE  # distance fields kept (LRU); raised by users of more goals
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -340,7 +342,9 @@ class NavigableGrid:
         """[n, 2] agent centres drawn uniformly over the largest component's area."""
         if not isinstance(rng, np.random.Generator):
             raise ValueError(f"rng must be a numpy Generator, got {type(rng).__name__}")
-        cells = np.argwhere(self.largest_component())
+        cells = self._sample_cells
+        if cells is None:  # fixed once built; argwhere per call was a fifth of a pointnav reset
+            cells = self._sample_cells = np.argwhere(self.largest_component())
         if not len(cells):
             raise ValueError("the grid has no navigable cells")
         pick = cells[rng.integers(0, len(cells), size=n)]
@@ -428,7 +432,7 @@ class NavigableGrid:
             return field
         field = self._compute_region_field(goal) if goal.dtype == bool else self._compute_point_field(goal)
         self._fields[key] = field
-        if len(self._fields) > _FIELD_CACHE_SIZE:
+        if len(self._fields) > self.field_cache_size:
             self._fields.popitem(last=False)
         return field
 

@@ -8,6 +8,7 @@ tolerance reaches it.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -244,7 +245,16 @@ class PointNav(NavEnv):
     goal_space = {"pointgoal": spaces.Box(-np.inf, np.inf, (3,), np.float32)}
 
     def _sample_goals(self, scene: NavScene) -> list[Goal]:
-        point = scene.grid.sample_navigable(self.rng, 1)[0]
+        n = self.cfg.goal_pool
+        if n:
+            pool = scene.goal_pools.get(n)
+            if pool is None:  # the same points in every process and run: seeded by the scene alone
+                pool = scene.goal_pools[n] = scene.grid.sample_navigable(
+                    np.random.default_rng(zlib.crc32(scene.key.encode())), n)
+                scene.grid.field_cache_size = max(scene.grid.field_cache_size, n + 8)
+            point = pool[int(self.rng.integers(n))]
+        else:
+            point = scene.grid.sample_navigable(self.rng, 1)[0]
         field = scene.grid.distance_field_to_points(point[None])
         return [Goal(field=field, tolerance=self.cfg.success_distance, point=point)]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ class NavScene:
     geometry: SceneGeometry
     renderer: RaycastRenderer
     grid: NavigableGrid
+    goal_pools: dict = field(default_factory=dict)  # pool size -> [N, 2] goal points (nav/pointnav goal_pool)
 
 
 class SceneSource:

@@ -234,6 +234,7 @@ class PPO:
         intrinsic = torch.zeros(T, n, device=dev)
         dones = torch.zeros(T, n, dtype=torch.bool, device=dev)
         t0 = time.perf_counter()
+        env_time = 0.0  # of rollout_time, spent in envs.step (workers stepping, resets, transfer)
         steps = 0
         # Finished episodes count only once the rollout completes: a rollout abandoned by preemption
         # must leave the saved episode statistics as they were at the update boundary.
@@ -250,7 +251,10 @@ class PPO:
             action, log_prob, value, state, novelty = self._act(carry)
             if novelty is not None and t > 0:  # obs t came from action t-1 (at t = 0 the last rollout credited it)
                 intrinsic[t - 1] = self.cfg.intrinsic_coef * novelty
-            obs, reward, terminated, truncated, infos = envs.step(action.cpu().numpy())
+            action_np = action.cpu().numpy()
+            t_env = time.perf_counter()
+            obs, reward, terminated, truncated, infos = envs.step(action_np)
+            env_time += time.perf_counter() - t_env
             actions[t], log_probs[t], values[t] = action, log_prob.float(), value.float()
             reward_t = torch.as_tensor(np.asarray(reward, dtype=np.float32), device=dev)
             term = torch.as_tensor(np.asarray(terminated, dtype=bool), device=dev)
@@ -285,7 +289,8 @@ class PPO:
         return {"obs": {k: v[:S] for k, v in obs_buf.items()}, "first": first[:S],
                 "prev_actions": prev_actions[:S], "actions": actions[:S], "log_probs": log_probs[:S],
                 "values": values[:S], "advantages": adv, "returns": adv + values[:S],
-                "start_state": start_state, "steps": S, "rollout_time": rollout_time, "intrinsic": intrinsic[:S]}
+                "start_state": start_state, "steps": S, "rollout_time": rollout_time, "env_time": env_time,
+                "intrinsic": intrinsic[:S]}
 
     # --- update ------------------------------------------------------------------------------
     def update(self, rollout: dict[str, Any]) -> dict[str, float]:
@@ -375,7 +380,7 @@ class PPO:
         returns, values = rollout["returns"], rollout["values"]
         explained = 1 - (returns - values).var() / (returns.var() + 1e-8)
         metrics = {k: v / max(count, 1) for k, v in sums.items()}
-        metrics.update(lr=lr, update_time=update_time, rollout_time=rollout["rollout_time"],
+        metrics.update(lr=lr, update_time=update_time, rollout_time=rollout["rollout_time"], env_time=rollout["env_time"],
                        env_sps=local_steps / max(rollout["rollout_time"], 1e-9),
                        rollout_len=rollout["steps"], explained_variance=float(explained))
         if cfg.intrinsic_coef > 0:

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import pybullet_data
 
 pb = None  # the pybullet module, imported by the first Scene() so that registering these tasks
-# (importing embodied.tasks) costs nothing for commands that never build one
+# (importing embodied.tasks) costs nothing, and needs no pybullet, for commands that never build one
 
 
 def _import_pybullet():
@@ -34,6 +33,12 @@ def _import_pybullet():
     return pb
 
 
+def _data_path() -> str:
+    import pybullet_data
+
+    return pybullet_data.getDataPath()
+
+
 def panda_urdf() -> str:
     """pybullet_data's Panda with its collision meshes also used as visual meshes, written once per
     process into a temp dir: the visual meshes are ~50x more triangles and made TinyRenderer
@@ -41,7 +46,7 @@ def panda_urdf() -> str:
     import tempfile
     from pathlib import Path
 
-    src = Path(pybullet_data.getDataPath()) / "franka_panda" / "panda.urdf"
+    src = Path(_data_path()) / "franka_panda" / "panda.urdf"
     out = Path(tempfile.gettempdir()) / f"embodied-memorybench-{os.getpid()}" / "panda_light.urdf"
     if not out.exists():
         meshes = (src.parent / "meshes" / "collision").as_posix()
@@ -159,7 +164,7 @@ class Scene:
         self.step_callbacks = []
         self.physics_steps = 0
         self.table = self._box((0.75, 0.75, 0.02), (0.15, 0.0, TABLE_Z - 0.02), (0.62, 0.52, 0.38, 1), mass=0)
-        pb.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=c)
+        pb.setAdditionalSearchPath(_data_path(), physicsClientId=c)
         self.robot = pb.loadURDF(panda_urdf(), ROBOT_BASE, useFixedBase=True,
                                  flags=pb.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT, physicsClientId=c)
         for j, q in zip(ARM_JOINTS, HOME_JOINTS):
@@ -323,7 +328,7 @@ class Scene:
                 cb()
 
     def _build_kinematic_robot(self) -> None:
-        pb.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=self.kin)
+        pb.setAdditionalSearchPath(_data_path(), physicsClientId=self.kin)
         self.kin_robot = pb.loadURDF("franka_panda/panda.urdf", ROBOT_BASE, useFixedBase=True, physicsClientId=self.kin)
         info = [pb.getJointInfo(self.kin_robot, j, physicsClientId=self.kin) for j in range(9)]
         movable = [i for i in info if i[2] != pb.JOINT_FIXED]
