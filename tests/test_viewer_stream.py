@@ -120,3 +120,18 @@ def test_a_dead_writer_is_an_error_not_a_silent_success(tmp_path):
     fresh.close()
     stream.sync()
     assert Recording(tmp_path / "b.rrd").texts("text") == {0: "again"}
+
+
+def test_writer_runs_at_lower_priority_and_a_bad_setting_fails_clearly(tmp_path, monkeypatch):
+    import os
+
+    s = stream.open_stream(tmp_path / "a.rrd", "a")
+    s.close()
+    stream.sync()
+    pid = stream._WRITER.proc.pid
+    assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + stream.WRITER_NICE)
+    stream._WRITER.proc.kill()
+    stream._WRITER.proc.wait(timeout=30)
+    monkeypatch.setenv("EMBODIED_WRITER_NICE", "fast")
+    with pytest.raises(ValueError, match="EMBODIED_WRITER_NICE='fast': expected a niceness increment 0..19"):
+        stream.open_stream(tmp_path / "b.rrd", "b")

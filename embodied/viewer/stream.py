@@ -33,6 +33,11 @@ TIMELINE = "step"
 WRITERS = ("process", "inline")
 PIPE_BYTES = 4 << 20
 CACHE_SIZE = 32  # static archetypes (3 per scene: mesh, legend, map) kept per process, least recently used out
+# The writer runs at the lowest priority: its work only has to be done by the next sync, and it should
+# not take cores from the process it records (embodied bench record, 2 cores: cost 0.29-0.31 at
+# niceness 0, 0.18-0.31 at 10, 0.22-0.26 at 19). It cannot starve: a full pipe stalls the recording
+# process (and the env workers waiting on it), which frees the cores. EMBODIED_WRITER_NICE: 0-19.
+WRITER_NICE = 19
 
 
 def _rr():
@@ -300,18 +305,31 @@ def open_stream(path, recording_id: str, writer: str = "process") -> Stream:
 
 # --- the writer process -----------------------------------------------------------------------------
 
+def _writer_nice() -> int:
+    raw = os.environ.get("EMBODIED_WRITER_NICE", str(WRITER_NICE))
+    try:
+        nice = int(raw)
+    except ValueError:
+        nice = -1
+    if not 0 <= nice <= 19:
+        raise ValueError(f"EMBODIED_WRITER_NICE={raw!r}: expected a niceness increment 0..19")
+    return nice
+
+
 class _WriterProcess:
-    """`python -m embodied.viewer.stream IN OUT`: pickled messages in, sync replies out, over two pipes
+    """`python -m embodied.viewer.stream IN OUT NICE`: pickled messages in, sync replies out, over two pipes
     (not stdin/stdout, which libraries may print to). Messages:
       ("open", rid, path, recording_id)  ("ops", rid, ops)  ("close", rid)  ("sync", token)  ("exit",)
     Factories and builders travel by reference: they must be importable (module level) by the writer.
     Replies to ("sync", token): ("synced", token, [(path, error text), ...])."""
 
     def __init__(self):
+        nice = _writer_nice()
         to_child, from_parent = os.pipe()[::-1]  # (write end, read end)
         from_child, to_parent = os.pipe()
         _widen(to_child)
-        self.proc = subprocess.Popen([sys.executable, "-m", "embodied.viewer.stream", str(from_parent), str(to_parent)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "embodied.viewer.stream", str(from_parent), str(to_parent),
+                                      str(nice)],
                                      pass_fds=(from_parent, to_parent), stdin=subprocess.DEVNULL, env=rerun_env())
         os.close(from_parent)
         os.close(to_parent)
@@ -497,5 +515,6 @@ def _apply_dry(cache: dict, op: tuple) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the recording process; we finish its files
+    os.nice(int(sys.argv[3]))
     with os.fdopen(int(sys.argv[1]), "rb") as _inp, os.fdopen(int(sys.argv[2]), "wb") as _out:
         _serve(_inp, _out)
