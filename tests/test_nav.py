@@ -193,6 +193,13 @@ def test_goal_pool_draws_fixed_per_scene_goals_and_computes_each_field_once(monk
         fresh.reset(seed=seed)
         points.add((fresh.scene.key, tuple(np.round(fresh.goal.point, 9))))
     assert len(points) == 10  # goal_pool=0: a fresh goal every episode
+    # prebuild_scenes() also computes every pool field: later resets run no Dijkstra at all.
+    warm = make_env(small("nav/pointnav", sensors=["depth"], goal_pool=5)).unwrapped
+    warm.prebuild_scenes()
+    calls.clear()
+    for seed in range(30):
+        warm.reset(seed=seed)
+    assert not calls
     with pytest.raises(ConfigError, match="^task.goal_pool:"):
         small("nav/objectnav", goal_pool=4).validate()
     with pytest.raises(ConfigError, match="^task.goal_pool:"):

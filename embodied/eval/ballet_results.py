@@ -209,6 +209,9 @@ def train_ballet_bc(level: str = "4_delay16", memory: str = "hcam", memory_optio
 
 
 def main(argv: list[str] | None = None) -> None:
+    from embodied.train.run import keep_freed_cpu_memory
+
+    keep_freed_cpu_memory()  # big CPU activations are not paged in anew every minibatch
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--level", default="4_delay16")
     parser.add_argument("--memory", default="hcam")

@@ -336,6 +336,9 @@ def _options(pairs: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from embodied.train.run import keep_freed_cpu_memory
+
+    keep_freed_cpu_memory()  # big CPU activations are not paged in anew every minibatch
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("train", "probe", "lookup"):

@@ -290,6 +290,9 @@ def train_room_ballet_bc(experiment: str = "budget", variant: str = "pm_mvfo", t
 
 
 def main(argv: list[str] | None = None) -> None:
+    from embodied.train.run import keep_freed_cpu_memory
+
+    keep_freed_cpu_memory()  # big CPU activations are not paged in anew every minibatch
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment", choices=sorted(VARIANTS))
     parser.add_argument("--variant", required=True)

@@ -247,16 +247,30 @@ class PointNav(NavEnv):
     def _sample_goals(self, scene: NavScene) -> list[Goal]:
         n = self.cfg.goal_pool
         if n:
-            pool = scene.goal_pools.get(n)
-            if pool is None:  # the same points in every process and run: seeded by the scene alone
-                pool = scene.goal_pools[n] = scene.grid.sample_navigable(
-                    np.random.default_rng(zlib.crc32(scene.key.encode())), n)
-                scene.grid.field_cache_size = max(scene.grid.field_cache_size, n + 8)
-            point = pool[int(self.rng.integers(n))]
+            point = self.goal_pool(scene)[int(self.rng.integers(n))]
         else:
             point = scene.grid.sample_navigable(self.rng, 1)[0]
         field = scene.grid.distance_field_to_points(point[None])
         return [Goal(field=field, tolerance=self.cfg.success_distance, point=point)]
+
+    def goal_pool(self, scene: NavScene) -> np.ndarray:
+        """[goal_pool, 2] goal points of a scene: the same in every process and run (seeded by the
+        scene alone), made once per scene object."""
+        n = self.cfg.goal_pool
+        pool = scene.goal_pools.get(n)
+        if pool is None:
+            pool = scene.goal_pools[n] = scene.grid.sample_navigable(np.random.default_rng(zlib.crc32(scene.key.encode())), n)
+            scene.grid.field_cache_size = max(scene.grid.field_cache_size, n + 8)
+        return pool
+
+    def prebuild_scenes(self) -> int:
+        """As NavEnv's, and with goal_pool > 0 also each cached scene's goal fields (one Dijkstra each)."""
+        built = super().prebuild_scenes()
+        if self.cfg.goal_pool:
+            for scene in self.scenes.cache.values():
+                for point in self.goal_pool(scene):
+                    scene.grid.distance_field_to_points(point[None])
+        return built
 
     def _goal_observation(self):
         x, y, _, yaw = self.agent.pose

@@ -15,6 +15,7 @@ Hence:
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import random
 import sys
@@ -44,6 +45,23 @@ RESUMABLE_CHANGES = {"total_steps", "quiet", "logger", "ckpt_every", "keep_last"
 
 def derived_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0]) & 0x7FFFFFFF
+
+
+def keep_freed_cpu_memory() -> bool:
+    """Have glibc keep freed memory for reuse instead of unmapping it (Linux/glibc; else a no-op).
+
+    By default blocks over 32 MB are mmap'ed per allocation and unmapped when freed, so every CNN
+    activation of a training minibatch (256 x 32 x 32 x 32 floats = 33 MB at 64x64) is page-faulted in
+    anew: the 64x64 CNN's forward+backward takes 146 ms with the default and 91 ms with this (2-core
+    machine). The cost: the process keeps its peak heap resident. Returns whether it was applied."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 256 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
 def seed_everything(seed: int) -> None:
@@ -125,6 +143,7 @@ class _Progress:
 def train(cfg: DictConfig, env_factory: Callable | None = None) -> dict[str, Any]:
     """Train from a composed train config; returns {"status": finished|preempted, ...}."""
     validate_train_config(cfg)
+    keep_freed_cpu_memory()
     if cfg.trainer.name == "keyframe":  # MemoryBench keyframe BC: dataset-driven, one process
         from embodied.train.keyframe import train_keyframe
 
