@@ -3,7 +3,8 @@
 Runs real PPO training of pointnav at 64x64 with memory=gru for a fixed number of updates and
 reports env steps per second of wall time, excluding the first (warm-up) update; the split's scenes
 (and goal-pool fields) are built before training starts. CPU: 2 env
-worker processes, fp32, with the opt-in `trainer.cpu_bf16=true`, and with `task.goal_pool=32`. CUDA
+worker processes, fp32, with the opt-in `trainer.cpu_bf16=true`, with `task.goal_pool=32`, and with
+both. CUDA
 (when available or asked): more envs (`--num-envs 64,256`), a worker process per core but one, with
 default goals and with goal_pool=32.
 """
@@ -75,6 +76,8 @@ def bench_train_cli(out: str | None = None, quick: bool = False, device: str = "
         # Opt-in bf16 autocast, same configuration: faster only where the CPU has native bf16.
         runs.append(bench_train("cpu", num_envs=8, num_workers=2, updates=updates, extra=["trainer.cpu_bf16=true"]))
         runs.append(bench_train("cpu", num_envs=8, num_workers=2, updates=updates, extra=[POOL]))
+        runs.append(bench_train("cpu", num_envs=8, num_workers=2, updates=updates,
+                                extra=["trainer.cpu_bf16=true", POOL]))
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         workers = cuda_workers or max(1, (os.cpu_count() or 2) - 1)
         for n in cuda_envs:
