@@ -2,11 +2,10 @@
 
 Runs real PPO training of pointnav at 64x64 with memory=gru for a fixed number of updates and
 reports env steps per second of wall time, excluding the first (warm-up) update; the split's scenes
-(and goal-pool fields) are built before training starts. CPU: 2 env
-worker processes, fp32, with the opt-in `trainer.cpu_bf16=true`, with `task.goal_pool=32`, and with
-both. CUDA
-(when available or asked): more envs (`--num-envs 64,256`), a worker process per core but one, with
-default goals and with goal_pool=32.
+(and goal-pool fields) are built before training starts. CPU: 2 env worker processes, fp32, with the
+opt-in `trainer.cpu_bf16=true`, with `task.goal_pool=32`, and with both. CUDA (when available or
+asked): more envs (`--num-envs 64,256`), a worker process per core but one, with default goals and
+with goal_pool=32.
 """
 from __future__ import annotations
 
