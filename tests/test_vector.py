@@ -75,3 +75,58 @@ def test_oracle_call_through_workers():
         assert len(acts) == 2 and all(0 <= a < 6 for a in acts)
     finally:
         env.close()
+
+
+def _env_that_cannot_be_built():
+    raise ValueError("no such scene: kitchen_42")
+
+
+def _worker_that_dies_while_starting():
+    os._exit(3)
+
+
+def test_a_worker_that_cannot_start_is_a_clear_error():
+    import functools
+
+    import pytest
+
+    from embodied.envs.vector import EnvError, VectorEnv
+    from embodied.tasks import make_env
+
+    good = functools.partial(make_env, CFG)
+    # Worker 1 gets the failing fn (fn 0 is also built in this process to read the spaces).
+    with pytest.raises(EnvError, match=r"env worker 1: building its envs: ValueError: no such scene: kitchen_42"):
+        VectorEnv([good, _env_that_cannot_be_built], num_workers=2)
+    with pytest.raises(EnvError, match=r"env worker 1 exited while starting \(exit code 3\)"):
+        VectorEnv([good, _worker_that_dies_while_starting], num_workers=2)
+
+
+def test_workers_leave_stop_and_preemption_signals_to_the_trainer():
+    env = make_vector_env(CFG, num_envs=4, seed=0, num_workers=2)
+    try:
+        env.step(np.ones(4, int))
+        for pid in env.worker_pids():
+            for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+                os.kill(pid, sig)
+        time.sleep(0.3)
+        env.step(np.ones(4, int))
+        assert env.restarts == 0
+    finally:
+        env.close()
+
+
+def test_a_script_that_never_closes_its_env_still_exits():
+    """Workers ignore SIGTERM, which multiprocessing's exit handler sends to daemon children before
+    waiting on them: open envs must be closed first, or the script would hang at exit."""
+    import subprocess
+    import sys
+
+    script = ("from embodied.envs import make_vector_env\nfrom embodied.tasks import TaskConfig\n"
+              "import numpy as np\n"
+              "if __name__ == '__main__':\n"
+              "    env = make_vector_env(TaskConfig(name='nav/pointnav', width=16, height=16, sensors=['depth']),"
+              " num_envs=2, seed=0, num_workers=2)\n"
+              "    env.step(np.ones(2, int))\n"
+              "    print('stepped')\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "stepped" in r.stdout, r.stderr[-2000:]

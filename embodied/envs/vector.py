@@ -7,10 +7,13 @@ of its next episode and `infos[i]["episode"]` holds the finished episode's measu
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing as mp
 import os
+import signal
 import traceback
+import weakref
 from multiprocessing import shared_memory
 from typing import Any, Callable
 
@@ -76,12 +79,22 @@ class EnvGroup:
 
 
 def _worker(conn, env_fns, shm_specs, lo, hi, render_threads) -> None:
+    # Stop and preemption signals are the trainer's to handle (SLURM and `timeout` signal the whole
+    # process group): it saves, then closes its workers. A worker killed by them instead would be
+    # restarted, rebuilding its scenes, in the seconds the trainer has to save.
+    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+        if sig is not None:
+            signal.signal(sig, signal.SIG_IGN)
     os.environ["EMBODIED_RENDER_THREADS"] = str(render_threads)
     shms = {k: shared_memory.SharedMemory(name=name) for k, (name, _, _) in shm_specs.items()}
     arrays = {k: np.ndarray(shape, dtype, buffer=shms[k].buf)[lo:hi] for k, (_, shape, dtype) in shm_specs.items()}
     group = None
     try:
-        group = EnvGroup(env_fns, arrays)
+        try:
+            group = EnvGroup(env_fns, arrays)
+        except Exception as e:  # the caller raises it with this traceback instead of a bare EOFError
+            conn.send(("error", f"building its envs: {type(e).__name__}: {e}\n{traceback.format_exc()}"))
+            return
         conn.send(("ready", None))
         while True:
             cmd, payload = conn.recv()
@@ -97,7 +110,7 @@ def _worker(conn, env_fns, shm_specs, lo, hi, render_threads) -> None:
                     break
             except Exception as e:  # an env error is the caller's to see, with the worker's traceback
                 conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
-    except (EOFError, KeyboardInterrupt, BrokenPipeError):
+    except (EOFError, BrokenPipeError):  # the trainer is gone: nothing left to serve
         pass
     finally:
         if group is not None:
@@ -105,6 +118,20 @@ def _worker(conn, env_fns, shm_specs, lo, hi, render_threads) -> None:
         del arrays
         for s in shms.values():
             s.close()
+
+
+_OPEN: "weakref.WeakSet[VectorEnv]" = weakref.WeakSet()
+_ATEXIT = False
+
+
+def _close_open_envs() -> None:
+    # Runs before multiprocessing's own exit handler (registered later, so called first): that one
+    # SIGTERMs daemon workers, which ignore it, and would then wait on them for ever.
+    for env in list(_OPEN):
+        try:
+            env.close()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
 
 
 class EnvError(RuntimeError):
@@ -138,6 +165,13 @@ class VectorEnv:
             self._group = EnvGroup(env_fns, self._arrays)
             return
         self._ctx = mp.get_context(start_method)
+        global _ATEXIT
+        if not _ATEXIT:
+            import multiprocessing.util  # noqa: F401  (its exit handler must be registered before ours)
+
+            atexit.register(_close_open_envs)
+            _ATEXIT = True
+        _OPEN.add(self)
         self._shms = {k: shared_memory.SharedMemory(create=True, size=max(1, int(np.prod(shape)) * dtype.itemsize))
                       for k, (shape, dtype) in shapes.items()}
         self._arrays = {k: np.ndarray(shape, dtype, buffer=self._shms[k].buf) for k, (shape, dtype) in shapes.items()}
@@ -146,10 +180,14 @@ class VectorEnv:
         self._slices = [(int(bounds[w]), int(bounds[w + 1])) for w in range(self.num_workers)]
         self._procs: list[Any] = [None] * self.num_workers
         self._conns: list[Any] = [None] * self.num_workers
-        for w in range(self.num_workers):
-            self._start_worker(w)
-        for w in range(self.num_workers):
-            self._recv(w)
+        try:
+            for w in range(self.num_workers):
+                self._start_worker(w)
+            for w in range(self.num_workers):
+                self._recv_started(w)
+        except BaseException:
+            self.close()
+            raise
 
     # -- workers ---------------------------------------------------------------------------
     def _start_worker(self, w: int) -> None:
@@ -172,6 +210,16 @@ class VectorEnv:
             raise EnvError(f"env worker {w}: {payload}")
         return payload
 
+    def _recv_started(self, w: int) -> None:
+        """The worker's "ready"; an error if it died first (an import or bootstrap failure, whose
+        traceback the worker printed) or failed to build its envs."""
+        try:
+            self._recv(w)
+        except (EOFError, ConnectionResetError, BrokenPipeError, OSError):
+            self._procs[w].join(timeout=5)
+            raise EnvError(f"env worker {w} exited while starting (exit code {self._procs[w].exitcode}) before "
+                           "reporting; its traceback, if any, is in the output above") from None
+
     def _restart(self, w: int) -> list[dict]:
         lo, hi = self._slices[w]
         code = self._procs[w].exitcode if self._procs[w] is not None else None
@@ -182,7 +230,7 @@ class VectorEnv:
         except Exception:
             pass
         self._start_worker(w)
-        self._recv(w)
+        self._recv_started(w)  # a worker that cannot start again is an error, not a restart loop
         seeds = [None if s is None else s + RESTART_SEED_STRIDE * self.restarts for s in self._seeds[lo:hi]]
         self._conns[w].send(("reset", seeds))
         return self._recv(w)
@@ -258,6 +306,8 @@ class VectorEnv:
             except Exception:
                 pass
         for p in self._procs:
+            if p is None:  # never started: construction failed before it
+                continue
             p.join(timeout=5)
             if p.is_alive():
                 p.kill()
