@@ -103,7 +103,7 @@ def cmd_bench(argv: list[str]) -> None:
     p.add_argument("--quick", action="store_true", help="short run (a few seconds per configuration)")
     p.add_argument("--no-peers", action="store_true", help="sim: skip MiniWorld / Memory Maze even if installed")
     p.add_argument("--device", default="cpu", help="train, memory: cpu, cuda or (train) auto")
-    p.add_argument("--num-envs", default="64", help="train on cuda: envs per configuration, comma-separated")
+    p.add_argument("--num-envs", default="256", help="train on cuda: envs per configuration, comma-separated")
     p.add_argument("--workers", type=int, default=None, help="train on cuda: env worker processes (default: cores - 1)")
     p.add_argument("--verify", action="store_true", help="memorybench: also run the expert on all pinned seeds")
     a = p.parse_args(argv)

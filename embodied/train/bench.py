@@ -63,7 +63,7 @@ POOL = "task.goal_pool=32"
 
 
 def bench_train_cli(out: str | None = None, quick: bool = False, device: str = "cpu",
-                    cuda_envs: tuple[int, ...] = (64,), cuda_workers: int | None = None) -> dict[str, Any]:
+                    cuda_envs: tuple[int, ...] = (256,), cuda_workers: int | None = None) -> dict[str, Any]:
     """Run the CPU configuration (and CUDA when available or asked) and write JSON to `out`.
 
     CUDA runs one configuration per entry of `cuda_envs`, with `cuda_workers` env worker processes
