@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import logging
 import multiprocessing as mp
+import multiprocessing.util  # noqa: F401  (registers its exit handler before ours)
 import os
 import signal
 import traceback
@@ -121,12 +122,12 @@ def _worker(conn, env_fns, shm_specs, lo, hi, render_threads) -> None:
 
 
 _OPEN: "weakref.WeakSet[VectorEnv]" = weakref.WeakSet()
-_ATEXIT = False
 
 
+@atexit.register
 def _close_open_envs() -> None:
-    # Runs before multiprocessing's own exit handler (registered later, so called first): that one
-    # SIGTERMs daemon workers, which ignore it, and would then wait on them for ever.
+    # Registered after multiprocessing's own exit handler (multiprocessing.util, imported above), so
+    # it runs first: that one SIGTERMs daemon workers, which ignore it, and would wait on them for ever.
     for env in list(_OPEN):
         try:
             env.close()
@@ -165,12 +166,6 @@ class VectorEnv:
             self._group = EnvGroup(env_fns, self._arrays)
             return
         self._ctx = mp.get_context(start_method)
-        global _ATEXIT
-        if not _ATEXIT:
-            import multiprocessing.util  # noqa: F401  (its exit handler must be registered before ours)
-
-            atexit.register(_close_open_envs)
-            _ATEXIT = True
         _OPEN.add(self)
         self._shms = {k: shared_memory.SharedMemory(create=True, size=max(1, int(np.prod(shape)) * dtype.itemsize))
                       for k, (shape, dtype) in shapes.items()}

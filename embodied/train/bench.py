@@ -31,7 +31,8 @@ def bench_train(device: str = "cpu", num_envs: int = 8, num_workers: int = 2, ro
         # Steady state, as in a long run (and as `embodied bench sim`): the split's scenes (and, with
         # goal_pool, their goal fields) are built before training starts, not during timed updates.
         envs = make_envs(*args)
-        envs.call("prebuild_scenes")
+        if task.startswith("nav/"):
+            envs.call("prebuild_scenes")
         return envs
 
     if updates < 2:
