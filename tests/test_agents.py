@@ -307,3 +307,64 @@ def test_memory_text_pooled_gives_the_memory_the_mean_token_embedding():
     torch.testing.assert_close(steps["pooled"]["feat"], steps["encoded"]["feat"])  # only the memory's column changes
     with pytest.raises(ValueError, match="memory_text='raw'"):
         make_agent("gru", memory_text="raw")
+
+
+def _tile_agent(memory: str, memory_options: dict, **options) -> Agent:
+    space = spaces.Dict({"rgb": spaces.Box(0, 255, (12, 12, 3), np.uint8), "text": spaces.Box(0, 20, (6,), np.int64)})
+    torch.manual_seed(0)
+    return build_agent(space, spaces.Discrete(NUM_ACTIONS), memory, memory_options,
+                       **{**SMALL, "cnn_channels": [8], "cnn_patch": 3, **options})
+
+
+def test_memory_visual_centre_stores_the_feature_map_centre():
+    agent = _tile_agent("dcem", dict(hidden=16, key_dim=8, capacity=8), memory_visual="centre", film_readout=4)
+    assert agent.memory.visual_dim == 8  # the CNN's channels, not image_dim
+    obs = sample_obs(agent.observation_space, (3,), seed=2)
+    step = agent._memory_input(obs, torch.ones(3, dtype=torch.bool), torch.zeros(3, dtype=torch.long), lead=(3,))
+    fmap = step["feature_map"]
+    assert fmap.shape[1:] == (8, 4, 4)
+    torch.testing.assert_close(step["visual"], fmap[:, :, 2, 2])
+    embedding = _tile_agent("dcem", dict(hidden=16, key_dim=8, capacity=8))
+    assert embedding.memory.visual_dim == SMALL["image_dim"]
+    with pytest.raises(ValueError, match="memory_visual='middle'"):
+        make_agent("gru", memory_visual="middle")
+    with pytest.raises(ValueError, match="memory_visual=centre needs exactly one image resolution"):
+        make_agent("gru", space=nav_space({"rgb": spaces.Box(0, 255, (8, 8, 3), np.uint8)}), memory_visual="centre")
+
+
+@pytest.mark.parametrize("memory", ["dcem", "gru"])
+def test_match_readout_compares_the_read_with_every_position(memory):
+    options = dict(hidden=16, key_dim=8, capacity=8, key_by="text", read_retrieved=True) if memory == "dcem" else dict(hidden=16)
+    agent = _tile_agent(memory, options, memory_visual="centre", film_readout=4, match_readout=True)
+    film = agent.film
+    read = torch.randn(5, agent.memory.output_dim)
+    fmap = torch.rand(5, 8, 4, 4)
+    if memory == "dcem":
+        # The query starts as the retrieved visual column (the read's last channels): a feature map
+        # position holding exactly that vector matches with cosine 1.
+        fmap[torch.arange(5), :, torch.arange(5) % 4, 1] = read[:, -8:].abs()
+        read[:, -8:] = read[:, -8:].abs()
+        match = film.match_map(read, fmap)
+        assert torch.allclose(match[torch.arange(5), torch.arange(5) % 4, 1], torch.ones(5), atol=1e-5)
+        assert (match.flatten(1).argmax(1) == (torch.arange(5) % 4) * 4 + 1).all()
+    else:
+        assert film.query.weight.abs().sum() > 0  # learned from the read
+    # Stepping equals the sequence path, and the match trains.
+    obs = sample_obs(agent.observation_space, (4, 2), seed=5)
+    first, prev_action = rollout_inputs(4, 2)
+    start = agent.initial_state(2, "cpu")
+    state, logps, actions = start, [], []
+    with torch.no_grad():
+        for t in range(4):
+            action, log_prob, _, state = agent.act({k: v[t] for k, v in obs.items()}, state, first[t], prev_action[t])
+            actions.append(action)
+            logps.append(log_prob)
+    out = agent.evaluate_sequence(obs, start, first, prev_action, torch.stack(actions))
+    torch.testing.assert_close(out["log_prob"], torch.stack(logps), atol=1e-5, rtol=0)
+    out["log_prob"].mean().backward()
+    assert float(film.query.weight.grad.abs().sum()) > 0 and float(film.match_scale.grad.abs()) > 0
+    with pytest.raises(ValueError, match="match_readout=true needs film_readout"):
+        make_agent("gru", match_readout=True)
+    if memory == "dcem":
+        with pytest.raises(ValueError, match="retrieved visual column has size 32, the feature map 8 channels"):
+            _tile_agent("dcem", options, film_readout=4, match_readout=True)  # the whole-view embedding is stored

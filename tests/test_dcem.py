@@ -218,20 +218,23 @@ def test_reconstruction_heads_need_their_observation():
         build_agent(space, spaces.Discrete(3), memory="none", aux_heads=["text_reconstruction"])
 
 
-@pytest.mark.parametrize("variant", ["warm", "lifelong", "ties", "state_query", "no_text", "key_by_text"])
+@pytest.mark.parametrize("variant", ["warm", "lifelong", "ties", "state_query", "no_text", "key_by_text", "read_retrieved", "skip_repeated_text"])
 def test_parallel_forward_sequence_equals_stepping_from_any_state(variant):
-    options = {"lifelong": variant == "lifelong", "state_query": variant == "state_query"}
+    options = {"lifelong": variant == "lifelong", "state_query": variant == "state_query",
+               "read_retrieved": variant == "read_retrieved"}
     if variant == "no_text":
         options["text_dim"] = 0
     if variant == "key_by_text":
         options["key_by"] = "text"
+    if variant == "skip_repeated_text":
+        options.update(key_by="text", skip_repeated_text=True)
     mem = make(**options)
     T, B = 11, 3
     state = mem.initial_state(B)
     for t in range(4):  # a warm state: ring position and step counter not at 0
         _, state = mem(step(B, first=(t == 0), seed=50 + t), state)
     steps = {k: torch.stack([step(B, seed=10 + t)[k] for t in range(T)]) for k in ("feat", "visual", "text")}
-    if variant == "ties":  # repeated observations: identical rows and scores
+    if variant in ("ties", "skip_repeated_text"):  # repeated observations: identical rows and scores
         steps["visual"][3:8] = steps["visual"][2]
         steps["text"][:] = steps["text"][0]
     if variant == "no_text":
@@ -247,6 +250,44 @@ def test_parallel_forward_sequence_equals_stepping_from_any_state(variant):
         torch.testing.assert_close(reads[t], read)
     for key in final.keys():
         torch.testing.assert_close(final[key], stepped[key])
+
+
+@pytest.mark.parametrize("key_by", ["text", "both"])
+def test_read_retrieved_appends_the_visual_column_recalled_by_the_language_key(key_by):
+    mem = make(key_by=key_by, read_retrieved=True, temperature=1000.0)
+    assert mem.output_dim == 20 + DV and mem.retrieved_visual_dim == DV
+    state = mem.initial_state(1)
+    stored = [step(1, first=(t == 0), seed=200 + t) for t in range(5)]
+    for s in stored:
+        _, state = mem(s, state)
+    for j in range(5):
+        # The language column of row j, with a visual column that matches nothing stored.
+        query = {"feat": torch.randn(1, D), "visual": torch.randn(1, DV), "text": stored[j]["text"],
+                 "first": torch.zeros(1, dtype=torch.bool)}
+        read, _ = mem(query, state)
+        torch.testing.assert_close(read[0, -DV:], stored[j]["visual"][0], atol=1e-4, rtol=0)
+    empty = {"feat": torch.randn(1, D), "visual": torch.randn(1, DV), "text": torch.randn(1, DT), "first": torch.ones(1, dtype=torch.bool)}
+    read, _ = mem(empty, mem.initial_state(1))
+    assert float(read[0, -DV:].abs().sum()) == 0.0  # nothing stored, nothing recalled
+    assert make(key_by=key_by).output_dim == 20  # off by default
+
+
+def test_skip_repeated_text_recalls_other_moments_not_the_same_sentence():
+    rows = [step(1, first=(t == 0), seed=300 + t) for t in range(4)]
+    for r in rows[2:]:
+        r["text"] = rows[1]["text"].clone()  # the same sentence read on three steps
+    for skip in (False, True):
+        mem = make(key_by="text", read_retrieved=True, temperature=1000.0, skip_repeated_text=skip)
+        state = mem.initial_state(1)
+        for r in rows:
+            _, state = mem(r, state)
+        query = {**step(1, seed=400), "text": rows[1]["text"].clone(), "first": torch.zeros(1, dtype=torch.bool)}
+        index, weights = mem.lookup(state, {k: query[k] for k in ("visual", "text")})["text"]
+        present = {int(i) for i, w in zip(index[0], weights[0]) if float(w) > 0}
+        assert present == ({0} if skip else {1, 2, 3})  # top_k=3: without the skip, only the repeats
+        read, _ = mem(query, state)
+        if skip:  # the only other moment: row 0's look comes back
+            torch.testing.assert_close(read[0, -DV:], rows[0]["visual"][0], atol=1e-4, rtol=0)
 
 
 def test_yaml_keys_equal_dataclass_fields():

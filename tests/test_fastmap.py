@@ -83,6 +83,44 @@ def test_name_shown_in_discovery_is_bound_to_the_object_lifted():
         assert len(seen) == 3 and len(set(seen.values())) == 3
 
 
+def test_symbolic_map_draws_a_held_object_as_it_looks_on_the_floor():
+    env = make("architecture_comparison/fast_map_three_objs")
+    px = env.options.cell_pixels
+    for seed in range(3):
+        obs, _ = env.reset(seed=seed)
+        centre = (env.room - 1) * px
+        lifted = 0
+        while env.phase == "discovery":
+            action = env.oracle_action()
+            in_front = env.object_at(env.front_cell())
+            row, col = env.view_position(env.front_cell())
+            assert (row, col) == (env.room - 2, env.room - 1)  # the cell in front is just above the agent
+            before = obs["rgb"][row * px:(row + 1) * px, col * px:(col + 1) * px].copy()
+            obs, *_ = env.step(action)
+            held_tile = obs["rgb"][centre:centre + px, centre:centre + px]
+            if action == LIFT and in_front >= 0:
+                np.testing.assert_array_equal(held_tile, before)  # same tile, now at the agent's cell
+                lifted += 1
+            elif env.held < 0:
+                assert (held_tile == held_tile[0, 0]).all()  # an empty hand: the agent's plain colour
+        assert lifted == 3
+
+
+def test_view_position_finds_every_object_where_the_map_draws_it():
+    env = make("architecture_comparison/fast_map_three_objs")
+    px = env.options.cell_pixels
+    for seed in range(4):
+        obs, _ = env.reset(seed=seed)
+        for _ in range(6):
+            obs, *_ = env.step(env.oracle_action())
+            for o in env.objects:
+                if o.cell is None:
+                    continue
+                row, col = env.view_position(o.cell)
+                tile = obs["rgb"][row * px:(row + 1) * px, col * px:(col + 1) * px]
+                assert (tile == o.colour).all(axis=-1).any(), (seed, o.cell)
+
+
 def test_names_differ_across_episodes_and_come_from_the_vocabulary():
     env = make("architecture_comparison/fast_map_three_objs")
     env.reset(seed=0)

@@ -89,6 +89,11 @@ def test_train_probe_and_lookup_run_end_to_end(tmp_path):
                             minutes=0.001, eval_episodes=1, test_episodes=1, target_look=1.0, quiet=True, save=str(ckpt))
     assert probed_agent["curve"][0]["aux_loss"] > 0  # the probe's loss is part of training
     assert fr.lookup_share(str(ckpt), SMALL, {"capacity": 64, "hidden": 16, "key_dim": 8}, episodes=1)["episodes"] == 1
+    evaluated = fr.evaluate(str(ckpt), "dcem", {"capacity": 64, "hidden": 16, "key_dim": 8}, SMALL,
+                            levels=(fr.TEST_LEVEL, "fastmap/num_generalization/fast_map_five_objs"), episodes=2)
+    five = evaluated["levels"]["fastmap/num_generalization/fast_map_five_objs"]
+    assert five["chance"] == pytest.approx(1 / 5) and five["ci95"][0] <= five["success"] <= five["ci95"][1]
+    assert five["success"] + five["wrong_act"] + five["timeout"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="no text-keyed lookup"):
         fr.lookup_share(str(ckpt), SMALL, {"capacity": 64, "hidden": 16, "key_dim": 8, "key_by": "visual"}, episodes=1)
 
@@ -107,3 +112,25 @@ def test_frozen_parameters_do_not_train_and_the_rest_do(tmp_path):
     assert not torch.equal(trained["encoder.text.out.0.weight"], initial["encoder.text.out.0.weight"])
     with pytest.raises(ValueError, match="--freeze 'encoder.txt' matches no parameter"):
         fr.train("dcem", options, SMALL, episodes_per_epoch=6, minutes=0.001, quiet=True, freeze=["encoder.txt"])
+
+
+def test_untrained_match_readout_finds_the_held_out_object_named_in_discovery():
+    """The recall path end to end, before any training: the name's text key finds the rows written
+    while that object was held, their visual column (the map's centre, where the held object is
+    drawn as on the floor) is appended to the read, and its cosine match with the current map peaks
+    on that object's cell, for held-out objects the agent has never been trained on. On later
+    instruction steps only if the lookup skips the rows of the instruction itself."""
+    agent_options = {**SMALL, "cnn_channels": [64], "text_dim": 64, "memory_text": "pooled", "memory_visual": "centre",
+                     "match_readout": True}
+    memory_options = {"capacity": 64, "hidden": 16, "key_dim": 64, "key_by": "text", "temperature": 50.0,
+                      "read_retrieved": True, "skip_repeated_text": True}
+    result = fr.lookup_share(None, agent_options, memory_options, episodes=12, level=fr.TEST_LEVEL)
+    assert result["share_on_instructed_name"] > 0.9
+    assert result["match_peaks_on_instructed_object"] >= 0.8  # chance: one cell of 81
+    assert result["match_peaks_later_instruction_steps"] >= 0.8
+    repeated = fr.lookup_share(None, agent_options, {**memory_options, "skip_repeated_text": False}, episodes=6,
+                               level=fr.TEST_LEVEL)
+    assert repeated["match_peaks_later_instruction_steps"] < 0.3  # "lift the dax" finds itself
+    # Storing the whole-view embedding instead, nothing is there to match: no match channel at all.
+    plain = fr.lookup_share(None, {**SMALL, "memory_text": "pooled"}, {**memory_options, "read_retrieved": False}, episodes=2)
+    assert "match_peaks_on_instructed_object" not in plain

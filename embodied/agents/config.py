@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 TEXT_POOLINGS = ("mean", "gru")
 MEMORY_TEXTS = ("encoded", "pooled")
+MEMORY_VISUALS = ("embedding", "centre")
 
 
 @dataclass
@@ -55,6 +56,19 @@ class AgentConfig:
     shifts every channel at every position, a 1x1 conv, flatten, Linear). It lets "find the object
     the memory recalled" be a per-position match instead of a function learned from a flat vector."""
 
+    memory_visual: str = "embedding"
+    """What a memory that stores vision apart (DCEM's visual column) gets: 'embedding' (the image
+    CNN's output) or 'centre' (the feature vector at the centre of the CNN's last feature map: on an
+    egocentric tile map with `cnn_patch`, the agent's own cell, where it holds what it lifts). A
+    whole-view embedding mixes the held object with everything else in view."""
+    match_readout: bool = False
+    """With `film_readout`: match a projection of the memory read against the features at every
+    position (cosine, then a softmax over positions with a learned sharpness) and give that map to
+    the readout, as a channel and flat into its Linear, so "where is the thing the memory recalled"
+    is a match, not a function to learn. When the memory appends what it
+    retrieved from its visual column to its read (dcem `read_retrieved`), the projection starts as
+    that retrieved vector; otherwise it is learned from the read."""
+
     def __post_init__(self) -> None:
         for key in ("cnn_patch", "film_readout"):
             value = getattr(self, key)
@@ -73,5 +87,11 @@ class AgentConfig:
             raise ValueError(f"agent option depth_max={self.depth_max!r}: must be > 0")
         if self.memory_text not in MEMORY_TEXTS:
             raise ValueError(f"agent option memory_text={self.memory_text!r}; allowed: {', '.join(MEMORY_TEXTS)}")
+        if self.memory_visual not in MEMORY_VISUALS:
+            raise ValueError(f"agent option memory_visual={self.memory_visual!r}; allowed: {', '.join(MEMORY_VISUALS)}")
+        if not isinstance(self.match_readout, bool):
+            raise ValueError(f"agent option match_readout={self.match_readout!r}: must be true or false")
+        if self.match_readout and not self.film_readout:
+            raise ValueError("agent option match_readout=true needs film_readout > 0 (the match is a channel of that readout)")
         if self.text_pooling not in TEXT_POOLINGS:
             raise ValueError(f"agent option text_pooling={self.text_pooling!r}; allowed: {', '.join(TEXT_POOLINGS)}")

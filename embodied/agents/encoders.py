@@ -167,7 +167,8 @@ class ObservationEncoder(nn.Module):
 
     Returns {"feat": [N, out_dim]} plus "visual" (image embeddings) and "text" when present, and
     with `film_readout` the image CNN's "feature_map" [N, C, h, w], with `memory_text: pooled` the
-    pooled token embeddings as "memory_text".
+    pooled token embeddings as "memory_text", with `memory_visual: centre` the feature map's centre
+    position [N, C] as "memory_visual".
     """
 
     def __init__(self, observation_space: spaces.Dict, config: AgentConfig):
@@ -205,9 +206,10 @@ class ObservationEncoder(nn.Module):
             for (h, w), keys in groups.items()
         )
         self.feature_map_shape: tuple[int, ...] | None = None
+        for option, used_by in (("film_readout", config.film_readout), ("memory_visual=centre", config.memory_visual == "centre")):
+            if used_by and len(self.cnns) != 1:
+                raise ValueError(f"agent option {option} needs exactly one image resolution; this space has {len(self.cnns)}")
         if config.film_readout:
-            if len(self.cnns) != 1:
-                raise ValueError(f"agent option film_readout needs exactly one image resolution; this space has {len(self.cnns)}")
             self.feature_map_shape = self.cnns[0].map_shape
         self.vectors = nn.ModuleDict()
         for key in VECTOR_KEYS:
@@ -237,6 +239,7 @@ class ObservationEncoder(nn.Module):
 
         self.input_keys = tuple(used)
         self.visual_dim = config.image_dim * len(self.cnns)
+        self.memory_visual_dim = int(self.cnns[0].map_shape[0]) if config.memory_visual == "centre" else self.visual_dim
         self.text_dim = config.text_dim if self.text is not None else 0
         category_dims = sum(
             enc.embedding.embedding_dim * max(1, int(np.prod(self.spaces[key].shape))) for key, enc in self.categories.items()
@@ -279,6 +282,8 @@ class ObservationEncoder(nn.Module):
             visual.append(embedding)
             if self.config.film_readout:
                 out["feature_map"] = feature_map
+            if self.config.memory_visual == "centre":
+                out["memory_visual"] = feature_map[:, :, feature_map.shape[2] // 2, feature_map.shape[3] // 2]
         parts += visual
         parts += [encoder(obs[key]) for key, encoder in self.vectors.items()]
         parts += [encoder(obs[key]) for key, encoder in self.categories.items()]

@@ -11,12 +11,14 @@ previous action is replaced by a 'none' id. `act` builds a graph like any module
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 from gymnasium import spaces
 from tensordict import TensorDict
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Categorical
 
@@ -46,20 +48,45 @@ class FiLMReadout(nn.Module):
     position against what the read asks for, and a Linear over the flattened map turns where the
     match lies into features for the heads. Scales start at 1 and shifts at 0."""
 
-    def __init__(self, read_dim: int, map_shape: tuple[int, ...], out_dim: int):
+    def __init__(self, read_dim: int, map_shape: tuple[int, ...], out_dim: int, match: bool = False, retrieved_dim: int = 0):
         super().__init__()
         channels = int(map_shape[0])
         self.film = nn.Linear(read_dim, 2 * channels)
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
-        self.mix = nn.Conv2d(channels, channels, 1)
-        self.out = nn.Sequential(nn.Linear(int(np.prod(map_shape)), out_dim), nn.ReLU())
+        self.query = None
+        if match:
+            # Agent option match_readout: one more channel, cos(query(read), features) at every position.
+            self.query = nn.Linear(read_dim, channels)
+            if retrieved_dim:
+                # The read ends with the retrieved visual column (dcem read_retrieved), stored from
+                # the same feature map: the query starts as exactly that vector.
+                with torch.no_grad():
+                    self.query.weight.zero_()
+                    self.query.bias.zero_()
+                    self.query.weight[:, read_dim - retrieved_dim:] = torch.eye(channels)
+            # Sharp from the start: cosines of other objects' cells reach ~0.8 (shared background).
+            self.match_scale = nn.Parameter(torch.tensor(math.log(20.0)))
+        positions = int(np.prod(map_shape[1:]))
+        self.mix = nn.Conv2d(channels + int(match), channels, 1)
+        self.out = nn.Sequential(nn.Linear(channels * positions + positions * int(match), out_dim), nn.ReLU())
 
     def forward(self, read: Tensor, feature_map: Tensor) -> Tensor:
         """read [N, R], feature_map [N, C, h, w] -> [N, out_dim]."""
         scale, shift = self.film(read).to(feature_map.dtype).chunk(2, dim=-1)
         x = feature_map * (1 + scale[..., None, None]) + shift[..., None, None]
-        return self.out(torch.relu(self.mix(x)).flatten(1))
+        if self.query is None:
+            return self.out(torch.relu(self.mix(x)).flatten(1))
+        # Where the recalled thing is: a spatial softmax of the match, a channel next to the features
+        # and, flat, straight into the readout's Linear ("it is just ahead" is one weight away).
+        where = torch.softmax(self.match_map(read, feature_map).flatten(1) * self.match_scale.exp(), dim=-1)
+        x = torch.cat([x, where.reshape(x.shape[0], 1, *x.shape[2:])], dim=1)
+        return self.out(torch.cat([torch.relu(self.mix(x)).flatten(1), where], dim=1))
+
+    def match_map(self, read: Tensor, feature_map: Tensor) -> Tensor:
+        """Cosine similarity of the read's query with the features at every position [N, h, w]."""
+        query = F.normalize(self.query(read).to(feature_map.dtype), dim=-1)
+        return torch.einsum("nc,nchw->nhw", query, F.normalize(feature_map, dim=1))
 
 
 class Agent(nn.Module):
@@ -89,7 +116,13 @@ class Agent(nn.Module):
         self.film = None
         heads_in = self.memory.output_dim
         if config.film_readout:
-            self.film = FiLMReadout(self.memory.output_dim, self.encoder.feature_map_shape, config.film_readout)
+            retrieved = int(getattr(self.memory, "retrieved_visual_dim", 0))
+            if config.match_readout and retrieved and retrieved != self.encoder.feature_map_shape[0]:
+                raise ValueError(
+                    f"agent option match_readout: the memory's retrieved visual column has size {retrieved}, the feature "
+                    f"map {self.encoder.feature_map_shape[0]} channels; store the map's centre (agent option memory_visual=centre)")
+            self.film = FiLMReadout(self.memory.output_dim, self.encoder.feature_map_shape, config.film_readout,
+                                    match=config.match_readout, retrieved_dim=retrieved)
             heads_in += config.film_readout
         self.policy_head = _head(heads_in, self.num_actions, config.head_hidden, gain=0.01)
         self.value_head = _head(heads_in, 1, config.head_hidden, gain=1.0)
@@ -214,7 +247,7 @@ class Agent(nn.Module):
         if memory in MEMORIES:
             names = {f.name for f in dataclasses.fields(MEMORIES[memory].config_class)}
             if "visual_dim" in names and not options.get("visual_dim"):
-                options["visual_dim"] = self.encoder.visual_dim
+                options["visual_dim"] = self.encoder.memory_visual_dim
             if "text_dim" in names and not options.get("text_dim"):
                 options["text_dim"] = self.encoder.text_dim
         return options
@@ -255,7 +288,7 @@ class Agent(nn.Module):
         if "text" in encoded:
             step["text"] = encoded.get("memory_text", encoded["text"]).reshape(lead + (-1,))
         if "visual" in encoded:
-            step["visual"] = encoded["visual"].reshape(lead + (-1,))
+            step["visual"] = encoded.get("memory_visual", encoded["visual"]).reshape(lead + (-1,))
         if "place" in flat:
             step["place"] = flat["place"].long().reshape(lead)
         if "feature_map" in encoded:

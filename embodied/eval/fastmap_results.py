@@ -15,9 +15,13 @@ object's tile (its glyph in its colour, what `probe --show-target` draws) at ins
 steps. The label is privileged (the expert's knowledge of the target), as the Ballet probes are
 (ballet_results.py); it trains recall directly instead of only through the policy's loss.
 
-`lookup`: for a trained DCEM agent walked through discovery by the expert, the share of the
+`lookup`: for a DCEM agent walked through discovery by the expert, the share of the
 text-keyed lookup's weight (at the first instruction step) on the rows written while the
-instructed object was named (chance 1/N).
+instructed object was named (chance 1/N), and with `match_readout` how often the match map peaks
+on the instructed object's cell.
+
+`evaluate`: a saved agent on other levels (held-out objects, 5 and 8 objects, 10 distractor
+phases) without retraining.
 
     python -m embodied.eval.fastmap_results train --memory dcem --minutes 24 --instruction-weight 3 \\
         --agent cnn_patch=3 film_readout=64 'cnn_channels=[64]' --memory-option key_by=text --out r.json
@@ -162,23 +166,38 @@ class WeightedBC(BehaviourCloning):
 @torch.no_grad()
 def success_rate(agent, level: str, episodes: int, seed: int, show_target: bool = False) -> float:
     """Greedy-policy success over `episodes` env episodes (seeds seed..)."""
+    return outcomes(agent, level, episodes, seed, show_target)["success"]
+
+
+def outcomes(agent, level: str, episodes: int, seed: int, show_target: bool = False) -> dict:
+    """Greedy-policy episodes (seeds seed..): success, and where the failures lie: `all_named` (every
+    object lifted in discovery, so the memory could hold every name), success among those, and
+    how the others ended: a wrong act (lift or put of the wrong object) or the instruction budget
+    running out."""
     env = level_env(level, show_target)
     agent.eval()
-    wins = 0.0
+    wins, named, wins_named, wrong, timeout = 0, 0, 0, 0, 0
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
         state = agent.initial_state(1, "cpu")
         first, prev = torch.ones(1, dtype=torch.bool), torch.zeros(1, dtype=torch.long)
-        done = False
-        while not done:
+        terminated = truncated = False
+        while not (terminated or truncated):
             action, _, _, state = agent.act({k: torch.as_tensor(v)[None] for k, v in obs.items()}, state, first, prev,
                                             deterministic=True)
             obs, _, terminated, truncated, info = env.step(int(action))
-            done = terminated or truncated
             first, prev = torch.zeros(1, dtype=torch.bool), action
-        wins += float(info["success"])
+        success = bool(info["success"])
+        all_named = int(info["named"]) == len(env.unwrapped.objects)
+        wins += success
+        named += all_named
+        wins_named += success and all_named
+        wrong += terminated and not success
+        timeout += truncated and not success
     agent.train()
-    return wins / max(episodes, 1)
+    n = max(episodes, 1)
+    return {"success": wins / n, "all_named": named / n, "success_when_all_named": wins_named / max(named, 1),
+            "wrong_act": wrong / n, "timeout": timeout / n, "chance": float(info["chance"]) if episodes else None}
 
 
 def _agent(level: str, memory: str, memory_options: dict, agent_options: dict, show_target: bool = False, seed: int = 0,
@@ -216,7 +235,8 @@ def train(memory: str = "dcem", memory_options: dict | None = None, agent_option
         bar.update(1)
         bar.set_postfix(loss=f"{stats['bc_loss']:.3f}", success=f"{point['train_level_success']:.2f}")
     bar.close()
-    test = success_rate(agent, TEST_LEVEL, test_episodes, 20_000, show_target)
+    test_outcomes = outcomes(agent, TEST_LEVEL, test_episodes, 20_000, show_target)
+    test = test_outcomes["success"]
     if save:
         torch.save(agent.state_dict(), save)
     lo, hi = wilson_interval(test * test_episodes, test_episodes)
@@ -225,6 +245,7 @@ def train(memory: str = "dcem", memory_options: dict | None = None, agent_option
             "episodes_per_epoch": episodes_per_epoch,
             "show_target": show_target, "grad_steps": bc.grad_steps, "seconds": round(time.time() - start, 1),
             "test_level": TEST_LEVEL, "test_success": test, "test_ci95": [lo, hi], "test_episodes": test_episodes,
+            "test_outcomes": test_outcomes,
             "chance": 1 / 3, "curve": curve}
 
 
@@ -288,17 +309,23 @@ def probe(show_target: bool, agent_options: dict | None = None, rounds: int = 20
 
 
 @torch.no_grad()
-def lookup_share(ckpt: str, agent_options: dict | None = None, memory_options: dict | None = None,
-                 episodes: int = 100, seed: int = 50_000) -> dict:
-    agent = _agent(TRAIN_LEVEL, "dcem", dict(memory_options or {}), dict(agent_options or {}))
-    weights = torch.load(ckpt, map_location="cpu")
-    # A target-look probe is a training-only head: the lookup does not need it.
-    agent.load_state_dict({k: v for k, v in weights.items() if not k.startswith("aux_heads.fastmap_target_look.")})
+def lookup_share(ckpt: str | None, agent_options: dict | None = None, memory_options: dict | None = None,
+                 episodes: int = 100, seed: int = 50_000, level: str = TRAIN_LEVEL) -> dict:
+    """Walked through the episode by the expert, at the first instruction step: the share of the
+    text-keyed lookup's weight on the rows written while the instructed object was named, and with
+    agent option match_readout the share of episodes whose match map peaks on that object's cell
+    (and of the later instruction steps, as the agent walks to it). `ckpt` None: the untrained agent."""
+    agent = _agent(level, "dcem", dict(memory_options or {}), dict(agent_options or {}))
+    if ckpt is not None:
+        weights = torch.load(ckpt, map_location="cpu")
+        # A target-look probe is a training-only head: the lookup does not need it.
+        agent.load_state_dict({k: v for k, v in weights.items() if not k.startswith("aux_heads.fastmap_target_look.")})
     agent.eval()
-    mem, env = agent.memory, level_env(TRAIN_LEVEL)
+    mem, env = agent.memory, level_env(level)
     if "text" not in mem.modalities:
         raise ValueError("lookup: this dcem has no text-keyed lookup (key_by=visual)")
-    shares = []
+    matching = agent.film is not None and agent.film.query is not None
+    shares, peaks, later = [], [], []
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
         state = agent.initial_state(1, "cpu")
@@ -315,14 +342,50 @@ def lookup_share(ckpt: str, agent_options: dict | None = None, memory_options: d
             first, prev, t = torch.zeros(1, dtype=torch.bool), torch.tensor([action]), t + 1
         if t >= mem.capacity:
             raise ValueError(f"lookup: discovery took {t} steps, more than the memory's {mem.capacity} rows")
-        agent.act({k: torch.as_tensor(v)[None] for k, v in obs.items()}, state, first, prev)
-        text_weights = mem._last_weights[0, mem.capacity:] * len(mem.modalities)
-        target = decode_text(obs["text"]).split()[-1]
-        total = sum(float(text_weights[s]) for s in named_at)
-        hit = sum(float(text_weights[s]) for s, name in named_at.items() if name == target)
-        shares.append(hit / total if total > 0 else 0.0)
-    return {"ckpt": ckpt, "episodes": episodes, "share_on_instructed_name": float(np.mean(shares)),
-            "chance": 1 / len(env.unwrapped.objects)}
+        e, done, k = env.unwrapped, False, 0
+        while not done:  # the expert walks through the instruction phase
+            step = agent._memory_input({k: torch.as_tensor(v)[None] for k, v in obs.items()}, first, prev, lead=(1,))
+            feature_map = step.pop("feature_map", None)
+            read, state = mem(step, state)
+            if k == 0:
+                text_weights = mem._last_weights[0, mem.capacity:] * len(mem.modalities)
+                target = decode_text(obs["text"]).split()[-1]
+                total = sum(float(text_weights[s]) for s in named_at)
+                hit = sum(float(text_weights[s]) for s, name in named_at.items() if name == target)
+                shares.append(hit / total if total > 0 else 0.0)
+            if matching and e.held != e.target:
+                match = agent.film.match_map(read, feature_map)[0]
+                peak = divmod(int(match.argmax()), match.shape[1]) == e.view_position(e.objects[e.target].cell)
+                (peaks if k == 0 else later).append(peak)
+            action = e.oracle_action()
+            obs, _, terminated, truncated, _ = env.step(action)
+            done, first, prev, k = terminated or truncated, torch.zeros(1, dtype=torch.bool), torch.tensor([action]), k + 1
+    result = {"ckpt": ckpt, "episodes": episodes, "level": level, "share_on_instructed_name": float(np.mean(shares)),
+              "chance": 1 / len(env.unwrapped.objects)}
+    if matching:
+        result["match_peaks_on_instructed_object"] = float(np.mean(peaks))
+        result["match_peaks_later_instruction_steps"] = float(np.mean(later)) if later else None
+    return result
+
+
+EVAL_LEVELS = (TEST_LEVEL, "fastmap/num_generalization/fast_map_five_objs", "fastmap/num_generalization/fast_map_eight_objs",
+               "fastmap/with_distractors/eval_fast_map_three_objs_ten_distractor")
+
+
+@torch.no_grad()
+def evaluate(ckpt: str, memory: str, memory_options: dict | None = None, agent_options: dict | None = None,
+             levels: tuple[str, ...] = EVAL_LEVELS, episodes: int = 200, seed: int = 30_000) -> dict:
+    """A `train --save` agent on other levels, without retraining: `outcomes` per level with a
+    Wilson 95% interval and chance."""
+    agent = _agent(TRAIN_LEVEL, memory, dict(memory_options or {}), dict(agent_options or {}))
+    weights = torch.load(ckpt, map_location="cpu")
+    agent.load_state_dict({k: v for k, v in weights.items() if not k.startswith("aux_heads.fastmap_target_look.")})
+    rows = {}
+    for level in levels:
+        result = outcomes(agent, level, episodes, seed)
+        lo, hi = wilson_interval(result["success"] * episodes, episodes)
+        rows[level] = {**result, "ci95": [lo, hi]}
+    return {"ckpt": ckpt, "memory": memory, "episodes": episodes, "levels": rows}
 
 
 def _options(pairs: list[str]) -> dict:
@@ -341,13 +404,13 @@ def main(argv: list[str] | None = None) -> None:
     keep_freed_cpu_memory()  # big CPU activations are not paged in anew every minibatch
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("train", "probe", "lookup"):
+    for name in ("train", "probe", "lookup", "evaluate"):
         p = sub.add_parser(name)
         p.add_argument("--agent", nargs="*", default=[], help="agent options key=value (configs/agent/default.yaml)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--quiet", action="store_true")
         p.add_argument("--out", default=None, help="also write the result JSON here")
-        if name in ("train", "lookup"):
+        if name in ("train", "lookup", "evaluate"):
             p.add_argument("--memory-option", nargs="*", default=[], help="memory options key=value")
         if name in ("train", "probe"):
             p.add_argument("--show-target", action="store_true", help="draw the instructed object above the map")
@@ -364,8 +427,14 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--freeze", nargs="*", default=[], help="parameter name prefixes not to train")
     sub.choices["probe"].add_argument("--rounds", type=int, default=20)
     sub.choices["probe"].add_argument("--episodes-per-round", type=int, default=500)
-    sub.choices["lookup"].add_argument("--ckpt", required=True)
+    sub.choices["lookup"].add_argument("--ckpt", default=None, help="trained weights (default: the untrained agent)")
+    sub.choices["lookup"].add_argument("--level", default=TRAIN_LEVEL)
     sub.choices["lookup"].add_argument("--episodes", type=int, default=100)
+    e = sub.choices["evaluate"]
+    e.add_argument("--ckpt", required=True)
+    e.add_argument("--memory", default="dcem")
+    e.add_argument("--levels", nargs="*", default=list(EVAL_LEVELS))
+    e.add_argument("--episodes", type=int, default=200)
     args = parser.parse_args(argv)
     if args.command == "train":
         result = train(args.memory, _options(args.memory_option), _options(args.agent), args.episodes_per_epoch,
@@ -374,8 +443,12 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "probe":
         result = probe(args.show_target, _options(args.agent), args.rounds, args.episodes_per_round, 3, args.lr,
                        args.seed, args.quiet)
+    elif args.command == "evaluate":
+        result = evaluate(args.ckpt, args.memory, _options(args.memory_option), _options(args.agent), tuple(args.levels),
+                          args.episodes)
     else:
-        result = lookup_share(args.ckpt, _options(args.agent), _options(args.memory_option), args.episodes)
+        result = lookup_share(args.ckpt, _options(args.agent), _options(args.memory_option), args.episodes,
+                              level=args.level)
     print_result(result, args.out)
 
 

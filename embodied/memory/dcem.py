@@ -44,6 +44,11 @@ def _said(text: Tensor) -> Tensor:
     return text.abs().sum(-1) > 0
 
 
+def _same_text(a: Tensor, b: Tensor) -> Tensor:
+    """Whether language embeddings are the same sentence (broadcast over leading dims)."""
+    return F.cosine_similarity(a, b, dim=-1) > 1 - 1e-5
+
+
 @dataclass
 class DCEMConfig(MemoryConfig):
     """`dcem`: dual-coding episodic memory (visual and language columns, top-k reads keyed on either)."""
@@ -71,6 +76,17 @@ class DCEMConfig(MemoryConfig):
     start lets the name decide the top-k weights before training has shaped the projections."""
     detach_writes: bool = True
     """Store embeddings without gradient (no backpropagation into past writes)."""
+    read_retrieved: bool = False
+    """Append to the read the visual column retrieved by the language-keyed lookup (its top-k rows
+    weighted by their softmax weights; the visual-keyed lookup's with key_by=visual): the look the
+    memory recalls for a name, unmixed, for a readout that compares it with what is in view (agent
+    option match_readout). Our addition; the paper's reads go through its core only."""
+    skip_repeated_text: bool = False
+    """Language-keyed lookups skip rows whose language embedding equals the current one (cosine
+    > 1 - 1e-5): they recall what was seen with other words, not the steps in which the same
+    sentence was already being read. Without it, from the second step of "lift the dax" on, the
+    earlier "lift the dax" rows match exactly and push "this is a dax" out of the top-k. Our
+    choice; the paper does not say. Off by default (an exact key then finds its own rows)."""
     state_query: bool = False
     """Add a projection of the controller state to each query (the paper's query from the controller).
     Off by default: reads are then keyed on the current step's embeddings alone, which lets training
@@ -102,7 +118,10 @@ class DualCodingEpisodicMemory(Memory):
         self.modalities = ("visual", "text") if c.key_by == "both" else (c.key_by,)
         if not self.has_text:
             self.modalities = ("visual",)  # nothing to key on in an empty language column
-        self.output_dim = c.hidden
+        # Which lookup's visual rows `read_retrieved` appends: the cross-modal (name -> look) one.
+        self.retrieved_from = self.modalities.index("text") if "text" in self.modalities else 0
+        self.retrieved_visual_dim = self.visual_dim if c.read_retrieved else 0
+        self.output_dim = c.hidden + self.retrieved_visual_dim
         k = c.key_dim
         dims = {"visual": self.visual_dim, "text": self.text_dim}
         # Content keys: one projection per column, applied to the stored and the current embedding.
@@ -183,6 +202,8 @@ class DualCodingEpisodicMemory(Memory):
             valid = state["valid"]
             if m == "text":
                 valid = valid & _said(state["text"]) & _said(current["text"])[:, None]
+                if self.config.skip_repeated_text:
+                    valid = valid & ~_same_text(current["text"][:, None], state["text"])
             out[m] = self._top_k(scores, valid, age)
         return out
 
@@ -201,6 +222,11 @@ class DualCodingEpisodicMemory(Memory):
         attended, _ = self.attention(tokens_t, tokens_t, tokens_t, key_padding_mask=~mask, need_weights=False)
         mixed = self.norm(tokens_t + attended) * mask[..., None]
         return mixed.sum(dim=1)
+
+    def _retrieved_visual(self, rows: Tensor, weights: Tensor) -> Tensor:
+        """Retrieved rows [N, k, Dv+Dt] and their weights [N, k] -> weighted visual column [N, Dv]
+        (zero when nothing was retrieved)."""
+        return (rows[..., :self.visual_dim] * weights[..., None].to(rows.dtype)).sum(dim=1)
 
     @staticmethod
     def _gather_rows(rows: Tensor, index: Tensor) -> Tensor:
@@ -239,6 +265,9 @@ class DualCodingEpisodicMemory(Memory):
         self._last_weights = weights_over_slots
         h, c = self.controller(torch.cat([feat, read_vector.to(feat.dtype)], dim=-1), (h, c))
         out = self.output(torch.cat([feat, read_vector.to(feat.dtype), h.to(feat.dtype)], dim=-1))
+        if self.retrieved_visual_dim:
+            m = self.modalities[self.retrieved_from]
+            out = torch.cat([out, self._retrieved_visual(self._gather_rows(rows, found[m][0]), found[m][1]).to(out.dtype)], dim=-1)
         # Written after reading: a step never retrieves itself.
         return out, self._write(state, current, h, c)
 
@@ -281,6 +310,8 @@ class DualCodingEpisodicMemory(Memory):
             ok = valid
             if m == "text":
                 ok = valid & _said(keys)[:, None, :] & _said(current["text"]).T[..., None]
+                if self.config.skip_repeated_text:
+                    ok = ok & ~_same_text(current["text"].transpose(0, 1)[:, :, None], keys[:, None])
             index, weights = self._top_k(scores, ok, age)  # [B,T,k]
             picked.append((self._gather_rows(rows, index).reshape(B * T, self.top_k, -1), weights.reshape(B * T, -1)))
         read_vectors = self._read(picked).reshape(B, T, -1).transpose(0, 1)  # [T,B,key_dim]
@@ -292,6 +323,9 @@ class DualCodingEpisodicMemory(Memory):
             reads.append(h)
         hs = torch.stack(reads).to(feat.dtype)
         outs = self.output(torch.cat([feat, read_vectors.to(feat.dtype), hs], dim=-1))
+        if self.retrieved_visual_dim:
+            retrieved = self._retrieved_visual(*picked[self.retrieved_from]).reshape(B, T, -1).transpose(0, 1)
+            outs = torch.cat([outs, retrieved.to(outs.dtype)], dim=-1)
         state = self._final_state(state, current, last_reset[:, -1], counter[:, -1], h, c)
         self._last_weights = None
         return outs, state

@@ -561,6 +561,13 @@ class FastMapEnv(gym.Env):
         dx, dy = HEADINGS[self.heading]
         return self.agent[0] + dx, self.agent[1] + dy
 
+    def view_position(self, c) -> tuple[int, int]:
+        """(row, col) of room cell `c` in the symbolic map (the agent at the centre, heading up)."""
+        dx, dy = HEADINGS[self.heading]
+        off = (c[0] - self.agent[0], c[1] - self.agent[1])
+        forward, right = off[0] * dx + off[1] * dy, off[0] * dy - off[1] * dx
+        return self.room - 1 - forward, self.room - 1 + right  # the map is (2R-1)^2 cells
+
     def _inside(self, c) -> bool:
         return 0 <= c[0] < self.room and 0 <= c[1] < self.room
 
@@ -712,8 +719,11 @@ class FastMapEnv(gym.Env):
                     tile[1:-1, 1:-1] = FLOOR_RGB
                 i = self.object_at(c)
                 if c == self.agent:
-                    tile[:] = AGENT_RGB
+                    # A held object is drawn as it looks on the floor, so recalling how it looked
+                    # when named is enough to find it again; an empty hand shows the agent's colour.
                     i = self.held
+                    if i < 0:
+                        tile[:] = AGENT_RGB
                 if i >= 0:
                     o = self.objects[i]
                     tile[_glyph_mask(o.category, px)] = o.colour
