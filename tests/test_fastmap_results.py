@@ -134,3 +134,23 @@ def test_untrained_match_readout_finds_the_held_out_object_named_in_discovery():
     # Storing the whole-view embedding instead, nothing is there to match: no match channel at all.
     plain = fr.lookup_share(None, {**SMALL, "memory_text": "pooled"}, {**memory_options, "read_retrieved": False}, episodes=2)
     assert "match_peaks_on_instructed_object" not in plain
+
+
+def test_gpu_experiment_config_composes_and_builds_its_agent():
+    """configs/experiment/fastmap_gpu.yaml (not run here: no GPU): it composes against the schema,
+    selects the full-size rendered level, and its memory and agent options build and act."""
+    import embodied.train  # registers the structured schemas
+    from embodied.cli import compose
+    from embodied.tasks import make_env
+    from embodied.train.run import build_agent_from_config
+
+    cfg = compose("train", ["+experiment=fastmap_gpu"])
+    assert (cfg.device, cfg.trainer.name, cfg.memory.name) == ("cuda", "bc", "dcem")
+    assert (cfg.task.scenes, cfg.task.width, cfg.task.height) == ("room", 96, 72)
+    env = make_env(cfg.task)
+    obs, _ = env.reset(seed=0)
+    agent = build_agent_from_config(cfg, env.observation_space, env.action_space, torch.device("cpu"))
+    assert agent.memory.top_k > 1 and agent.memory.capacity == 512
+    action, *_ = agent.act({k: torch.as_tensor(v)[None] for k, v in obs.items()}, agent.initial_state(1, "cpu"),
+                           torch.ones(1, dtype=torch.bool), torch.zeros(1, dtype=torch.long))
+    assert env.action_space.contains(int(action))
