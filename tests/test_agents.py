@@ -65,6 +65,21 @@ def rollout_inputs(length: int, batch: int, seed: int = 0):
     return first, prev_action
 
 
+def sequence_after_steps(agent: Agent, obs: dict, first: torch.Tensor, prev_action: torch.Tensor) -> dict:
+    """Act step by step from a fresh state, then re-run the rollout as a sequence: the sequence's
+    log-probs must equal the steps' (returned with its graph, for gradient checks)."""
+    start = agent.initial_state(first.shape[1], "cpu")
+    state, logps, actions = start, [], []
+    with torch.no_grad():
+        for t in range(first.shape[0]):
+            action, log_prob, _, state = agent.act({k: v[t] for k, v in obs.items()}, state, first[t], prev_action[t])
+            actions.append(action)
+            logps.append(log_prob)
+    out = agent.evaluate_sequence(obs, start, first, prev_action, torch.stack(actions))
+    torch.testing.assert_close(out["log_prob"], torch.stack(logps), atol=1e-5, rtol=0)
+    return {**out, "actions": torch.stack(actions), "start": start}
+
+
 def test_act_shapes_and_state_types():
     agent = make_agent("gru")
     batch = 3
@@ -266,15 +281,8 @@ def test_film_readout_sequence_matches_steps_and_trains(memory):
     length, batch = 5, 2
     obs = sample_obs(space, (length, batch), seed=4)
     first, prev_action = rollout_inputs(length, batch)
-    start = agent.initial_state(batch, "cpu")
-    state, logps, actions = start, [], []
-    with torch.no_grad():
-        for t in range(length):
-            action, log_prob, _, state = agent.act({k: v[t] for k, v in obs.items()}, state, first[t], prev_action[t])
-            actions.append(action)
-            logps.append(log_prob)
-    out = agent.evaluate_sequence(obs, start, first, prev_action, torch.stack(actions))
-    torch.testing.assert_close(out["log_prob"], torch.stack(logps), atol=1e-5, rtol=0)
+    out = sequence_after_steps(agent, obs, first, prev_action)
+    start, actions = out["start"], out["actions"]
     out["log_prob"].mean().backward()
     assert float(agent.film.film.weight.grad.abs().sum()) > 0  # the read conditions the readout
     assert float(agent.film.mix.weight.grad.abs().sum()) > 0
@@ -282,7 +290,7 @@ def test_film_readout_sequence_matches_steps_and_trains(memory):
     agent.film.out[0].weight.data.zero_()
     agent.film.out[0].bias.data.zero_()
     with torch.no_grad():
-        zeroed = agent.evaluate_sequence(obs, start, first, prev_action, torch.stack(actions))
+        zeroed = agent.evaluate_sequence(obs, start, first, prev_action, actions)
     assert not torch.allclose(zeroed["log_prob"], out["log_prob"].detach())
     with pytest.raises(ValueError, match="film_readout needs exactly one image resolution"):
         make_agent("gru", space=nav_space({"rgb": spaces.Box(0, 255, (8, 8, 3), np.uint8)}), film_readout=4)
@@ -352,16 +360,7 @@ def test_match_readout_compares_the_read_with_every_position(memory):
     # Stepping equals the sequence path, and the match trains.
     obs = sample_obs(agent.observation_space, (4, 2), seed=5)
     first, prev_action = rollout_inputs(4, 2)
-    start = agent.initial_state(2, "cpu")
-    state, logps, actions = start, [], []
-    with torch.no_grad():
-        for t in range(4):
-            action, log_prob, _, state = agent.act({k: v[t] for k, v in obs.items()}, state, first[t], prev_action[t])
-            actions.append(action)
-            logps.append(log_prob)
-    out = agent.evaluate_sequence(obs, start, first, prev_action, torch.stack(actions))
-    torch.testing.assert_close(out["log_prob"], torch.stack(logps), atol=1e-5, rtol=0)
-    out["log_prob"].mean().backward()
+    sequence_after_steps(agent, obs, first, prev_action)["log_prob"].mean().backward()
     assert float(film.query.weight.grad.abs().sum()) > 0 and float(film.match_scale.grad.abs()) > 0
     with pytest.raises(ValueError, match="match_readout=true needs film_readout"):
         make_agent("gru", match_readout=True)
