@@ -17,8 +17,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from gymnasium import spaces
-from tensordict import TensorDict
 import torch.nn.functional as F
+from tensordict import TensorDict
 from torch import Tensor, nn
 from torch.distributions import Categorical
 

@@ -308,6 +308,12 @@ def probe(show_target: bool, agent_options: dict | None = None, rounds: int = 20
             "heldout_step_accuracy": curve[-1]["heldout_step_accuracy"], "curve": curve}
 
 
+def _load(agent: torch.nn.Module, ckpt: str) -> None:
+    """`train --save` weights; a target-look probe is a training-only head and is left out."""
+    weights = torch.load(ckpt, map_location="cpu")
+    agent.load_state_dict({k: v for k, v in weights.items() if not k.startswith("aux_heads.fastmap_target_look.")})
+
+
 @torch.no_grad()
 def lookup_share(ckpt: str | None, agent_options: dict | None = None, memory_options: dict | None = None,
                  episodes: int = 100, seed: int = 50_000, level: str = TRAIN_LEVEL) -> dict:
@@ -317,9 +323,7 @@ def lookup_share(ckpt: str | None, agent_options: dict | None = None, memory_opt
     (and of the later instruction steps, as the agent walks to it). `ckpt` None: the untrained agent."""
     agent = _agent(level, "dcem", dict(memory_options or {}), dict(agent_options or {}))
     if ckpt is not None:
-        weights = torch.load(ckpt, map_location="cpu")
-        # A target-look probe is a training-only head: the lookup does not need it.
-        agent.load_state_dict({k: v for k, v in weights.items() if not k.startswith("aux_heads.fastmap_target_look.")})
+        _load(agent, ckpt)
     agent.eval()
     mem, env = agent.memory, level_env(level)
     if "text" not in mem.modalities:
@@ -378,8 +382,7 @@ def evaluate(ckpt: str, memory: str, memory_options: dict | None = None, agent_o
     """A `train --save` agent on other levels, without retraining: `outcomes` per level with a
     Wilson 95% interval and chance."""
     agent = _agent(TRAIN_LEVEL, memory, dict(memory_options or {}), dict(agent_options or {}))
-    weights = torch.load(ckpt, map_location="cpu")
-    agent.load_state_dict({k: v for k, v in weights.items() if not k.startswith("aux_heads.fastmap_target_look.")})
+    _load(agent, ckpt)
     rows = {}
     for level in levels:
         result = outcomes(agent, level, episodes, seed)

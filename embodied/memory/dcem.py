@@ -44,11 +44,6 @@ def _said(text: Tensor) -> Tensor:
     return text.abs().sum(-1) > 0
 
 
-def _same_text(a: Tensor, b: Tensor) -> Tensor:
-    """Whether language embeddings are the same sentence (broadcast over leading dims)."""
-    return F.cosine_similarity(a, b, dim=-1) > 1 - 1e-5
-
-
 @dataclass
 class DCEMConfig(MemoryConfig):
     """`dcem`: dual-coding episodic memory (visual and language columns, top-k reads keyed on either)."""
@@ -201,9 +196,7 @@ class DualCodingEpisodicMemory(Memory):
             scores = self._scores(m, current[m][:, None], state[m], h if self.config.state_query else None)[:, 0]
             valid = state["valid"]
             if m == "text":
-                valid = valid & _said(state["text"]) & _said(current["text"])[:, None]
-                if self.config.skip_repeated_text:
-                    valid = valid & ~_same_text(current["text"][:, None], state["text"])
+                valid = valid & self._text_lookup_rows(current["text"][:, None], state["text"])[:, 0]
             out[m] = self._top_k(scores, valid, age)
         return out
 
@@ -222,6 +215,15 @@ class DualCodingEpisodicMemory(Memory):
         attended, _ = self.attention(tokens_t, tokens_t, tokens_t, key_padding_mask=~mask, need_weights=False)
         mixed = self.norm(tokens_t + attended) * mask[..., None]
         return mixed.sum(dim=1)
+
+    def _text_lookup_rows(self, queries: Tensor, keys: Tensor) -> Tensor:
+        """Which stored rows [B, R, D] a language-keyed lookup may use for each query [B, Q, D] ->
+        [B, Q, R]: both said something and, with `skip_repeated_text`, not the same sentence."""
+        ok = _said(queries)[..., None] & _said(keys)[:, None, :]
+        if self.config.skip_repeated_text:
+            same = torch.einsum("bqd,brd->bqr", F.normalize(queries, dim=-1), F.normalize(keys, dim=-1)) > 1 - 1e-5
+            ok = ok & ~same
+        return ok
 
     def _retrieved_visual(self, rows: Tensor, weights: Tensor) -> Tensor:
         """Retrieved rows [N, k, Dv+Dt] and their weights [N, k] -> weighted visual column [N, Dv]
@@ -309,9 +311,7 @@ class DualCodingEpisodicMemory(Memory):
             scores = self._scores(m, current[m].transpose(0, 1), keys, None)  # [B,T,C+T]
             ok = valid
             if m == "text":
-                ok = valid & _said(keys)[:, None, :] & _said(current["text"]).T[..., None]
-                if self.config.skip_repeated_text:
-                    ok = ok & ~_same_text(current["text"].transpose(0, 1)[:, :, None], keys[:, None])
+                ok = valid & self._text_lookup_rows(current["text"].transpose(0, 1), keys)
             index, weights = self._top_k(scores, ok, age)  # [B,T,k]
             picked.append((self._gather_rows(rows, index).reshape(B * T, self.top_k, -1), weights.reshape(B * T, -1)))
         read_vectors = self._read(picked).reshape(B, T, -1).transpose(0, 1)  # [T,B,key_dim]
