@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from embodied.eval import fastmap_results as fr
-from embodied.tasks.fastmap import _glyph_mask, decode_text
-from embodied.train.bc import pad_batch
+from embodied.tasks.fastmap import _glyph_mask, decode_text, instruction_steps
+from embodied.train.bc import BCConfig, BehaviourCloning, pad_batch
 
 SMALL = {"cnn_channels": [8], "cnn_patch": 3, "image_dim": 16, "text_dim": 8, "hidden": 16, "film_readout": 8}
 
@@ -42,7 +42,7 @@ def test_show_target_draws_the_instructed_object_only_in_the_instruction_phase()
 def test_target_look_labels_only_instruction_steps_and_the_probe_ignores_the_rest():
     episode = fr.expert_episodes(fr.TRAIN_LEVEL, 1, seed=4, target_look=True)[0]
     look = episode["obs"][fr.TARGET_LOOK]
-    instr = fr.instruction_steps(torch.as_tensor(episode["obs"]["text"])).numpy()
+    instr = instruction_steps(episode["obs"])
     assert (look[~instr] == 0).all() and (look[instr].sum(-1) > 0).all()
     assert (look[instr] == look[instr][0]).all()  # one target per episode
     agent = fr._agent(fr.TRAIN_LEVEL, "gru", {"hidden": 16}, SMALL, target_look=True)
@@ -56,9 +56,9 @@ def test_target_look_labels_only_instruction_steps_and_the_probe_ignores_the_res
     torch.testing.assert_close(head({"obs": obs, "read": changed})["loss"], loss)
 
 
-def test_instruction_weight_scales_the_instruction_steps_in_the_loss():
+def test_upweight_scales_the_instruction_steps_in_the_loss():
     episodes = fr.expert_episodes(fr.TRAIN_LEVEL, 3, seed=0)
-    instr = fr.instruction_steps(torch.as_tensor(episodes[0]["obs"]["text"]))
+    instr = instruction_steps(episodes[0]["obs"])
     words = [decode_text(t).split()[0] if decode_text(t) else "" for t in episodes[0]["obs"]["text"]]
     assert instr.tolist() == [w in ("lift", "put") for w in words] and 0 < int(instr.sum()) < len(words)
     agent = fr._agent(fr.TRAIN_LEVEL, "gru", {"hidden": 16}, SMALL)
@@ -67,10 +67,11 @@ def test_instruction_weight_scales_the_instruction_steps_in_the_loss():
                                   batch["actions"])
     ce = -out["log_prob"].detach()
     mask = batch["mask"]
-    is_i = fr.instruction_steps(batch["obs"]["text"]) & mask
+    is_i = instruction_steps(batch["obs"]) & mask
     other = mask & ~is_i
     for w in (1.0, 4.0):
-        loss, stats = fr.WeightedBC(agent, fr.BCConfig(), instruction_weight=w).loss(batch)
+        cfg = BCConfig(upweight="fastmap/instruction", upweight_factor=w).validate()
+        loss, stats = BehaviourCloning(agent, cfg).loss(batch)
         expected = (ce[other].sum() + w * ce[is_i].sum()) / (other.sum() + w * is_i.sum())
         assert stats["bc_loss"] == pytest.approx(float(expected), rel=1e-5)
 
@@ -110,7 +111,7 @@ def test_frozen_parameters_do_not_train_and_the_rest_do(tmp_path):
     for name in result["frozen"]:
         assert torch.equal(trained[name], initial[name]), name
     assert not torch.equal(trained["encoder.text.out.0.weight"], initial["encoder.text.out.0.weight"])
-    with pytest.raises(ValueError, match="--freeze 'encoder.txt' matches no parameter"):
+    with pytest.raises(ValueError, match="trainer.freeze: 'encoder.txt' matches no parameter"):
         fr.train("dcem", options, SMALL, episodes_per_epoch=6, minutes=0.001, quiet=True, freeze=["encoder.txt"])
 
 

@@ -58,3 +58,38 @@ def test_bc_then_dagger_learns_the_oracle(tmp_path):
                                                    f"out={tmp_path / 'e.json'}"]),
                                   {"ckpt": str(run / "latest.pt")}))
     assert ev["results"][0]["success"]["mean"] >= 0.9
+
+
+def test_fresh_expert_rounds_train_on_their_own_episodes_and_eval_reports_the_learner(tmp_path):
+    """beta=1, aggregate=false: every round trains on new oracle episodes only (nothing written to
+    disk); with eval_episodes the logged episode/* measures are the greedy learner's."""
+    run = tmp_path / "run"
+    common = [*TOY, "trainer.record_episodes=16", "trainer.epochs=1", "trainer.dagger_rounds=2",
+              "trainer.dagger_steps=160", "trainer.beta=1.0", "trainer.beta_decay=1.0", "trainer.aggregate=false"]
+    result = train(compose("train", [*common, f"run_dir={run}", "trainer.eval_episodes=6"]))
+    metrics = result["metrics"]
+    assert metrics["dagger_episodes"] > 0 and metrics["dataset_episodes"] == metrics["dagger_episodes"]
+    assert not list((run / "data").glob("dagger-*.npz"))
+    assert 0.0 <= metrics["episode/success"] <= 1.0
+    # Without eval_episodes, the oracle's own measures (success 1.0) are not reported as the learner's.
+    quiet = train(compose("train", [*common, f"run_dir={tmp_path / 'run2'}"]))
+    assert "episode/success" not in quiet["metrics"]
+
+
+def test_freeze_keeps_named_parameters_and_upweight_is_checked(tmp_path):
+    from embodied.config import ConfigError
+
+    run = tmp_path / "run"
+    freeze = "trainer.freeze=[encoder.vectors.pointgoal,prev_action_embedding]"
+    result = train(compose("train", [*TOY, f"run_dir={run}", "trainer.record_episodes=8", "trainer.epochs=2",
+                                     "trainer.dagger_rounds=1", "trainer.dagger_steps=96", freeze]))
+    assert result["status"] == "finished"
+    first, second = (load_checkpoint(run / f"ckpt-{u:08d}.pt")["model"] for u in (1, 2))
+    for name in ("encoder.vectors.pointgoal.net.0.weight", "prev_action_embedding.weight"):
+        assert torch.equal(first[name], second[name]), name
+    assert not torch.equal(first["fuse.0.weight"], second["fuse.0.weight"])
+    with pytest.raises(ValueError, match="trainer.freeze: 'encoder.txt' matches no parameter"):
+        train(compose("train", [*TOY, f"run_dir={tmp_path / 'bad'}", "trainer.record_episodes=4",
+                                "trainer.freeze=[encoder.txt]"]))
+    with pytest.raises(ConfigError, match="trainer.upweight"):
+        train(compose("train", [*TOY, f"run_dir={tmp_path / 'bad2'}", "trainer.upweight=no/such_selector"]))

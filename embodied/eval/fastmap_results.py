@@ -45,13 +45,12 @@ from embodied.agents.aux_heads import register_aux_head
 from embodied.eval.stats import wilson_interval
 from embodied.eval.runner import print_result
 from embodied.tasks import make_env
-from embodied.tasks.fastmap import TOKEN, _glyph_mask, decode_text
+from embodied.tasks.fastmap import _glyph_mask, decode_text, instruction_steps
 from embodied.envs import VectorEnv
 from embodied.train.bc import BCConfig, BehaviourCloning, collect_labelled
 
 TRAIN_LEVEL = "fastmap/architecture_comparison/fast_map_three_objs"
 TEST_LEVEL = "fastmap/new_obj_generalization/fast_map_heldout_test_objs"
-INSTRUCTION_TOKENS = (TOKEN["lift"], TOKEN["put"])  # first word of every instruction-phase text
 TARGET_LOOK = "target_look"  # privileged label stored with demos (never an agent input)
 
 
@@ -124,11 +123,6 @@ def expert_episodes(level: str, n: int, seed: int, show_target: bool = False, ta
     return episodes
 
 
-def instruction_steps(text: torch.Tensor) -> torch.Tensor:
-    """[..., L] token ids -> [...] bool: the step is in the instruction phase."""
-    return (text[..., 0] == INSTRUCTION_TOKENS[0]) | (text[..., 0] == INSTRUCTION_TOKENS[1])
-
-
 @register_aux_head("fastmap_target_look")
 class TargetLookProbe(torch.nn.Module):
     """Predict TARGET_LOOK from the memory read at instruction-phase steps (MSE; other steps and
@@ -147,20 +141,6 @@ class TargetLookProbe(torch.nn.Module):
         present = (label.abs().sum(-1) > 0).float()
         error = ((self.decoder(context["read"]) - label) ** 2).mean(-1)
         return {"loss": (error * present).sum() / present.sum().clamp(min=1.0)}
-
-
-class WeightedBC(BehaviourCloning):
-    """Behaviour cloning whose instruction-phase steps weigh `instruction_weight` in the loss."""
-
-    def __init__(self, *args, instruction_weight: float = 1.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.instruction_weight = float(instruction_weight)
-
-    def loss(self, batch):
-        if self.instruction_weight != 1.0:
-            weight = torch.where(instruction_steps(batch["obs"]["text"]), self.instruction_weight, 1.0)
-            batch = dict(batch, mask=batch["mask"].float() * weight)
-        return super().loss(batch)
 
 
 @torch.no_grad()
@@ -217,9 +197,9 @@ def train(memory: str = "dcem", memory_options: dict | None = None, agent_option
           freeze: list[str] | None = None) -> dict:
     memory_options, agent_options = dict(memory_options or {}), dict(agent_options or {})
     agent = _agent(TRAIN_LEVEL, memory, memory_options, agent_options, show_target, seed, target_look > 0)
-    frozen = freeze_parameters(agent, freeze or [])
-    bc = WeightedBC(agent, BCConfig(lr=lr, batch_episodes=batch, epochs=1, aux_coef=target_look if target_look > 0 else 1.0),
-                    seed=seed, instruction_weight=instruction_weight)
+    bc = BehaviourCloning(agent, BCConfig(lr=lr, batch_episodes=batch, epochs=1, aux_coef=target_look if target_look > 0 else 1.0,
+                                          upweight="fastmap/instruction", upweight_factor=instruction_weight,
+                                          freeze=list(freeze or [])).validate(), seed=seed)
     start, curve, epoch = time.time(), [], 0
     bar = tqdm(desc=f"fastmap bc {memory}", unit="epoch", disable=quiet)
     while time.time() - start < minutes * 60:
@@ -241,7 +221,7 @@ def train(memory: str = "dcem", memory_options: dict | None = None, agent_option
         torch.save(agent.state_dict(), save)
     lo, hi = wilson_interval(test * test_episodes, test_episodes)
     return {"memory": memory, "memory_options": memory_options, "agent_options": agent_options,
-            "instruction_weight": instruction_weight, "target_look": target_look, "frozen": frozen, "lr": lr,
+            "instruction_weight": instruction_weight, "target_look": target_look, "frozen": bc.frozen, "lr": lr,
             "episodes_per_epoch": episodes_per_epoch,
             "show_target": show_target, "grad_steps": bc.grad_steps, "seconds": round(time.time() - start, 1),
             "test_level": TEST_LEVEL, "test_success": test, "test_ci95": [lo, hi], "test_episodes": test_episodes,
@@ -249,28 +229,11 @@ def train(memory: str = "dcem", memory_options: dict | None = None, agent_option
             "chance": 1 / 3, "curve": curve}
 
 
-def freeze_parameters(agent: torch.nn.Module, prefixes: list[str]) -> list[str]:
-    """Stop training the parameters whose names start with one of `prefixes` (e.g. the name tokens'
-    embeddings and DCEM's text key path, so a lookup that is right at initialisation cannot drift);
-    returns their names. A prefix that matches nothing is an error."""
-    names = [n for n, _ in agent.named_parameters()]
-    for prefix in prefixes:
-        if not any(n.startswith(prefix) for n in names):
-            raise ValueError(f"--freeze {prefix!r} matches no parameter; e.g. encoder.text.embedding, "
-                             f"memory.key_proj.text, memory.log_temperature")
-    frozen = []
-    for name, param in agent.named_parameters():
-        if any(name.startswith(prefix) for prefix in prefixes):
-            param.requires_grad_(False)
-            frozen.append(name)
-    return frozen
-
-
 def _instruction_data(n: int, seed: int, show_target: bool) -> tuple[dict, torch.Tensor]:
     obs: dict[str, list] = {}
     actions = []
     for e in expert_episodes(TRAIN_LEVEL, n, seed, show_target):
-        keep = instruction_steps(torch.as_tensor(e["obs"]["text"])).numpy()
+        keep = instruction_steps(e["obs"])
         for k, v in e["obs"].items():
             obs.setdefault(k, []).append(v[keep])
         actions.append(e["actions"][keep])

@@ -42,7 +42,7 @@ import numpy as np
 from gymnasium import spaces
 
 from embodied.render import Camera, RaycastRenderer
-from embodied.tasks.registry import register_task
+from embodied.tasks.registry import register_step_selector, register_task
 from embodied.world import OBJECT_CATEGORIES, build_geometry, semantic_classes
 from embodied.world.library import build_exemplar, exemplar_split, sample_exemplar
 from embodied.world.spec import Item, Room, SceneSpec, Wall
@@ -88,6 +88,15 @@ def encode_text(words: list[str] | tuple[str, ...]) -> np.ndarray:
             raise ValueError(f"word {w!r} is not in the fastmap vocabulary")
         out[i] = TOKEN[w]
     return out
+
+
+@register_step_selector("fastmap/instruction")
+def instruction_steps(obs):
+    """[..., L] token ids of `obs["text"]` -> [...] bool: the step is in the instruction phase (its text
+    starts with "lift" or "put"). These steps are ~20% of an expert episode and the only ones where
+    the name matters, so behaviour cloning weights them up (trainer.upweight)."""
+    first = obs["text"][..., 0]
+    return (first == TOKEN["lift"]) | (first == TOKEN["put"])
 
 
 def decode_text(tokens) -> str:

@@ -5,28 +5,33 @@ from typing import Callable
 
 TASKS: dict[str, type] = {}
 MEASURES: dict[str, type] = {}
+# Named boolean masks over a batch of a task's observations ([..., *shape] arrays or tensors -> [...]):
+# the steps a trainer may weight up (behaviour cloning's `upweight`), e.g. fast-mapping's instruction phase.
+STEP_SELECTORS: dict[str, Callable] = {}
+
+
+def _registrar(table: dict, kind: str, name: str, attribute: str | None = None) -> Callable:
+    def deco(obj):
+        if name in table:
+            raise ValueError(f"{kind} {name!r} registered twice")
+        table[name] = obj
+        if attribute:
+            setattr(obj, attribute, name)
+        return obj
+
+    return deco
 
 
 def register_task(name: str) -> Callable[[type], type]:
-    def deco(cls: type) -> type:
-        if name in TASKS:
-            raise ValueError(f"task {name!r} registered twice")
-        TASKS[name] = cls
-        cls.task_name = name
-        return cls
-
-    return deco
+    return _registrar(TASKS, "task", name, "task_name")
 
 
 def register_measure(name: str) -> Callable[[type], type]:
-    def deco(cls: type) -> type:
-        if name in MEASURES:
-            raise ValueError(f"measure {name!r} registered twice")
-        MEASURES[name] = cls
-        cls.uuid = name
-        return cls
+    return _registrar(MEASURES, "measure", name, "uuid")
 
-    return deco
+
+def register_step_selector(name: str) -> Callable[[Callable], Callable]:
+    return _registrar(STEP_SELECTORS, "step selector", name)
 
 
 def make_env(cfg, seed: int | None = None):

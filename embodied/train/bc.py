@@ -13,11 +13,18 @@ expert's action at that observation), `first` [S] bool (True at each episode's f
 DAgger (Ross et al. 2011) for navigation: roll out a mixture policy — the oracle's action with
 probability beta, the learner's otherwise — label every visited observation with the oracle's
 action (`env.call("oracle_action")`), add the labelled episodes to the dataset, retrain.
+With `beta=1` and `aggregate=false`, the same rounds become "new expert episodes every round":
+each round trains on episodes it has never seen (new layouts and names), so the agent cannot
+memorise the demonstrations (the fast-mapping recipe, docs/fastmap.md).
+
+Options for tasks where a few steps decide the episode: `upweight` names a step selector
+registered by the task (embodied.tasks.STEP_SELECTORS) whose steps weigh `upweight_factor` in
+the loss; `freeze` keeps parameters (by name prefix) at their initial values.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -25,6 +32,7 @@ import numpy as np
 import torch
 
 from embodied.config import check
+from embodied.tasks import STEP_SELECTORS
 from embodied.train.checkpoint import NonFiniteError
 from embodied.train.distributed import DistContext, all_reduce_gradients
 
@@ -59,6 +67,20 @@ class BCConfig:
     """Probability of executing the oracle's action in the first DAgger round."""
     beta_decay: float = 0.5
     """beta is multiplied by this every round."""
+    aggregate: bool = True
+    """true: DAgger's aggregate dataset (demos + every round's episodes); false: each round trains
+    on its own new episodes only (not written to disk)."""
+    eval_episodes: int = 0
+    """> 0: after each round, this many greedy learner episodes on the training envs, logged as
+    episode/* (what best_metric reads). 0: episode/* are the collected episodes' measures (the
+    beta-mixture's), and absent when the oracle alone acted (beta = 1)."""
+    upweight: str | None = None
+    """A step selector registered by the task (e.g. fastmap/instruction): its steps weigh
+    `upweight_factor` in the loss. null: every step weighs 1."""
+    upweight_factor: float = 1.0
+    """Loss weight of the `upweight` steps."""
+    freeze: list[str] = field(default_factory=list)
+    """Parameter name prefixes not to train (e.g. encoder.text.embedding); each must match one."""
 
     def validate(self, num_envs: int = 1) -> "BCConfig":
         check(self.name == "bc", "trainer.name", f"{self.name!r}; allowed: bc")
@@ -73,6 +95,11 @@ class BCConfig:
         check(self.dagger_steps >= 1, "trainer.dagger_steps", f"{self.dagger_steps}; allowed: >= 1")
         check(0 <= self.beta <= 1, "trainer.beta", f"{self.beta}; allowed: [0, 1]")
         check(0 <= self.beta_decay <= 1, "trainer.beta_decay", f"{self.beta_decay}; allowed: [0, 1]")
+        check(self.eval_episodes >= 0, "trainer.eval_episodes", f"{self.eval_episodes}; allowed: >= 0")
+        check(self.upweight is None or self.upweight in STEP_SELECTORS, "trainer.upweight",
+              f"{self.upweight!r}; allowed: null, {', '.join(sorted(STEP_SELECTORS))}")
+        check(self.upweight_factor > 0 and math.isfinite(self.upweight_factor), "trainer.upweight_factor",
+              f"{self.upweight_factor}; allowed: > 0")
         return self
 
 
@@ -165,12 +192,31 @@ def pad_batch(sequences: list[Episode], device: torch.device) -> dict[str, Any]:
 
 # --- trainer ------------------------------------------------------------------------------------
 
+def freeze_parameters(agent: torch.nn.Module, prefixes: list[str]) -> list[str]:
+    """Stop training the parameters whose names start with one of `prefixes`; returns their names.
+    A prefix that matches nothing is an error (naming a few of the agent's parameters)."""
+    names = [n for n, _ in agent.named_parameters()]
+    for prefix in prefixes:
+        if not any(n.startswith(prefix) for n in names):
+            examples = sorted({".".join(n.split(".")[:3]) for n in names})[:12]
+            raise ValueError(f"trainer.freeze: {prefix!r} matches no parameter of the agent; "
+                             f"parameter names start e.g. with {', '.join(examples)}")
+    frozen = []
+    for name, param in agent.named_parameters():
+        if any(name.startswith(prefix) for prefix in prefixes):
+            param.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
 class BehaviourCloning:
     def __init__(self, agent: torch.nn.Module, cfg: BCConfig, ctx: DistContext | None = None, seed: int = 0):
         self.agent = agent
         self.cfg = cfg
         self.ctx = ctx or DistContext()
         self.device = self.ctx.device
+        self.frozen = freeze_parameters(agent, list(cfg.freeze))
+        self.selector = STEP_SELECTORS[cfg.upweight] if cfg.upweight else None
         self.params = [p for p in agent.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
         self.shuffle_gen = torch.Generator().manual_seed(seed)
@@ -190,10 +236,13 @@ class BehaviourCloning:
         out = self.agent.evaluate_sequence(batch["obs"], self.agent.initial_state(B, self.device),
                                            batch["first"], batch["prev_actions"], batch["actions"])
         mask = batch["mask"].float()
+        if self.selector is not None:
+            mask = mask * torch.where(self.selector(batch["obs"]), float(self.cfg.upweight_factor), 1.0)
         ce = -(out["log_prob"].float() * mask).sum() / mask.sum()
         aux = sum((v.float() for v in (out.get("aux_losses") or {}).values()), torch.zeros((), device=self.device))
         with torch.no_grad():
-            acc = ((out["logits"].argmax(-1) == batch["actions"]).float() * mask).sum() / mask.sum()
+            valid = batch["mask"].float()
+            acc = ((out["logits"].argmax(-1) == batch["actions"]).float() * valid).sum() / valid.sum()
         return ce + self.cfg.aux_coef * aux, {"bc_loss": float(ce.detach()), "accuracy": float(acc), "aux_loss": float(aux.detach())}
 
     def fit(self, episodes: list[Episode], epochs: int | None = None) -> dict[str, float]:
@@ -229,11 +278,13 @@ class BehaviourCloning:
 @torch.no_grad()
 def collect_labelled(envs, agent: torch.nn.Module | None, device: torch.device, steps: int, beta: float,
                      rng: np.random.Generator, seed: int, max_episodes: int | None = None,
-                     should_stop: Callable[[], bool] = lambda: False) -> tuple[list[Episode], list[dict]]:
+                     should_stop: Callable[[], bool] = lambda: False,
+                     deterministic: bool = False) -> tuple[list[Episode], list[dict]]:
     """Run a beta-mixture of oracle and learner; label each visited obs with the oracle action.
 
     Returns the finished episodes (obs + oracle labels) and their final measures. With
-    agent=None (or beta=1) this records pure oracle demonstrations."""
+    agent=None (or beta=1) this records pure oracle demonstrations; with beta=0 and
+    deterministic=True it evaluates the greedy learner."""
     n = envs.num_envs
     obs = envs.reset(seed=seed)
     state = agent.initial_state(n, device) if agent is not None else None
@@ -249,7 +300,7 @@ def collect_labelled(envs, agent: torch.nn.Module | None, device: torch.device, 
         execute = labels.copy()
         if agent is not None and beta < 1.0:
             tensors = {k: torch.as_tensor(v).to(device) for k, v in obs.items()}
-            action, _, _, state = agent.act(tensors, state, first, prev)
+            action, _, _, state = agent.act(tensors, state, first, prev, deterministic=deterministic)
             learner = rng.random(n) >= beta
             execute[learner] = action.cpu().numpy()[learner]
         for i in range(n):

@@ -283,6 +283,7 @@ def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config) 
         return base + extra
 
     progress = _Progress(bcfg.dagger_rounds + 1, bc.round, not cfg.quiet)
+    t_start = time.perf_counter()
     try:
         # round 0 = BC on the demos; rounds 1.. = DAgger. bc.round counts finished rounds.
         for r in range(bc.round, bcfg.dagger_rounds + 1):
@@ -297,13 +298,22 @@ def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config) 
                 agent.eval()
                 episodes, measures = collect_labelled(envs, agent, ctx.device, bcfg.dagger_steps, beta, rng,
                                                       seed=derived_seed(cfg.seed, 0, r, 1))
-                if episodes:
+                if episodes and bcfg.aggregate:
                     write_demo_shard(data_dir / f"dagger-{r:03d}.npz", episodes)
-                round_metrics.update(summarize_measures(measures), beta=beta, dagger_episodes=len(episodes))
-            data = dataset(r)
+                if beta < 1.0:  # with beta = 1 these are the oracle's own measures, not the learner's
+                    round_metrics.update(summarize_measures(measures))
+                round_metrics.update(beta=beta, dagger_episodes=len(episodes))
+            data = dataset(r) if bcfg.aggregate or r == 0 else episodes
             round_metrics.update(bc.fit(data))
+            if bcfg.eval_episodes:
+                agent.eval()
+                _, measures = collect_labelled(envs, agent, ctx.device, 10**9, 0.0, np.random.default_rng(0),
+                                               seed=derived_seed(cfg.seed, 0, r, 6), max_episodes=bcfg.eval_episodes,
+                                               deterministic=True)
+                round_metrics.update(summarize_measures(measures))
             bc.round = r + 1
-            metrics = {**round_metrics, "update": bc.round, "step": bc.grad_steps, "dataset_episodes": len(data)}
+            metrics = {**round_metrics, "update": bc.round, "step": bc.grad_steps, "dataset_episodes": len(data),
+                       "time": time.perf_counter() - t_start}
             if metric_logger:
                 metric_logger.log(metrics)
             progress.update(1, metrics)
