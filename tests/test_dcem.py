@@ -335,3 +335,36 @@ def test_text_encoder_embeds_no_text_as_zero():
     enc = TextEncoder(vocab=10, dim=6, pooling="mean")
     out = enc(torch.tensor([[0, 0, 0], [3, 4, 0]]))
     assert float(out[0].abs().sum()) == 0.0 and out.shape == (2, 6)
+
+
+def test_rare_pooling_weighs_a_name_over_the_words_every_sentence_shares():
+    """memory_text=rare: inverse document frequencies counted in training mode only; after texts
+    in which "the" is everywhere and each name rare, "lift the dax" is nearer "this is a dax" than
+    "go to the bed", whatever the random embeddings (plain mean pooling is a coin flip here)."""
+    from embodied.agents.encoders import TextEncoder
+
+    THE, LIFT, THIS, IS, A, GO, TO, BED = range(1, 9)
+    names = list(range(20, 60))
+
+    def sentence(*ids):
+        return torch.tensor([[*ids, *[0] * (6 - len(ids))]])
+
+    nearer = 0
+    for seed in range(10):
+        torch.manual_seed(seed)
+        enc = TextEncoder(vocab=64, dim=16, pooling="mean", rarity=True)
+        enc.train()
+        for name in names:  # discovery and instruction texts of many episodes
+            enc.rare_pool(torch.cat([sentence(THIS, IS, A, name)] * 3 + [sentence(LIFT, THE, name)] * 5))
+        assert float(enc.texts_seen) == 8 * len(names)
+        assert float(enc.token_texts[THE]) == 5 * len(names) and float(enc.token_texts[names[0]]) == 8
+        enc.eval()
+        before = enc.token_texts.clone()
+        dax = names[0]
+        query, named, distractor = (enc.rare_pool(sentence(*s)) for s in
+                                    ((LIFT, THE, dax), (THIS, IS, A, dax), (GO, TO, THE, BED)))
+        assert torch.equal(enc.token_texts, before)  # eval mode leaves the counts alone
+        cos = torch.nn.functional.cosine_similarity
+        nearer += bool(cos(query, named) > cos(query, distractor) + 0.2)
+        assert float(enc.rare_pool(sentence()).abs().sum()) == 0.0
+    assert nearer == 10

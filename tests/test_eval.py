@@ -74,3 +74,20 @@ def test_eval_config_errors():
         evaluate(compose("eval", ["task.name=toy/corridor", "agent=random", "episodes=0"]))
     with pytest.raises(ConfigError, match="^suite:"):
         evaluate(compose("eval", ["agent=random", "suite=no_such_suite"]))
+
+
+def test_fastmap_levels_are_printed_beside_chance_and_the_published_claims(tmp_path, capsys):
+    report = evaluate(compose("eval", ["task=fastmap/cpu/fast_map_five_objs", "agent=random", "episodes=4",
+                                       "num_workers=0", "quiet=true", f"out={tmp_path / 'f.json'}"]))
+    printed = capsys.readouterr().out
+    result = report["results"][0]
+    assert (result["role"], result["chance"]) == ("test", 0.2)
+    assert result["train_levels"] == ["num_generalization/fast_map_three_objs"]
+    assert result["published"]["source"] == "hill2021" and "Grounded Language" in result["published"]["source_text"]
+    row = next(line for line in printed.splitlines() if line.startswith("num_generalization/fast_map_five_objs"))
+    assert f"{result['success']['mean']:.3f}" in row and "0.200" in row and "[hill2021, Fig. 2" in row
+    assert "trained on: num_generalization/fast_map_three_objs" in printed
+    assert "[hill2021] Hill et al." in printed
+    plain = evaluate(compose("eval", ["task.name=toy/corridor", "agent=random", "episodes=2", "num_workers=0",
+                                      "quiet=true", f"out={tmp_path / 'r.json'}"]))
+    assert "fast-mapping level" not in plain["table"] and "chance" not in plain["results"][0]

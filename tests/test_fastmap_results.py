@@ -155,3 +155,46 @@ def test_gpu_experiment_config_composes_and_builds_its_agent():
     action, *_ = agent.act({k: torch.as_tensor(v)[None] for k, v in obs.items()}, agent.initial_state(1, "cpu"),
                            torch.ones(1, dtype=torch.bool), torch.zeros(1, dtype=torch.long))
     assert env.action_space.contains(int(action))
+
+
+def test_cpu_experiment_config_trains_with_its_match_query_and_name_embeddings_frozen(tmp_path):
+    """configs/experiment/fastmap_cpu.yaml through the main CLI at toy size: DCEM's recalled look is
+    the match query, kept at its initialisation (the identity on the read's recalled part) with the
+    name embeddings, while the rest trains; a baseline memory composes with its own freeze list."""
+    import embodied.train  # registers the structured schemas
+    from embodied.cli import compose
+    from embodied.train.checkpoint import load_checkpoint
+    from embodied.train.run import train
+
+    toy = ["trainer.record_episodes=16", "trainer.dagger_rounds=1", "trainer.dagger_steps=300",
+           "trainer.eval_episodes=2", "num_envs=4", "quiet=true", "agent.cnn_channels=[8]", "agent.film_readout=8"]
+    cfg = compose("train", ["+experiment=fastmap_cpu", f"run_dir={tmp_path / 'dcem'}", *toy])
+    assert (cfg.memory.name, cfg.trainer.name, cfg.task.scenes) == ("dcem", "bc", "symbolic")
+    assert train(cfg)["status"] == "finished"
+    first, second = (load_checkpoint(tmp_path / "dcem" / f"ckpt-{u:08d}.pt")["model"] for u in (1, 2))
+    query = second["film.query.weight"]
+    channels = query.shape[0]
+    torch.testing.assert_close(query[:, -channels:], torch.eye(channels))
+    assert not query[:, :-channels].any()
+    for name in ("film.query.weight", "film.match_scale", "encoder.text.embedding.weight"):
+        assert torch.equal(first[name], second[name]), name
+    assert not torch.equal(first["film.film.weight"], second["film.film.weight"])
+
+    lstm = compose("train", ["+experiment=fastmap_cpu", "memory=lstm", "trainer.freeze=[encoder.text.embedding]"])
+    assert (lstm.memory.name, list(lstm.trainer.freeze), lstm.agent.match_readout) == ("lstm", ["encoder.text.embedding"], True)
+
+    # Evaluated with a larger buffer than trained with (the rows hold no weights), and a bad option.
+    from embodied.config import ConfigError
+    from embodied.eval import evaluate
+    from embodied.eval.runner import with_memory_options
+
+    ckpt = tmp_path / "dcem" / "latest.pt"
+    report = evaluate(compose("eval", ["task=fastmap/cpu/ten_distractor", f"ckpt={ckpt}", "episodes=2", "num_workers=0",
+                                       "quiet=true", "+memory_options.capacity=512", f"out={tmp_path / 'e.json'}"]))
+    assert report["results"][0]["episodes"] == 2
+    assert report["config"]["memory_options"] == {"capacity": 512}
+    merged = with_memory_options(load_checkpoint(ckpt)["config"], {"capacity": 512})
+    assert merged["memory"]["capacity"] == 512 and merged["memory"]["key_by"] == "text"
+    with pytest.raises(ConfigError, match=r"^memory_options.capasity: .*allowed: .*capacity"):
+        evaluate(compose("eval", ["task=fastmap/cpu/ten_distractor", f"ckpt={ckpt}", "episodes=1", "num_workers=0",
+                                  "quiet=true", "+memory_options.capasity=512"]))

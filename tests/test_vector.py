@@ -130,3 +130,36 @@ def test_a_script_that_never_closes_its_env_still_exits():
               "    print('stepped')\n")
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "stepped" in r.stdout, r.stderr[-2000:]
+
+
+def test_vector_envs_skip_rendering_the_discarded_final_observation():
+    from embodied.tasks import make_env
+
+    env = make_env(CFG)
+    assert env.unwrapped.final_observation  # a plain env renders every observation
+    vec = make_vector_env(CFG, num_envs=2, seed=3, num_workers=0)
+    try:
+        inner = vec._group.envs[0].unwrapped
+        assert not inner.final_observation
+        renders = []
+        original = inner._render_images
+        inner._render_images = lambda sensors: renders.append(1) or original(sensors)
+        steps = 0
+        while True:  # moves only: the episode ends by truncation at max_steps
+            obs, _, term, trunc, infos = vec.step(np.array([1, 1]))
+            steps += 1
+            if term[0] or trunc[0]:
+                break
+        assert steps == CFG.max_steps
+        # every step rendered once except the last, whose observation the reset's replaced
+        assert len(renders) == steps  # steps - 1 step renders + 1 reset render
+        np.testing.assert_allclose(obs["pose"][0], 0.0)
+    finally:
+        vec.close()
+    for render_final in (True, False):
+        env.unwrapped.final_observation = render_final
+        env.reset(seed=3)
+        for _ in range(CFG.max_steps - 1):
+            before, *_ = env.step(1)
+        final, _, _, trunc, _ = env.step(1)
+        assert trunc and (final is before) is (not render_final)  # rendered afresh only when asked

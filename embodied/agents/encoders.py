@@ -124,13 +124,18 @@ class CategoryEncoder(nn.Module):
 class TextEncoder(nn.Module):
     """Token ids [N, L] (0 = padding) -> [N, dim] by masked mean or the GRU state at the last token."""
 
-    def __init__(self, vocab: int, dim: int, pooling: str):
+    def __init__(self, vocab: int, dim: int, pooling: str, rarity: bool = False):
         super().__init__()
         self.vocab = vocab
         self.pooling = pooling
         self.embedding = nn.Embedding(vocab, dim, padding_idx=0)
         self.gru = nn.GRU(dim, dim, batch_first=True) if pooling == "gru" else None
         self.out = nn.Sequential(nn.Linear(dim, dim), nn.ReLU())
+        self.rarity = rarity
+        if rarity:
+            # Document frequencies for `rare_pool`: texts seen in training, and those holding each token.
+            self.register_buffer("texts_seen", torch.zeros((), dtype=torch.float64))
+            self.register_buffer("token_texts", torch.zeros(vocab, dtype=torch.float64))
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.encode(tokens)[0]
@@ -154,6 +159,25 @@ class TextEncoder(nn.Module):
         # No text (all padding) embeds to exactly zero, so memories can tell "nothing was said" apart.
         said = (lengths > 0)[:, None].to(pooled.dtype)
         return self.out(pooled) * said, pooled * said
+
+    def rare_pool(self, tokens: Tensor) -> Tensor:
+        """Token embeddings [N, L] -> [N, dim] averaged with smoothed inverse document frequency
+        weights, 1 + log((1 + texts) / (1 + texts holding the token)), counted over the texts seen in
+        training mode (frozen in eval mode, saved with the weights): words in most sentences ("the",
+        "this", "lift") weigh little, a name seen a few times much more. Zero where there is no text."""
+        tokens = tokens.long()
+        present = tokens != 0
+        weights = (1 + torch.log((1 + self.texts_seen) / (1 + self.token_texts[tokens]))) * present
+        weights = weights.to(self.embedding.weight.dtype)
+        pooled = (self.embedding(tokens) * weights[..., None]).sum(dim=1) / weights.sum(dim=1, keepdim=True).clamp(min=1e-6)
+        if self.training:
+            with torch.no_grad():  # after pooling: every step of this batch used the same weights
+                said = present.any(dim=1)
+                holds = torch.zeros(tokens.shape[0], self.vocab, dtype=torch.bool, device=tokens.device)
+                holds.scatter_(1, tokens, present)
+                self.token_texts += holds[said].sum(dim=0)
+                self.texts_seen += said.sum()
+        return pooled
 
 
 def _check_ids(key: str, ids: Tensor, num: int) -> None:
@@ -233,7 +257,8 @@ class ObservationEncoder(nn.Module):
             space = self.spaces["text"]
             if not isinstance(space, spaces.Box) or not _is_integer(space) or len(space.shape) != 1:
                 raise _bad_space("text", space, "an integer Box of shape [L] (token ids, 0 = padding)")
-            self.text = TextEncoder(_num_categories("text", space), config.text_dim, config.text_pooling)
+            self.text = TextEncoder(_num_categories("text", space), config.text_dim, config.text_pooling,
+                                    rarity=config.memory_text == "rare")
         if "place" in used and not _is_integer(self.spaces["place"]):
             raise _bad_space("place", self.spaces["place"], "Discrete or an integer Box")
 
@@ -292,6 +317,8 @@ class ObservationEncoder(nn.Module):
             parts.append(out["text"])
             if self.config.memory_text == "pooled":
                 out["memory_text"] = pooled
+            elif self.config.memory_text == "rare":
+                out["memory_text"] = self.text.rare_pool(obs["text"])
         if visual:
             out["visual"] = torch.cat(visual, dim=1)
         out["feat"] = torch.cat(parts, dim=1)

@@ -30,6 +30,9 @@ class EnvGroup:
 
     def __init__(self, env_fns: list[Callable[[], gym.Env]], obs_arrays: dict[str, np.ndarray]) -> None:
         self.envs = [fn() for fn in env_fns]
+        for env in self.envs:  # a finished episode's last observation is replaced by the reset's below
+            if hasattr(env.unwrapped, "final_observation"):
+                env.unwrapped.final_observation = False
         self.obs = obs_arrays  # each [len(envs), ...]
         self.returns = np.zeros(len(self.envs))
         self.lengths = np.zeros(len(self.envs), np.int64)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,10 @@ class EvalConfig:
     task (env i's first episode, seed + i) into recordings/<task>/ beside the JSON report."""
     record_episodes: int = 3
     """Episodes recorded per task with record=true."""
+    memory_options: dict = field(default_factory=dict)
+    """Options laid over the checkpoint's memory config, e.g. `+memory_options.capacity=512` for
+    episodes longer than it was trained on (DCEM's rows hold no weights); an option that changes
+    the shape of a weight fails to load with the checkpoint's error."""
 
 
 def _policy(cfg: DictConfig) -> str:
@@ -211,6 +215,45 @@ def format_table(results: list[dict], confidence: float = 0.95) -> str:
     return "\n".join(lines)
 
 
+def fastmap_published(results: list[dict]) -> str:
+    """Fast-mapping levels beside tasks/fastmap.yaml: role, the train levels a test level pairs with,
+    chance and what the papers report, with sources. Adds those fields to each fastmap result."""
+    table = OmegaConf.to_container(OmegaConf.load(data_dir("tasks") / "fastmap.yaml"))
+    levels, published, sources = table["levels"], table.get("published") or {}, table["sources"]
+    lines = [f"{'fast-mapping level':<58} {'role':<5} {'success':>7} {'chance':>6}  published (source)"]
+    used = set()
+    for r in results:
+        level = str(r["task"]).removeprefix("fastmap/")
+        if level not in levels:
+            continue
+        info = levels[level]
+        ref = published.get(level)
+        r.update(role=info["role"], chance=info["chance"], train_levels=info.get("train_levels", []),
+                 published=ref and {**ref, "source_text": sources[ref["source"]]})
+        text = f"{ref['note']} [{ref['source']}, {ref['figure']}]" if ref else "no published figure for this level"
+        if ref:
+            used.add(ref["source"])
+        lines.append(f"{level:<58} {info['role']:<5} {r['success']['mean']:>7.3f} {info['chance']:>6.3f}  {text}")
+        if info.get("train_levels"):
+            lines.append(f"{'':<4}test level; trained on: {', '.join(info['train_levels'])}")
+    lines += [f"[{key}] {sources[key]}" for key in sorted(used)]
+    return "\n".join(lines)
+
+
+def with_memory_options(config: dict | DictConfig, options: dict | DictConfig) -> dict:
+    """A checkpoint's run config with `options` laid over its memory node; an option the memory
+    does not have is an error naming the ones it has."""
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=True)
+    options = OmegaConf.to_container(options, resolve=True) if isinstance(options, DictConfig) else dict(options or {})
+    memory = dict(config["memory"])
+    for key in options:
+        check(key in memory and key != "name", f"memory_options.{key}",
+              f"not an option of the checkpoint's memory {memory.get('name')!r}; allowed: "
+              + ", ".join(k for k in memory if k != "name"))
+    return {**config, "memory": {**memory, **options}}
+
+
 def evaluate(cfg: DictConfig, env_factory=None) -> dict[str, Any]:
     """Evaluate per the eval config; prints the table, writes the JSON; returns the report."""
     from embodied.train.checkpoint import load_checkpoint
@@ -227,12 +270,15 @@ def evaluate(cfg: DictConfig, env_factory=None) -> dict[str, Any]:
     if policy == "checkpoint":
         ckpt = load_checkpoint(cfg.ckpt, map_location=device)
         ckpt["_path"] = str(cfg.ckpt)
+        ckpt["config"] = with_memory_options(ckpt["config"], cfg.memory_options)
     if cfg.suite:
         tasks = [load_task_config(name) for name in suite_tasks(cfg.suite)]
     else:
         tasks = [OmegaConf.to_container(cfg.task, resolve=True)]
     results = [evaluate_task(t, policy, ckpt, cfg, device, env_factory) for t in tasks]
     table = format_table(results, cfg.confidence)
+    if any(str(r["task"]).startswith("fastmap/") for r in results):
+        table += "\n\n" + fastmap_published(results)
     print(table)
     name = cfg.suite or str(tasks[0].get("name")).replace("/", "_")
     out = Path(cfg.out) if cfg.out else (Path(cfg.ckpt).parent if cfg.ckpt else Path(".")) / f"eval_{name}.json"

@@ -66,6 +66,11 @@ class NavEnv(gym.Env):
         self.agent: NavAgent | None = None
         self._follower: ShortestPathFollower | None = None
         self._cameras: dict[float, Camera] = {}
+        self.final_observation = True
+        """Render the observation of a step that ends the episode. A vector env that resets at once
+        and discards it sets this False; that step then returns the previous observation (an
+        untrained policy ends an episode every few steps: a sixth of all renders)."""
+        self._last_obs: dict[str, np.ndarray] | None = None
 
     # -- gymnasium API ---------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -130,7 +135,8 @@ class NavEnv(gym.Env):
         for m in self.measures.values():
             m.update_metric(self)
         truncated = not terminated and self.measures["steps"].value >= self.cfg.max_steps
-        return self._observe(), float(reward), terminated, truncated, self._info()
+        skip = (terminated or truncated) and not self.final_observation and self._last_obs is not None
+        return self._last_obs if skip else self._observe(), float(reward), terminated, truncated, self._info()
 
     # -- task protocol used by measures and the oracle -------------------------------------
     @property
@@ -223,6 +229,7 @@ class NavEnv(gym.Env):
                 obs["semantic"] = images["semantic"].astype(np.int32, copy=False)
         obs["pose"] = self._relative_pose()
         obs.update(self._goal_observation())
+        self._last_obs = obs
         return obs
 
     def _relative_pose(self) -> np.ndarray:
