@@ -122,15 +122,6 @@ def test_gradients_reach_queries_values_and_controller():
         assert grad is not None and float(grad.abs().sum()) > 0, name
 
 
-def test_freeze_text_key_stops_only_the_language_key_path_from_training():
-    frozen = {"key_proj.text.weight", "log_temperature"}
-    for freeze in (False, True):
-        mem = make(freeze_text_key=freeze, key_by="both")
-        trainable = {n for n, p in mem.named_parameters() if p.requires_grad}
-        assert (frozen & trainable == set()) == freeze
-        assert {"key_proj.visual.weight", "value_proj.weight", "controller.weight_ih"} <= trainable
-
-
 def test_intrinsic_reward_pays_for_new_names_only():
     mem = make()
     state = mem.initial_state(1)

@@ -176,9 +176,11 @@ def test_cpu_experiment_config_trains_with_its_match_query_and_name_embeddings_f
     channels = query.shape[0]
     torch.testing.assert_close(query[:, -channels:], torch.eye(channels))
     assert not query[:, :-channels].any()
-    for name in ("film.query.weight", "film.match_scale", "encoder.text.embedding.weight"):
+    for name in ("film.query.weight", "film.match_scale", "encoder.text.embedding.weight", "memory.key_proj.text.weight",
+                 "memory.log_temperature"):
         assert torch.equal(first[name], second[name]), name
-    assert not torch.equal(first["film.film.weight"], second["film.film.weight"])
+    for name in ("film.film.weight", "memory.value_proj.weight", "memory.controller.weight_ih"):
+        assert not torch.equal(first[name], second[name]), name
 
     lstm = compose("train", ["+experiment=fastmap_cpu", "memory=lstm", "trainer.freeze=[encoder.text.embedding]"])
     assert (lstm.memory.name, list(lstm.trainer.freeze), lstm.agent.match_readout) == ("lstm", ["encoder.text.embedding"], True)

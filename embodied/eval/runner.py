@@ -220,12 +220,12 @@ def fastmap_published(results: list[dict]) -> str:
     chance and what the papers report, with sources. Adds those fields to each fastmap result."""
     table = OmegaConf.to_container(OmegaConf.load(data_dir("tasks") / "fastmap.yaml"))
     levels, published, sources = table["levels"], table.get("published") or {}, table["sources"]
-    lines = [f"{'fast-mapping level':<58} {'role':<5} {'success':>7} {'chance':>6}  published (source)"]
+    rows = [(r, str(r["task"]).removeprefix("fastmap/")) for r in results]
+    rows = [(r, level) for r, level in rows if level in levels]
+    width = max([len("fast-mapping level")] + [len(level) for _, level in rows])
+    lines = [f"{'fast-mapping level':<{width}} {'role':<5} {'success':>7} {'chance':>6}  published (source)"]
     used = set()
-    for r in results:
-        level = str(r["task"]).removeprefix("fastmap/")
-        if level not in levels:
-            continue
+    for r, level in rows:
         info = levels[level]
         ref = published.get(level)
         r.update(role=info["role"], chance=info["chance"], train_levels=info.get("train_levels", []),
@@ -233,7 +233,7 @@ def fastmap_published(results: list[dict]) -> str:
         text = f"{ref['note']} [{ref['source']}, {ref['figure']}]" if ref else "no published figure for this level"
         if ref:
             used.add(ref["source"])
-        lines.append(f"{level:<58} {info['role']:<5} {r['success']['mean']:>7.3f} {info['chance']:>6.3f}  {text}")
+        lines.append(f"{level:<{width}} {info['role']:<5} {r['success']['mean']:>7.3f} {info['chance']:>6.3f}  {text}")
         if info.get("train_levels"):
             lines.append(f"{'':<4}test level; trained on: {', '.join(info['train_levels'])}")
     lines += [f"[{key}] {sources[key]}" for key in sorted(used)]

@@ -82,11 +82,6 @@ class DCEMConfig(MemoryConfig):
     sentence was already being read. Without it, from the second step of "lift the dax" on, the
     earlier "lift the dax" rows match exactly and push "this is a dax" out of the top-k. Our
     choice; the paper does not say. Off by default (an exact key then finds its own rows)."""
-    freeze_text_key: bool = False
-    """Keep the language-keyed path (the text key projection and the score temperature) at its
-    initialisation. With the agent's name embeddings frozen too, a name's text key then matches the
-    rows where it was said from the first step, and imitation cannot drift it away (the CPU
-    recipe, docs/fastmap.md, trains with it). Our choice; the paper trains every part."""
     state_query: bool = False
     """Add a projection of the controller state to each query (the paper's query from the controller).
     Off by default: reads are then keyed on the current step's embeddings alone, which lets training
@@ -131,9 +126,6 @@ class DualCodingEpisodicMemory(Memory):
         for layer in self.query_from_state.values():
             nn.init.zeros_(layer.weight)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(float(c.temperature))))
-        if c.freeze_text_key:
-            self.key_proj["text"].requires_grad_(False)
-            self.log_temperature.requires_grad_(False)
         self.value_proj = nn.Linear(self.visual_dim + self.text_dim, k)
         self.modality_embedding = nn.Embedding(2, k)
         self.null_token = nn.Parameter(torch.zeros(1, 1, k))

@@ -66,10 +66,10 @@ class NavEnv(gym.Env):
         self.agent: NavAgent | None = None
         self._follower: ShortestPathFollower | None = None
         self._cameras: dict[float, Camera] = {}
+        # Render the observation of a step that ends the episode. A vector env that resets at once
+        # and discards it sets this False; that step then returns the previous observation (an
+        # untrained policy ends an episode every few steps: a sixth of all renders).
         self.final_observation = True
-        """Render the observation of a step that ends the episode. A vector env that resets at once
-        and discards it sets this False; that step then returns the previous observation (an
-        untrained policy ends an episode every few steps: a sixth of all renders)."""
         self._last_obs: dict[str, np.ndarray] | None = None
 
     # -- gymnasium API ---------------------------------------------------------------------

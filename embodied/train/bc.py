@@ -199,8 +199,8 @@ def freeze_parameters(agent: torch.nn.Module, prefixes: list[str]) -> list[str]:
     for prefix in prefixes:
         if not any(n.startswith(prefix) for n in names):
             examples = sorted({".".join(n.split(".")[:3]) for n in names})[:12]
-            raise ValueError(f"trainer.freeze: {prefix!r} matches no parameter of the agent; "
-                             f"parameter names start e.g. with {', '.join(examples)}")
+            check(False, "trainer.freeze", f"{prefix!r} matches no parameter of the agent; parameter names "
+                                           f"start e.g. with {', '.join(examples)}")
     frozen = []
     for name, param in agent.named_parameters():
         if any(name.startswith(prefix) for prefix in prefixes):
