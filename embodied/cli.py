@@ -10,7 +10,7 @@ or takes plain flags where it has nothing to configure.
   embodied bench memory [--device cpu|cuda]              per-step read latency of every memory vs episode length
   embodied bench memorybench [--quick] [--verify]        MemoryBench demos/min, env keyframe steps/s
                                                          (--verify: expert on all pinned seeds)
-  embodied demos task=memorybench/put_block_back split=train n=100 [out=FILE.h5] [image_size=128] [quiet=true]
+  embodied demos task=memorybench/put_block_back split=train n=100 [out=FILE.h5] [image_size=128] [quiet=true] [noise=0.02]
                                                          scripted expert demonstrations (HDF5)
   embodied bench record                                  eval steps/s with and without rerun recording
   embodied record task=nav/pointnav agent=oracle episodes=3 out=DIR [ckpt=PATH] [video=true]
@@ -186,12 +186,15 @@ def cmd_video(argv: list[str]) -> None:
         _fail(str(e))
 
 
-DEMOS_KEYS = {"task": str, "split": str, "n": int, "out": str, "image_size": int, "quiet": bool}
+DEMOS_KEYS = {"task": str, "split": str, "n": int, "out": str, "image_size": int, "quiet": bool,
+              "noise": float, "noise_seed": int}
 
 
 def cmd_demos(argv: list[str]) -> None:
-    """`embodied demos task=... split=train|test n=N [out=FILE.h5] [image_size=128] [quiet=true]`."""
-    args: dict = {"split": "train", "n": None, "out": None, "image_size": 128, "quiet": False}
+    """`embodied demos task=... split=train|test n=N [out=FILE.h5] [image_size=128] [quiet=true]
+    [noise=0.02 noise_seed=0]` (noise: DART-style perturbed execution, see dataset.record_demo)."""
+    args: dict = {"split": "train", "n": None, "out": None, "image_size": 128, "quiet": False,
+                  "noise": 0.0, "noise_seed": 0}
     for item in argv:
         if "=" not in item:
             raise ConfigError(f"{item}: arguments are key=value; keys: {', '.join(DEMOS_KEYS)}")
@@ -203,11 +206,11 @@ def cmd_demos(argv: list[str]) -> None:
             if value.lower() not in ("true", "false"):
                 raise ConfigError(f"{key}: {value!r}; allowed: true, false")
             args[key] = value.lower() == "true"
-        elif kind is int:
+        elif kind in (int, float):
             try:
-                args[key] = int(value)
+                args[key] = kind(value)
             except ValueError:
-                raise ConfigError(f"{key}: {value!r}; allowed: an integer") from None
+                raise ConfigError(f"{key}: {value!r}; allowed: {'an integer' if kind is int else 'a number'}") from None
         else:
             args[key] = value
     if "task" not in args:
@@ -218,7 +221,7 @@ def cmd_demos(argv: list[str]) -> None:
     out = args["out"] or f"data/{task.replace('/', '_')}_{args['split']}.h5"
     try:
         path = write_demos(task, args["split"], args["n"], out, image_size=args["image_size"],
-                           progress=not args["quiet"])
+                           progress=not args["quiet"], noise=args["noise"], noise_seed=args["noise_seed"])
     except ValueError as e:
         _fail(str(e))
     print(f"wrote {path}")

@@ -122,6 +122,12 @@ def test_bad_options():
         KeyframeAgent(KeyframeAgentConfig(grid_size=16, channels=[8, 16]), WORKSPACE, "gru")
     with pytest.raises(ValueError, match="workspace"):
         Workspace(((0, 0, 0), (1, 1, 0)), 16)
+    from embodied.config import ConfigError
+
+    with pytest.raises(ConfigError, match="trainer.dart_copies"):
+        KeyframeTrainerConfig(dart_copies=-1).validate()
+    with pytest.raises(ConfigError, match="trainer.dart_noise"):
+        KeyframeTrainerConfig(dart_copies=1, dart_noise=0.0).validate()
 
 
 def _compose(tmp_path, *extra):
@@ -186,12 +192,21 @@ def test_cli_train_end_to_end_on_memorybench(tmp_path):
 
     cmd = [sys.executable, "-m", "embodied.train", "task=memorybench/reopen_drawer", "agent=keyframe", "memory=membank",
            "task.width=32", "task.height=32", "trainer.demos_n=2", "trainer.epochs=1", "agent.grid_size=16", "agent.channels=[8,16]",
-           "trainer.eval_every=1", "trainer.eval_episodes=1", "device=cpu", "quiet=true", f"run_dir={tmp_path}"]
+           "trainer.eval_every=1", "trainer.eval_episodes=1", "trainer.dart_copies=1", "device=cpu", "quiet=true",
+           f"run_dir={tmp_path}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "latest.pt").exists()
     assert "episode/success" in (tmp_path / "metrics.jsonl").read_text()
+    from embodied.tasks.memorybench.dataset import load_demos
+
+    clean = load_demos(tmp_path / "data" / "reopen_drawer_train_2_32.h5")
+    dart = load_demos(tmp_path / "data" / "reopen_drawer_train_2_32_dart0.02_0.h5")
+    assert [e["seed"] for e in dart] == [e["seed"] for e in clean] and all(e["noise"] > 0 for e in dart)
+    (cache,) = (tmp_path / "data").glob("views-*.npz")
+    with np.load(cache) as views:
+        assert len(views["lens"]) == 4  # the clean demos and their DART copy are both trained on
 
 
 def test_training_rollouts_use_validation_seeds_never_train_or_test():

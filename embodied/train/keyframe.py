@@ -53,6 +53,12 @@ class KeyframeTrainerConfig:
     """Gradient steps of linear warmup."""
     max_grad_norm: float = 1.0
     """Global gradient norm clip."""
+    dart_copies: int = 0
+    """Extra DART-style copies of the train demos (`embodied demos ... noise=`): the same seeds re-recorded
+    with the expert's free-space keyframes executed `dart_noise` off target, labelled with the clean
+    expert action, generated into run_dir/data/ (0 = clean demos only)."""
+    dart_noise: float = 0.02
+    """Std (metres) of the DART execution noise, clipped to 2 std."""
     aug_shift: int = 2
     """Translation augmentation: each sequence is shifted by up to this many voxels in x and y (the
     views, the targets and the proprio position alike; the same shift for the whole sequence); 0 = off."""
@@ -71,6 +77,10 @@ class KeyframeTrainerConfig:
         check(self.weight_decay >= 0, "trainer.weight_decay", f"{self.weight_decay}; allowed: >= 0")
         check(self.warmup_steps >= 0, "trainer.warmup_steps", f"{self.warmup_steps}; allowed: >= 0")
         check(self.max_grad_norm > 0, "trainer.max_grad_norm", f"{self.max_grad_norm}; allowed: > 0")
+        check(isinstance(self.dart_copies, int) and self.dart_copies >= 0, "trainer.dart_copies",
+              f"{self.dart_copies}; allowed: an integer >= 0")
+        check(self.dart_noise > 0 and math.isfinite(self.dart_noise), "trainer.dart_noise",
+              f"{self.dart_noise}; allowed: > 0 (metres)")
         check(self.aug_shift >= 0, "trainer.aug_shift", f"{self.aug_shift}; allowed: >= 0")
         check(self.eval_every >= 0, "trainer.eval_every", f"{self.eval_every}; allowed: >= 0")
         return self
@@ -323,6 +333,8 @@ def train_keyframe(cfg, episodes: list[dict] | None = None, workspace=None,
 
     if episodes is None:
         episodes = load_episodes(tcfg.demos or _generate_demos(cfg, tcfg, run_dir / "data"))
+        for copy in range(tcfg.dart_copies):
+            episodes += load_episodes(_generate_demos(cfg, tcfg, run_dir / "data", tcfg.dart_noise, copy))
     seqs = _cached_sequences(episodes, agent, run_dir / "data", not cfg.quiet)
     steps_per_epoch = math.ceil(len(seqs) / tcfg.batch_episodes)
     bc = KeyframeBC(agent, tcfg, steps_per_epoch, device)
@@ -376,14 +388,16 @@ def train_keyframe(cfg, episodes: list[dict] | None = None, workspace=None,
     return {"status": "finished", "checkpoint": str(manager.latest_path), "metrics": metrics, "update": bc.epoch}
 
 
-def _generate_demos(cfg, tcfg: KeyframeTrainerConfig, data_dir: Path) -> Path:
+def _generate_demos(cfg, tcfg: KeyframeTrainerConfig, data_dir: Path, noise: float = 0.0, copy: int = 0) -> Path:
     from embodied.tasks.memorybench.dataset import write_demos
 
     image_size = int(cfg.task.get("image_size") or cfg.task.get("width") or 128)
-    out = data_dir / f"{task_short_name(cfg.task.name)}_train_{tcfg.demos_n}_{image_size}.h5"
+    tag = f"_dart{noise:g}_{copy}" if noise > 0 else ""
+    out = data_dir / f"{task_short_name(cfg.task.name)}_train_{tcfg.demos_n}_{image_size}{tag}.h5"
     if not out.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        write_demos(str(cfg.task.name), "train", tcfg.demos_n, out, image_size, not cfg.quiet)
+        write_demos(str(cfg.task.name), "train", tcfg.demos_n, out, image_size, not cfg.quiet,
+                    noise=noise, noise_seed=copy)
     return out
 
 
@@ -393,6 +407,7 @@ def _cached_sequences(episodes: list[dict], agent, data_dir: Path, progress: boo
     import json
 
     key = json.dumps({"seeds": [int(e.get("seed", -1)) for e in episodes], "lens": [len(e["action"]) for e in episodes],
+                      "noise": [[e.get(k, 0) for k in ("noise", "noise_seed", "attempt")] for e in episodes],
                       "grid": agent.config.grid_size, "cams": list(agent.config.cameras), "bins": agent.config.rot_bins,
                       "lo": agent.workspace.lo.tolist(), "hi": agent.workspace.hi.tolist(),
                       "act": float(np.sum([np.abs(np.asarray(e["action"], dtype=np.float64)).sum() for e in episodes]))})

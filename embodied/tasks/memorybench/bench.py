@@ -1,6 +1,7 @@
 """`embodied bench memorybench`: demos generated per minute per task and env keyframe steps per
 second (4 cameras at 128x128 by default), beside RLBench's ~0.12 s per step headless;
-`--verify` also runs the expert on all 100 + 25 pinned seeds of every task."""
+`--verify` also runs the expert on all 100 + 25 pinned seeds of every task, and measures its
+tolerance: success when every keyframe target is moved by 1 cm noise."""
 from __future__ import annotations
 
 import json
@@ -52,6 +53,25 @@ def verify_expert(task: str, splits=("train", "test"), progress: bool = True) ->
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def expert_tolerance(task: str, sigma: float = 0.01, n: int = 30, progress: bool = False) -> dict:
+    """Success of the expert, per variation, when every keyframe's target position (contact moves
+    included) is moved by Gaussian noise of std `sigma` metres (clipped to 2 std), over seeds 0..n-1:
+    how precise a policy that imitates it must be."""
+    from tqdm import tqdm
+
+    from embodied.tasks.memorybench import make_env
+    from embodied.tasks.memorybench.dataset import record_demo
+
+    env = make_env({"name": task, "cameras": []})
+    per: dict[int, list[bool]] = {}
+    for seed in tqdm(range(n), desc=f"tolerance {task}", disable=not progress):
+        d = record_demo(env, seed, noise=sigma, noise_seed=7, noise_on_contact=True)
+        per.setdefault(d["variation"], []).append(bool(d["success"]))
+    env.close()
+    return {"sigma_m": sigma, "episodes": n, "success": round(sum(map(sum, per.values())) / n, 3),
+            "per_variation": {v: round(sum(r) / len(r), 3) for v, r in sorted(per.items())}}
+
+
 def bench_memorybench(out, quick: bool = False, extra: dict | None = None, image_size: int = 128,
                       verify: bool = False) -> dict:
     """Run the benchmark, print a summary, write JSON to `out`. `extra` (e.g. policy steps/s from
@@ -76,6 +96,12 @@ def bench_memorybench(out, quick: bool = False, extra: dict | None = None, image
             v = verify_expert(task)
             result["expert_verification"][task] = v
             print(f"{task:32s} expert succeeded on {v['succeeded']}/{v['seeds']} pinned seeds ({v['seconds']} s)")
+        result["expert_tolerance"] = {}
+        for task in TASK_NAMES:
+            t = expert_tolerance(task)
+            result["expert_tolerance"][task] = t
+            print(f"{task:32s} expert with 1 cm noise on every keyframe: {t['success']:.2f} success "
+                  f"(per variation {t['per_variation']})")
     if extra:
         result.update(extra)
     Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,10 @@
 """Scripted expert demonstrations as HDF5 (one file per task + split).
 
 Layout (version 1): root attrs task, split, cameras, image_size, version; one group per episode
-`episode_0000`, ... with attrs seed, variation, instruction, success and datasets
-`obs/{cam}_{rgb,depth,pcd}` [K,...], `proprio` [K,8], `timestep` [K], `action` [K,9] and
-`keyframe_index` [K] (physics step at which keyframe k's action began). Observation k is the one
-seen before action k. Depth and point clouds are stored to 0.1 mm (HDF5 scale-offset filter).
+`episode_0000`, ... with attrs seed, variation, instruction, success, noise, noise_seed, attempt and datasets
+`obs/{cam}_{rgb,depth,pcd}` [K,...], `proprio` [K,8], `timestep` [K], `action` [K,9] (the expert's
+label: what was executed, unless the episode's noise > 0) and `keyframe_index` [K] (physics step at
+which keyframe k's action began). Observation k is the one seen before action k. Depth and point clouds are stored to 0.1 mm (HDF5 scale-offset filter).
 """
 from __future__ import annotations
 
@@ -17,11 +17,21 @@ from embodied.tasks.memorybench.env import MemoryBenchConfig
 from embodied.tasks.memorybench.scene import CAMERAS
 
 VERSION = 1
+NOISE_ATTEMPTS = 8
 
 
-def record_demo(env, seed: int) -> dict:
-    """Run the expert for one episode; returns the per-keyframe arrays and the episode facts."""
+def record_demo(env, seed: int, noise: float = 0.0, noise_seed: int = 0, attempt: int = 0,
+                noise_on_contact: bool = False) -> dict:
+    """Run the expert for one episode; returns the per-keyframe arrays and the episode facts.
+
+    noise > 0 records a DART-style demo (Laskey et al. 2017): each free-space keyframe (ignore
+    collisions off) is executed with its position moved by Gaussian noise of this std (metres,
+    clipped to 2 std), while the label stays the expert's clean action. The policy then sees states
+    a little off the expert's path, labelled with the way back, which a keyframe policy's own small
+    errors produce at test time. Contact moves are executed as labelled, unless noise_on_contact
+    (the expert's tolerance check, bench.expert_tolerance)."""
     obs, info = env.reset(seed=seed)
+    rng = np.random.default_rng([int(seed), int(noise_seed), int(attempt)])
     frames, actions, starts = [], [], []
     success = False
     while True:
@@ -29,7 +39,11 @@ def record_demo(env, seed: int) -> dict:
         frames.append(obs)
         starts.append(env.scene.physics_steps)
         actions.append(a)
-        obs, reward, terminated, truncated, info = env.step(a)
+        executed = a
+        if noise > 0 and (noise_on_contact or a[8] < 0.5):
+            executed = a.copy()
+            executed[:3] += np.clip(rng.normal(0.0, noise, 3), -2 * noise, 2 * noise).astype(a.dtype)
+        obs, reward, terminated, truncated, info = env.step(executed)
         success = bool(info["success"])
         if terminated or truncated or env.task.keyframe(env.keyframe) is None:
             break
@@ -56,14 +70,17 @@ def split_seeds(task: str, split: str) -> list[int]:
 
 
 def write_demos(task: str, split: str, n: int | None, out, image_size: int = 128, progress: bool = True,
-                cameras=CAMERAS) -> Path:
-    """Generate the first n pinned seeds of a split (all when n is None) into the HDF5 file `out`."""
+                cameras=CAMERAS, noise: float = 0.0, noise_seed: int = 0) -> Path:
+    """Generate the first n pinned seeds of a split (all when n is None) into the HDF5 file `out`;
+    noise / noise_seed: DART-style perturbed execution (see record_demo), stored as episode attrs."""
     from tqdm import tqdm
 
     from embodied.tasks.memorybench import make_env
 
     task = task if task.startswith("memorybench/") else f"memorybench/{task}"
     seeds = split_seeds(task, split)
+    if not (noise >= 0 and np.isfinite(noise)):
+        raise ValueError(f"noise: {noise!r}; allowed: >= 0 (metres)")
     if n is not None:
         if not 1 <= n <= len(seeds):
             raise ValueError(f"n: {n}; allowed: 1..{len(seeds)} (pinned {split} seeds)")
@@ -77,12 +94,18 @@ def write_demos(task: str, split: str, n: int | None, out, image_size: int = 128
         with h5py.File(tmp, "w") as f:
             f.attrs.update(task=task, split=split, cameras=list(cameras), image_size=image_size, version=VERSION)
             for i, seed in enumerate(tqdm(seeds, desc=f"{task} {split}", disable=not progress)):
-                d = record_demo(env, seed)
+                # a perturbed execution can fail (a knocked handle); draw the noise again, so the
+                # labels never come from a state the expert could not finish from
+                for attempt in range(NOISE_ATTEMPTS if noise > 0 else 1):
+                    d = record_demo(env, seed, noise, noise_seed, attempt)
+                    if d["success"]:
+                        break
                 if not d["success"]:
                     failed.append(seed)
                 g = f.create_group(f"episode_{i:04d}")
                 g.attrs.update(seed=d["seed"], variation=d["variation"], instruction=d["instruction"],
-                               success=d["success"])
+                               success=d["success"], noise=float(noise), noise_seed=int(noise_seed),
+                               attempt=int(attempt))
                 for k, v in d["obs"].items():
                     # depth and point clouds keep 4 decimals (0.1 mm; HDF5 scale-offset filter),
                     # which lets gzip shrink them several-fold; images are lossless
@@ -116,5 +139,6 @@ def load_demos(path) -> list[dict]:
                 "obs": {k: g["obs"][k][()] for k in g["obs"]},
                 **{k: g[k][()] for k in ("proprio", "timestep", "action", "keyframe_index")},
                 "seed": int(g.attrs["seed"]), "variation": int(g.attrs["variation"]),
-                "instruction": str(g.attrs["instruction"]), "success": bool(g.attrs["success"])})
+                "instruction": str(g.attrs["instruction"]), "success": bool(g.attrs["success"]),
+                **{k: float(g.attrs.get(k, 0)) for k in ("noise", "noise_seed", "attempt")}})
     return episodes
