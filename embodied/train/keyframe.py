@@ -40,9 +40,9 @@ class KeyframeTrainerConfig:
     """HDF5 demonstrations of the task (`embodied demos ...`); null = generate `demos_n` into run_dir/data/."""
     demos_n: int = 100
     """Train demos to generate when `demos` is null (the pinned train seeds, in order)."""
-    epochs: int = 100
-    """Passes over the demonstrations (100 demos x 100 epochs = 1250 gradient steps: rearrange_block 80% in
-    docs/results.md; 40 epochs was far too short)."""
+    epochs: int = 50
+    """Passes over the demonstrations ((100 demos + 100 DART copies) x 50 epochs = 1250 gradient steps;
+    docs/results.md; 40 epochs of 40 demos was far too short)."""
     batch_episodes: int = 8
     """Whole demonstrations per gradient step."""
     lr: float = 1e-3
@@ -53,10 +53,11 @@ class KeyframeTrainerConfig:
     """Gradient steps of linear warmup."""
     max_grad_norm: float = 1.0
     """Global gradient norm clip."""
-    dart_copies: int = 0
-    """Extra DART-style copies of the train demos (`embodied demos ... noise=`): the same seeds re-recorded
-    with the expert's free-space keyframes executed `dart_noise` off target, labelled with the clean
-    expert action, generated into run_dir/data/ (0 = clean demos only)."""
+    dart_copies: int = 1
+    """Extra DART-style copies of the train demos (`embodied demos ... noise=`): the first `demos_n`
+    pinned train seeds re-recorded with the expert's free-space keyframes executed `dart_noise` off
+    target, labelled with the clean expert action, generated into run_dir/data/ (0 = the demos only).
+    Without them the policy's own small errors compounded in its rollouts (docs/memorybench_policy.md)."""
     dart_noise: float = 0.02
     """Std (metres) of the DART execution noise, clipped to 2 std."""
     aug_shift: int = 2
