@@ -274,11 +274,11 @@ def probe(show_target: bool, agent_options: dict | None = None, rounds: int = 20
 def _load(agent: torch.nn.Module, ckpt: str) -> None:
     """`train --save` weights or an `embodied train` checkpoint's model; a target-look probe is a
     training-only head and is left out."""
-    weights = torch.load(ckpt, map_location="cpu")
+    weights = torch.load(ckpt, map_location="cpu", weights_only=True)
     if "model" in weights and "format" in weights:  # an `embodied train` checkpoint
-        from embodied.train.checkpoint import load_checkpoint
+        from embodied.train.checkpoint import check_checkpoint
 
-        weights = load_checkpoint(ckpt)["model"]
+        weights = check_checkpoint(weights, ckpt)["model"]
     agent.load_state_dict({k: v for k, v in weights.items() if not k.startswith("aux_heads.fastmap_target_look.")})
 
 

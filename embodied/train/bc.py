@@ -196,11 +196,10 @@ def freeze_parameters(agent: torch.nn.Module, prefixes: list[str]) -> list[str]:
     """Stop training the parameters whose names start with one of `prefixes`; returns their names.
     A prefix that matches nothing is an error (naming a few of the agent's parameters)."""
     names = [n for n, _ in agent.named_parameters()]
+    examples = ", ".join(sorted({".".join(n.split(".")[:3]) for n in names})[:12])
     for prefix in prefixes:
-        if not any(n.startswith(prefix) for n in names):
-            examples = sorted({".".join(n.split(".")[:3]) for n in names})[:12]
-            check(False, "trainer.freeze", f"{prefix!r} matches no parameter of the agent; parameter names "
-                                           f"start e.g. with {', '.join(examples)}")
+        check(any(n.startswith(prefix) for n in names), "trainer.freeze",
+              f"{prefix!r} matches no parameter of the agent; parameter names start e.g. with {examples}")
     frozen = []
     for name, param in agent.named_parameters():
         if any(name.startswith(prefix) for prefix in prefixes):

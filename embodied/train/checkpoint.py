@@ -106,6 +106,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as exc:  # truncated zip, garbage bytes, disallowed pickled globals ...
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {detail[:200]})") from exc
+    return check_checkpoint(obj, path)
+
+
+def check_checkpoint(obj: Any, path: str | Path) -> dict[str, Any]:
+    """`obj` (a loaded file) if it is a checkpoint this code reads, else CheckpointError naming `path`."""
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an embodied checkpoint (missing format={FORMAT!r})")
     if obj.get("version") != VERSION:
