@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
+	@# open3d-cpu replaces a full open3d wheel left by an earlier setup (both install the package `open3d`).
+	@if [ "$$(uname -sm)" = "Linux x86_64" ] && $(PY) -m pip show -q open3d >/dev/null 2>&1; then \
+	  $(PY) -m pip uninstall -y -q open3d open3d-cpu; fi
 	$(PY) -m pip install -q -e ".[train,test,viewer]"
 	touch $(STAMP)
 

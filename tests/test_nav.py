@@ -204,3 +204,58 @@ def test_goal_pool_draws_fixed_per_scene_goals_and_computes_each_field_once(monk
         small("nav/objectnav", goal_pool=4).validate()
     with pytest.raises(ConfigError, match="^task.goal_pool:"):
         small("nav/pointnav", goal_pool=-1).validate()
+
+
+def episode_trace(env, seed, episodes, prefetch_every=None):
+    """(scene, start pose, goal distance, observation hash) of each episode; with prefetch_every=k,
+    prefetch() is called after every k-th step and after each reset (as an idle worker does)."""
+    env.reset(seed=seed)
+    trace, rng, step = [], np.random.default_rng(0), 0
+    for _ in range(episodes):
+        obs = env._last_obs
+        trace.append((env.scene.key, tuple(env.start_pose), env.leg_start_distance,
+                      hashlib.sha1(b"".join(np.ascontiguousarray(obs[k]).tobytes() for k in sorted(obs))).hexdigest()))
+        if prefetch_every:
+            assert env.prefetch()  # the next episode is drawn now...
+            assert not env.prefetch()  # ...once
+        done = False
+        while not done:
+            step += 1
+            _, _, te, tr, _ = env.step(int(rng.integers(1, 4)))
+            done = te or tr
+            if prefetch_every and step % prefetch_every == 0:
+                env.prefetch()
+        env.reset()
+    return trace
+
+
+@pytest.mark.parametrize("name", ["nav/pointnav", "nav/objectnav"])
+def test_prefetched_episodes_are_the_episodes_reset_would_draw(name):
+    cfg = small(name, sensors=["depth"], max_steps=6)
+    plain = episode_trace(make_env(cfg).unwrapped, 11, 6)
+    ahead = episode_trace(make_env(cfg).unwrapped, 11, 6, prefetch_every=2)
+    assert ahead == plain
+    assert len({t[1] for t in plain}) == 6  # six different episodes
+    # A seeded reset discards a prefetched episode: the seed alone decides.
+    env, fresh = make_env(cfg).unwrapped, make_env(cfg).unwrapped
+    assert not env.prefetch()  # nothing to draw before the first (seeding) reset
+    env.reset(seed=1)
+    assert env.prefetch()
+    env.reset(seed=2)
+    fresh.reset(seed=2)
+    assert env.scene.key == fresh.scene.key and np.array_equal(env.start_pose, fresh.start_pose)
+
+
+def test_an_error_met_while_prefetching_is_raised_by_the_next_reset():
+    from embodied.tasks.nav import EpisodeError
+
+    env = make_env(small("nav/pointnav", sensors=["depth"])).unwrapped
+    env.reset(seed=0)
+
+    def impossible(scene):
+        raise EpisodeError("no start position at a valid distance from the goal")
+
+    env._sample_episode = impossible
+    assert env.prefetch()  # no exception here: an idle worker must not die of it
+    with pytest.raises(EpisodeError, match="no valid episode in 20 scenes"):
+        env.reset()

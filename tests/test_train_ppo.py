@@ -177,3 +177,34 @@ def test_trainer_keeps_freed_cpu_memory_so_big_activations_are_not_paged_in_agai
                                            check=True).stdout) for case in ("default", "tuned")}
     assert released["default"] > 50, released
     assert released["tuned"] < 10, released
+
+
+@pytest.mark.parametrize("workers, setting, expected", [(1, 0, 1), (0, 0, 2), (1, 3, 3)])
+def test_rollout_forward_threads(workers, setting, expected):
+    """Env workers need the cores: with them, the rollout's forward runs on one torch thread (auto);
+    the update and everything after collect keep torch's setting."""
+    from embodied.envs import make_vector_env
+    from embodied.train.ppo import PPO, PPOConfig
+    from embodied.train.run import build_agent_from_config
+
+    task = {"name": "fastmap/architecture_comparison/fast_map_three_objs", "scenes": "symbolic", "sensors": ["rgb"]}
+    envs = make_vector_env(task, num_envs=2, seed=3, num_workers=workers)
+    cfg = compose("train", ["task=fastmap/cpu/fast_map_three_objs", "memory=gru", "agent.hidden=32", "device=cpu"])
+    agent = build_agent_from_config(cfg, envs.single_observation_space, envs.single_action_space, torch.device("cpu"))
+    seen = []
+    act = agent.act
+    agent.act = lambda *a, **k: seen.append(torch.get_num_threads()) or act(*a, **k)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ppo = PPO(agent, PPOConfig(rollout_steps=4, num_minibatches=1, rollout_threads=setting), num_envs=2,
+                  total_steps=8)
+        ppo.reset_envs(envs, seed=3)
+        ppo.collect(envs)
+        assert seen and set(seen) == {expected}
+        assert torch.get_num_threads() == 2  # restored for the update
+    finally:
+        torch.set_num_threads(before)
+        envs.close()
+    with pytest.raises(ConfigError, match="^trainer.rollout_threads:"):
+        PPOConfig(rollout_threads=-1).validate(2)

@@ -163,3 +163,20 @@ def test_vector_envs_skip_rendering_the_discarded_final_observation():
             before, *_ = env.step(1)
         final, _, _, trunc, _ = env.step(1)
         assert trunc and (final is before) is (not render_final)  # rendered afresh only when asked
+
+
+def test_idle_workers_draw_each_env_s_next_episode_ahead():
+    env = make_vector_env(CFG, num_envs=4, seed=5, num_workers=2)
+    try:
+        env.reset(seed=5)
+        env.step(np.ones(4, int))
+        time.sleep(2.0)  # idle: each worker draws its envs' next episodes (milliseconds of work)
+        assert env.call("prefetch") == [False] * 4  # nothing left to draw
+        # ...and the in-process mode (no idle time to use) leaves the draw to reset.
+        local = make_vector_env(CFG, num_envs=2, seed=5, num_workers=0)
+        local.reset(seed=5)
+        local.step(np.ones(2, int))
+        assert local.call("prefetch") == [True, True]
+        local.close()
+    finally:
+        env.close()

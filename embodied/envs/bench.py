@@ -7,6 +7,7 @@ Peers run in subprocesses so their GL state cannot affect ours.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -51,13 +52,24 @@ PEERS = {
 }
 
 
-def measure_env(task: TaskConfig, num_envs: int, num_workers: int, steps: int, seed: int = 0) -> dict:
+def measure_env(task: TaskConfig, num_envs: int, num_workers: int, steps: int, seed: int = 0,
+                render_threads: int | None = None) -> dict:
     """Env steps/s (summed over envs) and, for worker processes, the largest worker RSS.
 
     Steady state, as in a long training run: every scene of a pinned split is built before the
     clock starts (a run visits each one within its first few hundred episodes and keeps it cached),
-    and the one-off cost per scene is reported apart as `scene_build_s`."""
-    env = make_vector_env(task, num_envs=num_envs, seed=seed, num_workers=num_workers)
+    and the one-off cost per scene is reported apart as `scene_build_s`. `render_threads` caps the
+    ray caster's threads of envs in this process (default: all cores)."""
+    saved = os.environ.get("EMBODIED_RENDER_THREADS")
+    if render_threads is not None:  # read when the envs' scene sources are made
+        os.environ["EMBODIED_RENDER_THREADS"] = str(render_threads)
+    try:
+        env = make_vector_env(task, num_envs=num_envs, seed=seed, num_workers=num_workers)
+    finally:
+        if saved is None:
+            os.environ.pop("EMBODIED_RENDER_THREADS", None)
+        else:
+            os.environ["EMBODIED_RENDER_THREADS"] = saved
     rng = np.random.default_rng(seed)
     # Navigation: moves and turns (no stop); other tasks: every action of their space.
     actions = MOVE_ACTIONS if task.name.startswith("nav/") else np.arange(env.single_action_space.n)
@@ -122,14 +134,17 @@ def bench_sim(out: str | Path = "bench_sim.json", quick: bool = False, peers: bo
         ("fastmap 96x72 rgb, 8 envs in 2 workers", TaskConfig(**FASTMAP, scenes="room"), 8, 2),
         ("fastmap symbolic (CPU config), 1 process", TaskConfig(**FASTMAP, scenes="symbolic"), 1, 0),
         ("fastmap symbolic (CPU config), 8 envs in 2 workers", TaskConfig(**FASTMAP, scenes="symbolic"), 8, 2),
+        # The process above casts rays on every core, so 2 workers can add only what is not ray casting;
+        # against one ray thread, the ratio shows how the workers themselves scale.
+        ("64x64 rgb+depth+semantic, 1 process, 1 ray thread", TaskConfig(**base, width=64, height=64), 1, 0, 1),
     ]
     if quick:
         configs = configs[:1]
     results: dict = {"machine": {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()},
                      "quick": quick, "configs": {}}
     rows = [["configuration", "scenes", "steps/s", "RSS MB"]]
-    for label, task, n, workers in configs:
-        r = measure_env(task, n, workers, steps)
+    for label, task, n, workers, *threads in configs:
+        r = measure_env(task, n, workers, steps, render_threads=threads[0] if threads else None)
         results["configs"][label] = {"task": task.name, "scenes": task.scenes, "width": task.width,
                                      "height": task.height, "num_envs": n, "num_workers": workers, **r}
         rows.append([label, task.scenes, f"{r['steps_per_s']:.0f}", f"{r['rss_mb']:.0f}"])
@@ -137,7 +152,9 @@ def bench_sim(out: str | Path = "bench_sim.json", quick: bool = False, peers: bo
     c = results["configs"]
     one = c[configs[0][0]]["steps_per_s"]
     if len(configs) > 2:
-        results["ratios"] = {"2 workers / 1 process (64x64)": c[configs[2][0]]["steps_per_s"] / one}
+        two = c[configs[2][0]]["steps_per_s"]
+        results["ratios"] = {"2 workers / 1 process (64x64)": two / one,
+                             "2 workers / 1 process with 1 ray thread (64x64)": two / c[configs[-1][0]]["steps_per_s"]}
     if peers and not quick:
         results["peers"] = {}
         for name in PEERS:

@@ -70,6 +70,14 @@ class EnvGroup:
             infos.append(info)
         return rew, term, trunc, infos
 
+    def prefetch(self) -> bool:
+        """Let one env prepare its next episode ahead (see NavEnv.prefetch); False when none had work."""
+        for env in self.envs:
+            prefetch = getattr(env.unwrapped, "prefetch", None)
+            if prefetch is not None and prefetch():
+                return True
+        return False
+
     def call(self, name: str, args: tuple, kwargs: dict) -> list[Any]:
         out = []
         for env in self.envs:
@@ -101,6 +109,9 @@ def _worker(conn, env_fns, shm_specs, lo, hi, render_threads) -> None:
             return
         conn.send(("ready", None))
         while True:
+            # Idle until the trainer's next command (it is computing actions): draw episodes ahead.
+            if not conn.poll() and group.prefetch():
+                continue
             cmd, payload = conn.recv()
             try:
                 if cmd == "reset":

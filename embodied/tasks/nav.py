@@ -71,21 +71,18 @@ class NavEnv(gym.Env):
         # untrained policy ends an episode every few steps: a sixth of all renders).
         self.final_observation = True
         self._last_obs: dict[str, np.ndarray] | None = None
+        self._next_episode: tuple | Exception | None = None  # drawn ahead by prefetch()
 
     # -- gymnasium API ---------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        for _ in range(20):
-            self.scene = self.scenes.sample(self.rng)
-            try:
-                start, yaw, self.goals = self._sample_episode(self.scene)
-                break
-            except EpisodeError:
-                continue
-        else:
-            raise EpisodeError(f"no valid episode in 20 scenes from {self.cfg.scenes!r}")
+            self._next_episode = None
+        episode, self._next_episode = self._next_episode or self._draw_episode(), None
+        if isinstance(episode, Exception):
+            raise episode
+        self.scene, start, yaw, self.goals = episode
         c = self.cfg
         self.agent = NavAgent(self.scene.grid, radius=c.agent_radius, height=c.agent_height,
                               forward_step=c.forward_step, turn_angle=c.turn_angle, tilt_angle=c.tilt_angle,
@@ -164,6 +161,20 @@ class NavEnv(gym.Env):
     def render(self):
         return self._render_images(("rgb",))["rgb"]
 
+    def prefetch(self) -> bool:
+        """Draw the next episode (scene, start, goals and their geodesic fields) now; the next
+        seedless reset uses it. A vector env's worker calls this while it waits for actions, so a
+        reset's Dijkstra (a few ms) falls in time its core would idle. Episodes come from self.rng
+        in the same order either way, so they are identical whether or not this ran; an error is
+        raised by the reset that would have met it. Returns whether there was anything to draw."""
+        if self._next_episode is not None or self.agent is None:
+            return False
+        try:
+            self._next_episode = self._draw_episode()
+        except Exception as e:  # noqa: BLE001 - re-raised by reset()
+            self._next_episode = e
+        return True
+
     def prebuild_scenes(self) -> int:
         """Build the split's scenes now (see SceneSource.prebuild); `VectorEnv.call` reaches it."""
         return self.scenes.prebuild()
@@ -185,6 +196,16 @@ class NavEnv(gym.Env):
     def _begin_leg(self) -> None:
         self.leg_start_distance = self.distance_to_goal()
         self.leg_path_length = 0.0
+
+    def _draw_episode(self) -> tuple:
+        """(scene, start_xy, start_yaw, goals) of a new episode, drawn from self.rng."""
+        for _ in range(20):
+            scene = self.scenes.sample(self.rng)
+            try:
+                return (scene, *self._sample_episode(scene))
+            except EpisodeError:
+                continue
+        raise EpisodeError(f"no valid episode in 20 scenes from {self.cfg.scenes!r}")
 
     def _sample_episode(self, scene: NavScene):
         """Returns (start_xy, start_yaw, goals)."""

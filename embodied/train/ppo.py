@@ -74,6 +74,11 @@ class PPOConfig:
     """bf16 autocast on CPU too (rollout forward and update). Off by default: it changes the numerics
     of CPU runs, and it is faster only on CPUs with native bf16 (avx512_bf16 or AMX; elsewhere it is
     emulated and slower). `embodied bench train` measures both."""
+    rollout_threads: int = 0
+    """Torch CPU threads for the policy's forward while collecting (CPU device only). 0 = auto: 1 when
+    the envs run in worker processes, which need the cores (a forward over a few envs gains little
+    from more threads, and the idle ones spin on the workers' cores), else torch's setting. The
+    update always uses torch's setting."""
     bootstrap_truncated: bool = True
     """Bootstrap time-limit truncations with gamma*V(last obs) instead of treating them as terminal."""
     reset_envs_each_update: bool = False
@@ -106,6 +111,8 @@ class PPOConfig:
         check(self.aux_coef >= 0, "trainer.aux_coef", f"{self.aux_coef}; allowed: >= 0")
         check(self.max_grad_norm > 0, "trainer.max_grad_norm", f"{self.max_grad_norm}; allowed: > 0")
         check(self.target_kl is None or self.target_kl > 0, "trainer.target_kl", "allowed: > 0 or null")
+        check(self.rollout_threads >= 0, "trainer.rollout_threads",
+              f"{self.rollout_threads}; allowed: >= 0 (0 = auto)")
         check(self.amp in AMP_MODES, "trainer.amp", f"{self.amp!r}; allowed: {', '.join(AMP_MODES)}")
         check(0 < self.preempt_fraction <= 1, "trainer.preempt_fraction",
               f"{self.preempt_fraction}; allowed: (0, 1]")
@@ -216,9 +223,26 @@ class PPO:
                 return self.agent.act_with_novelty(*args, deterministic=deterministic)
             return (*self.agent.act(*args, deterministic=deterministic), None)
 
-    @torch.no_grad()
+    def _rollout_threads(self, envs) -> int | None:
+        if self.device.type != "cpu":
+            return None
+        if self.cfg.rollout_threads:
+            return self.cfg.rollout_threads
+        return 1 if getattr(envs, "num_workers", 0) > 0 else None
+
     def collect(self, envs, stop: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
         """Run the policy for rollout_steps steps; returns rollout data, or None if `stop()` fired."""
+        threads, before = self._rollout_threads(envs), torch.get_num_threads()
+        if threads is None or threads == before:
+            return self._collect(envs, stop)
+        torch.set_num_threads(threads)
+        try:
+            return self._collect(envs, stop)
+        finally:
+            torch.set_num_threads(before)
+
+    @torch.no_grad()
+    def _collect(self, envs, stop: Callable[[], bool]) -> dict[str, Any] | None:
         assert self._carry is not None, "call reset_envs() before collect()"
         self.agent.eval()
         T, n, dev = self.cfg.rollout_steps, self.num_envs, self.device
