@@ -180,3 +180,25 @@ def test_idle_workers_draw_each_env_s_next_episode_ahead():
         local.close()
     finally:
         env.close()
+
+
+def test_bench_measures_envs_with_a_capped_ray_thread_count(monkeypatch):
+    from embodied.envs.bench import measure_env
+    from embodied.render import raycast
+
+    monkeypatch.delenv("EMBODIED_RENDER_THREADS", raising=False)
+    threads = []
+    init = raycast.RaycastRenderer.__init__
+
+    def spy(self, *a, **k):
+        init(self, *a, **k)
+        threads.append(self.nthreads)
+
+    monkeypatch.setattr(raycast.RaycastRenderer, "__init__", spy)
+    cfg = TaskConfig(name="nav/pointnav", scenes="procedural", n_rooms=2, width=16, height=16, sensors=["depth"])
+    r = measure_env(cfg, num_envs=1, num_workers=0, steps=20, render_threads=1)
+    assert r["steps_per_s"] > 0 and threads and set(threads) == {1}
+    assert "EMBODIED_RENDER_THREADS" not in os.environ  # restored for what runs next
+    threads.clear()
+    measure_env(cfg, num_envs=1, num_workers=0, steps=20)
+    assert threads and set(threads) == {0}  # default: every core

@@ -144,9 +144,11 @@ def bench_sim(out: str | Path = "bench_sim.json", quick: bool = False, peers: bo
                      "quick": quick, "configs": {}}
     rows = [["configuration", "scenes", "steps/s", "RSS MB"]]
     for label, task, n, workers, *threads in configs:
-        r = measure_env(task, n, workers, steps, render_threads=threads[0] if threads else None)
+        ray_threads = threads[0] if threads else None
+        r = measure_env(task, n, workers, steps, render_threads=ray_threads)
         results["configs"][label] = {"task": task.name, "scenes": task.scenes, "width": task.width,
-                                     "height": task.height, "num_envs": n, "num_workers": workers, **r}
+                                     "height": task.height, "num_envs": n, "num_workers": workers,
+                                     "render_threads": ray_threads, **r}
         rows.append([label, task.scenes, f"{r['steps_per_s']:.0f}", f"{r['rss_mb']:.0f}"])
         print(f"  {label}: {r['steps_per_s']:.0f} steps/s", flush=True)
     c = results["configs"]
