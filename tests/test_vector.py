@@ -202,3 +202,35 @@ def test_bench_measures_envs_with_a_capped_ray_thread_count(monkeypatch):
     threads.clear()
     measure_env(cfg, num_envs=1, num_workers=0, steps=20)
     assert threads and set(threads) == {0}  # default: every core
+
+
+def test_workers_that_fill_the_cpus_are_pinned_one_per_cpu():
+    import psutil
+
+    from embodied.envs.vector import available_cpus, pin_plan
+
+    assert pin_plan([0, 1, 2, 3], 4) == [[0], [1], [2], [3]]
+    assert pin_plan([4, 5], 3) == [[4], [5], [4]]  # more workers than CPUs: round robin
+    assert pin_plan([0, 1, 2, 3], 2, local_rank=1) == [None, None]  # 2 workers leave CPUs free: not pinned
+    assert pin_plan([0, 1, 2, 3], 4, local_rank=1) == [[0], [1], [2], [3]]
+    assert pin_plan([0, 1, 2, 3, 4, 5, 6, 7], 8, local_rank=1) == [[c] for c in range(8)]
+    assert pin_plan([0, 1, 2], 4, local_rank=1) == [[1], [2], [0], [1]]  # torchrun ranks start apart
+    assert pin_plan([3], 2) == [None, None]  # one CPU: nothing to choose
+    cpus = available_cpus()
+    assert len(cpus) >= 2, "this test needs a machine with 2 or more CPUs"
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus[:2])  # this process may use 2 CPUs: 2 workers fill them
+    try:
+        def affinities(workers, pin=True):
+            env = make_vector_env(CFG, num_envs=2, seed=0, num_workers=workers, pin_workers=pin)
+            try:
+                env.step(np.ones(2, int))
+                return [sorted(psutil.Process(pid).cpu_affinity()) for pid in env.worker_pids()]
+            finally:
+                env.close()
+
+        assert affinities(2) == [[cpus[0]], [cpus[1]]]
+        assert all(len(a) >= 2 for a in affinities(1))  # one worker, two CPUs: left to the scheduler
+        assert all(len(a) >= 2 for a in affinities(2, pin=False))
+    finally:
+        os.sched_setaffinity(0, saved)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embodied.envs import make_vector_env
+from embodied.envs import available_cpus, make_vector_env
 from embodied.tasks import TaskConfig
 
 MOVE_ACTIONS = (1, 2, 3)  # move_forward, turn_left, turn_right
@@ -140,7 +140,7 @@ def bench_sim(out: str | Path = "bench_sim.json", quick: bool = False, peers: bo
     ]
     if quick:
         configs = configs[:1]
-    results: dict = {"machine": {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()},
+    results: dict = {"machine": {"python": platform.python_version(), "cpus": len(available_cpus()), "platform": platform.platform()},
                      "quick": quick, "configs": {}}
     rows = [["configuration", "scenes", "steps/s", "RSS MB"]]
     for label, task, n, workers, *threads in configs:
@@ -188,9 +188,3 @@ def bench_render_cli(out: str | Path = "bench_render.json", quick: bool = False)
     print(json.dumps(result, indent=1))
     Path(out).write_text(json.dumps(result, indent=1))
     return result
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -10,13 +10,14 @@ with goal_pool=32.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from embodied.envs import available_cpus
 
 
 def bench_train(device: str = "cpu", num_envs: int = 8, num_workers: int = 2, rollout_steps: int = 64,
@@ -79,12 +80,12 @@ def bench_train_cli(out: str | None = None, quick: bool = False, device: str = "
         runs.append(bench_train("cpu", num_envs=8, num_workers=2, updates=updates,
                                 extra=["trainer.cpu_bf16=true", POOL]))
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
-        workers = cuda_workers or max(1, (os.cpu_count() or 2) - 1)
+        workers = cuda_workers or max(1, len(available_cpus()) - 1)
         for n in cuda_envs:
             for extra in ([], [POOL]):
                 runs.append(bench_train("cuda", num_envs=n, num_workers=min(workers, n), updates=updates, extra=extra))
                 print(json.dumps(runs[-1]), flush=True)
-    report = {"benchmark": "train", "host": platform.node(), "cpus": os.cpu_count(), "torch": torch.__version__,
+    report = {"benchmark": "train", "host": platform.node(), "cpus": len(available_cpus()), "torch": torch.__version__,
               "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "runs": runs}
     text = json.dumps(report, indent=2)
     print(text)
