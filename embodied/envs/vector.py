@@ -175,7 +175,7 @@ class VectorEnv:
     """`num_envs` envs in `num_workers` processes (0 = in this process).
 
     pin_workers: when the workers fill every CPU this process may use (num_workers >= CPUs), each
-    worker is pinned to its own CPU(s) (shifted by torchrun's LOCAL_RANK), so that two never
+    worker is pinned to one CPU (in turn, shifted by torchrun's LOCAL_RANK), so that two never
     share one core while another idles (on 2 cores, 8 envs in 2 workers, alternating runs: 3574-3786
     env steps/s pinned, 3249-3563 not). Fewer workers than CPUs are never pinned (another run on the same
     machine would be pinned to the same CPUs)."""

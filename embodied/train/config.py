@@ -49,7 +49,8 @@ class TrainConfig:
     num_envs: int = 8
     """Envs per rank."""
     num_workers: int | None = None
-    """Env worker processes per rank; 0 = in-process, null = min(num_envs, cpu count)."""
+    """Env worker processes per rank; 0 = in-process, null = min(num_envs, CPUs this process may use).
+    Workers that fill those CPUs are pinned one per CPU (VectorEnv)."""
     total_steps: int = 1_000_000
     """Env steps to train for, summed over ranks."""
     quiet: bool = False
