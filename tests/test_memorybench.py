@@ -180,6 +180,7 @@ def test_dart_demo_perturbs_execution_not_labels(tmp_path):
     for c, n, a, o in zip(clean, noisy, again, other):
         # a failed perturbed execution is drawn again: every kept demo succeeds
         assert c["success"] and n["success"] and n["noise"] == pytest.approx(0.02)
+        assert o["noise_seed"] == 1 and isinstance(o["noise_seed"], int) and isinstance(o["attempt"], int)
         for k in ("action", "proprio"):
             assert np.array_equal(n[k], a[k]), k
         assert not np.array_equal(n["proprio"][:6], o["proprio"][:6])

@@ -15,12 +15,12 @@ removes most of the noise of a shared machine.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import tempfile
 import time
 from pathlib import Path
 
+from embodied.envs import available_cpus
 from embodied.tasks import TaskConfig, make_env
 from embodied.viewer.recording import EpisodeRecorder
 from embodied.viewer.stream import sync
@@ -79,7 +79,7 @@ def bench_record(size: int = 64, steps: int = 600, repeats: int = 3, task: str =
              "cost": round(1 - sps / base, 3), **({"kib_per_step": sizes[name]} if name in sizes else {})}
             for name, sps in best.items()]
     return {"benchmark": "record", "task": task, "size": size, "cameras": 1, "steps": steps, "repeats": repeats,
-            "policy": "oracle", "host": platform.node(), "cpus": os.cpu_count(), "target_cost": 0.30, "runs": runs}
+            "policy": "oracle", "host": platform.node(), "cpus": len(available_cpus()), "target_cost": 0.30, "runs": runs}
 
 
 def bench_record_cli(out: str | None = None, quick: bool = False) -> dict:

@@ -140,5 +140,6 @@ def load_demos(path) -> list[dict]:
                 **{k: g[k][()] for k in ("proprio", "timestep", "action", "keyframe_index")},
                 "seed": int(g.attrs["seed"]), "variation": int(g.attrs["variation"]),
                 "instruction": str(g.attrs["instruction"]), "success": bool(g.attrs["success"]),
-                **{k: float(g.attrs.get(k, 0)) for k in ("noise", "noise_seed", "attempt")}})
+                "noise": float(g.attrs.get("noise", 0.0)),
+                **{k: int(g.attrs.get(k, 0)) for k in ("noise_seed", "attempt")}})
     return episodes
