@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -33,6 +34,8 @@ def test_wandb_offline_run_id_survives_resume(tmp_path, monkeypatch):
     train(compose("train", [*TOY, "logger=wandb", "total_steps=64", f"run_dir={run}"]))  # resumes
     assert load_checkpoint(run / "latest.pt")["wandb_id"] == run_id
     offline = sorted(p.name for p in (run / "wandb").glob("offline-run-*"))
-    assert offline and all(name.endswith(run_id) for name in offline)
+    # one offline-run-<time>-<id> per run; wandb appends -1, -2 ... when a resume starts within the same second
+    assert len(offline) == 2 and all(re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{re.escape(run_id)}(-\d+)?", name)
+                           for name in offline), offline
     updates = [json.loads(x)["update"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert updates == list(range(1, len(updates) + 1)) and updates[-1] == 4
