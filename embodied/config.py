@@ -9,7 +9,12 @@ import os
 from pathlib import Path
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """Bad user input (a config value, a file, a checkpoint, a recording): the message is one line
+    naming the input and what is wrong. `embodied <command>` prints it as its one error line (exit 2)."""
+
+
+class ConfigError(InputError):
     """A bad config key or value; the message is one line naming the key and what is allowed."""
 
 

@@ -278,6 +278,37 @@ AUTOCAST_OPTIONS = {**SMALL, "hcam": dict(dim=8, heads=2, layers=2, ff_dim=16, c
                     "sat": dict(dim=8, heads=2, capacity=6, top_k=2)}
 
 
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_recurrent_cell_runs_in_float32_under_cpu_autocast(name):
+    # oneDNN's bf16 RNN primitive exists only on CPUs with native bf16; on AVX2-only x86-64 it fails.
+    # Whatever the CPU, the cell must be entered in float32 with autocast off, and read the same as
+    # without autocast.
+    torch.manual_seed(0)
+    memory = build_memory(name, D, **SMALL.get(name, {}))
+    seen = []
+    memory.rnn.register_forward_pre_hook(
+        lambda mod, args: seen.append((args[0].dtype, torch.is_autocast_enabled("cpu"))))
+    feat = torch.randn(3, D)
+    step = {"feat": feat, "first": torch.ones(3, dtype=torch.bool)}
+    plain, _ = memory(step, memory.initial_state(3, "cpu"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        read, state = memory({**step, "feat": feat.bfloat16()}, memory.initial_state(3, "cpu"))
+    assert seen[-1] == (torch.float32, False)
+    assert read.dtype == torch.float32 and all(state.get(k).dtype == torch.float32 for k in state.keys())
+    torch.testing.assert_close(read, plain, atol=2e-2, rtol=0)  # the input was rounded to bf16
+
+
+def test_text_gru_runs_under_cpu_autocast():
+    from embodied.agents.encoders import TextEncoder
+
+    torch.manual_seed(0)
+    enc = TextEncoder(vocab=10, dim=8, pooling="gru")
+    tokens = torch.tensor([[1, 2, 3, 0], [4, 0, 0, 0]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = enc(tokens)
+    torch.testing.assert_close(out.float(), enc(tokens), atol=3e-2, rtol=0)
+
+
 @pytest.mark.parametrize("name", sorted(MEMORIES))
 def test_memories_run_under_bf16_autocast_and_keep_state_dtypes(name):
     # PPO runs the agent under bf16 autocast on GPU. Float32 softmax outputs scattered into bf16

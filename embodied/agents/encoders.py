@@ -23,6 +23,7 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from embodied.agents.config import AgentConfig
+from embodied.memory.recurrent import run_rnn
 
 IMAGE_KEYS = ("rgb", "depth", "semantic")
 VECTOR_KEYS = ("pose", "pointgoal", "holding")
@@ -152,7 +153,7 @@ class TextEncoder(nn.Module):
             pooled = embedded.sum(dim=1) / lengths.clamp(min=1)[:, None]
         else:
             # Tokens are left-aligned, so the state after token length-1 ignores the padding after it.
-            outputs, _ = self.gru(embedded)
+            outputs, _ = run_rnn(self.gru, embedded)
             last = (lengths - 1).clamp(min=0)
             pooled = outputs[torch.arange(tokens.shape[0], device=tokens.device), last]
             pooled = pooled * (lengths > 0)[:, None]

@@ -29,6 +29,20 @@ class NoMemory(Memory):
         return self.net(steps["feat"]), state
 
 
+def run_rnn(rnn: nn.RNNBase, x: Tensor, hx=None):
+    """`rnn(x, hx)`, in float32 under CPU autocast.
+
+    oneDNN has no bf16 RNN primitive on CPUs without native bf16 (AVX2-only x86-64 fails with "could
+    not create a primitive descriptor"), so under CPU autocast the cell runs in float32 on every CPU,
+    as it would without autocast. CUDA autocast is left to cuDNN."""
+    if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+        return rnn(x, hx)
+    if hx is not None:
+        hx = hx.float() if torch.is_tensor(hx) else tuple(h.float() for h in hx)
+    with torch.autocast("cpu", enabled=False):
+        return rnn(x.float(), hx)
+
+
 class _RecurrentMemory(Memory):
     """Shared code of GRU/LSTM: state leaves are `[B, layers, hidden]` (batch first, so rows index)."""
 
@@ -47,7 +61,7 @@ class _RecurrentMemory(Memory):
     def _run(self, feat: Tensor, state: TensorDict) -> tuple[Tensor, TensorDict]:
         """Run the RNN over `feat [T, B, D]` with no resets inside."""
         hidden = tuple(state.get(key).transpose(0, 1).contiguous() for key in self.state_keys)
-        out, hidden = self.rnn(feat, hidden if len(hidden) > 1 else hidden[0])
+        out, hidden = run_rnn(self.rnn, feat, hidden if len(hidden) > 1 else hidden[0])
         hidden = hidden if isinstance(hidden, tuple) else (hidden,)
         # Autocast runs the LSTM in bf16; the carried state keeps its own dtype (rollout storage is float32).
         new = {key: h.transpose(0, 1).to(state.get(key).dtype) for key, h in zip(self.state_keys, hidden)}

@@ -24,13 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from embodied.config import InputError
+
 FORMAT = "embodied-checkpoint"
 VERSION = 1
 REQUIRED_KEYS = ("format", "version", "model", "counters", "config")
 _CKPT_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError, RuntimeError):
     """A checkpoint cannot be written or used; the message names the file and what is wrong."""
 
 

@@ -11,11 +11,13 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from embodied.config import InputError
+
 SCHEMA_VERSION = 1
 ROOM_TYPES = ("kitchen", "living_room", "bedroom", "bathroom", "corridor")
 
 
-class SceneFormatError(ValueError):
+class SceneFormatError(InputError):
     """A scene file that cannot be read: names the file and what is wrong."""
 
 
