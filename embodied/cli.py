@@ -13,56 +13,258 @@ or takes plain flags where it has nothing to configure.
   embodied demos task=memorybench/put_block_back split=train n=100 [out=FILE.h5] [image_size=128] [quiet=true] [noise=0.02]
                                                          scripted expert demonstrations (HDF5)
   embodied bench record                                  eval steps/s with and without rerun recording
+  embodied bench soak [--steps N] [--quick]              random actions over every task family in worker
+                                                         processes: crashes, RSS growth after warm-up (JSON;
+                                                         exit 1 when a family fails)
   embodied record task=nav/pointnav agent=oracle episodes=3 out=DIR [ckpt=PATH] [video=true]
                                                          one rerun recording (.rrd) per episode
-  embodied view FILE.rrd [--web] [--port N]              rerun viewer (native; --web: on 127.0.0.1)
+  embodied view FILE.rrd [--web] [--port N]              rerun viewer (native; --web: on 127.0.0.1, HTTP port N
+                                                         (default 9090), gRPC N+1, 0 = free ports; Ctrl-C/SIGTERM stop it)
   embodied video FILE.rrd [--out FILE.mp4]               MP4 of the camera views with text overlaid
   embodied train key=value ...                           training (Hydra app; -m for sweeps)
   embodied eval key=value ...                            evaluation table
 
-`python -m embodied ...` is the same command.
+`python -m embodied ...` is the same command. `embodied <command> --help` describes a command (for
+train, eval, play and record: its config groups and keys).
+
+Bad input (an unknown key or option, a wrong type, an unreadable file) ends every command with one line
+`embodied <command>: error: ...` and exit code 2; Ctrl-C ends it with one line and exit code 130. For
+the traceback behind such a line, set EMBODIED_DEBUG=1 or put --debug first: `embodied --debug train ...`.
+Any other exception is a bug and always shows its traceback.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from embodied.config import ConfigError
-from embodied.world.spec import SceneFormatError
+from embodied.config import ConfigError, InputError, composition_error, config_dir, group_options, one_line_errors
 
 USAGE = __doc__
 
 
-def _fail(msg: str, code: int = 2) -> None:
-    print(f"embodied: error: {msg}", file=sys.stderr)
-    raise SystemExit(code)
+def _fail(msg: str) -> None:
+    """Bad input found here: main() prints it as the command's one error line (exit 2)."""
+    raise InputError(msg)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one InputError line (argparse itself prints the usage block too)."""
+
+    def error(self, message: str):
+        raise InputError(message)
 
 
 def compose(config_name: str, overrides: list[str]):
-    """Compose a config from the config root; any composition error becomes one ConfigError line."""
+    """Compose configs/<config_name>.yaml with key=value overrides; any composition error, and a value of
+    the wrong type for its key, becomes one ConfigError line naming the key and what is allowed."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf.errors import OmegaConfBaseException
 
-    from embodied.config import config_dir
-
-    bad = [o for o in overrides if "=" not in o]
+    bad = [o for o in overrides if not o.partition("=")[0].lstrip("+~") or ("=" not in o and not o.startswith("~"))]
     if bad:
         raise ConfigError(f"{bad[0]}: overrides are key=value")
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(str(config_dir()), version_base="1.3"):
-            return hydra_compose(config_name=config_name, overrides=overrides)
-    except (OmegaConfBaseException, Exception) as e:  # hydra wraps errors in several types
-        if isinstance(e, ConfigError):
-            raise
-        msg = " ".join(str(e).split())
-        raise ConfigError(msg) from None
+
+    def run(chosen: list[str]):
+        GlobalHydra.instance().clear()
+        try:
+            with initialize_config_dir(str(config_dir()), version_base="1.3"):
+                return hydra_compose(config_name=config_name, overrides=chosen)
+        except Exception as e:
+            error = composition_error(e, chosen)
+            if error is None:  # not a composition error: a bug
+                raise
+            raise error from e
+
+    cfg = run(overrides)
+    _check_value_types(cfg, overrides, run)
+    return cfg
+
+
+def _check_value_types(cfg, overrides: list[str], run) -> None:
+    """Hydra checks types only under a structured schema; the task, memory and agent groups (and play's
+    and record's keys) have none, so `task.height=64.5` would reach the task. Each such key=value must
+    have the type of its TaskConfig field, else of its default (composed without the value overrides)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    selects = [o.input_line for o in parsed if o.is_hydra_override() or (config_dir() / o.key_or_group).is_dir()]
+    values = [o for o in parsed if o.input_line not in selects and not o.is_delete() and not o.is_sweep_override()]
+    checked = []
+    for o in values:
+        key, value = o.key_or_group, o.value()
+        parent = OmegaConf.select(cfg, key.rpartition(".")[0]) if "." in key else cfg
+        structured = parent is not None and OmegaConf.get_type(parent) not in (dict, None)
+        if structured or isinstance(value, (list, dict)) or (isinstance(value, str) and "${" in value):
+            continue  # OmegaConf checked it; containers and interpolations are not checked here
+        checked.append((o, key, value))
+    if not checked:
+        return
+    base = None
+    task_fields = _schema_fields("tasks/config.py", "TaskConfig")
+    for o, key, value in checked:
+        annotation = task_fields.get(key[5:], ("", ""))[0] if key.startswith("task.") else ""
+        optional = "None" in annotation
+        kind = next((t for t in (bool, int, float) if annotation.replace(" | None", "") == t.__name__), None)
+        if kind is None:
+            base = run(selects) if base is None else base
+            try:
+                default = OmegaConf.select(base, key)
+            except Exception:  # an interpolation that resolves only with the overrides
+                continue
+            kind = next((t for t in (bool, int, float) if type(default) is t), None)
+            if kind is None or value is None:
+                continue
+        if value is None and optional:
+            continue
+        ok = {bool: isinstance(value, bool), int: isinstance(value, int) and not isinstance(value, bool),
+              float: isinstance(value, (int, float)) and not isinstance(value, bool)}[kind]
+        if not ok:
+            allowed = {bool: "true, false", int: "an integer", float: "a number"}[kind]
+            raw = o.input_line.partition("=")[2]
+            raise ConfigError(f"{key}: {raw!r}; allowed: {allowed}{' or null' if optional else ''}")
+
+
+def _schema_fields(path: str, cls_name: str) -> dict[str, tuple[str, str]]:
+    """{field: (annotation, first sentence of its docstring)} of a dataclass in embodied/<path>, read from
+    the source without importing it (help and type checks stay fast: schemas import torch)."""
+    import ast
+    import re
+    from pathlib import Path
+
+    source = (Path(__file__).parent / path).read_text()
+    cls = next((n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ClassDef) and n.name == cls_name), None)
+    out: dict[str, tuple[str, str]] = {}
+    body = cls.body if cls else []
+    for node, after in zip(body, body[1:] + [None]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            doc = ""
+            text = after.value.value if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) else None
+            if isinstance(text, str):
+                doc = re.split(r"(?<!e\.g)(?<!i\.e)\.\s", " ".join(text.split()), maxsplit=1)[0]
+                doc = doc.rstrip(".")
+            out[node.target.id] = (ast.unparse(node.annotation), doc)
+    return out
+
+
+# Hydra commands: configs/<command>.yaml, and the schema dataclass of its top-level keys where it has one.
+HYDRA_COMMANDS = {"train": ("train/config.py", "TrainConfig"), "eval": ("eval/runner.py", "EvalConfig"),
+                  "play": None, "record": None}
+
+
+def _yaml_comments(name: str):
+    """Header comment, defaults entries {group: (option, comment)} and keys {key: (value, comment)} of
+    configs/<name>.yaml, read as text (the comments are the documentation of play and record)."""
+    import re
+
+    header, groups, keys = [], {}, {}
+    in_defaults, at_top = False, True
+    for line in (config_dir() / f"{name}.yaml").read_text().splitlines():
+        if at_top and line.startswith("#"):
+            header.append(line.lstrip("# ").rstrip())
+            continue
+        at_top = False
+        body, _, comment = line.partition(" #")
+        m = re.match(r"^\s+-\s+(override\s+)?([\w/]+)\s*:\s*(\S+)", body)
+        if in_defaults and m:
+            if not m.group(1):
+                groups[m.group(2)] = (m.group(3), comment.strip())
+            continue
+        m = re.match(r"^(\w+)\s*:\s*(.*?)\s*$", body)
+        if m:
+            in_defaults = m.group(1) == "defaults"
+            if m.group(1) not in ("defaults", "hydra"):
+                keys[m.group(1)] = (m.group(2), comment.strip())
+    return header, groups, keys
+
+
+def _options_summary(group: str) -> str:
+    """The options of a group in a few words: all names for small folders, else folder/* (count)."""
+    options = group_options(group)
+    folders: dict[str, list[str]] = {}
+    for o in options:
+        folders.setdefault(o.split("/")[0] if "/" in o else "", []).append(o)
+    parts = []
+    for folder, names in folders.items():
+        parts += names if not folder or len(names) <= 3 else [f"{folder}/* ({len(names)})"]
+    return ", ".join(parts)
+
+
+def command_help(command: str) -> str:
+    """`embodied <command> --help` for the Hydra commands: usage, config groups and keys, one line each."""
+    header, groups, keys = _yaml_comments(command)
+    schema = HYDRA_COMMANDS[command]
+    docs = _schema_fields(*schema) if schema else {}
+    train_docs = _schema_fields("train/config.py", "TrainConfig")
+    if command == "train":
+        groups.setdefault("experiment", ("null", "presets over several keys, chosen with +experiment=NAME"))
+    lines = [f"usage: embodied {command} [group=option ...] [key=value ...]" +
+             (" [-m key=a,b ...] [--cfg job]" if command in ("train", "eval") else ""), ""]
+    lines += [h for h in header if h] + [""]
+    lines.append("config groups (group=option; options are the .yaml files under configs/<group>/):")
+    for group, (default, comment) in groups.items():
+        if group.endswith("_schema") or group.startswith("hydra"):
+            continue
+        doc = docs.get(group, ("", ""))[1] or comment or train_docs.get(group, ("", ""))[1]
+        line = f"  {group:<11} default {default}; options: {_options_summary(group)}"
+        lines.append(f"{line}. {doc}" if doc else line)
+    lines += ["", "keys (key=value; default from the config):"]
+    for key, (value, comment) in keys.items():
+        doc = docs.get(key, ("", ""))[1] or comment
+        lines.append(f"  {key + '=' + value:<24} {doc}".rstrip())
+    lines += ["", "Keys inside a group: group.key=value (e.g. task.width=128). Errors are one line;",
+              "EMBODIED_DEBUG=1 (or `embodied --debug ...`) shows the traceback."]
+    return "\n".join(lines)
+
+
+def _check_hydra_args(command: str, argv: list[str]) -> None:
+    """Check a Hydra command's arguments before it starts, as one-line errors: flags through Hydra's own
+    parser, overrides composed (each value of a -m sweep at least once)."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+    parser.prog = f"embodied {command}"
+
+    def error(message: str):
+        raise InputError(message)
+
+    parser.error = error
+    a = parser.parse_args(argv)
+    if sum(bool(x) for x in (a.run, a.multirun, a.cfg, a.info, a.shell_completion)) > 1:
+        raise InputError("only one of --run, --multirun, --cfg, --info and --shell-completion can be given")
+    if a.hydra_help or a.shell_completion or a.config_path or a.config_name or a.config_dir or a.experimental_rerun:
+        return  # Hydra's own answers, or another config than configs/<command>.yaml
+    for overrides in _sweep_points(a.overrides, a.multirun):
+        compose(command, overrides)
+
+
+def _sweep_points(overrides: list[str], multirun: bool, limit: int = 32) -> list[list[str]]:
+    """Override lists covering every value of every sweep at least once (not their product)."""
+    if not multirun:
+        return [overrides]
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    choices = []
+    for o in overrides:
+        try:
+            parsed = parser.parse_overrides([o])[0]
+        except Exception:  # compose reports it
+            return [overrides]
+        try:
+            choices.append([f"{parsed.get_key_element()}={v}" for v in parsed.sweep_string_iterator()]
+                           if parsed.is_sweep_override() else [o])
+        except Exception:  # interval and glob sweeps list no values here: Hydra checks each job
+            return []
+    first = [c[0] for c in choices]
+    points = [first] + [first[:i] + [v] + first[i + 1:] for i, c in enumerate(choices) for v in c[1:]]
+    return points[:limit]
 
 
 def cmd_scenes(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="embodied scenes")
+    p = ArgumentParser(prog="embodied scenes")
     sub = p.add_subparsers(dest="action", required=True)
     g = sub.add_parser("generate", help="write procedural apartments (SceneSpec JSON + GLB)")
     g.add_argument("--n", type=int, default=5, help="number of apartments")
@@ -89,7 +291,14 @@ def cmd_scenes(argv: list[str]) -> None:
     print(f"wrote {len(paths)} files to {a.out}")
 
 
+def _help_requested(argv: list[str]) -> bool:
+    return "-h" in argv or "--help" in argv
+
+
 def cmd_play(argv: list[str]) -> None:
+    if _help_requested(argv):
+        print(command_help("play"))
+        return
     cfg = compose("play", argv)
     from embodied.viewer.play import play
 
@@ -97,8 +306,8 @@ def cmd_play(argv: list[str]) -> None:
 
 
 def cmd_bench(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="embodied bench")
-    p.add_argument("what", choices=["sim", "render", "train", "record", "memory", "memorybench"])
+    p = ArgumentParser(prog="embodied bench")
+    p.add_argument("what", choices=["sim", "render", "train", "record", "memory", "memorybench", "soak"])
     p.add_argument("--out", default=None, help="JSON output file (default: bench_<what>.json)")
     p.add_argument("--quick", action="store_true", help="short run (a few seconds per configuration)")
     p.add_argument("--no-peers", action="store_true", help="sim: skip MiniWorld / Memory Maze even if installed")
@@ -106,6 +315,7 @@ def cmd_bench(argv: list[str]) -> None:
     p.add_argument("--num-envs", default="256", help="train on cuda: envs per configuration, comma-separated")
     p.add_argument("--workers", type=int, default=None, help="train on cuda: env worker processes (default: cores - 1)")
     p.add_argument("--verify", action="store_true", help="memorybench: also run the expert on all pinned seeds")
+    p.add_argument("--steps", type=int, default=100_000, help="soak: random-action env steps over all task families")
     a = p.parse_args(argv)
     out = a.out or f"bench_{a.what}.json"
     if a.what == "sim":
@@ -130,6 +340,13 @@ def cmd_bench(argv: list[str]) -> None:
         from embodied.tasks.memorybench.bench import bench_memorybench
 
         bench_memorybench(out=out, quick=a.quick, verify=a.verify)
+    elif a.what == "soak":
+        from embodied.envs.soak import bench_soak
+
+        if a.steps < 1:
+            _fail(f"--steps: {a.steps}; allowed: >= 1")
+        if not bench_soak(out=out, steps=a.steps, quick=a.quick)["passed"]:
+            raise SystemExit(1)
     elif a.what == "record":
         from embodied.viewer.bench import bench_record_cli
 
@@ -140,11 +357,14 @@ def cmd_bench(argv: list[str]) -> None:
         try:
             cuda_envs = tuple(int(x) for x in a.num_envs.split(","))
         except ValueError:
-            raise SystemExit(f"embodied bench: --num-envs {a.num_envs!r}: expected comma-separated ints, e.g. 64,256")
+            _fail(f"--num-envs {a.num_envs!r}: expected comma-separated ints, e.g. 64,256")
         bench_train_cli(out=out, quick=a.quick, device=a.device, cuda_envs=cuda_envs, cuda_workers=a.workers)
 
 
 def cmd_record(argv: list[str]) -> None:
+    if _help_requested(argv):
+        print(command_help("record"))
+        return
     cfg = compose("record", argv)
     from embodied.train.checkpoint import CheckpointError
     from embodied.viewer.record import record
@@ -156,12 +376,14 @@ def cmd_record(argv: list[str]) -> None:
 
 
 def cmd_view(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="embodied view")
+    p = ArgumentParser(prog="embodied view")
     p.add_argument("files", nargs="+", help="recordings (.rrd)")
     p.add_argument("--web", action="store_true", help="serve the web viewer and print its URL")
     p.add_argument("--host", default="127.0.0.1", help="--web: address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=9090, help="--web: HTTP port of the web viewer")
-    p.add_argument("--grpc-port", type=int, default=9876, help="--web: port of the gRPC data server")
+    p.add_argument("--port", type=int, default=None,
+                   help="--web: HTTP port (default 9090, a free one if that is busy); the gRPC data server "
+                        "listens on the next port; 0 picks free ports")
+    p.add_argument("--grpc-port", type=int, default=None, help="--web: port of the gRPC data server (default: --port + 1)")
     a = p.parse_args(argv)
     from embodied.viewer.serve import view
 
@@ -172,7 +394,7 @@ def cmd_view(argv: list[str]) -> None:
 
 
 def cmd_video(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="embodied video")
+    p = ArgumentParser(prog="embodied video")
     p.add_argument("file", help="recording (.rrd)")
     p.add_argument("--out", default=None, help="MP4 path (default: FILE with .mp4)")
     p.add_argument("--fps", type=int, default=10)
@@ -193,6 +415,12 @@ DEMOS_KEYS = {"task": str, "split": str, "n": int, "out": str, "image_size": int
 def cmd_demos(argv: list[str]) -> None:
     """`embodied demos task=... split=train|test n=N [out=FILE.h5] [image_size=128] [quiet=true]
     [noise=0.02 noise_seed=0]` (noise: DART-style perturbed execution, see dataset.record_demo)."""
+    if _help_requested(argv):
+        print(f"usage: embodied demos {' '.join(f'{k}=...' for k in DEMOS_KEYS)}\n\n"
+              f"{' '.join(cmd_demos.__doc__.split())}\n\nkeys: task (required; memorybench/NAME), "
+              "split (train | test; default train), n (episodes; default: the split's pinned seeds), "
+              "out (default data/<task>_<split>.h5), image_size (128), quiet (false), noise (0.0), noise_seed (0)")
+        return
     args: dict = {"split": "train", "n": None, "out": None, "image_size": 128, "quiet": False,
                   "noise": 0.0, "noise_seed": 0}
     for item in argv:
@@ -227,23 +455,34 @@ def cmd_demos(argv: list[str]) -> None:
     print(f"wrote {path}")
 
 
-def cmd_hydra_app(module: str, argv: list[str]) -> None:
-    import importlib
+def cmd_train(argv: list[str]) -> None:
+    if _help_requested(argv):
+        print(command_help("train"))
+        return
+    from embodied.train import main as train_main  # registers the schemas compose() needs
 
-    sys.argv = [f"embodied {module.split('.')[-1]}", *argv]
-    importlib.import_module(module).main()
+    _check_hydra_args("train", argv)
+    sys.argv = ["embodied train", *argv]
+    train_main()
 
 
 def cmd_eval(argv: list[str]) -> None:
+    if _help_requested(argv):
+        print(command_help("eval"))
+        return
     from embodied.eval import main as eval_main
     from embodied.viewer.record import record_eval
 
+    _check_hydra_args("eval", argv)
     sys.argv = ["embodied eval", *argv]
     eval_main(after=record_eval)
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--debug":  # tracebacks behind one-line errors, here and in worker processes
+        os.environ["EMBODIED_DEBUG"] = "1"
+        argv = argv[1:]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return
@@ -256,15 +495,14 @@ def main(argv: list[str] | None = None) -> None:
         "view": cmd_view,
         "video": cmd_video,
         "demos": cmd_demos,
-        "train": lambda r: cmd_hydra_app("embodied.train", r),
+        "train": cmd_train,
         "eval": cmd_eval,
     }
     if cmd not in commands:
-        _fail(f"unknown command {cmd!r}; allowed: {', '.join(commands)}")
-    try:
+        print(f"embodied: error: unknown command {cmd!r}; allowed: {', '.join(commands)}", file=sys.stderr)
+        raise SystemExit(2)
+    with one_line_errors(cmd):  # every InputError of every command, raised here or in any layer below
         commands[cmd](rest)
-    except (ConfigError, SceneFormatError) as e:
-        _fail(str(e))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,17 @@
 """Config plumbing shared by every command: the error type, value checks and the config root.
 
 Schemas themselves live with the layer they configure (e.g. `embodied.tasks.config.TaskConfig`);
-this module only knows how to find `configs/` and how to fail in one line.
+this module only knows how to find `configs/` and how to fail in one line: `one_line_errors` ends a
+command on any InputError with `embodied <command>: error: ...` (exit 2), `composition_error` turns
+Hydra's composition errors into such a line, `run_hydra_app` runs train/eval with both.
 """
 from __future__ import annotations
 
+import difflib
 import os
+import re
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -39,3 +45,144 @@ def config_dir() -> Path:
 def data_dir(name: str) -> Path:
     """Shipped data folders at the repo root (`scenes`, `tasks`)."""
     return repo_root() / name
+
+
+def debug() -> bool:
+    """EMBODIED_DEBUG=1 (or `embodied --debug <command>`): bad input re-raises with its traceback."""
+    return os.environ.get("EMBODIED_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@contextmanager
+def one_line_errors(command: str):
+    """Bad input (any InputError) ends `embodied <command>` with one stderr line and exit 2, Ctrl-C with
+    one line and exit 130; other exceptions are bugs and keep their traceback. debug() re-raises all."""
+    try:
+        yield
+    except InputError as exc:
+        if debug():
+            raise
+        print(f"embodied {command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        if debug():
+            raise
+        print(f"embodied {command}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def group_options(group: str) -> list[str]:
+    """Options of a config group: the .yaml files under configs/<group>/, recursively (`nav/pointnav`)."""
+    root = config_dir() / group
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml")) if root.is_dir() else []
+
+
+def _closest_first(word: str, allowed: list[str]) -> list[str]:
+    close = difflib.get_close_matches(word, allowed, n=3, cutoff=0.6)
+    return close + [a for a in allowed if a not in close]
+
+
+def _override_value(overrides: list[str], key: str) -> str | None:
+    for o in overrides:
+        k, sep, v = o.partition("=")
+        if sep and k.lstrip("+~").split("@")[0] == key:
+            return v
+    return None
+
+
+def composition_error(exc: BaseException, overrides: list[str]) -> ConfigError | None:
+    """One ConfigError line for a Hydra/OmegaConf composition error (None: not one): the key and what is
+    allowed instead of Hydra's multi-line block and its "+key to append" advice."""
+    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+    if isinstance(exc, ConfigError):
+        return exc
+    if isinstance(exc, MissingConfigException):
+        missing = exc.missing_cfg_file or ""
+        group, option = missing.rpartition("/")[0], missing.rpartition("/")[2]
+        for o in overrides:  # the override that chose it: `task=nav/pointnavv` is group task, option nav/pointnavv
+            k, _, v = o.partition("=")
+            k = k.lstrip("+~").split("@")[0]
+            if missing == f"{k}/{v}":
+                group, option = k, v
+                break
+        allowed = group_options(group) or sorted(x for x in exc.options or [] if not x.endswith("_schema"))
+        if not allowed:
+            return ConfigError(f"{missing}: no such config under {config_dir()}")
+        allowed = _closest_first(option, allowed)
+        return ConfigError(f"{group}={option}: no such {group} config; allowed: {', '.join(allowed)}")
+    if isinstance(exc, OverrideParseException):
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parser = OverridesParser.create()
+        for o in overrides:
+            try:
+                parser.parse_overrides([o])
+            except OverrideParseException as e:
+                first = str(e).splitlines()[0]
+                return ConfigError(f"{o}: not a valid override ({first}); overrides are key=value")
+        return ConfigError(" ".join(str(exc).split()))
+    cause = exc if isinstance(exc, OmegaConfBaseException) else exc.__cause__
+    if isinstance(cause, OmegaConfBaseException) and cause.full_key:
+        key = cause.full_key
+        value = _override_value(overrides, key)
+        if isinstance(cause, ValidationError):
+            msg = cause.msg.splitlines()[0] if cause.msg else str(cause)
+            kind = re.search(r"converted to (\w+)|not a valid (\w+)|Cannot convert '\w+' to (\w+)", msg)
+            kind = next((k for k in kind.groups() if k), "") if kind else ""
+            allowed = {"Integer": "an integer", "int": "an integer", "Float": "a number", "float": "a number",
+                       "Boolean": "true, false", "bool": "true, false", "String": "a string",
+                       "string": "a string"}.get(kind, msg)
+            if "is not Optional" in msg:
+                allowed = "a value (not null)"
+            enum = re.search(r"expected one of \[(.*)\]", msg)
+            if enum:
+                allowed = enum.group(1)
+            return ConfigError(f"{key}: {value!r}; allowed: {allowed}")
+        if isinstance(cause, (ConfigKeyError, AttributeError)) or "not in struct" in str(cause):
+            parent = cause.parent_node
+            prefix = key.rpartition(".")[0]
+            keys = [str(k) for k in parent.keys() if prefix or k != "hydra"] if hasattr(parent, "keys") else []
+            name = key.rpartition(".")[2]
+            full = [f"{prefix}.{k}" if prefix else k for k in keys]
+            close = [f"{prefix}.{k}" if prefix else k for k in difflib.get_close_matches(name, keys, n=3, cutoff=0.6)]
+            if close:
+                return ConfigError(f"{key}: unknown key; closest: {', '.join(close)}; "
+                                   f"allowed: {', '.join(sorted(full))}")
+            return ConfigError(f"{key}: unknown key; allowed: {', '.join(sorted(full)) or 'none'}")
+    if isinstance(exc, (HydraException, OmegaConfBaseException)):
+        text = str(exc).split("\nConfig search path:")[0]
+        text = re.sub(r"To append to your (config|default list) use \S+", "", text)
+        if isinstance(cause, OmegaConfBaseException) and cause.msg:
+            text += f" ({cause.msg.splitlines()[0]})"
+        return ConfigError(" ".join(text.split()))
+    return None
+
+
+def run_hydra_app(command: str, config_name: str, task_function) -> None:
+    """Run a Hydra app over configs/<config_name>.yaml (reads sys.argv) with one-line errors: Hydra's own
+    handler would print composition errors as blocks and exit 1, so HYDRA_FULL_ERROR makes it re-raise
+    and composition_error turns them into a ConfigError; bad input inside a job ends it with one line
+    (it must not escape the job: Hydra adds an "Error executing job" line)."""
+    import hydra
+
+    def job(cfg):
+        with one_line_errors(command):
+            return task_function(cfg)
+
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        with one_line_errors(command):
+            try:
+                hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(job)()
+            except Exception as exc:
+                error = composition_error(exc, [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")])
+                if error is None:
+                    raise
+                raise error from exc
+    finally:
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous

@@ -50,5 +50,6 @@ def test_bad_config_fails_in_one_line(override, key, tmp_path):
 def test_python_dash_m_embodied_is_the_command_and_bad_bench_flags_fail_clearly():
     r = subprocess.run([sys.executable, "-m", "embodied", "bench", "train", "--device", "cuda", "--num-envs", "64,x"],
                        capture_output=True, text=True, timeout=600)
-    assert r.returncode == 1
-    assert r.stderr.strip().splitlines()[-1] == "embodied bench: --num-envs '64,x': expected comma-separated ints, e.g. 64,256"
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "embodied bench: error: --num-envs '64,x': expected comma-separated ints, e.g. 64,256"]

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from embodied.train.checkpoint import load_checkpoint
+from embodied.train.run import EXIT_PREEMPTED
 
 REPO = Path(__file__).resolve().parents[1]
 TOY = ["task.name=toy/corridor", "task.max_steps=24", "memory.hidden=16", "agent.hidden=16",
@@ -61,7 +62,7 @@ def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert run_train(full, *extra).returncode == 0
     first = run_train(cut, *extra, sigterm_after_updates=3)
-    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.returncode == EXIT_PREEMPTED, first.stderr[-2000:]
     assert "preempted" in first.stderr
     stopped_at = load_checkpoint(cut / "latest.pt")["counters"]["update"]
     assert 3 <= stopped_at < 24
@@ -75,7 +76,7 @@ def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path):
 def test_default_mode_resume_is_deterministic_and_keeps_history(tmp_path):
     cut = tmp_path / "cut"
     first = run_train(cut, sigterm_after_updates=3)
-    assert first.returncode == 0 and "preempted" in first.stderr, first.stderr[-2000:]
+    assert first.returncode == EXIT_PREEMPTED and "preempted" in first.stderr, first.stderr[-2000:]
     saved = load_checkpoint(cut / "latest.pt")
     before = learning_lines(cut)[: saved["counters"]["update"]]
     twin = tmp_path / "twin"

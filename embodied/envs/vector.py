@@ -8,18 +8,24 @@ of its next episode and `infos[i]["episode"]` holds the finished episode's measu
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import multiprocessing as mp
 import multiprocessing.util  # noqa: F401  (registers its exit handler before ours)
 import os
+import pickle
 import signal
+import sys
 import traceback
+import types
 import weakref
 from multiprocessing import shared_memory
 from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
+
+from embodied.config import InputError
 
 log = logging.getLogger(__name__)
 RESTART_SEED_STRIDE = 1_000_003
@@ -106,6 +112,14 @@ def pin_plan(cpus: list[int], num_workers: int, local_rank: int = 0) -> list[lis
     return [[cpus[(offset + w) % len(cpus)]] for w in range(num_workers)]
 
 
+def _portable(e: InputError) -> InputError:
+    """`e` if it survives the pipe (pickle), else an InputError with its message."""
+    try:
+        return pickle.loads(pickle.dumps(e))
+    except Exception:  # noqa: BLE001 - a subclass with its own __init__ or unpicklable attributes
+        return InputError(str(e))
+
+
 def _worker(conn, env_fns, shm_specs, lo, hi, render_threads, cpus=None) -> None:
     # Stop and preemption signals are the trainer's to handle (SLURM and `timeout` signal the whole
     # process group): it saves, then closes its workers. A worker killed by them instead would be
@@ -122,6 +136,9 @@ def _worker(conn, env_fns, shm_specs, lo, hi, render_threads, cpus=None) -> None
     try:
         try:
             group = EnvGroup(env_fns, arrays)
+        except InputError as e:  # bad input (a scene file, a task option): the caller raises it as it is
+            conn.send(("input_error", _portable(e)))
+            return
         except Exception as e:  # the caller raises it with this traceback instead of a bare EOFError
             conn.send(("error", f"building its envs: {type(e).__name__}: {e}\n{traceback.format_exc()}"))
             return
@@ -141,6 +158,8 @@ def _worker(conn, env_fns, shm_specs, lo, hi, render_threads, cpus=None) -> None
                 elif cmd == "close":
                     conn.send(("ok", None))
                     break
+            except InputError as e:  # one line naming the input, as when raised in the caller's process
+                conn.send(("input_error", _portable(e)))
             except Exception as e:  # an env error is the caller's to see, with the worker's traceback
                 conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
     except (EOFError, BrokenPipeError):  # the trainer is gone: nothing left to serve
@@ -151,6 +170,30 @@ def _worker(conn, env_fns, shm_specs, lo, hi, render_threads, cpus=None) -> None
         del arrays
         for s in shms.values():
             s.close()
+
+
+def needs_main(env_fns) -> bool:
+    """Whether the env fns refer to the main module (a function or class defined in the script):
+    only then must a worker run the script again to unpickle them. Every reference to a global of
+    `__main__` writes that name into the pickle; unpicklable fns fail later with their own error."""
+    try:
+        return b"__main__" in pickle.dumps(env_fns)
+    except Exception:  # noqa: BLE001
+        return True
+
+
+@contextlib.contextmanager
+def main_hidden():
+    """Start processes without the main module. spawn and forkserver children run the parent's main
+    script again (as __mp_main__) before they unpickle their target, so a script without an
+    `if __name__ == "__main__":` guard would build its envs again in every worker and fail there
+    starting another VectorEnv ("An attempt has been made to start a new process before ...")."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")  # no __file__, no __spec__: nothing to run
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 _OPEN: "weakref.WeakSet[VectorEnv]" = weakref.WeakSet()
@@ -208,6 +251,8 @@ class VectorEnv:
             self._group = EnvGroup(env_fns, self._arrays)
             return
         self._ctx = mp.get_context(start_method)
+        # Workers skip the main script when the env fns do not live in it (make_vector_env's never do).
+        self._hide_main = start_method != "fork" and not needs_main(env_fns)
         _OPEN.add(self)
         self._shms = {k: shared_memory.SharedMemory(create=True, size=max(1, int(np.prod(shape)) * dtype.itemsize))
                       for k, (shape, dtype) in shapes.items()}
@@ -233,7 +278,8 @@ class VectorEnv:
         proc = self._ctx.Process(target=_worker, args=(child, self.env_fns[lo:hi], self._shm_specs, lo, hi,
                                                               self.render_threads, self.worker_cpus[w]),
                                  daemon=True, name=f"embodied-env-{w}")
-        proc.start()
+        with main_hidden() if self._hide_main else contextlib.nullcontext():
+            proc.start()
         child.close()
         self._procs[w], self._conns[w] = proc, parent
 
@@ -243,6 +289,8 @@ class VectorEnv:
             if not proc.is_alive():
                 raise EOFError
         status, payload = conn.recv()
+        if status == "input_error":
+            raise payload
         if status == "error":
             raise EnvError(f"env worker {w}: {payload}")
         return payload
@@ -297,8 +345,9 @@ class VectorEnv:
 
     def step(self, actions) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, list[dict]]:
         actions = np.asarray(actions)
-        if actions.shape != (self.num_envs,):
-            raise ValueError(f"actions must have shape ({self.num_envs},), got {actions.shape}")
+        shape = (self.num_envs, *(self.single_action_space.shape or ()))  # Box actions: [N, *shape]
+        if actions.shape != shape:
+            raise ValueError(f"actions must have shape {shape}, got {actions.shape}")
         if self.num_workers == 0:
             rew, term, trunc, infos = self._group.step(actions)
         else:

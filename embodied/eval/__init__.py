@@ -11,27 +11,18 @@ ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
 
 
 def main(after=None) -> None:
-    """Hydra entry point of `embodied eval` (reads sys.argv). `after(cfg, report)` runs once the
-    report is written: the CLI passes the viewer's recorder for `record=true` (the viewer layer
-    sits above this one, so eval cannot call it itself)."""
-    import sys
-
-    import hydra
-
-    from embodied.config import ConfigError, config_dir
-    from embodied.train.checkpoint import CheckpointError
+    """Hydra entry point of `embodied eval` (reads sys.argv); bad input ends it with one line, exit 2.
+    `after(cfg, report)` runs once the report is written: the CLI passes the viewer's recorder for
+    `record=true` (the viewer layer sits above this one, so eval cannot call it itself)."""
+    from embodied.config import ConfigError, run_hydra_app
 
     def task_function(cfg) -> dict:
-        try:
-            if cfg.record and after is None:
-                raise ConfigError("record: true needs the `embodied eval` command (the viewer records)")
-            report = evaluate(cfg)
-            return after(cfg, report) if after is not None else report
-        except (ConfigError, CheckpointError) as exc:  # bad input: one line, no traceback
-            print(f"embodied eval: error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
+        if cfg.record and after is None:
+            raise ConfigError("record: true needs the `embodied eval` command (the viewer records)")
+        report = evaluate(cfg)
+        return after(cfg, report) if after is not None else report
 
-    hydra.main(config_path=str(config_dir()), config_name="eval", version_base="1.3")(task_function)()
+    run_hydra_app("eval", "eval", task_function)
 
 
 __all__ = ["EvalConfig", "bootstrap_interval", "evaluate", "format_table", "main", "summarize", "wilson_interval"]

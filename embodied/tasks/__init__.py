@@ -1,6 +1,7 @@
 """Episode logic: registered gymnasium tasks with habitat-style measures."""
 from embodied.tasks.config import SENSORS, TaskConfig
-from embodied.tasks.registry import MEASURES, STEP_SELECTORS, TASKS, make_env, register_measure, register_step_selector, register_task
+from embodied.tasks.registry import (MEASURES, STEP_SELECTORS, TASKS, EpisodeOverError, ObservationError, TaskEnv,
+                                     make_env, register_measure, register_step_selector, register_task)
 from embodied.tasks import measures as _measures  # noqa: F401  (registers measures)
 from embodied.tasks import nav as _nav  # noqa: F401  (registers nav tasks)
 from embodied.tasks import ballet as _ballet  # noqa: F401  (registers ballet tasks)
@@ -16,5 +17,5 @@ def oracle_action(env) -> int:
 
 
 __all__ = ["SENSORS", "TaskConfig", "MEASURES", "TASKS", "make_env", "register_measure", "register_task",
-           "STEP_SELECTORS", "register_step_selector",
+           "STEP_SELECTORS", "register_step_selector", "TaskEnv", "EpisodeOverError", "ObservationError",
            "MEASURE_NAMES", "EpisodeError", "NavEnv", "oracle_action"]

@@ -26,11 +26,10 @@ the semantic grid's ids) and `observation_text(obs)` ("watch" / "go to the dance
 """
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from embodied.tasks.registry import register_task
+from embodied.tasks.registry import TaskEnv, register_task
 
 ROOM = 11
 SLOTS = ((2, 2), (2, 5), (2, 8), (5, 2), (5, 8), (8, 2), (8, 5), (8, 8))
@@ -68,7 +67,7 @@ DANCES: dict[str, tuple[tuple[int, int], ...]] = {
 DANCE_NAMES = tuple(DANCES)
 
 
-class BalletEnv(gym.Env):
+class BalletEnv(TaskEnv):
     """One Ballet level; `num_dancers` and `delay` are set by the registered subclass."""
 
     metadata = {"render_modes": []}
@@ -97,11 +96,9 @@ class BalletEnv(gym.Env):
         self.action_space = spaces.Discrete(1 + len(SLOTS))
         self._rng = np.random.default_rng()
         self._t = 0
-        self._done = True
 
     # --- episode ---------------------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options=None):
-        super().reset(seed=seed)
+    def _reset(self, seed: int | None, options=None):
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         rng = self._rng
@@ -110,12 +107,9 @@ class BalletEnv(gym.Env):
         self.colours = rng.choice(NUM_COLOURS, self.num_dancers, replace=False)
         self.target = int(rng.integers(self.num_dancers))  # the dancer whose dance is asked
         self._t = 0
-        self._done = False
         return self._observation(), self._info(success=0.0)
 
-    def step(self, action):
-        if self._done:
-            raise RuntimeError("step() after the episode ended; call reset()")
+    def _step(self, action):
         if not self.action_space.contains(int(action)):
             raise ValueError(f"action {action!r} out of range 0..{self.action_space.n - 1}")
         action = int(action)
@@ -125,7 +119,6 @@ class BalletEnv(gym.Env):
             reward = 1.0 if action - 1 == int(self.slots[self.target]) else 0.0
         self._t += 1
         truncated = not terminated and self._t >= self.max_episode_steps
-        self._done = terminated or truncated
         return self._observation(), reward, terminated, truncated, self._info(success=reward)
 
     def oracle_action(self) -> int:

@@ -1,6 +1,8 @@
 """TaskConfig: the schema of the `task` config group (configs/task/**.yaml)."""
 from __future__ import annotations
 
+import types
+import typing
 from dataclasses import dataclass, field, fields
 
 from embodied.config import ConfigError, check
@@ -66,9 +68,31 @@ class TaskConfig:
     """Options of one task family, validated by it (fastmap: FastMapOptions keys such as vocab_size,
     room_cells, phase budgets); navigation tasks take none."""
 
+    def _check_types(self) -> None:
+        """Each field holds its declared type (the task group has no structured schema, so a YAML
+        or `task.height=64.5` arrives unchecked); ints are accepted where a float is declared."""
+        allowed = {int: "an integer", float: "a number", str: "a string", bool: "true, false",
+                   list: "a list", dict: "a mapping"}
+        for f, hint in ((f, typing.get_type_hints(type(self))[f.name]) for f in fields(self)):
+            value = getattr(self, f.name)
+            union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+            kinds = [typing.get_origin(a) or a for a in (typing.get_args(hint) if union else (hint,))]
+            if value is None and type(None) in kinds:
+                continue
+            kind = next(k for k in kinds if k is not type(None))
+            ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                ok, value = True, float(value)
+                setattr(self, f.name, value)
+            if kind is list and isinstance(value, tuple):
+                ok = True
+            check(ok, f"task.{f.name}", f"{value!r}; allowed: {allowed.get(kind, kind.__name__)}"
+                  + (" or null" if type(None) in kinds else ""))
+
     def validate(self) -> "TaskConfig":
         from embodied.tasks.registry import TASKS
 
+        self._check_types()
         check(self.name in TASKS, "task.name", f"unknown task {self.name!r}; allowed: {', '.join(sorted(TASKS))}")
         check(16 <= self.width <= 1024, "task.width", f"{self.width} out of range; allowed: 16..1024")
         check(16 <= self.height <= 1024, "task.height", f"{self.height} out of range; allowed: 16..1024")

@@ -37,12 +37,11 @@ import zlib
 from collections import deque
 from dataclasses import dataclass, fields
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from embodied.render import Camera, RaycastRenderer
-from embodied.tasks.registry import register_step_selector, register_task
+from embodied.tasks.registry import TaskEnv, register_step_selector, register_task
 from embodied.world import OBJECT_CATEGORIES, build_geometry, semantic_classes
 from embodied.world.library import build_exemplar, exemplar_split, sample_exemplar
 from embodied.world.spec import Item, Room, SceneSpec, Wall
@@ -294,7 +293,7 @@ class _Object:
     on: str | None = None  # fixture it rests on
 
 
-class FastMapEnv(gym.Env):
+class FastMapEnv(TaskEnv):
     """One fast-mapping level; `level` is set by the registered subclass."""
 
     metadata = {"render_modes": ["rgb_array"]}
@@ -339,12 +338,10 @@ class FastMapEnv(gym.Env):
         self.action_space = spaces.Discrete(len(FASTMAP_ACTIONS))
         self.rng = np.random.default_rng()
         self._block_left = 0
-        self._done = True
         self.renderer: RaycastRenderer | None = None
 
     # --- gymnasium API -------------------------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options=None):
-        super().reset(seed=seed)
+    def _reset(self, seed: int | None, options=None):
         if seed is not None:
             self.rng = np.random.default_rng(seed)
             self._block_left = 0
@@ -365,7 +362,6 @@ class FastMapEnv(gym.Env):
         self.distractors_done = 0
         self.target = -1
         self.instruction: tuple[str, str | None] = ("", None)
-        self._done = False
         self._text = np.zeros(TEXT_LENGTH, np.int64)
         self.phase = ""
         if lv.discovery and self.episode_in_block == 0:
@@ -374,9 +370,7 @@ class FastMapEnv(gym.Env):
             self._after_discovery()
         return self._observe(), self._info()
 
-    def step(self, action):
-        if self._done:
-            raise RuntimeError("step() after the episode ended; call reset()")
+    def _step(self, action):
         name = self._action_name(action)
         reward, terminated = 0.0, False
         self.t += 1
@@ -425,7 +419,6 @@ class FastMapEnv(gym.Env):
             truncated = True
         if not terminated and self.t >= self.cfg.max_steps:
             truncated = True
-        self._done = terminated or truncated
         return self._observe(), float(reward), terminated, truncated, self._info()
 
     def render(self):

@@ -11,16 +11,16 @@ import math
 import zlib
 from dataclasses import dataclass
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from embodied.render import Camera
 from embodied.sim import ACTIONS, DistanceField, NavAgent, ShortestPathFollower
 from embodied.tasks.config import TaskConfig
-from embodied.tasks.registry import MEASURES, register_task
+from embodied.tasks.registry import MEASURES, TaskEnv, register_task
 from embodied.tasks.scenes import NavScene, SceneSource
 from embodied.world import OBJECT_CATEGORIES, semantic_classes
+from embodied.world.spec import SceneFormatError
 
 MEASURE_NAMES = ("distance_to_goal", "success", "spl", "soft_spl", "collisions", "steps", "goals_reached")
 
@@ -37,7 +37,7 @@ class Goal:
     point: np.ndarray | None = None  # xy of a point goal
 
 
-class NavEnv(gym.Env):
+class NavEnv(TaskEnv):
     """Shared episode loop. Subclasses implement `_sample_goals` and `_goal_observation`."""
 
     metadata = {"render_modes": ["rgb_array"]}
@@ -74,8 +74,7 @@ class NavEnv(gym.Env):
         self._next_episode: tuple | Exception | None = None  # drawn ahead by prefetch()
 
     # -- gymnasium API ---------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
+    def _reset(self, seed: int | None, options: dict | None):
         if seed is not None:
             self.rng = np.random.default_rng(seed)
             self._next_episode = None
@@ -101,9 +100,7 @@ class NavEnv(gym.Env):
             m.reset_metric(self)
         return self._observe(), self._info()
 
-    def step(self, action):
-        if self.agent is None:
-            raise RuntimeError("step() before reset()")
+    def _step(self, action):
         name = self._action_name(action)
         prev = self.agent.pose[:2].copy()
         terminated = False
@@ -199,12 +196,16 @@ class NavEnv(gym.Env):
 
     def _draw_episode(self) -> tuple:
         """(scene, start_xy, start_yaw, goals) of a new episode, drawn from self.rng."""
+        reason = None
         for _ in range(20):
             scene = self.scenes.sample(self.rng)
             try:
                 return (scene, *self._sample_episode(scene))
-            except EpisodeError:
-                continue
+            except EpisodeError as e:
+                reason = e
+        if self.scenes.path is not None:  # the user's scene file cannot host this task: bad input
+            raise SceneFormatError(f"{self.scenes.path}: no valid {self._task_label()} episode in this scene "
+                                   f"({reason})")
         raise EpisodeError(f"no valid episode in 20 scenes from {self.cfg.scenes!r}")
 
     def _sample_episode(self, scene: NavScene):

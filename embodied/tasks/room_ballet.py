@@ -80,13 +80,12 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from embodied.sim import NavigableGrid
 from embodied.tasks.ballet import COLOUR_NAMES, COLOUR_RGB, DANCE_NAMES, DANCE_STEPS, DANCES
-from embodied.tasks.registry import register_task
+from embodied.tasks.registry import TaskEnv, register_task
 from embodied.world import MeshPart, SceneGeometry, SceneSpec, build_geometry, generate_apartment
 from embodied.world.apartment import MAX_ROOMS as APARTMENT_MAX_ROOMS
 
@@ -398,7 +397,7 @@ def _densify(waypoints: np.ndarray, spacing: float) -> np.ndarray:
     return np.concatenate(out)
 
 
-class RoomBalletEnv(gym.Env):
+class RoomBalletEnv(TaskEnv):
     """One Room Ballet level; the class attributes below are set by the registered subclass."""
 
     metadata = {"render_modes": []}
@@ -441,7 +440,6 @@ class RoomBalletEnv(gym.Env):
         self._stages: OrderedDict[int, ApartmentStage] = OrderedDict()
         self.stage: ApartmentStage | None = None
         self._t = 0
-        self._done = True
 
     def _parse_options(self, options: dict) -> None:
         unknown = sorted(set(options) - set(OPTIONS))
@@ -493,8 +491,7 @@ class RoomBalletEnv(gym.Env):
         return room_neighbours(room, self.rooms_wide, self.rooms_high)
 
     # --- episode ---------------------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options=None):
-        super().reset(seed=seed)
+    def _reset(self, seed: int | None, options=None):
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         rng = self._rng
@@ -508,7 +505,6 @@ class RoomBalletEnv(gym.Env):
         if self.rgb:
             self._plan_walk()
         self._t = 0
-        self._done = False
         return self._observation(), self._info(success=0.0)
 
     def _sample_budget_episode(self, rng: np.random.Generator) -> None:
@@ -617,9 +613,7 @@ class RoomBalletEnv(gym.Env):
         x, y, yaw = self.poses[min(t, self.walk_steps - 1)]
         return self.stage.renderer.render_one((x, y, 0.0, yaw), self.camera, outputs=("rgb",))["rgb"]
 
-    def step(self, action):
-        if self._done:
-            raise RuntimeError("step() after the episode ended; call reset()")
+    def _step(self, action):
         if not self.action_space.contains(int(action)):
             raise ValueError(f"action {action!r} out of range 0..{self.action_space.n - 1}")
         action = int(action)
@@ -629,7 +623,6 @@ class RoomBalletEnv(gym.Env):
             reward = 1.0 if action == self.answer else 0.0
         self._t += 1
         truncated = not terminated and self._t >= self.max_episode_steps
-        self._done = terminated or truncated
         return self._observation(), reward, terminated, truncated, self._info(success=reward)
 
     def oracle_action(self) -> int:

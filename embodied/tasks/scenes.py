@@ -107,6 +107,14 @@ class SceneSource:
         else:
             spec = make_spec()
             geometry = build_geometry(spec)
-        grid = NavigableGrid.from_geometry(geometry, agent_radius=self.agent_radius, agent_height=self.agent_height)
+        try:
+            grid = NavigableGrid.from_geometry(geometry, agent_radius=self.agent_radius, agent_height=self.agent_height)
+        except ValueError as e:  # the scene's geometry (the agent's options were checked by the task config)
+            raise SceneFormatError(f"{key}: {e}") from None
+        if not grid.navigable.any():
+            raise SceneFormatError(
+                f"{key}: no navigable floor for an agent of radius {self.agent_radius} m and height "
+                f"{self.agent_height} m (a mesh needs a level floor at its lowest point with that much room above "
+                "it; is its up axis right?)")
         return NavScene(key, spec, geometry, RaycastRenderer(geometry, nthreads=self.render_threads, max_depth=self.max_depth),
                         grid)

@@ -2,13 +2,16 @@
 
 `embodied train key=value ...` / `python -m embodied.train ...` / `torchrun -m embodied.train ...`
 all enter through `main()`, a Hydra app over configs/train.yaml.
+
+Exit codes: 0 finished (also: run_dir already finished), 2 bad input or run_dir unusable (held by
+another process, disk full; one line), 3 preempted (resume state saved; the same command resumes;
+SLURM requeue as in docs/cluster.md). Under torchrun every rank exits with the code.
 """
 from __future__ import annotations
 
 import sys
 
-from embodied.config import ConfigError
-from embodied.train.checkpoint import CheckpointError
+from embodied.config import InputError
 from embodied.train.config import TrainConfig, register_configs
 
 register_configs()
@@ -16,9 +19,10 @@ register_configs()
 
 def _task_function(cfg) -> dict:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from embodied.train import distributed as dist_utils
-    from embodied.train.run import train
+    from embodied.train.run import EXIT_PREEMPTED, train
 
     if cfg.distributed and cfg.nproc > 1 and not dist_utils.launched_by_torchrun():
         overrides = list(HydraConfig.get().overrides.task)
@@ -28,23 +32,25 @@ def _task_function(cfg) -> dict:
         return {"status": "finished"}
     try:
         result = train(cfg)
-    except (ConfigError, CheckpointError) as exc:  # bad input: one line, no traceback
+    except InputError as exc:  # bad input, a run_dir in use, a full disk: one line, no traceback
         print(f"embodied train: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    # Exit codes only after train() cleaned up (lock released, envs closed); a -m sweep job returns its result.
+    code = EXIT_PREEMPTED if result.get("status") == "preempted" else 0
     if dist_utils.launched_by_torchrun():
         import torch.distributed as dist
 
-        dist_utils.exit_worker(dist_utils.DistContext(rank=dist.get_rank(), world_size=dist.get_world_size()))
+        dist_utils.exit_worker(dist_utils.DistContext(rank=dist.get_rank(), world_size=dist.get_world_size()), code)
+    if code and HydraConfig.get().mode == RunMode.RUN:
+        raise SystemExit(code)
     return result
 
 
 def main() -> None:
-    """Hydra entry point of `embodied train` (reads sys.argv)."""
-    import hydra
+    """Hydra entry point of `embodied train` (reads sys.argv); bad input ends it with one line, exit 2."""
+    from embodied.config import run_hydra_app
 
-    from embodied.config import config_dir
-
-    hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(_task_function)()
+    run_hydra_app("train", "train", _task_function)
 
 
 __all__ = ["TrainConfig", "main"]

@@ -24,6 +24,8 @@ the loss; `freeze` keeps parameters (by name prefix) at their initial values.
 from __future__ import annotations
 
 import math
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -31,7 +33,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from embodied.config import check
+from embodied.config import InputError, check
 from embodied.tasks import STEP_SELECTORS
 from embodied.train.checkpoint import NonFiniteError
 from embodied.train.distributed import DistContext, all_reduce_gradients
@@ -128,28 +130,47 @@ def write_demo_shard(path: str | Path, episodes: list[Episode]) -> Path:
 
 
 def load_demos(path: str | Path) -> list[Episode]:
-    """Episodes from a .npz shard or every *.npz in a directory (sorted); ValueError on bad data."""
+    """Episodes from a .npz shard or every *.npz in a directory (sorted); InputError naming the
+    shard on a missing, foreign, truncated or inconsistent file."""
     path = Path(path)
     shards = sorted(path.glob("*.npz")) if path.is_dir() else [path]
     if not shards or not all(s.is_file() for s in shards):
-        raise ValueError(f"{path}: no .npz demo shards found")
+        raise InputError(f"{path}: no .npz demo shards found")
     episodes: list[Episode] = []
     for shard in shards:
-        with np.load(shard) as data:
-            missing = [k for k in ("actions", "first") if k not in data]
-            obs_keys = [k[4:] for k in data.files if k.startswith("obs/")]
-            if missing or not obs_keys:
-                raise ValueError(f"{shard}: not a demo shard (missing {missing or 'obs/* arrays'})")
-            actions, first = data["actions"], data["first"].astype(bool)
-            if len(first) == 0 or not first[0]:
-                raise ValueError(f"{shard}: first[0] must be True (shards hold whole episodes)")
-            obs = {k: data[f"obs/{k}"] for k in obs_keys}
-            for k, v in obs.items():
-                if len(v) != len(actions):
-                    raise ValueError(f"{shard}: obs/{k} has {len(v)} rows, actions has {len(actions)}")
-            starts = np.flatnonzero(first).tolist() + [len(actions)]
-            for a, b in zip(starts[:-1], starts[1:]):
-                episodes.append({"obs": {k: v[a:b] for k, v in obs.items()}, "actions": actions[a:b]})
+        if not zipfile.is_zipfile(shard):  # np.load would try it as a pickle or a bare .npy
+            raise InputError(f"{shard}: not a .npz archive (truncated, or not a demo shard)")
+        try:
+            episodes += _read_shard(shard)
+        except InputError:
+            raise
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:  # np.load's
+            reason = " ".join(str(e).split())[:160] or type(e).__name__
+            if "pickle" in reason:  # never loaded: pickles run code
+                reason = "it holds pickled (object) arrays"
+            raise InputError(f"{shard}: not a readable .npz demo shard (truncated?): {reason}") from None
+    return episodes
+
+
+def _read_shard(shard: Path) -> list[Episode]:
+    episodes: list[Episode] = []
+    with np.load(shard) as data:
+        missing = [k for k in ("actions", "first") if k not in data]
+        obs_keys = [k[4:] for k in data.files if k.startswith("obs/")]
+        if missing or not obs_keys:
+            raise InputError(f"{shard}: not a demo shard (missing {missing or 'obs/* arrays'})")
+        actions, first = data["actions"], data["first"].astype(bool)
+        if len(first) == 0 or not first[0]:
+            raise InputError(f"{shard}: first[0] must be True (shards hold whole episodes)")
+        if len(first) != len(actions):
+            raise InputError(f"{shard}: first has {len(first)} rows, actions has {len(actions)}")
+        obs = {k: data[f"obs/{k}"] for k in obs_keys}
+        for k, v in obs.items():
+            if len(v) != len(actions):
+                raise InputError(f"{shard}: obs/{k} has {len(v)} rows, actions has {len(actions)}")
+        starts = np.flatnonzero(first).tolist() + [len(actions)]
+        for a, b in zip(starts[:-1], starts[1:]):
+            episodes.append({"obs": {k: v[a:b] for k, v in obs.items()}, "actions": actions[a:b]})
     return episodes
 
 

@@ -7,17 +7,28 @@ A checkpoint is one `torch.save`d dict of tensors and primitive containers only,
     latest.pt              hard link to the newest checkpoint (what resume loads)
     best.pt                hard link to the checkpoint with the best `best_metric`
 
-Writes go to a temp file in the same directory, are flushed and fsynced, then `os.replace`d over
-the target and the directory is fsynced: a crash (even `kill -9`) at any moment leaves either the
-old or the new file, never a truncated one. Links are swapped the same way.
+Writes go to a temp file in the same directory (`.<name>.tmp-<pid>`), are flushed and fsynced, then
+`os.replace`d over the target and the directory is fsynced: a crash (even `kill -9`) at any moment
+leaves either the old or the new file, never a truncated one. Links are swapped the same way. A
+failed write (a full disk) removes its temp file and raises CheckpointError naming the file; temp
+files of writers killed mid-write are removed by the next start (`remove_stale_temp_files`).
+
+One run directory, one process: `RunDirLock` holds an exclusive `flock` on `run_dir/.lock` (the
+kernel drops it when the holder dies, even by `kill -9`, so a stale lock is simply taken over) and
+writes the holder's pid and host into it for the message a second process gets.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import math
 import os
+import pickle
 import random
 import re
 import shutil
+import socket
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +41,9 @@ FORMAT = "embodied-checkpoint"
 VERSION = 1
 REQUIRED_KEYS = ("format", "version", "model", "counters", "config")
 _CKPT_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
+_TMP_NAME = re.compile(r"^\..+\.tmp-(\d+)$")  # _tmp_path's names
+LOCK_NAME = ".lock"
+DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
 class CheckpointError(InputError, RuntimeError):
@@ -38,6 +52,27 @@ class CheckpointError(InputError, RuntimeError):
 
 class NonFiniteError(RuntimeError):
     """A loss or parameter became NaN/inf; training stops and no checkpoint is written."""
+
+
+class RunDirError(InputError):
+    """The run directory cannot be used (another process holds it, the disk is full ...); one line."""
+
+
+def write_error(exc: OSError, path: str | Path) -> str:
+    """One line for a failed write of `path`: `no space left on device writing <path>` or the OS's reason."""
+    if exc.errno in DISK_FULL:
+        return f"no space left on device writing {path}"
+    return f"cannot write {path} ({exc.strerror or exc})"
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The OSError behind `exc`: torch.save reports a failed write as RuntimeError `unexpected pos`
+    with the file object's OSError as its context."""
+    while exc is not None:
+        if isinstance(exc, OSError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -58,7 +93,8 @@ def _tmp_path(path: Path) -> Path:
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """torch.save `obj` to `path` so that readers only ever see a complete file."""
+    """torch.save `obj` to `path` so that readers only ever see a complete file; a failed write
+    raises the OSError behind it (ENOSPC ...) with no temp file left."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(path)
@@ -68,9 +104,30 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except RuntimeError as exc:
+        cause = _os_error(exc)
+        if cause is None:
+            raise
+        raise cause from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` the same way (temp file, fsync, rename); OSError leaves no temp file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
     return path
 
@@ -78,16 +135,105 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 def atomic_link(source: Path, link: Path) -> None:
     """Point `link` at `source`'s content atomically (hard link; a copy where links are unsupported)."""
     tmp = _tmp_path(link)
-    if tmp.exists():
-        tmp.unlink()
+    tmp.unlink(missing_ok=True)
     try:
-        os.link(source, tmp)
-    except OSError:
-        shutil.copyfile(source, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-    os.replace(tmp, link)
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, link)
+    finally:
+        tmp.unlink(missing_ok=True)
     _fsync_dir(link.parent)
+
+
+def remove_stale_temp_files(directory: str | Path) -> list[Path]:
+    """Remove the temp files of writes killed mid-way (`.<name>.tmp-<pid>`) in `directory` and its
+    `.hydra/`. Only call it holding the run directory's lock: then no live process writes there."""
+    removed = []
+    for folder in (Path(directory), Path(directory) / ".hydra"):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if _TMP_NAME.match(p.name) and p.is_file():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+class RunDirLock:
+    """Exclusive lock of a run directory: `acquire()` or RunDirError naming the holder (pid, host).
+
+    A start that is then rejected calls `release(restore=True)`, which puts `.lock` back as it was
+    (or removes it, and the directory if the lock created it), so a rejected start changes nothing."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.path = self.directory / LOCK_NAME
+        self._fd: int | None = None
+        self._created_dir = False
+        self._previous: tuple[bytes, int, int] | None = None  # content, atime_ns, mtime_ns
+
+    def acquire(self) -> "RunDirLock":
+        try:
+            self._created_dir = not self.directory.exists()
+            self.directory.mkdir(parents=True, exist_ok=True)
+            while True:
+                existed = self.path.exists()
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as exc:
+                    holder = os.pread(fd, 256, 0).decode(errors="replace").split()
+                    os.close(fd)
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                        raise
+                    who = (f"process {holder[0]} on host {holder[1]}" if len(holder) >= 2
+                           else "another process (starting)")
+                    raise RunDirError(f"run_dir: {self.directory} is in use by {who} (lock {self.path}); "
+                                      "allowed: wait until it ends, or another run_dir") from None
+                st = os.fstat(fd)
+                try:
+                    same = os.stat(self.path).st_ino == st.st_ino
+                except FileNotFoundError:
+                    same = False
+                if same:  # else a rejected start removed the file between our open and flock: retry
+                    break
+                os.close(fd)
+            self._fd = fd
+            self._previous = (os.pread(fd, 1 << 16, 0), st.st_atime_ns, st.st_mtime_ns) if existed else None
+            info = f"{os.getpid()} {socket.gethostname()}\n".encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, info, 0)
+        except OSError as exc:
+            self.release(restore=True)
+            raise RunDirError(f"run_dir: {write_error(exc, self.path)}") from None
+        return self
+
+    def release(self, restore: bool = False) -> None:
+        """Drop the lock; with `restore`, first undo what `acquire` wrote."""
+        if self._fd is None:
+            return
+        try:
+            if restore and self._previous is None:
+                self.path.unlink(missing_ok=True)
+                if self._created_dir:
+                    try:
+                        self.directory.rmdir()
+                    except OSError:  # not empty: something else was written meanwhile
+                        pass
+            elif restore:
+                content, atime, mtime = self._previous
+                os.ftruncate(self._fd, 0)
+                os.pwrite(self._fd, content, 0)
+                os.utime(self._fd, ns=(atime, mtime))
+        except OSError:
+            pass
+        finally:
+            os.close(self._fd)
+            self._fd = None
 
 
 def first_non_finite(state_dict: dict[str, Any]) -> str | None:
@@ -104,11 +250,30 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, garbage bytes, disallowed pickled globals ...
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {detail[:200]})") from exc
+        raise CheckpointError(f"{path}: not a checkpoint file (unreadable: {_unreadable_reason(exc)})") from exc
     return check_checkpoint(obj, path)
+
+
+def _unreadable_reason(exc: Exception) -> str:
+    """torch.load's error in a few words, without its advice to load with weights_only=False."""
+    text = " ".join(str(exc).split())
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1]
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", detail)
+        if found:
+            return f"it pickles {found.group(1)}, and only tensors and plain data are loaded"
+        return f"not a tensor pickle ({detail.split(' Check the documentation')[0].strip()[:120]})"
+    if "PytorchStreamReader" in text:  # the zip container: truncated or corrupt
+        return text.split("PytorchStreamReader ", 1)[1].split(". This is an internal")[0][:160] + ", truncated?"
+    if isinstance(exc, EOFError):
+        return "empty or truncated"
+    if isinstance(exc, (KeyError, pickle.UnpicklingError)):
+        return "neither a torch zip archive nor a pickle"
+    return f"{type(exc).__name__}: {text[:160]}"
 
 
 def check_checkpoint(obj: Any, path: str | Path) -> dict[str, Any]:
@@ -219,10 +384,22 @@ class CheckpointManager:
             self.best_value = float(metric)
         payload = {**payload, "format": FORMAT, "version": VERSION,
                    "best": {"metric": self.best_metric, "mode": self.best_mode, "value": self.best_value}}
-        path = atomic_save(payload, self.directory / f"ckpt-{update:08d}.pt")
-        atomic_link(path, self.latest_path)
-        if improved:
-            atomic_link(path, self.best_path)
+        path = self.directory / f"ckpt-{update:08d}.pt"
+        target = path
+        try:
+            atomic_save(payload, path)
+            target = self.latest_path
+            atomic_link(path, self.latest_path)
+            if improved:
+                target = self.best_path
+                atomic_link(path, self.best_path)
+        except OSError as exc:
+            # latest.pt must keep naming a checkpoint a resume can use: drop the new one unless latest is it
+            if path.exists() and not (self.latest_path.exists() and os.path.samefile(path, self.latest_path)):
+                path.unlink()
+            previous = (f"the previous checkpoint {self.latest_path} is intact" if self.latest_path.exists()
+                        else "no checkpoint of this run was written before")
+            raise CheckpointError(f"{write_error(exc, target)}; {previous}") from None
         for old in self.checkpoints()[:-self.keep_last]:
             old.unlink(missing_ok=True)
         return path

@@ -171,9 +171,18 @@ def launch(nproc: int, module: str, args: list[str]) -> int:
 
     parsed = get_args_parser().parse_args(
         ["--standalone", f"--nproc_per_node={nproc}", "-m", module, *args])
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
     try:
         run(parsed)
-    except Exception as exc:  # ChildFailedError prints the failing rank's traceback itself
+    except ChildFailedError as exc:
+        # Ranks that all ended with one code (2 = bad input, 3 = preempted) pass it on unchanged.
+        codes = {f.exitcode for f in exc.failures.values()}
+        if len(codes) == 1 and next(iter(codes)) in (2, 3):
+            return next(iter(codes))
+        print(f"distributed training failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
         print(f"distributed training failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -305,9 +305,10 @@ def train_keyframe(cfg, episodes: list[dict] | None = None, workspace=None,
     from embodied.train.checkpoint import CheckpointManager, NonFiniteError, capture_rng, load_model_state, restore_rng
     from embodied.train.config import logger_config, trainer_config
     from embodied.train.distributed import resolve_device
-    from embodied.train.logger import MetricLogger, truncate_jsonl
+    from embodied.train.logger import MetricLogger
     from embodied.train.preemption import PreemptionFlag
-    from embodied.train.run import _Progress, check_resume_compatible, derived_seed, seed_everything
+    from embodied.train.run import (EXIT_PREEMPTED, RunDirectory, _Progress, announce, announce_end,
+                                    check_resume_compatible, derived_seed, finished_message, log, seed_everything)
 
     tcfg: KeyframeTrainerConfig = trainer_config(cfg)
     check(not cfg.distributed, "distributed", "true; allowed with trainer=keyframe: false (one process)")
@@ -315,78 +316,89 @@ def train_keyframe(cfg, episodes: list[dict] | None = None, workspace=None,
     task_name = str(cfg.task.name)
     task_short_name(task_name)
     device = resolve_device(cfg.device)
-    run_dir = Path(cfg.run_dir)
-    manager = CheckpointManager(run_dir, keep_last=cfg.keep_last, best_metric=cfg.best_metric)
-    ckpt = manager.load_latest(map_location="cpu")
-    if ckpt is not None:
-        check(cfg.resume, "resume", f"false but {manager.latest_path} exists; allowed: true, or another run_dir")
-        check_resume_compatible(ckpt["config"], config, manager.latest_path)
+    with RunDirectory(cfg) as run:
+        run_dir = run.path
+        manager = CheckpointManager(run_dir, keep_last=cfg.keep_last, best_metric=cfg.best_metric)
+        ckpt = manager.load_latest(map_location="cpu")
+        if ckpt is not None:
+            check(cfg.resume, "resume", f"false but {manager.latest_path} exists; allowed: true, or another run_dir")
+            check_resume_compatible(ckpt["config"], config, manager.latest_path)
+            done = finished_message(cfg, ckpt)
+            if done is not None:
+                log.info("embodied train: %s", done)
+                return {"status": "finished", "checkpoint": str(manager.latest_path),
+                        "metrics": ckpt.get("metrics", {}), "update": ckpt["counters"]["update"]}
+        announce(cfg, ckpt, device, f"{tcfg.epochs} epochs")
 
-    seed_everything(cfg.seed)
-    try:
-        agent = build_keyframe_agent({k: v for k, v in config["agent"].items()},
-                                     workspace if workspace is not None else workspace_bounds(),
-                                     config["memory"], task_name).to(device)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(" ".join(str(exc).split())) from None
-    if ckpt is not None:
-        load_model_state(agent, ckpt["model"], manager.latest_path)
+        seed_everything(cfg.seed)
+        try:
+            agent = build_keyframe_agent({k: v for k, v in config["agent"].items()},
+                                         workspace if workspace is not None else workspace_bounds(),
+                                         config["memory"], task_name).to(device)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(" ".join(str(exc).split())) from None
+        if ckpt is not None:
+            load_model_state(agent, ckpt["model"], manager.latest_path)
+        run.accept(int(ckpt["counters"]["update"]) if ckpt is not None else 0)
 
-    if episodes is None:
-        episodes = load_episodes(tcfg.demos or _generate_demos(cfg, tcfg, run_dir / "data"))
-        for copy in range(tcfg.dart_copies):
-            episodes += load_episodes(_generate_demos(cfg, tcfg, run_dir / "data", tcfg.dart_noise, copy))
-    seqs = _cached_sequences(episodes, agent, run_dir / "data", not cfg.quiet)
-    steps_per_epoch = math.ceil(len(seqs) / tcfg.batch_episodes)
-    bc = KeyframeBC(agent, tcfg, steps_per_epoch, device)
-    if ckpt is not None:
-        bc.load_state_dict(ckpt["trainer"])
-        restore_rng(ckpt["rng"])
-        truncate_jsonl(run_dir / "metrics.jsonl", bc.epoch)
-    metric_logger = MetricLogger(logger_config(cfg), run_dir, f"{task_name}/{cfg.memory.name}/seed{cfg.seed}", config,
-                                 wandb_id=ckpt.get("wandb_id") if ckpt else None)
-    flag = PreemptionFlag().install()
-    progress = _Progress(tcfg.epochs, bc.epoch, not cfg.quiet)
-    metrics: dict[str, Any] = {}
-    last_path = manager.latest_path if ckpt is not None else None
-    t_start = time.perf_counter()
+        if episodes is None:
+            episodes = load_episodes(tcfg.demos or _generate_demos(cfg, tcfg, run_dir / "data"))
+            for copy in range(tcfg.dart_copies):
+                episodes += load_episodes(_generate_demos(cfg, tcfg, run_dir / "data", tcfg.dart_noise, copy))
+        seqs = _cached_sequences(episodes, agent, run_dir / "data", not cfg.quiet)
+        steps_per_epoch = math.ceil(len(seqs) / tcfg.batch_episodes)
+        bc = KeyframeBC(agent, tcfg, steps_per_epoch, device)
+        if ckpt is not None:
+            bc.load_state_dict(ckpt["trainer"])
+            restore_rng(ckpt["rng"])
+        metric_logger = MetricLogger(logger_config(cfg), run_dir, f"{task_name}/{cfg.memory.name}/seed{cfg.seed}",
+                                     config, wandb_id=ckpt.get("wandb_id") if ckpt else None)
+        flag = PreemptionFlag().install()
+        progress = _Progress(tcfg.epochs, bc.epoch, not cfg.quiet, unit="epoch")
+        metrics: dict[str, Any] = {}
+        last_path = manager.latest_path if ckpt is not None else None
+        t_start = time.perf_counter()
 
-    def save() -> Path:
-        payload = {"model": {k: v.detach().cpu() for k, v in agent.state_dict().items()},
-                   "trainer": bc.state_dict(), "counters": {"update": bc.epoch, "env_steps": 0},
-                   "rng": capture_rng(), "config": config, "wandb_id": metric_logger.wandb_id,
-                   "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}}
-        return manager.save(payload, bc.epoch, metrics.get(cfg.best_metric))
+        def save() -> Path:
+            payload = {"model": {k: v.detach().cpu() for k, v in agent.state_dict().items()},
+                       "trainer": bc.state_dict(), "counters": {"update": bc.epoch, "env_steps": 0},
+                       "rng": capture_rng(), "config": config, "wandb_id": metric_logger.wandb_id,
+                       "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}}
+            return manager.save(payload, bc.epoch, metrics.get(cfg.best_metric))
 
-    try:
-        while bc.epoch < tcfg.epochs:
-            if flag.requested:
-                path = save() if bc.epoch > 0 else last_path
-                print(f"preempted (signal {flag.signum}): resume state saved to {path}", file=sys.stderr, flush=True)
-                return {"status": "preempted", "checkpoint": str(path) if path else None}
-            e = bc.epoch
-            seed_everything(derived_seed(cfg.seed, 0, e, 2))
-            gen = torch.Generator().manual_seed(derived_seed(cfg.seed, 0, e, 3))
-            t0 = time.perf_counter()
-            metrics = bc.fit_epoch(seqs, gen)
-            bc.epoch = e + 1
-            metrics.update(update=bc.epoch, step=bc.grad_steps, lr=bc.schedule.get_last_lr()[0],
-                           epoch_time=time.perf_counter() - t0, time=time.perf_counter() - t_start)
-            if tcfg.eval_every and (bc.epoch % tcfg.eval_every == 0 or bc.epoch == tcfg.epochs):
-                metrics["episode/success"] = _quick_eval(cfg, tcfg, agent, env_factory)
-            metric_logger.log(metrics)
-            progress.update(1, metrics)
-            if progress.bar is not None:
-                progress.bar.set_postfix({"loss": f"{metrics['loss']:.3f}", "trans_err": f"{metrics['trans_err_m']:.3f}"},
-                                         refresh=False)
-            last_path = save()
-    except NonFiniteError as exc:
-        raise NonFiniteError(f"{exc}; last good checkpoint: {last_path or 'none written yet'}") from None
-    finally:
-        progress.close()
-        flag.uninstall()
-        metric_logger.close()
-    return {"status": "finished", "checkpoint": str(manager.latest_path), "metrics": metrics, "update": bc.epoch}
+        try:
+            while bc.epoch < tcfg.epochs:
+                if flag.requested:
+                    path = save() if bc.epoch > 0 else last_path
+                    progress.close()
+                    log.warning("embodied train: preempted (signal %s): resume state saved to %s; exit code %d; "
+                                "the same command resumes", flag.signum, path, EXIT_PREEMPTED)
+                    return {"status": "preempted", "checkpoint": str(path) if path else None}
+                e = bc.epoch
+                seed_everything(derived_seed(cfg.seed, 0, e, 2))
+                gen = torch.Generator().manual_seed(derived_seed(cfg.seed, 0, e, 3))
+                t0 = time.perf_counter()
+                metrics = bc.fit_epoch(seqs, gen)
+                bc.epoch = e + 1
+                metrics.update(update=bc.epoch, step=bc.grad_steps, lr=bc.schedule.get_last_lr()[0],
+                               epoch_time=time.perf_counter() - t0, time=time.perf_counter() - t_start)
+                if tcfg.eval_every and (bc.epoch % tcfg.eval_every == 0 or bc.epoch == tcfg.epochs):
+                    metrics["episode/success"] = _quick_eval(cfg, tcfg, agent, env_factory)
+                metric_logger.log(metrics)
+                progress.update(1, metrics)
+                if progress.bar is not None:
+                    progress.bar.set_postfix({"loss": f"{metrics['loss']:.3f}",
+                                              "trans_err": f"{metrics['trans_err_m']:.3f}"}, refresh=False)
+                last_path = save()
+        except NonFiniteError as exc:
+            raise NonFiniteError(f"{exc}; last good checkpoint: {last_path or 'none written yet'}") from None
+        finally:
+            progress.close()
+            flag.uninstall()
+            metric_logger.close()
+        result = {"status": "finished", "checkpoint": str(manager.latest_path), "metrics": metrics, "update": bc.epoch}
+        announce_end(cfg, result)
+        return result
 
 
 def _generate_demos(cfg, tcfg: KeyframeTrainerConfig, data_dir: Path, noise: float = 0.0, copy: int = 0) -> Path:

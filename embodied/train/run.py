@@ -12,6 +12,12 @@ Hence:
     schedule, counters and RNG exactly and is deterministic (resuming the same state twice gives
     the same updates), but its first rollout starts from fresh episodes where the uninterrupted
     run was mid-episode.
+
+The run directory (RunDirectory): one process holds it (a lock; a second start stops naming the
+holder); every start check (resume compatibility, a finished run, the agent config) runs before
+anything there is written, so a rejected start changes nothing; an accepted start cuts
+metrics.jsonl back to the checkpoint it resumes (to nothing for a fresh start), so after any crash
+each update has one row.
 """
 from __future__ import annotations
 
@@ -27,16 +33,19 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from embodied.config import ConfigError, check
+from embodied.config import ConfigError, InputError, check
 from embodied.train import distributed as dist_utils
 from embodied.train.bc import BehaviourCloning, collect_labelled, iter_rounds, load_demos, summarize_measures, write_demo_shard
-from embodied.train.checkpoint import CheckpointManager, NonFiniteError, capture_rng, load_model_state, restore_rng
+from embodied.train.checkpoint import (CheckpointManager, NonFiniteError, RunDirError, RunDirLock, atomic_write_text,
+                                       capture_rng, load_model_state, remove_stale_temp_files, restore_rng, write_error)
 from embodied.train.config import logger_config, trainer_config, validate_train_config
-from embodied.train.logger import MetricLogger, truncate_jsonl
+from embodied.train.logger import MetricLogger, RunLog, truncate_jsonl
 from embodied.train.ppo import PPO
 from embodied.train.preemption import PreemptionFlag
 
 log = logging.getLogger("embodied.train")
+
+EXIT_PREEMPTED = 3  # exit code of a preempted `embodied train` (0 finished, 2 bad input); docs/cluster.md
 
 # Keys that may change between a run and its resumption; any other difference is an error.
 RESUMABLE_CHANGES = {"total_steps", "quiet", "logger", "ckpt_every", "keep_last", "device", "num_workers",
@@ -97,6 +106,24 @@ def build_agent_from_config(config: dict | DictConfig, observation_space, action
     return agent.to(device)
 
 
+def check_agent_options(cfg: DictConfig, config: dict) -> None:
+    """Build the agent once, on CPU, against the spaces of one env built in this process (no reset,
+    no scene built for pinned or procedural scenes): a bad memory or agent option fails here in a
+    second, not after the env workers have started (over a minute on 2 cores)."""
+    if str(cfg.task.get("name", "")).startswith("toy/"):
+        from embodied.train.toy import make_toy_vector_env
+
+        env = make_toy_vector_env(cfg.task, 1, 0, 0)
+        spaces = env.single_observation_space, env.single_action_space
+    else:
+        from embodied.tasks import make_env
+
+        env = make_env(cfg.task)
+        spaces = env.observation_space, env.action_space
+    env.close()
+    build_agent_from_config(config, *spaces, torch.device("cpu"))
+
+
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(d, dict):
         out = {}
@@ -115,14 +142,114 @@ def check_resume_compatible(saved: dict, current: dict, path: Path) -> None:
                               f"{b.get(key)!r}; allowed: the same config (or another run_dir)")
 
 
+def write_run_config(run_dir: Path, cfg: DictConfig) -> None:
+    """run_dir/.hydra/config.yaml and overrides.yaml as Hydra writes them (configs/train.yaml turns
+    Hydra's own writing off: it happens before a start can be rejected)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    atomic_write_text(run_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(cfg))
+    atomic_write_text(run_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(overrides)))
+
+
+class RunDirectory:
+    """A training process's hold on run_dir (see the module doc). Entering locks it (rank 0; every
+    rank stops when it is held) and holds log records back; `accept()`, once every start check has
+    passed, removes temp files of writes killed mid-way (their writers are dead: we hold the lock),
+    writes .hydra/, cuts metrics.jsonl back to `update` and opens train.log. Leaving without
+    `accept()` undoes the lock's own write."""
+
+    def __init__(self, cfg: DictConfig, ctx: dist_utils.DistContext | None = None):
+        self.cfg = cfg
+        self.path = Path(cfg.run_dir)
+        self.ctx = ctx or dist_utils.DistContext()
+        self.lock = RunDirLock(self.path)
+        self.log: RunLog | None = None
+        self.accepted = False
+
+    def __enter__(self) -> "RunDirectory":
+        failure = None
+        if self.ctx.is_main:
+            try:
+                self.lock.acquire()
+            except RunDirError as exc:
+                failure = exc
+        if dist_utils.any_rank(failure is not None, self.ctx):
+            if failure is None:
+                raise SystemExit(2)  # rank 0 says why
+            raise failure
+        if self.ctx.is_main:
+            self.log = RunLog(self.path / "train.log")
+        return self
+
+    def accept(self, update: int) -> None:
+        self.accepted = True
+        if not self.ctx.is_main:
+            return
+        for path in remove_stale_temp_files(self.path):
+            log.info("removed %s (left by a write that was killed)", path)
+        try:
+            write_run_config(self.path, self.cfg)
+        except OSError as exc:
+            raise RunDirError(write_error(exc, self.path / ".hydra")) from None
+        truncate_jsonl(self.path / "metrics.jsonl", update)
+        self.log.open()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.log is not None:
+            if isinstance(exc, Exception):  # the console gets it from the caller (one line or a traceback)
+                self.log.file_only(logging.ERROR, f"error: {exc}", None if isinstance(exc, InputError) else exc)
+            self.log.close()
+        self.lock.release(restore=not self.accepted)
+
+
+def finished_message(cfg: DictConfig, ckpt: dict) -> str | None:
+    """One line when the run in run_dir already did what `cfg` asks, else None."""
+    state, counters = ckpt.get("trainer") or {}, ckpt["counters"]
+    if cfg.trainer.name == "ppo" and counters["env_steps"] >= cfg.total_steps:
+        return (f"run_dir {cfg.run_dir} already finished at {counters['env_steps']} steps "
+                f"(total_steps={cfg.total_steps}); raise total_steps to continue")
+    if cfg.trainer.name == "bc" and state.get("round", 0) > cfg.trainer.dagger_rounds:
+        return (f"run_dir {cfg.run_dir} already finished at round {state['round']} "
+                f"(trainer.dagger_rounds={cfg.trainer.dagger_rounds}); use another run_dir to train again")
+    if cfg.trainer.name == "keyframe" and state.get("epoch", 0) >= cfg.trainer.epochs:
+        return (f"run_dir {cfg.run_dir} already finished at epoch {state['epoch']} "
+                f"(trainer.epochs={cfg.trainer.epochs}); use another run_dir to train again")
+    return None
+
+
+def announce(cfg: DictConfig, ckpt: dict | None, device, work: str) -> None:
+    """The start lines: where the run writes, what it runs and whether it resumes."""
+    log.info("embodied train: writing to %s (checkpoints, metrics.jsonl, train.log)", cfg.run_dir)
+    start = (f"resuming from update {ckpt['counters']['update']} ({ckpt['counters']['env_steps']} env steps)"
+             if ckpt is not None else "fresh start")
+    log.info("embodied train: %s, memory=%s, trainer=%s on %s: %s; %s", cfg.task.name, cfg.memory.name,
+             cfg.trainer.name, device, work, start)
+
+
+def announce_end(cfg: DictConfig, result: dict) -> None:
+    done = f"update {result.get('update')}" + (f" ({result['env_steps']} env steps)" if "env_steps" in result else "")
+    log.info("embodied train: finished at %s; checkpoints: %s (latest.pt, best.pt); metrics: %s",
+             done, cfg.run_dir, Path(cfg.run_dir) / "metrics.jsonl")
+
+
 class _Progress:
-    def __init__(self, total: int, initial: int, enabled: bool):
+    def __init__(self, total: int, initial: int, enabled: bool, unit: str = "step"):
         self.bar = None
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=min(initial, total), unit="step", dynamic_ncols=True,
-                            mininterval=1.0, desc="train", file=sys.stderr)
+            self.bar = tqdm(total=total, initial=min(initial, total), unit=unit, dynamic_ncols=True,
+                            mininterval=0.5, desc="train", file=sys.stderr)
+
+    def tick(self, n: int) -> None:
+        """Steps done inside an update, so the bar moves before the first update ends."""
+        if self.bar is not None and self.bar.n + n <= self.bar.total:
+            self.bar.update(n)
+
+    def update_to(self, done: int, metrics: dict) -> None:
+        if self.bar is not None:
+            self.update(min(done, self.bar.total) - self.bar.n, metrics)
 
     def update(self, n: int, metrics: dict) -> None:
         if self.bar is None:
@@ -138,6 +265,7 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def train(cfg: DictConfig, env_factory: Callable | None = None) -> dict[str, Any]:
@@ -152,37 +280,60 @@ def train(cfg: DictConfig, env_factory: Callable | None = None) -> dict[str, Any
     check(not (ctx.enabled and cfg.trainer.name == "bc"), "trainer",
           "bc runs on one process; allowed with distributed training: ppo")
     factory = env_factory or make_envs
-    run_dir = Path(cfg.run_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
-    manager = CheckpointManager(run_dir, keep_last=cfg.keep_last, best_metric=cfg.best_metric)
-    # On CPU: RNG states must stay CPU tensors; model and optimizer states move to the device as they load.
-    ckpt = manager.load_latest(map_location="cpu")
-    if ckpt is not None:
-        check(cfg.resume, "resume", f"false but {manager.latest_path} exists; allowed: true, or another run_dir")
-        check_resume_compatible(ckpt["config"], config, manager.latest_path)
-
-    seed_everything(cfg.seed)  # identical initial weights on every rank
-    envs = factory(cfg.task, cfg.num_envs, derived_seed(cfg.seed, ctx.rank, 0), cfg.num_workers)
-    flag = PreemptionFlag().install()
-    metric_logger = None
-    try:
-        agent = build_agent_from_config(config, envs.single_observation_space, envs.single_action_space, ctx.device)
+    with RunDirectory(cfg, ctx) as run_dir:
+        manager = CheckpointManager(run_dir.path, keep_last=cfg.keep_last, best_metric=cfg.best_metric)
+        # On CPU: RNG states must stay CPU tensors; model and optimizer states move to the device as they load.
+        ckpt = manager.load_latest(map_location="cpu")
         if ckpt is not None:
-            load_model_state(agent, ckpt["model"], manager.latest_path)
-        dist_utils.broadcast_parameters(agent, ctx)
+            check(cfg.resume, "resume", f"false but {manager.latest_path} exists; allowed: true, or another run_dir")
+            check_resume_compatible(ckpt["config"], config, manager.latest_path)
+            done = finished_message(cfg, ckpt)
+            if done is not None:
+                if ctx.is_main:
+                    log.info("embodied train: %s", done)
+                return {"status": "finished", "checkpoint": str(manager.latest_path),
+                        "metrics": ckpt.get("metrics", {}), **ckpt["counters"]}
+        check_agent_options(cfg, config)  # before seeding: the initial weights stay those of the seed
+        if cfg.trainer.name == "ppo":
+            work, total, unit = f"{cfg.total_steps} env steps", cfg.total_steps, "step"
+            initial = ckpt["counters"]["env_steps"] if ckpt is not None else 0
+        else:
+            rounds = trainer_config(cfg).dagger_rounds + 1
+            work, total, unit = f"{rounds} rounds (BC, then DAgger)", rounds, "round"
+            initial = ckpt["trainer"]["round"] if ckpt is not None else 0
         if ctx.is_main:
+            announce(cfg, ckpt, ctx.device, work)
+        progress = _Progress(total, initial, ctx.is_main and not cfg.quiet, unit)  # shown while envs start
+
+        seed_everything(cfg.seed)  # identical initial weights on every rank
+        flag = PreemptionFlag()
+        envs = metric_logger = None
+        try:
+            envs = factory(cfg.task, cfg.num_envs, derived_seed(cfg.seed, ctx.rank, 0), cfg.num_workers)
+            flag.install()
+            agent = build_agent_from_config(config, envs.single_observation_space, envs.single_action_space, ctx.device)
             if ckpt is not None:
-                truncate_jsonl(run_dir / "metrics.jsonl", int(ckpt["counters"]["update"]))
-            run_name = f"{cfg.task.name}/{cfg.memory.name}/seed{cfg.seed}"
-            metric_logger = MetricLogger(logger_config(cfg), run_dir, run_name, config,
-                                         wandb_id=ckpt.get("wandb_id") if ckpt else None)
-        loop = _ppo_loop if cfg.trainer.name == "ppo" else _bc_loop
-        return loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config)
-    finally:
-        flag.uninstall()
-        envs.close()
-        if metric_logger is not None:
-            metric_logger.close()
+                load_model_state(agent, ckpt["model"], manager.latest_path)
+            dist_utils.broadcast_parameters(agent, ctx)
+            run_dir.accept(int(ckpt["counters"]["update"]) if ckpt is not None else 0)
+            if ctx.is_main:
+                run_name = f"{cfg.task.name}/{cfg.memory.name}/seed{cfg.seed}"
+                metric_logger = MetricLogger(logger_config(cfg), run_dir.path, run_name, config,
+                                             wandb_id=ckpt.get("wandb_id") if ckpt else None)
+            loop = _ppo_loop if cfg.trainer.name == "ppo" else _bc_loop
+            result = loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, progress)
+            progress.close()
+            if ctx.is_main and result["status"] == "finished":
+                announce_end(cfg, result)
+            return result
+        finally:
+            progress.close()
+            flag.uninstall()
+            if envs is not None:
+                envs.close()
+            if metric_logger is not None:
+                metric_logger.close()
 
 
 def _payload(agent, trainer, counters: dict, config: dict, metric_logger, metrics: dict) -> dict[str, Any]:
@@ -192,15 +343,17 @@ def _payload(agent, trainer, counters: dict, config: dict, metric_logger, metric
             "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}}
 
 
-def _preempted(flag: PreemptionFlag, path: Path | None, ctx) -> dict[str, Any]:
-    # Said before requeueing: submitit's handler (called by requeue) exits the process.
-    print(f"preempted (signal {flag.signum}): resume state saved to {path}", file=sys.stderr, flush=True)
+def _preempted(flag: PreemptionFlag, path: Path | None, ctx, progress: _Progress) -> dict[str, Any]:
+    progress.close()
+    if ctx.is_main:  # said before requeueing: submitit's handler (called by requeue) exits the process
+        log.warning("embodied train: preempted (signal %s): resume state saved to %s", flag.signum, path)
     what = flag.requeue() if (ctx.is_main and flag.requested) else "no requeue"
-    print(f"preempted: {what}", file=sys.stderr, flush=True)
+    if ctx.is_main:
+        log.warning("embodied train: preempted: %s; exit code %d; the same command resumes", what, EXIT_PREEMPTED)
     return {"status": "preempted", "checkpoint": str(path) if path else None}
 
 
-def _ppo_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config) -> dict[str, Any]:
+def _ppo_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, progress) -> dict[str, Any]:
     pcfg = trainer_config(cfg)
     trainer = PPO(agent, pcfg, cfg.num_envs, cfg.total_steps, ctx, seed=cfg.seed)
     if ckpt is not None:
@@ -208,7 +361,6 @@ def _ppo_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config)
         restore_rng(ckpt["rng"])
     trainer.reset_envs(envs, derived_seed(cfg.seed, ctx.rank, trainer.update_index, 1))
     start_update = trainer.update_index
-    progress = _Progress(cfg.total_steps, trainer.env_steps, ctx.is_main and not cfg.quiet)
     metrics: dict[str, Any] = {}
     last_path = manager.latest_path if ckpt is not None else None
     t_start = time.perf_counter()
@@ -220,12 +372,15 @@ def _ppo_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config)
         return manager.save(_payload(agent, trainer, counters, config, metric_logger, metrics),
                             trainer.update_index, metrics.get(cfg.best_metric))
 
-    # Mid-rollout aborts need all ranks to agree, so distributed runs check at update boundaries.
-    stop_mid_rollout = (lambda: flag.requested) if not ctx.enabled else (lambda: False)
+    def stop_mid_rollout() -> bool:  # called before every env step of a rollout
+        progress.tick(cfg.num_envs * ctx.world_size)
+        # Mid-rollout aborts need all ranks to agree, so distributed runs check at update boundaries.
+        return flag.requested and not ctx.enabled
+
     try:
         while trainer.env_steps < cfg.total_steps:
             if dist_utils.any_rank(flag.requested, ctx):
-                return _preempted(flag, save(), ctx)
+                return _preempted(flag, save(), ctx, progress)
             k = trainer.update_index
             seed_everything(derived_seed(cfg.seed, ctx.rank, k, 2))
             trainer.shuffle_gen.manual_seed(derived_seed(cfg.seed, ctx.rank, k, 3))
@@ -234,7 +389,7 @@ def _ppo_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config)
             t0 = time.perf_counter()
             rollout = trainer.collect(envs, stop=stop_mid_rollout)
             if rollout is None:  # nothing of update k is applied yet: the boundary state is current
-                return _preempted(flag, save(), ctx)
+                return _preempted(flag, save(), ctx, progress)
             steps_before = trainer.env_steps
             metrics = trainer.update(rollout)
             metrics.update(trainer.episode_metrics())
@@ -244,18 +399,16 @@ def _ppo_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config)
                            time=time.perf_counter() - t_start, episodes=trainer.episodes.total)
             if ctx.is_main and metric_logger and trainer.update_index % logger_config(cfg).log_every == 0:
                 metric_logger.log(metrics)
-            progress.update(trainer.env_steps - steps_before, metrics)
+            progress.update_to(trainer.env_steps, metrics)
             if trainer.update_index % cfg.ckpt_every == 0 or trainer.env_steps >= cfg.total_steps:
                 last_path = save() or last_path
     except NonFiniteError as exc:
         raise NonFiniteError(f"{exc}; last good checkpoint: {last_path or 'none written yet'}") from None
-    finally:
-        progress.close()
     return {"status": "finished", "checkpoint": str(manager.latest_path), "metrics": metrics,
             "update": trainer.update_index, "env_steps": trainer.env_steps}
 
 
-def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config) -> dict[str, Any]:
+def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, progress) -> dict[str, Any]:
     bcfg = trainer_config(cfg)
     bc = BehaviourCloning(agent, bcfg, ctx, seed=cfg.seed)
     if ckpt is not None:
@@ -282,13 +435,12 @@ def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config) 
                 extra += load_demos(data_dir / f"dagger-{r:03d}.npz")
         return base + extra
 
-    progress = _Progress(bcfg.dagger_rounds + 1, bc.round, not cfg.quiet)
     t_start = time.perf_counter()
     try:
         # round 0 = BC on the demos; rounds 1.. = DAgger. bc.round counts finished rounds.
         for r in range(bc.round, bcfg.dagger_rounds + 1):
             if flag.requested:
-                return _preempted(flag, last_path, ctx)
+                return _preempted(flag, last_path, ctx, progress)
             seed_everything(derived_seed(cfg.seed, 0, r, 2))
             bc.shuffle_gen.manual_seed(derived_seed(cfg.seed, 0, r, 3))
             round_metrics: dict[str, Any] = {}
@@ -321,6 +473,4 @@ def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config) 
                                               metric_logger, metrics), bc.round, metrics.get(cfg.best_metric))
     except NonFiniteError as exc:
         raise NonFiniteError(f"{exc}; last good checkpoint: {last_path or 'none written yet'}") from None
-    finally:
-        progress.close()
     return {"status": "finished", "checkpoint": str(manager.latest_path), "metrics": metrics, "update": bc.round}

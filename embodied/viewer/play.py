@@ -1,4 +1,7 @@
-"""`embodied play`: run scripted-agent episodes and write what the agent saw (MP4) plus measures."""
+"""`embodied play`: run scripted-agent episodes and write what the agent saw (MP4) plus measures.
+
+Files of an earlier run in `out` (measures.json, episode_XXX.mp4) are never replaced silently: the
+run stops at start with one line naming the file, unless overwrite=true."""
 from __future__ import annotations
 
 import json
@@ -7,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from embodied.config import check
+from embodied.config import ConfigError, check
 from embodied.render import Camera
 from embodied.tasks import make_env
 from embodied.viewer.video import write_video
@@ -23,12 +26,25 @@ def _frame(env, size: int) -> np.ndarray:
     return env.scene.renderer.render(env.agent.pose[None].astype(np.float32), [cam], outputs=("rgb",))["rgb"][0, 0]
 
 
+def refuse_overwrite(paths, overwrite: bool) -> None:
+    """A ConfigError naming the first of `paths` that exists, unless `overwrite` (`play` and `record`
+    keep an earlier run's episodes unless told otherwise)."""
+    if overwrite:
+        return
+    existing = next((p for p in paths if p.exists()), None)
+    if existing is not None:
+        raise ConfigError(f"out: {existing} exists (an earlier run's); pass another out=DIR, "
+                          "or overwrite=true to replace it")
+
+
 def play(cfg) -> dict:
     kind = cfg.agent.get("kind", None)
     check(kind in POLICIES, "agent", f"{kind!r} cannot play; allowed: {', '.join(POLICIES)}")
     check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
-    env = make_env(cfg.task)
     out = Path(cfg.out)
+    videos = [out / f"episode_{ep:03d}.mp4" for ep in range(cfg.episodes)] if cfg.video else []
+    refuse_overwrite([out / "measures.json", *videos], bool(cfg.get("overwrite", False)))
+    env = make_env(cfg.task)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
     results = []
@@ -48,7 +64,7 @@ def play(cfg) -> dict:
         measures = {k: v for k, v in info.items() if isinstance(v, (int, float))}
         record = {"episode": ep, "seed": cfg.seed + ep, "scene": info["scene"], **measures}
         if cfg.video:
-            record["video"] = str(write_video(frames, out / f"episode_{ep:03d}.mp4", fps=cfg.fps))
+            record["video"] = str(write_video(frames, videos[ep], fps=cfg.fps))
         results.append(record)
         if not cfg.quiet:
             print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))

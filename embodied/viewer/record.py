@@ -1,5 +1,8 @@
 """`embodied record`: run episodes of a task with the oracle, a random policy or a checkpoint's agent
-and write one `.rrd` recording per episode (optionally an MP4 beside each)."""
+and write one `.rrd` recording per episode (optionally an MP4 beside each).
+
+Recordings of an earlier run in `out` (episode_XXX.rrd / .mp4) are never replaced silently: the run
+stops at start with one line naming the file, unless overwrite=true."""
 from __future__ import annotations
 
 import sys
@@ -9,6 +12,7 @@ from omegaconf import OmegaConf
 
 from embodied.config import check
 from embodied.tasks import make_env
+from embodied.viewer.play import refuse_overwrite
 from embodied.viewer.recording import AgentPolicy, OraclePolicy, RandomPolicy, record_episode
 from embodied.viewer.stream import sync
 
@@ -38,6 +42,10 @@ def record(cfg) -> list[dict]:
     from tqdm import tqdm
 
     check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
+    out = Path(cfg.out)
+    paths = [out / f"episode_{ep:03d}.rrd" for ep in range(cfg.episodes)]
+    refuse_overwrite(paths + ([p.with_suffix(".mp4") for p in paths] if cfg.video else []),
+                     bool(cfg.get("overwrite", False)))
     task = OmegaConf.to_container(cfg.task, resolve=True)
     if cfg.ckpt:
         policy, env = checkpoint_policy(cfg.ckpt, task, deterministic=bool(cfg.deterministic))
@@ -48,7 +56,6 @@ def record(cfg) -> list[dict]:
         policy = OraclePolicy() if kind == "oracle" else RandomPolicy(cfg.seed)
         env = make_env(task)
         name = kind
-    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     # Ballet / Room Ballet know their own length (they ignore task.max_steps); keyframe tasks count keyframes.
@@ -56,7 +63,7 @@ def record(cfg) -> list[dict]:
                  or getattr(env.cfg, "max_keyframes"))
     bar = tqdm(total=cfg.episodes * max_steps, unit="step", desc="record", disable=cfg.quiet, file=sys.stderr)
     for ep in range(cfg.episodes):
-        path = out / f"episode_{ep:03d}.rrd"
+        path = paths[ep]
         # The writer process finishes one episode's file while the next is played; a video reads it back.
         result = record_episode(env, policy, path, seed=cfg.seed + ep, meta={"task": env.cfg.name, "agent": name},
                                 on_step=lambda: bar.update(1), wait=bool(cfg.video))

@@ -1,11 +1,14 @@
 """Reading `.rrd` recordings back with rerun's own chunk reader (no viewer, no server)."""
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from embodied.config import InputError
 
 # rerun.datatypes.ChannelDatatype ids -> numpy dtypes
 _CHANNEL_DTYPES = {6: np.uint8, 7: np.int8, 8: np.uint16, 9: np.int16, 10: np.uint32, 11: np.int32,
@@ -29,22 +32,62 @@ class EntityRows:
         return {s: v for s, v in zip(self.steps, self.components[component]) if s is not None}
 
 
+class RecordingError(InputError):
+    """A file that is not a readable rerun recording: names it and what is wrong."""
+
+
+def _read_failure(path: Path, e: Exception) -> RecordingError:
+    msg = " ".join(str(e).split())
+    if "without footer" in msg or "no footer" in msg:
+        return RecordingError(f"{path}: truncated rerun recording (no footer: its writer was stopped before "
+                              "finishing it, or an older rerun wrote it)")
+    if "Not an RRD file" in msg:
+        return RecordingError(f"{path}: not a rerun recording (.rrd)")
+    reason = msg.rsplit(f"{path}: ", 1)[-1][:160]  # rerun's messages repeat the path first
+    return RecordingError(f"{path}: unreadable rerun recording (truncated or corrupt?): {reason}")
+
+
+def read_chunks(path: str | Path) -> tuple[list, list]:
+    """(the recording stores, every chunk) of a `.rrd` file, read with rerun's own reader;
+    RecordingError naming the file when it is missing, foreign, truncated, corrupt or holds no
+    recording."""
+    from rerun.chunk import RrdReader
+
+    path = Path(path)
+    if not path.is_file():
+        raise RecordingError(f"{path}: no such recording")
+    try:
+        with warnings.catch_warnings():  # "no footer" comes as a warning first, then as an error
+            warnings.simplefilter("ignore")
+            reader = RrdReader(str(path))
+            recordings = [e for e in reader.recordings() if e.kind == "recording"]
+            if not recordings:
+                raise RecordingError(f"{path}: holds no recording")
+            chunks = list(reader.store().stream())  # chunks are decoded here: a corrupt one fails now
+    except RecordingError:
+        raise
+    except (RuntimeError, ValueError, OSError) as e:
+        raise _read_failure(path, e) from None
+    return recordings, chunks
+
+
+def check_recording(path: str | Path) -> Path:
+    """`path` if rerun reads every chunk of it, else RecordingError naming the file (`embodied view`
+    checks this before it serves a file: the viewer would show a broken file as an empty one)."""
+    read_chunks(path)
+    return Path(path)
+
+
 class Recording:
     """Every entity of one recording, read with `rerun.chunk.RrdReader`; `entities[path]` (with a
-    leading slash, as rerun prints it) holds the rows of all chunks of that entity."""
+    leading slash, as rerun prints it) holds the rows of all chunks of that entity. A file rerun
+    cannot read raises RecordingError naming it."""
 
     def __init__(self, path: str | Path, timeline: str = "step"):
-        from rerun.chunk import RrdReader
-
         self.path = Path(path)
-        if not self.path.is_file():
-            raise ValueError(f"{self.path}: no such recording")
-        reader = RrdReader(str(self.path))
-        self.recordings = [e for e in reader.recordings() if e.kind == "recording"]
-        if not self.recordings:
-            raise ValueError(f"{self.path}: holds no recording")
+        self.recordings, chunks = read_chunks(self.path)
         self.entities: dict[str, EntityRows] = {}
-        for chunk in reader.store().stream():
+        for chunk in chunks:
             batch = chunk.to_record_batch()
             names = batch.schema.names
             rows = self.entities.setdefault(chunk.entity_path, EntityRows(static=chunk.is_static))

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from embodied.config import InputError
+
 
 def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 10) -> Path:
     import imageio.v2 as imageio
@@ -45,7 +47,7 @@ def recording_frames(path, height: int = 256) -> list[np.ndarray]:
     from PIL import Image, ImageDraw, ImageFont
 
     from embodied.viewer.recording import class_colors
-    from embodied.viewer.rrd import Recording
+    from embodied.viewer.rrd import Recording, RecordingError
 
     rec = Recording(path)
     if not any(e.startswith("/world/") for e in rec.entities):  # no 3D scene: a GenericRecorder episode
@@ -65,7 +67,7 @@ def recording_frames(path, height: int = 256) -> list[np.ndarray]:
     if not views:  # manipulation recordings: one view per camera under cameras/{name}/rgb
         views = [rec.images(e) for e in sorted(rec.entities) if e.startswith("/cameras/") and e.endswith("/rgb")]
     if not views:
-        raise ValueError(f"{path}: the recording has no camera images under {camera}/ or cameras/")
+        raise RecordingError(f"{path}: the recording has no camera images under {camera}/ or cameras/")
     steps = sorted(views[0])
     texts = {key: (rec.texts(key) if key in rec else {}) for key in ("text/instruction", "agent/action")}
     scalars = {key: (rec.scalars(key) if key in rec else {}) for key in ("scalars/reward", "scalars/return")}
@@ -100,6 +102,7 @@ def generic_frames(rec, height: int = 256) -> list[np.ndarray]:
     from PIL import Image, ImageDraw, ImageFont
 
     from embodied.viewer.recording import class_colors
+    from embodied.viewer.rrd import RecordingError
 
     kinds = ("Image", "DepthImage", "SegmentationImage")  # tile order: rgb, depth, semantic, as for nav
     entities = {e: next((k for k in kinds if f"{k}:buffer" in rec[e].components), None)
@@ -123,7 +126,7 @@ def generic_frames(rec, height: int = 256) -> list[np.ndarray]:
     elif views:
         steps = sorted(views[0])
     else:
-        raise ValueError(f"{rec.path}: the recording has no camera images under cameras/ and no text/log")
+        raise RecordingError(f"{rec.path}: the recording has no camera images under cameras/ and no text/log")
     texts = {key: (rec.texts(key) if key in rec else {}) for key in ("text/instruction", "agent/action")}
     scalars = {key: (rec.scalars(key) if key in rec else {}) for key in ("scalars/reward", "scalars/return")}
     success = (rec.series("measures") if "measures" in rec else {}).get("success", {})
@@ -153,5 +156,11 @@ def generic_frames(rec, height: int = 256) -> list[np.ndarray]:
 
 def recording_to_video(path, out=None, fps: int = 10, height: int = 256) -> Path:
     """Write the MP4 of an `.rrd` episode (default: beside it, same name .mp4)."""
+    for flag, value in (("--fps", fps), ("--height", height)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{flag}: {value!r}; allowed: a positive integer")
+    frames = recording_frames(path, height=height)  # a file that is no recording fails here, first
     out = Path(out) if out is not None else Path(path).with_suffix(".mp4")
-    return write_video(recording_frames(path, height=height), out, fps=fps)
+    if out.resolve() == Path(path).resolve():
+        raise InputError(f"--out {out}: is the recording itself; allowed: another file")
+    return write_video(frames, out, fps=fps)

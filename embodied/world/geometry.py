@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from embodied.world.spec import SceneFormatError
+
 # Semantic class ids. 0 means "nothing" (sky / miss). Structure classes come first, then
 # furniture and object categories in the order the object library registers them.
 STRUCTURE_CLASSES = ("void", "floor", "wall", "ceiling", "door_frame", "mesh")
@@ -147,7 +149,7 @@ def build_geometry(spec) -> SceneGeometry:
         parts += _wall_parts(spec, wall, i, wall_id, frame_id)
     for item in spec.items:
         if item.category not in classes:
-            raise ValueError(f"scene {spec.name}: item {item.id} has unknown category {item.category!r}")
+            raise SceneFormatError(f"scene {spec.name}: item {item.id} has unknown category {item.category!r}")
         parts.append(item_part(item, classes.index(item.category)))
     return SceneGeometry(parts=parts, semantic_classes=classes)
 
@@ -196,25 +198,23 @@ def load_mesh_scene(path, up_axis: str = "auto", ground: bool = True) -> SceneGe
     """
     import trimesh
 
-    from embodied.world.spec import SceneFormatError
-
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in _MESH_SUFFIXES:
-        raise SceneFormatError(f"{path.name}: unsupported mesh format {suffix!r}; supported: {sorted(_MESH_SUFFIXES)}")
+        raise SceneFormatError(f"{path}: unsupported mesh format {suffix!r}; supported: {sorted(_MESH_SUFFIXES)}")
     if up_axis not in ("auto", "y", "z"):
         raise ValueError(f"up_axis must be 'auto', 'y' or 'z', got {up_axis!r}")
     if not path.is_file():
-        raise SceneFormatError(f"{path.name}: no such mesh file ({path})")
+        raise SceneFormatError(f"{path}: no such mesh file")
     up = _MESH_SUFFIXES[suffix] if up_axis == "auto" else up_axis
     try:
         loaded = trimesh.load(str(path), force="scene")
         meshes = [(name, m) for name, m in _scene_meshes(loaded)]
     except Exception as e:  # trimesh raises many types on corrupt input
-        raise SceneFormatError(f"{path.name}: cannot read mesh ({type(e).__name__}: {e})") from None
+        raise SceneFormatError(f"{path}: cannot read mesh ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
     meshes = [(n, m) for n, m in meshes if len(m.faces) > 0]
     if not meshes:
-        raise SceneFormatError(f"{path.name}: file holds no triangles")
+        raise SceneFormatError(f"{path}: file holds no triangles")
     classes = list(STRUCTURE_CLASSES)
     mesh_id = classes.index("mesh")
     parts = []

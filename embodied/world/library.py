@@ -967,7 +967,13 @@ def _check_seed(seed) -> int:
     return int(seed)
 
 
-@functools.lru_cache(maxsize=4096)
+# Exemplars repeat within a scene and across a pinned split's scenes (built once, then kept by the
+# scene cache); procedural scenes and fast-mapping episodes draw new ones all the time, so the caches
+# are small (each entry ~30 kB over the three): a worker's memory stays flat (`embodied bench soak`).
+EXEMPLAR_CACHE = 512
+
+
+@functools.lru_cache(maxsize=EXEMPLAR_CACHE)
 def build_exemplar(category: str, exemplar_seed: int) -> Exemplar:
     """The exemplar `exemplar_seed` of `category`; deterministic, cached."""
     _check_category(category)
@@ -986,7 +992,7 @@ def build_exemplar(category: str, exemplar_seed: int) -> Exemplar:
     return Exemplar(category, seed, tuple(parts), tuple(float(x) for x in hi - lo), primary_colors[0])
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=EXEMPLAR_CACHE)
 def exemplar_arrays(category: str, exemplar_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(vertices [V,3] float64, faces [F,3] int32, vertex colours [V,3] float32) of an exemplar.
 
@@ -1003,7 +1009,7 @@ def exemplar_arrays(category: str, exemplar_seed: int) -> tuple[np.ndarray, np.n
     return np.concatenate(verts), np.concatenate(faces).astype(np.int32), np.concatenate(cols)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=EXEMPLAR_CACHE)
 def primary_vertex_mask(category: str, exemplar_seed: int) -> np.ndarray:
     """Boolean [V] mask of the vertices of an exemplar's primary parts (see `exemplar_arrays`)."""
     ex = build_exemplar(category, exemplar_seed)

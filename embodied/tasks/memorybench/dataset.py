@@ -13,6 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from embodied.config import InputError
 from embodied.tasks.memorybench.env import MemoryBenchConfig
 from embodied.tasks.memorybench.scene import CAMERAS
 
@@ -125,21 +126,32 @@ def write_demos(task: str, split: str, n: int | None, out, image_size: int = 128
 
 
 def load_demos(path) -> list[dict]:
-    """Read a file written by write_demos: one dict per episode (arrays as numpy)."""
+    """Read a file written by write_demos: one dict per episode (arrays as numpy). A missing,
+    foreign, truncated or corrupt file raises InputError naming it."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"demos: no file at {path}")
+        raise InputError(f"{path}: no demo file there (write one with `embodied demos`)")
     episodes = []
-    with h5py.File(path, "r") as f:
-        if f.attrs.get("version") != VERSION:
-            raise ValueError(f"{path}: dataset version {f.attrs.get('version')!r}; supported: {VERSION}")
-        for name in sorted(k for k in f if k.startswith("episode_")):
-            g = f[name]
-            episodes.append({
-                "obs": {k: g["obs"][k][()] for k in g["obs"]},
-                **{k: g[k][()] for k in ("proprio", "timestep", "action", "keyframe_index")},
-                "seed": int(g.attrs["seed"]), "variation": int(g.attrs["variation"]),
-                "instruction": str(g.attrs["instruction"]), "success": bool(g.attrs["success"]),
-                "noise": float(g.attrs.get("noise", 0.0)),
-                **{k: int(g.attrs.get(k, 0)) for k in ("noise_seed", "attempt")}})
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("version") != VERSION:
+                raise InputError(f"{path}: demo file version {f.attrs.get('version')!r}; supported: {VERSION}")
+            for name in sorted(k for k in f if k.startswith("episode_")):
+                g = f[name]
+                episodes.append({
+                    "obs": {k: g["obs"][k][()] for k in g["obs"]},
+                    **{k: g[k][()] for k in ("proprio", "timestep", "action", "keyframe_index")},
+                    "seed": int(g.attrs["seed"]), "variation": int(g.attrs["variation"]),
+                    "instruction": str(g.attrs["instruction"]), "success": bool(g.attrs["success"]),
+                    "noise": float(g.attrs.get("noise", 0.0)),
+                    **{k: int(g.attrs.get(k, 0)) for k in ("noise_seed", "attempt")}})
+    except InputError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:  # h5py's errors on foreign or cut files
+        reason = " ".join(str(e).split())[:160] or type(e).__name__
+        if isinstance(e, OSError):
+            raise InputError(f"{path}: not a readable HDF5 demo file (truncated?): {reason}") from None
+        raise InputError(f"{path}: not a demo file of `embodied demos` ({reason})") from None
+    if not episodes:
+        raise InputError(f"{path}: demo file holds no episodes")
     return episodes

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from embodied.config import ConfigError, check
 from embodied.tasks.memorybench.scene import CAMERAS, WORKSPACE, Scene
 from embodied.tasks.memorybench.tasks import TASK_CLASSES
+from embodied.tasks.registry import TaskEnv
 
 MAX_KEYFRAMES = 25
 
@@ -69,7 +69,7 @@ class MemoryBenchConfig:
         return cls(**cfg).validate()
 
 
-class MemoryBenchEnv(gym.Env):
+class MemoryBenchEnv(TaskEnv):
     """Shared episode loop; the registered subclass sets `task_name` (e.g. put_block_back)."""
 
     metadata = {"render_modes": []}
@@ -101,15 +101,13 @@ class MemoryBenchEnv(gym.Env):
         self.episode_seed = 0
         self.keyframe = 0
         self.keyframe_start_steps: list[int] = []
-        self._done = True
 
     @property
     def variation_count(self) -> int:
         return self.task_cls.variations
 
     # --- episode ---------------------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options=None):
-        super().reset(seed=seed)
+    def _reset(self, seed: int | None, options=None):
         self.episode_seed = int(seed) if seed is not None else int(self.np_random.integers(2**31 - 1))
         variation = (options or {}).get("variation", self.episode_seed % self.variation_count)
         if not (isinstance(variation, (int, np.integer)) and 0 <= variation < self.variation_count):
@@ -125,12 +123,9 @@ class MemoryBenchEnv(gym.Env):
         self.keyframe_start_steps = []
         self.success = False
         self.ik_failure = False
-        self._done = False
         return self._observation(), self._info()
 
-    def step(self, action):
-        if self._done:
-            raise RuntimeError("step() after the episode ended; call reset()")
+    def _step(self, action):
         a = np.asarray(action, dtype=np.float64)
         if a.shape != (9,) or not np.all(np.isfinite(a)):
             finite = bool(np.all(np.isfinite(a)))
@@ -146,7 +141,6 @@ class MemoryBenchEnv(gym.Env):
         self.success = (not self.ik_failure) and self.conditions.met()
         terminated = self.success or self.ik_failure
         truncated = not terminated and self.keyframe >= self.cfg.max_keyframes
-        self._done = terminated or truncated
         return self._observation(), float(self.success), terminated, truncated, self._info()
 
     def oracle_action(self) -> np.ndarray:

@@ -1,0 +1,132 @@
+"""Every command ends bad input with one stderr line `embodied <command>: error: ...` and exit 2;
+Hydra composition errors name the key and what is allowed; --help works on every command."""
+import sys
+
+import pytest
+
+from embodied.cli import main
+from embodied.config import ConfigError
+
+
+def fails(capsys, command, *argv):
+    """Run `embodied <command> argv...` in-process; return its one error line (asserting there is one)."""
+    with pytest.raises(SystemExit) as exit_:
+        main([command, *argv])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert exit_.value.code == 2 and len(lines) == 1, err
+    assert lines[0].startswith(f"embodied {command}: error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command,argv,expected", [
+    ("train", ["num_envs=abc"], "num_envs: 'abc'; allowed: an integer"),
+    ("eval", ["episodes=1.5"], "episodes: '1.5'; allowed: an integer"),
+    ("play", ["task.heigth=64"], "task.heigth: unknown key; closest: task.height"),
+    ("record", ["episodes=abc"], "episodes: 'abc'; allowed: an integer"),
+    ("demos", ["n=abc"], "n: 'abc'; allowed: an integer"),
+    ("bench", ["nonsense"], "invalid choice: 'nonsense'"),
+    ("scenes", ["generate", "--n", "0", "--out", "unused"], "--n: 0; allowed: >= 1"),
+    ("scenes", ["generate"], "required: --out"),
+    ("view", ["x.rrd", "--port", "abc"], "--port: invalid int value: 'abc'"),
+    ("video", ["missing.rrd"], "missing.rrd"),
+])
+def test_bad_input_gives_one_line_and_exit_2(capsys, tmp_path, monkeypatch, command, argv, expected):
+    monkeypatch.chdir(tmp_path)
+    assert expected in fails(capsys, command, *argv)
+
+
+def test_train_composition_errors_name_the_key_and_what_is_allowed(capsys):
+    line = fails(capsys, "train", "task.heigth=64")
+    assert "task.heigth: unknown key; closest: task.height; allowed: " in line and "+task" not in line
+    line = fails(capsys, "train", "task=nav/pointnavv")
+    assert "task=nav/pointnavv: no such task config; allowed: nav/pointnav, " in line  # closest first
+    allowed = line.split("allowed: ")[1].split(", ")
+    assert {"nav/objectnav", "memorybench/put_block_back", "fastmap/cpu/heldout_test_objs"} <= set(allowed)
+    assert fails(capsys, "train", "trainer=ppoo").endswith("allowed: ppo, bc, keyframe")  # no *_schema entries
+    assert fails(capsys, "train", "task.height=64.5").endswith("task.height: '64.5'; allowed: an integer")
+    assert fails(capsys, "train", "memory.hidden=abc").endswith("memory.hidden: 'abc'; allowed: an integer")
+    assert fails(capsys, "train", "quiet=maybe").endswith("quiet: 'maybe'; allowed: true, false")
+    assert "unrecognized arguments: --nonsense" in fails(capsys, "train", "--nonsense")
+    # a -m sweep: every value is checked before the first job starts
+    assert "memory=lsstm: no such memory config; allowed: lstm" in fails(capsys, "train", "-m", "memory=gru,lsstm")
+
+
+def test_values_of_the_right_type_still_compose():
+    from embodied.cli import compose
+
+    cfg = compose("play", ["task.hfov=90", "task.height=32", "quiet=true", "task.n_rooms=3",
+                           "task.success_distance=0.5"])
+    assert cfg.task.hfov == 90 and cfg.task.height == 32 and cfg.quiet is True and cfg.task.n_rooms == 3
+    with pytest.raises(ConfigError, match=r"task.n_rooms: '2.5'; allowed: an integer or null"):
+        compose("play", ["task.n_rooms=2.5"])
+
+
+def test_hydra_apps_give_one_line_without_the_cli(capsys, monkeypatch):
+    """`python -m embodied.train` / torchrun and `python -m embodied.eval` enter Hydra directly."""
+    import os
+
+    import embodied.eval
+    import embodied.train
+
+    monkeypatch.setattr(sys, "argv", ["embodied.train", "task.heigth=64"])
+    with pytest.raises(SystemExit) as exit_:
+        embodied.train.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith("embodied train: error: task.heigth: unknown key")
+    assert "HYDRA_FULL_ERROR" not in os.environ
+    # bad input inside the job: one line, not Hydra's extra "Error executing job" line
+    monkeypatch.setattr(sys, "argv", ["embodied.eval", "record=true", "task.name=toy/corridor", "agent=oracle"])
+    with pytest.raises(SystemExit) as exit_:
+        embodied.eval.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and err == ["embodied eval: error: record: true needs the `embodied eval` command "
+                                             "(the viewer records)"]
+
+
+def test_debug_switch_shows_the_traceback(monkeypatch, capsys):
+    monkeypatch.setenv("EMBODIED_DEBUG", "1")
+    with pytest.raises(ConfigError, match="task.heigth"):
+        main(["play", "task.heigth=64"])
+    monkeypatch.setenv("EMBODIED_DEBUG", "0")  # monkeypatch restores it after --debug sets it
+    with pytest.raises(ConfigError, match="n: 'abc'"):
+        main(["--debug", "demos", "n=abc"])
+
+
+def test_interrupt_is_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys):
+    import embodied.cli
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(embodied.cli, "cmd_scenes", interrupted)
+    try:
+        main(["scenes"])
+    except BaseException as e:  # not pytest.raises: an escaping KeyboardInterrupt would end the test session
+        ended = e
+    assert isinstance(ended, SystemExit) and ended.code == 130
+    assert capsys.readouterr().err == "embodied scenes: interrupted\n"
+
+    def bug(argv):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(embodied.cli, "cmd_scenes", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["scenes"])
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "play", "record", "demos", "bench", "scenes", "view", "video"])
+def test_help_on_every_command(capsys, command):
+    try:
+        main([command, "--help"])
+    except SystemExit as e:  # argparse commands exit 0 after their help
+        assert e.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: embodied {command}")
+    if command in ("train", "eval", "play", "record"):
+        assert "_schema" not in out and "\n  task        default nav/pointnav; options: " in out
+    if command == "train":
+        groups = [line.split()[0] for line in out.split("config groups")[1].split("keys (")[0].splitlines()[1:] if line]
+        assert groups == ["task", "memory", "trainer", "agent", "logger", "launcher", "experiment"]
+        assert "\n  total_steps=1000000" in out
