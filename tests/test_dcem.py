@@ -74,7 +74,9 @@ def test_resets_at_episode_start_unless_lifelong():
         _, state = mem(s, state)
         written = state["valid"].sum(-1).tolist()
         assert written == ([1, 4] if not lifelong else [4, 4])
-        assert state["slot_step"][0, 0].item() == (0 if not lifelong else 0)
+        # The reset row forgets its earlier slots and writes slot 0 at its own step 0 again.
+        row0 = [0, -1, -1, -1, -1, -1] if not lifelong else [0, 1, 2, 3, -1, -1]
+        assert state["slot_step"].tolist() == [row0, [0, 1, 2, 3, -1, -1]]
         assert state["step"].tolist() == ([1, 4] if not lifelong else [4, 4])
 
 

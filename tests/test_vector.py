@@ -1,4 +1,5 @@
 """Vector envs: batching, autoreset, crash recovery, in-process mode."""
+import dataclasses
 import os
 import signal
 import time
@@ -59,22 +60,47 @@ def test_killed_worker_is_replaced_and_stepping_continues(caplog):
 
 
 def test_more_envs_than_cores():
+    # More envs than workers: each worker steps several envs, in order, each its own episode.
     n = (os.cpu_count() or 2) * 2 + 1
     env = make_vector_env(CFG, num_envs=n, seed=1, num_workers=None)
+    ref = make_vector_env(CFG, num_envs=n, seed=1, num_workers=0)
     try:
-        obs, r, te, tr, infos = env.step(np.full(n, 2))
+        assert env.num_workers < n
+        acts = np.random.default_rng(1).integers(1, 4, size=n)
+        obs, r, te, tr, infos = env.step(acts)
+        obs_ref, r_ref, *_ = ref.step(acts)
         assert obs["rgb"].shape[0] == n and len(infos) == n
+        for k in obs:
+            assert np.array_equal(obs[k], obs_ref[k]), k
+        assert np.array_equal(r, r_ref)
+        assert len({obs["rgb"][i].tobytes() for i in range(n)}) > 1  # distinct episodes, not one copied
     finally:
         env.close()
+        ref.close()
 
 
 def test_oracle_call_through_workers():
-    env = make_vector_env(CFG, num_envs=2, seed=3, num_workers=2)
+    # call() reaches each env in its worker: the answers are those of the same envs in-process, and
+    # following them reaches the goal.
+    cfg = dataclasses.replace(CFG, max_steps=200)
+    env = make_vector_env(cfg, num_envs=2, seed=3, num_workers=2)
+    ref = make_vector_env(cfg, num_envs=2, seed=3, num_workers=0)
     try:
-        acts = env.call("oracle_action")
-        assert len(acts) == 2 and all(0 <= a < 6 for a in acts)
+        successes = [None, None]
+        for _ in range(200):
+            acts = np.asarray(env.call("oracle_action"))
+            assert acts.tolist() == list(ref.call("oracle_action"))
+            _, _, te, tr, infos = env.step(acts)
+            ref.step(acts)
+            for i in range(2):
+                if (te[i] or tr[i]) and successes[i] is None:
+                    successes[i] = infos[i]["episode"]["success"]
+            if None not in successes:
+                break
+        assert successes == [1, 1]
     finally:
         env.close()
+        ref.close()
 
 
 def _env_that_cannot_be_built():
