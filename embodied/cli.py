@@ -37,8 +37,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
-from embodied.config import ConfigError, InputError, composition_error, config_dir, group_options, one_line_errors
+from embodied.config import ConfigError, InputError, compose, config_dir, group_options, one_line_errors, schema_fields
 
 USAGE = __doc__
 
@@ -53,100 +54,6 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise InputError(message)
-
-
-def compose(config_name: str, overrides: list[str]):
-    """Compose configs/<config_name>.yaml with key=value overrides; any composition error, and a value of
-    the wrong type for its key, becomes one ConfigError line naming the key and what is allowed."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    bad = [o for o in overrides if not o.partition("=")[0].lstrip("+~") or ("=" not in o and not o.startswith("~"))]
-    if bad:
-        raise ConfigError(f"{bad[0]}: overrides are key=value")
-
-    def run(chosen: list[str]):
-        GlobalHydra.instance().clear()
-        try:
-            with initialize_config_dir(str(config_dir()), version_base="1.3"):
-                return hydra_compose(config_name=config_name, overrides=chosen)
-        except Exception as e:
-            error = composition_error(e, chosen)
-            if error is None:  # not a composition error: a bug
-                raise
-            raise error from e
-
-    cfg = run(overrides)
-    _check_value_types(cfg, overrides, run)
-    return cfg
-
-
-def _check_value_types(cfg, overrides: list[str], run) -> None:
-    """Hydra checks types only under a structured schema; the task, memory and agent groups (and play's
-    and record's keys) have none, so `task.height=64.5` would reach the task. Each such key=value must
-    have the type of its TaskConfig field, else of its default (composed without the value overrides)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    selects = [o.input_line for o in parsed if o.is_hydra_override() or (config_dir() / o.key_or_group).is_dir()]
-    values = [o for o in parsed if o.input_line not in selects and not o.is_delete() and not o.is_sweep_override()]
-    checked = []
-    for o in values:
-        key, value = o.key_or_group, o.value()
-        parent = OmegaConf.select(cfg, key.rpartition(".")[0]) if "." in key else cfg
-        structured = parent is not None and OmegaConf.get_type(parent) not in (dict, None)
-        if structured or isinstance(value, (list, dict)) or (isinstance(value, str) and "${" in value):
-            continue  # OmegaConf checked it; containers and interpolations are not checked here
-        checked.append((o, key, value))
-    if not checked:
-        return
-    base = None
-    task_fields = _schema_fields("tasks/config.py", "TaskConfig")
-    for o, key, value in checked:
-        annotation = task_fields.get(key[5:], ("", ""))[0] if key.startswith("task.") else ""
-        optional = "None" in annotation
-        kind = next((t for t in (bool, int, float) if annotation.replace(" | None", "") == t.__name__), None)
-        if kind is None:
-            base = run(selects) if base is None else base
-            try:
-                default = OmegaConf.select(base, key)
-            except Exception:  # an interpolation that resolves only with the overrides
-                continue
-            kind = next((t for t in (bool, int, float) if type(default) is t), None)
-            if kind is None or value is None:
-                continue
-        if value is None and optional:
-            continue
-        ok = {bool: isinstance(value, bool), int: isinstance(value, int) and not isinstance(value, bool),
-              float: isinstance(value, (int, float)) and not isinstance(value, bool)}[kind]
-        if not ok:
-            allowed = {bool: "true, false", int: "an integer", float: "a number"}[kind]
-            raw = o.input_line.partition("=")[2]
-            raise ConfigError(f"{key}: {raw!r}; allowed: {allowed}{' or null' if optional else ''}")
-
-
-def _schema_fields(path: str, cls_name: str) -> dict[str, tuple[str, str]]:
-    """{field: (annotation, first sentence of its docstring)} of a dataclass in embodied/<path>, read from
-    the source without importing it (help and type checks stay fast: schemas import torch)."""
-    import ast
-    import re
-    from pathlib import Path
-
-    source = (Path(__file__).parent / path).read_text()
-    cls = next((n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ClassDef) and n.name == cls_name), None)
-    out: dict[str, tuple[str, str]] = {}
-    body = cls.body if cls else []
-    for node, after in zip(body, body[1:] + [None]):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            doc = ""
-            text = after.value.value if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) else None
-            if isinstance(text, str):
-                doc = re.split(r"(?<!e\.g)(?<!i\.e)\.\s", " ".join(text.split()), maxsplit=1)[0]
-                doc = doc.rstrip(".")
-            out[node.target.id] = (ast.unparse(node.annotation), doc)
-    return out
 
 
 # Hydra commands: configs/<command>.yaml, and the schema dataclass of its top-level keys where it has one.
@@ -196,8 +103,8 @@ def command_help(command: str) -> str:
     """`embodied <command> --help` for the Hydra commands: usage, config groups and keys, one line each."""
     header, groups, keys = _yaml_comments(command)
     schema = HYDRA_COMMANDS[command]
-    docs = _schema_fields(*schema) if schema else {}
-    train_docs = _schema_fields("train/config.py", "TrainConfig")
+    docs = schema_fields(*schema) if schema else {}
+    train_docs = schema_fields("train/config.py", "TrainConfig")
     if command == "train":
         groups.setdefault("experiment", ("null", "presets over several keys, chosen with +experiment=NAME"))
     lines = [f"usage: embodied {command} [group=option ...] [key=value ...]" +
@@ -311,13 +218,20 @@ def cmd_bench(argv: list[str]) -> None:
     p.add_argument("--out", default=None, help="JSON output file (default: bench_<what>.json)")
     p.add_argument("--quick", action="store_true", help="short run (a few seconds per configuration)")
     p.add_argument("--no-peers", action="store_true", help="sim: skip MiniWorld / Memory Maze even if installed")
-    p.add_argument("--device", default="cpu", help="train, memory: cpu, cuda or (train) auto")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                   help="train, memory: cpu, cuda or (train) auto")
     p.add_argument("--num-envs", default="256", help="train on cuda: envs per configuration, comma-separated")
     p.add_argument("--workers", type=int, default=None, help="train on cuda: env worker processes (default: cores - 1)")
     p.add_argument("--verify", action="store_true", help="memorybench: also run the expert on all pinned seeds")
     p.add_argument("--steps", type=int, default=100_000, help="soak: random-action env steps over all task families")
     a = p.parse_args(argv)
     out = a.out or f"bench_{a.what}.json"
+
+    def check_cuda() -> None:
+        import torch
+
+        if a.device == "cuda" and not torch.cuda.is_available():
+            _fail("--device cuda: no CUDA device is available here; allowed: cpu, auto")
     if a.what == "sim":
         from embodied.envs.bench import bench_sim
 
@@ -331,7 +245,11 @@ def cmd_bench(argv: list[str]) -> None:
 
         from embodied.memory.bench import bench_memory
 
-        devices = None if a.device == "cpu" and not a.quick else [a.device]
+        import torch
+
+        check_cuda()
+        device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        devices = None if device == "cpu" and not a.quick else [device]
         r = bench_memory(lengths=[256, 1024] if a.quick else None, devices=devices, repeats=2 if a.quick else 5)
         with open(out, "w") as f:
             json.dump(r, f, indent=1)
@@ -358,6 +276,7 @@ def cmd_bench(argv: list[str]) -> None:
             cuda_envs = tuple(int(x) for x in a.num_envs.split(","))
         except ValueError:
             _fail(f"--num-envs {a.num_envs!r}: expected comma-separated ints, e.g. 64,256")
+        check_cuda()
         bench_train_cli(out=out, quick=a.quick, device=a.device, cuda_envs=cuda_envs, cuda_workers=a.workers)
 
 
@@ -366,7 +285,7 @@ def cmd_record(argv: list[str]) -> None:
         print(command_help("record"))
         return
     cfg = compose("record", argv)
-    from embodied.train.checkpoint import CheckpointError
+    from embodied.loading import CheckpointError
     from embodied.viewer.record import record
 
     try:
@@ -409,20 +328,22 @@ def cmd_video(argv: list[str]) -> None:
 
 
 DEMOS_KEYS = {"task": str, "split": str, "n": int, "out": str, "image_size": int, "quiet": bool,
-              "noise": float, "noise_seed": int}
+              "noise": float, "noise_seed": int, "overwrite": bool}
 
 
 def cmd_demos(argv: list[str]) -> None:
     """`embodied demos task=... split=train|test n=N [out=FILE.h5] [image_size=128] [quiet=true]
-    [noise=0.02 noise_seed=0]` (noise: DART-style perturbed execution, see dataset.record_demo)."""
+    [noise=0.02 noise_seed=0] [overwrite=false]` (noise: DART-style perturbed execution, see
+    dataset.record_demo; an existing out file is replaced only with overwrite=true)."""
     if _help_requested(argv):
         print(f"usage: embodied demos {' '.join(f'{k}=...' for k in DEMOS_KEYS)}\n\n"
               f"{' '.join(cmd_demos.__doc__.split())}\n\nkeys: task (required; memorybench/NAME), "
               "split (train | test; default train), n (episodes; default: the split's pinned seeds), "
-              "out (default data/<task>_<split>.h5), image_size (128), quiet (false), noise (0.0), noise_seed (0)")
+              "out (default data/<task>_<split>.h5), image_size (128), quiet (false), noise (0.0), noise_seed (0), "
+              "overwrite (false: an existing out file is an error)")
         return
     args: dict = {"split": "train", "n": None, "out": None, "image_size": 128, "quiet": False,
-                  "noise": 0.0, "noise_seed": 0}
+                  "noise": 0.0, "noise_seed": 0, "overwrite": False}
     for item in argv:
         if "=" not in item:
             raise ConfigError(f"{item}: arguments are key=value; keys: {', '.join(DEMOS_KEYS)}")
@@ -447,6 +368,8 @@ def cmd_demos(argv: list[str]) -> None:
 
     task = args["task"] if args["task"].startswith("memorybench/") else f"memorybench/{args['task']}"
     out = args["out"] or f"data/{task.replace('/', '_')}_{args['split']}.h5"
+    if Path(out).exists() and not args["overwrite"]:
+        raise ConfigError(f"out: {out} exists (an earlier run's); pass another out=FILE.h5, or overwrite=true to replace it")
     try:
         path = write_demos(task, args["split"], args["n"], out, image_size=args["image_size"],
                            progress=not args["quiet"], noise=args["noise"], noise_seed=args["noise_seed"])
@@ -459,7 +382,7 @@ def cmd_train(argv: list[str]) -> None:
     if _help_requested(argv):
         print(command_help("train"))
         return
-    from embodied.train import main as train_main  # registers the schemas compose() needs
+    from embodied.train import main as train_main
 
     _check_hydra_args("train", argv)
     sys.argv = ["embodied train", *argv]

@@ -1,9 +1,13 @@
 """Config plumbing shared by every command: the error type, value checks and the config root.
 
 Schemas themselves live with the layer they configure (e.g. `embodied.tasks.config.TaskConfig`);
-this module only knows how to find `configs/` and how to fail in one line: `one_line_errors` ends a
-command on any InputError with `embodied <command>: error: ...` (exit 2), `composition_error` turns
-Hydra's composition errors into such a line, `run_hydra_app` runs train/eval with both.
+this module only knows how to find `configs/`, how to compose them and how to fail in one line:
+`one_line_errors` ends a command on any InputError with `embodied <command>: error: ...` (exit 2),
+`composition_error` turns Hydra's composition errors into such a line, `compose` composes a config with
+key=value overrides (as every command and `embodied bench train` do), `run_hydra_app` runs train/eval
+with both. `register_schemas` stores the structured schemas a config names, explicitly (not as a side
+effect of importing a package); both entry points call it. This is the lowest layer: it imports no
+other part of embodied.
 """
 from __future__ import annotations
 
@@ -54,14 +58,22 @@ def debug() -> bool:
 
 @contextmanager
 def one_line_errors(command: str):
-    """Bad input (any InputError) ends `embodied <command>` with one stderr line and exit 2, Ctrl-C with
-    one line and exit 130; other exceptions are bugs and keep their traceback. debug() re-raises all."""
+    """Bad input (any InputError, or an OSError naming a path) ends `embodied <command>` with one
+    stderr line and exit 2, Ctrl-C with one line and exit 130; other exceptions are bugs and keep their traceback. debug() re-raises all."""
     try:
         yield
     except InputError as exc:
         if debug():
             raise
         print(f"embodied {command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as exc:
+        # A path the user gave that cannot be created, read or written (a file where a folder is
+        # expected, no permission, a full disk): one line naming it. OSErrors without a path keep
+        # their traceback.
+        if debug() or not exc.filename:
+            raise
+        print(f"embodied {command}: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         if debug():
@@ -159,12 +171,127 @@ def composition_error(exc: BaseException, overrides: list[str]) -> ConfigError |
     return None
 
 
+# The structured schemas of each composed config (its YAML names them in its defaults list: train_schema,
+# trainer/ppo_schema, ...), as the import path of the function that stores them in Hydra's ConfigStore:
+# they are defined by the layers they configure, above this one, which therefore is not imported here.
+SCHEMAS = {"train": "embodied.train.config:register_configs", "eval": "embodied.eval.runner:register_configs"}
+_registered: set[str] = set()
+
+
+def register_schemas(config_name: str | None = None) -> None:
+    """Store the structured schemas of configs/<config_name>.yaml (all composed configs when None) with
+    Hydra; every entry point that composes (compose(), run_hydra_app) calls it first. Idempotent."""
+    import importlib
+
+    for name in [config_name] if config_name is not None else list(SCHEMAS):
+        if name in SCHEMAS and name not in _registered:
+            module, _, function = SCHEMAS[name].partition(":")
+            getattr(importlib.import_module(module), function)()
+            _registered.add(name)
+
+
+def compose(config_name: str, overrides: list[str]):
+    """Compose configs/<config_name>.yaml with key=value overrides; any composition error, and a value of
+    the wrong type for its key, becomes one ConfigError line naming the key and what is allowed."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_schemas(config_name)
+    bad = [o for o in overrides if not o.partition("=")[0].lstrip("+~") or ("=" not in o and not o.startswith("~"))]
+    if bad:
+        raise ConfigError(f"{bad[0]}: overrides are key=value")
+
+    def run(chosen: list[str]):
+        GlobalHydra.instance().clear()
+        try:
+            with initialize_config_dir(str(config_dir()), version_base="1.3"):
+                return hydra_compose(config_name=config_name, overrides=chosen)
+        except Exception as e:
+            error = composition_error(e, chosen)
+            if error is None:  # not a composition error: a bug
+                raise
+            raise error from e
+
+    cfg = run(overrides)
+    _check_value_types(cfg, overrides, run)
+    return cfg
+
+
+def _check_value_types(cfg, overrides: list[str], run) -> None:
+    """Hydra checks types only under a structured schema; the task, memory and agent groups (and play's
+    and record's keys) have none, so `task.height=64.5` would reach the task. Each such key=value must
+    have the type of its TaskConfig field, else of its default (composed without the value overrides)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    selects = [o.input_line for o in parsed if o.is_hydra_override() or (config_dir() / o.key_or_group).is_dir()]
+    values = [o for o in parsed if o.input_line not in selects and not o.is_delete() and not o.is_sweep_override()]
+    checked = []
+    for o in values:
+        key, value = o.key_or_group, o.value()
+        parent = OmegaConf.select(cfg, key.rpartition(".")[0]) if "." in key else cfg
+        structured = parent is not None and OmegaConf.get_type(parent) not in (dict, None)
+        if structured or isinstance(value, (list, dict)) or (isinstance(value, str) and "${" in value):
+            continue  # OmegaConf checked it; containers and interpolations are not checked here
+        checked.append((o, key, value))
+    if not checked:
+        return
+    base = None
+    task_fields = schema_fields("tasks/config.py", "TaskConfig")
+    for o, key, value in checked:
+        annotation = task_fields.get(key[5:], ("", ""))[0] if key.startswith("task.") else ""
+        optional = "None" in annotation
+        kind = next((t for t in (bool, int, float) if annotation.replace(" | None", "") == t.__name__), None)
+        if kind is None:
+            base = run(selects) if base is None else base
+            try:
+                default = OmegaConf.select(base, key)
+            except Exception:  # an interpolation that resolves only with the overrides
+                continue
+            kind = next((t for t in (bool, int, float) if type(default) is t), None)
+            if kind is None or value is None:
+                continue
+        if value is None and optional:
+            continue
+        ok = {bool: isinstance(value, bool), int: isinstance(value, int) and not isinstance(value, bool),
+              float: isinstance(value, (int, float)) and not isinstance(value, bool)}[kind]
+        if not ok:
+            allowed = {bool: "true, false", int: "an integer", float: "a number"}[kind]
+            raw = o.input_line.partition("=")[2]
+            raise ConfigError(f"{key}: {raw!r}; allowed: {allowed}{' or null' if optional else ''}")
+
+
+def schema_fields(path: str, cls_name: str) -> dict[str, tuple[str, str]]:
+    """{field: (annotation, first sentence of its docstring)} of a dataclass in embodied/<path>, read from
+    the source without importing it (help and type checks stay fast: schemas import torch)."""
+    import ast
+
+    source = (Path(__file__).parent / path).read_text()
+    cls = next((n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ClassDef) and n.name == cls_name), None)
+    out: dict[str, tuple[str, str]] = {}
+    body = cls.body if cls else []
+    for node, after in zip(body, body[1:] + [None]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            doc = ""
+            text = after.value.value if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) else None
+            if isinstance(text, str):
+                doc = re.split(r"(?<!e\.g)(?<!i\.e)\.\s", " ".join(text.split()), maxsplit=1)[0]
+                doc = doc.rstrip(".")
+            out[node.target.id] = (ast.unparse(node.annotation), doc)
+    return out
+
+
+
 def run_hydra_app(command: str, config_name: str, task_function) -> None:
     """Run a Hydra app over configs/<config_name>.yaml (reads sys.argv) with one-line errors: Hydra's own
     handler would print composition errors as blocks and exit 1, so HYDRA_FULL_ERROR makes it re-raise
     and composition_error turns them into a ConfigError; bad input inside a job ends it with one line
     (it must not escape the job: Hydra adds an "Error executing job" line)."""
     import hydra
+
+    register_schemas(config_name)
 
     def job(cfg):
         with one_line_errors(command):

@@ -94,7 +94,7 @@ def test_scene_errors_in_env_workers_come_back_as_the_same_one_line_error():
 
 
 def test_train_checks_the_scene_before_starting_env_workers(tmp_path):
-    from embodied.cli import compose
+    from embodied.config import compose
     from embodied.train.run import train
 
     d = apartment()
@@ -213,7 +213,7 @@ def test_truncated_or_foreign_recordings_fail_in_video_and_view_web(tmp_path, re
 # --- checkpoints -------------------------------------------------------------------------------------
 
 def test_a_checkpoint_of_random_bytes_is_named_without_weights_only_advice(tmp_path):
-    from embodied.train.checkpoint import CheckpointError, load_checkpoint
+    from embodied.loading import CheckpointError, load_checkpoint
 
     path = tmp_path / "random.pt"
     path.write_bytes(np.random.default_rng(0).bytes(4096))
@@ -295,7 +295,7 @@ def test_step_outside_an_episode_raises_one_line(cfg):
 @pytest.mark.parametrize("task", [["task.name=toy/corridor"], ["task=nav/pointnav", "task.width=16", "task.height=16"]],
                          ids=["toy", "nav"])
 def test_bad_memory_options_fail_before_env_workers_start(tmp_path, task):
-    from embodied.cli import compose
+    from embodied.config import compose
     from embodied.train.run import train
 
     def no_workers(*args):

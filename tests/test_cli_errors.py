@@ -53,7 +53,7 @@ def test_train_composition_errors_name_the_key_and_what_is_allowed(capsys):
 
 
 def test_values_of_the_right_type_still_compose():
-    from embodied.cli import compose
+    from embodied.config import compose
 
     cfg = compose("play", ["task.hfov=90", "task.height=32", "quiet=true", "task.n_rooms=3",
                            "task.success_distance=0.5"])
@@ -130,3 +130,37 @@ def test_help_on_every_command(capsys, command):
         groups = [line.split()[0] for line in out.split("config groups")[1].split("keys (")[0].splitlines()[1:] if line]
         assert groups == ["task", "memory", "trainer", "agent", "logger", "launcher", "experiment"]
         assert "\n  total_steps=1000000" in out
+
+
+def test_demos_never_replace_an_existing_file(capsys, tmp_path, monkeypatch):
+    # Refused before any env is built: the earlier file keeps its bytes.
+    out = tmp_path / "demos.h5"
+    out.write_bytes(b"earlier demos")
+    line = fails(capsys, "demos", "task=memorybench/put_block_back", "n=1", f"out={out}")
+    assert f"{out} exists" in line and "overwrite=true" in line
+    assert out.read_bytes() == b"earlier demos"
+
+
+@pytest.mark.parametrize("command,argv,expected", [
+    ("play", ["out=/dev/null/x", "video=false"], "/dev/null/x: Not a directory"),
+    ("scenes", ["generate", "--n", "1", "--out", "/proc/embodied-test"], "/proc/embodied-test"),
+    ("play", ["fps=0"], "fps: 0; allowed: >= 1"),
+    ("bench", ["memory", "--device", "tpu"], "invalid choice: 'tpu'"),
+])
+def test_unusable_paths_and_values_are_one_line(capsys, tmp_path, monkeypatch, command, argv, expected):
+    # An OSError naming a path the user gave (a file where a folder must go) is bad input, not a bug.
+    monkeypatch.chdir(tmp_path)
+    assert expected in fails(capsys, command, *argv)
+
+
+@pytest.mark.parametrize("argv,name", [
+    (["task=nav/pointnav", "trainer=bc", "num_workers=0"], "demos.npz"),
+    (["task=memorybench/put_block_back", "agent=keyframe", "memory=membank"], "demos.h5"),
+])
+def test_a_bad_demo_file_stops_train_before_it_starts(capsys, tmp_path, argv, name):
+    # One line before the start lines and the env workers; the run directory is never created.
+    demos = tmp_path / name
+    demos.write_bytes(b"\x89garbage" * 64)
+    line = fails(capsys, "train", *argv, f"trainer.demos={demos}", f"run_dir={tmp_path / 'run'}")
+    assert str(demos) in line
+    assert not (tmp_path / "run").exists()

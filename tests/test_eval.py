@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import embodied.eval  # noqa: F401
-from embodied.cli import compose
+from embodied.config import compose
 from embodied.config import ConfigError
 from embodied.eval import evaluate
 from embodied.eval.stats import bootstrap_interval, summarize, wilson_interval

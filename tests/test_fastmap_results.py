@@ -141,9 +141,9 @@ def test_gpu_experiment_config_composes_and_builds_its_agent():
     """configs/experiment/fastmap_gpu.yaml (not run here: no GPU): it composes against the schema,
     selects the full-size rendered level, and its memory and agent options build and act."""
     import embodied.train  # registers the structured schemas
-    from embodied.cli import compose
+    from embodied.config import compose
     from embodied.tasks import make_env
-    from embodied.train.run import build_agent_from_config
+    from embodied.loading import build_agent_from_config
 
     cfg = compose("train", ["+experiment=fastmap_gpu"])
     assert (cfg.device, cfg.trainer.name, cfg.memory.name) == ("cuda", "bc", "dcem")
@@ -162,8 +162,8 @@ def test_cpu_experiment_config_trains_with_its_match_query_and_name_embeddings_f
     the match query, kept at its initialisation (the identity on the read's recalled part) with the
     name embeddings, while the rest trains; a baseline memory composes with its own freeze list."""
     import embodied.train  # registers the structured schemas
-    from embodied.cli import compose
-    from embodied.train.checkpoint import load_checkpoint
+    from embodied.config import compose
+    from embodied.loading import load_checkpoint
     from embodied.train.run import train
 
     toy = ["trainer.record_episodes=16", "trainer.dagger_rounds=1", "trainer.dagger_steps=300",

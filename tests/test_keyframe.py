@@ -132,7 +132,7 @@ def test_bad_options():
 
 def _compose(tmp_path, *extra):
     import embodied.train  # noqa: F401  (registers the schemas)
-    from embodied.cli import compose
+    from embodied.config import compose
 
     return compose("train", ["task=nav/pointnav", "task.name=memorybench/reopen_drawer", "agent=keyframe",
                              "agent.grid_size=16", "agent.channels=[8,16]", "memory=membank", "memory.mem_dim=8",
@@ -141,7 +141,7 @@ def _compose(tmp_path, *extra):
 
 
 def test_train_keyframe_checkpoints_and_resumes_exactly(tmp_path):
-    from embodied.train.checkpoint import load_checkpoint
+    from embodied.loading import load_checkpoint
     from embodied.train.keyframe import train_keyframe
 
     demos = synthetic_demos(6)
@@ -210,8 +210,7 @@ def test_cli_train_end_to_end_on_memorybench(tmp_path):
 
 
 def test_training_rollouts_use_validation_seeds_never_train_or_test():
-    from embodied.tasks.memorybench import memorybench_spec
-    from embodied.train.keyframe import validation_seeds
+    from embodied.tasks.memorybench import memorybench_spec, validation_seeds
 
     for short, spec in memorybench_spec()["tasks"].items():
         seeds = validation_seeds(spec, 8)

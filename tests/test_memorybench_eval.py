@@ -30,7 +30,7 @@ def test_untrained_policy_fails_and_the_table_shows_published_rows():
 
 def test_suite_with_missing_checkpoint_fails_in_one_line(tmp_path):
     import embodied.eval  # noqa: F401  (registers the schema)
-    from embodied.cli import compose
+    from embodied.config import compose
     from embodied.config import ConfigError
     from embodied.eval.runner import evaluate
 

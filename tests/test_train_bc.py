@@ -7,11 +7,11 @@ import torch
 from omegaconf import OmegaConf
 
 import embodied.train  # noqa: F401
-from embodied.cli import compose
+from embodied.config import compose
 from embodied.train.bc import collect_labelled, load_demos, pad_batch, write_demo_shard
-from embodied.train.checkpoint import load_checkpoint
+from embodied.loading import load_checkpoint
 from embodied.train.run import train
-from embodied.train.toy import CorridorVectorEnv
+from embodied.envs.toy import CorridorVectorEnv
 
 TOY = ["task.name=toy/corridor", "task.max_steps=24", "memory.hidden=32", "agent.hidden=32", "num_envs=4",
        "num_workers=0", "device=cpu", "quiet=true", "trainer=bc", "trainer.lr=3e-3"]

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from embodied.train.checkpoint import (CheckpointError, CheckpointManager, NonFiniteError, atomic_save,
-                                       capture_rng, load_checkpoint, load_model_state, restore_rng)
+from embodied.loading import CheckpointError, load_checkpoint, load_model_state
+from embodied.train.checkpoint import CheckpointManager, NonFiniteError, atomic_save, capture_rng, restore_rng
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from embodied.train.checkpoint import load_checkpoint
+from embodied.loading import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TOY = ["task.name=toy/corridor", "task.max_steps=24", "memory.hidden=16", "agent.hidden=16",
@@ -20,11 +20,12 @@ TOY = ["task.name=toy/corridor", "task.max_steps=24", "memory.hidden=16", "agent
 WORKER = textwrap.dedent("""
     import json, sys, torch, torch.distributed as dist
     import embodied.train
-    from embodied.cli import compose
+    from embodied.config import compose
     from embodied.train import distributed as du
     from embodied.train.config import trainer_config
     from embodied.train.ppo import PPO
-    from embodied.train.run import build_agent_from_config, derived_seed, make_envs, seed_everything
+    from embodied.loading import build_agent_from_config, make_envs
+    from embodied.train.run import derived_seed, seed_everything
     from omegaconf import OmegaConf
     out, overrides = sys.argv[1], sys.argv[2:]
     cfg = compose("train", overrides)

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from embodied.cli import compose
-from embodied.train.checkpoint import load_checkpoint
+from embodied.config import compose
+from embodied.loading import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,8 @@ import re
 import pytest
 
 import embodied.train  # noqa: F401
-from embodied.cli import compose
-from embodied.train.checkpoint import load_checkpoint
+from embodied.config import compose
+from embodied.loading import load_checkpoint
 from embodied.train.logger import truncate_jsonl
 from embodied.train.run import train
 

@@ -11,9 +11,10 @@ import torch
 from omegaconf import OmegaConf
 
 import embodied.train  # noqa: F401  (registers the config schemas)
-from embodied.cli import compose
+from embodied.config import compose
 from embodied.config import ConfigError
-from embodied.train.checkpoint import NonFiniteError, load_checkpoint
+from embodied.loading import load_checkpoint
+from embodied.train.checkpoint import NonFiniteError
 from embodied.train.run import train
 
 TOY = ["task.name=toy/corridor", "task.max_steps=24", "memory.hidden=32", "agent.hidden=32",
@@ -116,7 +117,7 @@ def test_intrinsic_reward_needs_a_memory_that_defines_it(tmp_path):
 def test_dcem_intrinsic_reward_is_credited_to_the_step_before_new_text():
     from embodied.envs import make_vector_env
     from embodied.train.ppo import PPO, PPOConfig
-    from embodied.train.run import build_agent_from_config
+    from embodied.loading import build_agent_from_config
 
     torch.manual_seed(0)
     task = {"name": "fastmap/architecture_comparison/fast_map_three_objs", "scenes": "symbolic", "sensors": ["rgb"]}
@@ -185,7 +186,7 @@ def test_rollout_forward_threads(workers, setting, expected):
     the update and everything after collect keep torch's setting."""
     from embodied.envs import make_vector_env
     from embodied.train.ppo import PPO, PPOConfig
-    from embodied.train.run import build_agent_from_config
+    from embodied.loading import build_agent_from_config
 
     task = {"name": "fastmap/architecture_comparison/fast_map_three_objs", "scenes": "symbolic", "sensors": ["rgb"]}
     envs = make_vector_env(task, num_envs=2, seed=3, num_workers=workers)

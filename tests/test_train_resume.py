@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from embodied.train.checkpoint import load_checkpoint
+from embodied.loading import load_checkpoint
 from embodied.train.run import EXIT_PREEMPTED
 
 REPO = Path(__file__).resolve().parents[1]

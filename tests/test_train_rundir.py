@@ -17,11 +17,11 @@ import pytest
 import torch
 
 import embodied.train  # noqa: F401  (registers the config schemas)
-from embodied.cli import compose
+from embodied.config import compose
 from embodied.config import ConfigError
 from embodied.train import run as run_module
-from embodied.train.checkpoint import (CheckpointError, CheckpointManager, RunDirError, RunDirLock,
-                                       load_checkpoint)
+from embodied.loading import CheckpointError, load_checkpoint
+from embodied.train.checkpoint import CheckpointManager, RunDirError, RunDirLock
 from embodied.train.logger import JsonlLogger
 from embodied.train.run import EXIT_PREEMPTED, train
 

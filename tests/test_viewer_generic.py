@@ -213,7 +213,7 @@ def test_cli_record_and_video_of_a_ballet_task(tmp_path):
 
 
 def test_eval_record_true_records_the_evaluated_episodes(tmp_path):
-    from embodied.cli import compose
+    from embodied.config import compose
     from embodied.eval.runner import evaluate
     from embodied.viewer.record import record_eval
 

@@ -122,7 +122,7 @@ def test_busy_ports_fail_in_one_line_or_move_when_defaulted(listening, monkeypat
 
 
 def _play_cfg(out, *extra):
-    from embodied.cli import compose
+    from embodied.config import compose
 
     return compose("play", ["task=nav/pointnav", "task.width=32", "task.height=32", "task.max_steps=8",
                             "video=false", "quiet=true", f"out={out}", *extra])
@@ -159,7 +159,7 @@ def test_record_refuses_to_overwrite_an_earlier_recording(tmp_path):
 
 
 def test_record_overwrite_true_replaces_the_recording(tmp_path):
-    from embodied.cli import compose
+    from embodied.config import compose
     from embodied.viewer.record import record
 
     (tmp_path / "episode_000.rrd").write_bytes(b"earlier")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -363,3 +364,23 @@ def build_keyframe_agent(agent_options: Mapping, workspace_bounds, memory: Mappi
     memory = dict(memory)
     name = memory.pop("name", "none")
     return KeyframeAgent(KeyframeAgentConfig(**options), workspace_bounds, name, memory, task)
+
+
+@torch.no_grad()
+def rollout(env, agent, seed: int, max_keyframes: int = 25) -> dict[str, Any]:
+    """One deterministic episode of a keyframe policy (`agent`: KeyframeAgent, or anything with its
+    initial_state/act) in a MemoryBench env from `reset(seed)`, at most `max_keyframes` actions, fresh
+    memory; returns its outcome. Training's monitoring rollouts and `embodied eval` both run it."""
+    agent.eval()
+    obs, info = env.reset(seed=seed)
+    state = agent.initial_state(1, next(agent.parameters()).device)
+    success, steps, info = False, 0, dict(info)
+    for k in range(max_keyframes):
+        action, state, _ = agent.act(obs, state, first=(k == 0))
+        obs, reward, terminated, truncated, info = env.step(action)
+        steps += 1
+        success = success or bool(info.get("success", reward > 0))
+        if terminated or truncated:
+            break
+    return {"seed": int(seed), "success": float(success), "keyframes": steps,
+            "variation": int(info.get("variation", -1)), "ik_failure": float(bool(info.get("ik_failure", False)))}

@@ -1,10 +1,26 @@
-"""Vectorised envs over the registered tasks."""
+"""Vectorised envs over the registered tasks, and tasks registered as a whole vectorised env."""
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 from embodied.envs.vector import EnvError, EnvGroup, VectorEnv, available_cpus
 from embodied.tasks import TaskConfig, make_env
+
+
+# Tasks that come as one vectorised env (the VectorEnv API, no gymnasium env per copy), by task name:
+# factory(task_cfg, num_envs, seed, num_workers) -> env. Selected from config like registered tasks.
+VECTOR_ENVS: dict[str, Callable] = {}
+
+
+def register_vector_env(name: str) -> Callable[[Callable], Callable]:
+    def deco(factory: Callable) -> Callable:
+        if name in VECTOR_ENVS:
+            raise ValueError(f"vector env {name!r} registered twice")
+        VECTOR_ENVS[name] = factory
+        return factory
+
+    return deco
 
 
 def make_vector_env(task_cfg, num_envs: int, seed: int = 0, num_workers: int | None = None,
@@ -13,6 +29,9 @@ def make_vector_env(task_cfg, num_envs: int, seed: int = 0, num_workers: int | N
     pin_workers: see VectorEnv."""
     if num_envs < 1:
         raise ValueError(f"num_envs={num_envs}; allowed: >= 1")
+    name = task_cfg.get("name") if hasattr(task_cfg, "get") else getattr(task_cfg, "name", None)
+    if name in VECTOR_ENVS:
+        return VECTOR_ENVS[name](task_cfg, num_envs, seed, num_workers)
     cfg = TaskConfig.from_any(task_cfg)
     fns = [functools.partial(make_env, cfg) for _ in range(num_envs)]
     env = VectorEnv(fns, num_workers=num_workers, start_method=start_method, pin_workers=pin_workers)
@@ -20,4 +39,7 @@ def make_vector_env(task_cfg, num_envs: int, seed: int = 0, num_workers: int | N
     return env
 
 
-__all__ = ["EnvError", "EnvGroup", "VectorEnv", "available_cpus", "make_vector_env"]
+from embodied.envs import toy as _toy  # noqa: E402,F401  (registers toy/corridor)
+
+__all__ = ["EnvError", "EnvGroup", "VECTOR_ENVS", "VectorEnv", "available_cpus", "make_vector_env",
+           "register_vector_env"]

@@ -1,13 +1,11 @@
 """Evaluation: `embodied eval task=... ckpt=PATH episodes=100` or `suite=NAME` (a Hydra app over
-configs/eval.yaml); results table with 95% CIs (embodied.eval.stats) written as JSON."""
+configs/eval.yaml, whose schema embodied.config.register_schemas stores before composing); results
+table with 95% CIs (embodied.eval.stats) written as JSON. Agents, envs, checkpoints and the device come
+from embodied.loading: evaluation never imports a trainer."""
 from __future__ import annotations
-
-from hydra.core.config_store import ConfigStore
 
 from embodied.eval.runner import EvalConfig, evaluate, format_table
 from embodied.eval.stats import bootstrap_interval, summarize, wilson_interval
-
-ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
 
 
 def main(after=None) -> None:

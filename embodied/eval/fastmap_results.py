@@ -276,7 +276,7 @@ def _load(agent: torch.nn.Module, ckpt: str) -> None:
     training-only head and is left out."""
     weights = torch.load(ckpt, map_location="cpu", weights_only=True)
     if "model" in weights and "format" in weights:  # an `embodied train` checkpoint
-        from embodied.train.checkpoint import check_checkpoint
+        from embodied.loading import check_checkpoint
 
         weights = check_checkpoint(weights, ckpt)["model"]
     agent.load_state_dict({k: v for k, v in weights.items() if not k.startswith("aux_heads.fastmap_target_look.")})

@@ -34,7 +34,7 @@ def _task_dict(name: str, trained: dict | None) -> dict:
 
 
 def _checkpoint_for(ckpt_arg: str, task_name: str) -> Path | None:
-    from embodied.train.keyframe import task_short_name
+    from embodied.tasks.memorybench import task_short_name
 
     if "TASK" in ckpt_arg:
         return Path(ckpt_arg.replace("TASK", task_short_name(task_name)))
@@ -44,14 +44,14 @@ def _checkpoint_for(ckpt_arg: str, task_name: str) -> Path | None:
 def load_keyframe_policy(path: Path, device: torch.device):
     """(agent, training config) of a keyframe checkpoint."""
     from embodied.agents.keyframe import build_keyframe_agent
-    from embodied.train.checkpoint import load_checkpoint, load_model_state
-    from embodied.train.keyframe import workspace_bounds
+    from embodied.loading import load_checkpoint, load_model_state
+    from embodied.tasks.memorybench import WORKSPACE
 
     ckpt = load_checkpoint(path, map_location=device)
     config = ckpt["config"]
     check(str(config.get("trainer", {}).get("name")) == "keyframe", "ckpt",
           f"{path} was not trained with agent=keyframe; allowed: a keyframe checkpoint")
-    agent = build_keyframe_agent(config["agent"], workspace_bounds(), config["memory"], config["task"]["name"]).to(device)
+    agent = build_keyframe_agent(config["agent"], WORKSPACE, config["memory"], config["task"]["name"]).to(device)
     load_model_state(agent, ckpt["model"], path)
     agent.eval()
     return agent, config
@@ -79,8 +79,8 @@ class _Oracle:
 def run_task(task: dict, policy, seeds: list[int], runs: int, quiet: bool, env=None) -> dict[str, Any]:
     """Success per run over `seeds` (each run = every seed once). `policy`: a keyframe agent or
     'oracle'."""
+    from embodied.agents.keyframe import rollout
     from embodied.tasks.memorybench import make_env
-    from embodied.train.keyframe import rollout
 
     env = env if env is not None else make_env(task)
     agent = _Oracle(env) if policy == "oracle" else policy
@@ -113,7 +113,7 @@ def run_task(task: dict, policy, seeds: list[int], runs: int, quiet: bool, env=N
 def format_memorybench_table(results: list[dict], spec: dict) -> str:
     """Our rows beside the published ones (percent, in the order of tasks/memorybench.yaml), then
     the sources."""
-    from embodied.train.keyframe import task_short_name
+    from embodied.tasks.memorybench import task_short_name
 
     refs = {r["task"]: (spec.get(task_short_name(r["task"])) or spec.get(r["task"]) or {}).get("reference") or {}
             for r in results}
@@ -147,9 +147,8 @@ def evaluate_memorybench(cfg, policy_kind: str, task_names: list[str]) -> dict[s
     """The MemoryBench table for `task_names` (see module docstring); writes the JSON report."""
     from omegaconf import OmegaConf
 
-    from embodied.tasks.memorybench import memorybench_spec
-    from embodied.train.distributed import resolve_device
-    from embodied.train.keyframe import task_spec
+    from embodied.loading import resolve_device
+    from embodied.tasks.memorybench import memorybench_spec, task_spec
 
     check(cfg.runs >= 1, "runs", f"{cfg.runs}; allowed: >= 1")
     device = resolve_device(cfg.device)

@@ -71,6 +71,13 @@ class EvalConfig:
     the shape of a weight fails to load with the checkpoint's error."""
 
 
+def register_configs() -> None:
+    """Store the schema of configs/eval.yaml with Hydra (embodied.config.register_schemas calls it)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
+
+
 def _policy(cfg: DictConfig) -> str:
     kind = cfg.agent.get("kind") if isinstance(cfg.agent, DictConfig) else None
     if kind is None:
@@ -113,8 +120,7 @@ class _PolicyRunner:
         self.n_actions = int(envs.single_action_space.n)
         self.agent = None
         if kind == "checkpoint":
-            from embodied.train.checkpoint import load_model_state
-            from embodied.train.run import build_agent_from_config
+            from embodied.loading import build_agent_from_config, load_model_state
 
             self.agent = build_agent_from_config(ckpt["config"], envs.single_observation_space,
                                                  envs.single_action_space, device)
@@ -159,7 +165,7 @@ def eval_task_config(task: dict, cfg: DictConfig, trained_config: dict | None = 
 
 def evaluate_task(task: dict, policy: str, ckpt: dict | None, cfg: DictConfig, device: torch.device,
                   env_factory=None) -> dict[str, Any]:
-    from embodied.train.run import make_envs
+    from embodied.loading import make_envs
 
     task = eval_task_config(task, cfg, ckpt["config"] if ckpt is not None else None)
     num_envs = min(cfg.num_envs, cfg.episodes)
@@ -256,8 +262,7 @@ def with_memory_options(config: dict | DictConfig, options: dict | DictConfig) -
 
 def evaluate(cfg: DictConfig, env_factory=None) -> dict[str, Any]:
     """Evaluate per the eval config; prints the table, writes the JSON; returns the report."""
-    from embodied.train.checkpoint import load_checkpoint
-    from embodied.train.distributed import resolve_device
+    from embodied.loading import load_checkpoint, resolve_device
 
     policy = validate_eval_config(cfg)
     memorybench = cfg.suite == "memorybench" or (not cfg.suite and str(cfg.task.get("name", "")).startswith("memorybench/"))

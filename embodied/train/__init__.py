@@ -1,7 +1,9 @@
 """Training: memory-aware PPO, behaviour cloning/DAgger, checkpoints, torchrun, SLURM, loggers.
 
 `embodied train key=value ...` / `python -m embodied.train ...` / `torchrun -m embodied.train ...`
-all enter through `main()`, a Hydra app over configs/train.yaml.
+all enter through `main()`, a Hydra app over configs/train.yaml (its schemas are stored with Hydra by
+embodied.config.register_schemas, which run_hydra_app calls). Trainers are chosen by `trainer.name`
+from the registry of embodied.train.config (`register_trainer`).
 
 Exit codes: 0 finished (also: run_dir already finished), 2 bad input or run_dir unusable (held by
 another process, disk full; one line), 3 preempted (resume state saved; the same command resumes;
@@ -12,9 +14,9 @@ from __future__ import annotations
 import sys
 
 from embodied.config import InputError
-from embodied.train.config import TrainConfig, register_configs
-
-register_configs()
+from embodied.train.config import TRAINERS, TrainConfig, register_trainer
+from embodied.train import run as _run  # noqa: F401,E402  (registers the ppo and bc trainers)
+from embodied.train import keyframe as _keyframe  # noqa: F401,E402  (registers the keyframe trainer)
 
 
 def _task_function(cfg) -> dict:
@@ -53,4 +55,4 @@ def main() -> None:
     run_hydra_app("train", "train", _task_function)
 
 
-__all__ = ["TrainConfig", "main"]
+__all__ = ["TRAINERS", "TrainConfig", "main", "register_trainer"]

@@ -129,17 +129,24 @@ def write_demo_shard(path: str | Path, episodes: list[Episode]) -> Path:
     return path
 
 
-def load_demos(path: str | Path) -> list[Episode]:
-    """Episodes from a .npz shard or every *.npz in a directory (sorted); InputError naming the
-    shard on a missing, foreign, truncated or inconsistent file."""
+def demo_shards(path: str | Path) -> list[Path]:
+    """The .npz shard at `path`, or every *.npz in a directory (sorted), each checked to be a zip
+    archive: cheap, so a bad `trainer.demos` fails before any env worker starts."""
     path = Path(path)
     shards = sorted(path.glob("*.npz")) if path.is_dir() else [path]
     if not shards or not all(s.is_file() for s in shards):
         raise InputError(f"{path}: no .npz demo shards found")
-    episodes: list[Episode] = []
     for shard in shards:
         if not zipfile.is_zipfile(shard):  # np.load would try it as a pickle or a bare .npy
             raise InputError(f"{shard}: not a .npz archive (truncated, or not a demo shard)")
+    return shards
+
+
+def load_demos(path: str | Path) -> list[Episode]:
+    """Episodes from a .npz shard or every *.npz in a directory (sorted); InputError naming the
+    shard on a missing, foreign, truncated or inconsistent file."""
+    episodes: list[Episode] = []
+    for shard in demo_shards(path):
         try:
             episodes += _read_shard(shard)
         except InputError:

@@ -24,9 +24,9 @@ def bench_train(device: str = "cpu", num_envs: int = 8, num_workers: int = 2, ro
                 updates: int = 4, memory: str = "gru", task: str = "nav/pointnav",
                 extra: list[str] | None = None) -> dict[str, Any]:
     """Train for `updates` PPO updates and return throughput figures (JSON-serialisable)."""
-    import embodied.train  # noqa: F401  (config schemas)
-    from embodied.cli import compose
-    from embodied.train.run import make_envs, train
+    from embodied.config import compose
+    from embodied.loading import make_envs
+    from embodied.train.run import train
 
     def prebuilt_envs(*args):
         # Steady state, as in a long run (and as `embodied bench sim`): the split's scenes (and, with

@@ -1,4 +1,6 @@
-"""Checkpoints: atomic writes, keep-last-N and best, safe loading, RNG capture.
+"""Checkpoints: atomic writes, keep-last-N and best, RNG capture. Reading one back (the format check,
+`weights_only` loading, CheckpointError) is embodied.loading's, a layer below train that eval and the
+viewer share.
 
 A checkpoint is one `torch.save`d dict of tensors and primitive containers only, so it loads with
 `torch.load(weights_only=True)`. Layout of a run directory's checkpoints:
@@ -23,12 +25,10 @@ import errno
 import fcntl
 import math
 import os
-import pickle
 import random
 import re
 import shutil
 import socket
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +36,12 @@ import numpy as np
 import torch
 
 from embodied.config import InputError
+from embodied.loading import FORMAT, VERSION, CheckpointError, load_checkpoint
 
-FORMAT = "embodied-checkpoint"
-VERSION = 1
-REQUIRED_KEYS = ("format", "version", "model", "counters", "config")
 _CKPT_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 _TMP_NAME = re.compile(r"^\..+\.tmp-(\d+)$")  # _tmp_path's names
 LOCK_NAME = ".lock"
 DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-
-
-class CheckpointError(InputError, RuntimeError):
-    """A checkpoint cannot be written or used; the message names the file and what is wrong."""
 
 
 class NonFiniteError(RuntimeError):
@@ -242,67 +236,6 @@ def first_non_finite(state_dict: dict[str, Any]) -> str | None:
         if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
             return name
     return None
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and sanity-check a checkpoint; CheckpointError names the file and the problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated zip, garbage bytes, disallowed pickled globals ...
-        raise CheckpointError(f"{path}: not a checkpoint file (unreadable: {_unreadable_reason(exc)})") from exc
-    return check_checkpoint(obj, path)
-
-
-def _unreadable_reason(exc: Exception) -> str:
-    """torch.load's error in a few words, without its advice to load with weights_only=False."""
-    text = " ".join(str(exc).split())
-    if "WeightsUnpickler error:" in text:
-        detail = text.split("WeightsUnpickler error:", 1)[1]
-        found = re.search(r"GLOBAL (\S+) was not an allowed global", detail)
-        if found:
-            return f"it pickles {found.group(1)}, and only tensors and plain data are loaded"
-        return f"not a tensor pickle ({detail.split(' Check the documentation')[0].strip()[:120]})"
-    if "PytorchStreamReader" in text:  # the zip container: truncated or corrupt
-        return text.split("PytorchStreamReader ", 1)[1].split(". This is an internal")[0][:160] + ", truncated?"
-    if isinstance(exc, EOFError):
-        return "empty or truncated"
-    if isinstance(exc, (KeyError, pickle.UnpicklingError)):
-        return "neither a torch zip archive nor a pickle"
-    return f"{type(exc).__name__}: {text[:160]}"
-
-
-def check_checkpoint(obj: Any, path: str | Path) -> dict[str, Any]:
-    """`obj` (a loaded file) if it is a checkpoint this code reads, else CheckpointError naming `path`."""
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an embodied checkpoint (missing format={FORMAT!r})")
-    if obj.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {obj.get('version')!r}, this code reads version {VERSION}")
-    missing = [k for k in REQUIRED_KEYS if k not in obj]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint lacks keys {missing}")
-    return obj
-
-
-def load_model_state(module: torch.nn.Module, state: dict[str, Any], path: str | Path) -> None:
-    """load_state_dict with a one-line CheckpointError on missing/unexpected keys or shape mismatch."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: model does not match the checkpoint (missing {missing[:5]}, unexpected {unexpected[:5]}); "
-            "was it trained with another memory/agent/task config?")
-    for name, tensor in state.items():
-        if torch.is_tensor(tensor) and tuple(tensor.shape) != tuple(own[name].shape):
-            raise CheckpointError(
-                f"{path}: parameter {name} has shape {tuple(tensor.shape)} in the checkpoint, "
-                f"{tuple(own[name].shape)} in the model")
-    module.load_state_dict(state)
 
 
 # --- RNG state as tensors/primitives (weights_only-safe) -------------------------------------------

@@ -1,27 +1,56 @@
 """Structured config schemas of `embodied train` (configs/train.yaml and its groups).
 
-Registered with Hydra's ConfigStore (`train_schema`, `trainer/ppo_schema`, `trainer/bc_schema`,
-`logger/logger_schema`) so an unknown key fails at composition; value checks run at start through
+Registered with Hydra's ConfigStore by `register_configs` (`train_schema`, `trainer/<name>_schema` of
+every registered trainer, `logger/logger_schema`), which `embodied.config.register_schemas("train")`
+calls before composing, so an unknown key fails at composition; value checks run at start through
 `validate_train_config` and fail with one ConfigError line naming the key and the allowed values.
+
+Trainers are registered by name (`register_trainer`, as tasks and memories are) with their schema and
+the function that runs them; `trainer.name` selects one. Importing embodied.train registers the
+built-in ones: ppo and bc (embodied.train.run), keyframe (embodied.train.keyframe).
 The `task`, `memory` and `agent` groups are validated by their own layers (TaskConfig,
 build_memory, AgentConfig).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Callable
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from embodied.config import ConfigError, check
-from embodied.train.bc import BCConfig
-from embodied.train.keyframe import KeyframeTrainerConfig
 from embodied.train.logger import LoggerConfig
-from embodied.train.ppo import PPOConfig
 
 DEVICES = ("cpu", "cuda", "auto")
-TRAINERS = {"ppo": PPOConfig, "bc": BCConfig, "keyframe": KeyframeTrainerConfig}
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """A registered trainer: `run(cfg, env_factory)` trains from a validated train config and returns
+    {"status": finished|preempted, ...}; `finished(cfg, ckpt)` is one line when the checkpoint of
+    run_dir already did what `cfg` asks (else None); `distributed`: it runs under torchrun."""
+
+    name: str
+    config: type
+    """Schema of configs/trainer/<name>.yaml (a dataclass with `validate(num_envs)`)."""
+    run: Callable
+    finished: Callable
+    distributed: bool = False
+
+
+TRAINERS: dict[str, Trainer] = {}
+
+
+def register_trainer(name: str, config: type, finished: Callable, distributed: bool = False) -> Callable:
+    """Decorator registering `run(cfg, env_factory)` as the trainer `name` (trainer.name=<name>)."""
+    def deco(run: Callable) -> Callable:
+        if name in TRAINERS:
+            raise ValueError(f"trainer {name!r} registered twice")
+        TRAINERS[name] = Trainer(name, config, run, finished, distributed)
+        return run
+
+    return deco
 
 
 @dataclass
@@ -30,7 +59,7 @@ class TrainConfig:
 
     task: Any = MISSING
     """Task config (configs/task/; schema embodied.tasks.TaskConfig). `task.name=toy/corridor` selects
-    the 1-D toy task of embodied.train.toy (trainer smoke tests)."""
+    the 1-D toy task of embodied.envs.toy (trainer smoke tests)."""
     memory: Any = MISSING
     """Memory config (configs/memory/; `name` picks the memory)."""
     agent: Any = MISSING
@@ -72,11 +101,11 @@ class TrainConfig:
 
 
 def register_configs() -> None:
+    """Store the schemas of configs/train.yaml with Hydra (embodied.config.register_schemas calls it)."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
-    cs.store(group="trainer", name="ppo_schema", node=PPOConfig)
-    cs.store(group="trainer", name="bc_schema", node=BCConfig)
-    cs.store(group="trainer", name="keyframe_schema", node=KeyframeTrainerConfig)
+    for name, trainer in TRAINERS.items():
+        cs.store(group="trainer", name=f"{name}_schema", node=trainer.config)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
 
 
@@ -92,7 +121,7 @@ def _node_to_dataclass(node: Any, cls: type, key: str):
 def trainer_config(cfg: DictConfig):
     name = cfg.trainer.get("name")
     check(name in TRAINERS, "trainer.name", f"{name!r}; allowed: {', '.join(TRAINERS)}")
-    return _node_to_dataclass(cfg.trainer, TRAINERS[name], "trainer").validate(cfg.num_envs)
+    return _node_to_dataclass(cfg.trainer, TRAINERS[name].config, "trainer").validate(cfg.num_envs)
 
 
 def logger_config(cfg: DictConfig) -> LoggerConfig:

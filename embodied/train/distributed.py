@@ -18,6 +18,8 @@ from typing import Iterable, Sequence
 import torch
 import torch.distributed as dist
 
+from embodied.loading import resolve_device
+
 
 @dataclass
 class DistContext:
@@ -33,17 +35,6 @@ class DistContext:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            from embodied.config import ConfigError
-            raise ConfigError("device: cuda requested but no CUDA device is available; allowed: cpu, auto")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device(name)
 
 
 def _export_slurm_env() -> None:

@@ -26,8 +26,7 @@ import numpy as np
 import torch
 
 from embodied.config import ConfigError, check
-
-TASK_PREFIX = "memorybench/"
+from embodied.train.config import register_trainer
 
 
 @dataclass
@@ -230,59 +229,6 @@ class KeyframeBC:
         return {k: v / n for k, v in sums.items()}
 
 
-# --- env rollouts (shared with embodied.eval.memorybench) ------------------------------------------
-
-@torch.no_grad()
-def rollout(env, agent, seed: int, max_keyframes: int = 25) -> dict[str, Any]:
-    """One deterministic episode of `agent` in `env` from `reset(seed)`; returns its outcome."""
-    agent.eval()
-    obs, info = env.reset(seed=seed)
-    state = agent.initial_state(1, next(agent.parameters()).device)
-    success, steps, info = False, 0, dict(info)
-    for k in range(max_keyframes):
-        action, state, _ = agent.act(obs, state, first=(k == 0))
-        obs, reward, terminated, truncated, info = env.step(action)
-        steps += 1
-        success = success or bool(info.get("success", reward > 0))
-        if terminated or truncated:
-            break
-    return {"seed": int(seed), "success": float(success), "keyframes": steps,
-            "variation": int(info.get("variation", -1)), "ik_failure": float(bool(info.get("ik_failure", False)))}
-
-
-def task_short_name(task_name: str) -> str:
-    check(str(task_name).startswith(TASK_PREFIX), "task.name",
-          f"{task_name!r}; allowed with agent=keyframe: memorybench/<task>")
-    return str(task_name)[len(TASK_PREFIX):]
-
-
-def task_spec(task_name: str) -> dict:
-    """The pinned seeds/reference rows of a MemoryBench task (tasks/memorybench.yaml)."""
-    from embodied.tasks.memorybench import memorybench_spec
-
-    spec = memorybench_spec()
-    spec = spec.get("tasks", spec)
-    short = task_short_name(task_name)
-    for key in (short, task_name):
-        if key in spec:
-            return spec[key]
-    raise ConfigError(f"task.name: {task_name!r} not in tasks/memorybench.yaml; allowed: {', '.join(sorted(spec))}")
-
-
-def validation_seeds(spec: dict, n: int) -> list[int]:
-    """Episode seeds for monitoring rollouts and best.pt selection during training: consecutive
-    seeds (so every variation comes up) 1000 past the task's last pinned seed, never a train or test
-    seed, so selecting on them leaves the test seeds untouched."""
-    start = max([*spec["train_seeds"], *spec["test_seeds"]]) + 1000
-    return list(range(start, start + n))
-
-
-def workspace_bounds():
-    from embodied.tasks.memorybench import WORKSPACE
-
-    return WORKSPACE
-
-
 def load_episodes(path: str | Path) -> list[dict]:
     from embodied.tasks.memorybench.dataset import load_demos
 
@@ -302,9 +248,10 @@ def train_keyframe(cfg, episodes: list[dict] | None = None, workspace=None,
     from omegaconf import OmegaConf
 
     from embodied.agents.keyframe import build_keyframe_agent
-    from embodied.train.checkpoint import CheckpointManager, NonFiniteError, capture_rng, load_model_state, restore_rng
+    from embodied.loading import load_model_state, resolve_device
+    from embodied.tasks.memorybench import WORKSPACE, task_short_name
+    from embodied.train.checkpoint import CheckpointManager, NonFiniteError, capture_rng, restore_rng
     from embodied.train.config import logger_config, trainer_config
-    from embodied.train.distributed import resolve_device
     from embodied.train.logger import MetricLogger
     from embodied.train.preemption import PreemptionFlag
     from embodied.train.run import (EXIT_PREEMPTED, RunDirectory, _Progress, announce, announce_end,
@@ -328,12 +275,13 @@ def train_keyframe(cfg, episodes: list[dict] | None = None, workspace=None,
                 log.info("embodied train: %s", done)
                 return {"status": "finished", "checkpoint": str(manager.latest_path),
                         "metrics": ckpt.get("metrics", {}), "update": ckpt["counters"]["update"]}
+        given = load_episodes(tcfg.demos) if episodes is None and tcfg.demos else None  # a bad file: one line, now
         announce(cfg, ckpt, device, f"{tcfg.epochs} epochs")
 
         seed_everything(cfg.seed)
         try:
             agent = build_keyframe_agent({k: v for k, v in config["agent"].items()},
-                                         workspace if workspace is not None else workspace_bounds(),
+                                         workspace if workspace is not None else WORKSPACE,
                                          config["memory"], task_name).to(device)
         except (TypeError, ValueError) as exc:
             raise ConfigError(" ".join(str(exc).split())) from None
@@ -342,7 +290,7 @@ def train_keyframe(cfg, episodes: list[dict] | None = None, workspace=None,
         run.accept(int(ckpt["counters"]["update"]) if ckpt is not None else 0)
 
         if episodes is None:
-            episodes = load_episodes(tcfg.demos or _generate_demos(cfg, tcfg, run_dir / "data"))
+            episodes = given if given is not None else load_episodes(_generate_demos(cfg, tcfg, run_dir / "data"))
             for copy in range(tcfg.dart_copies):
                 episodes += load_episodes(_generate_demos(cfg, tcfg, run_dir / "data", tcfg.dart_noise, copy))
         seqs = _cached_sequences(episodes, agent, run_dir / "data", not cfg.quiet)
@@ -402,6 +350,7 @@ def train_keyframe(cfg, episodes: list[dict] | None = None, workspace=None,
 
 
 def _generate_demos(cfg, tcfg: KeyframeTrainerConfig, data_dir: Path, noise: float = 0.0, copy: int = 0) -> Path:
+    from embodied.tasks.memorybench import task_short_name
     from embodied.tasks.memorybench.dataset import write_demos
 
     image_size = int(cfg.task.get("image_size") or cfg.task.get("width") or 128)
@@ -441,9 +390,10 @@ def _cached_sequences(episodes: list[dict], agent, data_dir: Path, progress: boo
 
 
 def _quick_eval(cfg, tcfg: KeyframeTrainerConfig, agent, env_factory: Callable | None) -> float:
-    from embodied.tasks.memorybench import make_env
-
     from omegaconf import OmegaConf
+
+    from embodied.agents.keyframe import rollout
+    from embodied.tasks.memorybench import make_env, task_spec, validation_seeds
 
     seeds = validation_seeds(task_spec(str(cfg.task.name)), tcfg.eval_episodes)
     env = (env_factory or make_env)(OmegaConf.to_container(cfg.task, resolve=True))
@@ -453,3 +403,17 @@ def _quick_eval(cfg, tcfg: KeyframeTrainerConfig, agent, env_factory: Callable |
         env.close()
     agent.train()
     return float(np.mean([r["success"] for r in results]))
+
+
+def _finished(cfg, ckpt: dict) -> str | None:
+    state = ckpt.get("trainer") or {}
+    if state.get("epoch", 0) >= cfg.trainer.epochs:
+        return (f"run_dir {cfg.run_dir} already finished at epoch {state['epoch']} "
+                f"(trainer.epochs={cfg.trainer.epochs}); use another run_dir to train again")
+    return None
+
+
+@register_trainer("keyframe", KeyframeTrainerConfig, finished=_finished)
+def _run(cfg, env_factory: Callable | None = None) -> dict[str, Any]:
+    """Dataset-driven, one process: vector envs are not used (the monitoring rollouts build their own env)."""
+    return train_keyframe(cfg)

@@ -1,5 +1,9 @@
 """`embodied train`: build envs + agent from the config, run PPO or BC, checkpoint, resume, log.
 
+The trainer is the one `trainer.name` selects from the registry (embodied.train.config.TRAINERS):
+ppo and bc are registered here (`train_on_envs` runs both around their loops), keyframe in
+embodied.train.keyframe. Envs, agents and checkpoints are built and read through embodied.loading.
+
 Resume and determinism. All randomness of update k (action sampling, minibatch order, DAgger
 mixing) is reseeded from (seed, rank, k) at the start of the update, so it does not depend on how
 the process got to update k. Checkpoints are taken at update boundaries. What cannot be saved is
@@ -34,13 +38,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from embodied.config import ConfigError, InputError, check
+from embodied.loading import build_agent_from_config, env_spaces, load_model_state, make_envs
 from embodied.train import distributed as dist_utils
-from embodied.train.bc import BehaviourCloning, collect_labelled, iter_rounds, load_demos, summarize_measures, write_demo_shard
+from embodied.train.bc import (BCConfig, BehaviourCloning, collect_labelled, demo_shards, iter_rounds, load_demos,
+                               summarize_measures, write_demo_shard)
 from embodied.train.checkpoint import (CheckpointManager, NonFiniteError, RunDirError, RunDirLock, atomic_write_text,
-                                       capture_rng, load_model_state, remove_stale_temp_files, restore_rng, write_error)
-from embodied.train.config import logger_config, trainer_config, validate_train_config
+                                       capture_rng, remove_stale_temp_files, restore_rng, write_error)
+from embodied.train.config import TRAINERS, logger_config, register_trainer, trainer_config, validate_train_config
 from embodied.train.logger import MetricLogger, RunLog, truncate_jsonl
-from embodied.train.ppo import PPO
+from embodied.train.ppo import PPO, PPOConfig
 from embodied.train.preemption import PreemptionFlag
 
 log = logging.getLogger("embodied.train")
@@ -79,49 +85,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_envs(task_cfg, num_envs: int, seed: int, num_workers: int | None):
-    if str(task_cfg.get("name", "")).startswith("toy/"):
-        from embodied.train.toy import make_toy_vector_env
-
-        return make_toy_vector_env(task_cfg, num_envs, seed, num_workers)
-    from embodied.envs import make_vector_env
-
-    return make_vector_env(task_cfg, num_envs, seed=seed, num_workers=num_workers)
-
-
-def build_agent_from_config(config: dict | DictConfig, observation_space, action_space,
-                            device: torch.device) -> torch.nn.Module:
-    """The agent described by a run config's `memory` and `agent` nodes (also used by eval)."""
-    from embodied.agents import build_agent
-
-    if isinstance(config, DictConfig):
-        config = OmegaConf.to_container(config, resolve=True)
-    memory = dict(config["memory"])
-    name = memory.pop("name")
-    try:
-        agent = build_agent(observation_space, action_space, memory=name, memory_options=memory,
-                            **dict(config.get("agent") or {}))
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ConfigError(" ".join(str(exc).split())) from None
-    return agent.to(device)
-
-
 def check_agent_options(cfg: DictConfig, config: dict) -> None:
     """Build the agent once, on CPU, against the spaces of one env built in this process (no reset,
     no scene built for pinned or procedural scenes): a bad memory or agent option fails here in a
     second, not after the env workers have started (over a minute on 2 cores)."""
-    if str(cfg.task.get("name", "")).startswith("toy/"):
-        from embodied.train.toy import make_toy_vector_env
-
-        env = make_toy_vector_env(cfg.task, 1, 0, 0)
-        spaces = env.single_observation_space, env.single_action_space
-    else:
-        from embodied.tasks import make_env
-
-        env = make_env(cfg.task)
-        spaces = env.observation_space, env.action_space
-    env.close()
-    build_agent_from_config(config, *spaces, torch.device("cpu"))
+    build_agent_from_config(config, *env_spaces(cfg.task), torch.device("cpu"))
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -204,18 +172,8 @@ class RunDirectory:
 
 
 def finished_message(cfg: DictConfig, ckpt: dict) -> str | None:
-    """One line when the run in run_dir already did what `cfg` asks, else None."""
-    state, counters = ckpt.get("trainer") or {}, ckpt["counters"]
-    if cfg.trainer.name == "ppo" and counters["env_steps"] >= cfg.total_steps:
-        return (f"run_dir {cfg.run_dir} already finished at {counters['env_steps']} steps "
-                f"(total_steps={cfg.total_steps}); raise total_steps to continue")
-    if cfg.trainer.name == "bc" and state.get("round", 0) > cfg.trainer.dagger_rounds:
-        return (f"run_dir {cfg.run_dir} already finished at round {state['round']} "
-                f"(trainer.dagger_rounds={cfg.trainer.dagger_rounds}); use another run_dir to train again")
-    if cfg.trainer.name == "keyframe" and state.get("epoch", 0) >= cfg.trainer.epochs:
-        return (f"run_dir {cfg.run_dir} already finished at epoch {state['epoch']} "
-                f"(trainer.epochs={cfg.trainer.epochs}); use another run_dir to train again")
-    return None
+    """One line when the run in run_dir already did what `cfg` asks, else None (the trainer's own test)."""
+    return TRAINERS[cfg.trainer.name].finished(cfg, ckpt)
 
 
 def announce(cfg: DictConfig, ckpt: dict | None, device, work: str) -> None:
@@ -269,16 +227,21 @@ class _Progress:
 
 
 def train(cfg: DictConfig, env_factory: Callable | None = None) -> dict[str, Any]:
-    """Train from a composed train config; returns {"status": finished|preempted, ...}."""
+    """Train from a composed train config with the trainer it names (registry: embodied.train.config);
+    returns {"status": finished|preempted, ...}. `env_factory` replaces make_envs (envs-driven trainers)."""
     validate_train_config(cfg)
     keep_freed_cpu_memory()
-    if cfg.trainer.name == "keyframe":  # MemoryBench keyframe BC: dataset-driven, one process
-        from embodied.train.keyframe import train_keyframe
+    return TRAINERS[cfg.trainer.name].run(cfg, env_factory)
 
-        return train_keyframe(cfg)
+
+def train_on_envs(cfg: DictConfig, env_factory: Callable | None, loop: Callable, plan: Callable) -> dict[str, Any]:
+    """The run of a trainer that learns from vector envs (ppo, bc): run_dir lock and start checks, envs,
+    agent, resume, logger, then `loop(...)`; `plan(cfg, ckpt)` = (work, total, unit, done) for the
+    start line and the progress bar."""
     ctx = dist_utils.setup(cfg.device)
-    check(not (ctx.enabled and cfg.trainer.name == "bc"), "trainer",
-          "bc runs on one process; allowed with distributed training: ppo")
+    distributed = [name for name, t in TRAINERS.items() if t.distributed]
+    check(not (ctx.enabled and not TRAINERS[cfg.trainer.name].distributed), "trainer",
+          f"{cfg.trainer.name} runs on one process; allowed with distributed training: {', '.join(distributed)}")
     factory = env_factory or make_envs
     config = OmegaConf.to_container(cfg, resolve=True)
     with RunDirectory(cfg, ctx) as run_dir:
@@ -295,13 +258,7 @@ def train(cfg: DictConfig, env_factory: Callable | None = None) -> dict[str, Any
                 return {"status": "finished", "checkpoint": str(manager.latest_path),
                         "metrics": ckpt.get("metrics", {}), **ckpt["counters"]}
         check_agent_options(cfg, config)  # before seeding: the initial weights stay those of the seed
-        if cfg.trainer.name == "ppo":
-            work, total, unit = f"{cfg.total_steps} env steps", cfg.total_steps, "step"
-            initial = ckpt["counters"]["env_steps"] if ckpt is not None else 0
-        else:
-            rounds = trainer_config(cfg).dagger_rounds + 1
-            work, total, unit = f"{rounds} rounds (BC, then DAgger)", rounds, "round"
-            initial = ckpt["trainer"]["round"] if ckpt is not None else 0
+        work, total, unit, initial = plan(cfg, ckpt)
         if ctx.is_main:
             announce(cfg, ckpt, ctx.device, work)
         progress = _Progress(total, initial, ctx.is_main and not cfg.quiet, unit)  # shown while envs start
@@ -321,7 +278,6 @@ def train(cfg: DictConfig, env_factory: Callable | None = None) -> dict[str, Any
                 run_name = f"{cfg.task.name}/{cfg.memory.name}/seed{cfg.seed}"
                 metric_logger = MetricLogger(logger_config(cfg), run_dir.path, run_name, config,
                                              wandb_id=ckpt.get("wandb_id") if ckpt else None)
-            loop = _ppo_loop if cfg.trainer.name == "ppo" else _bc_loop
             result = loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, progress)
             progress.close()
             if ctx.is_main and result["status"] == "finished":
@@ -474,3 +430,44 @@ def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, 
     except NonFiniteError as exc:
         raise NonFiniteError(f"{exc}; last good checkpoint: {last_path or 'none written yet'}") from None
     return {"status": "finished", "checkpoint": str(manager.latest_path), "metrics": metrics, "update": bc.round}
+
+
+# --- the registered trainers ---------------------------------------------------------------------
+
+def _ppo_plan(cfg: DictConfig, ckpt: dict | None) -> tuple[str, int, str, int]:
+    return (f"{cfg.total_steps} env steps", cfg.total_steps, "step",
+            ckpt["counters"]["env_steps"] if ckpt is not None else 0)
+
+
+def _ppo_finished(cfg: DictConfig, ckpt: dict) -> str | None:
+    counters = ckpt["counters"]
+    if counters["env_steps"] >= cfg.total_steps:
+        return (f"run_dir {cfg.run_dir} already finished at {counters['env_steps']} steps "
+                f"(total_steps={cfg.total_steps}); raise total_steps to continue")
+    return None
+
+
+@register_trainer("ppo", PPOConfig, finished=_ppo_finished, distributed=True)
+def train_ppo(cfg: DictConfig, env_factory: Callable | None = None) -> dict[str, Any]:
+    return train_on_envs(cfg, env_factory, _ppo_loop, _ppo_plan)
+
+
+def _bc_plan(cfg: DictConfig, ckpt: dict | None) -> tuple[str, int, str, int]:
+    bcfg = trainer_config(cfg)
+    if bcfg.demos:
+        demo_shards(bcfg.demos)  # a bad demo file is one line before the start lines and the env workers
+    rounds = bcfg.dagger_rounds + 1
+    return f"{rounds} rounds (BC, then DAgger)", rounds, "round", ckpt["trainer"]["round"] if ckpt is not None else 0
+
+
+def _bc_finished(cfg: DictConfig, ckpt: dict) -> str | None:
+    state = ckpt.get("trainer") or {}
+    if state.get("round", 0) > cfg.trainer.dagger_rounds:
+        return (f"run_dir {cfg.run_dir} already finished at round {state['round']} "
+                f"(trainer.dagger_rounds={cfg.trainer.dagger_rounds}); use another run_dir to train again")
+    return None
+
+
+@register_trainer("bc", BCConfig, finished=_bc_finished)
+def train_bc(cfg: DictConfig, env_factory: Callable | None = None) -> dict[str, Any]:
+    return train_on_envs(cfg, env_factory, _bc_loop, _bc_plan)

@@ -41,6 +41,8 @@ def play(cfg) -> dict:
     kind = cfg.agent.get("kind", None)
     check(kind in POLICIES, "agent", f"{kind!r} cannot play; allowed: {', '.join(POLICIES)}")
     check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
+    check(cfg.fps >= 1, "fps", f"{cfg.fps}; allowed: >= 1")
+    check(cfg.video_size >= 0, "video_size", f"{cfg.video_size}; allowed: >= 0 (0 = observation size)")
     out = Path(cfg.out)
     videos = [out / f"episode_{ep:03d}.mp4" for ep in range(cfg.episodes)] if cfg.video else []
     refuse_overwrite([out / "measures.json", *videos], bool(cfg.get("overwrite", False)))

@@ -22,8 +22,7 @@ POLICIES = ("oracle", "random")
 def checkpoint_policy(ckpt_path: str, task: dict, device: str = "cpu", deterministic: bool = True):
     """(AgentPolicy, task dict with the checkpoint's observation layout) for a training checkpoint."""
     from embodied.eval.runner import OBS_LAYOUT_KEYS
-    from embodied.train.checkpoint import load_checkpoint, load_model_state
-    from embodied.train.run import build_agent_from_config
+    from embodied.loading import build_agent_from_config, load_checkpoint, load_model_state
 
     ckpt = load_checkpoint(ckpt_path, map_location=device)
     trained = dict(ckpt["config"].get("task", {}) or {})
@@ -99,7 +98,7 @@ def record_eval(cfg, report: dict) -> dict:
             if policy_kind != "oracle":
                 raise ConfigError("record: MemoryBench checkpoints are recorded with `embodied record`; "
                                   "allowed with eval record=true: agent=oracle")
-            from embodied.train.keyframe import task_spec
+            from embodied.tasks.memorybench import task_spec
 
             seeds = [int(s) for s in task_spec(name)["test_seeds"]][: cfg.record_episodes]
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from embodied.config import ConfigError, check
 from embodied.tasks.memorybench.env import MAX_KEYFRAMES, MemoryBenchConfig, MemoryBenchEnv
 from embodied.tasks.memorybench.scene import CAMERAS, WORKSPACE
 from embodied.tasks.memorybench.tasks import TASK_CLASSES
@@ -44,5 +45,33 @@ def memorybench_spec() -> dict:
         return yaml.safe_load(f)
 
 
+TASK_PREFIX = "memorybench/"
+
+
+def task_short_name(task_name: str) -> str:
+    check(str(task_name).startswith(TASK_PREFIX), "task.name",
+          f"{task_name!r}; allowed with agent=keyframe: memorybench/<task>")
+    return str(task_name)[len(TASK_PREFIX):]
+
+
+def task_spec(task_name: str) -> dict:
+    """The pinned seeds/reference rows of a MemoryBench task (tasks/memorybench.yaml)."""
+    spec = memorybench_spec()
+    spec = spec.get("tasks", spec)
+    short = task_short_name(task_name)
+    for key in (short, task_name):
+        if key in spec:
+            return spec[key]
+    raise ConfigError(f"task.name: {task_name!r} not in tasks/memorybench.yaml; allowed: {', '.join(sorted(spec))}")
+
+
+def validation_seeds(spec: dict, n: int) -> list[int]:
+    """Episode seeds for monitoring rollouts and best.pt selection during training: consecutive
+    seeds (so every variation comes up) 1000 past the task's last pinned seed, never a train or test
+    seed, so selecting on them leaves the test seeds untouched."""
+    start = max([*spec["train_seeds"], *spec["test_seeds"]]) + 1000
+    return list(range(start, start + n))
+
+
 __all__ = ["CAMERAS", "WORKSPACE", "MAX_KEYFRAMES", "TASK_NAMES", "MemoryBenchConfig", "MemoryBenchEnv",
-           "make_env", "memorybench_spec", "spec_path"]
+           "make_env", "memorybench_spec", "spec_path", "task_short_name", "task_spec", "validation_seeds"]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
+from embodied.envs import register_vector_env
+
 
 class CorridorVectorEnv:
     def __init__(self, num_envs: int, seed: int = 0, length: int = 6, max_steps: int = 24):
@@ -101,8 +103,9 @@ class CorridorVectorEnv:
         pass
 
 
+@register_vector_env("toy/corridor")
 def make_toy_vector_env(task_cfg, num_envs: int, seed: int, num_workers: int | None = None):
-    """Env factory for task.name == 'toy/corridor' (options: task.length, task.max_steps)."""
+    """`task.name=toy/corridor` (options: task.length, task.max_steps); runs in-process (no workers)."""
     get = task_cfg.get if hasattr(task_cfg, "get") else (lambda k, d=None: getattr(task_cfg, k, d))
     return CorridorVectorEnv(num_envs, seed=seed, length=int(get("length", 6) or 6),
                              max_steps=int(get("max_steps", 24) or 24))

@@ -1,0 +1,151 @@
+"""Loading: the device, envs from a task config, an agent from a run config, checkpoints read back.
+
+Layer order (DESIGN.md, "Contracts between layers"): config < world < render < sim < tasks < envs <
+memory < agents < loading < train < eval < viewer < cli. This layer builds what tasks/, envs/ and
+agents/ define; train, eval and viewer all load through it, so evaluating and viewing never import a
+trainer. Checkpoint reading lives here (the format check, `torch.load(weights_only=True)`, matching a
+model's state); writing (CheckpointManager, atomic saves, the run-directory lock) stays in train.
+
+A checkpoint is one `torch.save`d dict of tensors and primitive containers only, holding at least
+`format`, `version`, `model`, `counters` and `config` (the composed run config).
+"""
+from __future__ import annotations
+
+import pickle
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from embodied.config import ConfigError, InputError
+
+FORMAT = "embodied-checkpoint"
+VERSION = 1
+REQUIRED_KEYS = ("format", "version", "model", "counters", "config")
+
+
+class CheckpointError(InputError, RuntimeError):
+    """A checkpoint cannot be written or used; the message names the file and what is wrong."""
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """cpu, cuda (the local rank's GPU) or auto (cuda when available); cuda without a GPU is a ConfigError."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device: cuda requested but no CUDA device is available; allowed: cpu, auto")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device(name)
+
+
+# --- envs ----------------------------------------------------------------------------------------
+
+def make_envs(task_cfg, num_envs: int, seed: int, num_workers: int | None):
+    """The vectorised envs of a task config, as training and evaluation run them (a task registered as
+    a whole vectorised env, e.g. toy/corridor, or `num_envs` copies of a gymnasium task)."""
+    from embodied.envs import make_vector_env
+
+    return make_vector_env(task_cfg, num_envs, seed=seed, num_workers=num_workers)
+
+
+def env_spaces(task_cfg) -> tuple[Any, Any]:
+    """(observation space, action space) of one env of the task, built in this process without a reset
+    (no scene built for pinned or procedural scenes): enough to build and check an agent in a second."""
+    from embodied.envs import VECTOR_ENVS
+    from embodied.tasks import make_env
+
+    name = task_cfg.get("name") if hasattr(task_cfg, "get") else getattr(task_cfg, "name", None)
+    if name in VECTOR_ENVS:
+        env = VECTOR_ENVS[name](task_cfg, 1, 0, 0)
+        spaces = env.single_observation_space, env.single_action_space
+    else:
+        env = make_env(task_cfg)
+        spaces = env.observation_space, env.action_space
+    env.close()
+    return spaces
+
+
+# --- agents --------------------------------------------------------------------------------------
+
+def build_agent_from_config(config: dict | DictConfig, observation_space, action_space,
+                            device: torch.device) -> torch.nn.Module:
+    """The agent described by a run config's `memory` and `agent` nodes (training, eval, record)."""
+    from embodied.agents import build_agent
+
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=True)
+    memory = dict(config["memory"])
+    name = memory.pop("name")
+    try:
+        agent = build_agent(observation_space, action_space, memory=name, memory_options=memory,
+                            **dict(config.get("agent") or {}))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ConfigError(" ".join(str(exc).split())) from None
+    return agent.to(device)
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and sanity-check a checkpoint; CheckpointError names the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zip, garbage bytes, disallowed pickled globals ...
+        raise CheckpointError(f"{path}: not a checkpoint file (unreadable: {_unreadable_reason(exc)})") from exc
+    return check_checkpoint(obj, path)
+
+
+def _unreadable_reason(exc: Exception) -> str:
+    """torch.load's error in a few words, without its advice to load with weights_only=False."""
+    text = " ".join(str(exc).split())
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1]
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", detail)
+        if found:
+            return f"it pickles {found.group(1)}, and only tensors and plain data are loaded"
+        return f"not a tensor pickle ({detail.split(' Check the documentation')[0].strip()[:120]})"
+    if "PytorchStreamReader" in text:  # the zip container: truncated or corrupt
+        return text.split("PytorchStreamReader ", 1)[1].split(". This is an internal")[0][:160] + ", truncated?"
+    if isinstance(exc, EOFError):
+        return "empty or truncated"
+    if isinstance(exc, (KeyError, pickle.UnpicklingError)):
+        return "neither a torch zip archive nor a pickle"
+    return f"{type(exc).__name__}: {text[:160]}"
+
+
+def check_checkpoint(obj: Any, path: str | Path) -> dict[str, Any]:
+    """`obj` (a loaded file) if it is a checkpoint this code reads, else CheckpointError naming `path`."""
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an embodied checkpoint (missing format={FORMAT!r})")
+    if obj.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {obj.get('version')!r}, this code reads version {VERSION}")
+    missing = [k for k in REQUIRED_KEYS if k not in obj]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks keys {missing}")
+    return obj
+
+
+def load_model_state(module: torch.nn.Module, state: dict[str, Any], path: str | Path) -> None:
+    """load_state_dict with a one-line CheckpointError on missing/unexpected keys or shape mismatch."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: model does not match the checkpoint (missing {missing[:5]}, unexpected {unexpected[:5]}); "
+            "was it trained with another memory/agent/task config?")
+    for name, tensor in state.items():
+        if torch.is_tensor(tensor) and tuple(tensor.shape) != tuple(own[name].shape):
+            raise CheckpointError(
+                f"{path}: parameter {name} has shape {tuple(tensor.shape)} in the checkpoint, "
+                f"{tuple(own[name].shape)} in the model")
+    module.load_state_dict(state)
