@@ -224,6 +224,9 @@ def cmd_bench(argv: list[str]) -> None:
     p.add_argument("--workers", type=int, default=None, help="train on cuda: env worker processes (default: cores - 1)")
     p.add_argument("--verify", action="store_true", help="memorybench: also run the expert on all pinned seeds")
     p.add_argument("--steps", type=int, default=100_000, help="soak: random-action env steps over all task families")
+    p.add_argument("--only", default=None, metavar="FAMILIES",
+                   help="soak: comma-separated task families (nav, ballet, room_ballet, fastmap, memorybench); "
+                        "each still runs its share of --steps")
     a = p.parse_args(argv)
     out = a.out or f"bench_{a.what}.json"
 
@@ -263,7 +266,17 @@ def cmd_bench(argv: list[str]) -> None:
 
         if a.steps < 1:
             _fail(f"--steps: {a.steps}; allowed: >= 1")
-        if not bench_soak(out=out, steps=a.steps, quick=a.quick)["passed"]:
+        from embodied.envs.soak import LEVELS
+
+        levels = LEVELS
+        if a.only:
+            families = a.only.split(",")
+            bad = [f for f in families if not any(name.split("/")[0] == f for name in LEVELS)]
+            if bad:
+                _fail(f"--only {bad[0]}: no such task family; allowed: "
+                      f"{', '.join(sorted({n.split('/')[0] for n in LEVELS}))}")
+            levels = {n: share for n, share in LEVELS.items() if n.split("/")[0] in families}
+        if not bench_soak(out=out, steps=a.steps, quick=a.quick, levels=levels)["passed"]:
             raise SystemExit(1)
     elif a.what == "record":
         from embodied.viewer.bench import bench_record_cli

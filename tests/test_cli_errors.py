@@ -146,6 +146,7 @@ def test_demos_never_replace_an_existing_file(capsys, tmp_path, monkeypatch):
     ("scenes", ["generate", "--n", "1", "--out", "/proc/embodied-test"], "/proc/embodied-test"),
     ("play", ["fps=0"], "fps: 0; allowed: >= 1"),
     ("bench", ["memory", "--device", "tpu"], "invalid choice: 'tpu'"),
+    ("bench", ["soak", "--only", "fastmapp"], "--only fastmapp: no such task family; allowed: ballet, fastmap"),
 ])
 def test_unusable_paths_and_values_are_one_line(capsys, tmp_path, monkeypatch, command, argv, expected):
     # An OSError naming a path the user gave (a file where a folder must go) is bad input, not a bug.
