@@ -34,7 +34,9 @@ def test_web_viewer_renders_recording_in_headless_chromium(tmp_path):
     with WebViewer(path) as viewer:
         assert viewer.url.startswith("http://127.0.0.1:")
         # Ready once the viewer's own state names our recording (the data arrived over gRPC).
-        page = capture(viewer.url, wait_s=40, settle_s=3.0,
+        # Software WebGL on a loaded 2-core machine can take over a minute to start and draw: the
+        # limit is generous (it bounds a hang; it is not a speed check).
+        page = capture(viewer.url, wait_s=90, settle_s=3.0, timeout=240,
                        ready_js=f"({STATE_JS}).includes('recording_id=browser_episode')",
                        evaluate={"state": STATE_JS, "started": "!!window._handle"})
     (tmp_path / "viewer.png").write_bytes(page.png)
