@@ -250,12 +250,12 @@ def train_keyframe(cfg, episodes: list[dict] | None = None, workspace=None,
     from embodied.agents.keyframe import build_keyframe_agent
     from embodied.loading import load_model_state, resolve_device
     from embodied.tasks.memorybench import WORKSPACE, task_short_name
-    from embodied.train.checkpoint import CheckpointManager, NonFiniteError, capture_rng, restore_rng
+    from embodied.train.checkpoint import NonFiniteError, capture_rng, restore_rng
     from embodied.train.config import logger_config, trainer_config
     from embodied.train.logger import MetricLogger
     from embodied.train.preemption import PreemptionFlag
-    from embodied.train.run import (EXIT_PREEMPTED, RunDirectory, _Progress, announce, announce_end,
-                                    check_resume_compatible, derived_seed, finished_message, log, seed_everything)
+    from embodied.train.run import (EXIT_PREEMPTED, RunDirectory, _Progress, announce, announce_end, derived_seed,
+                                    log, open_checkpoints, seed_everything)
 
     tcfg: KeyframeTrainerConfig = trainer_config(cfg)
     check(not cfg.distributed, "distributed", "true; allowed with trainer=keyframe: false (one process)")
@@ -265,16 +265,9 @@ def train_keyframe(cfg, episodes: list[dict] | None = None, workspace=None,
     device = resolve_device(cfg.device)
     with RunDirectory(cfg) as run:
         run_dir = run.path
-        manager = CheckpointManager(run_dir, keep_last=cfg.keep_last, best_metric=cfg.best_metric)
-        ckpt = manager.load_latest(map_location="cpu")
-        if ckpt is not None:
-            check(cfg.resume, "resume", f"false but {manager.latest_path} exists; allowed: true, or another run_dir")
-            check_resume_compatible(ckpt["config"], config, manager.latest_path)
-            done = finished_message(cfg, ckpt)
-            if done is not None:
-                log.info("embodied train: %s", done)
-                return {"status": "finished", "checkpoint": str(manager.latest_path),
-                        "metrics": ckpt.get("metrics", {}), "update": ckpt["counters"]["update"]}
+        manager, ckpt, finished = open_checkpoints(cfg, config, run_dir)
+        if finished is not None:
+            return finished
         given = load_episodes(tcfg.demos) if episodes is None and tcfg.demos else None  # a bad file: one line, now
         announce(cfg, ckpt, device, f"{tcfg.epochs} epochs")
 

@@ -234,6 +234,25 @@ def train(cfg: DictConfig, env_factory: Callable | None = None) -> dict[str, Any
     return TRAINERS[cfg.trainer.name].run(cfg, env_factory)
 
 
+def open_checkpoints(cfg: DictConfig, config: dict, path: Path, is_main: bool = True):
+    """The start checks on run_dir's checkpoints: (manager, latest checkpoint or None, result) where
+    result is set when the run there already did what `cfg` asks (said in one line)."""
+    manager = CheckpointManager(path, keep_last=cfg.keep_last, best_metric=cfg.best_metric)
+    # On CPU: RNG states must stay CPU tensors; model and optimizer states move to the device as they load.
+    ckpt = manager.load_latest(map_location="cpu")
+    if ckpt is None:
+        return manager, None, None
+    check(cfg.resume, "resume", f"false but {manager.latest_path} exists; allowed: true, or another run_dir")
+    check_resume_compatible(ckpt["config"], config, manager.latest_path)
+    done = finished_message(cfg, ckpt)
+    if done is None:
+        return manager, ckpt, None
+    if is_main:
+        log.info("embodied train: %s", done)
+    return manager, ckpt, {"status": "finished", "checkpoint": str(manager.latest_path),
+                           "metrics": ckpt.get("metrics", {}), **ckpt["counters"]}
+
+
 def train_on_envs(cfg: DictConfig, env_factory: Callable | None, loop: Callable, plan: Callable) -> dict[str, Any]:
     """The run of a trainer that learns from vector envs (ppo, bc): run_dir lock and start checks, envs,
     agent, resume, logger, then `loop(...)`; `plan(cfg, ckpt)` = (work, total, unit, done) for the
@@ -245,18 +264,9 @@ def train_on_envs(cfg: DictConfig, env_factory: Callable | None, loop: Callable,
     factory = env_factory or make_envs
     config = OmegaConf.to_container(cfg, resolve=True)
     with RunDirectory(cfg, ctx) as run_dir:
-        manager = CheckpointManager(run_dir.path, keep_last=cfg.keep_last, best_metric=cfg.best_metric)
-        # On CPU: RNG states must stay CPU tensors; model and optimizer states move to the device as they load.
-        ckpt = manager.load_latest(map_location="cpu")
-        if ckpt is not None:
-            check(cfg.resume, "resume", f"false but {manager.latest_path} exists; allowed: true, or another run_dir")
-            check_resume_compatible(ckpt["config"], config, manager.latest_path)
-            done = finished_message(cfg, ckpt)
-            if done is not None:
-                if ctx.is_main:
-                    log.info("embodied train: %s", done)
-                return {"status": "finished", "checkpoint": str(manager.latest_path),
-                        "metrics": ckpt.get("metrics", {}), **ckpt["counters"]}
+        manager, ckpt, finished = open_checkpoints(cfg, config, run_dir.path, ctx.is_main)
+        if finished is not None:
+            return finished
         check_agent_options(cfg, config)  # before seeding: the initial weights stay those of the seed
         work, total, unit, initial = plan(cfg, ckpt)
         if ctx.is_main:
