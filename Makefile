@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # the project's CPU machines); with an NVIDIA driver present pip's default CUDA build is used.
 TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.2" || echo "torch==2.13.0")
 
-.PHONY: setup bench test test-deps clean
+.PHONY: setup bench test test-slow test-deps clean
 
 setup: $(STAMP)
 
@@ -33,8 +33,13 @@ test-deps: setup
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends chromium; fi; fi
 
+# The fast suite (under 10 minutes on 2 cores); `make test-slow` runs the learning checks and the
+# multi-process crash/resume and browser tests marked `slow` (CI runs both).
 test: test-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: test-deps
+	$(PY) -m pytest -q -m slow
 
 clean:
 	rm -rf $(VENV) bench_*.json play_out

@@ -22,7 +22,9 @@ or takes plain flags where it has nothing to configure.
                                                          (default 9090), gRPC N+1, 0 = free ports; Ctrl-C/SIGTERM stop it)
   embodied video FILE.rrd [--out FILE.mp4]               MP4 of the camera views with text overlaid
   embodied train key=value ...                           training (Hydra app; -m for sweeps)
-  embodied eval key=value ...                            evaluation table
+  embodied eval key=value ...                            evaluation table (out=docs/results/NAME.json for the results page)
+  embodied report [--check]                              docs/results.md from docs/results/*.json: tables beside the
+                                                         published rows, learning curves, memory-efficiency frontier
 
 `python -m embodied ...` is the same command. `embodied <command> --help` describes a command (for
 train, eval, play and record: its config groups and keys).
@@ -391,6 +393,18 @@ def cmd_demos(argv: list[str]) -> None:
     print(f"wrote {path}")
 
 
+def cmd_report(argv: list[str]) -> None:
+    p = ArgumentParser(prog="embodied report", description="render docs/results.md (tables beside the published rows, "
+                       "learning curves, memory-efficiency frontier) from the result JSON files of `embodied eval`")
+    p.add_argument("--results", default=None, help="folder of result JSON files (default: docs/results)")
+    p.add_argument("--out", default=None, help="markdown page to write (default: docs/results.md)")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 when the page is not what the files render")
+    a = p.parse_args(argv)
+    from embodied.eval.report import report
+
+    raise SystemExit(report(a.results, a.out, check=a.check))
+
+
 def cmd_train(argv: list[str]) -> None:
     if _help_requested(argv):
         print(command_help("train"))
@@ -433,6 +447,7 @@ def main(argv: list[str] | None = None) -> None:
         "demos": cmd_demos,
         "train": cmd_train,
         "eval": cmd_eval,
+        "report": cmd_report,
     }
     if cmd not in commands:
         print(f"embodied: error: unknown command {cmd!r}; allowed: {', '.join(commands)}", file=sys.stderr)

@@ -28,6 +28,11 @@ class ConfigError(InputError):
     """A bad config key or value; the message is one line naming the key and what is allowed."""
 
 
+# Keys that moved (a config written for an older schema): the unknown-key error says where they went.
+MOVED_KEYS = {"task.options": "the keys of task.options are task keys now: task.options.vocab_size -> task.vocab_size",
+              "task.image_size": "the image size is task.width and task.height"}
+
+
 def check(condition: bool, key: str, allowed: str) -> None:
     if not condition:
         raise ConfigError(f"{key}: {allowed}")
@@ -49,6 +54,44 @@ def config_dir() -> Path:
 def data_dir(name: str) -> Path:
     """Shipped data folders at the repo root (`scenes`, `tasks`)."""
     return repo_root() / name
+
+
+def provenance(command: str | None = None) -> dict:
+    """Where a result comes from, written into every result JSON: the command, the commit (with
+    `dirty` when the working tree had changes), the machine and the library versions."""
+    import datetime
+    import platform
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(repo_root()), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    hardware = {"cpu": cpu, "cpus": cpus, "gpu": None, "python": platform.python_version()}
+    torch = sys.modules.get("torch")  # only when the result's code imported it: no 1.5 s import for a report
+    if torch is not None:
+        hardware["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            hardware["gpu"] = torch.cuda.get_device_name()
+    status = git("status", "--porcelain", "--untracked-files=no")
+    if command is None:  # `embodied <cmd>` rewrites argv[0] to "embodied <cmd>"; a script path is not kept
+        import shlex
+
+        head = sys.argv[0] if sys.argv[0].startswith("embodied ") else "embodied"
+        command = " ".join([head, shlex.join(sys.argv[1:])]).strip()
+    return {"command": command,
+            "commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None,
+            "hardware": hardware, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
 def debug() -> bool:
@@ -147,6 +190,8 @@ def composition_error(exc: BaseException, overrides: list[str]) -> ConfigError |
                        "string": "a string"}.get(kind, msg)
             if "is not Optional" in msg:
                 allowed = "a value (not null)"
+            elif getattr(cause.child_node, "_is_optional", lambda: False)():
+                allowed += " or null"
             enum = re.search(r"expected one of \[(.*)\]", msg)
             if enum:
                 allowed = enum.group(1)
@@ -157,6 +202,9 @@ def composition_error(exc: BaseException, overrides: list[str]) -> ConfigError |
             keys = [str(k) for k in parent.keys() if prefix or k != "hydra"] if hasattr(parent, "keys") else []
             name = key.rpartition(".")[2]
             full = [f"{prefix}.{k}" if prefix else k for k in keys]
+            moved = next((why for old, why in MOVED_KEYS.items() if key == old or key.startswith(old + ".")), None)
+            if moved:
+                return ConfigError(f"{key}: unknown key ({moved}); allowed: {', '.join(sorted(full))}")
             close = [f"{prefix}.{k}" if prefix else k for k in difflib.get_close_matches(name, keys, n=3, cutoff=0.6)]
             if close:
                 return ConfigError(f"{key}: unknown key; closest: {', '.join(close)}; "
@@ -171,10 +219,12 @@ def composition_error(exc: BaseException, overrides: list[str]) -> ConfigError |
     return None
 
 
-# The structured schemas of each composed config (its YAML names them in its defaults list: train_schema,
-# trainer/ppo_schema, ...), as the import path of the function that stores them in Hydra's ConfigStore:
-# they are defined by the layers they configure, above this one, which therefore is not imported here.
-SCHEMAS = {"train": "embodied.train.config:register_configs", "eval": "embodied.eval.runner:register_configs"}
+# The structured schemas of each composed config (its YAMLs name them in their defaults lists: train_schema,
+# trainer/ppo_schema, task/nav_schema, memory/gru_schema, ...), as the import path of the function that
+# stores them in Hydra's ConfigStore: they are defined by the layers they configure, above this one,
+# which therefore is not imported here. play and record compose only the task group's schemas.
+SCHEMAS = {"train": "embodied.train.config:register_configs", "eval": "embodied.eval.runner:register_configs",
+           "play": "embodied.tasks.config:register_configs", "record": "embodied.tasks.config:register_configs"}
 _registered: set[str] = set()
 
 
@@ -219,9 +269,9 @@ def compose(config_name: str, overrides: list[str]):
 
 
 def _check_value_types(cfg, overrides: list[str], run) -> None:
-    """Hydra checks types only under a structured schema; the task, memory and agent groups (and play's
-    and record's keys) have none, so `task.height=64.5` would reach the task. Each such key=value must
-    have the type of its TaskConfig field, else of its default (composed without the value overrides)."""
+    """Hydra checks types only under a structured schema; the agent group and play's and record's own
+    keys have none, so `agent.hidden=1.5` would reach the agent. Each such key=value must have the type
+    of its default (composed without the value overrides)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
@@ -239,28 +289,21 @@ def _check_value_types(cfg, overrides: list[str], run) -> None:
     if not checked:
         return
     base = None
-    task_fields = schema_fields("tasks/config.py", "TaskConfig")
     for o, key, value in checked:
-        annotation = task_fields.get(key[5:], ("", ""))[0] if key.startswith("task.") else ""
-        optional = "None" in annotation
-        kind = next((t for t in (bool, int, float) if annotation.replace(" | None", "") == t.__name__), None)
-        if kind is None:
-            base = run(selects) if base is None else base
-            try:
-                default = OmegaConf.select(base, key)
-            except Exception:  # an interpolation that resolves only with the overrides
-                continue
-            kind = next((t for t in (bool, int, float) if type(default) is t), None)
-            if kind is None or value is None:
-                continue
-        if value is None and optional:
+        base = run(selects) if base is None else base
+        try:
+            default = OmegaConf.select(base, key)
+        except Exception:  # an interpolation that resolves only with the overrides
+            continue
+        kind = next((t for t in (bool, int, float) if type(default) is t), None)
+        if kind is None or value is None:
             continue
         ok = {bool: isinstance(value, bool), int: isinstance(value, int) and not isinstance(value, bool),
               float: isinstance(value, (int, float)) and not isinstance(value, bool)}[kind]
         if not ok:
             allowed = {bool: "true, false", int: "an integer", float: "a number"}[kind]
             raw = o.input_line.partition("=")[2]
-            raise ConfigError(f"{key}: {raw!r}; allowed: {allowed}{' or null' if optional else ''}")
+            raise ConfigError(f"{key}: {raw!r}; allowed: {allowed}")
 
 
 def schema_fields(path: str, cls_name: str) -> dict[str, tuple[str, str]]:

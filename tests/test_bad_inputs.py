@@ -244,7 +244,7 @@ def test_a_nan_observation_from_step_or_reset_names_the_task_and_key():
         env.step(1)
     one_line(err, "nav/pointnav: observation 'depth' holds NaN")
 
-    mb = make_env({"name": "memorybench/put_block_back", "cameras": [], "image_size": 16})
+    mb = make_env({"name": "memorybench/put_block_back", "cameras": [], "width": 16, "height": 16})
     try:
         mb.scene.proprio = lambda: np.full(8, np.inf, np.float32)
         with pytest.raises(ObservationError) as err:
@@ -264,7 +264,7 @@ def test_every_registered_task_goes_through_the_checked_base():
 
 FAMILIES = [{**SMALL_NAV, "max_steps": 3}, {"name": "ballet/2_delay16"}, {"name": "room_ballet/budget"},
             {"name": "fastmap/architecture_comparison/fast_map_three_objs", "scenes": "symbolic", "sensors": ["rgb"]},
-            {"name": "memorybench/put_block_back", "cameras": [], "image_size": 16, "max_keyframes": 1}]
+            {"name": "memorybench/put_block_back", "cameras": [], "width": 16, "height": 16, "max_keyframes": 1}]
 
 
 @pytest.mark.parametrize("cfg", FAMILIES, ids=[c["name"].split("/")[0] for c in FAMILIES])
@@ -309,14 +309,14 @@ def test_bad_memory_options_fail_before_env_workers_start(tmp_path, task):
 
 @pytest.mark.parametrize("key, value, allowed", [("height", 64.5, "an integer"), ("width", "64", "an integer"),
                                                  ("n_rooms", 3.5, "an integer or null"), ("max_steps", True, "an integer"),
-                                                 ("hfov", "wide", "a number"), ("options", [1], "a mapping")])
+                                                 ("hfov", "wide", "a number"), ("sensors", "rgb", "a list")])
 def test_task_config_values_of_the_wrong_type_are_one_line_errors(key, value, allowed):
-    # The task group has no structured schema: `python -m embodied.train task.height=64.5` reached
-    # gymnasium's Box with a float size before this check.
+    # A dict or a YAML read without its schema (eval suites, Python callers) arrives unchecked:
+    # `task.height=64.5` reached gymnasium's Box with a float size before this check.
     from embodied.config import ConfigError
-    from embodied.tasks import TaskConfig
+    from embodied.tasks import NavConfig
 
     with pytest.raises(ConfigError, match=rf"^task\.{key}: .*; allowed: {allowed}$"):
-        TaskConfig(**{key: value}).validate()
-    cfg = TaskConfig(hfov=90, success_distance=1).validate()  # ints where floats are declared are fine
+        NavConfig(**{key: value}).validate()
+    cfg = NavConfig(hfov=90, success_distance=1).validate()  # ints where floats are declared are fine
     assert isinstance(cfg.hfov, float) and cfg.success_distance == 1.0

@@ -84,57 +84,39 @@ def test_agents_with_new_memories_train_on_expert_episodes(memory):
     import torch
 
     from embodied.agents import build_agent
-    from embodied.eval.ballet_results import _prev, expert_episodes
+    from embodied.loading import make_envs
+    from embodied.train.bc import collect_labelled, pad_batch
 
-    data = expert_episodes("2_delay16", range(3))
+    envs = make_envs({"name": "ballet/2_delay16"}, 3, 0, 0)
+    episodes, _ = collect_labelled(envs, None, torch.device("cpu"), 10**4, 1.0, np.random.default_rng(0), seed=0,
+                                   max_episodes=3)
+    space, action_space = envs.single_observation_space, envs.single_action_space
+    envs.close()
+    batch = pad_batch(episodes, torch.device("cpu"))
     options = dict(dim=16, heads=2, layers=1, ff_dim=16)
     options.update(dict(chunk_size=8, num_chunks=9) if memory == "hcam" else dict(capacity=32, place_embedding=False))
     torch.manual_seed(0)
-    agent = build_agent(data["space"], data["actions_space"], memory=memory, memory_options=options, hidden=16,
-                        text_dim=8, cnn_channels=[8], image_dim=16)
-    first, actions = data["first"], data["actions"]
+    agent = build_agent(space, action_space, memory=memory, memory_options=options, hidden=16, text_dim=8,
+                        cnn_channels=[8], image_dim=16)
+    args = (batch["obs"], agent.initial_state(3), batch["first"], batch["prev_actions"], batch["actions"])
     if memory == "sat":  # Ballet observations carry no place or pose: SAT says so instead of guessing
         with pytest.raises(ValueError, match="place"):
-            agent.evaluate_sequence(data["obs"], agent.initial_state(3), first, _prev(actions), actions)
+            agent.evaluate_sequence(*args)
         return
-    out = agent.evaluate_sequence(data["obs"], agent.initial_state(3), first, _prev(actions), actions)
+    out = agent.evaluate_sequence(*args)
     (-out["log_prob"].mean()).backward()
-    assert out["logits"].shape == (actions.shape[0], 3, 9)
+    assert out["logits"].shape == (batch["actions"].shape[0], 3, 9)
     assert all(p.grad is not None for p in agent.memory.input_proj.parameters())
 
 
-def test_bc_labels_match_the_show_and_every_dancer_is_asked():
-    import torch
-
-    from embodied.agents import build_agent
-    from embodied.eval.ballet_results import ShowProbes, bc_losses, expert_episodes
-
-    data = expert_episodes("2_delay16", range(2))
-    env = make_env({"name": "ballet/2_delay16"})
-    for row in range(2):
-        env.reset(seed=row)
-        dancing = data["step_dance"][:, row] >= 0
-        assert int(dancing.sum()) == 2 * DANCE_STEPS  # each dancer dances its 16 steps, labelled
-        for t in torch.nonzero(dancing).flatten().tolist():
-            dancer = t // (DANCE_STEPS + env.delay)
-            assert int(data["step_dance"][t, row]) == env.dances[dancer]
-            assert int(data["step_slot"][t, row]) == env.slots[dancer]
-        assert sorted(data["dancer_dances"][row].tolist()) == sorted(env.dances.tolist())
-        assert data["actions"][-1, row] == 1 + env.slots[env.target]
-    torch.manual_seed(0)
-    agent = build_agent(data["space"], data["actions_space"], memory="lstm", memory_options=dict(hidden=16), hidden=16,
-                        text_dim=8, cnn_channels=[8], image_dim=16)
-    probes = ShowProbes(agent.memory.output_dim)
-    losses = bc_losses(agent, probes, data)
-    assert set(losses) == {"answer", "show", "probe"}
-    sum(losses.values()).backward()
-    assert all(p.grad is not None for p in probes.parameters())
+# The imitation labels (the dancer dancing now, every question at the answer) and the losses that read
+# them: tests/test_imitation.py.
 
 
 def test_rgb_option_renders_each_dancer_at_its_grid_cell_in_its_colour():
     from embodied.tasks.ballet import CELL, COLOUR_RGB, ROOM
 
-    env = make_env({"name": "ballet/4_delay16", "width": 64, "height": 64, "options": {"rgb": True}})
+    env = make_env({"name": "ballet/4_delay16", "width": 64, "height": 64, "rgb": True})
     palette = np.asarray(COLOUR_RGB)
     palette = palette / np.linalg.norm(palette, axis=1, keepdims=True)
     f = 64 / 2  # focal length in pixels at 90 degrees
@@ -158,5 +140,5 @@ def test_rgb_option_renders_each_dancer_at_its_grid_cell_in_its_colour():
         else:
             assert np.array_equal(previous["rgb"], obs["rgb"])
     assert seen_moves >= 10
-    with pytest.raises(ValueError, match="unknown ballet option"):
-        make_env({"name": "ballet/4_delay16", "options": {"colour": True}})
+    with pytest.raises(ValueError, match=r"^task.colour: not a key of ballet tasks; allowed: height, name, rgb, width$"):
+        make_env({"name": "ballet/4_delay16", "colour": True})

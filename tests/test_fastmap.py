@@ -1,4 +1,4 @@
-"""Fast-mapping task family (embodied/tasks/fastmap.py): phases, naming, rewards, levels, splits, expert."""
+"""Fast-mapping task family (embodied/tasks/fastmap/): phases, naming, rewards, levels, splits, expert."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,9 +9,8 @@ from embodied.tasks.fastmap import (
     FASTMAP_ACTIONS,
     LEVELS,
     NONSENSE_WORDS,
-    FastMapOptions,
+    FastMapConfig,
     decode_text,
-    level_max_steps,
     object_in_split,
 )
 
@@ -19,10 +18,7 @@ LIFT, PUT = FASTMAP_ACTIONS.index("lift"), FASTMAP_ACTIONS.index("put")
 
 
 def make(level: str, scenes: str = "symbolic", **kw):
-    lv = LEVELS[level]
-    cfg = {"name": f"fastmap/{level}", "scenes": scenes, "sensors": ["rgb"], "width": 32, "height": 24,
-           "camera_height": 1.0, "max_steps": level_max_steps(lv), "success_reward": 1.0, "slack_reward": 0.0, **kw}
-    return make_env(cfg)
+    return make_env({"name": f"fastmap/{level}", "scenes": scenes, "width": 32, "height": 24, **kw})
 
 
 def run_expert(env, seed=None):
@@ -85,7 +81,7 @@ def test_name_shown_in_discovery_is_bound_to_the_object_lifted():
 
 def test_symbolic_map_draws_a_held_object_as_it_looks_on_the_floor():
     env = make("architecture_comparison/fast_map_three_objs")
-    px = env.options.cell_pixels
+    px = env.cfg.cell_pixels
     for seed in range(3):
         obs, _ = env.reset(seed=seed)
         centre = (env.room - 1) * px
@@ -108,7 +104,7 @@ def test_symbolic_map_draws_a_held_object_as_it_looks_on_the_floor():
 
 def test_view_position_finds_every_object_where_the_map_draws_it():
     env = make("architecture_comparison/fast_map_three_objs")
-    px = env.options.cell_pixels
+    px = env.cfg.cell_pixels
     for seed in range(4):
         obs, _ = env.reset(seed=seed)
         for _ in range(6):
@@ -128,7 +124,7 @@ def test_names_differ_across_episodes_and_come_from_the_vocabulary():
     for _ in range(6):
         env.reset()
         draws.append(tuple(o.name for o in env.objects))
-        assert all(n in NONSENSE_WORDS[: env.options.vocab_size] for n in draws[-1])
+        assert all(n in NONSENSE_WORDS[: env.cfg.vocab_size] for n in draws[-1])
     assert len(set(draws)) == len(draws)
 
 
@@ -316,9 +312,9 @@ def test_bad_inputs_fail_clearly():
     with pytest.raises(ValueError, match="scenes"):
         make("architecture_comparison/fast_map_three_objs", scenes="train")
     with pytest.raises(ValueError, match="vocab_size"):
-        FastMapOptions.from_any({"vocab_size": 10})
-    with pytest.raises(ValueError, match="unknown"):
-        FastMapOptions.from_any({"nope": 1})
+        FastMapConfig.from_any({"name": "fastmap/architecture_comparison/fast_map_three_objs", "vocab_size": 10})
+    with pytest.raises(ValueError, match="task.nope: not a key of fastmap tasks"):
+        FastMapConfig.from_any({"name": "fastmap/architecture_comparison/fast_map_three_objs", "nope": 1})
     env = make("architecture_comparison/fast_map_three_objs")
     env.reset(seed=0)
     with pytest.raises(ValueError, match="out of range"):

@@ -1,67 +1,71 @@
-"""embodied/eval/fastmap_results.py: the show-target diagnostic, instruction weighting, and the
-three commands end to end at toy sizes."""
+"""embodied/eval/fastmap_results.py (evaluation only), the fast-mapping labels and target-look head
+used by imitation, instruction weighting, and the recipes end to end at toy sizes."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
+from embodied.envs import VectorEnv
 from embodied.eval import fastmap_results as fr
 from embodied.tasks.fastmap import _glyph_mask, decode_text, instruction_steps
-from embodied.train.bc import BCConfig, BehaviourCloning, pad_batch
+from embodied.train.bc import BCConfig, BehaviourCloning, collect_labelled, pad_batch
 
 SMALL = {"cnn_channels": [8], "cnn_patch": 3, "image_dim": 16, "text_dim": 8, "hidden": 16, "film_readout": 8}
 
 
-def test_show_target_draws_the_instructed_object_only_in_the_instruction_phase():
-    env = fr.level_env(fr.TRAIN_LEVEL, show_target=True)
-    plain = fr.level_env(fr.TRAIN_LEVEL)
+def expert_episodes(n: int, seed: int, labels: bool = False) -> list[dict]:
+    envs = VectorEnv([lambda: fr.level_env(fr.TRAIN_LEVEL)], num_workers=0)
+    try:
+        return collect_labelled(envs, None, torch.device("cpu"), 10**5, 1.0, np.random.default_rng(seed), seed,
+                                max_episodes=n, labels=labels)[0]
+    finally:
+        envs.close()
+
+
+def test_target_look_label_is_the_instructed_objects_tile_in_the_instruction_phase_only():
+    env = fr.level_env(fr.TRAIN_LEVEL)
     obs, _ = env.reset(seed=3)
-    ref, _ = plain.reset(seed=3)
-    seen_instruction = False
-    done = False
+    seen_instruction = done = False
     while not done:
-        assert env.observation_space["rgb"].contains(obs["rgb"])
-        np.testing.assert_array_equal(obs["rgb"][3:], ref["rgb"])  # the map itself is untouched
-        row = obs["rgb"][:3]
+        look = env.unwrapped.labels()["target_look"].reshape(3, 3, 3)
         if env.unwrapped.phase == "instruction":
             seen_instruction = True
             target = env.unwrapped.objects[env.unwrapped.target]
             mask = _glyph_mask(target.category, 3)
-            assert (row[:3, :3][mask] == target.colour).all() and not row[:3, :3][~mask].any()
-            assert decode_text(obs["text"]).endswith(target.name)
+            np.testing.assert_allclose(look[mask], np.broadcast_to(np.asarray(target.colour) / 255.0, look[mask].shape))
+            assert not look[~mask].any() and decode_text(obs["text"]).endswith(target.name)
         else:
-            assert not row.any()
-        action = env.unwrapped.oracle_action()
-        obs, _, te, tr, _ = env.step(action)
-        ref, *_ = plain.step(action)
+            assert not look.any()
+        obs, _, te, tr, _ = env.step(env.unwrapped.oracle_action())
         done = te or tr
     assert seen_instruction
 
 
-def test_target_look_labels_only_instruction_steps_and_the_probe_ignores_the_rest():
-    episode = fr.expert_episodes(fr.TRAIN_LEVEL, 1, seed=4, target_look=True)[0]
-    look = episode["obs"][fr.TARGET_LOOK]
+def test_target_look_head_reads_labels_of_instruction_steps_only():
+    episode = expert_episodes(1, seed=4, labels=True)[0]
+    look = episode["labels"]["target_look"]
     instr = instruction_steps(episode["obs"])
     assert (look[~instr] == 0).all() and (look[instr].sum(-1) > 0).all()
     assert (look[instr] == look[instr][0]).all()  # one target per episode
-    agent = fr._agent(fr.TRAIN_LEVEL, "gru", {"hidden": 16}, SMALL, target_look=True)
-    assert fr.TARGET_LOOK not in agent.encoder.input_keys  # a label, never an input
+    agent = fr.agent_for(None, "gru", {"hidden": 16}, {**SMALL, "aux_heads": ["fastmap_target_look"]})
     head = agent.aux_heads["fastmap_target_look"]
     read = torch.randn(len(look), 16)
-    obs = {fr.TARGET_LOOK: torch.as_tensor(look)}
-    loss = head({"obs": obs, "read": read})["loss"]
+    labels = {"target_look": torch.as_tensor(look)}
+    loss = head({"labels": labels, "read": read})["loss"]
     changed = read.clone()
     changed[~torch.as_tensor(instr)] += 100.0  # reads at non-instruction steps do not matter
-    torch.testing.assert_close(head({"obs": obs, "read": changed})["loss"], loss)
+    torch.testing.assert_close(head({"labels": labels, "read": changed})["loss"], loss)
+    with pytest.raises(ValueError, match="needs the label 'target_look'"):
+        head({"labels": {}, "read": read})
 
 
 def test_upweight_scales_the_instruction_steps_in_the_loss():
-    episodes = fr.expert_episodes(fr.TRAIN_LEVEL, 3, seed=0)
+    episodes = expert_episodes(3, seed=0)
     instr = instruction_steps(episodes[0]["obs"])
     words = [decode_text(t).split()[0] if decode_text(t) else "" for t in episodes[0]["obs"]["text"]]
     assert instr.tolist() == [w in ("lift", "put") for w in words] and 0 < int(instr.sum()) < len(words)
-    agent = fr._agent(fr.TRAIN_LEVEL, "gru", {"hidden": 16}, SMALL)
+    agent = fr.agent_for(None, "gru", {"hidden": 16}, SMALL)
     batch = pad_batch(episodes, torch.device("cpu"))
     out = agent.evaluate_sequence(batch["obs"], agent.initial_state(3, "cpu"), batch["first"], batch["prev_actions"],
                                   batch["actions"])
@@ -76,43 +80,44 @@ def test_upweight_scales_the_instruction_steps_in_the_loss():
         assert stats["bc_loss"] == pytest.approx(float(expected), rel=1e-5)
 
 
-def test_train_probe_and_lookup_run_end_to_end(tmp_path):
-    ckpt = tmp_path / "a.pt"
-    result = fr.train("dcem", {"capacity": 64, "hidden": 16, "key_dim": 8}, SMALL, episodes_per_epoch=6,
-                      minutes=0.001, eval_episodes=2, test_episodes=3, instruction_weight=2.0, quiet=True, save=str(ckpt))
-    assert result["grad_steps"] == 1 and len(result["curve"]) == 1  # one epoch of 6 episodes, batch 8
-    assert 0.0 <= result["test_success"] <= 1.0 and result["test_ci95"][0] <= result["test_success"] <= result["test_ci95"][1]
-    share = fr.lookup_share(str(ckpt), SMALL, {"capacity": 64, "hidden": 16, "key_dim": 8}, episodes=3)
+def test_frozen_parameters_do_not_train_and_the_rest_do():
+    options = {"capacity": 64, "hidden": 16, "key_dim": 8, "key_by": "text"}
+    agent = fr.agent_for(None, "dcem", options, SMALL)
+    initial = {k: v.clone() for k, v in agent.state_dict().items()}
+    bc = BehaviourCloning(agent, BCConfig(epochs=1, freeze=["encoder.text.embedding", "memory.key_proj.text"]).validate())
+    assert bc.frozen == ["encoder.text.embedding.weight", "memory.key_proj.text.weight"]
+    bc.fit(expert_episodes(6, seed=1))
+    trained = agent.state_dict()
+    for name in bc.frozen:
+        assert torch.equal(trained[name], initial[name]), name
+    assert not torch.equal(trained["encoder.text.out.0.weight"], initial["encoder.text.out.0.weight"])
+    with pytest.raises(ValueError, match="trainer.freeze: 'encoder.txt' matches no parameter"):
+        BehaviourCloning(agent, BCConfig(freeze=["encoder.txt"]).validate())
+
+
+def test_recipe_with_the_target_look_head_then_lookup_and_evaluate_its_checkpoint(tmp_path):
+    """`embodied train +experiment=fastmap_cpu` with the privileged target-look head at toy size (the
+    head's loss is part of training), then the two diagnostics on its checkpoint."""
+    import embodied.train  # noqa: F401 - registers the structured schemas
+    from embodied.config import compose
+    from embodied.train.run import train
+
+    run = tmp_path / "run"
+    cfg = compose("train", ["+experiment=fastmap_cpu", f"run_dir={run}", "trainer.record_episodes=6",
+                            "trainer.dagger_rounds=0", "trainer.eval_episodes=0", "num_envs=2", "quiet=true",
+                            "agent.cnn_channels=[8]", "agent.film_readout=8", "memory.capacity=64",
+                            "trainer.labels=true", "agent.aux_heads=[fastmap_target_look]"])
+    result = train(cfg)
+    assert result["status"] == "finished" and result["metrics"]["aux_loss"] > 0
+    ckpt = str(run / "latest.pt")
+    share = fr.lookup_share(ckpt, episodes=2)
     assert 0.0 <= share["share_on_instructed_name"] <= 1.0 and share["chance"] == pytest.approx(1 / 3)
-    probed = fr.probe(True, SMALL, rounds=1, episodes_per_round=10, epochs=1, quiet=True)
-    assert probed["test_steps"] > 0 and 0.0 <= probed["heldout_step_accuracy"] <= 1.0
-    probed_agent = fr.train("dcem", {"capacity": 64, "hidden": 16, "key_dim": 8}, SMALL, episodes_per_epoch=6,
-                            minutes=0.001, eval_episodes=1, test_episodes=1, target_look=1.0, quiet=True, save=str(ckpt))
-    assert probed_agent["curve"][0]["aux_loss"] > 0  # the probe's loss is part of training
-    assert fr.lookup_share(str(ckpt), SMALL, {"capacity": 64, "hidden": 16, "key_dim": 8}, episodes=1)["episodes"] == 1
-    evaluated = fr.evaluate(str(ckpt), "dcem", {"capacity": 64, "hidden": 16, "key_dim": 8}, SMALL,
-                            levels=(fr.TEST_LEVEL, "fastmap/num_generalization/fast_map_five_objs"), episodes=2)
+    evaluated = fr.evaluate(ckpt, levels=(fr.TEST_LEVEL, "fastmap/num_generalization/fast_map_five_objs"), episodes=2)
     five = evaluated["levels"]["fastmap/num_generalization/fast_map_five_objs"]
     assert five["chance"] == pytest.approx(1 / 5) and five["ci95"][0] <= five["success"] <= five["ci95"][1]
     assert five["success"] + five["wrong_act"] + five["timeout"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="no text-keyed lookup"):
-        fr.lookup_share(str(ckpt), SMALL, {"capacity": 64, "hidden": 16, "key_dim": 8, "key_by": "visual"}, episodes=1)
-
-
-def test_frozen_parameters_do_not_train_and_the_rest_do(tmp_path):
-    ckpt = tmp_path / "f.pt"
-    options = {"capacity": 64, "hidden": 16, "key_dim": 8, "key_by": "text"}
-    initial = fr._agent(fr.TRAIN_LEVEL, "dcem", options, SMALL).state_dict()
-    freeze = ["encoder.text.embedding", "memory.key_proj.text"]
-    result = fr.train("dcem", options, SMALL, episodes_per_epoch=6, minutes=0.001, eval_episodes=1,
-                      test_episodes=1, quiet=True, save=str(ckpt), freeze=freeze)
-    assert result["frozen"] == ["encoder.text.embedding.weight", "memory.key_proj.text.weight"]
-    trained = torch.load(ckpt)
-    for name in result["frozen"]:
-        assert torch.equal(trained[name], initial[name]), name
-    assert not torch.equal(trained["encoder.text.out.0.weight"], initial["encoder.text.out.0.weight"])
-    with pytest.raises(ValueError, match="trainer.freeze: 'encoder.txt' matches no parameter"):
-        fr.train("dcem", options, SMALL, episodes_per_epoch=6, minutes=0.001, quiet=True, freeze=["encoder.txt"])
+        fr.lookup_share(None, SMALL, {"capacity": 64, "hidden": 16, "key_dim": 8, "key_by": "visual"}, episodes=1)
 
 
 def test_untrained_match_readout_finds_the_held_out_object_named_in_discovery():
@@ -157,6 +162,7 @@ def test_gpu_experiment_config_composes_and_builds_its_agent():
     assert env.action_space.contains(int(action))
 
 
+@pytest.mark.slow
 def test_cpu_experiment_config_trains_with_its_match_query_and_name_embeddings_frozen(tmp_path):
     """configs/experiment/fastmap_cpu.yaml through the main CLI at toy size: DCEM's recalled look is
     the match query, kept at its initialisation (the identity on the read's recalled part) with the

@@ -174,9 +174,10 @@ def test_introspection_contract():
 
 
 def test_yaml_and_bad_options():
-    text = (Path(__file__).resolve().parents[1] / "configs" / "memory" / "hcam.yaml").read_text()
-    assert set(yaml.safe_load(text)) == {f.name for f in dataclasses.fields(HCAMConfig)}
-    memory_config("hcam", **yaml.safe_load(text))
+    values = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "memory" / "hcam.yaml").read_text())
+    assert values.pop("defaults") == ["hcam_schema", "_self_"]
+    assert set(values) <= {f.name for f in dataclasses.fields(HCAMConfig)}
+    memory_config("hcam", **values)
     with pytest.raises(ValueError, match="heads"):
         memory_config("hcam", dim=10, heads=3)
     with pytest.raises(ValueError, match="top_k"):

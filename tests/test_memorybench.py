@@ -12,7 +12,8 @@ from embodied.tasks.memorybench.scene import project_points
 
 
 def _env(task: str, cameras=(), image_size: int = 32, **kw):
-    return make_env({"name": f"memorybench/{task}", "cameras": list(cameras), "image_size": image_size, **kw})
+    return make_env({"name": f"memorybench/{task}", "cameras": list(cameras), "width": image_size, "height": image_size,
+                     **kw})
 
 
 def _run(env, seed: int, override=None) -> dict:

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from embodied.config import ConfigError
-from embodied.tasks import TASKS, TaskConfig, make_env
+from embodied.tasks import TASKS, NavConfig, TaskConfig, make_env
 from embodied.world.spec import SceneFormatError
 
 
 def small(name, **kw):
     base = dict(name=name, width=32, height=32, sensors=["rgb", "depth", "semantic"])
     base.update(kw)
-    return TaskConfig(**base)
+    return NavConfig(**base)
 
 
 def run_oracle(env, seed):
@@ -115,11 +115,11 @@ def test_bad_action_is_a_clear_error():
 
 def test_bad_config_values_name_the_key():
     with pytest.raises(ConfigError, match="task.width"):
-        TaskConfig(width=4).validate()
+        NavConfig(width=4).validate()
     with pytest.raises(ConfigError, match="task.sensors"):
-        TaskConfig(sensors=["lidar"]).validate()
+        NavConfig(sensors=["lidar"]).validate()
     with pytest.raises(ConfigError, match="task.colour"):
-        TaskConfig.from_any({"colour": 1})
+        TaskConfig.from_any({"name": "nav/pointnav", "colour": 1})
 
 
 def test_bad_scene_file_is_a_clear_error(tmp_path):

@@ -192,6 +192,7 @@ def test_level_configs_build_their_level():
     assert names == sorted(LEVELS)
     for name in names:
         cfg = yaml.safe_load((root / f"{name}.yaml").read_text())
+        assert cfg.pop("defaults") == ["/task/room_ballet_schema@_here_", "_self_"]
         assert cfg["name"] == f"room_ballet/{name}"
         assert make_env(cfg).task_name == cfg["name"]
 
@@ -220,14 +221,14 @@ def test_walk_state_equals_forward_sequence(options):
         walk_state(build_memory("sat", 8, dim=8, heads=2, layers=2, ff_dim=8, capacity=9, num_places=5), steps)
 
 
-# --- apartment world (task.options.world=apartment) -------------------------------------------------
+# --- apartment world (task.world=apartment) -------------------------------------------------
 
 from embodied.tasks.room_ballet import (DANCER_BODY, DANCER_INSTANCE, NUM_COLOURS,  # noqa: E402
                                         apartment_neighbours, dancer_colours, stage_apartment)
 
 
-def apartment_env(level: str, **options):
-    return make_env({"name": f"room_ballet/{level}", "options": {"world": "apartment", "apartments": 2, **options}})
+def apartment_env(level: str, **keys):
+    return make_env({"name": f"room_ballet/{level}", "world": "apartment", "apartments": 2, **keys})
 
 
 @pytest.fixture(scope="module")
@@ -351,6 +352,7 @@ def test_dancer_colours_are_distinct_pairs():
         dancer_colours(NUM_COLOURS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", ["budget", "multi"])
 def test_apartment_expert_succeeds(level, budget_apartment, multi_apartment):
     env = budget_apartment if level == "budget" else multi_apartment
@@ -390,17 +392,22 @@ def test_apartment_grid_view_and_options():
     env = apartment_env("budget_grid", rgb=False)
     obs, _ = env.reset(seed=1)
     assert set(obs) == {"text", "place", "semantic"} and obs["semantic"][0, 0] == WALL_CLASS + obs["place"][0]
-    unknown = r"task.options.colour: unknown room_ballet option; allowed: world, rgb, apartments"
-    for options, match in [({"colour": 1}, unknown),
-                           ({"world": "maze"}, r"task.options.world='maze'; allowed: grid, apartment"),
-                           ({"rgb": True}, "needs task.options.world=apartment"),
-                           ({"world": "apartment", "apartments": 0}, "apartments=0")]:
+    unknown = r"task.colour: not a key of room_ballet tasks; allowed: agent_height, .*, world"
+    for keys, match in [({"colour": 1}, unknown),
+                        ({"world": "maze"}, r"task.world: 'maze'; allowed: grid, apartment"),
+                        ({"rgb": True}, "needs task.world=apartment"),
+                        ({"apartments": 2}, "task.apartments: needs task.world=apartment"),
+                        ({"world": "apartment", "apartments": 0}, "task.apartments: 0; allowed")]:
         with pytest.raises(ValueError, match=match) as error:
-            make_env({"name": "room_ballet/budget", "options": options})
+            make_env({"name": "room_ballet/budget", **keys})
         assert "\n" not in str(error.value)
-    from embodied.tasks.config import TaskConfig
+    from embodied.tasks.config import RoomBalletConfig
 
-    nine_rooms = type("NineRooms", (TASKS["room_ballet/multi"],), {"rooms_wide": 9})
-    nine_rooms(TaskConfig(name="room_ballet/multi"))  # fine on a grid of rooms
+    from dataclasses import replace
+
+    from embodied.tasks.room_ballet import LEVELS as ROOM_LEVELS
+
+    nine_rooms = type("NineRooms", (TASKS["room_ballet/multi"],), {"level": replace(ROOM_LEVELS["multi"], rooms_wide=9)})
+    nine_rooms(RoomBalletConfig(name="room_ballet/multi"))  # fine on a grid of rooms
     with pytest.raises(ValueError, match="at most 8"):
-        nine_rooms(TaskConfig(name="room_ballet/multi", options={"world": "apartment"}))
+        nine_rooms(RoomBalletConfig(name="room_ballet/multi", world="apartment"))

@@ -175,9 +175,10 @@ def test_ama_picks_one_strategy_per_episode_and_trains():
 
 
 def test_bad_inputs_and_yaml():
-    text = (Path(__file__).resolve().parents[1] / "configs" / "memory" / "sat.yaml").read_text()
-    assert set(yaml.safe_load(text)) == {f.name for f in dataclasses.fields(SATConfig)}
-    memory_config("sat", **yaml.safe_load(text))
+    values = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "memory" / "sat.yaml").read_text())
+    assert values.pop("defaults") == ["sat_schema", "_self_"]
+    assert set(values) <= {f.name for f in dataclasses.fields(SATConfig)}
+    memory_config("sat", **values)
     with pytest.raises(ValueError, match="strategy"):
         memory_config("sat", strategy="random")
     memory = make()

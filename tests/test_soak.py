@@ -51,21 +51,22 @@ def test_workers_skip_the_main_script_unless_the_env_fns_live_in_it(monkeypatch)
 
 
 README_SNIPPET = textwrap.dedent("""\
-    from embodied.tasks import TaskConfig, make_env
+    from embodied.tasks import NavConfig, make_env
     from embodied.envs import make_vector_env
-    env = make_env(TaskConfig(name="nav/objectnav", width=64, height=64))
+    env = make_env(NavConfig(name="nav/objectnav", width=64, height=64))
     obs, info = env.reset(seed=0)
     obs, reward, terminated, truncated, info = env.step(env.oracle_action())
-    venv = make_vector_env(TaskConfig(name="nav/pointnav"), num_envs=8, seed=0)  # worker processes, autoreset
+    venv = make_vector_env(NavConfig(name="nav/pointnav"), num_envs=8, seed=0)  # worker processes, autoreset
 """)
 
 
+@pytest.mark.slow
 def test_readme_snippet_runs_as_a_script_without_a_main_guard(tmp_path):
     script = tmp_path / "first_run.py"
     # The README's lines with symbolic Ballet in the workers (8 pointnav envs build their scenes for
     # ~30 s on 2 busy cores; what failed was the unguarded script, not the task), then proof that the
     # workers step and did not run the script again.
-    lines = README_SNIPPET.replace('TaskConfig(name="nav/pointnav")', 'TaskConfig(name="ballet/2_delay16")')
+    lines = README_SNIPPET.replace('NavConfig(name="nav/pointnav")', '{"name": "ballet/2_delay16"}')
     assert lines != README_SNIPPET
     script.write_text("print('script top level', flush=True)\n" + lines + textwrap.dedent("""\
         obs, rew, term, trunc, infos = venv.step([1] * 8)

@@ -107,6 +107,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_kill_9_during_writes_never_leaves_a_truncated_latest(tmp_path):
     script = tmp_path / "writer.py"
     script.write_text(WRITER)

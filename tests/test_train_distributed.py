@@ -61,6 +61,7 @@ def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_two_rank_gloo_training_keeps_ranks_identical(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
@@ -73,6 +74,7 @@ def test_two_rank_gloo_training_keeps_ranks_identical(tmp_path):
     assert result["env_steps"] == 5 * 2 * 4 * 16
 
 
+@pytest.mark.slow
 def test_module_entry_point_under_torchrun_with_straggler_cutoff(tmp_path):
     proc = torchrun("-m", "embodied.train", *TOY, "trainer.preempt_fraction=0.5", f"run_dir={tmp_path / 'run'}",
                     cwd=tmp_path)

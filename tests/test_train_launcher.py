@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from embodied.config import compose
 from embodied.loading import load_checkpoint
 
@@ -26,6 +28,7 @@ def test_launcher_configs_select_submitit():
     assert local.hydra.launcher._target_.endswith("LocalLauncher")
 
 
+@pytest.mark.slow
 def test_local_multirun_runs_two_jobs(tmp_path):
     cmd = [sys.executable, "-m", "embodied.train", "-m", "launcher=local", "seed=0,1",
            "task.name=toy/corridor", "task.max_steps=24", "memory.hidden=16", "agent.hidden=16",

@@ -26,6 +26,7 @@ def toy_cfg(tmp_path, *extra):
     return compose("train", [*TOY, f"run_dir={tmp_path / 'run'}", *extra])
 
 
+@pytest.mark.slow
 def test_ppo_learns_toy_corridor(tmp_path):
     from embodied.eval import evaluate
 
@@ -142,6 +143,7 @@ def test_dcem_intrinsic_reward_is_credited_to_the_step_before_new_text():
     assert repeated.any() and (intrinsic[:-1][repeated] < 1e-3).all()
 
 
+@pytest.mark.slow
 def test_cpu_bf16_autocast_is_opt_in_and_learns(tmp_path):
     from embodied.train.ppo import PPO, PPOConfig
 
@@ -159,6 +161,7 @@ def test_cpu_bf16_autocast_is_opt_in_and_learns(tmp_path):
     assert late > early + 0.3
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
 def test_trainer_keeps_freed_cpu_memory_so_big_activations_are_not_paged_in_again():
     """A freed 64 MB tensor stays in the heap once keep_freed_cpu_memory() ran (the next minibatch's

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from embodied.loading import load_checkpoint
@@ -57,6 +58,7 @@ def assert_same_model(a: Path, b: Path) -> None:
         assert torch.equal(ma[k], mb[k]), k
 
 
+@pytest.mark.slow
 def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path):
     extra = ["trainer.reset_envs_each_update=true"]
     full, cut = tmp_path / "full", tmp_path / "cut"
@@ -73,6 +75,7 @@ def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path):
     assert_same_model(full, cut)
 
 
+@pytest.mark.slow
 def test_default_mode_resume_is_deterministic_and_keeps_history(tmp_path):
     cut = tmp_path / "cut"
     first = run_train(cut, sigterm_after_updates=3)

@@ -68,6 +68,7 @@ def error_lines(stderr: str) -> list[str]:
 
 # --- one run directory, one process ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_second_run_stops_at_start_naming_the_holder_and_a_killed_holder_is_taken_over(tmp_path):
     run = tmp_path / "run"
     held = RunDirLock(run).acquire()  # the first run, in this process
@@ -100,6 +101,7 @@ def test_second_run_stops_at_start_naming_the_holder_and_a_killed_holder_is_take
 
 # --- each update once after any crash ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_kill_9_before_the_first_checkpoint_then_rerun_logs_each_update_once(tmp_path):
     run = tmp_path / "run"
     proc = cli(run, wait=False)
@@ -226,6 +228,7 @@ def test_full_disk_during_training_ends_in_one_line_and_the_rerun_resumes(tmp_pa
 
 # --- a rejected start changes nothing; a finished run says so ------------------------------------------
 
+@pytest.mark.slow
 def test_rejected_starts_and_a_finished_run_change_nothing(tmp_path):
     run = tmp_path / "run"
     train(compose("train", [*TOY, f"run_dir={run}", "total_steps=128"]))
@@ -256,6 +259,7 @@ def test_rejected_starts_and_a_finished_run_change_nothing(tmp_path):
 
 # --- preemption, start and end lines, train.log --------------------------------------------------------
 
+@pytest.mark.slow
 def test_preempted_run_exits_3_requeues_and_logs_to_train_log(tmp_path):
     run = tmp_path / "run"
     bin_dir = tmp_path / "bin"

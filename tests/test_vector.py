@@ -4,12 +4,14 @@ import os
 import signal
 import time
 
+import pytest
+
 import numpy as np
 
 from embodied.envs import make_vector_env
-from embodied.tasks import TaskConfig
+from embodied.tasks import NavConfig
 
-CFG = TaskConfig(name="nav/pointnav", width=24, height=24, sensors=["rgb", "depth"], max_steps=8)
+CFG = NavConfig(name="nav/pointnav", width=24, height=24, sensors=["rgb", "depth"], max_steps=8)
 
 
 def test_workers_match_in_process_and_autoreset():
@@ -39,6 +41,7 @@ def test_workers_match_in_process_and_autoreset():
         b.close()
 
 
+@pytest.mark.slow
 def test_killed_worker_is_replaced_and_stepping_continues(caplog):
     env = make_vector_env(CFG, num_envs=4, seed=0, num_workers=2)
     try:
@@ -147,10 +150,10 @@ def test_a_script_that_never_closes_its_env_still_exits():
     import subprocess
     import sys
 
-    script = ("from embodied.envs import make_vector_env\nfrom embodied.tasks import TaskConfig\n"
+    script = ("from embodied.envs import make_vector_env\nfrom embodied.tasks import NavConfig\n"
               "import numpy as np\n"
               "if __name__ == '__main__':\n"
-              "    env = make_vector_env(TaskConfig(name='nav/pointnav', width=16, height=16, sensors=['depth']),"
+              "    env = make_vector_env(NavConfig(name='nav/pointnav', width=16, height=16, sensors=['depth']),"
               " num_envs=2, seed=0, num_workers=2)\n"
               "    env.step(np.ones(2, int))\n"
               "    print('stepped')\n")
@@ -221,7 +224,7 @@ def test_bench_measures_envs_with_a_capped_ray_thread_count(monkeypatch):
         threads.append(self.nthreads)
 
     monkeypatch.setattr(raycast.RaycastRenderer, "__init__", spy)
-    cfg = TaskConfig(name="nav/pointnav", scenes="procedural", n_rooms=2, width=16, height=16, sensors=["depth"])
+    cfg = NavConfig(name="nav/pointnav", scenes="procedural", n_rooms=2, width=16, height=16, sensors=["depth"])
     r = measure_env(cfg, num_envs=1, num_workers=0, steps=20, render_threads=1)
     assert r["steps_per_s"] > 0 and threads and set(threads) == {1}
     assert "EMBODIED_RENDER_THREADS" not in os.environ  # restored for what runs next
@@ -230,6 +233,7 @@ def test_bench_measures_envs_with_a_capped_ray_thread_count(monkeypatch):
     assert threads and set(threads) == {0}  # default: every core
 
 
+@pytest.mark.slow
 def test_workers_that_fill_the_cpus_are_pinned_one_per_cpu():
     import psutil
 

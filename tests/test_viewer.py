@@ -12,7 +12,7 @@ pytest.importorskip("rerun", reason="rerun-sdk is not installed (pip install -e 
 
 from embodied.memory.base import Memory, check_introspection  # noqa: E402
 from embodied.memory.config import MemoryConfig  # noqa: E402
-from embodied.tasks import TaskConfig, make_env  # noqa: E402
+from embodied.tasks import NavConfig, make_env  # noqa: E402
 from embodied.viewer.recording import OraclePolicy, PolicyOutput, record_episode  # noqa: E402
 from embodied.viewer.rrd import Recording  # noqa: E402
 
@@ -22,7 +22,7 @@ CAMERA = "world/agent/camera"
 def small_env(**kw):
     base = dict(name="nav/pointnav", width=32, height=32, sensors=["rgb", "depth"], max_steps=40)
     base.update(kw)
-    return make_env(TaskConfig(**base))
+    return make_env(NavConfig(**base))
 
 
 @pytest.fixture(scope="module")
@@ -234,6 +234,7 @@ def test_bad_inputs_fail_clearly(tmp_path):
         WebViewer(tmp_path / "missing.rrd")
 
 
+@pytest.mark.slow
 def test_cli_record_and_video(tmp_path):
     r = subprocess.run([sys.executable, "-m", "embodied.cli", "record", "task=nav/objectnav", "agent=random",
                         "episodes=2", f"out={tmp_path}", "task.width=24", "task.height=24", "task.max_steps=8",

@@ -23,12 +23,12 @@ STATE_JS = ("window._handle ? new TextDecoder('utf-8').decode(window._handle.vie
 def test_web_viewer_renders_recording_in_headless_chromium(tmp_path):
     from PIL import Image
 
-    from embodied.tasks import TaskConfig, make_env
+    from embodied.tasks import NavConfig, make_env
     from embodied.viewer.browser import capture
     from embodied.viewer.recording import OraclePolicy, record_episode
     from embodied.viewer.serve import WebViewer
 
-    env = make_env(TaskConfig(name="nav/pointnav", width=32, height=32, sensors=["rgb", "depth"], max_steps=20))
+    env = make_env(NavConfig(name="nav/pointnav", width=32, height=32, sensors=["rgb", "depth"], max_steps=20))
     path = tmp_path / "browser_episode.rrd"
     record_episode(env, OraclePolicy(), path, seed=0)
     with WebViewer(path) as viewer:

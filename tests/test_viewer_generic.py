@@ -198,6 +198,7 @@ def test_memory_hook_weights_peak_on_the_given_slot(tmp_path):
     assert rec.scalars("scalars/value")[2] == 1.5
 
 
+@pytest.mark.slow
 def test_cli_record_and_video_of_a_ballet_task(tmp_path):
     r = subprocess.run([sys.executable, "-m", "embodied.cli", "record", "task=ballet/2_delay16", "agent=random",
                         "episodes=1", f"out={tmp_path}", "video=true", "quiet=true"],

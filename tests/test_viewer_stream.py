@@ -11,14 +11,14 @@ import pytest
 
 pytest.importorskip("rerun", reason="rerun-sdk is not installed (pip install -e '.[viewer]')")
 
-from embodied.tasks import TaskConfig, make_env  # noqa: E402
+from embodied.tasks import NavConfig, make_env  # noqa: E402
 from embodied.viewer import stream  # noqa: E402
 from embodied.viewer.recording import OraclePolicy, record_episode  # noqa: E402
 from embodied.viewer.rrd import Recording  # noqa: E402
 
 
 def test_writer_process_writes_the_same_recording_as_inline(tmp_path):
-    env = make_env(TaskConfig(name="nav/pointnav", width=32, height=32, sensors=["rgb", "depth"], max_steps=30))
+    env = make_env(NavConfig(name="nav/pointnav", width=32, height=32, sensors=["rgb", "depth"], max_steps=30))
     files = {}
     for writer in ("inline", "process"):
         record_episode(env, OraclePolicy(), tmp_path / f"{writer}.rrd", seed=7, writer=writer)

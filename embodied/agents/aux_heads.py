@@ -104,3 +104,73 @@ class TextReconstruction(nn.Module):
         tokens = torch.as_tensor(context["obs"]["text"], device=context["read"].device).long()
         logits = self.decoder(context["read"]).reshape(tokens.shape + (self.vocab,))
         return {"loss": nn.functional.cross_entropy(logits.reshape(-1, self.vocab), tokens.reshape(-1))}
+
+
+class LabelProbes(nn.Module):
+    """Linear probes on the memory read for a task's privileged per-step class labels (context
+    `labels`, recorded by imitation with trainer.labels=true); -1 marks a step without that label.
+    Subclasses set `classes` {label key: number of classes}; the loss is the sum of their
+    cross-entropies over the labelled steps. Per-step labels give the memory a signal at every step
+    where the action alone has one per episode (Ballet: which dance is being performed now)."""
+
+    classes: dict[str, int] = {}
+
+    def __init__(self, feat_dim: int, read_dim: int, num_actions: int, observation_space=None):
+        super().__init__()
+        self.probes = nn.ModuleDict({key: nn.Linear(read_dim, n) for key, n in self.classes.items()})
+
+    def forward(self, context: dict) -> dict[str, Tensor]:
+        labels, read = context.get("labels") or {}, context["read"]
+        missing = [key for key in self.probes if key not in labels]
+        if missing:
+            raise ValueError(f"auxiliary head {type(self).__name__} needs labels {missing} (trainer.labels=true, "
+                             f"a task with labels()); got {sorted(labels) or 'none'}")
+        loss = read.sum() * 0.0  # no labelled step in the batch: zero, still on the graph
+        for key, probe in self.probes.items():
+            target = torch.as_tensor(labels[key], device=read.device).long()
+            labelled = target >= 0
+            if bool(labelled.any()):
+                loss = loss + nn.functional.cross_entropy(probe(read[labelled]), target[labelled])
+        return {"loss": loss}
+
+
+def _ballet_classes() -> dict[str, int]:
+    from embodied.tasks.ballet import DANCES, SLOTS
+
+    return {"dance": len(DANCES), "slot": len(SLOTS)}
+
+
+@register_aux_head("ballet_show")
+class BalletShowProbes(LabelProbes):
+    """Ballet: the dance and the slot of the dancer dancing at each show step (labels of
+    BalletEnv.labels): a dance is only told apart over its 16 steps together, which the answer
+    needs but one answer label per episode teaches slowly."""
+
+    classes = _ballet_classes()
+
+
+@register_aux_head("fastmap_target_look")
+class FastMapTargetLook(nn.Module):
+    """Fast-mapping: predict the instructed object's look (label `target_look` of FastMapEnv.labels,
+    the tile the symbolic map draws for it) from the memory read at instruction-phase steps; MSE on
+    the tile average-pooled to 3x3 (any cell_pixels), other steps (label all zero) left out. Trains
+    recall of what the named object looks like directly, not only through the policy's loss."""
+
+    SIDE = 3
+
+    def __init__(self, feat_dim: int, read_dim: int, num_actions: int, observation_space=None):
+        super().__init__()
+        self.decoder = nn.Sequential(nn.Linear(read_dim, 128), nn.ReLU(), nn.Linear(128, self.SIDE * self.SIDE * 3))
+
+    def forward(self, context: dict) -> dict[str, Tensor]:
+        labels, read = context.get("labels") or {}, context["read"]
+        if "target_look" not in labels:
+            raise ValueError("auxiliary head fastmap_target_look needs the label 'target_look' (trainer.labels=true, "
+                             f"a fastmap task); got {sorted(labels) or 'none'}")
+        look = torch.as_tensor(labels["target_look"], device=read.device).float()
+        lead, px = look.shape[:-1], round((look.shape[-1] // 3) ** 0.5)
+        tiles = look.reshape(-1, px, px, 3).permute(0, 3, 1, 2)
+        target = nn.functional.adaptive_avg_pool2d(tiles, self.SIDE).flatten(1).reshape(lead + (-1,))
+        present = (look.abs().sum(-1) > 0).float()
+        error = ((self.decoder(read) - target) ** 2).mean(-1)
+        return {"loss": (error * present).sum() / present.sum().clamp(min=1.0)}

@@ -37,7 +37,7 @@ class AgentConfig:
     encoder's output, also fused into the step feature) or 'pooled' (the pooled token embeddings
     before the encoder's Linear+ReLU, a fixed mean in which the name stays a quarter of "this is a
     <name>"). The output layer is trained for the policy and can drop the name (measured for DCEM
-    on fast-mapping, docs/results.md). 'rare': the token embeddings averaged with inverse document
+    on fast-mapping, docs/fastmap.md). 'rare': the token embeddings averaged with inverse document
     frequency weights counted over the training texts (TextEncoder.rare_pool), so a name outweighs
     the words every sentence shares ("the" in "lift the dax" and "go to the bed")."""
     hidden: int = 256

@@ -89,6 +89,13 @@ class FiLMReadout(nn.Module):
         return torch.einsum("nc,nchw->nhw", query, F.normalize(feature_map, dim=1))
 
 
+def _rows_where(mask: Tensor, a: TensorDict, b: TensorDict | None) -> TensorDict:
+    """Rows of memory state `a` where `mask` [B], else those of `b` (all of `a` when b is None)."""
+    if b is None:
+        return a
+    return a.apply(lambda x, y: torch.where(mask.reshape(mask.shape + (1,) * (x.dim() - 1)), x, y), b)
+
+
 class Agent(nn.Module):
     def __init__(
         self,
@@ -195,18 +202,24 @@ class Agent(nn.Module):
         first: Tensor,
         prev_action: Tensor,
         actions: Tensor,
+        labels: Mapping[str, Tensor] | None = None,
+        branch: Tensor | None = None,
     ) -> dict:
         """Re-run the memory over a rollout [T, B] from `state` (the state before step 0).
 
         Returns dict(log_prob [T,B], entropy [T,B], value [T,B], logits [T,B,A],
-        aux_losses {name: scalar}, state (final memory state)).
+        aux_losses {name: scalar}, state (final memory state)). `labels` {key: [T, B, ...]}
+        (privileged per-step labels of demonstrations) reach the aux heads' context. `branch` [B]
+        (long): also return `branch_state`, each row's memory state before its step `branch[b]`
+        (the final state where it is < 0 or >= T), for losses that ask a step again differently
+        (embodied/agents/imitation.py); the memory still runs over the sequence once.
         """
         self._check_lead(first, prev_action, dims=2)
         if actions.shape != first.shape:
             raise ValueError(f"actions shape {tuple(actions.shape)} does not match first {tuple(first.shape)}")
         steps = self._memory_input(obs, first, prev_action, lead=tuple(first.shape))
         feature_map = steps.pop("feature_map", None)
-        reads, final_state = self.memory.forward_sequence(steps, state)
+        reads, final_state, branch_state = self._memory_sequence(steps, state, branch)
         heads_in = self._heads_input(reads, feature_map)
         logits = self.policy_head(heads_in)
         value = self.value_head(heads_in).squeeze(-1)
@@ -215,7 +228,8 @@ class Agent(nn.Module):
         if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= self.num_actions):
             raise ValueError(f"actions must be in 0..{self.num_actions - 1}, got [{int(actions.min())}, {int(actions.max())}]")
         aux_losses = {f"memory/{k}": v for k, v in self.memory.aux_losses(steps, reads).items()}
-        context = dict(obs=obs, feat=steps["feat"], read=reads, first=first, actions=actions, logits=logits, value=value)
+        context = dict(obs=obs, feat=steps["feat"], read=reads, first=first, actions=actions, logits=logits, value=value,
+                       labels=dict(labels or {}))
         for name, head in self.aux_heads.items():
             aux_losses.update({f"{name}/{k}": v for k, v in head(context).items()})
         return dict(
@@ -225,13 +239,36 @@ class Agent(nn.Module):
             logits=logits,
             aux_losses=aux_losses,
             state=final_state,
+            **({} if branch is None else {"branch_state": branch_state}),
         )
+
+    def memory_inputs(self, obs: Mapping, first: Tensor, prev_action: Tensor) -> dict[str, Tensor]:
+        """What the memory is given at steps with leading dims `first.shape` (encoded, fused
+        observations and the previous action; `feature_map` too with `film_readout`)."""
+        return self._memory_input(obs, first, prev_action, lead=tuple(first.shape))
 
     def introspect(self, state: TensorDict) -> dict[str, Tensor]:
         """What the memory exposes to a viewer (see Memory.introspect)."""
         return self.memory.introspect(state)
 
     # --- internals -------------------------------------------------------------------------------
+    def _memory_sequence(self, steps: dict, state: TensorDict, branch: Tensor | None):
+        """forward_sequence over [T, B], cut at the `branch` steps to keep each row's state there."""
+        if branch is None:
+            return (*self.memory.forward_sequence(steps, state), None)
+        length = steps["feat"].shape[0]
+        branch = branch.to(steps["feat"].device).long()
+        cuts = sorted({int(t) for t in branch.tolist() if 0 <= t < length})
+        bounds = sorted({0, length, *cuts})
+        reads, picked = [], None
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            if a in cuts:
+                picked = _rows_where(branch == a, state, picked)
+            read, state = self.memory.forward_sequence({k: v[a:b] for k, v in steps.items()}, state)
+            reads.append(read)
+        picked = _rows_where((branch < 0) | (branch >= length), state, picked)
+        return torch.cat(reads), state, picked
+
     def _heads_input(self, read: Tensor, feature_map: Tensor | None) -> Tensor:
         """The memory read, plus the FiLM readout of the image feature map with `film_readout`."""
         if self.film is None:

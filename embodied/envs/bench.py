@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import textwrap
@@ -17,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from embodied.envs import available_cpus, make_vector_env
-from embodied.tasks import TaskConfig
+from embodied.config import provenance
+from embodied.envs import make_vector_env
+from embodied.tasks.config import FastMapConfig, NavConfig
 
 MOVE_ACTIONS = (1, 2, 3)  # move_forward, turn_left, turn_right
-FASTMAP = dict(name="fastmap/architecture_comparison/fast_map_three_objs", width=96, height=72, sensors=["rgb"],
-               max_steps=90)
+FASTMAP = dict(name="fastmap/architecture_comparison/fast_map_three_objs")
 
 PEERS = {
     "MiniWorld-Hallway-v0": textwrap.dedent("""
@@ -52,7 +51,7 @@ PEERS = {
 }
 
 
-def measure_env(task: TaskConfig, num_envs: int, num_workers: int, steps: int, seed: int = 0,
+def measure_env(task: NavConfig | FastMapConfig, num_envs: int, num_workers: int, steps: int, seed: int = 0,
                 render_threads: int | None = None) -> dict:
     """Env steps/s (summed over envs) and, for worker processes, the largest worker RSS.
 
@@ -123,24 +122,24 @@ def bench_sim(out: str | Path = "bench_sim.json", quick: bool = False, peers: bo
     steps = 300 if quick else 3000
     base = dict(name="nav/pointnav", scenes="train", sensors=["rgb", "depth", "semantic"], max_steps=500)
     configs = [
-        ("64x64 rgb+depth+semantic, 1 process", TaskConfig(**base, width=64, height=64), 1, 0),
-        ("128x128 rgb+depth+semantic, 1 process", TaskConfig(**base, width=128, height=128), 1, 0),
+        ("64x64 rgb+depth+semantic, 1 process", NavConfig(**base, width=64, height=64), 1, 0),
+        ("128x128 rgb+depth+semantic, 1 process", NavConfig(**base, width=128, height=128), 1, 0),
         # Several envs per worker amortise the pipe round trip (~0.3 ms), as any vectorised trainer does.
-        ("64x64 rgb+depth+semantic, 8 envs in 2 workers", TaskConfig(**base, width=64, height=64), 8, 2),
+        ("64x64 rgb+depth+semantic, 8 envs in 2 workers", NavConfig(**base, width=64, height=64), 8, 2),
         ("128x128 6-room apartment, 1 worker (memory)",
-         TaskConfig(**{**base, "scenes": "procedural"}, n_rooms=6, width=128, height=128), 1, 1),
+         NavConfig(**{**base, "scenes": "procedural"}, n_rooms=6, width=128, height=128), 1, 1),
         # Fast-mapping's default level: rendered 96x72 as the original, and the symbolic CPU config.
-        ("fastmap 96x72 rgb, 1 process", TaskConfig(**FASTMAP, scenes="room"), 1, 0),
-        ("fastmap 96x72 rgb, 8 envs in 2 workers", TaskConfig(**FASTMAP, scenes="room"), 8, 2),
-        ("fastmap symbolic (CPU config), 1 process", TaskConfig(**FASTMAP, scenes="symbolic"), 1, 0),
-        ("fastmap symbolic (CPU config), 8 envs in 2 workers", TaskConfig(**FASTMAP, scenes="symbolic"), 8, 2),
+        ("fastmap 96x72 rgb, 1 process", FastMapConfig(**FASTMAP, scenes="room"), 1, 0),
+        ("fastmap 96x72 rgb, 8 envs in 2 workers", FastMapConfig(**FASTMAP, scenes="room"), 8, 2),
+        ("fastmap symbolic (CPU config), 1 process", FastMapConfig(**FASTMAP, scenes="symbolic"), 1, 0),
+        ("fastmap symbolic (CPU config), 8 envs in 2 workers", FastMapConfig(**FASTMAP, scenes="symbolic"), 8, 2),
         # The process above casts rays on every core, so 2 workers can add only what is not ray casting;
         # against one ray thread, the ratio shows how the workers themselves scale.
-        ("64x64 rgb+depth+semantic, 1 process, 1 ray thread", TaskConfig(**base, width=64, height=64), 1, 0, 1),
+        ("64x64 rgb+depth+semantic, 1 process, 1 ray thread", NavConfig(**base, width=64, height=64), 1, 0, 1),
     ]
     if quick:
         configs = configs[:1]
-    results: dict = {"machine": {"python": platform.python_version(), "cpus": len(available_cpus()), "platform": platform.platform()},
+    results: dict = {"provenance": provenance(),
                      "quick": quick, "configs": {}}
     rows = [["configuration", "scenes", "steps/s", "RSS MB"]]
     for label, task, n, workers, *threads in configs:

@@ -4,13 +4,12 @@ the resident memory of the parent and its workers grows by less than GROWTH_LIMI
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
-from embodied.config import config_dir
+from embodied.config import config_dir, provenance
 from embodied.envs import available_cpus, make_vector_env
 from embodied.envs.bench import _table
 from embodied.tasks import TaskConfig
@@ -112,8 +111,7 @@ def bench_soak(out: str | Path = "bench_soak.json", steps: int = 100_000, quick:
         steps = min(steps, 2_000)
     levels = LEVELS if levels is None else levels
     workers = max(1, min(2, len(available_cpus())))
-    results: dict = {"machine": {"python": platform.python_version(), "cpus": len(available_cpus()),
-                                 "platform": platform.platform()},
+    results: dict = {"provenance": provenance(),
                      "steps_total": steps, "quick": quick, "growth_limit_pct": GROWTH_LIMIT_PCT,
                      "growth_judged": not quick, "warmup_share": WARMUP, "shares": levels, "levels": {}}
     rows = [["task", "steps", "steps/s", "RSS warm MB", "RSS end MB", "growth %", "restarts", "result"]]

@@ -27,7 +27,7 @@ def _task_dict(name: str, trained: dict | None) -> dict:
     path = config_dir() / "task" / f"{name}.yaml"
     task = OmegaConf.to_container(OmegaConf.load(path), resolve=True) if path.is_file() else {"name": name}
     task.pop("defaults", None)
-    for key in ("image_size", "width", "height"):  # the policy sees the image size it was trained on
+    for key in ("width", "height"):  # the policy sees the image size it was trained on
         if trained and key in trained:
             task[key] = trained[key]
     return task
@@ -175,6 +175,10 @@ def evaluate_memorybench(cfg, policy_kind: str, task_names: list[str]) -> dict[s
         task = _task_dict(name, trained)
         result = run_task(task, policy, seeds, cfg.runs, cfg.quiet)
         result.update(method=method, ckpt=str(path) if path else None)
+        if trained is not None:
+            from embodied.eval.report import training_record
+
+            result["training"] = training_record(path, {"config": config})
         results.append(result)
     check(bool(results), "ckpt", f"{cfg.ckpt} matches no task of {', '.join(task_names)}")
     spec = memorybench_spec()

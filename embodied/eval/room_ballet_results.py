@@ -4,7 +4,7 @@ Two experiments (issue #6), both on the symbolic `tokens` observation, CPU-sized
 1. `budget`: memory budget 32 tokens < walk of 96 steps. SAT variants (temporal chunks or
    place-major read) x (fifo or mvfo write strategy); the question asks about any visited room.
 2. `multi`: four question types, each answerable under exactly one write strategy (by
-   construction, see embodied/tasks/room_ballet.py). One SAT per fixed strategy and one with the
+   construction, see embodied/tasks/room_ballet/). One SAT per fixed strategy and one with the
    Adaptive Memory Allocator (`strategy=ama`), all trained on the mixed task; per question type:
    accuracy of each, and the strategy AMA picks (greedy, eval mode).
 

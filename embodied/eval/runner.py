@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,14 @@ import numpy as np
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from embodied.config import check, config_dir, data_dir
+from embodied.config import check, config_dir, data_dir, provenance
+from embodied.eval.report import MemoryTimer, memory_record, training_record
 from embodied.eval.stats import summarize
 
 POLICIES = ("checkpoint", "oracle", "random")
 OBS_LAYOUT_KEYS = ("width", "height", "hfov", "sensors", "camera_height", "max_depth")
 EXTRA_MEASURES = ("soft_spl", "distance_to_goal", "collisions", "length", "return")
+EVAL_SEED_END = 1 << 30  # = embodied.train.run.TRAIN_SEED_START (eval may not import train)
 
 
 @dataclass
@@ -47,7 +49,8 @@ class EvalConfig:
     num_workers: int | None = None
     """Env worker processes; 0 = in-process, null = min(num_envs, cpus)."""
     seed: int = 0
-    """Episode seed (env i is seeded seed + i) and the sampling/bootstrap seed."""
+    """Episode seed (env i is seeded seed + i) and the sampling/bootstrap seed; seed + num_envs at
+    most 2**30, below the seeds imitation records its demonstrations with (held-out episodes)."""
     deterministic: bool = True
     """Checkpoint policy: argmax actions (true) or sampled (false)."""
     device: str = "auto"
@@ -72,10 +75,13 @@ class EvalConfig:
 
 
 def register_configs() -> None:
-    """Store the schema of configs/eval.yaml with Hydra (embodied.config.register_schemas calls it)."""
+    """Store the schemas of configs/eval.yaml with Hydra (embodied.config.register_schemas calls it)."""
     from hydra.core.config_store import ConfigStore
 
+    from embodied.tasks.config import register_configs as register_task_configs
+
     ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
+    register_task_configs()
 
 
 def _policy(cfg: DictConfig) -> str:
@@ -90,6 +96,9 @@ def _policy(cfg: DictConfig) -> str:
 def validate_eval_config(cfg: DictConfig) -> str:
     check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
     check(cfg.num_envs >= 1, "num_envs", f"{cfg.num_envs}; allowed: >= 1")
+    # Demonstrations are recorded from seeds >= 2**30 (embodied.train.run.TRAIN_SEED_START).
+    check(0 <= cfg.seed and cfg.seed + cfg.num_envs <= EVAL_SEED_END, "seed",
+          f"{cfg.seed}; allowed: 0 <= seed <= {EVAL_SEED_END} - num_envs (higher seeds record training demos)")
     check(cfg.num_workers is None or cfg.num_workers >= 0, "num_workers", f"{cfg.num_workers}; allowed: >= 0 or null")
     check(0 < cfg.confidence < 1, "confidence", f"{cfg.confidence}; allowed: (0, 1)")
     check(cfg.device in ("cpu", "cuda", "auto"), "device", f"{cfg.device!r}; allowed: cpu, cuda, auto")
@@ -109,8 +118,10 @@ def load_task_config(name: str) -> dict:
     path = config_dir() / "task" / f"{name}.yaml"
     check(path.is_file(), "suite", f"task config {name!r} not found under configs/task/")
     node = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    node.pop("defaults", None)
-    return node
+    node.pop("defaults", None)  # the family's schema, whose defaults fill in what the YAML leaves out
+    from embodied.tasks import TaskConfig
+
+    return asdict(TaskConfig.from_any(node))
 
 
 class _PolicyRunner:
@@ -172,8 +183,11 @@ def evaluate_task(task: dict, policy: str, ckpt: dict | None, cfg: DictConfig, d
     quota = [cfg.episodes // num_envs + (i < cfg.episodes % num_envs) for i in range(num_envs)]
     envs = (env_factory or make_envs)(OmegaConf.create(task), num_envs, cfg.seed, cfg.num_workers)
     episodes: list[dict] = []
+    timer = None
     try:
         runner = _PolicyRunner(policy, envs, ckpt, device, cfg.deterministic, cfg.seed)
+        if runner.agent is not None:
+            timer = MemoryTimer(runner.agent.memory)
         obs = envs.reset(seed=cfg.seed)
         counts = [0] * num_envs
         bar = None
@@ -196,8 +210,12 @@ def evaluate_task(task: dict, policy: str, ckpt: dict | None, cfg: DictConfig, d
             bar.close()
     finally:
         envs.close()
+        if timer is not None:
+            timer.close()
     result: dict[str, Any] = {"task": task.get("name"), "policy": policy, "episodes": len(episodes),
                               "success": summarize([e["success"] for e in episodes], True, cfg.confidence)}
+    if timer is not None:
+        result["memory"] = memory_record(runner.agent.memory, timer)
     if all("spl" in e for e in episodes):
         result["spl"] = summarize([e["spl"] for e in episodes], False, cfg.confidence, seed=cfg.seed)
     for key in EXTRA_MEASURES:
@@ -287,7 +305,9 @@ def evaluate(cfg: DictConfig, env_factory=None) -> dict[str, Any]:
     print(table)
     name = cfg.suite or str(tasks[0].get("name")).replace("/", "_")
     out = Path(cfg.out) if cfg.out else (Path(cfg.ckpt).parent if cfg.ckpt else Path(".")) / f"eval_{name}.json"
-    report = {"ckpt": cfg.ckpt, "policy": policy, "suite": cfg.suite, "confidence": cfg.confidence,
+    agent = policy if ckpt is None else str(ckpt["config"].get("memory", {}).get("name", policy))
+    report = {"ckpt": cfg.ckpt, "policy": policy, "agent": agent, "suite": cfg.suite, "confidence": cfg.confidence,
+              "training": training_record(cfg.ckpt, ckpt) if ckpt is not None else None,
               "ci_methods": {"success": "wilson", "spl": "percentile bootstrap (10000 resamples)"},
               "config": OmegaConf.to_container(cfg, resolve=True), "results": results, "table": table}
     return write_report(report, out)
@@ -303,6 +323,7 @@ def print_result(result: dict[str, Any], out: str | Path | None = None) -> None:
 def write_report(report: dict[str, Any], out: Path) -> dict[str, Any]:
     """Write an evaluation report as JSON atomically (a crash leaves the old file or none) and
     return it with its `path`."""
+    report.setdefault("provenance", provenance())
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(report, indent=2, default=float))

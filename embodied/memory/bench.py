@@ -12,12 +12,12 @@ figures should stay flat in L. Ratios are against `trxl` measured in the same ru
 from __future__ import annotations
 
 import math
-import platform
 import time
 from typing import Any
 
 import torch
 
+from embodied.config import provenance
 from embodied.memory.base import MEMORIES, build_memory
 
 DEFAULT_LENGTHS = (256, 1024, 4096, 16384)
@@ -102,5 +102,5 @@ def bench_memory(memories: list[str] | None = None, lengths: list[int] | None = 
             for row in group:
                 row["ratio_vs_trxl"] = (full / row["step_s"]) if full else None
             rows.extend(group)
-    return {"benchmark": "memory", "host": platform.node(), "torch": torch.__version__,
+    return {"benchmark": "memory", "provenance": provenance(),
             "threads": torch.get_num_threads(), "batch": batch, "lengths": lengths, "rows": rows}

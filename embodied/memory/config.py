@@ -1,8 +1,8 @@
 """Option dataclasses for the baseline memories.
 
-One dataclass per memory type; its fields are exactly the keys of `configs/memory/<name>.yaml`, so
-Hydra can use them as structured-config schemas. `__post_init__` rejects bad values with a
-one-line error naming the key.
+One dataclass per memory type, the one place of its defaults: it is the structured schema of
+`configs/memory/<name>.yaml` (stored as `memory/<name>_schema`), which holds only `name` and what
+differs. `__post_init__` rejects bad values with a one-line error naming the key.
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Episode logic: registered gymnasium tasks with habitat-style measures."""
-from embodied.tasks.config import SENSORS, TaskConfig
+from embodied.tasks.config import (SENSORS, BalletConfig, FastMapConfig, NavConfig, RoomBalletConfig, TaskConfig,
+                                   register_configs)
 from embodied.tasks.registry import (MEASURES, STEP_SELECTORS, TASKS, EpisodeOverError, ObservationError, TaskEnv,
                                      make_env, register_measure, register_step_selector, register_task)
 from embodied.tasks import measures as _measures  # noqa: F401  (registers measures)
@@ -16,6 +17,6 @@ def oracle_action(env) -> int:
     return env.unwrapped.oracle_action()
 
 
-__all__ = ["SENSORS", "TaskConfig", "MEASURES", "TASKS", "make_env", "register_measure", "register_task",
+__all__ = ["SENSORS", "TaskConfig", "NavConfig", "BalletConfig", "RoomBalletConfig", "FastMapConfig", "register_configs", "MEASURES", "TASKS", "make_env", "register_measure", "register_task",
            "STEP_SELECTORS", "register_step_selector", "TaskEnv", "EpisodeOverError", "ObservationError",
            "MEASURE_NAMES", "EpisodeError", "NavEnv", "oracle_action"]

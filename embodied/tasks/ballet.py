@@ -10,7 +10,7 @@ agent must pick the dancer that performed it: reward +1 for the right dancer, 0 
 Simplifications (documented, not hidden):
 - Observation: `semantic` [11, 11] int grid (0 floor, 1 wall, 2 + colour for a dancer at its
   current cell) of the whole room, plus `text` [1] (token 1 = "watch", 2 + d = dance d). With
-  `task.options: {rgb: true}` it also holds `rgb` [height, width, 3]: the room built as 3D geometry
+  `task.rgb: true` it also holds `rgb` [height, width, 3]: the room built as 3D geometry
   (floor, walls, dancers as coloured blocks on 0.5 m cells) and ray cast by the project's renderer
   from a camera above the room centre looking down. The original renders an egocentric 99x99 RGB
   crop of a 2D sprite world; ours sees the whole room (the agent does not walk here).
@@ -20,7 +20,14 @@ Simplifications (documented, not hidden):
   agent walks to the dancer with 8 moves; here navigation is removed so the task measures memory.
 - The dance shapes are reconstructed from their names (the released table was not copied), 16
   steps each, all distinct as sequences.
-`oracle_action()` is the scripted expert: it reads the ground truth.
+Randomisations (what the seed draws, in this order): each dancer's slot, dance and colour (all
+distinct), and which dancer's dance is asked.
+Success: the first non-wait action after the show picks the asked dancer's slot (reward 1, success
+1); a wrong pick ends the episode with 0; `ANSWER_STEPS` steps without a pick truncate it with 0.
+The show/question phases and the answer step are embodied.tasks.answer.ShowThenAsk, shared with
+Room Ballet.
+`oracle_action()` is the scripted expert: it reads the ground truth; `labels()` gives imitation its
+privileged per-step labels.
 Viewer protocol (words for recordings; no effect on the task): `action_names`, `classes` (names of
 the semantic grid's ids) and `observation_text(obs)` ("watch" / "go to the dancer that did <dance>").
 """
@@ -29,6 +36,8 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
+from embodied.tasks.answer import ShowThenAsk, checked_action
+from embodied.tasks.config import BalletConfig
 from embodied.tasks.registry import TaskEnv, register_task
 
 ROOM = 11
@@ -40,7 +49,6 @@ CELL = 0.5  # metres per grid cell in the rendered room
 # Distinct dancer colours (rgb in [0, 1]); index = colour id of the semantic grid minus 2.
 COLOUR_RGB = ((0.9, 0.1, 0.1), (0.1, 0.7, 0.1), (0.15, 0.3, 0.95), (0.95, 0.85, 0.1),
               (0.85, 0.2, 0.85), (0.1, 0.85, 0.85), (0.95, 0.5, 0.1), (0.55, 0.35, 0.2))
-OPTIONS = ("rgb",)
 COLOUR_NAMES = ("red", "green", "blue", "yellow", "magenta", "cyan", "orange", "brown")  # of COLOUR_RGB
 
 
@@ -71,24 +79,22 @@ class BalletEnv(TaskEnv):
     """One Ballet level; `num_dancers` and `delay` are set by the registered subclass."""
 
     metadata = {"render_modes": []}
+    config_class = BalletConfig
     num_dancers: int = 4
     delay: int = 16
 
-    def __init__(self, cfg=None):
-        self.cfg = cfg
+    def __init__(self, cfg: BalletConfig | None = None):
+        self.cfg = cfg = BalletConfig.from_any(cfg if cfg is not None else {"name": self.task_name})
         self.show_steps = self.num_dancers * (DANCE_STEPS + self.delay)
-        self.max_episode_steps = self.show_steps + ANSWER_STEPS
-        options = dict(getattr(cfg, "options", None) or {})
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ValueError(f"task.options.{unknown[0]}: unknown ballet option; allowed: {', '.join(OPTIONS)}")
+        self.phases = ShowThenAsk(self.show_steps, ANSWER_STEPS)
+        self.max_episode_steps = self.phases.max_steps
         spaces_ = {
             "semantic": spaces.Box(0, 1 + NUM_COLOURS, (ROOM, ROOM), dtype=np.int64),
             "text": spaces.Box(0, 1 + len(DANCES), (1,), dtype=np.int64),
         }
         self.renderer = None
-        if options.get("rgb", False):
-            width, height = (cfg.width, cfg.height) if cfg is not None else (64, 64)
+        if cfg.rgb:
+            width, height = cfg.width, cfg.height
             self.renderer, self.camera = _room_renderer(width, height)
             self._placed: dict[int, tuple[int, int] | None] = dict.fromkeys(range(NUM_COLOURS))  # colour -> posed cell (None: hidden)
             spaces_["rgb"] = spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)
@@ -110,20 +116,32 @@ class BalletEnv(TaskEnv):
         return self._observation(), self._info(success=0.0)
 
     def _step(self, action):
-        if not self.action_space.contains(int(action)):
-            raise ValueError(f"action {action!r} out of range 0..{self.action_space.n - 1}")
-        action = int(action)
-        reward, terminated = 0.0, False
-        if self._t >= self.show_steps and action > 0:
-            terminated = True
-            reward = 1.0 if action - 1 == int(self.slots[self.target]) else 0.0
+        action = checked_action(action, self.action_space)
+        reward, terminated, truncated = self.phases.step(self._t, action, self.answer)
         self._t += 1
-        truncated = not terminated and self._t >= self.max_episode_steps
         return self._observation(), reward, terminated, truncated, self._info(success=reward)
 
     def oracle_action(self) -> int:
         """The expert: wait through the show, then pick the slot of the instructed dancer."""
-        return 1 + int(self.slots[self.target]) if self._t >= self.show_steps else 0
+        return self.phases.expert(self._t, self.answer)
+
+    @property
+    def answer(self) -> int:
+        """The right answer: the action that picks the slot of the instructed dancer."""
+        return 1 + int(self.slots[self.target])
+
+    def labels(self) -> dict[str, np.ndarray]:
+        """Privileged labels of the current observation (for imitation's probes and losses, never an
+        observation): `dance`/`slot` of the dancer dancing now (-1 between dances and after the show),
+        and at answer steps every question the step could ask, `counterfactual/obs/text` [N, 1], with
+        the expert's answer to each, `counterfactual/action` [N] (-1 during the show)."""
+        dancer, phase = divmod(self._t, DANCE_STEPS + self.delay)
+        dancing = self._t < self.show_steps and phase < DANCE_STEPS
+        answering = self._t >= self.show_steps
+        return {"dance": np.int64(self.dances[dancer] if dancing else -1),
+                "slot": np.int64(self.slots[dancer] if dancing else -1),
+                "counterfactual/obs/text": (2 + np.asarray(self.dances, np.int64))[:, None],
+                "counterfactual/action": np.where(answering, 1 + np.asarray(self.slots, np.int64), -1)}
 
     @property
     def instructed_dance(self) -> int:

@@ -4,6 +4,18 @@ One env class carries the shared episode loop (scene sampling, the kinematic age
 measures); each task only decides what its goals are and what it tells the agent about them.
 A goal is a set of navigable grid cells with a geodesic distance field; `stop` inside the goal
 tolerance reaches it.
+
+Randomisations (what the seed draws, in this order): the scene (a spec of `task.scenes` and, for
+procedural apartments, its generation seed), the goals - pointnav: a navigable point (or one of the
+scene's fixed `goal_pool` points); objectnav: an object category with a reachable instance;
+multigoal: `num_goals` categories in a random order (repeating only when the scene has fewer) -
+then the start cell, redrawn until its geodesic distance to the first goal lies in
+[min_goal_distance, max_goal_distance], and the start heading; an episode that cannot be drawn
+moves to another scene (20 tries).
+Success (measure `success`: every goal reached): `stop` within the goal's tolerance reaches it -
+pointnav: within `success_distance` of the point; object goals: within 1.5 grid cells of the region
+`success_distance` around any instance's footprint - paying `success_reward` (multigoal then moves
+to the next goal); a `stop` elsewhere ends the episode unsuccessful; `max_steps` truncates it.
 """
 from __future__ import annotations
 
@@ -16,7 +28,7 @@ from gymnasium import spaces
 
 from embodied.render import Camera
 from embodied.sim import ACTIONS, DistanceField, NavAgent, ShortestPathFollower
-from embodied.tasks.config import TaskConfig
+from embodied.tasks.config import NavConfig
 from embodied.tasks.registry import MEASURES, TaskEnv, register_task
 from embodied.tasks.scenes import NavScene, SceneSource
 from embodied.world import OBJECT_CATEGORIES, semantic_classes
@@ -41,9 +53,10 @@ class NavEnv(TaskEnv):
     """Shared episode loop. Subclasses implement `_sample_goals` and `_goal_observation`."""
 
     metadata = {"render_modes": ["rgb_array"]}
+    config_class = NavConfig
     goal_space: dict[str, spaces.Space] = {}
 
-    def __init__(self, cfg: TaskConfig) -> None:
+    def __init__(self, cfg: NavConfig) -> None:
         self.cfg = cfg.validate()
         self.scenes = SceneSource(cfg.scenes, cfg.n_rooms, cfg.agent_radius, cfg.agent_height, cfg.scene_cache,
                                   cfg.max_depth)

@@ -75,6 +75,7 @@ class TaskEnv(gym.Env):
     `_step(action)`; `reset`/`step` add what every task owes its caller: seeding gymnasium's
     `np_random`, no step outside an episode, and finite float observations."""
 
+    config_class: type | None = None  # the family's schema (embodied.tasks.config), which make_env builds
     _episode_over: bool | None = None  # None: no episode began (no reset yet, or the last one raised)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -114,18 +115,12 @@ def register_step_selector(name: str) -> Callable[[Callable], Callable]:
 
 
 def make_env(cfg, seed: int | None = None):
-    """Build the gymnasium env of a task from a TaskConfig (or dict / omegaconf node)."""
+    """Build the gymnasium env of a task from its family's schema (or a dict / omegaconf node, checked
+    against the schema its `name` picks: embodied.tasks.config.TaskConfig.from_any)."""
     from embodied.tasks.config import TaskConfig
 
-    name = getattr(cfg, "name", None) or (cfg.get("name") if hasattr(cfg, "get") else None)
-    cls = TASKS.get(name)
-    # Tasks with their own config schema (e.g. MemoryBench's image_size, cameras) validate it themselves.
-    config_class = getattr(cls, "config_class", None)
-    if config_class is not None:
-        env = cls(config_class.from_any(cfg))
-    else:
-        cfg = TaskConfig.from_any(cfg)
-        env = TASKS[cfg.name](cfg)
+    cfg = TaskConfig.from_any(cfg)
+    env = TASKS[cfg.name](cfg)
     if seed is not None:
         env.reset(seed=seed)
     return env

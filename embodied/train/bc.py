@@ -8,7 +8,10 @@ only when whole episodes do not fit in memory).
 
 Demo format: numpy `.npz` shards (torch-free). Each shard holds several episodes concatenated
 along axis 0: `obs/<key>` [S, ...] (the env's observation arrays), `actions` [S] int64 (the
-expert's action at that observation), `first` [S] bool (True at each episode's first step).
+expert's action at that observation), `first` [S] bool (True at each episode's first step), and
+with `labels=true` `labels/<key>` [S, ...]: the task's privileged labels of each step (its
+`labels()` method, read like `oracle_action()`; -1 = no label at that step), which batches hand to
+the agent's aux heads and to the imitation losses of `losses` (embodied/agents/imitation.py).
 
 DAgger (Ross et al. 2011) for navigation: roll out a mixture policy — the oracle's action with
 probability beta, the learner's otherwise — label every visited observation with the oracle's
@@ -33,6 +36,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from embodied.agents.imitation import IMITATION_LOSSES
 from embodied.config import InputError, check
 from embodied.tasks import STEP_SELECTORS
 from embodied.train.checkpoint import NonFiniteError
@@ -83,6 +87,14 @@ class BCConfig:
     """Loss weight of the `upweight` steps."""
     freeze: list[str] = field(default_factory=list)
     """Parameter name prefixes not to train (e.g. encoder.text.embedding); each must match one."""
+    labels: bool = False
+    """Record the task's privileged per-step labels (`env.labels()`) with every demonstration step,
+    for label-reading aux heads (e.g. ballet_show) and imitation losses."""
+    bc_coef: float = 1.0
+    """Weight of the per-step action cross-entropy."""
+    losses: dict[str, float] = field(default_factory=dict)
+    """Imitation losses added to the cross-entropy, {name: weight} (embodied/agents/imitation.py,
+    e.g. counterfactual: 1.0)."""
 
     def validate(self, num_envs: int = 1) -> "BCConfig":
         check(self.name == "bc", "trainer.name", f"{self.name!r}; allowed: bc")
@@ -102,12 +114,18 @@ class BCConfig:
               f"{self.upweight!r}; allowed: null, {', '.join(sorted(STEP_SELECTORS))}")
         check(self.upweight_factor > 0 and math.isfinite(self.upweight_factor), "trainer.upweight_factor",
               f"{self.upweight_factor}; allowed: > 0")
+        check(self.bc_coef >= 0 and math.isfinite(self.bc_coef), "trainer.bc_coef", f"{self.bc_coef}; allowed: >= 0")
+        for name, weight in self.losses.items():
+            check(name in IMITATION_LOSSES, f"trainer.losses.{name}",
+                  f"unknown imitation loss; allowed: {', '.join(sorted(IMITATION_LOSSES))}")
+            check(weight >= 0 and math.isfinite(weight), f"trainer.losses.{name}", f"{weight}; allowed: a weight >= 0")
+        check(len(self.losses) <= 1, "trainer.losses", f"{dict(self.losses)}; allowed: at most one loss")
         return self
 
 
 # --- dataset ------------------------------------------------------------------------------------
 
-Episode = dict[str, Any]  # {"obs": {key: [L, ...]}, "actions": [L]}
+Episode = dict[str, Any]  # {"obs": {key: [L, ...]}, "actions": [L]} (+ "labels": {key: [L, ...]})
 
 
 def write_demo_shard(path: str | Path, episodes: list[Episode]) -> Path:
@@ -119,6 +137,8 @@ def write_demo_shard(path: str | Path, episodes: list[Episode]) -> Path:
     keys = sorted(episodes[0]["obs"])
     arrays = {f"obs/{k}": np.concatenate([np.asarray(e["obs"][k]) for e in episodes]) for k in keys}
     arrays["actions"] = np.concatenate([np.asarray(e["actions"], dtype=np.int64) for e in episodes])
+    for k in sorted(episodes[0].get("labels") or {}):
+        arrays[f"labels/{k}"] = np.concatenate([np.asarray(e["labels"][k]) for e in episodes])
     first = [np.zeros(len(e["actions"]), dtype=bool) for e in episodes]
     for f in first:
         f[0] = True
@@ -172,12 +192,16 @@ def _read_shard(shard: Path) -> list[Episode]:
         if len(first) != len(actions):
             raise InputError(f"{shard}: first has {len(first)} rows, actions has {len(actions)}")
         obs = {k: data[f"obs/{k}"] for k in obs_keys}
-        for k, v in obs.items():
+        labels = {k[7:]: data[k] for k in data.files if k.startswith("labels/")}
+        for k, v in [*(("obs/" + k, v) for k, v in obs.items()), *(("labels/" + k, v) for k, v in labels.items())]:
             if len(v) != len(actions):
-                raise InputError(f"{shard}: obs/{k} has {len(v)} rows, actions has {len(actions)}")
+                raise InputError(f"{shard}: {k} has {len(v)} rows, actions has {len(actions)}")
         starts = np.flatnonzero(first).tolist() + [len(actions)]
         for a, b in zip(starts[:-1], starts[1:]):
-            episodes.append({"obs": {k: v[a:b] for k, v in obs.items()}, "actions": actions[a:b]})
+            episode = {"obs": {k: v[a:b] for k, v in obs.items()}, "actions": actions[a:b]}
+            if labels:
+                episode["labels"] = {k: v[a:b] for k, v in labels.items()}
+            episodes.append(episode)
     return episodes
 
 
@@ -187,22 +211,28 @@ def split_sequences(episodes: list[Episode], seq_len: int) -> list[Episode]:
     out = []
     for e in episodes:
         for a in range(0, len(e["actions"]), seq_len):
-            out.append({"obs": {k: v[a:a + seq_len] for k, v in e["obs"].items()},
-                        "actions": e["actions"][a:a + seq_len]})
+            out.append({part: ({k: v[a:a + seq_len] for k, v in e[part].items()} if isinstance(e[part], dict)
+                               else e[part][a:a + seq_len]) for part in e})
+    return out
+
+
+def _pad(sequences: list[Episode], part: str, T: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """{key: [T, B, ...]} of one part (obs, labels) of each sequence; integer labels pad with -1 (none)."""
+    out = {}
+    for k in sorted(sequences[0][part]):
+        sample = np.asarray(sequences[0][part][k])
+        fill = -1 if part == "labels" and np.issubdtype(sample.dtype, np.integer) else 0
+        buf = np.full((T, len(sequences), *sample.shape[1:]), fill, dtype=sample.dtype)
+        for j, s in enumerate(sequences):
+            buf[: len(s["actions"]), j] = s[part][k]
+        out[k] = torch.from_numpy(buf).to(device)
     return out
 
 
 def pad_batch(sequences: list[Episode], device: torch.device) -> dict[str, Any]:
     """[T, B] tensors of a batch of sequences; padding steps are first=True and mask=False."""
     T, B = max(len(s["actions"]) for s in sequences), len(sequences)
-    keys = sorted(sequences[0]["obs"])
-    obs = {}
-    for k in keys:
-        sample = np.asarray(sequences[0]["obs"][k])
-        buf = np.zeros((T, B, *sample.shape[1:]), dtype=sample.dtype)
-        for j, s in enumerate(sequences):
-            buf[: len(s["actions"]), j] = s["obs"][k]
-        obs[k] = torch.from_numpy(buf).to(device)
+    obs = _pad(sequences, "obs", T, device)
     actions = np.zeros((T, B), dtype=np.int64)
     mask = np.zeros((T, B), dtype=bool)
     for j, s in enumerate(sequences):
@@ -215,7 +245,10 @@ def pad_batch(sequences: list[Episode], device: torch.device) -> dict[str, Any]:
     prev[1:] = actions[:-1]
     prev[first] = 0
     t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
-    return {"obs": obs, "actions": t(actions), "mask": t(mask), "first": t(first), "prev_actions": t(prev)}
+    batch = {"obs": obs, "actions": t(actions), "mask": t(mask), "first": t(first), "prev_actions": t(prev)}
+    if all("labels" in s for s in sequences):
+        batch["labels"] = _pad(sequences, "labels", T, device)
+    return batch
 
 
 # --- trainer ------------------------------------------------------------------------------------
@@ -244,6 +277,7 @@ class BehaviourCloning:
         self.device = self.ctx.device
         self.frozen = freeze_parameters(agent, list(cfg.freeze))
         self.selector = STEP_SELECTORS[cfg.upweight] if cfg.upweight else None
+        self.losses = {name: (IMITATION_LOSSES[name](), float(w)) for name, w in cfg.losses.items()}
         self.params = [p for p in agent.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
         self.shuffle_gen = torch.Generator().manual_seed(seed)
@@ -260,17 +294,29 @@ class BehaviourCloning:
 
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         B = batch["actions"].shape[1]
+        labels = batch.get("labels")
+        if (self.losses or self.cfg.labels) and labels is None:
+            raise InputError("trainer.labels: the demonstrations hold no labels/* arrays; trainer.losses and "
+                             "label-reading aux heads need demos recorded with trainer.labels=true")
+        branches = [loss.branch(labels) for loss, _ in self.losses.values() if hasattr(loss, "branch")]
         out = self.agent.evaluate_sequence(batch["obs"], self.agent.initial_state(B, self.device),
-                                           batch["first"], batch["prev_actions"], batch["actions"])
+                                           batch["first"], batch["prev_actions"], batch["actions"],
+                                           labels=labels, branch=branches[0] if branches else None)
         mask = batch["mask"].float()
         if self.selector is not None:
             mask = mask * torch.where(self.selector(batch["obs"]), float(self.cfg.upweight_factor), 1.0)
         ce = -(out["log_prob"].float() * mask).sum() / mask.sum()
         aux = sum((v.float() for v in (out.get("aux_losses") or {}).values()), torch.zeros((), device=self.device))
+        total = self.cfg.bc_coef * ce + self.cfg.aux_coef * aux
         with torch.no_grad():
             valid = batch["mask"].float()
             acc = ((out["logits"].argmax(-1) == batch["actions"]).float() * valid).sum() / valid.sum()
-        return ce + self.cfg.aux_coef * aux, {"bc_loss": float(ce.detach()), "accuracy": float(acc), "aux_loss": float(aux.detach())}
+        stats = {"bc_loss": float(ce.detach()), "accuracy": float(acc), "aux_loss": float(aux.detach())}
+        for name, (loss, weight) in self.losses.items():
+            for key, value in loss(self.agent, batch, out).items():
+                total = total + weight * value.float()
+                stats[f"{name}/{key}"] = float(value.detach())
+        return total, stats
 
     def fit(self, episodes: list[Episode], epochs: int | None = None) -> dict[str, float]:
         """`epochs` passes of minibatches of sequences; returns mean loss/accuracy of the last pass."""
@@ -306,25 +352,28 @@ class BehaviourCloning:
 def collect_labelled(envs, agent: torch.nn.Module | None, device: torch.device, steps: int, beta: float,
                      rng: np.random.Generator, seed: int, max_episodes: int | None = None,
                      should_stop: Callable[[], bool] = lambda: False,
-                     deterministic: bool = False) -> tuple[list[Episode], list[dict]]:
+                     deterministic: bool = False, labels: bool = False) -> tuple[list[Episode], list[dict]]:
     """Run a beta-mixture of oracle and learner; label each visited obs with the oracle action.
 
     Returns the finished episodes (obs + oracle labels) and their final measures. With
     agent=None (or beta=1) this records pure oracle demonstrations; with beta=0 and
-    deterministic=True it evaluates the greedy learner."""
+    deterministic=True it evaluates the greedy learner. `labels`: also record each step's
+    privileged labels (`env.labels()`) under the episode's "labels"."""
     n = envs.num_envs
     obs = envs.reset(seed=seed)
     state = agent.initial_state(n, device) if agent is not None else None
     first = torch.ones(n, dtype=torch.bool, device=device)
     prev = torch.zeros(n, dtype=torch.long, device=device)
-    current: list[dict[str, list]] = [{"obs": {k: [] for k in obs}, "actions": []} for _ in range(n)]
+    fresh = lambda: {"obs": {k: [] for k in obs}, "actions": [], **({"labels": {}} if labels else {})}  # noqa: E731
+    current: list[dict[str, Any]] = [fresh() for _ in range(n)]
     episodes: list[Episode] = []
     measures: list[dict] = []
     for _ in range(math.ceil(steps / n)):
         if should_stop() or (max_episodes is not None and len(episodes) >= max_episodes):
             break
-        labels = np.asarray(envs.call("oracle_action"), dtype=np.int64)
-        execute = labels.copy()
+        expert = np.asarray(envs.call("oracle_action"), dtype=np.int64)
+        step_labels = envs.call("labels") if labels else None
+        execute = expert.copy()
         if agent is not None and beta < 1.0:
             tensors = {k: torch.as_tensor(v).to(device) for k, v in obs.items()}
             action, _, _, state = agent.act(tensors, state, first, prev, deterministic=deterministic)
@@ -333,15 +382,21 @@ def collect_labelled(envs, agent: torch.nn.Module | None, device: torch.device, 
         for i in range(n):
             for k, v in obs.items():
                 current[i]["obs"][k].append(np.array(v[i]))
-            current[i]["actions"].append(int(labels[i]))
+            current[i]["actions"].append(int(expert[i]))
+            if labels:
+                for k, v in step_labels[i].items():
+                    current[i]["labels"].setdefault(k, []).append(np.array(v))
         obs, _, terminated, truncated, infos = envs.step(execute)
         done = np.asarray(terminated) | np.asarray(truncated)
         for i in np.flatnonzero(done):
             ep = current[i]
-            episodes.append({"obs": {k: np.stack(v) for k, v in ep["obs"].items()},
-                             "actions": np.asarray(ep["actions"], dtype=np.int64)})
+            episode = {"obs": {k: np.stack(v) for k, v in ep["obs"].items()},
+                       "actions": np.asarray(ep["actions"], dtype=np.int64)}
+            if labels:
+                episode["labels"] = {k: np.stack(v) for k, v in ep["labels"].items()}
+            episodes.append(episode)
             measures.append(dict(infos[i].get("episode", {})))
-            current[i] = {"obs": {k: [] for k in obs}, "actions": []}
+            current[i] = fresh()
         done_t = torch.as_tensor(done, device=device)
         first = done_t
         prev = torch.where(done_t, torch.zeros_like(prev), torch.as_tensor(execute, device=device))

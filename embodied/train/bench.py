@@ -10,13 +10,13 @@ with goal_pool=32.
 from __future__ import annotations
 
 import json
-import platform
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from embodied.config import provenance
 from embodied.envs import available_cpus
 
 
@@ -85,8 +85,7 @@ def bench_train_cli(out: str | None = None, quick: bool = False, device: str = "
             for extra in ([], [POOL]):
                 runs.append(bench_train("cuda", num_envs=n, num_workers=min(workers, n), updates=updates, extra=extra))
                 print(json.dumps(runs[-1]), flush=True)
-    report = {"benchmark": "train", "host": platform.node(), "cpus": len(available_cpus()), "torch": torch.__version__,
-              "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "runs": runs}
+    report = {"benchmark": "train", "provenance": provenance(), "runs": runs}
     text = json.dumps(report, indent=2)
     print(text)
     if out:

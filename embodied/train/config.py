@@ -8,8 +8,9 @@ calls before composing, so an unknown key fails at composition; value checks run
 Trainers are registered by name (`register_trainer`, as tasks and memories are) with their schema and
 the function that runs them; `trainer.name` selects one. Importing embodied.train registers the
 built-in ones: ppo and bc (embodied.train.run), keyframe (embodied.train.keyframe).
-The `task`, `memory` and `agent` groups are validated by their own layers (TaskConfig,
-build_memory, AgentConfig).
+The `task` and `memory` groups have one schema per task family (embodied.tasks.config) and per memory
+(its options dataclass), stored as `task/<family>_schema` and `memory/<name>_schema`; their values are
+validated by their own layers (TaskConfig.from_any, build_memory), as the agent's (AgentConfig).
 """
 from __future__ import annotations
 
@@ -58,10 +59,10 @@ class TrainConfig:
     """Root of configs/train.yaml."""
 
     task: Any = MISSING
-    """Task config (configs/task/; schema embodied.tasks.TaskConfig). `task.name=toy/corridor` selects
-    the 1-D toy task of embodied.envs.toy (trainer smoke tests)."""
+    """Task config (configs/task/; schema: its family's, embodied/tasks/config.py, named in the YAML's
+    defaults list). `task.name=toy/corridor` selects the 1-D toy task of embodied.envs.toy (trainer smoke tests)."""
     memory: Any = MISSING
-    """Memory config (configs/memory/; `name` picks the memory)."""
+    """Memory config (configs/memory/; `name` picks the memory; schema: its options dataclass)."""
     agent: Any = MISSING
     """Agent options (configs/agent/; schema embodied.agents.AgentConfig)."""
     trainer: Any = MISSING
@@ -102,11 +103,17 @@ class TrainConfig:
 
 def register_configs() -> None:
     """Store the schemas of configs/train.yaml with Hydra (embodied.config.register_schemas calls it)."""
+    from embodied.memory import MEMORIES
+    from embodied.tasks.config import register_configs as register_task_configs
+
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     for name, trainer in TRAINERS.items():
         cs.store(group="trainer", name=f"{name}_schema", node=trainer.config)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    for name, memory in MEMORIES.items():  # configs/memory/<name>.yaml: defaults [<name>_schema, _self_]
+        cs.store(group="memory", name=f"{name}_schema", node=memory.config_class)
+    register_task_configs()
 
 
 def _node_to_dataclass(node: Any, cls: type, key: str):

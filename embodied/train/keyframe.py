@@ -41,7 +41,7 @@ class KeyframeTrainerConfig:
     """Train demos to generate when `demos` is null (the pinned train seeds, in order)."""
     epochs: int = 50
     """Passes over the demonstrations ((100 demos + 100 DART copies) x 50 epochs = 1250 gradient steps;
-    docs/results.md; 40 epochs of 40 demos was far too short)."""
+    40 epochs of 40 demos was far too short)."""
     batch_episodes: int = 8
     """Whole demonstrations per gradient step."""
     lr: float = 1e-3

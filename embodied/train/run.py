@@ -62,6 +62,16 @@ def derived_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0]) & 0x7FFFFFFF
 
 
+TRAIN_SEED_START = 1 << 30
+"""Episode seeds of recorded demonstrations are >= this; `embodied eval` seeds are below it
+(embodied/eval/runner.py checks), so held-out evaluation never replays a training episode."""
+
+
+def training_episode_seed(*parts: int) -> int:
+    """A seed in [TRAIN_SEED_START, 2**31) for the envs that record demonstrations (env i: + i)."""
+    return TRAIN_SEED_START | derived_seed(*parts)
+
+
 def keep_freed_cpu_memory() -> bool:
     """Have glibc keep freed memory for reuse instead of unmapping it (Linux/glibc; else a no-op).
 
@@ -388,7 +398,8 @@ def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, 
         if not shard.exists():
             rng = np.random.default_rng(derived_seed(cfg.seed, 0, 4))
             episodes, _ = collect_labelled(envs, None, ctx.device, steps=10**9, beta=1.0, rng=rng,
-                                           seed=derived_seed(cfg.seed, 0, 5), max_episodes=bcfg.record_episodes)
+                                           seed=training_episode_seed(cfg.seed, 0, 5),
+                                           max_episodes=bcfg.record_episodes, labels=bcfg.labels)
             write_demo_shard(shard, episodes)
         base = load_demos(shard)
     metrics: dict[str, Any] = {}
@@ -415,7 +426,7 @@ def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, 
                 rng = np.random.default_rng(derived_seed(cfg.seed, 0, r, 4))
                 agent.eval()
                 episodes, measures = collect_labelled(envs, agent, ctx.device, bcfg.dagger_steps, beta, rng,
-                                                      seed=derived_seed(cfg.seed, 0, r, 1))
+                                                      seed=training_episode_seed(cfg.seed, 0, r, 1), labels=bcfg.labels)
                 if episodes and bcfg.aggregate:
                     write_demo_shard(data_dir / f"dagger-{r:03d}.npz", episodes)
                 if beta < 1.0:  # with beta = 1 these are the oracle's own measures, not the learner's
@@ -426,7 +437,7 @@ def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, 
             if bcfg.eval_episodes:
                 agent.eval()
                 _, measures = collect_labelled(envs, agent, ctx.device, 10**9, 0.0, np.random.default_rng(0),
-                                               seed=derived_seed(cfg.seed, 0, r, 6), max_episodes=bcfg.eval_episodes,
+                                               seed=training_episode_seed(cfg.seed, 0, r, 6), max_episodes=bcfg.eval_episodes,
                                                deterministic=True)
                 round_metrics.update(summarize_measures(measures))
             bc.round = r + 1

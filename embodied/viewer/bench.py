@@ -15,13 +15,13 @@ removes most of the noise of a shared machine.
 from __future__ import annotations
 
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
-from embodied.envs import available_cpus
-from embodied.tasks import TaskConfig, make_env
+from embodied.config import provenance
+from embodied.tasks import make_env
+from embodied.tasks.config import NavConfig
 from embodied.viewer.recording import EpisodeRecorder
 from embodied.viewer.stream import sync
 
@@ -58,8 +58,8 @@ def _run(env, steps: int, config, directory: Path) -> float:
 
 def bench_record(size: int = 64, steps: int = 600, repeats: int = 3, task: str = "nav/pointnav",
                  scenes: str = "train") -> dict:
-    env = make_env(TaskConfig(name=task, scenes=scenes, width=size, height=size, sensors=["rgb", "depth"],
-                              max_steps=200))
+    env = make_env(NavConfig(name=task, scenes=scenes, width=size, height=size, sensors=["rgb", "depth"],
+                             max_steps=200))
     with tempfile.TemporaryDirectory(prefix="embodied-bench-record-") as tmp:
         for config in CONFIGS.values():  # builds the scene caches, starts the writer process
             if config is not None:
@@ -79,7 +79,7 @@ def bench_record(size: int = 64, steps: int = 600, repeats: int = 3, task: str =
              "cost": round(1 - sps / base, 3), **({"kib_per_step": sizes[name]} if name in sizes else {})}
             for name, sps in best.items()]
     return {"benchmark": "record", "task": task, "size": size, "cameras": 1, "steps": steps, "repeats": repeats,
-            "policy": "oracle", "host": platform.node(), "cpus": len(available_cpus()), "target_cost": 0.30, "runs": runs}
+            "policy": "oracle", "provenance": provenance(), "target_cost": 0.30, "runs": runs}
 
 
 def bench_record_cli(out: str | None = None, quick: bool = False) -> dict:

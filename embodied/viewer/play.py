@@ -54,7 +54,7 @@ def play(cfg) -> dict:
         obs, info = env.reset(seed=cfg.seed + ep)
         frames = [_frame(env, cfg.video_size)] if cfg.video else []
         done = False
-        bar = tqdm(total=env.cfg.max_steps, desc=f"episode {ep}", disable=cfg.quiet, leave=False)
+        bar = tqdm(total=getattr(env, "max_episode_steps", None) or env.cfg.max_steps, desc=f"episode {ep}", disable=cfg.quiet, leave=False)
         while not done:
             action = env.oracle_action() if kind == "oracle" else int(rng.integers(env.action_space.n))
             obs, reward, terminated, truncated, info = env.step(action)

@@ -6,7 +6,7 @@ picklable parts: an archetype class or a module-level function with its argument
 builder with its per-step rows. An InlineStream applies each op at once. A ProcessStream buffers the
 ops and sends them at every flush to one writer process shared by all recordings of this process,
 which builds the archetypes, converts them to Arrow and writes the `.rrd` files, so the evaluating
-process only copies rows (`embodied bench record` measures both; docs/results.md).
+process only copies rows (`embodied bench record` measures both).
 
 With a ProcessStream a file is complete once `sync()` returns, and `sync()` raises what went wrong in
 the writer. The writer ignores Ctrl-C and finishes every open recording when its input closes, so a

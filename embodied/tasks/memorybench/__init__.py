@@ -23,7 +23,7 @@ ENV_CLASSES = {f"memorybench/{t}": _register(t) for t in TASK_CLASSES}
 
 def make_env(cfg, seed: int | None = None) -> MemoryBenchEnv:
     """Build a MemoryBench env from a dict / omegaconf node / MemoryBenchConfig (keys of
-    MemoryBenchConfig, e.g. {"name": "memorybench/put_block_back", "image_size": 64})."""
+    MemoryBenchConfig, e.g. {"name": "memorybench/put_block_back", "width": 64, "height": 64})."""
     c = MemoryBenchConfig.from_any(cfg)
     env = ENV_CLASSES[c.name](c)
     if seed is not None:

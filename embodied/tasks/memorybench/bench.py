@@ -5,9 +5,10 @@ tolerance: success when every keyframe target is moved by 1 cm noise."""
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
+
+from embodied.config import provenance
 
 RLBENCH_SECONDS_PER_STEP = 0.12  # RLBench headless, per keyframe step (issue #4)
 
@@ -17,7 +18,7 @@ def bench_demos(task: str, n: int, image_size: int, seeds_from: int = 0) -> dict
     from embodied.tasks.memorybench import make_env
     from embodied.tasks.memorybench.dataset import record_demo
 
-    env = make_env({"name": task, "image_size": image_size})
+    env = make_env({"name": task, "width": image_size, "height": image_size})
     record_demo(env, seeds_from)  # warm-up: first render builds TinyRenderer's state
     keyframes, successes = 0, 0
     t0, c0 = time.perf_counter(), time.process_time()
@@ -80,7 +81,7 @@ def bench_memorybench(out, quick: bool = False, extra: dict | None = None, image
 
     n = 2 if quick else 10
     result = {"benchmark": "memorybench", "image_size": image_size, "cameras": 4, "quick": quick,
-              "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
+              "provenance": provenance(),
               "baseline": {"rlbench_seconds_per_keyframe_step": RLBENCH_SECONDS_PER_STEP,
                            "source": "issue #4 (RLBench headless, about 0.12 s per step)"},
               "tasks": {}}

@@ -88,7 +88,7 @@ def write_demos(task: str, split: str, n: int | None, out, image_size: int = 128
         seeds = seeds[:n]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    env = make_env(MemoryBenchConfig(name=task, image_size=image_size, cameras=list(cameras)))
+    env = make_env(MemoryBenchConfig(name=task, width=image_size, height=image_size, cameras=list(cameras)))
     tmp = out.with_name(out.name + ".tmp")
     failed = []
     try:

@@ -10,12 +10,13 @@ episode ends on success, on an unreachable target (`ik_failure`, reward 0) or af
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 from gymnasium import spaces
 
 from embodied.config import ConfigError, check
+from embodied.tasks.config import ImageConfig
 from embodied.tasks.memorybench.scene import CAMERAS, WORKSPACE, Scene
 from embodied.tasks.memorybench.tasks import TASK_CLASSES
 from embodied.tasks.registry import TaskEnv
@@ -24,49 +25,30 @@ MAX_KEYFRAMES = 25
 
 
 @dataclass
-class MemoryBenchConfig:
+class MemoryBenchConfig(ImageConfig):
+    """memorybench/<task>: square camera images of `width` = `height` pixels, the cameras, the keyframe cap."""
+
+    family = "memorybench"
     name: str = "memorybench/put_block_back"
     """memorybench/reopen_drawer, memorybench/put_block_back or memorybench/rearrange_block."""
-    image_size: int = 128
-    """Square camera images, pixels (RLBench: 128)."""
+    width: int = 128
+    """Camera image side, pixels (square images: equal to height; RLBench: 128)."""
+    height: int = 128
+    """Camera image side, pixels (equal to width)."""
     cameras: list[str] = field(default_factory=lambda: list(CAMERAS))
     """Cameras to render, a subset of front, left_shoulder, right_shoulder, wrist ([] renders nothing)."""
     max_keyframes: int = MAX_KEYFRAMES
     """Keyframe actions before the episode is truncated (RLBench eval: 25)."""
 
     def validate(self) -> "MemoryBenchConfig":
-        names = sorted(f"memorybench/{t}" for t in TASK_CLASSES)
-        check(self.name in names, "task.name", f"unknown task {self.name!r}; allowed: {', '.join(names)}")
-        check(16 <= self.image_size <= 512, "task.image_size", f"{self.image_size} out of range; allowed: 16..512")
+        super().validate()
+        check(self.width <= 512, "task.width", f"{self.width} out of range; allowed: 16..512")
+        check(self.width == self.height, "task.height", f"{self.height}; allowed: {self.width} (= task.width): "
+              "MemoryBench images are square")
         bad = [c for c in self.cameras if c not in CAMERAS]
         check(not bad, "task.cameras", f"unknown camera(s) {bad}; allowed: {', '.join(CAMERAS)}")
         check(1 <= self.max_keyframes <= 1000, "task.max_keyframes", f"{self.max_keyframes}; allowed: 1..1000")
         return self
-
-    @classmethod
-    def from_any(cls, cfg) -> "MemoryBenchConfig":
-        """From a MemoryBenchConfig, a TaskConfig (its width is the image size), a dict or an
-        omegaconf node. `width`/`height` are accepted as the image size (they must be equal)."""
-        if isinstance(cfg, cls):
-            return cfg.validate()
-        if cfg is not None and not isinstance(cfg, dict) and hasattr(cfg, "width") and hasattr(cfg, "name"):
-            return cls(name=cfg.name, image_size=int(cfg.width)).validate()  # a TaskConfig
-        if cfg is None:
-            cfg = {}
-        if not isinstance(cfg, dict):
-            from omegaconf import OmegaConf
-
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-        cfg = dict(cfg)
-        w, h = cfg.pop("width", None), cfg.pop("height", None)
-        if w is not None or h is not None:
-            check(w == h or h is None or w is None, "task.width", f"{w}x{h}: MemoryBench images are square")
-            cfg.setdefault("image_size", int(w if w is not None else h))
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - names)
-        if unknown:
-            raise ConfigError(f"task.{unknown[0]}: unknown key; allowed: {', '.join(sorted(names))}")
-        return cls(**cfg).validate()
 
 
 class MemoryBenchEnv(TaskEnv):
@@ -85,7 +67,7 @@ class MemoryBenchEnv(TaskEnv):
         self.task_cls = TASK_CLASSES[self.cfg.name.split("/", 1)[1]]
         self.scene = Scene()
         self.task = self.task_cls(self.scene)
-        n = self.cfg.image_size
+        n = self.cfg.width  # = height
         obs = {}
         for cam in self.cfg.cameras:
             obs[f"{cam}_rgb"] = spaces.Box(0, 255, (n, n, 3), np.uint8)
@@ -158,7 +140,7 @@ class MemoryBenchEnv(TaskEnv):
     def _observation(self) -> dict[str, np.ndarray]:
         obs = {}
         for cam in self.cfg.cameras:
-            r = self.scene.render(cam, self.cfg.image_size)
+            r = self.scene.render(cam, self.cfg.width)
             obs[f"{cam}_rgb"], obs[f"{cam}_depth"], obs[f"{cam}_pcd"] = r["rgb"], r["depth"], r["pcd"]
         obs["proprio"] = self.scene.proprio()
         obs["timestep"] = np.array([self.keyframe / MAX_KEYFRAMES], np.float32)

@@ -8,6 +8,19 @@ current state (DetectedCondition, NothingGrasped); `ConditionSet(order_matters=T
 index through its conditions, `False` needs all at once. put_block_back and rearrange_block poll
 their conditions after every physics step (their `step()` override); reopen_drawer's override is
 commented out in the original, so its conditions are checked only after each keyframe action.
+
+Randomisations (what the seed draws; memorybench/env.py): the variation (seed modulo the task's
+count, unless `options["variation"]` names one) and the button's xy, uniform in the task's
+`button_region`; nothing else is random (patches, blocks and cabinet sit where RLBench puts them).
+Success (each task's `make_conditions`; the episode ends on it with reward 1, else after 25 keyframes):
+- put_block_back (4 variations: which of 4 patches the block starts on): the block has left its
+  patch and reached the centre, the button was pressed (> 3 mm), and now the block is back on its
+  patch and nothing is grasped (any order).
+- rearrange_block (2 variations: which of 2 patches holds the first block): the centre block has
+  left the centre and now lies on the empty patch, the button was pressed, and the patch block has
+  left its patch and now lies on the centre, nothing grasped (any order).
+- reopen_drawer (3 variations: which drawer starts open): in order, the open drawer was closed
+  (moved > 0.19 m), the button was pressed, and the drawer is open again (>= 0.15 m).
 """
 from __future__ import annotations
 

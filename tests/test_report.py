@@ -1,0 +1,104 @@
+"""`embodied report`: the results page is rendered from the JSON files `embodied eval` writes."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+import embodied.train  # noqa: F401  (registers the config schemas)
+from embodied.cli import main as cli_main
+from embodied.config import compose, repo_root
+from embodied.eval.report import render, report
+from embodied.eval.runner import evaluate
+
+TOY = ["task.name=toy/corridor", "task.max_steps=24", "memory=gru", "memory.hidden=16", "agent.hidden=16",
+       "trainer.rollout_steps=16", "num_envs=4", "num_workers=0", "device=cpu", "quiet=true", "ckpt_every=1000"]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """A trained toy checkpoint and a random baseline, each evaluated into results/."""
+    root = tmp_path_factory.mktemp("report")
+    run = root / "run"
+    # through the command line, as a user trains: the run keeps its overrides, the report its command
+    subprocess.run([sys.executable, "-m", "embodied", "train", *TOY, f"run_dir={run}", "total_steps=192"], check=True,
+                   capture_output=True)
+    out = root / "results"
+    evaluate(compose("eval", ["task.name=toy/corridor", "task.max_steps=24", f"ckpt={run / 'latest.pt'}",
+                              "episodes=12", "num_envs=4", "num_workers=0", "quiet=true", f"out={out / 'toy_gru.json'}"]))
+    evaluate(compose("eval", ["task.name=toy/corridor", "task.max_steps=24", "agent=random", "episodes=10",
+                              "num_workers=0", "quiet=true", f"out={out / 'toy_random.json'}"]))
+    return out
+
+
+def test_eval_files_carry_provenance_training_and_memory_cost(results):
+    data = json.loads((results / "toy_gru.json").read_text())
+    prov = data["provenance"]
+    assert prov["hardware"]["cpus"] >= 1 and prov["hardware"]["cpu"]
+    assert prov["commit"] is None or re.fullmatch(r"[0-9a-f]{40}", prov["commit"])
+    training = data["training"]
+    # the train command is rebuilt from the run's overrides; run_dir is the only key left out
+    assert training["command"].startswith("embodied train ") and "memory=gru" in training["command"]
+    assert "run_dir=" not in training["command"]
+    assert [row["update"] for row in training["curve"]] == [1, 2, 3]  # 192 steps / (16 x 4) per update
+    cost = data["results"][0]["memory"]
+    assert cost["state_bytes"] == 2 * 16 * 4 or cost["state_bytes"] == 16 * 4  # a GRU's hidden row, float32
+    assert cost["read_calls"] > 0 and cost["read_batch"] == 4 and cost["read_s_per_env_step"] > 0
+    assert "memory" not in json.loads((results / "toy_random.json").read_text())["results"][0]
+
+
+def test_page_shows_each_file_row_with_its_interval_and_commands(results):
+    text, images = render(results)
+    rows = {json.loads(p.read_text())["agent"]: json.loads(p.read_text()) for p in results.glob("*.json")}
+    assert set(rows) == {"gru", "random"}
+    for agent, data in rows.items():
+        s = data["results"][0]["success"]
+        line = next(x for x in text.splitlines() if x.startswith(f"| corridor | {agent} |"))
+        assert f"{s['mean']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]" in line
+        assert f"`{data['provenance']['command']}`" in line
+    gru_line = next(x for x in text.splitlines() if x.startswith("| corridor | gru |"))
+    assert rows["gru"]["training"]["command"] in gru_line
+    assert "## Memory efficiency" in text and "frontier.png" in text and "curves_toy.png" in text
+    assert set(images) == {"frontier.png", "curves_toy.png"}
+    assert all(data[:8] == b"\x89PNG\r\n\x1a\n" for data in images.values())
+
+
+def test_published_rows_and_chance_come_from_the_task_tables(tmp_path):
+    """A Ballet result is printed beside chance and the published anchor of tasks/ballet.yaml."""
+    out = tmp_path / "results"
+    evaluate(compose("eval", ["task=ballet/4_delay16", "agent=random", "episodes=4", "num_workers=0", "quiet=true",
+                              f"out={out / 'ballet.json'}"]))
+    text, _ = render(out, plots=False)
+    row = next(x for x in text.splitlines() if x.startswith("| 4_delay16 | random |"))
+    assert "| 0.25 |" in row  # chance: 1 / 4 dancers
+    assert "| 4_delay16 | recurrent PPO, novel seeds (delay not stated) | 0.55 | pleines2022 |" in text
+    assert "- pleines2022: Pleines et al." in text
+
+
+def test_check_mode_tells_a_stale_page_and_writes_nothing(results, tmp_path):
+    page = tmp_path / "results.md"
+    assert report(results, page, check=True) == 1 and not page.exists()
+    assert report(results, page) == 0 and (results / "frontier.png").is_file()
+    assert report(results, page, check=True) == 0
+    page.write_text(page.read_text().replace("corridor", "corridor (edited)"))
+    assert report(results, page, check=True) == 1
+
+
+def test_bad_result_files_end_in_one_line(tmp_path, capsys):
+    (tmp_path / "bad.json").write_text('{"not": "a report"}')
+    args = ["report", "--results", str(tmp_path), "--out", str(tmp_path / "r.md")]
+    for results, message in ((tmp_path, f"{tmp_path / 'bad.json'}: not an `embodied eval` report (no `results` list)"),
+                             (tmp_path / "missing", f"--results {tmp_path / 'missing'}: no such directory")):
+        args[2] = str(results)
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(args)
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.strip() == f"embodied report: error: {message}"
+    assert not (tmp_path / "r.md").exists()
+
+
+def test_the_committed_results_page_is_what_its_files_render():
+    assert report(repo_root() / "docs" / "results", repo_root() / "docs" / "results.md", check=True) == 0
