@@ -43,6 +43,8 @@ def test_eval_files_carry_provenance_training_and_memory_cost(results):
     # the train command is rebuilt from the run's overrides; run_dir is the only key left out
     assert training["command"].startswith("embodied train ") and "memory=gru" in training["command"]
     assert "run_dir=" not in training["command"]
+    assert training["provenance"]["command"].startswith("embodied train ")  # the start's own provenance
+    assert training["provenance"]["hardware"] == prov["hardware"]
     assert [row["update"] for row in training["curve"]] == [1, 2, 3]  # 192 steps / (16 x 4) per update
     cost = data["results"][0]["memory"]
     assert cost["state_bytes"] == 2 * 16 * 4 or cost["state_bytes"] == 16 * 4  # a GRU's hidden row, float32

@@ -47,6 +47,12 @@ def training_record(ckpt_path: str | Path, ckpt: dict) -> dict[str, Any]:
 
         items = [str(o) for o in OmegaConf.to_container(OmegaConf.load(overrides)) if not str(o).startswith("run_dir=")]
         record["command"] = " ".join(["embodied train", shlex.join(items)]).strip()
+    started = run_dir / ".hydra" / "provenance.json"
+    if started.is_file():
+        try:
+            record["provenance"] = json.loads(started.read_text())
+        except json.JSONDecodeError:
+            pass
     metrics = run_dir / "metrics.jsonl"
     if metrics.is_file():
         rows = []
@@ -335,10 +341,11 @@ def render(results_dir: Path, plots: bool = True) -> tuple[str, dict[str, bytes]
         if plots:
             images = {p.name: p.read_bytes() for p in sorted(tmp_dir.glob("*.png"))}
     if machines:
-        commits = sorted({(str((r["provenance"] or {}).get("commit") or "?")[:10]
-                           + (" with uncommitted changes" if (r["provenance"] or {}).get("dirty") else "")) for r in rows})
+        runs = [r["provenance"] or {} for r in rows] + [(r["training"] or {}).get("provenance") or {} for r in rows]
+        commits = sorted({str(p.get("commit"))[:10] + (" with uncommitted changes" if p.get("dirty") else "")
+                          for p in runs if p.get("commit")})
         lines += ["## Machines and commits", ""] + [f"- M{i + 1}: {m}" for i, m in enumerate(machines)]
-        lines += ["", "Commits of these results: " + ", ".join(f"`{c}`" for c in commits), ""]
+        lines += ["", "Commits of these trainings and evaluations: " + (", ".join(f"`{c}`" for c in commits) or "unknown"), ""]
     return "\n".join(lines).rstrip() + "\n", images
 
 

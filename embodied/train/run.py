@@ -26,6 +26,7 @@ each update has one row.
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import random
 import sys
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from embodied.config import ConfigError, InputError, check
+from embodied.config import ConfigError, InputError, check, provenance
 from embodied.loading import build_agent_from_config, env_spaces, load_model_state, make_envs
 from embodied.train import distributed as dist_utils
 from embodied.train.bc import (BCConfig, BehaviourCloning, collect_labelled, demo_shards, iter_rounds, load_demos,
@@ -127,6 +128,8 @@ def write_run_config(run_dir: Path, cfg: DictConfig) -> None:
 
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     atomic_write_text(run_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(cfg))
+    # the commit and machine of this start, for the results page (embodied.eval.report.training_record)
+    atomic_write_text(run_dir / ".hydra" / "provenance.json", json.dumps(provenance(), indent=1))
     atomic_write_text(run_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(overrides)))
 
 
