@@ -93,3 +93,32 @@ def test_freeze_keeps_named_parameters_and_upweight_is_checked(tmp_path):
                                 "trainer.freeze=[encoder.txt]"]))
     with pytest.raises(ConfigError, match="trainer.upweight"):
         train(compose("train", [*TOY, f"run_dir={tmp_path / 'bad2'}", "trainer.upweight=no/such_selector"]))
+
+
+def test_a_stop_signal_during_a_round_leaves_within_one_step_and_the_rerun_redoes_that_round(tmp_path, monkeypatch):
+    """A round can take many minutes (Ballet: ~10 on 2 cores), longer than a cluster's grace period: SIGTERM
+    stops the trainer before the next gradient step, not at the end of the round."""
+    import os
+    import signal
+
+    from embodied.train.bc import BehaviourCloning
+
+    run = tmp_path / "run"
+    args = [*TOY, f"run_dir={run}", "trainer.record_episodes=16", "trainer.epochs=4", "trainer.batch_episodes=4",
+            "trainer.dagger_rounds=1", "trainer.dagger_steps=64"]
+    real_loss, calls = BehaviourCloning.loss, []
+
+    def loss(self, batch):
+        calls.append(self.round)
+        if self.round == 1 and calls.count(1) == 2:  # the second step of round 1: the cluster asks to stop
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_loss(self, batch)
+
+    monkeypatch.setattr(BehaviourCloning, "loss", loss)
+    result = train(compose("train", args))
+    assert result["status"] == "preempted"
+    assert calls.count(1) == 2  # no step after the signal (a round here has 4 epochs x ~4 steps)
+    assert load_checkpoint(run / "latest.pt")["trainer"]["round"] == 1  # round 0's checkpoint; round 1 not saved
+    monkeypatch.setattr(BehaviourCloning, "loss", real_loss)
+    finished = train(compose("train", args))
+    assert finished["status"] == "finished" and load_checkpoint(run / "latest.pt")["trainer"]["round"] == 2

@@ -318,8 +318,11 @@ class BehaviourCloning:
                 stats[f"{name}/{key}"] = float(value.detach())
         return total, stats
 
-    def fit(self, episodes: list[Episode], epochs: int | None = None) -> dict[str, float]:
-        """`epochs` passes of minibatches of sequences; returns mean loss/accuracy of the last pass."""
+    def fit(self, episodes: list[Episode], epochs: int | None = None,
+            should_stop: Callable[[], bool] = lambda: False) -> dict[str, float]:
+        """`epochs` passes of minibatches of sequences; returns mean loss/accuracy of the last pass.
+        `should_stop` is asked before every gradient step: a preempted run leaves within one step (a
+        round can take many minutes) and resumes the round from its last checkpoint."""
         self.agent.train()
         sequences = split_sequences(episodes, self.cfg.seq_len)
         if not sequences:
@@ -329,6 +332,8 @@ class BehaviourCloning:
             order = torch.randperm(len(sequences), generator=self.shuffle_gen).tolist()
             sums, n = {}, 0
             for a in range(0, len(order), self.cfg.batch_episodes):
+                if should_stop():
+                    return {k: v / n for k, v in sums.items()} if n else last
                 batch = pad_batch([sequences[i] for i in order[a:a + self.cfg.batch_episodes]], self.device)
                 loss, stats = self.loss(batch)
                 if not torch.isfinite(loss):

@@ -429,14 +429,19 @@ def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, 
                 rng = np.random.default_rng(derived_seed(cfg.seed, 0, r, 4))
                 agent.eval()
                 episodes, measures = collect_labelled(envs, agent, ctx.device, bcfg.dagger_steps, beta, rng,
-                                                      seed=training_episode_seed(cfg.seed, 0, r, 1), labels=bcfg.labels)
+                                                      seed=training_episode_seed(cfg.seed, 0, r, 1), labels=bcfg.labels,
+                                                      should_stop=lambda: flag.requested)
+                if flag.requested:  # the round restarts from the last checkpoint when resumed
+                    return _preempted(flag, last_path, ctx, progress)
                 if episodes and bcfg.aggregate:
                     write_demo_shard(data_dir / f"dagger-{r:03d}.npz", episodes)
                 if beta < 1.0:  # with beta = 1 these are the oracle's own measures, not the learner's
                     round_metrics.update(summarize_measures(measures))
                 round_metrics.update(beta=beta, dagger_episodes=len(episodes))
             data = dataset(r) if bcfg.aggregate or r == 0 else episodes
-            round_metrics.update(bc.fit(data))
+            round_metrics.update(bc.fit(data, should_stop=lambda: flag.requested))
+            if flag.requested:
+                return _preempted(flag, last_path, ctx, progress)
             if bcfg.eval_episodes:
                 agent.eval()
                 _, measures = collect_labelled(envs, agent, ctx.device, 10**9, 0.0, np.random.default_rng(0),
