@@ -177,7 +177,10 @@ def composition_error(exc: BaseException, overrides: list[str]) -> ConfigError |
                 first = str(e).splitlines()[0]
                 return ConfigError(f"{o}: not a valid override ({first}); overrides are key=value")
         return ConfigError(" ".join(str(exc).split()))
-    cause = exc if isinstance(exc, OmegaConfBaseException) else exc.__cause__
+    # Hydra raises some composition errors inside an `except` (the OmegaConf error is the context, not the cause)
+    cause = exc if isinstance(exc, OmegaConfBaseException) else (exc.__cause__ or exc.__context__)
+    source = re.match(r"In '([^']+)'", str(exc))  # a config file (e.g. an experiment) set the key, not an override
+    where = f" (set in configs/{source.group(1)}.yaml)" if source and isinstance(exc, HydraException) else ""
     if isinstance(cause, OmegaConfBaseException) and cause.full_key:
         key = cause.full_key
         value = _override_value(overrides, key)
@@ -207,9 +210,9 @@ def composition_error(exc: BaseException, overrides: list[str]) -> ConfigError |
                 return ConfigError(f"{key}: unknown key ({moved}); allowed: {', '.join(sorted(full))}")
             close = [f"{prefix}.{k}" if prefix else k for k in difflib.get_close_matches(name, keys, n=3, cutoff=0.6)]
             if close:
-                return ConfigError(f"{key}: unknown key; closest: {', '.join(close)}; "
+                return ConfigError(f"{key}: unknown key{where}; closest: {', '.join(close)}; "
                                    f"allowed: {', '.join(sorted(full))}")
-            return ConfigError(f"{key}: unknown key; allowed: {', '.join(sorted(full)) or 'none'}")
+            return ConfigError(f"{key}: unknown key{where}; allowed: {', '.join(sorted(full)) or 'none'}")
     if isinstance(exc, (HydraException, OmegaConfBaseException)):
         text = str(exc).split("\nConfig search path:")[0]
         text = re.sub(r"To append to your (config|default list) use \S+", "", text)

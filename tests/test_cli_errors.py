@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from embodied.cli import main
-from embodied.config import ConfigError
+from embodied.config import ConfigError, compose
 
 
 def fails(capsys, command, *argv):
@@ -165,3 +165,11 @@ def test_a_bad_demo_file_stops_train_before_it_starts(capsys, tmp_path, argv, na
     line = fails(capsys, "train", *argv, f"trainer.demos={demos}", f"run_dir={tmp_path / 'run'}")
     assert str(demos) in line
     assert not (tmp_path / "run").exists()
+
+
+def test_a_key_an_experiment_sets_for_another_memory_names_the_experiment_file():
+    """`+experiment=ballet_hcam memory=lstm`: the HCAM sizes the experiment sets are not LSTM keys."""
+    with pytest.raises(ConfigError) as info:
+        compose("train", ["+experiment=ballet_hcam", "memory=lstm"])
+    assert str(info.value) == ("memory.dim: unknown key (set in configs/experiment/ballet_hcam.yaml); "
+                               "allowed: memory.hidden, memory.layers, memory.lifelong, memory.name")
