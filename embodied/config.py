@@ -94,6 +94,20 @@ def provenance(command: str | None = None) -> dict:
             "hardware": hardware, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
+def registrar(table: dict, kind: str, name: str, attribute: str | None = None):
+    """Decorator storing its object in `table` under `name` (every registry: tasks, measures, vector envs,
+    aux heads, imitation losses); `attribute` also stamps the name on the object."""
+    def deco(obj):
+        if name in table:
+            raise ValueError(f"{kind} {name!r} registered twice")
+        table[name] = obj
+        if attribute:
+            setattr(obj, attribute, name)
+        return obj
+
+    return deco
+
+
 def debug() -> bool:
     """EMBODIED_DEBUG=1 (or `embodied --debug <command>`): bad input re-raises with its traceback."""
     return os.environ.get("EMBODIED_DEBUG", "").strip().lower() not in ("", "0", "false", "no")

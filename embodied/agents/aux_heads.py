@@ -12,6 +12,8 @@ from typing import Callable, TypeVar
 import torch
 from torch import Tensor, nn
 
+from embodied.config import registrar
+
 AUX_HEADS: dict[str, type[nn.Module]] = {}
 """Registered auxiliary heads by name."""
 
@@ -20,14 +22,7 @@ H = TypeVar("H", bound=type[nn.Module])
 
 def register_aux_head(name: str) -> Callable[[H], H]:
     """Class decorator: register an auxiliary head under `name`."""
-
-    def decorator(cls: H) -> H:
-        if name in AUX_HEADS:
-            raise ValueError(f"auxiliary head {name!r} is already registered")
-        AUX_HEADS[name] = cls
-        return cls
-
-    return decorator
+    return registrar(AUX_HEADS, "auxiliary head", name)
 
 
 def build_aux_head(name: str, **dims) -> nn.Module:

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from embodied.config import registrar
+
 IMITATION_LOSSES: dict[str, type] = {}
 """Registered imitation losses by name."""
 
@@ -25,14 +27,7 @@ L = TypeVar("L", bound=type)
 
 def register_imitation_loss(name: str) -> Callable[[L], L]:
     """Class decorator: register an imitation loss under `name`."""
-
-    def decorator(cls: L) -> L:
-        if name in IMITATION_LOSSES:
-            raise ValueError(f"imitation loss {name!r} is already registered")
-        IMITATION_LOSSES[name] = cls
-        return cls
-
-    return decorator
+    return registrar(IMITATION_LOSSES, "imitation loss", name)
 
 
 @register_imitation_loss("counterfactual")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
+from embodied.config import registrar
 from embodied.envs.vector import EnvError, EnvGroup, VectorEnv, available_cpus
 from embodied.tasks import TaskConfig, make_env
 
@@ -14,13 +15,7 @@ VECTOR_ENVS: dict[str, Callable] = {}
 
 
 def register_vector_env(name: str) -> Callable[[Callable], Callable]:
-    def deco(factory: Callable) -> Callable:
-        if name in VECTOR_ENVS:
-            raise ValueError(f"vector env {name!r} registered twice")
-        VECTOR_ENVS[name] = factory
-        return factory
-
-    return deco
+    return registrar(VECTOR_ENVS, "vector env", name)
 
 
 def make_vector_env(task_cfg, num_envs: int, seed: int = 0, num_workers: int | None = None,

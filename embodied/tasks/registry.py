@@ -7,7 +7,7 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 
-from embodied.config import InputError
+from embodied.config import InputError, registrar
 
 TASKS: dict[str, type] = {}
 MEASURES: dict[str, type] = {}
@@ -16,20 +16,8 @@ MEASURES: dict[str, type] = {}
 STEP_SELECTORS: dict[str, Callable] = {}
 
 
-def _registrar(table: dict, kind: str, name: str, attribute: str | None = None) -> Callable:
-    def deco(obj):
-        if name in table:
-            raise ValueError(f"{kind} {name!r} registered twice")
-        table[name] = obj
-        if attribute:
-            setattr(obj, attribute, name)
-        return obj
-
-    return deco
-
-
 def register_task(name: str) -> Callable[[type], type]:
-    deco = _registrar(TASKS, "task", name, "task_name")
+    deco = registrar(TASKS, "task", name, "task_name")
 
     def checked(cls: type) -> type:
         # Every registered env goes through TaskEnv's reset/step checks.
@@ -107,11 +95,11 @@ class TaskEnv(gym.Env):
 
 
 def register_measure(name: str) -> Callable[[type], type]:
-    return _registrar(MEASURES, "measure", name, "uuid")
+    return registrar(MEASURES, "measure", name, "uuid")
 
 
 def register_step_selector(name: str) -> Callable[[Callable], Callable]:
-    return _registrar(STEP_SELECTORS, "step selector", name)
+    return registrar(STEP_SELECTORS, "step selector", name)
 
 
 def make_env(cfg, seed: int | None = None):
