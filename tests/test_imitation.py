@@ -159,3 +159,52 @@ def test_eval_seeds_stay_below_the_seeds_demonstrations_are_recorded_with():
     validate_eval_config(compose("eval", [*base, f"seed={TRAIN_SEED_START - 4}"]))
     with pytest.raises(InputError, match="seed"):
         validate_eval_config(compose("eval", [*base, f"seed={TRAIN_SEED_START - 3}"]))
+
+
+def _room_ballet(memory_options: dict, n: int = 4):
+    envs = make_envs(OmegaConf.create({"name": "room_ballet/multi"}), 2, 1 << 30, 0)
+    try:
+        episodes, _ = collect_labelled(envs, None, torch.device("cpu"), 10**6, 1.0, np.random.default_rng(0),
+                                       seed=1 << 30, max_episodes=n, labels=True)
+    finally:
+        envs.close()
+    env = make_env({"name": "room_ballet/multi"})
+    torch.manual_seed(0)
+    agent = build_agent(env.observation_space, env.action_space, memory="sat", hidden=16, text_dim=8,
+                        memory_options=dict(dim=16, heads=2, layers=1, ff_dim=16, capacity=24, num_places=5, chunk_size=8,
+                                            top_k=3, **memory_options))
+    return agent, pad_batch(episodes, torch.device("cpu"))
+
+
+def test_without_step_losses_the_trainer_runs_the_memory_without_reads_to_the_same_loss():
+    """bc_coef=0, aux_coef=0: memory_states_at (SAT's advance) instead of evaluate_sequence; the
+    counterfactual loss and its gradients are the same."""
+    agent, batch = _room_ballet(dict(strategy="mvfo"))
+    losses = {}
+    for bc_coef in (0.0, 1e-12):  # a tiny per-step weight takes the evaluate_sequence path
+        cfg = BCConfig(labels=True, bc_coef=bc_coef, aux_coef=0.0, losses={"counterfactual": 1.0}).validate()
+        agent.zero_grad()
+        loss, stats = BehaviourCloning(agent, cfg).loss(batch)
+        loss.backward()
+        losses[bc_coef] = (float(stats["counterfactual/loss"]), {n: p.grad.clone() for n, p in agent.named_parameters()
+                                                                 if p.grad is not None}, stats)
+    (fast, fast_grads, fast_stats), (plain, plain_grads, plain_stats) = losses[0.0], losses[1e-12]
+    assert "bc_loss" not in fast_stats and "bc_loss" in plain_stats
+    assert abs(fast - plain) < 1e-5
+    for name, grad in plain_grads.items():
+        if name.startswith(("memory.", "encoder.", "policy_head.", "fuse.")) and grad.abs().sum() > 1e-6:
+            assert name in fast_grads and torch.allclose(fast_grads[name], grad, atol=1e-4), name
+
+
+def test_the_asked_question_rewards_the_memorys_own_decision():
+    """room_ballet labels which alternative is the real question; with AMA its cross-entropy is the
+    bandit's reward (Memory.outcome_loss), so the allocator gets gradients."""
+    agent, batch = _room_ballet(dict(strategy="ama"))
+    cfg = BCConfig(labels=True, bc_coef=0.0, aux_coef=0.0, losses={"counterfactual": 1.0}).validate()
+    loss, stats = BehaviourCloning(agent, cfg).loss(batch)
+    assert stats["counterfactual/memory_outcome"] > 0
+    loss.backward()
+    assert agent.memory.allocator.q[0].weight.grad.abs().sum() > 0
+    no_asked = {**batch, "labels": {k: v for k, v in batch["labels"].items() if k != CounterfactualQuestions.ASKED}}
+    _, stats = BehaviourCloning(agent, cfg).loss(no_asked)
+    assert "counterfactual/memory_outcome" not in stats

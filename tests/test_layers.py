@@ -16,9 +16,6 @@ LAYERS = ["config", "world", "render", "sim", "tasks", "envs", "memory", "agents
           "viewer", "cli"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
-# The results harnesses carry their own training loops (issue 21 §1 replaces them with train recipes);
-# until then they may import embodied.train. Nothing else in eval/ or viewer/ may.
-HARNESSES = {"eval/room_ballet_results.py"}  # its own training loop: the one harness left (issue #21 §1)
 
 
 def layer_of_file(path: Path) -> str | None:
@@ -108,8 +105,17 @@ def test_no_cycle_between_layers():
 
 def test_eval_and_viewer_never_import_a_trainer():
     offending = [f"embodied/{f}:{line}: imports {module}" for src, dst, f, line, module in layer_edges()
-                 if src in ("eval", "viewer") and dst == "train" and f not in HARNESSES]
+                 if src in ("eval", "viewer") and dst == "train"]
     assert not offending, "eval/viewer import embodied.train (load through embodied.loading):\n" + "\n".join(offending)
+
+
+def test_eval_holds_no_training_loop():
+    """Training is `embodied train` with a recipe: no optimizer is built in eval/ or viewer/."""
+    offending = [f"embodied/{path.relative_to(PACKAGE)}:{node.lineno}" for path in sorted(PACKAGE.rglob("*.py"))
+                 if layer_of_file(path) in ("eval", "viewer")
+                 for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Attribute)
+                 and node.attr in ("backward", "Adam", "AdamW", "SGD")]
+    assert not offending, "training code in eval/ or viewer/: " + ", ".join(offending)
 
 
 def test_the_checker_sees_function_level_and_relative_imports(tmp_path):

@@ -190,3 +190,41 @@ def test_bad_inputs_and_yaml():
     read, state = memory({"feat": torch.zeros(2, D), "pose": torch.tensor([[0.5, 0.5, 0, 0], [9.0, 3.0, 0, 0]])},
                          memory.initial_state(2))
     assert state.get("place")[:, 0].ge(0).all() and read.shape == (2, 8)
+
+
+@pytest.mark.parametrize("options", [dict(strategy="fifo"), dict(strategy="mvfo", place_major=True),
+                                     dict(strategy="ama", epsilon_start=0.5), dict(strategy="lvfo", layers=2)])
+def test_advance_equals_the_state_forward_sequence_leaves(options):
+    """advance (no reads; one layer: tokens gathered once) = forward_sequence's final state, with rows
+    reset mid-sequence and a non-fresh input state; AMA draws the same exploration."""
+    memory = make(**{"layers": 1, **options})
+    g = torch.Generator().manual_seed(2)
+    length, batch = 30, 4
+    first = torch.zeros(length, batch, dtype=torch.bool)
+    first[0, :2] = True  # rows 2 and 3 go on from the state below
+    first[11, 1] = first[20, 3] = True
+    steps = {"feat": torch.randn(length, batch, D, generator=g), "first": first,
+             "place": torch.randint(0, 6, (length, batch), generator=g), "text": torch.randn(length, batch, 5, generator=g)}
+    _, start = memory.forward_sequence({k: v[:6] for k, v in steps.items()}, memory.initial_state(batch))
+    torch.manual_seed(3)
+    _, expected = memory.forward_sequence(steps, start)
+    torch.manual_seed(3)
+    got = memory.advance(steps, start)
+    assert set(got.keys()) == set(expected.keys())
+    for key in expected.keys():
+        if key == "memory":
+            assert torch.allclose(got.get(key), expected.get(key), atol=1e-6)
+        else:
+            assert torch.equal(got.get(key), expected.get(key)), key
+
+
+def test_outcome_loss_trains_the_bandit_only_with_ama():
+    memory = make(strategy="ama", layers=1)
+    _, _, state = run(memory, torch.randint(0, 6, (8, 12)).tolist())
+    loss = memory.outcome_loss(state, torch.ones(8))
+    assert torch.allclose(loss, 0.1 * memory.ama_loss(state, torch.ones(8)))
+    loss.backward()
+    assert memory.allocator.q[0].weight.grad.abs().sum() > 0
+    assert memory.episode_facts(state)["strategy"] == [STRATEGIES[a] for a in state.get("arm").tolist()]
+    fixed = make(strategy="mvfo")
+    assert fixed.outcome_loss(state, torch.ones(8)) is None and fixed.episode_facts(state) == {}

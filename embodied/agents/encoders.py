@@ -29,7 +29,7 @@ IMAGE_KEYS = ("rgb", "depth", "semantic")
 VECTOR_KEYS = ("pose", "pointgoal", "holding")
 CATEGORY_KEYS = ("objectgoal",)
 TEXT_KEYS = ("text",)
-MEMORY_ONLY_KEYS = ("place",)
+MEMORY_ONLY_KEYS = ("place", "task")  # handed to the memory as they are (SAT: place ids, AMA task ids)
 KNOWN_KEYS = IMAGE_KEYS + VECTOR_KEYS + CATEGORY_KEYS + TEXT_KEYS + MEMORY_ONLY_KEYS
 
 
@@ -260,8 +260,9 @@ class ObservationEncoder(nn.Module):
                 raise _bad_space("text", space, "an integer Box of shape [L] (token ids, 0 = padding)")
             self.text = TextEncoder(_num_categories("text", space), config.text_dim, config.text_pooling,
                                     rarity=config.memory_text == "rare")
-        if "place" in used and not _is_integer(self.spaces["place"]):
-            raise _bad_space("place", self.spaces["place"], "Discrete or an integer Box")
+        for key in MEMORY_ONLY_KEYS:
+            if key in used and not _is_integer(self.spaces[key]):
+                raise _bad_space(key, self.spaces[key], "Discrete or an integer Box")
 
         self.input_keys = tuple(used)
         self.visual_dim = config.image_dim * len(self.cnns)

@@ -40,10 +40,16 @@ class CounterfactualQuestions:
     state before that step, and each is a cross-entropy term. Ballet: the answer step asked about
     every dancer, so an episode of ~130 steps gives N answer labels instead of one, from one run of
     the memory. The first such step of each episode is used.
+
+    Where the task also labels which alternative was the question actually asked,
+    `counterfactual/asked` [K] (bool), minus that question's cross-entropy is each episode's
+    reward for the memory's own per-episode decisions (`Memory.outcome_loss`: SAT's AMA bandit),
+    added as `memory_outcome`.
     """
 
     ACTION = "counterfactual/action"
     OBS = "counterfactual/obs/"
+    ASKED = "counterfactual/asked"
 
     def branch(self, labels: dict[str, Tensor]) -> Tensor:
         if self.ACTION not in labels:
@@ -57,8 +63,8 @@ class CounterfactualQuestions:
         labels = batch["labels"]
         step = self.branch(labels)
         rows = torch.nonzero(step >= 0).squeeze(-1)
-        if rows.numel() == 0:
-            return {"loss": out["logits"].sum() * 0.0}
+        if rows.numel() == 0:  # a zero that still has a graph, so backward works
+            return {"loss": sum(p.sum() for p in agent.parameters() if p.requires_grad) * 0.0}
         t = step[rows]
         actions = labels[self.ACTION][t, rows]  # [R, K]
         k = actions.shape[1]
@@ -69,7 +75,17 @@ class CounterfactualQuestions:
             if self.OBS + key in labels:
                 alternatives = labels[self.OBS + key][t, rows]  # [R, K, ...]
                 obs[key] = alternatives.reshape((-1,) + tuple(alternatives.shape[2:])).to(obs[key].dtype)
-        state = out["branch_state"][repeat(rows)]
-        logits, _, _ = agent.forward_step(obs, state, repeat(batch["first"][t, rows]),
+        state = out["branch_state"][rows]
+        logits, _, _ = agent.forward_step(obs, out["branch_state"][repeat(rows)], repeat(batch["first"][t, rows]),
                                           repeat(batch["prev_actions"][t, rows]))
-        return {"loss": F.cross_entropy(logits[valid], actions.reshape(-1)[valid])}
+        losses = {"loss": F.cross_entropy(logits[valid], actions.reshape(-1)[valid])}
+        if self.ASKED in labels:
+            asked = labels[self.ASKED][t, rows].bool() & (actions >= 0)  # [R, K]
+            has = asked.any(-1)
+            with torch.no_grad():
+                ce = F.cross_entropy(logits, actions.reshape(-1).clamp(min=0), reduction="none").view(-1, k)
+            reward = -(ce * asked).sum(-1)
+            outcome = agent.memory.outcome_loss(state[has], reward[has]) if bool(has.any()) else None
+            if outcome is not None:
+                losses["memory_outcome"] = outcome
+        return losses

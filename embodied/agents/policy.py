@@ -24,7 +24,7 @@ from torch.distributions import Categorical
 
 from embodied.agents.aux_heads import build_aux_head
 from embodied.agents.config import AgentConfig
-from embodied.agents.encoders import ObservationEncoder
+from embodied.agents.encoders import MEMORY_ONLY_KEYS, ObservationEncoder
 from embodied.memory import MEMORIES, build_memory
 
 
@@ -242,6 +242,16 @@ class Agent(nn.Module):
             **({} if branch is None else {"branch_state": branch_state}),
         )
 
+    def memory_states_at(self, obs: Mapping[str, Tensor], state: TensorDict, first: Tensor, prev_action: Tensor,
+                         branch: Tensor) -> TensorDict:
+        """Each row's memory state before its step `branch[b]` of a rollout [T, B] from `state` (the
+        final state where it is < 0 or >= T): `evaluate_sequence(branch=)["branch_state"]` without
+        the reads and heads (Memory.advance), for losses that only ask a later step again."""
+        self._check_lead(first, prev_action, dims=2)
+        steps = self._memory_input(obs, first, prev_action, lead=tuple(first.shape))
+        steps.pop("feature_map", None)
+        return self._memory_sequence(steps, state, branch, with_reads=False)[2]
+
     def memory_inputs(self, obs: Mapping, first: Tensor, prev_action: Tensor) -> dict[str, Tensor]:
         """What the memory is given at steps with leading dims `first.shape` (encoded, fused
         observations and the previous action; `feature_map` too with `film_readout`)."""
@@ -252,10 +262,12 @@ class Agent(nn.Module):
         return self.memory.introspect(state)
 
     # --- internals -------------------------------------------------------------------------------
-    def _memory_sequence(self, steps: dict, state: TensorDict, branch: Tensor | None):
-        """forward_sequence over [T, B], cut at the `branch` steps to keep each row's state there."""
+    def _memory_sequence(self, steps: dict, state: TensorDict, branch: Tensor | None, with_reads: bool = True):
+        """forward_sequence over [T, B], cut at the `branch` steps to keep each row's state there;
+        `with_reads=False`: Memory.advance instead (reads come back None)."""
+        run = self.memory.forward_sequence if with_reads else lambda part, s: (None, self.memory.advance(part, s))
         if branch is None:
-            return (*self.memory.forward_sequence(steps, state), None)
+            return (*run(steps, state), None)
         length = steps["feat"].shape[0]
         branch = branch.to(steps["feat"].device).long()
         cuts = sorted({int(t) for t in branch.tolist() if 0 <= t < length})
@@ -264,10 +276,10 @@ class Agent(nn.Module):
         for a, b in zip(bounds[:-1], bounds[1:]):
             if a in cuts:
                 picked = _rows_where(branch == a, state, picked)
-            read, state = self.memory.forward_sequence({k: v[a:b] for k, v in steps.items()}, state)
+            read, state = run({k: v[a:b] for k, v in steps.items()}, state)
             reads.append(read)
         picked = _rows_where((branch < 0) | (branch >= length), state, picked)
-        return torch.cat(reads), state, picked
+        return (torch.cat(reads) if reads[0] is not None else None), state, picked
 
     def _heads_input(self, read: Tensor, feature_map: Tensor | None) -> Tensor:
         """The memory read, plus the FiLM readout of the image feature map with `film_readout`."""
@@ -326,8 +338,9 @@ class Agent(nn.Module):
             step["text"] = encoded.get("memory_text", encoded["text"]).reshape(lead + (-1,))
         if "visual" in encoded:
             step["visual"] = encoded.get("memory_visual", encoded["visual"]).reshape(lead + (-1,))
-        if "place" in flat:
-            step["place"] = flat["place"].long().reshape(lead)
+        for key in MEMORY_ONLY_KEYS:
+            if key in flat:
+                step[key] = flat[key].long().reshape(lead)
         if "feature_map" in encoded:
             step["feature_map"] = encoded["feature_map"].reshape(lead + tuple(encoded["feature_map"].shape[1:]))
         return step

@@ -67,7 +67,7 @@ class EnvGroup:
             rew[i], term[i], trunc[i] = r, te, tr
             if te or tr:
                 info = dict(info)
-                info["episode"] = {**{k: v for k, v in info.items() if isinstance(v, (int, float))},
+                info["episode"] = {**{k: v for k, v in info.items() if isinstance(v, (int, float, str))},
                                    "return": float(self.returns[i]), "length": int(self.lengths[i])}
                 obs, reset_info = env.reset()
                 info["reset_info"] = reset_info

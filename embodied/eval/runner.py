@@ -153,6 +153,11 @@ class _PolicyRunner:
         self.prev = action
         return action.cpu().numpy()
 
+    def episode_facts(self) -> dict[str, list[str]]:
+        """The memory's words about each env's episode so far (Memory.episode_facts), read when
+        episodes end, before the next step resets their rows."""
+        return self.agent.memory.episode_facts(self.state) if self.agent is not None else {}
+
     def observe_done(self, done: np.ndarray) -> None:
         d = torch.as_tensor(done, device=self.device)
         self.first = d
@@ -198,12 +203,14 @@ def evaluate_task(task: dict, policy: str, ckpt: dict | None, cfg: DictConfig, d
         while any(c < q for c, q in zip(counts, quota)):
             obs, _, terminated, truncated, infos = envs.step(runner.act(obs))
             done = np.asarray(terminated) | np.asarray(truncated)
+            facts = runner.episode_facts() if done.any() else {}
             runner.observe_done(done)
             for i in np.flatnonzero(done):
                 if counts[i] < quota[i] and "episode" in infos[i]:
                     counts[i] += 1
-                    episodes.append({k: float(v) for k, v in infos[i]["episode"].items()
-                                     if isinstance(v, (int, float, np.number, bool))})
+                    episodes.append({**{k: (v if isinstance(v, str) else float(v)) for k, v in infos[i]["episode"].items()
+                                        if isinstance(v, (int, float, np.number, bool, str))},
+                                     **{f"memory/{k}": v[i] for k, v in facts.items()}})
                     if bar:
                         bar.update(1)
         if bar:
@@ -221,6 +228,10 @@ def evaluate_task(task: dict, policy: str, ckpt: dict | None, cfg: DictConfig, d
     for key in EXTRA_MEASURES:
         if all(key in e for e in episodes):
             result[key] = float(np.mean([e[key] for e in episodes]))
+    groups = sorted({k for e in episodes for k, v in e.items() if isinstance(v, str)})
+    if groups:  # success per value of each word the episodes carry (question type, chosen strategy, ...)
+        result["by"] = {key: {value: summarize([e["success"] for e in episodes if e.get(key) == value], True, cfg.confidence)
+                              for value in sorted({e[key] for e in episodes if key in e})} for key in groups}
     result["per_episode"] = episodes
     return result
 
@@ -236,7 +247,26 @@ def format_table(results: list[dict], confidence: float = 0.95) -> str:
             p = r["spl"]
             row += f"  {p['mean']:>6.3f} [{p['ci_low']:.3f}, {p['ci_high']:.3f}]"
         lines.append(row)
+        lines += _group_lines(r)
     return "\n".join(lines)
+
+
+def _group_lines(result: dict) -> list[str]:
+    """Success per value of each word the episodes carry, and how the memory's words (memory/*)
+    split over the task's (e.g. which write strategy AMA picked for each question type)."""
+    lines = []
+    for key, values in (result.get("by") or {}).items():
+        for value, s in values.items():
+            lines.append(f"  {key}={value}: success {s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] of {s['n']}")
+    episodes = result.get("per_episode") or []
+    words = sorted(result.get("by") or {})
+    for mine in (k for k in words if k.startswith("memory/")):
+        for task_key in (k for k in words if not k.startswith("memory/")):
+            for value in sorted({e[task_key] for e in episodes if task_key in e}):
+                picked = [e.get(mine) for e in episodes if e.get(task_key) == value]
+                counts = ", ".join(f"{w} {picked.count(w)}" for w in sorted(set(picked), key=str))
+                lines.append(f"  {task_key}={value}: {mine} {counts}")
+    return lines
 
 
 def fastmap_published(results: list[dict]) -> str:

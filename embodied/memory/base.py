@@ -13,6 +13,7 @@ returns a read vector and the next state:
     pose  float [B, 4]          x, y, z, yaw (optional)
     text  float [B, Dt]         text embedding (optional)
     place long  [B]             place id (optional)
+    task  long  [B]             task id, where the env gives one (optional)
     visual float [B, Dv]        image-only embedding (optional; for dual-coding memories)
 Memories ignore keys they do not use.
 
@@ -106,6 +107,23 @@ class Memory(nn.Module, ABC):
             return torch.where(mask.view(mask.shape + (1,) * (current.dim() - 1)), initial, current)
 
         return state.apply(pick, fresh)
+
+    def advance(self, steps: Step, state: TensorDict) -> TensorDict:
+        """The state after `[T, B, ...]` steps from `state`, for callers that need no reads (a loss
+        that asks only a later step again); equals `forward_sequence(steps, state)[1]`. Memories
+        whose writes do not depend on their reads may override it with a cheaper pass."""
+        return self.forward_sequence(steps, state)[1]
+
+    def outcome_loss(self, state: TensorDict, reward: Tensor) -> Tensor | None:
+        """A loss that trains the memory's own per-episode decisions (SAT's write-strategy bandit)
+        from how the episodes whose states are `state` [B] went: `reward` [B] (e.g. minus the task
+        loss of each episode's real question). None: the memory makes no such decision."""
+        return None
+
+    def episode_facts(self, state: TensorDict) -> dict[str, list[str]]:
+        """Per-row words about the episodes whose final states are `state` that evaluation records
+        beside each episode's measures (SAT with AMA: the write strategy the bandit picked)."""
+        return {}
 
     def aux_losses(self, steps: Step, reads: Tensor) -> dict[str, Tensor]:
         """Auxiliary losses (scalars) for the sequence just run by `forward_sequence`; none by default.

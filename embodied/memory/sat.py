@@ -19,11 +19,12 @@ notes in shared/reference/3dmem-sat-optimus.md (b)):
    so a big place can span several chunks; here a place is always exactly one group.
 4. Adaptive Memory Allocator (`strategy=ama`): an epsilon-greedy contextual bandit (Q-network over
    the four strategies given the task context) picks each episode's strategy at its first step;
-   it is trained with `ama_loss(state, reward)`, reward = minus the downstream loss of that
-   episode (the code uses -CE and adds 0.1 * MSE to the task loss). The context is the one-hot
-   `task` id when the step carries `task [B]`, else the (detached) `text` embedding of the first
-   step (the agent hands no task id to memories, so a task states its question type in text).
-   Trainers that do not call `ama_loss` leave the bandit untrained.
+   it is trained with `outcome_loss(state, reward)`, reward = minus the downstream loss of that
+   episode (the code uses -CE and adds 0.1 * MSE to the task loss; the imitation loss
+   `counterfactual` calls it). The context is the one-hot `task` id when the step carries
+   `task [B]` (the agent passes an observation's `task` key through, as Room Ballet's `multi`
+   levels give it: the paper's task id), else the (detached) `text` embedding of the first step.
+   Trainers that do not call `outcome_loss` leave the bandit untrained.
 
 Places come from the step's `place [B]` (room ids in our worlds). Without it, a `pose` is mapped to
 a grid cell of `place_cell` metres hashed into `num_places` ids (the paper's FFHQ setting uses
@@ -43,7 +44,7 @@ import torch
 from tensordict import TensorDict
 from torch import Tensor, nn
 
-from embodied.memory.base import Memory, Step, register_memory
+from embodied.memory.base import Memory, Step, register_memory, step_at
 from embodied.memory.config import MemoryConfig, _check_positive
 from embodied.memory.gtrxl import GRUGate
 from embodied.memory.hcam import sinusoid
@@ -92,6 +93,8 @@ class SATConfig(MemoryConfig):
     """AMA: exploration rate after `epsilon_episodes` choices."""
     epsilon_episodes: int = 20000
     """AMA: episodes (rows) over which epsilon decays linearly (the code: 200k steps)."""
+    ama_loss_weight: float = 0.1
+    """AMA: weight of the bandit's MSE in `outcome_loss` (the released code adds 0.1 x MSE)."""
     gate_bias: float = 2.0
     """Initial update-gate bias of the GRU gates."""
 
@@ -105,6 +108,8 @@ class SATConfig(MemoryConfig):
         for key in ("epsilon_start", "epsilon_end"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ValueError(f"memory option {key}={getattr(self, key)!r}: must be in [0, 1]")
+        if not self.ama_loss_weight >= 0:
+            raise ValueError(f"memory option ama_loss_weight={self.ama_loss_weight!r}: must be >= 0")
         if not self.place_cell > 0:
             raise ValueError(f"memory option place_cell={self.place_cell!r}: must be > 0")
 
@@ -291,7 +296,9 @@ class SpatiallyAwareMemory(Memory):
             text = step["text"].detach().float()
         return torch.cat([task, text], dim=-1)
 
-    def update(self, step: Step, state: TensorDict) -> tuple[Tensor, TensorDict]:
+    def _write(self, step: Step, state: TensorDict) -> tuple[Tensor, TensorDict]:
+        """Where this step is written: the slot mask [B, S] and the state with its new bookkeeping
+        (valid, step, place, visits, episode_step, arm, context); `memory` is left as it was."""
         feat = step["feat"]
         batch, device = feat.shape[0], feat.device
         place = self.place_of(step).to(device)
@@ -300,18 +307,35 @@ class SpatiallyAwareMemory(Memory):
         if self.allocator is not None:
             # The strategy of an episode is picked at its first step (state rows are reset at `first`).
             starting = episode_step == 0
-            new_context = self._context(step, batch, device)
-            context = torch.where(starting[:, None], new_context, context)
-            arm = torch.where(starting, self.allocator.choose(new_context, starting), arm)
+            if starting.device.type != "cpu" or bool(starting.any()):  # any() would sync a GPU every step
+                new_context = self._context(step, batch, device)
+                context = torch.where(starting[:, None], new_context, context)
+                arm = torch.where(starting, self.allocator.choose(new_context, starting), arm)
 
         visits = state.get("visits").scatter_add(1, place[:, None], torch.ones_like(place[:, None]))
         valid, slot_step, slot_place = state.get("valid"), state.get("step"), state.get("place")
         target = eviction_slots(valid, slot_step, slot_place, self.cfg.num_places).gather(1, arm[:, None]).squeeze(1)
         write = torch.nn.functional.one_hot(target, self.capacity).bool()
-        valid = valid | write
-        slot_step = torch.where(write, episode_step[:, None], slot_step)
-        slot_place = torch.where(write, place[:, None], slot_place)
+        new_state = TensorDict(
+            {
+                "memory": state.get("memory"),
+                "valid": valid | write,
+                "step": torch.where(write, episode_step[:, None], slot_step),
+                "place": torch.where(write, place[:, None], slot_place),
+                "visits": visits,
+                "episode_step": episode_step + 1,
+                "arm": arm,
+                "context": context,
+            },
+            batch_size=state.batch_size,
+            device=state.device,
+        )
+        return write, new_state
 
+    def update(self, step: Step, state: TensorDict) -> tuple[Tensor, TensorDict]:
+        write, new_state = self._write(step, state)
+        valid, slot_step, slot_place = new_state.get("valid"), new_state.get("step"), new_state.get("place")
+        batch, device = write.shape[0], write.device
         if self.cfg.place_major:
             group = slot_place.clamp(min=0)
         else:
@@ -323,7 +347,7 @@ class SpatiallyAwareMemory(Memory):
         if self.cfg.place_embedding:
             embed = embed + sinusoid(slot_place.clamp(min=0), self.output_dim)
 
-        x = self.input_proj(feat)
+        x = self.input_proj(step["feat"])
         memory = state.get("memory")
         new_layers, slot_w, group_w = [], [], []
         for index, layer in enumerate(self.layers):
@@ -333,22 +357,46 @@ class SpatiallyAwareMemory(Memory):
             slot_w.append(slot_weights)
             group_w.append(group_weights)
         self._last = {"weights": torch.stack(slot_w).mean(0).detach(), "group_weights": torch.stack(group_w).mean(0).detach(),
-                      "arm": arm}
-        new_state = TensorDict(
-            {
-                "memory": torch.stack(new_layers, dim=1),
-                "valid": valid,
-                "step": slot_step,
-                "place": slot_place,
-                "visits": visits,
-                "episode_step": episode_step + 1,
-                "arm": arm,
-                "context": context,
-            },
-            batch_size=state.batch_size,
-            device=state.device,
-        )
+                      "arm": new_state.get("arm")}
+        new_state.set("memory", torch.stack(new_layers, dim=1))
         return self.norm_out(x), new_state
+
+    def advance(self, steps: Step, state: TensorDict) -> TensorDict:
+        """With one layer, what a step stores (its detached input projection) depends on no read,
+        so the state after a sequence is written without reading: the bookkeeping step by step,
+        then every slot's token gathered once. A 96-step Room Ballet walk of 64 episodes then costs
+        a small fraction of running the layer at every step. More layers store reads: the plain pass."""
+        if self.n_layers != 1:
+            return super().advance(steps, state)
+        self._check_step(steps, sequence=True)
+        tokens = self.input_proj(steps["feat"]).detach()  # [T, B, D]
+        first = steps.get("first", None)
+        before = state.get("memory")
+        # Which step's token each slot holds: -1 the input state's, -2 a reset row's zeros.
+        source = torch.full(tuple(state.get("valid").shape), -1, dtype=torch.long, device=tokens.device)
+        for t in range(tokens.shape[0]):
+            step = step_at(steps, t)
+            if first is not None and not self.lifelong:
+                state = self.reset_rows(state, first[t])
+                source = torch.where(first[t].to(source.device)[:, None], -2, source)
+            write, state = self._write(step, state)
+            source = torch.where(write, t, source)
+        held = tokens.gather(0, source.clamp(min=0).t()[:, :, None].expand(-1, -1, tokens.shape[-1])).transpose(0, 1)
+        memory = torch.where((source >= 0)[:, None, :, None], held[:, None], before)
+        state.set("memory", torch.where((source == -2)[:, None, :, None], 0.0, memory))
+        return state
+
+    def outcome_loss(self, state: TensorDict, reward: Tensor) -> Tensor | None:
+        """AMA: `ama_loss_weight` x the bandit's MSE to the episodes' rewards; None for a fixed strategy."""
+        if self.allocator is None:
+            return None
+        return self.cfg.ama_loss_weight * self.ama_loss(state, reward)
+
+    def episode_facts(self, state: TensorDict) -> dict[str, list[str]]:
+        """AMA: the write strategy each row's episode used."""
+        if self.allocator is None:
+            return {}
+        return {"strategy": [STRATEGIES[int(a)] for a in state.get("arm").tolist()]}
 
     def ama_loss(self, state: TensorDict, reward: Tensor) -> Tensor:
         """Bandit loss for the episodes whose final state is `state`; reward [B] = -task loss per row."""

@@ -91,7 +91,10 @@ class BCConfig:
     """Record the task's privileged per-step labels (`env.labels()`) with every demonstration step,
     for label-reading aux heads (e.g. ballet_show) and imitation losses."""
     bc_coef: float = 1.0
-    """Weight of the per-step action cross-entropy."""
+    """Weight of the per-step action cross-entropy. With bc_coef=0, aux_coef=0 and a loss of
+    `losses` that asks one step again (counterfactual), nothing reads the per-step outputs and
+    the memory only runs up to that step without reads (Memory.advance: SAT's 1-layer walk costs
+    a small fraction of reading at every step)."""
     losses: dict[str, float] = field(default_factory=dict)
     """Imitation losses added to the cross-entropy, {name: weight} (embodied/agents/imitation.py,
     e.g. counterfactual: 1.0)."""
@@ -299,9 +302,24 @@ class BehaviourCloning:
             raise InputError("trainer.labels: the demonstrations hold no labels/* arrays; trainer.losses and "
                              "label-reading aux heads need demos recorded with trainer.labels=true")
         branches = [loss.branch(labels) for loss, _ in self.losses.values() if hasattr(loss, "branch")]
-        out = self.agent.evaluate_sequence(batch["obs"], self.agent.initial_state(B, self.device),
-                                           batch["first"], batch["prev_actions"], batch["actions"],
-                                           labels=labels, branch=branches[0] if branches else None)
+        if branches and self.cfg.bc_coef == 0 and self.cfg.aux_coef == 0:
+            # Nothing reads the per-step outputs: only the loss's branch states (Memory.advance).
+            out = {"branch_state": self.agent.memory_states_at(batch["obs"], self.agent.initial_state(B, self.device),
+                                                               batch["first"], batch["prev_actions"], branches[0])}
+            total, stats = torch.zeros((), device=self.device), {}
+        else:
+            out = self.agent.evaluate_sequence(batch["obs"], self.agent.initial_state(B, self.device),
+                                               batch["first"], batch["prev_actions"], batch["actions"],
+                                               labels=labels, branch=branches[0] if branches else None)
+            total, stats = self._step_losses(batch, out)
+        for name, (loss, weight) in self.losses.items():
+            for key, value in loss(self.agent, batch, out).items():
+                total = total + weight * value.float()
+                stats[f"{name}/{key}"] = float(value.detach())
+        return total, stats
+
+    def _step_losses(self, batch: dict[str, Any], out: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """The per-step action cross-entropy and the aux losses, weighted; with their stats."""
         mask = batch["mask"].float()
         if self.selector is not None:
             mask = mask * torch.where(self.selector(batch["obs"]), float(self.cfg.upweight_factor), 1.0)
@@ -311,12 +329,7 @@ class BehaviourCloning:
         with torch.no_grad():
             valid = batch["mask"].float()
             acc = ((out["logits"].argmax(-1) == batch["actions"]).float() * valid).sum() / valid.sum()
-        stats = {"bc_loss": float(ce.detach()), "accuracy": float(acc), "aux_loss": float(aux.detach())}
-        for name, (loss, weight) in self.losses.items():
-            for key, value in loss(self.agent, batch, out).items():
-                total = total + weight * value.float()
-                stats[f"{name}/{key}"] = float(value.detach())
-        return total, stats
+        return total, {"bc_loss": float(ce.detach()), "accuracy": float(acc), "aux_loss": float(aux.detach())}
 
     def fit(self, episodes: list[Episode], epochs: int | None = None,
             should_stop: Callable[[], bool] = lambda: False) -> dict[str, float]:

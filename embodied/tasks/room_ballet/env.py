@@ -12,7 +12,7 @@ from embodied.tasks.registry import TaskEnv
 from embodied.tasks.room_ballet import oracle, render
 from embodied.tasks.room_ballet.apartment import DEFAULT_APARTMENTS, ApartmentPool, ApartmentStage
 from embodied.tasks.room_ballet.layout import Layout, plan_walk, room_neighbours, sample_layout
-from embodied.tasks.room_ballet.spec import ANSWER_STEPS, NUM_DANCES, RoomBalletLevel
+from embodied.tasks.room_ballet.spec import ANSWER_STEPS, MULTI_TYPES, NUM_DANCES, RoomBalletLevel
 from embodied.world.apartment import MAX_ROOMS as APARTMENT_MAX_ROOMS
 
 
@@ -43,6 +43,8 @@ class RoomBalletEnv(TaskEnv):
         self.max_episode_steps = self.phases.max_steps
         obs = {"text": spaces.Box(0, render.VOCAB - 1, (render.TEXT_LENGTH,), dtype=np.int64),
                "place": spaces.Box(0, self.num_rooms - 1, (1,), dtype=np.int64)}
+        if self.mode == "multi":  # the question type as a task id (SAT's AMA chooses a write strategy from it)
+            obs["task"] = spaces.Box(0, len(MULTI_TYPES) - 1, (1,), dtype=np.int64)
         if self.obs_mode == "grid":
             obs["semantic"] = spaces.Box(0, render.NUM_CLASSES - 1, (render.ROOM_GRID, render.ROOM_GRID), dtype=np.int64)
         if self.rgb:
@@ -84,6 +86,25 @@ class RoomBalletEnv(TaskEnv):
     def oracle_action(self) -> int:
         """The expert: wait through the walk, then give the true answer."""
         return oracle.expert_action(self.layout, self.phases, self._t)
+
+    def labels(self) -> dict[str, np.ndarray]:
+        """Privileged labels of the current observation (for imitation's losses, never an
+        observation): every question the episode's type could ask (`oracle.askable`), each as the
+        question step's text `counterfactual/obs/text` [K, TEXT_LENGTH], the expert's answer
+        `counterfactual/action` [K] (-1 during the walk and for padding) and whether it is the
+        question actually asked, `counterfactual/asked` [K]. K: the rooms (budget) or the
+        dancers (multi) of the level."""
+        size = self.num_rooms if self.mode == "budget" else self.level.segments
+        text = np.zeros((size, render.TEXT_LENGTH), dtype=np.int64)
+        action = np.full(size, -1, dtype=np.int64)
+        asked = np.zeros(size, dtype=bool)
+        question = render.text_tokens(self.layout, self.walk_steps, self.walk_steps, False)
+        for i, (kind_value, answer) in enumerate(oracle.askable(self.layout, self.mode)):
+            text[i] = question
+            text[i, 1:3] = render.question_tokens(*kind_value)
+            action[i] = answer if self._t >= self.walk_steps else -1
+            asked[i] = tuple(kind_value) == (self.layout.question[0], int(self.layout.question[1]))
+        return {"counterfactual/obs/text": text, "counterfactual/action": action, "counterfactual/asked": asked}
 
     # The episode's layout, read as the env's own attributes.
     task_type = _layout_field("task_type")
@@ -133,6 +154,8 @@ class RoomBalletEnv(TaskEnv):
         place = int(self.layout.places[min(t, self.walk_steps - 1)])
         text = render.text_tokens(self.layout, t, self.walk_steps, self.obs_mode == "tokens" and not self.rgb)
         obs = {"text": text, "place": np.array([place], dtype=np.int64)}
+        if self.mode == "multi":
+            obs["task"] = np.array([MULTI_TYPES.index(self.layout.task_type)], dtype=np.int64)
         if self.obs_mode == "grid":
             obs["semantic"] = render.grid_view(self.layout, t, self.walk_steps, place)
         if self.rgb:

@@ -6,6 +6,7 @@ import numpy as np
 
 from embodied.tasks.answer import ShowThenAsk
 from embodied.tasks.room_ballet.layout import Layout, kept_steps
+from embodied.tasks.room_ballet.spec import NUM_DANCES
 
 
 def expert_action(layout: Layout, phases: ShowThenAsk, t: int) -> int:
@@ -23,3 +24,15 @@ def answer_kept(layout: Layout, strategy: str, capacity: int) -> bool:
     when the question is first asked."""
     kept = kept_steps(list(question_places(layout)), capacity, strategy)
     return bool(set(kept) & set(layout.answer_steps.tolist()))
+
+
+def askable(layout: Layout, mode: str) -> list[tuple[tuple[str, int], int]]:
+    """Every question the episode's type could ask, with the expert's answer (an action): `budget`
+    levels ask about any visited room (room_dance: "which dance was in room r?") or any dance seen
+    (dance_room), `multi` levels about any dancer of the walk ("which dance did colour c do?")."""
+    if mode == "multi":
+        return [(("colour", int(c)), 1 + int(d)) for c, d in zip(layout.segment_colour, layout.segment_dance)]
+    visited = [int(r) for r in np.unique(layout.places)]
+    if layout.task_type == "room_dance":
+        return [(("room", r), 1 + int(layout.room_dance[r])) for r in visited]
+    return [(("dance", int(layout.room_dance[r])), 1 + NUM_DANCES + r) for r in visited]
