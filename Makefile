@@ -24,7 +24,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[train,test,viewer]"
 	touch $(STAMP)
 
+# The main job: the shipped checkpoints on their held-out episodes, one table beside the published rows
+# (result JSON in runs/pretrained/), then the simulator's speed (bench_sim.json).
 bench: setup
+	$(VENV)/bin/embodied eval suite=pretrained
 	$(VENV)/bin/embodied bench sim --quick
 
 # The viewer's end-to-end test renders rerun's web viewer in headless Chromium.
@@ -42,4 +45,4 @@ test-slow: test-deps
 	$(PY) -m pytest -q -m slow
 
 clean:
-	rm -rf $(VENV) bench_*.json play_out
+	rm -rf $(VENV) bench_*.json play_out runs/pretrained

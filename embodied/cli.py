@@ -10,21 +10,27 @@ or takes plain flags where it has nothing to configure.
   embodied bench memory [--device cpu|cuda]              per-step read latency of every memory vs episode length
   embodied bench memorybench [--quick] [--verify]        MemoryBench demos/min, env keyframe steps/s
                                                          (--verify: expert on all pinned seeds)
-  embodied demos task=memorybench/put_block_back split=train n=100 [out=FILE.h5] [image_size=128] [quiet=true] [noise=0.02]
-                                                         scripted expert demonstrations (HDF5)
+  embodied demos task=memorybench/put_block_back split=train n=100 [out=FILE.npz] [image_size=128] [quiet=true] [noise=0.02]
+                                                         scripted expert demonstrations (.npz episode file)
   embodied bench record                                  eval steps/s with and without rerun recording
   embodied bench soak [--steps N] [--quick]              random actions over every task family in worker
                                                          processes: crashes, RSS growth after warm-up (JSON;
                                                          exit 1 when a family fails)
   embodied record task=nav/pointnav agent=oracle episodes=3 out=DIR [ckpt=PATH] [video=true]
                                                          one rerun recording (.rrd) per episode
-  embodied view FILE.rrd [--web] [--port N]              rerun viewer (native; --web: on 127.0.0.1, HTTP port N
+  embodied view FILE.rrd|pretrained:NAME [--web] [--port N]
+                                                         rerun viewer (native; --web: on 127.0.0.1, HTTP port N
                                                          (default 9090), gRPC N+1, 0 = free ports; Ctrl-C/SIGTERM stop it)
   embodied video FILE.rrd [--out FILE.mp4]               MP4 of the camera views with text overlaid
   embodied train key=value ...                           training (Hydra app; -m for sweeps)
   embodied eval key=value ...                            evaluation table (out=docs/results/NAME.json for the results page)
   embodied report [--check]                              docs/results.md from docs/results/*.json: tables beside the
                                                          published rows, learning curves, memory-efficiency frontier
+  embodied eval suite=pretrained [episodes=N] [out=DIR]  every shipped checkpoint on its task: one table beside the
+                                                         published rows, one result JSON per model (runs/pretrained/)
+  embodied export ckpt=RUN/latest.pt name=NAME [eval=RESULT.json] [force=true]
+                                                         a shipped checkpoint (fp16 weights + recipe and figures) in
+                                                         embodied/pretrained/; ckpt=pretrained:NAME names it anywhere
 
 `python -m embodied ...` is the same command. `embodied <command> --help` describes a command (for
 train, eval, play and record: its config groups and keys).
@@ -299,7 +305,7 @@ def cmd_record(argv: list[str]) -> None:
     if _help_requested(argv):
         print(command_help("record"))
         return
-    cfg = compose("record", argv)
+    cfg = compose("record", _pretrained_task(argv))
     from embodied.loading import CheckpointError
     from embodied.viewer.record import record
 
@@ -311,7 +317,8 @@ def cmd_record(argv: list[str]) -> None:
 
 def cmd_view(argv: list[str]) -> None:
     p = ArgumentParser(prog="embodied view")
-    p.add_argument("files", nargs="+", help="recordings (.rrd)")
+    p.add_argument("files", nargs="+", help="recordings (.rrd), or pretrained:NAME: one episode of that shipped "
+                   "checkpoint's agent on its task, recorded first")
     p.add_argument("--web", action="store_true", help="serve the web viewer and print its URL")
     p.add_argument("--host", default="127.0.0.1", help="--web: address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=None,
@@ -319,12 +326,22 @@ def cmd_view(argv: list[str]) -> None:
                         "listens on the next port; 0 picks free ports")
     p.add_argument("--grpc-port", type=int, default=None, help="--web: port of the gRPC data server (default: --port + 1)")
     a = p.parse_args(argv)
+    import tempfile
+
+    from embodied.loading import PRETRAINED
     from embodied.viewer.serve import view
 
-    try:
-        view(a.files, web=a.web, host=a.host, port=a.port, grpc_port=a.grpc_port)
-    except (ValueError, RuntimeError) as e:
-        _fail(str(e))
+    def recorded(ckpt: str, out: str) -> str:  # one episode of a shipped agent (`embodied record` keeps them)
+        from embodied.viewer.record import record
+
+        return record(compose("record", _pretrained_task([f"ckpt={ckpt}", f"out={out}"])))[0]["path"]
+
+    with tempfile.TemporaryDirectory(prefix="embodied-view-") as tmp:
+        files = [recorded(f, f"{tmp}/{i}") if f.startswith(PRETRAINED) else f for i, f in enumerate(a.files)]
+        try:
+            view(files, web=a.web, host=a.host, port=a.port, grpc_port=a.grpc_port)
+        except (ValueError, RuntimeError) as e:
+            _fail(str(e))
 
 
 def cmd_video(argv: list[str]) -> None:
@@ -346,26 +363,15 @@ DEMOS_KEYS = {"task": str, "split": str, "n": int, "out": str, "image_size": int
               "noise": float, "noise_seed": int, "overwrite": bool}
 
 
-def cmd_demos(argv: list[str]) -> None:
-    """`embodied demos task=... split=train|test n=N [out=FILE.h5] [image_size=128] [quiet=true]
-    [noise=0.02 noise_seed=0] [overwrite=false]` (noise: DART-style perturbed execution, see
-    dataset.record_demo; an existing out file is replaced only with overwrite=true)."""
-    if _help_requested(argv):
-        print(f"usage: embodied demos {' '.join(f'{k}=...' for k in DEMOS_KEYS)}\n\n"
-              f"{' '.join(cmd_demos.__doc__.split())}\n\nkeys: task (required; memorybench/NAME), "
-              "split (train | test; default train), n (episodes; default: the split's pinned seeds), "
-              "out (default data/<task>_<split>.h5), image_size (128), quiet (false), noise (0.0), noise_seed (0), "
-              "overwrite (false: an existing out file is an error)")
-        return
-    args: dict = {"split": "train", "n": None, "out": None, "image_size": 128, "quiet": False,
-                  "noise": 0.0, "noise_seed": 0, "overwrite": False}
+def _key_values(argv: list[str], keys: dict, args: dict) -> dict:
+    """key=value arguments of a command without a Hydra config, typed by `keys`, over `args`."""
     for item in argv:
         if "=" not in item:
-            raise ConfigError(f"{item}: arguments are key=value; keys: {', '.join(DEMOS_KEYS)}")
+            raise ConfigError(f"{item}: arguments are key=value; keys: {', '.join(keys)}")
         key, value = item.split("=", 1)
-        if key not in DEMOS_KEYS:
-            raise ConfigError(f"{key}: unknown key; allowed: {', '.join(DEMOS_KEYS)}")
-        kind = DEMOS_KEYS[key]
+        if key not in keys:
+            raise ConfigError(f"{key}: unknown key; allowed: {', '.join(keys)}")
+        kind = keys[key]
         if kind is bool:
             if value.lower() not in ("true", "false"):
                 raise ConfigError(f"{key}: {value!r}; allowed: true, false")
@@ -377,20 +383,74 @@ def cmd_demos(argv: list[str]) -> None:
                 raise ConfigError(f"{key}: {value!r}; allowed: {'an integer' if kind is int else 'a number'}") from None
         else:
             args[key] = value
+    return args
+
+
+def cmd_demos(argv: list[str]) -> None:
+    """`embodied demos task=... split=train|test n=N [out=FILE.npz] [image_size=128] [quiet=true]
+    [noise=0.02 noise_seed=0] [overwrite=false]` (noise: DART-style perturbed execution, see
+    dataset.record_demo; an existing out file is replaced only with overwrite=true)."""
+    if _help_requested(argv):
+        print(f"usage: embodied demos {' '.join(f'{k}=...' for k in DEMOS_KEYS)}\n\n"
+              f"{' '.join(cmd_demos.__doc__.split())}\n\nkeys: task (required; memorybench/NAME), "
+              "split (train | test; default train), n (episodes; default: the split's pinned seeds), "
+              "out (an .npz episode file; default data/<task>_<split>.npz), image_size (128), quiet (false), "
+              "noise (0.0), noise_seed (0), "
+              "overwrite (false: an existing out file is an error)")
+        return
+    args = _key_values(argv, DEMOS_KEYS, {"split": "train", "n": None, "out": None, "image_size": 128, "quiet": False,
+                                          "noise": 0.0, "noise_seed": 0, "overwrite": False})
     if "task" not in args:
         raise ConfigError("task: missing; e.g. task=memorybench/put_block_back")
     from embodied.tasks.memorybench.dataset import write_demos
 
     task = args["task"] if args["task"].startswith("memorybench/") else f"memorybench/{args['task']}"
-    out = args["out"] or f"data/{task.replace('/', '_')}_{args['split']}.h5"
+    out = args["out"] or f"data/{task.replace('/', '_')}_{args['split']}.npz"
     if Path(out).exists() and not args["overwrite"]:
-        raise ConfigError(f"out: {out} exists (an earlier run's); pass another out=FILE.h5, or overwrite=true to replace it")
+        raise ConfigError(f"out: {out} exists (an earlier run's); pass another out=FILE.npz, or overwrite=true to replace it")
+    if Path(out).suffix != ".npz":
+        raise ConfigError(f"out: {out}; allowed: a .npz file (demonstrations are episode files, embodied.tasks.episodes)")
     try:
         path = write_demos(task, args["split"], args["n"], out, image_size=args["image_size"],
                            progress=not args["quiet"], noise=args["noise"], noise_seed=args["noise_seed"])
     except ValueError as e:
         _fail(str(e))
     print(f"wrote {path}")
+
+
+EXPORT_KEYS = {"ckpt": str, "name": str, "eval": str, "episodes": int, "dtype": str, "force": bool, "out": str}
+
+
+def cmd_export(argv: list[str]) -> None:
+    """`embodied export ckpt=RUN/latest.pt name=NAME [eval=RESULT.json] [episodes=100] [dtype=float16]
+    [force=false] [out=DIR]`: a shipped checkpoint (weights only, fp16) from a training run of an
+    `+experiment=` recipe, with its recipe, training run and figures; `ckpt=pretrained:NAME` names it."""
+    if _help_requested(argv):
+        print(f"usage: embodied export {' '.join(f'{k}=...' for k in EXPORT_KEYS)}\n\n"
+              f"{' '.join(cmd_export.__doc__.split())}\n\nkeys: ckpt (required; a checkpoint of `embodied train "
+              "+experiment=NAME`, its run directory beside it), name (required; lower-case letters, digits, _), "
+              "eval (the `embodied eval` result JSON of this checkpoint: its figure is shipped with it), "
+              "episodes (100: episodes of `embodied eval suite=pretrained`), dtype (float16 | float32), "
+              "force (false: an existing shipped file is an error), out (default embodied/pretrained/)")
+        return
+    args = _key_values(argv, EXPORT_KEYS, {"eval": None, "episodes": 100, "dtype": "float16", "force": False, "out": None})
+    for key in ("ckpt", "name"):
+        if key not in args:
+            raise ConfigError(f"{key}: missing; e.g. embodied export ckpt=runs/ballet/hcam/latest.pt name=ballet_hcam")
+    from embodied.eval.pretrained import export
+
+    sys.argv = ["embodied export", *argv]  # the provenance of the export names this command
+    export(args["ckpt"], args["name"], args["eval"], args["episodes"], args["dtype"], args["force"], args["out"])
+
+
+def _pretrained_task(argv: list[str]) -> list[str]:
+    """`ckpt=pretrained:NAME` without task= or suite=: the task the shipped checkpoint was trained on."""
+    from embodied.loading import PRETRAINED, pretrained_record
+
+    ckpt = next((a.split("=", 1)[1] for a in argv if a.startswith("ckpt=")), "")
+    if not ckpt.startswith(PRETRAINED) or any(a.lstrip("+").startswith(("task=", "suite=")) for a in argv):
+        return argv
+    return [f"task={pretrained_record(ckpt)['task']}", *argv]
 
 
 def cmd_report(argv: list[str]) -> None:
@@ -423,6 +483,7 @@ def cmd_eval(argv: list[str]) -> None:
     from embodied.eval import main as eval_main
     from embodied.viewer.record import record_eval
 
+    argv = _pretrained_task(argv)
     _check_hydra_args("eval", argv)
     sys.argv = ["embodied eval", *argv]
     eval_main(after=record_eval)
@@ -448,6 +509,7 @@ def main(argv: list[str] | None = None) -> None:
         "train": cmd_train,
         "eval": cmd_eval,
         "report": cmd_report,
+        "export": cmd_export,
     }
     if cmd not in commands:
         print(f"embodied: error: unknown command {cmd!r}; allowed: {', '.join(commands)}", file=sys.stderr)

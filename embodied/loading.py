@@ -8,6 +8,10 @@ model's state); writing (CheckpointManager, atomic saves, the run-directory lock
 
 A checkpoint is one `torch.save`d dict of tensors and primitive containers only, holding at least
 `format`, `version`, `model`, `counters` and `config` (the composed run config).
+
+Shipped checkpoints (`embodied/pretrained/<name>.pt`, written by `embodied export`) are checkpoints of
+that format with the model's floats in fp16, no optimizer or RNG state, and a `pretrained` record
+(recipe, training run, figures); `ckpt=pretrained:<name>` names one wherever a checkpoint path goes.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from embodied.config import ConfigError, InputError
 FORMAT = "embodied-checkpoint"
 VERSION = 1
 REQUIRED_KEYS = ("format", "version", "model", "counters", "config")
+PRETRAINED = "pretrained:"  # ckpt=pretrained:<name>: a checkpoint shipped in embodied/pretrained/
 
 
 class CheckpointError(InputError, RuntimeError):
@@ -90,9 +95,41 @@ def build_agent_from_config(config: dict | DictConfig, observation_space, action
 
 # --- checkpoints ---------------------------------------------------------------------------------
 
+def pretrained_dir() -> Path:
+    """The shipped checkpoints: package data beside this module, so `pip install` ships them."""
+    return Path(__file__).resolve().parent / "pretrained"
+
+
+def pretrained_names() -> list[str]:
+    return sorted(p.stem for p in pretrained_dir().glob("*.pt"))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint argument as a file: `pretrained:<name>` is the shipped file of that name (an
+    unknown name is a CheckpointError listing the shipped ones); anything else is a path."""
+    text = str(path)
+    if not text.startswith(PRETRAINED):
+        return Path(path)
+    name = text[len(PRETRAINED):]
+    names = pretrained_names()
+    if name not in names:
+        raise CheckpointError(f"ckpt: {text}: no shipped checkpoint of that name; allowed: "
+                              + (", ".join(PRETRAINED + n for n in names) or f"(none in {pretrained_dir()})"))
+    return pretrained_dir() / f"{name}.pt"
+
+
+def pretrained_record(path: str | Path) -> dict[str, Any] | None:
+    """The `pretrained` record of a shipped checkpoint (`pretrained:<name>` or its file), else None."""
+    path = resolve_checkpoint(path)
+    if path.resolve().parent != pretrained_dir():
+        return None
+    return load_checkpoint(path).get("pretrained")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and sanity-check a checkpoint; CheckpointError names the file and the problem."""
-    path = Path(path)
+    """Load and sanity-check a checkpoint (a path or `pretrained:<name>`); CheckpointError names the
+    file and the problem."""
+    path = resolve_checkpoint(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:

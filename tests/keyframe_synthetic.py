@@ -1,4 +1,4 @@
-"""A synthetic MemoryBench-like dataset in the demo format of embodied.tasks.memorybench.dataset,
+"""A synthetic MemoryBench-like dataset, episodes as embodied.tasks.episodes reads MemoryBench demos,
 for testing the keyframe policy without the simulator.
 
 Task "remember the pad": 3 pads on a table; at keyframe 0 one pad (the variation) is red and the
@@ -60,9 +60,9 @@ def synthetic_episode(seed: int, image_size: int = SIDE) -> dict:
     obs = {k: np.stack(v) for k, v in obs.items()}
     obs["proprio"] = np.stack(proprio)
     obs["timestep"] = timestep[:, None]
-    return {"obs": obs, "proprio": np.stack(proprio), "timestep": timestep, "action": np.stack(action),
-            "keyframe_index": np.arange(K), "seed": seed, "variation": variation,
-            "instruction": "reach the red pad, press the button, go home, reach the pad again", "success": True}
+    return {"obs": obs, "actions": np.stack(action), "steps": {"keyframe_index": np.arange(K)},
+            "episode": {"seed": seed, "variation": variation, "success": True,
+                        "instruction": "reach the red pad, press the button, go home, reach the pad again"}}
 
 
 def synthetic_demos(n: int, start_seed: int = 0) -> list[dict]:
@@ -79,24 +79,26 @@ class SyntheticMemoryEnv:
         self.k = 0
 
     def _obs(self) -> dict:
-        k = min(self.k, len(self.episode["action"]) - 1)
+        k = min(self.k, len(self.episode["actions"]) - 1)
         return {key: v[k] for key, v in self.episode["obs"].items()}
 
     def reset(self, seed=None, options=None):
         self.episode = synthetic_episode(int(seed))
         self.k = 0
-        return self._obs(), {"variation": self.episode["variation"], "instruction": self.episode["instruction"]}
+        facts = self.episode["episode"]
+        return self._obs(), {"variation": facts["variation"], "instruction": facts["instruction"]}
 
     def oracle_action(self):
-        return self.episode["action"][self.k].copy()
+        return self.episode["actions"][self.k].copy()
 
     def step(self, action):
-        target = self.episode["action"][self.k]
+        target = self.episode["actions"][self.k]
         ok = bool(np.linalg.norm(np.asarray(action[:3]) - target[:3]) < self.tolerance)
         self.k += 1
-        success = ok and self.k == len(self.episode["action"])
+        success = ok and self.k == len(self.episode["actions"])
         terminated = (not ok) or success
-        info = {"success": success, "variation": self.episode["variation"], "keyframe": self.k, "ik_failure": False}
+        info = {"success": success, "variation": self.episode["episode"]["variation"], "keyframe": self.k,
+                "ik_failure": False}
         return self._obs(), float(success), terminated, self.k >= 25, info
 
     def close(self):

@@ -4,8 +4,8 @@ episode, and memory/agent options checked before any env worker starts."""
 from __future__ import annotations
 
 import json
+import zipfile
 
-import h5py
 import numpy as np
 import pytest
 
@@ -114,64 +114,64 @@ def test_train_checks_the_scene_before_starting_env_workers(tmp_path):
 
 # --- demonstration files -----------------------------------------------------------------------------
 
-def _h5_demo(path):
-    with h5py.File(path, "w") as f:
-        f.attrs.update(task="memorybench/put_block_back", split="train", cameras=["front"], image_size=8, version=1)
-        g = f.create_group("episode_0000")
-        g.attrs.update(seed=0, variation=0, instruction="put it back", success=True)
-        g.create_dataset("obs/front_rgb", data=np.zeros((2, 8, 8, 3), np.uint8))
-        for k, shape in (("proprio", (2, 8)), ("timestep", (2,)), ("action", (2, 9)), ("keyframe_index", (2,))):
-            g.create_dataset(k, data=np.arange(np.prod(shape), dtype=np.float32).reshape(shape) * 1e3)
+def _raw_episode_file(path, meta=None, **arrays):
+    """An .npz written around the writer, to make files it never writes."""
+    meta = {"format": "embodied-episodes", "version": 1, "quantised": {}} if meta is None else meta
+    np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
     return path
 
 
-def test_garbage_or_truncated_hdf5_demos_name_the_file(tmp_path):
-    from embodied.tasks.memorybench.dataset import load_demos
-
-    good = _h5_demo(tmp_path / "demos.h5")
-    assert len(load_demos(good)) == 1
-    data = good.read_bytes()
-    truncated, garbage, foreign = tmp_path / "truncated.h5", tmp_path / "garbage.h5", tmp_path / "foreign.h5"
-    truncated.write_bytes(data[: len(data) // 2])
-    garbage.write_bytes(b"\x00garbage" * 64)
-    with h5py.File(foreign, "w") as f:
-        f.attrs["version"] = 1
-        f.create_group("episode_0000")  # no obs, no attrs
-    for path, what in ((truncated, "not a readable HDF5 demo file (truncated?)"),
-                       (garbage, "not a readable HDF5 demo file"), (foreign, "not a demo file"),
-                       (tmp_path / "missing.h5", "no demo file")):
-        with pytest.raises(InputError) as err:
-            load_demos(path)
-        one_line(err, str(path), what)
-
-
-def test_garbage_or_truncated_npz_demos_name_the_shard(tmp_path):
-    from embodied.train.bc import load_demos, write_demo_shard
+def test_bad_episode_files_name_the_file_in_one_line(tmp_path):
+    from embodied.tasks.episodes import episode_files, read_episodes, write_episodes
 
     episodes = [{"obs": {"depth": np.random.rand(4, 8, 8, 1).astype(np.float32)}, "actions": np.arange(4)}] * 3
-    good = write_demo_shard(tmp_path / "demos.npz", episodes)
-    assert len(load_demos(good)) == 3
+    good = write_episodes(tmp_path / "demos.npz", episodes)
+    assert len(read_episodes(good)) == 3
     data = good.read_bytes()
     bad = tmp_path / "bad"
     bad.mkdir()
-    truncated, garbage, bare, pickled, cut_member = (bad / f"{n}.npz" for n in
-                                                     ("truncated", "garbage", "bare", "pickled", "crc"))
-    truncated.write_bytes(data[: len(data) // 2])
-    garbage.write_bytes(b"\x80\x04junk" * 64)  # starts like a pickle: numpy would offer to unpickle it
-    np.save(bare, np.zeros(3))
-    (bad / "bare.npz.npy").rename(bare)
-    np.savez(pickled, actions=np.array([object()] * 4), first=np.ones(4, bool), **{"obs/x": np.zeros(4)})
+    names = ("truncated", "garbage", "bare", "pickled", "crc", "foreign_zip", "foreign_npz", "version", "rows",
+             "episode_rows", "first", "unknown", "old")
+    path = {n: bad / f"{n}.npz" for n in names}
+    path["truncated"].write_bytes(data[: len(data) // 2])
+    path["garbage"].write_bytes(b"\x80\x04junk" * 64)  # starts like a pickle: numpy would offer to unpickle it
+    np.save(path["bare"], np.zeros(3))
+    (bad / "bare.npz.npy").rename(path["bare"])
+    step = {"first": np.array([True, False, False, False]), "obs/x": np.zeros(4)}
+    _raw_episode_file(path["pickled"], actions=np.array([object()] * 4), **step)
     corrupt = bytearray(data)
     corrupt[200:260] = b"x" * 60
-    cut_member.write_bytes(bytes(corrupt))
-    for path in (truncated, garbage, bare, pickled, cut_member):
+    path["crc"].write_bytes(bytes(corrupt))
+    with zipfile.ZipFile(path["foreign_zip"], "w") as z:
+        z.writestr("README.txt", "not episodes")
+    np.savez(path["foreign_npz"], actions=np.zeros(4), **step)  # a demo shard without the format's meta
+    _raw_episode_file(path["version"], {"format": "embodied-episodes", "version": 2}, actions=np.zeros(4), **step)
+    _raw_episode_file(path["rows"], actions=np.zeros(4), first=step["first"], **{"obs/x": np.zeros(3)})
+    _raw_episode_file(path["episode_rows"], actions=np.zeros(4), **step, **{"episode/seed": np.arange(2)})
+    _raw_episode_file(path["first"], actions=np.zeros(4), first=np.zeros(4, bool), **{"obs/x": np.zeros(4)})
+    _raw_episode_file(path["unknown"], actions=np.zeros(4), **step, **{"extra": np.zeros(4)})
+    path["old"].write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(504))  # what h5py writes first
+    expected = {"truncated": "not a .npz archive", "garbage": "not a .npz archive", "bare": "not a .npz archive",
+                "pickled": "holds pickled (object) arrays", "crc": "not a readable .npz episode file",
+                "foreign_zip": "not an episode file (no meta array", "foreign_npz": "not an episode file (no meta",
+                "version": "episode format version 2; supported: 1", "rows": "obs/x has 3 rows; expected 4",
+                "episode_rows": "episode/seed has 2 rows; expected 1 (episodes", "first": "first[0] must be True",
+                "unknown": "unknown array extra", "old": "an HDF5 demo file, a format no longer read"}
+    for name, p in path.items():
         with pytest.raises(InputError) as err:
-            load_demos(path)
-        message = one_line(err, str(path))
+            read_episodes(p)
+        message = one_line(err, str(p), expected[name])
         assert "allow_pickle" not in message
-    with pytest.raises(InputError) as err:  # a directory of shards: names the bad one
-        load_demos(bad)
+    one_line(err, "embodied demos task=memorybench/<task>", "out=FILE.npz")  # the old format: how to regenerate
+    with pytest.raises(InputError) as err:  # cheap check before a trainer starts: not a zip, or the old format
+        episode_files(path["old"])
+    one_line(err, str(path["old"]), "HDF5")
+    with pytest.raises(InputError) as err:  # a directory of files: names the bad one
+        read_episodes(bad)
     one_line(err, str(bad / "bare.npz"))
+    with pytest.raises(InputError) as err:
+        read_episodes(tmp_path / "missing.npz")
+    one_line(err, str(tmp_path / "missing.npz"), "no .npz episode files")
 
 
 # --- recordings --------------------------------------------------------------------------------------

@@ -134,7 +134,7 @@ def test_help_on_every_command(capsys, command):
 
 def test_demos_never_replace_an_existing_file(capsys, tmp_path, monkeypatch):
     # Refused before any env is built: the earlier file keeps its bytes.
-    out = tmp_path / "demos.h5"
+    out = tmp_path / "demos.npz"
     out.write_bytes(b"earlier demos")
     line = fails(capsys, "demos", "task=memorybench/put_block_back", "n=1", f"out={out}")
     assert f"{out} exists" in line and "overwrite=true" in line
@@ -156,7 +156,7 @@ def test_unusable_paths_and_values_are_one_line(capsys, tmp_path, monkeypatch, c
 
 @pytest.mark.parametrize("argv,name", [
     (["task=nav/pointnav", "trainer=bc", "num_workers=0"], "demos.npz"),
-    (["task=memorybench/put_block_back", "agent=keyframe", "memory=membank"], "demos.h5"),
+    (["task=memorybench/put_block_back", "agent=keyframe", "memory=membank"], "demos.npz"),
 ])
 def test_a_bad_demo_file_stops_train_before_it_starts(capsys, tmp_path, argv, name):
     # One line before the start lines and the env workers; the run directory is never created.

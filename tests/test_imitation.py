@@ -14,7 +14,8 @@ from embodied.config import InputError, compose
 from embodied.loading import make_envs
 from embodied.tasks import make_env
 from embodied.tasks.ballet import DANCE_STEPS
-from embodied.train.bc import BCConfig, BehaviourCloning, collect_labelled, load_demos, pad_batch, write_demo_shard
+from embodied.tasks.episodes import read_episodes, write_episodes
+from embodied.train.bc import BCConfig, BehaviourCloning, collect_labelled, pad_batch
 
 LEVEL = "ballet/2_delay16"
 
@@ -64,8 +65,8 @@ def test_ballet_labels_name_the_dancer_dancing_and_every_question_at_the_answer(
 def test_labels_survive_shards_and_pad_with_minus_one(tmp_path):
     episodes = _episodes(3)
     assert set(episodes[0]["labels"]) == {"dance", "slot", "counterfactual/obs/text", "counterfactual/action"}
-    write_demo_shard(tmp_path / "d.npz", episodes)
-    loaded = load_demos(tmp_path / "d.npz")
+    write_episodes(tmp_path / "d.npz", episodes)
+    loaded = read_episodes(tmp_path / "d.npz")
     for a, b in zip(loaded, episodes):
         assert all(np.array_equal(a["labels"][k], b["labels"][k]) for k in b["labels"])
     short = {"obs": {k: v[:5] for k, v in loaded[0]["obs"].items()}, "actions": loaded[0]["actions"][:5],

@@ -72,9 +72,9 @@ def _translated(ep, offset):
         if k.endswith("_pcd"):
             obs[k] = obs[k] + offset.astype(np.float32)
     ep["obs"] = obs
-    action = ep["action"].copy()
+    action = ep["actions"].copy()
     action[:, :3] += offset
-    ep["action"] = action
+    ep["actions"] = action
     return ep
 
 
@@ -199,10 +199,10 @@ def test_cli_train_end_to_end_on_memorybench(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "latest.pt").exists()
     assert "episode/success" in (tmp_path / "metrics.jsonl").read_text()
-    from embodied.tasks.memorybench.dataset import load_demos
+    from embodied.tasks.episodes import read_episodes
 
-    clean = load_demos(tmp_path / "data" / "reopen_drawer_train_2_32.h5")
-    dart = load_demos(tmp_path / "data" / "reopen_drawer_train_2_32_dart0.02_0.h5")
+    clean = [e["episode"] for e in read_episodes(tmp_path / "data" / "reopen_drawer_train_2_32.npz")]
+    dart = [e["episode"] for e in read_episodes(tmp_path / "data" / "reopen_drawer_train_2_32_dart0.02_0.npz")]
     assert [e["seed"] for e in dart] == [e["seed"] for e in clean] and all(e["noise"] > 0 for e in dart)
     (cache,) = (tmp_path / "data").glob("views-*.npz")
     with np.load(cache) as views:

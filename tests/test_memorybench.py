@@ -7,7 +7,8 @@ import pytest
 from embodied.tasks.memorybench import (CAMERAS, TASK_NAMES, WORKSPACE, MemoryBenchConfig, make_env,
                                         memorybench_spec)
 from embodied.tasks.memorybench import scene as S
-from embodied.tasks.memorybench.dataset import load_demos, record_demo, write_demos
+from embodied.tasks.episodes import read_episodes, read_meta
+from embodied.tasks.memorybench.dataset import record_demo, write_demos
 from embodied.tasks.memorybench.scene import project_points
 
 
@@ -172,11 +173,12 @@ def test_same_seed_same_demo():
 
 def test_dart_demo_perturbs_execution_not_labels(tmp_path):
     kw = dict(image_size=16, progress=False, cameras=("front",))
-    clean = load_demos(write_demos("memorybench/reopen_drawer", "train", 3, tmp_path / "c.h5", **kw))
-    noisy = load_demos(write_demos("memorybench/reopen_drawer", "train", 3, tmp_path / "n.h5", noise=0.02, **kw))
-    again = load_demos(write_demos("memorybench/reopen_drawer", "train", 3, tmp_path / "a.h5", noise=0.02, **kw))
-    other = load_demos(write_demos("memorybench/reopen_drawer", "train", 3, tmp_path / "o.h5", noise=0.02,
-                                   noise_seed=1, **kw))
+    def demos(name, **more):  # flat: {seed, noise, ..., action, proprio}
+        path = write_demos("memorybench/reopen_drawer", "train", 3, tmp_path / name, **kw, **more)
+        return [{**e["episode"], "action": e["actions"], "proprio": e["obs"]["proprio"]} for e in read_episodes(path)]
+
+    clean, noisy = demos("c.npz"), demos("n.npz", noise=0.02)
+    again, other = demos("a.npz", noise=0.02), demos("o.npz", noise=0.02, noise_seed=1)
     full = 0
     for c, n, a, o in zip(clean, noisy, again, other):
         # a failed perturbed execution is drawn again: every kept demo succeeds
@@ -198,7 +200,7 @@ def test_dart_demo_perturbs_execution_not_labels(tmp_path):
         assert np.linalg.norm(n["proprio"][11, :3] - c["proprio"][11, :3]) < 0.005
     assert full >= 2
     with pytest.raises(ValueError):
-        write_demos("memorybench/reopen_drawer", "train", 1, tmp_path / "x.h5", noise=-1.0, progress=False)
+        write_demos("memorybench/reopen_drawer", "train", 1, tmp_path / "x.npz", noise=-1.0, progress=False)
 
 
 def test_reopen_expert_tolerates_centimetre_errors():
@@ -288,37 +290,51 @@ def test_truncated_after_max_keyframes():
 
 
 def test_dataset_roundtrip_and_cli(tmp_path):
-    path = write_demos("memorybench/reopen_drawer", "test", 2, tmp_path / "rd.h5", image_size=16, progress=False,
+    path = write_demos("memorybench/reopen_drawer", "test", 2, tmp_path / "rd.npz", image_size=16, progress=False,
                        cameras=("front", "wrist"))
-    eps = load_demos(path)
+    eps = read_episodes(path)
     assert len(eps) == 2
     seeds = memorybench_spec()["tasks"]["reopen_drawer"]["test_seeds"][:2]
+    env = _env("reopen_drawer", cameras=("front", "wrist"), image_size=16)
     for ep, seed in zip(eps, seeds):
-        k = len(ep["action"])
-        assert ep["seed"] == seed and ep["success"] and ep["variation"] == seed % 3
-        assert ep["obs"]["front_rgb"].shape == (k, 16, 16, 3) and ep["obs"]["front_rgb"].dtype == np.uint8
-        assert ep["obs"]["wrist_pcd"].shape == (k, 16, 16, 3) and ep["obs"]["wrist_depth"].dtype == np.float32
-        assert ep["proprio"].shape == (k, 8) and ep["action"].shape == (k, 9) and ep["timestep"].shape == (k,)
-        assert np.all(np.diff(ep["keyframe_index"]) > 0)
-        assert np.allclose(ep["timestep"], np.arange(k) / 25)
-    import h5py
-
-    with h5py.File(path) as f:
-        assert f.attrs["task"] == "memorybench/reopen_drawer" and f.attrs["version"] == 1
-        assert list(f.attrs["cameras"]) == ["front", "wrist"] and f.attrs["image_size"] == 16
+        k, facts, obs = len(ep["actions"]), ep["episode"], ep["obs"]
+        assert facts["seed"] == seed and facts["success"] is True and facts["variation"] == seed % 3
+        assert set(obs) == {"front_rgb", "front_depth", "front_pcd", "wrist_rgb", "wrist_depth", "wrist_pcd",
+                            "proprio", "timestep"}
+        assert obs["front_rgb"].shape == (k, 16, 16, 3) and obs["front_rgb"].dtype == np.uint8
+        assert obs["wrist_pcd"].shape == (k, 16, 16, 3) and obs["wrist_depth"].dtype == np.float32
+        assert obs["proprio"].shape == (k, 8) and ep["actions"].shape == (k, 9) and obs["timestep"].shape == (k, 1)
+        assert ep["actions"].dtype == np.float32
+        assert np.all(np.diff(ep["steps"]["keyframe_index"]) > 0)
+        assert np.allclose(obs["timestep"][:, 0], np.arange(k) / 25)
+        # the stored observations are the env's own (depth and point clouds to 0.1 mm)
+        first, _ = env.reset(seed=seed)
+        assert facts["instruction"] == env.instruction and isinstance(facts["instruction"], str)
+        for key, value in first.items():
+            assert value.shape == obs[key][0].shape and value.dtype == obs[key][0].dtype, key
+            assert np.allclose(obs[key][0], value, rtol=0, atol=5.1e-5), key
+    env.close()
+    meta = read_meta(path)
+    assert meta["task"] == "memorybench/reopen_drawer" and meta["split"] == "test" and meta["version"] == 1
+    assert meta["cameras"] == ["front", "wrist"] and meta["image_size"] == 16
+    assert set(meta["quantised"]) == {f"obs/{c}_{m}" for c in ("front", "wrist") for m in ("depth", "pcd")}
 
     from embodied.cli import main
 
     main(["demos", "task=put_block_back", "split=test", "n=1", "image_size=16", "quiet=true",
-          f"out={tmp_path / 'p.h5'}"])
-    (ep,) = load_demos(tmp_path / "p.h5")
-    assert ep["success"] and set(ep["obs"]) == {f"{c}_{m}" for c in CAMERAS for m in ("rgb", "depth", "pcd")}
+          f"out={tmp_path / 'p.npz'}"])
+    (ep,) = read_episodes(tmp_path / "p.npz")
+    cams = {f"{c}_{m}" for c in CAMERAS for m in ("rgb", "depth", "pcd")}
+    assert ep["episode"]["success"] and set(ep["obs"]) == cams | {"proprio", "timestep"}
     with pytest.raises(SystemExit):
-        main(["demos", "task=memorybench/put_block_back", "n=0", f"out={tmp_path / 'x.h5'}"])
+        main(["demos", "task=memorybench/put_block_back", "n=0", f"out={tmp_path / 'x.npz'}"])
     with pytest.raises(SystemExit):
         main(["demos", "task=memorybench/put_block_back", "colour=red"])
+    with pytest.raises(SystemExit):  # an HDF5 name: the one format is .npz
+        main(["demos", "task=memorybench/put_block_back", "n=1", f"out={tmp_path / 'x.h5'}"])
+    assert not (tmp_path / "x.h5").exists()
     with pytest.raises(ValueError):
-        load_demos(tmp_path / "missing.h5")
+        read_episodes(tmp_path / "missing.npz")
 
 
 @pytest.mark.slow

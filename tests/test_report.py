@@ -104,3 +104,24 @@ def test_bad_result_files_end_in_one_line(tmp_path, capsys):
 
 def test_the_committed_results_page_is_what_its_files_render():
     assert report(repo_root() / "docs" / "results", repo_root() / "docs" / "results.md", check=True) == 0
+
+
+def test_rows_of_one_memory_by_two_recipes_are_told_apart_with_their_words(tmp_path):
+    """Two SAT rows of one task get their recipes as labels; success per question type and the
+    memory's per-episode choice are tabled; chance falls back to the episodes' own `chance`."""
+    episodes = [{"success": float(i % 2), "chance": 0.1, "question_type": "recent" if i < 6 else "early",
+                 "memory/strategy": "fifo" if i < 5 else "lifo"} for i in range(10)]
+    for recipe in ("room_ballet_multi_ama", "room_ballet_multi_fifo"):
+        result = {"task": "room_ballet/multi", "policy": "checkpoint", "episodes": 10, "per_episode": episodes,
+                  "success": {"mean": 0.5, "ci_low": 0.24, "ci_high": 0.76, "n": 10},
+                  "by": {"question_type": {"early": {"mean": 0.5, "ci_low": 0.1, "ci_high": 0.9, "n": 4},
+                                           "recent": {"mean": 0.5, "ci_low": 0.2, "ci_high": 0.8, "n": 6}},
+                         "memory/strategy": {"fifo": {"mean": 0.4, "ci_low": 0.1, "ci_high": 0.8, "n": 5}}}}
+        report_file = {"agent": "sat", "results": [result], "provenance": {"command": "embodied eval x"},
+                       "training": {"command": f"embodied train +experiment={recipe}"}}
+        (tmp_path / f"{recipe}.json").write_text(json.dumps(report_file))
+    text, _ = render(tmp_path, plots=False)
+    assert "| multi | sat (room_ballet_multi_ama) | 10 | 0.50 [0.24, 0.76] | 0.10 |" in text
+    assert "| multi | sat (room_ballet_multi_fifo) | 10 |" in text
+    assert "| multi | sat (room_ballet_multi_ama) | question_type=recent | 0.50 [0.20, 0.80] | fifo 5, lifo 1 |" in text
+    assert "| multi | sat (room_ballet_multi_ama) | question_type=early | 0.50 [0.10, 0.90] | lifo 4 |" in text

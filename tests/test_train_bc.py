@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 
 import embodied.train  # noqa: F401
 from embodied.config import compose
-from embodied.train.bc import collect_labelled, load_demos, pad_batch, write_demo_shard
+from embodied.tasks.episodes import read_episodes, write_episodes
+from embodied.train.bc import collect_labelled, pad_batch
 from embodied.loading import load_checkpoint
 from embodied.train.run import train
 from embodied.envs.toy import CorridorVectorEnv
@@ -17,20 +18,25 @@ TOY = ["task.name=toy/corridor", "task.max_steps=24", "memory.hidden=32", "agent
        "num_workers=0", "device=cpu", "quiet=true", "trainer=bc", "trainer.lr=3e-3"]
 
 
-def test_demo_shards_round_trip_and_reject_bad_data(tmp_path):
+def test_oracle_demos_round_trip_and_reject_bad_data(tmp_path):
     envs = CorridorVectorEnv(3, seed=0)
     episodes, measures = collect_labelled(envs, None, torch.device("cpu"), steps=200, beta=1.0,
                                           rng=np.random.default_rng(0), seed=0)
     assert episodes and all(m["success"] == 1.0 for m in measures)  # the oracle always succeeds
-    write_demo_shard(tmp_path / "d.npz", episodes)
-    loaded = load_demos(tmp_path)
+    write_episodes(tmp_path / "d.npz", episodes)
+    loaded = read_episodes(tmp_path)
     assert len(loaded) == len(episodes)
     for a, b in zip(loaded, episodes):
         assert np.array_equal(a["actions"], b["actions"])
         assert np.array_equal(a["obs"]["pointgoal"], b["obs"]["pointgoal"])
-    np.savez(tmp_path / "bad.npz", actions=np.zeros(3), first=np.zeros(3, bool), **{"obs/x": np.zeros(3)})
+    assert set(loaded[0]) == {"obs", "actions"} and loaded[0]["actions"].dtype == np.int64
+    bad = write_episodes(tmp_path / "bad.npz", episodes[:1])
+    with np.load(bad) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["first"][:] = False
+    np.savez(bad, **arrays)
     with pytest.raises(ValueError, match="bad.npz: first"):
-        load_demos(tmp_path / "bad.npz")
+        read_episodes(bad)
 
 
 def test_padding_masks_and_resets():

@@ -36,9 +36,9 @@ def _task_dict(name: str, trained: dict | None) -> dict:
 def _checkpoint_for(ckpt_arg: str, task_name: str) -> Path | None:
     from embodied.tasks.memorybench import task_short_name
 
-    if "TASK" in ckpt_arg:
-        return Path(ckpt_arg.replace("TASK", task_short_name(task_name)))
-    return Path(ckpt_arg)
+    from embodied.loading import resolve_checkpoint
+
+    return resolve_checkpoint(ckpt_arg.replace("TASK", task_short_name(task_name)))  # a path, or pretrained:<name>
 
 
 def load_keyframe_policy(path: Path, device: torch.device):

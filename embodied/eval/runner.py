@@ -37,11 +37,12 @@ class EvalConfig:
     agent: Any = None
     """null = the checkpoint's agent; `agent=oracle` or `agent=random` for the baselines."""
     ckpt: str | None = None
-    """Checkpoint to evaluate (e.g. runs/.../best.pt)."""
+    """Checkpoint to evaluate (e.g. runs/.../best.pt, or pretrained:NAME for a shipped one)."""
     suite: str | None = None
-    """Evaluate every task of this suite in tasks/suites.yaml."""
+    """Evaluate every task of this suite in tasks/suites.yaml; `pretrained`: every shipped checkpoint
+    on its own task, one table (out: a folder, default runs/pretrained/)."""
     episodes: int = 100
-    """Episodes per task."""
+    """Episodes per task (suite=pretrained: each model's pinned count, at most this many)."""
     split: str | None = "test"
     """Scenes split written into task.scenes of navigation tasks (train, val, test); null keeps task.scenes."""
     num_envs: int = 4
@@ -312,6 +313,10 @@ def evaluate(cfg: DictConfig, env_factory=None) -> dict[str, Any]:
     """Evaluate per the eval config; prints the table, writes the JSON; returns the report."""
     from embodied.loading import load_checkpoint, resolve_device
 
+    if cfg.suite == "pretrained":  # every shipped checkpoint on its own task, one table
+        from embodied.eval.pretrained import evaluate_pretrained
+
+        return evaluate_pretrained(cfg, env_factory)
     policy = validate_eval_config(cfg)
     memorybench = cfg.suite == "memorybench" or (not cfg.suite and str(cfg.task.get("name", "")).startswith("memorybench/"))
     if memorybench:  # keyframe policies, pinned seeds, published rows: its own protocol

@@ -6,12 +6,12 @@ so memories learn over whole episodes. `seq_len > 0` cuts long episodes into chu
 `seq_len` steps; every chunk then starts from a fresh memory state (a truncated memory — use it
 only when whole episodes do not fit in memory).
 
-Demo format: numpy `.npz` shards (torch-free). Each shard holds several episodes concatenated
-along axis 0: `obs/<key>` [S, ...] (the env's observation arrays), `actions` [S] int64 (the
-expert's action at that observation), `first` [S] bool (True at each episode's first step), and
-with `labels=true` `labels/<key>` [S, ...]: the task's privileged labels of each step (its
-`labels()` method, read like `oracle_action()`; -1 = no label at that step), which batches hand to
-the agent's aux heads and to the imitation losses of `losses` (embodied/agents/imitation.py).
+Demos: episode files (embodied/tasks/episodes.py, the one format of every demonstration): `.npz`
+archives of several episodes, `obs/<key>` [S, ...] (the env's observation arrays), `actions` [S]
+int64 (the expert's action at that observation), `first` [S] bool, and with `labels=true`
+`labels/<key>` [S, ...]: the task's privileged labels of each step (its `labels()` method, read like
+`oracle_action()`; -1 = no label at that step), which batches hand to the agent's aux heads and to
+the imitation losses of `losses` (embodied/agents/imitation.py).
 
 DAgger (Ross et al. 2011) for navigation: roll out a mixture policy — the oracle's action with
 probability beta, the learner's otherwise — label every visited observation with the oracle's
@@ -27,10 +27,7 @@ the loss; `freeze` keeps parameters (by name prefix) at their initial values.
 from __future__ import annotations
 
 import math
-import zipfile
-import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -39,6 +36,7 @@ import torch
 from embodied.agents.imitation import IMITATION_LOSSES
 from embodied.config import InputError, check
 from embodied.tasks import STEP_SELECTORS
+from embodied.tasks.episodes import Episode
 from embodied.train.checkpoint import NonFiniteError
 from embodied.train.distributed import DistContext, all_reduce_gradients
 
@@ -127,86 +125,6 @@ class BCConfig:
 
 
 # --- dataset ------------------------------------------------------------------------------------
-
-Episode = dict[str, Any]  # {"obs": {key: [L, ...]}, "actions": [L]} (+ "labels": {key: [L, ...]})
-
-
-def write_demo_shard(path: str | Path, episodes: list[Episode]) -> Path:
-    """Write episodes to one .npz shard (atomically: temp file + rename)."""
-    if not episodes:
-        raise ValueError(f"{path}: no episodes to write")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    keys = sorted(episodes[0]["obs"])
-    arrays = {f"obs/{k}": np.concatenate([np.asarray(e["obs"][k]) for e in episodes]) for k in keys}
-    arrays["actions"] = np.concatenate([np.asarray(e["actions"], dtype=np.int64) for e in episodes])
-    for k in sorted(episodes[0].get("labels") or {}):
-        arrays[f"labels/{k}"] = np.concatenate([np.asarray(e["labels"][k]) for e in episodes])
-    first = [np.zeros(len(e["actions"]), dtype=bool) for e in episodes]
-    for f in first:
-        f[0] = True
-    arrays["first"] = np.concatenate(first)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
-    return path
-
-
-def demo_shards(path: str | Path) -> list[Path]:
-    """The .npz shard at `path`, or every *.npz in a directory (sorted), each checked to be a zip
-    archive: cheap, so a bad `trainer.demos` fails before any env worker starts."""
-    path = Path(path)
-    shards = sorted(path.glob("*.npz")) if path.is_dir() else [path]
-    if not shards or not all(s.is_file() for s in shards):
-        raise InputError(f"{path}: no .npz demo shards found")
-    for shard in shards:
-        if not zipfile.is_zipfile(shard):  # np.load would try it as a pickle or a bare .npy
-            raise InputError(f"{shard}: not a .npz archive (truncated, or not a demo shard)")
-    return shards
-
-
-def load_demos(path: str | Path) -> list[Episode]:
-    """Episodes from a .npz shard or every *.npz in a directory (sorted); InputError naming the
-    shard on a missing, foreign, truncated or inconsistent file."""
-    episodes: list[Episode] = []
-    for shard in demo_shards(path):
-        try:
-            episodes += _read_shard(shard)
-        except InputError:
-            raise
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:  # np.load's
-            reason = " ".join(str(e).split())[:160] or type(e).__name__
-            if "pickle" in reason:  # never loaded: pickles run code
-                reason = "it holds pickled (object) arrays"
-            raise InputError(f"{shard}: not a readable .npz demo shard (truncated?): {reason}") from None
-    return episodes
-
-
-def _read_shard(shard: Path) -> list[Episode]:
-    episodes: list[Episode] = []
-    with np.load(shard) as data:
-        missing = [k for k in ("actions", "first") if k not in data]
-        obs_keys = [k[4:] for k in data.files if k.startswith("obs/")]
-        if missing or not obs_keys:
-            raise InputError(f"{shard}: not a demo shard (missing {missing or 'obs/* arrays'})")
-        actions, first = data["actions"], data["first"].astype(bool)
-        if len(first) == 0 or not first[0]:
-            raise InputError(f"{shard}: first[0] must be True (shards hold whole episodes)")
-        if len(first) != len(actions):
-            raise InputError(f"{shard}: first has {len(first)} rows, actions has {len(actions)}")
-        obs = {k: data[f"obs/{k}"] for k in obs_keys}
-        labels = {k[7:]: data[k] for k in data.files if k.startswith("labels/")}
-        for k, v in [*(("obs/" + k, v) for k, v in obs.items()), *(("labels/" + k, v) for k, v in labels.items())]:
-            if len(v) != len(actions):
-                raise InputError(f"{shard}: {k} has {len(v)} rows, actions has {len(actions)}")
-        starts = np.flatnonzero(first).tolist() + [len(actions)]
-        for a, b in zip(starts[:-1], starts[1:]):
-            episode = {"obs": {k: v[a:b] for k, v in obs.items()}, "actions": actions[a:b]}
-            if labels:
-                episode["labels"] = {k: v[a:b] for k, v in labels.items()}
-            episodes.append(episode)
-    return episodes
-
 
 def split_sequences(episodes: list[Episode], seq_len: int) -> list[Episode]:
     if seq_len <= 0:

@@ -5,7 +5,7 @@ trainer=keyframe). Each training sequence is one whole demonstration from its fi
 fresh memory, exactly as at test time (the bank is reset every episode); the memory bank is written
 with the model's own predicted heatmaps, gradients flowing through the stored entries.
 
-Data: the HDF5 demos of `embodied demos` (embodied.tasks.memorybench.dataset), or, with
+Data: the episode files of `embodied demos` (embodied.tasks.memorybench.dataset), or, with
 `trainer.demos=null`, `trainer.demos_n` train demos generated into run_dir/data/ first. The
 virtual views of every keyframe are rendered once and cached beside them.
 
@@ -36,7 +36,8 @@ class KeyframeTrainerConfig:
     name: str = "keyframe"
     """Trainer name (keyframe)."""
     demos: str | None = None
-    """HDF5 demonstrations of the task (`embodied demos ...`); null = generate `demos_n` into run_dir/data/."""
+    """Episode file (.npz, or a directory of them) of the task's demonstrations (`embodied demos ...`);
+    null = generate `demos_n` into run_dir/data/."""
     demos_n: int = 100
     """Train demos to generate when `demos` is null (the pinned train seeds, in order)."""
     epochs: int = 50
@@ -101,7 +102,8 @@ class KeyframeSequence:
 
 
 def prepare_sequences(episodes: list[dict], agent, progress: bool = False) -> list[KeyframeSequence]:
-    """Render each keyframe's virtual views and label its action (episodes in the dataset format)."""
+    """Render each keyframe's virtual views and label its action (episodes as embodied.tasks.episodes
+    reads them: obs with proprio and timestep, actions [K, 9])."""
     from embodied.agents.keyframe import conditioning, fuse_point_cloud, quat_to_bins
 
     out = []
@@ -111,7 +113,7 @@ def prepare_sequences(episodes: list[dict], agent, progress: bool = False) -> li
 
         it = tqdm(episodes, desc="render views", unit="demo", file=sys.stderr)
     for i, ep in enumerate(it):
-        action = np.asarray(ep["action"], dtype=np.float32)
+        action = np.asarray(ep["actions"], dtype=np.float32)
         if action.ndim != 2 or action.shape[1] != 9 or len(action) == 0:
             raise ValueError(f"demo {i}: action has shape {action.shape}; expected [K, 9]")
         obs = ep["obs"]
@@ -119,10 +121,8 @@ def prepare_sequences(episodes: list[dict], agent, progress: bool = False) -> li
         for k in range(len(action)):
             pts, col = fuse_point_cloud({key: v[k] for key, v in obs.items()}, agent.config.cameras)
             views.append(agent.workspace.render(pts, col).astype(np.float16))
-        proprio = ep.get("proprio", obs.get("proprio"))
-        timestep = ep.get("timestep", obs.get("timestep"))
         out.append(KeyframeSequence(
-            views=np.stack(views), cond=conditioning(proprio, timestep).astype(np.float32),
+            views=np.stack(views), cond=conditioning(obs["proprio"], obs["timestep"]).astype(np.float32),
             position=action[:, :3].copy(), rot=quat_to_bins(action[:, 3:7], agent.config.rot_bins),
             grip=(action[:, 7] > 0.5).astype(np.int64), coll=(action[:, 8] > 0.5).astype(np.int64)))
     return out
@@ -230,12 +230,16 @@ class KeyframeBC:
 
 
 def load_episodes(path: str | Path) -> list[dict]:
-    from embodied.tasks.memorybench.dataset import load_demos
+    """MemoryBench demonstrations of an episode file (or directory); a file of other demonstrations
+    (discrete actions, no proprio) is one line naming it."""
+    from embodied.tasks.episodes import read_episodes
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"trainer.demos: {path} is not a file; allowed: an HDF5 file from `embodied demos`")
-    return load_demos(path)
+    episodes = read_episodes(path, action_shape=(9,))
+    for i, ep in enumerate(episodes):
+        if not {"proprio", "timestep"} <= set(ep["obs"]):
+            raise ConfigError(f"trainer.demos: {path}: episode {i} has obs {sorted(ep['obs'])}; allowed: "
+                              "MemoryBench keyframe demos (obs proprio, timestep) from `embodied demos`")
+    return episodes
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -348,7 +352,7 @@ def _generate_demos(cfg, tcfg: KeyframeTrainerConfig, data_dir: Path, noise: flo
 
     image_size = int(cfg.task.get("image_size") or cfg.task.get("width") or 128)
     tag = f"_dart{noise:g}_{copy}" if noise > 0 else ""
-    out = data_dir / f"{task_short_name(cfg.task.name)}_train_{tcfg.demos_n}_{image_size}{tag}.h5"
+    out = data_dir / f"{task_short_name(cfg.task.name)}_train_{tcfg.demos_n}_{image_size}{tag}.npz"
     if not out.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         write_demos(str(cfg.task.name), "train", tcfg.demos_n, out, image_size, not cfg.quiet,
@@ -361,11 +365,12 @@ def _cached_sequences(episodes: list[dict], agent, data_dir: Path, progress: boo
     import hashlib
     import json
 
-    key = json.dumps({"seeds": [int(e.get("seed", -1)) for e in episodes], "lens": [len(e["action"]) for e in episodes],
-                      "noise": [[e.get(k, 0) for k in ("noise", "noise_seed", "attempt")] for e in episodes],
+    facts = [e.get("episode") or {} for e in episodes]
+    key = json.dumps({"seeds": [int(f.get("seed", -1)) for f in facts], "lens": [len(e["actions"]) for e in episodes],
+                      "noise": [[f.get(k, 0) for k in ("noise", "noise_seed", "attempt")] for f in facts],
                       "grid": agent.config.grid_size, "cams": list(agent.config.cameras), "bins": agent.config.rot_bins,
                       "lo": agent.workspace.lo.tolist(), "hi": agent.workspace.hi.tolist(),
-                      "act": float(np.sum([np.abs(np.asarray(e["action"], dtype=np.float64)).sum() for e in episodes]))})
+                      "act": float(np.sum([np.abs(np.asarray(e["actions"], np.float64)).sum() for e in episodes]))})
     path = data_dir / f"views-{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
     if path.exists():
         with np.load(path) as data:

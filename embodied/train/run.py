@@ -40,9 +40,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from embodied.config import ConfigError, InputError, check, provenance
 from embodied.loading import build_agent_from_config, env_spaces, load_model_state, make_envs
+from embodied.tasks.episodes import episode_files, read_episodes, write_episodes
 from embodied.train import distributed as dist_utils
-from embodied.train.bc import (BCConfig, BehaviourCloning, collect_labelled, demo_shards, iter_rounds, load_demos,
-                               summarize_measures, write_demo_shard)
+from embodied.train.bc import BCConfig, BehaviourCloning, collect_labelled, iter_rounds, summarize_measures
 from embodied.train.checkpoint import (CheckpointManager, NonFiniteError, RunDirError, RunDirLock, atomic_write_text,
                                        capture_rng, remove_stale_temp_files, restore_rng, write_error)
 from embodied.train.config import TRAINERS, logger_config, register_trainer, trainer_config, validate_train_config
@@ -395,7 +395,7 @@ def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, 
         restore_rng(ckpt["rng"])
     data_dir = Path(cfg.run_dir) / "data"
     if bcfg.demos:
-        base = load_demos(bcfg.demos)
+        base = read_episodes(bcfg.demos, action_shape=())  # discrete actions
     else:
         shard = data_dir / "demos.npz"
         if not shard.exists():
@@ -403,8 +403,8 @@ def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, 
             episodes, _ = collect_labelled(envs, None, ctx.device, steps=10**9, beta=1.0, rng=rng,
                                            seed=training_episode_seed(cfg.seed, 0, 5),
                                            max_episodes=bcfg.record_episodes, labels=bcfg.labels)
-            write_demo_shard(shard, episodes)
-        base = load_demos(shard)
+            write_episodes(shard, episodes)
+        base = read_episodes(shard)
     metrics: dict[str, Any] = {}
     last_path = manager.latest_path if ckpt is not None else None
 
@@ -412,7 +412,7 @@ def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, 
         extra = []
         for r in range(1, upto + 1):
             if (data_dir / f"dagger-{r:03d}.npz").exists():  # a round may finish no episode
-                extra += load_demos(data_dir / f"dagger-{r:03d}.npz")
+                extra += read_episodes(data_dir / f"dagger-{r:03d}.npz")
         return base + extra
 
     t_start = time.perf_counter()
@@ -434,7 +434,7 @@ def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, 
                 if flag.requested:  # the round restarts from the last checkpoint when resumed
                     return _preempted(flag, last_path, ctx, progress)
                 if episodes and bcfg.aggregate:
-                    write_demo_shard(data_dir / f"dagger-{r:03d}.npz", episodes)
+                    write_episodes(data_dir / f"dagger-{r:03d}.npz", episodes)
                 if beta < 1.0:  # with beta = 1 these are the oracle's own measures, not the learner's
                     round_metrics.update(summarize_measures(measures))
                 round_metrics.update(beta=beta, dagger_episodes=len(episodes))
@@ -484,7 +484,7 @@ def train_ppo(cfg: DictConfig, env_factory: Callable | None = None) -> dict[str,
 def _bc_plan(cfg: DictConfig, ckpt: dict | None) -> tuple[str, int, str, int]:
     bcfg = trainer_config(cfg)
     if bcfg.demos:
-        demo_shards(bcfg.demos)  # a bad demo file is one line before the start lines and the env workers
+        episode_files(bcfg.demos)  # a bad demo file is one line before the start lines and the env workers
     rounds = bcfg.dagger_rounds + 1
     return f"{rounds} rounds (BC, then DAgger)", rounds, "round", ckpt["trainer"]["round"] if ckpt is not None else 0
 

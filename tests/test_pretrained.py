@@ -1,0 +1,142 @@
+"""Shipped checkpoints: small, weights-only files that load into the agents their recipes compose;
+`ckpt=pretrained:NAME` names them; `embodied export` writes them; `embodied eval suite=pretrained`
+evaluates them all into one table and the result files `embodied report` renders."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import embodied.train  # noqa: F401  (registers the config schemas)
+from embodied.cli import main as cli_main
+from embodied.config import InputError, compose
+from embodied.eval.pretrained import MAX_BYTES, export
+from embodied.eval.report import render
+from embodied.eval.runner import evaluate
+from embodied.loading import (CheckpointError, build_agent_from_config, env_spaces, load_checkpoint,
+                              pretrained_dir, pretrained_names)
+
+SHIPPED = pretrained_names()
+
+
+def test_the_ballet_models_are_shipped():
+    assert {"ballet_hcam", "ballet_lstm"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_file_is_small_weights_only_and_loads_strictly_into_its_recipes_agent(name):
+    path = pretrained_dir() / f"{name}.pt"
+    assert path.stat().st_size < MAX_BYTES
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    record = ckpt["pretrained"]
+    assert not {"trainer", "rng", "optimizer"} & set(ckpt)  # nothing to resume from
+    assert record["name"] == name and record["task"] == ckpt["config"]["task"]["name"]
+    assert any(o == f"+experiment={record['experiment']}" for o in record["recipe"])
+    assert record["command"].startswith("embodied train ") and record["commit"] and record["seed"] is not None
+    assert record["training"]["counters"] and record["training"]["curve"] and record["final_metrics"]
+    floats = [t for t in ckpt["model"].values() if t.is_floating_point()]
+    assert floats and all(t.dtype == getattr(torch, record["dtype"]) for t in floats)
+    # the committed recipe composes the architecture the weights were trained with
+    cfg = compose("train", record["recipe"])
+    for node in ("memory", "agent"):
+        assert OmegaConf.to_container(cfg[node], resolve=True) == ckpt["config"][node], node
+    agent = build_agent_from_config(cfg, *env_spaces(cfg.task), torch.device("cpu"))
+    agent.load_state_dict(ckpt["model"], strict=True)
+
+
+def test_unknown_pretrained_name_is_one_line_naming_the_shipped_ones(capsys):
+    with pytest.raises(CheckpointError, match="pretrained:ballet_hcam"):
+        load_checkpoint("pretrained:nope")
+    for command in (["eval", "ckpt=pretrained:nope"], ["record", "ckpt=pretrained:nope"]):
+        with pytest.raises(SystemExit) as exc:
+            cli_main(command)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "pretrained:nope" in err
+        assert all(f"pretrained:{n}" in err for n in SHIPPED)
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A training run as `embodied train +experiment=ballet_lstm` leaves it (checkpoint, overrides, start)."""
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    ckpt = load_checkpoint("pretrained:ballet_lstm")
+    ckpt.pop("pretrained")
+    ckpt["model"] = {k: v.float() for k, v in ckpt["model"].items()}
+    ckpt["metrics"] = {"accuracy": 0.5}
+    torch.save(ckpt, run / "latest.pt")
+    (run / ".hydra" / "overrides.yaml").write_text("- +experiment=ballet_lstm\n- run_dir=runs/x\n- quiet=true\n")
+    (run / ".hydra" / "provenance.json").write_text(json.dumps(
+        {"command": "embodied train +experiment=ballet_lstm run_dir=runs/x quiet=true", "commit": "a" * 40,
+         "dirty": False, "date": "2026-01-01T00:00:00+00:00"}))
+    (run / "metrics.jsonl").write_text('{"update": 1, "accuracy": 0.5}\n')
+    return run
+
+
+def test_export_writes_fp16_with_the_recipe_and_refuses_to_overwrite(run_dir, tmp_path, capsys):
+    out = tmp_path / "shipped"
+    path = export(str(run_dir / "latest.pt"), "mine", out=out)
+    ckpt = torch.load(path, weights_only=True)
+    record = ckpt["pretrained"]
+    assert record["recipe"] == ["+experiment=ballet_lstm"] and record["commit"] == "a" * 40
+    assert record["final_metrics"] == {"accuracy": 0.5} and record["training"]["curve"] == [{"update": 1, "accuracy": 0.5}]
+    assert all(t.dtype == torch.float16 for t in ckpt["model"].values() if t.is_floating_point())
+    before = path.read_bytes()
+    with pytest.raises(SystemExit) as exc:  # the command: one line, the file untouched
+        cli_main(["export", f"ckpt={run_dir / 'latest.pt'}", "name=mine", f"out={out}", "dtype=float32"])
+    assert exc.value.code == 2 and "force=true" in capsys.readouterr().err and path.read_bytes() == before
+    cli_main(["export", f"ckpt={run_dir / 'latest.pt'}", "name=mine", f"out={out}", "dtype=float32", "force=true"])
+    replaced = torch.load(path, weights_only=True)
+    assert all(t.dtype == torch.float32 for t in replaced["model"].values() if t.is_floating_point())
+    assert replaced["pretrained"]["dtype"] == "float32"
+
+
+def test_export_needs_a_recipe(run_dir, tmp_path):
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- memory=lstm\n")
+    with pytest.raises(InputError, match=r"\+experiment="):
+        export(str(run_dir / "latest.pt"), "mine", out=tmp_path / "shipped")
+    assert not (tmp_path / "shipped" / "mine.pt").exists()
+
+
+def test_suite_pretrained_prints_one_table_and_writes_what_report_renders(tmp_path, capsys):
+    out = tmp_path / "bench"
+    report = evaluate(compose("eval", ["suite=pretrained", "episodes=4", "num_envs=4", "num_workers=0", "device=cpu",
+                                       "quiet=true", f"out={out}"]))
+    table = capsys.readouterr().out
+    assert table.count("success [95% CI]") == 1  # one table, not one per model
+    for name in SHIPPED:
+        assert name in table and (out / f"{name}.json").is_file()
+        data = json.loads((out / f"{name}.json").read_text())
+        assert data["ckpt"] == f"pretrained:{name}" and data["results"][0]["episodes"] == 4
+        assert data["training"]["command"].startswith("embodied train +experiment=")  # from the shipped record
+    assert "0.25" in table and "pleines2022" in table  # chance and the published row with its source
+    assert {r["agent"] for r in report["results"]} >= {"hcam", "lstm"}
+    page, _ = render(out, plots=False)
+    assert "## ballet" in page and "`embodied train +experiment=ballet_hcam" in page and "| 4_delay16 | hcam | 4 |" in page
+
+
+def test_suite_pretrained_refuses_a_ckpt():
+    with pytest.raises(InputError, match="ckpt"):
+        evaluate(compose("eval", ["suite=pretrained", "ckpt=runs/x.pt"]))
+
+
+def test_eval_and_record_take_a_shipped_name_and_its_task(tmp_path, capsys):
+    cli_main(["eval", "ckpt=pretrained:ballet_lstm", "episodes=2", "num_envs=2", "num_workers=0", "quiet=true",
+              "device=cpu", f"out={tmp_path / 'e.json'}"])
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert data["results"][0]["task"] == "ballet/4_delay16" and "task=ballet/4_delay16" in data["provenance"]["command"]
+    cli_main(["record", "ckpt=pretrained:ballet_lstm", f"out={tmp_path / 'rec'}", "quiet=true"])
+    assert (tmp_path / "rec" / "episode_000.rrd").stat().st_size > 0
+
+
+def test_export_help_and_missing_keys(capsys):
+    cli_main(["export", "--help"])
+    assert "force" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["export", "name=x"])
+    assert exc.value.code == 2 and capsys.readouterr().err.strip() == (
+        "embodied export: error: ckpt: missing; e.g. embodied export ckpt=runs/ballet/hcam/latest.pt name=ballet_hcam")
