@@ -12,16 +12,16 @@ import yaml
 from embodied.config import ConfigError, compose, group_options, schema_fields
 from embodied.memory import MEMORIES
 from embodied.tasks import TASKS, TaskConfig, make_env
-from embodied.tasks.config import (BalletConfig, BodyConfig, CameraConfig, FastMapConfig, ImageConfig, NavConfig,
-                                   RenderConfig, RoomBalletConfig, schema_of, task_schemas)
+from embodied.tasks.config import (BalletConfig, BodyConfig, CameraConfig, FastMapConfig, HouseholdConfig, ImageConfig,
+                                   NavConfig, RenderConfig, RoomBalletConfig, schema_of, task_schemas)
 from embodied.tasks.fastmap import LEVELS, level_max_steps
 from embodied.tasks.memorybench import MemoryBenchConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TASK_YAMLS = group_options("task")
 SCHEMAS = {"nav": NavConfig, "ballet": BalletConfig, "room_ballet": RoomBalletConfig, "fastmap": FastMapConfig,
-           "memorybench": MemoryBenchConfig}
-SYMBOLIC = ("ballet", "room_ballet", "fastmap")  # cheap to reset (fastmap: in symbolic mode)
+           "memorybench": MemoryBenchConfig, "household": HouseholdConfig}
+SYMBOLIC = ("ballet", "room_ballet", "fastmap", "household")  # cheap to reset (fastmap: in symbolic mode)
 
 
 def defaults_of(cls) -> dict:
@@ -37,8 +37,8 @@ def test_every_registered_task_has_its_family_schema():
 
 def test_shared_keys_are_declared_once_in_the_bases_and_every_key_is_documented():
     # The image size is width/height in every family (MemoryBench too), declared in ImageConfig.
-    for schema in SCHEMAS.values():
-        assert issubclass(schema, ImageConfig) and "image_size" not in defaults_of(schema)
+    for schema in SCHEMAS.values():  # household observes no image (symbolic only)
+        assert issubclass(schema, ImageConfig) is (schema is not HouseholdConfig) and "image_size" not in defaults_of(schema)
     assert issubclass(NavConfig, RenderConfig) and issubclass(NavConfig, BodyConfig)
     assert issubclass(RoomBalletConfig, CameraConfig) and issubclass(RoomBalletConfig, BodyConfig)
     assert issubclass(FastMapConfig, RenderConfig) and not issubclass(FastMapConfig, BodyConfig)

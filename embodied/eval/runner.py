@@ -317,6 +317,10 @@ def evaluate(cfg: DictConfig, env_factory=None) -> dict[str, Any]:
         from embodied.eval.pretrained import evaluate_pretrained
 
         return evaluate_pretrained(cfg, env_factory)
+    from embodied.eval.household import evaluate_household, is_household
+
+    if is_household(cfg):  # symbolic agents with a persistent memory, no checkpoint: their own protocol
+        return evaluate_household(cfg)
     policy = validate_eval_config(cfg)
     memorybench = cfg.suite == "memorybench" or (not cfg.suite and str(cfg.task.get("name", "")).startswith("memorybench/"))
     if memorybench:  # keyframe policies, pinned seeds, published rows: its own protocol

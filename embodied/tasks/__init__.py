@@ -1,6 +1,6 @@
 """Episode logic: registered gymnasium tasks with habitat-style measures."""
-from embodied.tasks.config import (SENSORS, BalletConfig, FastMapConfig, NavConfig, RoomBalletConfig, TaskConfig,
-                                   register_configs)
+from embodied.tasks.config import (SENSORS, BalletConfig, FastMapConfig, HouseholdConfig, NavConfig, RoomBalletConfig,
+                                   TaskConfig, register_configs)
 from embodied.tasks.registry import (MEASURES, STEP_SELECTORS, TASKS, EpisodeOverError, ObservationError, TaskEnv,
                                      make_env, register_measure, register_step_selector, register_task)
 from embodied.tasks import measures as _measures  # noqa: F401  (registers measures)
@@ -9,6 +9,7 @@ from embodied.tasks import ballet as _ballet  # noqa: F401  (registers ballet ta
 from embodied.tasks import room_ballet as _room_ballet  # noqa: F401  (registers room_ballet tasks)
 from embodied.tasks import fastmap as _fastmap  # noqa: F401  (registers fastmap tasks)
 from embodied.tasks import memorybench as _memorybench  # noqa: F401  (registers memorybench tasks)
+from embodied.tasks import household as _household  # noqa: F401  (registers household tasks)
 from embodied.tasks.nav import MEASURE_NAMES, EpisodeError, NavEnv
 
 
@@ -17,6 +18,6 @@ def oracle_action(env) -> int:
     return env.unwrapped.oracle_action()
 
 
-__all__ = ["SENSORS", "TaskConfig", "NavConfig", "BalletConfig", "RoomBalletConfig", "FastMapConfig", "register_configs", "MEASURES", "TASKS", "make_env", "register_measure", "register_task",
+__all__ = ["SENSORS", "TaskConfig", "NavConfig", "BalletConfig", "RoomBalletConfig", "FastMapConfig", "HouseholdConfig", "register_configs", "MEASURES", "TASKS", "make_env", "register_measure", "register_task",
            "STEP_SELECTORS", "register_step_selector", "TaskEnv", "EpisodeOverError", "ObservationError",
            "MEASURE_NAMES", "EpisodeError", "NavEnv", "oracle_action"]

@@ -351,3 +351,29 @@ class FastMapConfig(RenderConfig):
             check(getattr(self, key) >= 1, f"task.{key}", f"{getattr(self, key)}; allowed: >= 1")
         check(0.05 <= self.object_extent <= 0.7, "task.object_extent", f"{self.object_extent}; allowed: 0.05..0.7")
         return self
+
+
+@dataclass
+class HouseholdConfig(TaskConfig):
+    """household/tier<t> (embodied/tasks/household/, docs/household.md): symbolic, no images; the
+    tier (dependency depth and step budget) comes with the name."""
+
+    family = "household"
+    name: str = "household/tier1"
+    """household/tier1 .. household/tier5."""
+    world_seed: int = 0
+    """The world: locks and keys, where things are stored, the recipes (a memory is per world)."""
+    max_steps: int | None = None
+    """Step budget; null = the tier's (LEVELS in embodied/tasks/household/spec.py)."""
+    move_prob: float = 0.15
+    """Probability that an episode moves a needed thing to an unlocked container of another room."""
+    stuck_prob: float = 0.25
+    """Probability that an episode makes a container holding a needed thing stuck (opens on the third try)."""
+
+    def validate(self) -> "HouseholdConfig":
+        super().validate()
+        check(0 <= self.world_seed < 2**31, "task.world_seed", f"{self.world_seed}; allowed: 0..2**31-1")
+        check(self.max_steps is None or self.max_steps >= 1, "task.max_steps", f"{self.max_steps}; allowed: >= 1 or null")
+        for key in ("move_prob", "stuck_prob"):
+            check(0 <= getattr(self, key) <= 1, f"task.{key}", f"{getattr(self, key)}; allowed: 0..1")
+        return self

@@ -1,0 +1,159 @@
+"""`embodied eval task=household/tier3 agent=optimus` | `suite=household`: Optimus-1's
+self-evolution protocol on the household tasks (docs/household.md).
+
+For each variant (agent.variants): memory starts empty (one SQLite file per variant in
+agent.memory, default <out>_memory/), then `epochs` times: `tasks_per_epoch` learning tasks over all
+tiers in turn (every `teacher_every`-th one acted by the teacher, the env's oracle, while the memory
+watches; learning seeds from 2**29), then `episodes` evaluation episodes per evaluated tier on seeds
+seed .. seed + episodes - 1 with the memory read only. Success by tier after each epoch with Wilson
+intervals; the table shows the last epoch. `agent=oracle` (the ceiling) and the `reactive`
+memoryless baseline are variants too.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from embodied.config import check
+from embodied.eval.stats import summarize
+
+LEARN_SEED_START = 1 << 29  # learning tasks; evaluation seeds stay below (and all below EVAL_SEED_END)
+AGENT_KEYS = {"kind": None, "variants": ["full"], "epochs": 4, "tasks_per_epoch": 40, "teacher_every": 10,
+              "cases": 8, "memory": None}
+KINDS = ("optimus", "oracle", "reactive")
+
+
+def is_household(cfg: DictConfig) -> bool:
+    return cfg.suite == "household" or (not cfg.suite and str(cfg.task.get("name", "")).startswith("household/"))
+
+
+def household_agent(cfg: DictConfig) -> dict:
+    """The agent options with their defaults, checked: one line naming a bad key or value."""
+    from embodied.agents.household import VARIANTS
+
+    node = OmegaConf.to_container(cfg.agent, resolve=True) if isinstance(cfg.agent, DictConfig) else {}
+    check(node.get("kind") in KINDS, "agent", f"{node.get('kind')!r} for household tasks; allowed: agent=optimus, "
+          "agent=oracle (or agent.kind=reactive)")
+    unknown = sorted(set(node) - set(AGENT_KEYS))
+    check(not unknown, f"agent.{unknown[0] if unknown else ''}", f"unknown key; allowed: {', '.join(sorted(AGENT_KEYS))}")
+    opts = {**AGENT_KEYS, **node}
+    if opts["kind"] != "optimus":
+        opts["variants"], opts["epochs"] = [opts["kind"]], 1
+    variants = opts["variants"] if isinstance(opts["variants"], list) else [opts["variants"]]
+    allowed = list(VARIANTS) + ["oracle"]
+    bad = [v for v in variants if v not in allowed]
+    check(variants and not bad, "agent.variants", f"{bad or variants}; allowed: a list of {', '.join(allowed)}")
+    opts["variants"] = variants
+    for key, low in (("epochs", 0), ("tasks_per_epoch", 0), ("teacher_every", 0), ("cases", 0)):
+        check(isinstance(opts[key], int) and not isinstance(opts[key], bool) and opts[key] >= low, f"agent.{key}",
+              f"{opts[key]!r}; allowed: an integer >= {low}")
+    check(cfg.seed >= 0 and cfg.seed + cfg.episodes <= LEARN_SEED_START, "seed",
+          f"{cfg.seed}; allowed: 0 <= seed <= 2**29 - episodes (learning tasks use seeds from 2**29)")
+    check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
+    return opts
+
+
+def evaluate_household(cfg: DictConfig) -> dict[str, Any]:
+    from embodied.agents.household import VARIANTS, HouseholdAgent, HybridMemory, run_episode
+    from embodied.eval.runner import load_task_config, suite_tasks, write_report
+    from embodied.tasks import make_env
+    from embodied.tasks.household import MAX_TIER
+
+    opts = household_agent(cfg)
+    names = suite_tasks(cfg.suite) if cfg.suite else [str(cfg.task.name)]
+    tasks = [load_task_config(n) for n in names] if cfg.suite else [OmegaConf.to_container(cfg.task, resolve=True)]
+    check(all(str(t["name"]).startswith("household/") for t in tasks), "suite", f"{cfg.suite!r} mixes household and "
+          "other tasks; allowed: household tasks only")
+    base = {k: v for k, v in tasks[0].items() if k != "name"}
+    envs = {t["name"]: make_env(t) for t in tasks}
+    learn_envs = {f"household/tier{t}": make_env({**base, "name": f"household/tier{t}"}) for t in range(1, MAX_TIER + 1)}
+    world = str(base.get("world_seed", 0))
+    label = cfg.suite or str(tasks[0]["name"]).replace("/", "_")
+    out = Path(cfg.out) if cfg.out else Path(f"eval_{label}.json")
+    memory_dir = Path(opts["memory"]) if opts["memory"] else out.with_name(out.stem + "_memory")
+    floor_plan = next(iter(learn_envs.values())).floor_plan()
+    results, curves = [], []
+    bar = None
+    if not cfg.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(opts["variants"]) * (opts["epochs"] * opts["tasks_per_epoch"] + max(opts["epochs"], 1)
+                                                  * cfg.episodes * len(envs)), unit="ep", desc=f"eval {label}",
+                   file=sys.stderr)
+    for variant in opts["variants"]:
+        memory = agent = None
+        if variant != "oracle":
+            graph, pool, _ = VARIANTS[variant]
+            if graph or pool:
+                path = memory_dir / f"{variant}.sqlite"
+                if not opts["memory"]:  # from empty memory
+                    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                        p.unlink(missing_ok=True)
+                memory = HybridMemory(path, world, graph, pool)
+            agent = HouseholdAgent(variant, memory, floor_plan, cases=opts["cases"], seed=cfg.seed)
+        learned = 0
+        try:
+            for epoch in range(max(opts["epochs"], 1)):
+                if opts["epochs"] and variant != "oracle":
+                    for j in range(opts["tasks_per_epoch"]):
+                        env = learn_envs[f"household/tier{1 + j % MAX_TIER}"]
+                        teacher = opts["teacher_every"] > 0 and (j + 1) % opts["teacher_every"] == 0
+                        run_episode(env, agent, LEARN_SEED_START + learned, learning=True, teacher=teacher)
+                        learned += 1
+                        if bar:
+                            bar.update(1)
+                for name, env in envs.items():
+                    episodes = [run_episode(env, agent, cfg.seed + i) for i in range(cfg.episodes)]
+                    if bar:
+                        bar.update(len(episodes))
+                    row = {"variant": variant, "task": name, "tier": env.level.tier, "epoch": epoch + 1,
+                           "learned_tasks": learned, "episodes": len(episodes),
+                           "success": summarize([e["success"] for e in episodes], True, cfg.confidence),
+                           **{k: float(np.mean([e[k] for e in episodes]))
+                              for k in ("steps", "subgoals_done", "subgoals_total", "replans", "reflections")}}
+                    if memory is not None:
+                        row["memory"] = {"graph_version": memory.store.graph_version(world),
+                                         "cases": memory.store.count_cases(world)}
+                    curves.append(row)
+                    if epoch + 1 == max(opts["epochs"], 1):
+                        results.append({**row, "per_episode": episodes})
+        finally:
+            if memory is not None:
+                memory.close()
+    if bar:
+        bar.close()
+    for env in list(envs.values()) + list(learn_envs.values()):
+        env.close()
+    table = format_household(results, curves, cfg.confidence)
+    print(table)
+    report = {"policy": "household", "agent": opts, "suite": cfg.suite, "confidence": cfg.confidence,
+              "ci_methods": {"success": "wilson"}, "config": OmegaConf.to_container(cfg, resolve=True),
+              "results": results, "curves": curves, "table": table, "memory_dir": str(memory_dir)}
+    return write_report(report, out)
+
+
+def format_household(results: list[dict], curves: list[dict], confidence: float = 0.95) -> str:
+    pct = f"{round(confidence * 100)}% CI"
+    header = (f"{'variant':<13} {'task':<17} {'episodes':>8}  {'success':>7} [{pct:^13}]  {'steps':>6} "
+              f"{'subgoals':>9} {'replans':>7}")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        s = r["success"]
+        lines.append(f"{r['variant']:<13} {r['task']:<17} {r['episodes']:>8}  {s['mean']:>7.3f} [{s['ci_low']:.3f}, "
+                     f"{s['ci_high']:.3f}]  {r['steps']:>6.1f} {r['subgoals_done']:>4.1f}/{r['subgoals_total']:<4.1f} "
+                     f"{r['replans']:>7.2f}")
+    epochs = sorted({c["epoch"] for c in curves})
+    if len(epochs) > 1:
+        lines += ["", "success by epoch (self-evolution from empty memory):"]
+        for variant in dict.fromkeys(c["variant"] for c in curves):
+            for task in dict.fromkeys(c["task"] for c in curves):
+                row = [c for c in curves if c["variant"] == variant and c["task"] == task]
+                lines.append(f"  {variant:<13} {task:<17} " + "  ".join(f"{c['success']['mean']:.3f}" for c in row))
+    return "\n".join(lines)
+
+
+__all__ = ["evaluate_household", "format_household", "household_agent", "is_household"]

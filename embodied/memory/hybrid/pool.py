@@ -1,0 +1,89 @@
+"""Optimus-1's Abstracted Multimodal Experience Pool (AMEP), symbolic: one entry per sub-goal attempt
+(and one per task) with the sub-goal, the environment (context), the initial state, the plan and
+the outcome; successes and failures kept apart. Entries are retrieved by similarity of a hashed
+bag-of-words feature vector (`features`) through a brute-force cosine index (numpy), kept per
+outcome and refreshed from the store by id, so entries another process wrote are seen too.
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+FEATURE_DIM = 256
+# How much each field of a case weighs in the similarity: the sub-goal first, then the context.
+FIELD_WEIGHTS = {"subgoal": 3.0, "item": 3.0, "context": 2.0, "reason": 1.5, "room": 0.5, "inventory": 0.3}
+
+
+def features(fields: dict, dim: int = FEATURE_DIM) -> np.ndarray:
+    """Unit float32 vector: each word of each field hashed (crc32, stable across processes) into
+    `dim` buckets with the field's weight; lists are bags of words."""
+    v = np.zeros(dim, np.float32)
+    for name, value in fields.items():
+        words = value if isinstance(value, (list, tuple)) else [value]
+        for word in words:
+            if word is None:
+                continue
+            h = zlib.crc32(f"{name}={word}".encode())
+            v[h % dim] += FIELD_WEIGHTS.get(name, 1.0) * (1.0 if (h >> 16) & 1 else -1.0)
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else v
+
+
+class ExperiencePool:
+    """The cases of one world in a MemoryStore, indexed per outcome."""
+
+    def __init__(self, store, world: str):
+        self.store, self.world = store, world
+        self.last_id = 0
+        self._rows: dict[str, list] = {"success": [], "failure": []}
+        self._matrix: dict[str, np.ndarray] = {o: np.zeros((0, FEATURE_DIM), np.float32) for o in self._rows}
+        self._kinds: dict[str, np.ndarray] = {o: np.zeros(0, np.int32) for o in self._rows}  # kind codes, for masks
+        self._codes: dict[str, int] = {}
+        self.refresh()
+
+    def _append(self, outcome: str, rows: list, vectors: np.ndarray) -> None:
+        self._rows[outcome] += rows
+        self._matrix[outcome] = np.concatenate([self._matrix[outcome], vectors])
+        codes = [self._codes.setdefault(r[1], len(self._codes)) for r in rows]
+        self._kinds[outcome] = np.concatenate([self._kinds[outcome], np.asarray(codes, np.int32)])
+
+    def refresh(self) -> int:
+        """Index the cases written since the last refresh (by anyone); returns how many."""
+        new = self.store.cases_after(self.world, self.last_id)
+        for outcome in self._rows:
+            mine = [r for r in new if r[1] == outcome]
+            if mine:
+                self._append(outcome, [(i, kind, subgoal, record) for i, _, kind, subgoal, _, record in mine],
+                             np.stack([r[4] for r in mine]))
+        if new:
+            self.last_id = new[-1][0]
+        return len(new)
+
+    def add(self, outcome: str, kind: str, subgoal: str, fields: dict, record: dict) -> int:
+        vec = features(fields)
+        record = {**record, "fields": fields}
+        i = self.store.add_case(self.world, outcome, kind, subgoal, vec, record)
+        if i == self.last_id + 1 or not any(self._rows.values()):  # nobody else wrote in between
+            self._append(outcome, [(i, kind, subgoal, record)], vec[None])
+            self.last_id = i
+        else:
+            self.refresh()
+        return i
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self._rows.values())
+
+    def retrieve(self, fields: dict, outcome: str, k: int = 8, kind: str | None = None) -> list[tuple[float, dict]]:
+        """The k most similar cases of `outcome` (of `kind` if given): (cosine, record), best first."""
+        matrix = self._matrix[outcome]
+        if not len(matrix) or k <= 0:
+            return []
+        scores = matrix @ features(fields)
+        rows = self._rows[outcome]
+        if kind is not None:
+            scores = np.where(self._kinds[outcome] == self._codes.get(kind, -1), scores, -np.inf)
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(float(scores[i]), rows[i][3]) for i in top if np.isfinite(scores[i])]

@@ -1,0 +1,69 @@
+"""The Optimus-style agent on household tasks: memory starts empty, what it learns is true, it beats the
+memoryless baseline after learning, and `embodied eval` runs the protocol from the command line."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from embodied.agents.household import HouseholdAgent, HybridMemory, run_episode
+from embodied.memory.hybrid import KnowledgeGraph, MemoryStore
+from embodied.tasks import make_env
+
+
+def learn(tmp_path, variant="full", tasks=20):
+    envs = {t: make_env({"name": f"household/tier{t}"}) for t in range(1, 6)}
+    memory = HybridMemory(tmp_path / f"{variant}.sqlite", "0", graph=True, pool=True)
+    agent = HouseholdAgent(variant, memory, envs[1].floor_plan(), seed=0)
+    for j in range(tasks):
+        run_episode(envs[1 + j % 5], agent, (1 << 29) + j, learning=True, teacher=j % 10 == 9)
+    return envs, memory, agent
+
+
+def test_learned_knowledge_is_true_and_persists(tmp_path):
+    envs, memory, agent = learn(tmp_path)
+    world = envs[1].world
+    graph = memory.graph
+    assert graph.recipes and graph.raw and graph.locks
+    for product, fact in graph.recipes.items():  # learned from outcomes: never a wrong recipe
+        true = world.recipes[product]
+        assert (fact.station, fact.inputs, fact.tool) == (true.station, tuple(sorted(true.inputs)), true.tool)
+    for container, key in graph.locks.items():
+        assert next(c.key for c in world.containers if c.name == container) == key
+    assert graph.raw <= set(world.homes)
+    memory.close()
+    again = KnowledgeGraph.load(MemoryStore(tmp_path / "full.sqlite", readonly=True), "0")
+    assert again.recipes == graph.recipes and again.version == graph.version > 1
+    assert MemoryStore(tmp_path / "full.sqlite", readonly=True).count_cases("0")["success"] > 20
+
+
+def test_memory_beats_the_memoryless_agent_and_evaluation_writes_nothing(tmp_path):
+    envs, memory, agent = learn(tmp_path)
+    before = memory.store.count_cases("0"), memory.store.graph_version("0")
+    reactive = HouseholdAgent("reactive", None, envs[1].floor_plan())
+    full = [run_episode(envs[1], agent, s)["success"] for s in range(12)]
+    none = [run_episode(envs[1], reactive, s)["success"] for s in range(12)]
+    assert sum(full) >= sum(none) + 4, (full, none)
+    assert (memory.store.count_cases("0"), memory.store.graph_version("0")) == before
+
+
+def test_eval_command_runs_the_ablation_table_and_bad_agent_keys_are_one_line(tmp_path, capsys):
+    from embodied.cli import main
+
+    out = tmp_path / "hh.json"
+    main(["eval", "task=household/tier1", "agent=optimus", "agent.variants=[full,no_graph,oracle]", "agent.epochs=2",
+          "agent.tasks_per_epoch=5", "episodes=4", f"out={out}", "quiet=true"])
+    report = json.loads(out.read_text())
+    assert [(r["variant"], r["epoch"]) for r in report["results"]] == [("full", 2), ("no_graph", 2), ("oracle", 2)]
+    assert [c["epoch"] for c in report["curves"] if c["variant"] == "full"] == [1, 2]
+    assert report["results"][2]["success"]["mean"] == 1.0 and report["results"][0]["learned_tasks"] == 10
+    assert (tmp_path / "hh_memory" / "full.sqlite").is_file()
+    assert "success by epoch" in capsys.readouterr().out
+    for args, message in [(["agent.variants=[fulll]"], "agent.variants: ['fulll']; allowed: a list of full,"),
+                          (["+agent.speed=2"], "agent.speed: unknown key; allowed: cases,"),
+                          (["agent.epochs=-1"], "agent.epochs: -1; allowed: an integer >= 0"),
+                          (["seed=536870910"], "seed: 536870910; allowed: 0 <= seed <= 2**29 - episodes")]:
+        with pytest.raises(SystemExit) as exit_:
+            main(["eval", "task=household/tier1", "agent=optimus", f"out={out}", "quiet=true", *args])
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith(f"embodied eval: error: {message}"), err
