@@ -198,6 +198,7 @@ def test_labels_ask_every_askable_question_at_the_question_step(level):
                 break
 
 
+@pytest.mark.slow  # two subprocesses: a training and an evaluation
 def test_imitation_recipe_trains_and_eval_reports_per_type_and_strategy(tmp_path):
     """The recipe runs end to end on a tiny budget (bc without reads, AMA's outcome loss) and
     `embodied eval` reports success per question type and the strategy AMA picked."""
