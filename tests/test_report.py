@@ -125,3 +125,12 @@ def test_rows_of_one_memory_by_two_recipes_are_told_apart_with_their_words(tmp_p
     assert "| multi | sat (room_ballet_multi_fifo) | 10 |" in text
     assert "| multi | sat (room_ballet_multi_ama) | question_type=recent | 0.50 [0.20, 0.80] | fifo 5, lifo 1 |" in text
     assert "| multi | sat (room_ballet_multi_ama) | question_type=early | 0.50 [0.10, 0.90] | lifo 4 |" in text
+
+
+def test_a_bar_in_a_published_note_stays_inside_its_cell(tmp_path):
+    import shutil
+
+    shutil.copy(repo_root() / "docs" / "results" / "fastmap_heldout_test_objs_dcem_seed0.json", tmp_path)
+    text, _ = render(tmp_path, plots=False)
+    row = next(line for line in text.splitlines() if "| published |" in line)
+    assert "grows with \\|G\\|" in row and row.count(" | ") == 3  # four cells, the note's bars escaped

@@ -365,7 +365,8 @@ def render(results_dir: Path, plots: bool = True) -> tuple[str, dict[str, bytes]
             published, sources = published_rows(family, sorted({r["task"] for r in group}))
             if published:
                 lines += ["", "Published rows:", "", "| task | method | success | source |", "|---|---|---|---|"]
-                lines += [f"| {t} | {m} | {v} | {s} |" for t, m, v, s in published]
+                cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731 - a "|" in a note would split the cell
+                lines += [f"| {cell(t)} | {cell(m)} | {cell(v)} | {cell(s)} |" for t, m, v, s in published]
                 used = [k for k in sources if any(k in s for *_, s in published)]
                 if used:
                     lines += [""] + [f"- {k}: {sources[k]}" for k in used]
