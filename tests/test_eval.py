@@ -91,3 +91,18 @@ def test_fastmap_levels_are_printed_beside_chance_and_the_published_claims(tmp_p
     plain = evaluate(compose("eval", ["task.name=toy/corridor", "agent=random", "episodes=2", "num_workers=0",
                                       "quiet=true", f"out={tmp_path / 'r.json'}"]))
     assert "fast-mapping level" not in plain["table"] and "chance" not in plain["results"][0]
+
+
+def test_success_is_split_by_the_words_a_task_declares_only(tmp_path):
+    """Room Ballet declares question_type; the apartment's `scene` word is kept per episode but splits nothing."""
+    cfg = compose("eval", ["task=room_ballet/budget", "task.world=apartment", "task.rgb=false", "task.apartments=2",
+                           "agent=oracle", "episodes=6", "num_envs=2", "num_workers=0", "quiet=true",
+                           f"out={tmp_path / 'rb.json'}"])
+    result = evaluate(cfg)["results"][0]
+    episodes = result["per_episode"]
+    assert all(isinstance(e["scene"], str) and isinstance(e["question_type"], str) for e in episodes)
+    assert set(result["by"]) == {"question_type"}
+    kinds = {e["question_type"] for e in episodes}
+    assert set(result["by"]["question_type"]) == kinds
+    assert sum(v["n"] for v in result["by"]["question_type"].values()) == 6
+    assert all(v["mean"] == 1.0 for v in result["by"]["question_type"].values())  # the expert answers right

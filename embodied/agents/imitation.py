@@ -75,7 +75,6 @@ class CounterfactualQuestions:
             if self.OBS + key in labels:
                 alternatives = labels[self.OBS + key][t, rows]  # [R, K, ...]
                 obs[key] = alternatives.reshape((-1,) + tuple(alternatives.shape[2:])).to(obs[key].dtype)
-        state = out["branch_state"][rows]
         logits, _, _ = agent.forward_step(obs, out["branch_state"][repeat(rows)], repeat(batch["first"][t, rows]),
                                           repeat(batch["prev_actions"][t, rows]))
         losses = {"loss": F.cross_entropy(logits[valid], actions.reshape(-1)[valid])}
@@ -85,7 +84,7 @@ class CounterfactualQuestions:
             with torch.no_grad():
                 ce = F.cross_entropy(logits, actions.reshape(-1).clamp(min=0), reduction="none").view(-1, k)
             reward = -(ce * asked).sum(-1)
-            outcome = agent.memory.outcome_loss(state[has], reward[has]) if bool(has.any()) else None
+            outcome = agent.memory.outcome_loss(out["branch_state"][rows[has]], reward[has]) if bool(has.any()) else None
             if outcome is not None:
                 losses["memory_outcome"] = outcome
         return losses

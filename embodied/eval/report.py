@@ -154,7 +154,7 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
                          "agent": result.get("method") or report.get("agent") or result.get("policy"),
                          "success": success, "episodes": success["n"], "spl": result.get("spl"),
                          "training": result.get("training") or training, "memory_cost": result.get("memory") or {},
-                         "provenance": report.get("provenance") or {}, "groups": _groups(result),
+                         "provenance": report.get("provenance") or {}, "groups": result_groups(result),
                          "chance": _mean_of(result, "chance")})
     # Rows of one task by the same memory (e.g. SAT with two write strategies) are told apart by recipe.
     for r in rows:
@@ -172,7 +172,7 @@ def _mean_of(result: dict, key: str) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _groups(result: dict) -> list[tuple[str, str, dict, dict[str, int]]]:
+def result_groups(result: dict) -> list[tuple[str, str, dict, dict[str, int]]]:
     """(word, value, success, {memory word: episodes}) for each value of each word the episodes carry
     (eval's `by`; e.g. question_type), with how the memory's own words (memory/*) split over it."""
     episodes = result.get("per_episode") or []

@@ -19,7 +19,7 @@ import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from embodied.config import check, config_dir, data_dir, provenance
-from embodied.eval.report import MemoryTimer, memory_record, training_record
+from embodied.eval.report import MemoryTimer, memory_record, result_groups, training_record
 from embodied.eval.stats import summarize
 
 POLICIES = ("checkpoint", "oracle", "random")
@@ -229,8 +229,12 @@ def evaluate_task(task: dict, policy: str, ckpt: dict | None, cfg: DictConfig, d
     for key in EXTRA_MEASURES:
         if all(key in e for e in episodes):
             result[key] = float(np.mean([e[key] for e in episodes]))
-    groups = sorted({k for e in episodes for k, v in e.items() if isinstance(v, str)})
-    if groups:  # success per value of each word the episodes carry (question type, chosen strategy, ...)
+    from embodied.tasks import TASKS
+
+    declared = getattr(TASKS.get(str(task.get("name"))), "result_groups", ())
+    groups = sorted({k for e in episodes for k, v in e.items() if isinstance(v, str)
+                     and (k in declared or k.startswith("memory/"))})
+    if groups:  # success per value of the task's declared words (question type) and the memory's choices
         result["by"] = {key: {value: summarize([e["success"] for e in episodes if e.get(key) == value], True, cfg.confidence)
                               for value in sorted({e[key] for e in episodes if key in e})} for key in groups}
     result["per_episode"] = episodes
@@ -253,20 +257,12 @@ def format_table(results: list[dict], confidence: float = 0.95) -> str:
 
 
 def _group_lines(result: dict) -> list[str]:
-    """Success per value of each word the episodes carry, and how the memory's words (memory/*)
-    split over the task's (e.g. which write strategy AMA picked for each question type)."""
+    """Success per value of each word the task declares, with the memory's choices (memory/*) in them."""
     lines = []
-    for key, values in (result.get("by") or {}).items():
-        for value, s in values.items():
-            lines.append(f"  {key}={value}: success {s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] of {s['n']}")
-    episodes = result.get("per_episode") or []
-    words = sorted(result.get("by") or {})
-    for mine in (k for k in words if k.startswith("memory/")):
-        for task_key in (k for k in words if not k.startswith("memory/")):
-            for value in sorted({e[task_key] for e in episodes if task_key in e}):
-                picked = [e.get(mine) for e in episodes if e.get(task_key) == value]
-                counts = ", ".join(f"{w} {picked.count(w)}" for w in sorted(set(picked), key=str))
-                lines.append(f"  {task_key}={value}: {mine} {counts}")
+    for key, value, s, picked in result_groups(result):
+        choice = ", ".join(f"{w} {n}" for w, n in sorted(picked.items(), key=lambda kv: -kv[1]))
+        lines.append(f"  {key}={value}: success {s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] of {s['n']}"
+                     + (f"; memory: {choice}" if choice else ""))
     return lines
 
 

@@ -64,6 +64,7 @@ class TaskEnv(gym.Env):
     `np_random`, no step outside an episode, and finite float observations."""
 
     config_class: type | None = None  # the family's schema (embodied.tasks.config), which make_env builds
+    result_groups: tuple[str, ...] = ()  # string `info` keys evaluation splits success by (e.g. question_type)
     _episode_over: bool | None = None  # None: no episode began (no reset yet, or the last one raised)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):

@@ -25,6 +25,7 @@ class RoomBalletEnv(TaskEnv):
 
     metadata = {"render_modes": []}
     config_class = RoomBalletConfig
+    result_groups = ("question_type",)
     level: RoomBalletLevel = RoomBalletLevel()
 
     def __init__(self, cfg: RoomBalletConfig | None = None):
