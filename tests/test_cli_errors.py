@@ -1,5 +1,6 @@
 """Every command ends bad input with one stderr line `embodied <command>: error: ...` and exit 2;
 Hydra composition errors name the key and what is allowed; --help works on every command."""
+from pathlib import Path
 import sys
 
 import pytest
@@ -173,3 +174,11 @@ def test_a_key_an_experiment_sets_for_another_memory_names_the_experiment_file()
         compose("train", ["+experiment=ballet_hcam", "memory=lstm"])
     assert str(info.value) == ("memory.dim: unknown key (set in configs/experiment/ballet_hcam.yaml); "
                                "allowed: memory.hidden, memory.layers, memory.lifelong, memory.name")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "experiment").glob("*.yaml")))
+def test_every_experiment_recipe_composes_into_a_valid_run(name):
+    """A recipe that names a moved task, a renamed key or a memory option of another memory fails here,
+    not half an hour into a training run on a cluster."""
+    cfg = compose("train", [f"+experiment={name}"])
+    assert cfg.task.name and cfg.memory.name and cfg.trainer.name
