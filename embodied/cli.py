@@ -423,14 +423,15 @@ EXPORT_KEYS = {"ckpt": str, "name": str, "eval": str, "episodes": int, "dtype": 
 
 def cmd_export(argv: list[str]) -> None:
     """`embodied export ckpt=RUN/latest.pt name=NAME [eval=RESULT.json] [episodes=100] [dtype=float16]
-    [force=false] [out=DIR]`: a shipped checkpoint (weights only, fp16) from a training run of an
+    [force=false] [out=DIR]`: a shipped checkpoint (weights only, fp16 or int8) from a training run of an
     `+experiment=` recipe, with its recipe, training run and figures; `ckpt=pretrained:NAME` names it."""
     if _help_requested(argv):
         print(f"usage: embodied export {' '.join(f'{k}=...' for k in EXPORT_KEYS)}\n\n"
               f"{' '.join(cmd_export.__doc__.split())}\n\nkeys: ckpt (required; a checkpoint of `embodied train "
               "+experiment=NAME`, its run directory beside it), name (required; lower-case letters, digits, _), "
               "eval (the `embodied eval` result JSON of this checkpoint: its figure is shipped with it), "
-              "episodes (100: episodes of `embodied eval suite=pretrained`), dtype (float16 | float32), "
+              "episodes (100: episodes of `embodied eval suite=pretrained`), dtype (float16 | float32 | int8: "
+              "weight matrices as int8 with a scale per row, for a model over 5 MB in fp16), "
               "force (false: an existing shipped file is an error), out (default embodied/pretrained/)")
         return
     args = _key_values(argv, EXPORT_KEYS, {"eval": None, "episodes": 100, "dtype": "float16", "force": False, "out": None})
@@ -444,13 +445,15 @@ def cmd_export(argv: list[str]) -> None:
 
 
 def _pretrained_task(argv: list[str]) -> list[str]:
-    """`ckpt=pretrained:NAME` without task= or suite=: the task the shipped checkpoint was trained on."""
+    """`ckpt=pretrained:NAME` without task= or suite=: the task the shipped checkpoint is published on
+    (a held-out level for fast-mapping, else the task it was trained on)."""
+    from embodied.eval.pretrained import task_option
     from embodied.loading import PRETRAINED, pretrained_record
 
     ckpt = next((a.split("=", 1)[1] for a in argv if a.startswith("ckpt=")), "")
     if not ckpt.startswith(PRETRAINED) or any(a.lstrip("+").startswith(("task=", "suite=")) for a in argv):
         return argv
-    return [f"task={pretrained_record(ckpt)['task']}", *argv]
+    return [f"task={task_option(pretrained_record(ckpt))}", *argv]
 
 
 def cmd_report(argv: list[str]) -> None:

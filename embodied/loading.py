@@ -10,8 +10,9 @@ A checkpoint is one `torch.save`d dict of tensors and primitive containers only,
 `format`, `version`, `model`, `counters` and `config` (the composed run config).
 
 Shipped checkpoints (`embodied/pretrained/<name>.pt`, written by `embodied export`) are checkpoints of
-that format with the model's floats in fp16, no optimizer or RNG state, and a `pretrained` record
-(recipe, training run, figures); `ckpt=pretrained:<name>` names one wherever a checkpoint path goes.
+that format with the model's floats in fp16 (or int8, see `quantize`), no optimizer or RNG state, and a
+`pretrained` record (recipe, training run, figures); `ckpt=pretrained:<name>` names one wherever a
+checkpoint path goes. Readers always get float32 weights back: `load_checkpoint` undoes both.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from embodied.config import ConfigError, InputError
 FORMAT = "embodied-checkpoint"
 VERSION = 1
 REQUIRED_KEYS = ("format", "version", "model", "counters", "config")
+QUANTIZED = "quantized"  # {model key: per-row float32 scale} of the weights stored as int8
 PRETRAINED = "pretrained:"  # ckpt=pretrained:<name>: a checkpoint shipped in embodied/pretrained/
 
 
@@ -138,7 +140,32 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, garbage bytes, disallowed pickled globals ...
         raise CheckpointError(f"{path}: not a checkpoint file (unreadable: {_unreadable_reason(exc)})") from exc
-    return check_checkpoint(obj, path)
+    return dequantize(check_checkpoint(obj, path), path)
+
+
+def quantize(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one scale per output row (dim 0): the weight is `q * scale`, each row's
+    largest magnitude mapping to 127. Per-row scales keep a row of small weights from being rounded
+    to zero by a large row elsewhere in the matrix."""
+    rows = tensor.detach().float().reshape(tensor.shape[0], -1)
+    scale = rows.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+    q = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q.reshape(tensor.shape), scale
+
+
+def dequantize(ckpt: dict[str, Any], path: str | Path = "") -> dict[str, Any]:
+    """The checkpoint with its int8 weights (`quantize`) as float32 again, ready for load_state_dict."""
+    scales = ckpt.pop(QUANTIZED, None)
+    if not scales:
+        return ckpt
+    model = dict(ckpt["model"])
+    for key, scale in scales.items():
+        q = model.get(key)
+        if not torch.is_tensor(q) or q.dtype != torch.int8 or scale.shape != (q.shape[0],):
+            raise CheckpointError(f"{path}: quantized weight {key} does not match its scale")
+        model[key] = q.float() * scale.float().reshape(-1, *([1] * (q.dim() - 1)))
+    ckpt["model"] = model
+    return ckpt
 
 
 def _unreadable_reason(exc: Exception) -> str:

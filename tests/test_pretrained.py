@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 import embodied.train  # noqa: F401  (registers the config schemas)
 from embodied.cli import main as cli_main
 from embodied.config import InputError, compose
-from embodied.eval.pretrained import MAX_BYTES, export
+from embodied.eval.pretrained import MAX_BYTES, cast_weights, evaluation_figure, export, task_option
 from embodied.eval.report import render
 from embodied.eval.runner import evaluate
 from embodied.loading import (CheckpointError, build_agent_from_config, env_spaces, load_checkpoint,
@@ -33,12 +33,16 @@ def test_shipped_file_is_small_weights_only_and_loads_strictly_into_its_recipes_
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     record = ckpt["pretrained"]
     assert not {"trainer", "rng", "optimizer"} & set(ckpt)  # nothing to resume from
-    assert record["name"] == name and record["task"] == ckpt["config"]["task"]["name"]
+    assert record["name"] == name and record.get("trained_on", record["task"]) == ckpt["config"]["task"]["name"]
     assert any(o == f"+experiment={record['experiment']}" for o in record["recipe"])
     assert record["command"].startswith("embodied train ") and record["commit"] and record["seed"] is not None
     assert record["training"]["counters"] and record["training"]["curve"] and record["final_metrics"]
-    floats = [t for t in ckpt["model"].values() if t.is_floating_point()]
-    assert floats and all(t.dtype == getattr(torch, record["dtype"]) for t in floats)
+    scales = ckpt.get("quantized") or {}
+    assert all(ckpt["model"][k].dtype == torch.int8 for k in scales) and (bool(scales) == (record["dtype"] == "int8"))
+    floats = {k: t for k, t in ckpt["model"].items() if t.is_floating_point()}
+    stored = torch.float32 if record["dtype"] == "float32" else torch.float16
+    assert (floats or scales) and all(t.dtype == stored for k, t in floats.items() if k not in record.get("float32_kept", []))
+    ckpt = load_checkpoint(path)  # what every reader gets: float weights
     # the committed recipe composes the architecture the weights were trained with
     cfg = compose("train", record["recipe"])
     for node in ("memory", "agent"):
@@ -93,6 +97,43 @@ def test_export_writes_fp16_with_the_recipe_and_refuses_to_overwrite(run_dir, tm
     replaced = torch.load(path, weights_only=True)
     assert all(t.dtype == torch.float32 for t in replaced["model"].values() if t.is_floating_point())
     assert replaced["pretrained"]["dtype"] == "float32"
+
+
+def test_int8_export_keeps_each_weight_within_half_a_step_and_loads_as_floats(run_dir, tmp_path):
+    path = export(str(run_dir / "latest.pt"), "small", dtype="int8", out=tmp_path / "shipped")
+    raw = torch.load(path, weights_only=True)
+    source = torch.load(run_dir / "latest.pt", weights_only=True)["model"]
+    assert raw["quantized"] and all(raw["model"][k].dtype == torch.int8 for k in raw["quantized"])
+    fp16 = export(str(run_dir / "latest.pt"), "half", out=tmp_path / "shipped")
+    assert path.stat().st_size < 0.6 * fp16.stat().st_size
+    loaded = load_checkpoint(path)["model"]
+    assert "quantized" not in load_checkpoint(path)
+    for key, scale in raw["quantized"].items():
+        err = (loaded[key] - source[key]).abs().reshape(len(scale), -1).amax(dim=1)
+        assert loaded[key].dtype == torch.float32 and bool((err <= scale / 2 + 1e-7).all()), key
+    cfg = compose("train", ["+experiment=ballet_lstm"])
+    agent = build_agent_from_config(cfg, *env_spaces(cfg.task), torch.device("cpu"))
+    agent.load_state_dict(loaded, strict=True)
+
+
+def test_a_tensor_past_the_fp16_range_stays_float32_instead_of_becoming_inf():
+    weights = {"w": torch.randn(64, 32), "count": torch.tensor([1.0e6]), "b": torch.randn(4), "steps": torch.tensor(3)}
+    for dtype in ("float16", "int8"):
+        model, scales, kept = cast_weights(weights, dtype)
+        assert kept == ["count"] and model["count"].dtype == torch.float32 and model["count"].item() == 1.0e6
+        assert model["b"].dtype == torch.float16 and model["steps"].dtype == torch.int64
+        assert model["w"].dtype == (torch.int8 if dtype == "int8" else torch.float16) and bool(scales) == (dtype == "int8")
+
+
+def test_the_figure_of_a_held_out_level_names_the_task_it_was_evaluated_with(tmp_path):
+    result = {"task": "fastmap/new_obj_generalization/fast_map_heldout_test_objs", "success": {"mean": 0.9, "n": 10}}
+    path = tmp_path / "e.json"
+    path.write_text(json.dumps({"results": [result], "provenance": {
+        "command": "embodied eval task=fastmap/cpu/heldout_test_objs ckpt=runs/x/latest.pt episodes=10"}}))
+    figure = evaluation_figure(path, {}, "fastmap/architecture_comparison/fast_map_three_objs")
+    assert figure["task"] == result["task"] and task_option({"task": "x", "evaluation": figure}) == "fastmap/cpu/heldout_test_objs"
+    with pytest.raises(InputError, match="no result for ballet/4_delay16"):  # another family is not this model's figure
+        evaluation_figure(path, {}, "ballet/4_delay16")
 
 
 def test_export_needs_a_recipe(run_dir, tmp_path):

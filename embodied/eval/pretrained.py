@@ -32,11 +32,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from embodied.config import InputError, check, provenance
 from embodied.eval.report import chance, load_results, published_rows, training_record
+from embodied.loading import quantize
 
 MAX_BYTES = 5 * 1024 * 1024  # a shipped file stays small enough for the repository and the wheel
 DEFAULT_EPISODES = 100
 NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
-DTYPES = {"float16": torch.float16, "float32": torch.float32}
+DTYPES = {"float16": torch.float16, "float32": torch.float32, "int8": torch.int8}
+QUANTIZE_MIN = 1024  # int8 stores matrices of at least this many weights; smaller tensors stay fp16
 NOT_IN_RECIPE = ("run_dir", "quiet", "resume", "requeue")  # where and how a run went, not what it trained
 
 
@@ -49,29 +51,64 @@ def recipe(training: dict) -> list[str]:
 
 
 def evaluation_figure(path: str | Path, training: dict, task: str) -> dict[str, Any]:
-    """The published figure of a result JSON that `embodied eval` wrote for this run's checkpoint."""
+    """The published figure of a result JSON that `embodied eval` wrote for this run's checkpoint: its
+    result on `task` (the task it trained on), or its one result on another task of that family (a
+    held-out level: fast-mapping trains on one level and is tested on held-out objects)."""
     path = Path(path)
     try:
         report = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise InputError(f"eval: {path}: not a readable result JSON ({' '.join(str(e).split())[:120]})") from None
-    results = [r for r in (report.get("results") or []) if r.get("task") == task] if isinstance(report, dict) else []
-    check(bool(results), "eval", f"{path} has no result for {task}; allowed: the `embodied eval` JSON of this checkpoint")
+    results = (report.get("results") or []) if isinstance(report, dict) else []
+    family = task.split("/")[0]
+    same = [r for r in results if str(r.get("task", "")).split("/")[0] == family]
+    found = [r for r in same if r.get("task") == task] or (same if len(same) == 1 else [])
+    check(bool(found), "eval", f"{path} has no result for {task}; allowed: the `embodied eval` JSON of this checkpoint "
+          f"(on {task}, or on one other {family} task)")
     theirs = ((report.get("training") or {}).get("provenance") or {})
     ours = training.get("provenance") or {}
     check(not theirs or not ours or (theirs.get("commit"), theirs.get("date")) == (ours.get("commit"), ours.get("date")),
           "eval", f"{path} evaluated a checkpoint of another run (started {theirs.get('date')}, this one {ours.get('date')})")
     prov = report.get("provenance") or {}
-    success = results[0]["success"]
-    return {"file": str(path), "task": task, "success": success, "episodes": success.get("n"),
+    success = found[0]["success"]
+    option = next((o.split("=", 1)[1] for o in shlex.split(prov.get("command") or "") if o.startswith("task=")), None)
+    return {"file": str(path), "task": found[0].get("task", task), "success": success, "episodes": success.get("n"),
+            # the `task=` the figure was evaluated with: a held-out level's name need not be a task YAML's path
+            "task_option": option,
             "command": prov.get("command"), "commit": prov.get("commit"), "hardware": prov.get("hardware")}
+
+
+def task_option(record: dict) -> str:
+    """The `task=` a shipped model is evaluated with: its published figure's, else its task's name."""
+    return (record.get("evaluation") or {}).get("task_option") or record["task"]
+
+
+def cast_weights(source: dict[str, Any], dtype: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], list[str]]:
+    """(model, int8 scales, keys kept in float32) of a float32 state dict stored as `dtype`. A tensor
+    that does not fit fp16 (a running count past 65504) stays float32: it is small, and inf would
+    change the model."""
+    model, scales, kept = {}, {}, []
+    for key, tensor in source.items():
+        if not (torch.is_tensor(tensor) and tensor.is_floating_point()) or dtype == "float32":
+            model[key] = tensor
+            continue
+        if dtype == "int8" and tensor.dim() >= 2 and tensor.numel() >= QUANTIZE_MIN:
+            model[key], scales[key] = quantize(tensor)
+            continue
+        half = tensor.to(torch.float16)
+        if torch.isfinite(half.float()).all() or not torch.isfinite(tensor).all():
+            model[key] = half
+        else:
+            model[key] = tensor.float()
+            kept.append(key)
+    return model, scales, kept
 
 
 def export(ckpt: str, name: str, evaluation: str | None = None, episodes: int = DEFAULT_EPISODES,
            dtype: str = "float16", force: bool = False, out: str | Path | None = None) -> Path:
     """Write `out/<name>.pt` (default embodied/pretrained/) from a training checkpoint and its run
     directory; an existing file is replaced only with `force`."""
-    from embodied.loading import FORMAT, VERSION, load_checkpoint, pretrained_dir, resolve_checkpoint
+    from embodied.loading import FORMAT, QUANTIZED, VERSION, load_checkpoint, pretrained_dir, resolve_checkpoint
 
     check(bool(NAME.match(name)), "name", f"{name!r}; allowed: lower-case letters, digits and _ (e.g. ballet_hcam)")
     check(dtype in DTYPES, "dtype", f"{dtype!r}; allowed: {', '.join(DTYPES)}")
@@ -88,16 +125,16 @@ def export(ckpt: str, name: str, evaluation: str | None = None, episodes: int = 
     check(any(o.startswith("+experiment=") for o in steps), "ckpt",
           f"{ckpt}: its run directory names no `+experiment=` recipe (.hydra/overrides.yaml); allowed: a checkpoint "
           "of `embodied train +experiment=NAME`, so that the shipped file can be reproduced")
-    task = str(config["task"]["name"])
-    model = {}
-    for key, tensor in source["model"].items():
-        model[key] = tensor.to(DTYPES[dtype]) if torch.is_tensor(tensor) and tensor.is_floating_point() else tensor
-        if torch.is_tensor(tensor) and not torch.isfinite(model[key].float()).all():
-            raise InputError(f"dtype: {dtype}: {key} of {ckpt} does not fit (inf after the cast); allowed: float32")
+    trained_on = str(config["task"]["name"])
+    figure = evaluation_figure(evaluation, training, trained_on) if evaluation else earlier.get("evaluation")
+    task = figure["task"] if figure else str(earlier.get("task") or trained_on)  # where the suite evaluates it
+    model, scales, kept = cast_weights({k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
+                                        for k, v in source["model"].items()}, dtype)
     start = training.get("provenance") or {}
     record = {
         "name": name,
         "task": task,
+        "trained_on": trained_on,
         "memory": (config.get("memory") or {}).get("name"),
         "seed": config.get("seed"),
         "recipe": steps,
@@ -108,21 +145,22 @@ def export(ckpt: str, name: str, evaluation: str | None = None, episodes: int = 
         "training": training,
         "final_metrics": earlier.get("final_metrics") or
         {k: v for k, v in (source.get("metrics") or {}).items() if isinstance(v, (int, float))},
-        "evaluation": evaluation_figure(evaluation, training, task) if evaluation else earlier.get("evaluation"),
+        "evaluation": figure,
         "benchmark": {"episodes": int(episodes)},
         "dtype": dtype,
+        "float32_kept": kept,
         "source": earlier.get("source") or
         {"file": str(ckpt), "sha256": hashlib.sha256(resolve_checkpoint(ckpt).read_bytes()).hexdigest()},
         "exported": provenance(),
     }
     record = json.loads(json.dumps(record, default=str))  # plain data only: what weights_only=True loads
     shipped = {"format": FORMAT, "version": VERSION, "model": model, "counters": dict(source["counters"]),
-               "config": config, "pretrained": record}
+               "config": config, "pretrained": record, **({QUANTIZED: scales} if scales else {})}
     buffer = io.BytesIO()
     torch.save(shipped, buffer)
     size = buffer.getbuffer().nbytes
     check(size < MAX_BYTES, "ckpt", f"{ckpt}: {size / 2**20:.1f} MB as {dtype}; allowed: under {MAX_BYTES // 2**20} MB "
-          "(a smaller model, or dtype=float16)")
+          "(a smaller model, or dtype=float16 | int8)")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.write_bytes(buffer.getvalue())
@@ -132,10 +170,10 @@ def export(ckpt: str, name: str, evaluation: str | None = None, episodes: int = 
         tmp.unlink()
         raise
     tmp.replace(target)  # a crash leaves the old file or none
-    figure = record["evaluation"]
     print(f"wrote {target} ({size / 1024:.0f} KB, {dtype}): {task}, memory {record['memory']}, "
           f"recipe `embodied train {shlex.join(steps)}`, commit {str(record['commit'])[:10]}"
           + (" (with uncommitted changes)" if record["dirty"] else "")
+          + (f", kept in float32 (past the fp16 range): {', '.join(kept)}" if kept else "")
           + (f", success {figure['success']['mean']:.3f} on {figure['episodes']} episodes" if figure else ""))
     return target
 
@@ -152,7 +190,7 @@ def _model_config(cfg: DictConfig, name: str, record: dict) -> DictConfig:
     ckpt = str(resolve_checkpoint(f"pretrained:{name}")) if record["task"].startswith("memorybench/") else f"pretrained:{name}"
     pinned = dict(record.get("benchmark") or {"episodes": DEFAULT_EPISODES})
     sub = cfg.copy()
-    values = {**pinned, "suite": None, "ckpt": ckpt, "task": load_task_config(record["task"]),
+    values = {**pinned, "suite": None, "ckpt": ckpt, "task": load_task_config(task_option(record)),
               "episodes": min(int(pinned.get("episodes", DEFAULT_EPISODES)), int(cfg.episodes)),
               "out": str(Path(cfg.out or "runs/pretrained") / f"{name}.json")}
     for key, value in values.items():
