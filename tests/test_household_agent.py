@@ -47,6 +47,16 @@ def test_memory_beats_the_memoryless_agent_and_evaluation_writes_nothing(tmp_pat
     assert (memory.store.count_cases("0"), memory.store.graph_version("0")) == before
 
 
+def test_after_learning_the_deepest_tier_is_solved_within_budget(tmp_path):
+    """A locked container whose key is known is opened after fetching the key: the agent no longer goes
+    to the container's room first and then leaves it for the key (that oscillated between two rooms
+    until the budget ran out, and tier 5 was about 0)."""
+    envs, memory, agent = learn(tmp_path, tasks=40)
+    episodes = [run_episode(envs[5], agent, s) for s in range(10)]
+    assert sum(e["success"] for e in episodes) >= 8, episodes
+    assert max(e["steps"] for e in episodes if e["success"]) < envs[5].max_episode_steps
+
+
 def test_eval_command_runs_the_ablation_table_and_bad_agent_keys_are_one_line(tmp_path, capsys):
     from embodied.cli import main
 

@@ -294,17 +294,16 @@ class HouseholdAgent:
             ep.blocked.clear()
             ep.replans += 1
             return ACTION_ID[("goto", int(self.rng.integers(len(ROOMS))))]
-        if self.containers[c] != room:
-            return ACTION_ID[("goto", self.containers[c])]
-        if obs["containers"][c] == 2:  # open here and the item is not in sight: not there
-            ep.dead[item].add(c)
-            return self._skill(verb, item, graph, obs, depth) if depth < 40 else ACTION_ID[("goto", room)]
         if c in ep.locked:
+            # Known locked: the key comes first, wherever the container is (going to the container's
+            # room first, then leaving it for the key, made a fetch oscillate between two rooms).
             key = graph.locks.get(self.names[c])
             held = [k for k in KEYS if obs["inventory"][ITEM_ID[k]] > 0]
             if key is None:
                 untried = [k for k in held if k not in ep.keys_tried[c]]
                 if untried:  # try the keys in hand (the env turns the right one)
+                    if self.containers[c] != room:
+                        return ACTION_ID[("goto", self.containers[c])]
                     ep.keys_tried[c].update(held)
                     return ACTION_ID[("open", c)]
                 key = next((k for k in KEYS if k not in ep.keys_tried[c] and k != item), None)  # go find one
@@ -316,6 +315,11 @@ class HouseholdAgent:
                     ep.dead[item].add(c)
                     return self._skill(verb, item, graph, obs, depth + 1)
                 return self._skill("fetch" if key in graph.raw else "discover", key, graph, obs, depth + 1)
+        if self.containers[c] != room:
+            return ACTION_ID[("goto", self.containers[c])]
+        if obs["containers"][c] == 2:  # open here and the item is not in sight: not there
+            ep.dead[item].add(c)
+            return self._skill(verb, item, graph, obs, depth) if depth < 40 else ACTION_ID[("goto", room)]
         return ACTION_ID[("open", c)]
 
     def _take(self, item: str, graph: KnowledgeGraph, obs: dict) -> int:
