@@ -81,10 +81,16 @@ def env_spaces(task_cfg) -> tuple[Any, Any]:
 def build_agent_from_config(config: dict | DictConfig, observation_space, action_space,
                             device: torch.device) -> torch.nn.Module:
     """The agent described by a run config's `memory` and `agent` nodes (training, eval, record)."""
-    from embodied.agents import build_agent
+    from embodied.agents import build_agent, build_agent_kind
 
     if isinstance(config, DictConfig):
         config = OmegaConf.to_container(config, resolve=True)
+    try:
+        kind = build_agent_kind(config)  # e.g. agent=keyframe: its own observation pipeline, not the spaces
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ConfigError(" ".join(str(exc).split())) from None
+    if kind is not None:
+        return kind.to(device)
     memory = dict(config["memory"])
     name = memory.pop("name")
     try:

@@ -103,3 +103,19 @@ class SyntheticMemoryEnv:
 
     def close(self):
         pass
+
+
+def moved_into(episodes: list[dict], workspace) -> list[dict]:
+    """The episodes translated so that the synthetic workspace's centre sits at `workspace`'s (e.g.
+    MemoryBench's, for training through the real task's agent): point clouds, targets and proprio."""
+    offset = ((np.asarray(workspace[0]) + np.asarray(workspace[1])) / 2
+              - (np.asarray(WORKSPACE[0]) + np.asarray(WORKSPACE[1])) / 2).astype(np.float32)
+    out = []
+    for ep in episodes:
+        obs = {k: (v + offset if k.endswith("_pcd") else v) for k, v in ep["obs"].items()}
+        obs["proprio"] = obs["proprio"].copy()
+        obs["proprio"][:, :3] += offset
+        actions = ep["actions"].copy()
+        actions[:, :3] += offset
+        out.append({**ep, "obs": obs, "actions": actions})
+    return out

@@ -44,7 +44,7 @@ def test_train_composition_errors_name_the_key_and_what_is_allowed(capsys):
     assert "task=nav/pointnavv: no such task config; allowed: nav/pointnav, " in line  # closest first
     allowed = line.split("allowed: ")[1].split(", ")
     assert {"nav/objectnav", "memorybench/put_block_back", "fastmap/cpu/heldout_test_objs"} <= set(allowed)
-    assert fails(capsys, "train", "trainer=ppoo").endswith("allowed: ppo, bc, keyframe")  # no *_schema entries
+    assert fails(capsys, "train", "trainer=ppoo").endswith("allowed: ppo, bc")  # no *_schema entries
     assert fails(capsys, "train", "task.height=64.5").endswith("task.height: '64.5'; allowed: an integer")
     assert fails(capsys, "train", "memory.hidden=abc").endswith("memory.hidden: 'abc'; allowed: an integer")
     assert fails(capsys, "train", "quiet=maybe").endswith("quiet: 'maybe'; allowed: true, false")

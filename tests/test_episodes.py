@@ -104,7 +104,7 @@ def test_the_writer_refuses_what_it_cannot_store_and_leaves_the_old_file(tmp_pat
 
 def test_keyframe_trainer_takes_memorybench_demos_only(tmp_path):
     from embodied.config import ConfigError
-    from embodied.train.keyframe import load_episodes
+    from embodied.tasks.memorybench.dataset import read_keyframe_demos as load_episodes
 
     rng = np.random.default_rng(3)
     write_episodes(tmp_path / "mb.npz", [_keyframes(4, 0, rng)])

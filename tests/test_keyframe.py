@@ -1,11 +1,15 @@
-"""The RVT-style keyframe policy (embodied.agents.keyframe) and its BC loop (embodied.train.keyframe)."""
+"""The RVT-style keyframe policy (embodied.agents.keyframe) and its training through the one imitation
+trainer (trainer=bc: the agent's imitation hooks, MemoryBench's demo source)."""
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from embodied.agents.keyframe import (KeyframeAgent, KeyframeAgentConfig, Workspace, bins_to_quat,
-                                      decode_translation, heatmap_targets, quat_to_bins)
-from embodied.train.keyframe import KeyframeBC, KeyframeTrainerConfig, collate, prepare_sequences, shift_sequence
+from embodied.agents.keyframe import (KeyframeAgent, KeyframeAgentConfig, Workspace, bins_to_quat, collate,
+                                      decode_translation, heatmap_targets, prepare_sequences, quat_to_bins,
+                                      shift_sequence)
+from embodied.train.bc import BCConfig, BehaviourCloning
 from keyframe_synthetic import WORKSPACE, synthetic_demos
 
 BOUNDS = ((-0.3, -0.5, 0.6), (0.7, 0.5, 1.6))  # RLBench's SCENE_BOUNDS, a non-cube offset box
@@ -84,11 +88,12 @@ def test_tiny_bc_run_lowers_the_loss(memory):
     agent = KeyframeAgent(KeyframeAgentConfig(grid_size=16, channels=[8, 16]), WORKSPACE, memory,
                           {"num_maskmem": 9, "mem_dim": 8, "ff_dim": 16, "layers": 1})
     seqs = prepare_sequences(synthetic_demos(8), agent)
-    cfg = KeyframeTrainerConfig(epochs=6, batch_episodes=4, lr=3e-3, warmup_steps=1, aug_shift=0)
-    bc = KeyframeBC(agent, cfg, steps_per_epoch=2, device=torch.device("cpu"))
-    gen = torch.Generator().manual_seed(0)
-    losses = [bc.fit_epoch(seqs, gen)["loss"] for _ in range(cfg.epochs)]
+    cfg = BCConfig(epochs=1, batch_episodes=4, lr=3e-3, optimizer="adamw", weight_decay=1e-4, lr_schedule="cosine",
+                   warmup_steps=1).validate()
+    bc = BehaviourCloning(agent, cfg, total_steps=12)
+    losses = [bc.fit(seqs)["loss"] for _ in range(6)]
     assert losses[-1] < 0.8 * losses[0]
+    assert bc.grad_steps == 12 and bc.schedule.get_last_lr()[0] == pytest.approx(3e-3 * 0.05)  # decayed to lr/20
 
 
 def test_act_returns_a_valid_action_and_advances_memory():
@@ -125,50 +130,75 @@ def test_bad_options():
     from embodied.config import ConfigError
 
     with pytest.raises(ConfigError, match="trainer.dart_copies"):
-        KeyframeTrainerConfig(dart_copies=-1).validate()
+        BCConfig(dart_copies=-1).validate()
     with pytest.raises(ConfigError, match="trainer.dart_noise"):
-        KeyframeTrainerConfig(dart_copies=1, dart_noise=0.0).validate()
+        BCConfig(dart_copies=1, dart_noise=0.0).validate()
+    with pytest.raises(ConfigError, match="trainer.lr_schedule"):
+        BCConfig(lr_schedule="linear").validate()
 
 
-def _compose(tmp_path, *extra):
+def _demo_file(tmp_path, n):
+    from keyframe_synthetic import moved_into
+
+    from embodied.tasks.episodes import write_episodes
+    from embodied.tasks.memorybench import WORKSPACE as MEMORYBENCH
+
+    return write_episodes(tmp_path / "demos.npz", moved_into(synthetic_demos(n), MEMORYBENCH))
+
+
+def _compose(run_dir, demos, *extra):
     import embodied.train  # noqa: F401  (registers the schemas)
     from embodied.config import compose
 
-    return compose("train", ["task=nav/pointnav", "task.name=memorybench/reopen_drawer", "agent=keyframe",
+    return compose("train", ["task=memorybench/reopen_drawer", "task.width=32", "task.height=32", "agent=keyframe",
                              "agent.grid_size=16", "agent.channels=[8,16]", "memory=membank", "memory.mem_dim=8",
-                             "memory.ff_dim=16", "memory.layers=1", "trainer.batch_episodes=4",
-                             "trainer.warmup_steps=1", "device=cpu", "quiet=true", f"run_dir={tmp_path}", *extra])
+                             "memory.ff_dim=16", "memory.layers=1", f"trainer.demos={demos}", "trainer.batch_episodes=4",
+                             "trainer.epochs=1", "trainer.dagger_steps=0", "trainer.optimizer=adamw",
+                             "trainer.lr_schedule=cosine", "trainer.warmup_steps=1", "trainer.aug_shift=2",
+                             "num_envs=1", "num_workers=0", "device=cpu", "quiet=true", f"run_dir={run_dir}", *extra])
 
 
-def test_train_keyframe_checkpoints_and_resumes_exactly(tmp_path):
+def test_bc_trains_the_keyframe_agent_with_a_checkpoint_per_round_and_resumes_exactly(tmp_path):
     from embodied.loading import load_checkpoint
-    from embodied.train.keyframe import train_keyframe
+    from embodied.train.run import train
 
-    demos = synthetic_demos(6)
-    a = train_keyframe(_compose(tmp_path / "a", "trainer.epochs=2"), episodes=demos, workspace=WORKSPACE)
+    demos = _demo_file(tmp_path, 6)
+    a = train(_compose(tmp_path / "a", demos, "trainer.dagger_rounds=1"))
     assert a["status"] == "finished" and a["update"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in rows] == [1, 2] and all("trans_err_m" in r and "lr" in r for r in rows)
+    assert (tmp_path / "a" / "ckpt-00000001.pt").exists()  # a checkpoint after every round (= epoch)
     b_dir = tmp_path / "b"
-    train_keyframe(_compose(b_dir, "trainer.epochs=2"), episodes=demos, workspace=WORKSPACE)
-    # roll run b back to its epoch-1 checkpoint, as if it had been preempted there
+    train(_compose(b_dir, demos, "trainer.dagger_rounds=1"))
+    # roll run b back to its round-1 checkpoint, as if it had been preempted there
     (b_dir / "ckpt-00000002.pt").unlink()
     (b_dir / "latest.pt").unlink()
     (b_dir / "latest.pt").write_bytes((b_dir / "ckpt-00000001.pt").read_bytes())
-    b = train_keyframe(_compose(b_dir, "trainer.epochs=2"), episodes=demos, workspace=WORKSPACE)
+    b = train(_compose(b_dir, demos, "trainer.dagger_rounds=1"))
     assert b["update"] == 2
     ma, mb = load_checkpoint(tmp_path / "a" / "latest.pt")["model"], load_checkpoint(b_dir / "latest.pt")["model"]
     for k in ma:
         torch.testing.assert_close(ma[k], mb[k])
     lines = (b_dir / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 2  # the rolled-back epoch's line was replaced, not duplicated
+    assert len(lines) == 2  # the rolled-back round's line was replaced, not duplicated
 
 
-def test_train_keyframe_rejects_a_non_memorybench_task(tmp_path):
+def test_keyframe_agent_on_another_family_or_with_ppo_is_one_line(tmp_path):
     from embodied.config import ConfigError
-    from embodied.train.keyframe import train_keyframe
+    from embodied.train.run import train
 
-    cfg = _compose(tmp_path, "trainer.epochs=1", "task.name=nav/pointnav")
+    demos = _demo_file(tmp_path, 2)
     with pytest.raises(ConfigError, match="task.name"):
-        train_keyframe(cfg, episodes=synthetic_demos(2), workspace=WORKSPACE)
+        train(_compose(tmp_path / "x", demos, "task=ballet/4_delay16"))
+    from embodied.config import compose
+
+    with pytest.raises(ConfigError, match="allowed: trainer=bc"):
+        train(compose("train", ["task=memorybench/reopen_drawer", "agent=keyframe", "trainer=ppo", "num_envs=1",
+                                f"run_dir={tmp_path / 'y'}"]))
+    with pytest.raises(ConfigError, match="trainer.dart_copies"):  # noisy copies need a task that records them
+        train(compose("train", ["task=ballet/4_delay16", "trainer=bc", "trainer.dart_copies=1", "num_envs=1",
+                                "num_workers=0", f"run_dir={tmp_path / 'z'}"]))
+    assert not any((tmp_path / d).exists() for d in "xyz")
 
 
 def _memorybench_ready() -> bool:
@@ -190,10 +220,9 @@ def test_cli_train_end_to_end_on_memorybench(tmp_path):
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "embodied.train", "task=memorybench/reopen_drawer", "agent=keyframe", "memory=membank",
-           "task.width=32", "task.height=32", "trainer.demos_n=2", "trainer.epochs=1", "agent.grid_size=16", "agent.channels=[8,16]",
-           "trainer.eval_every=1", "trainer.eval_episodes=1", "trainer.dart_copies=1", "device=cpu", "quiet=true",
-           f"run_dir={tmp_path}"]
+    cmd = [sys.executable, "-m", "embodied.train", "+experiment=memorybench_membank", "task=memorybench/reopen_drawer",
+           "task.width=32", "task.height=32", "trainer.record_episodes=2", "trainer.dagger_rounds=0",
+           "agent.grid_size=16", "agent.channels=[8,16]", "trainer.eval_episodes=1", "quiet=true", f"run_dir={tmp_path}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -307,25 +307,26 @@ def test_progress_bar_moves_before_the_first_update_ends(tmp_path, monkeypatch):
     assert seen[5] == (5 * 4, "")  # moved by num_envs per env step, before any update was logged
 
 
-def test_keyframe_trainer_shares_the_run_dir_lock_and_rejects_without_writing(tmp_path):
-    from keyframe_synthetic import WORKSPACE, synthetic_demos
+def test_keyframe_training_shares_the_run_dir_lock_and_rejects_without_writing(tmp_path):
+    from keyframe_synthetic import moved_into, synthetic_demos
 
-    from embodied.train.keyframe import train_keyframe
+    from embodied.tasks.episodes import write_episodes
+    from embodied.tasks.memorybench import WORKSPACE
 
     run = tmp_path / "run"
-    cfg = compose("train", ["task=nav/pointnav", "task.name=memorybench/reopen_drawer", "agent=keyframe",
+    demos = write_episodes(tmp_path / "demos.npz", moved_into(synthetic_demos(4), WORKSPACE))
+    cfg = compose("train", ["task=memorybench/reopen_drawer", "task.width=32", "task.height=32", "agent=keyframe",
                             "agent.grid_size=16", "agent.channels=[8,16]", "memory=membank", "memory.mem_dim=8",
-                            "memory.ff_dim=16", "memory.layers=1", "trainer.batch_episodes=4", "trainer.epochs=1",
-                            "trainer.warmup_steps=1", "device=cpu", "quiet=true", f"run_dir={run}"])
-    demos = synthetic_demos(4)
+                            "memory.ff_dim=16", "memory.layers=1", f"trainer.demos={demos}", "trainer.batch_episodes=4",
+                            "trainer.epochs=1", "trainer.dagger_rounds=0", "trainer.dagger_steps=0", "num_envs=1",
+                            "num_workers=0", "device=cpu", "quiet=true", f"run_dir={run}"])
     held = RunDirLock(run).acquire()
     try:
         with pytest.raises(RunDirError, match=f"process {os.getpid()} on host"):
-            train_keyframe(cfg, episodes=demos, workspace=WORKSPACE)
+            train(cfg)
     finally:
         held.release()
-    assert train_keyframe(cfg, episodes=demos, workspace=WORKSPACE)["update"] == 1
+    assert train(cfg)["update"] == 1
     before = snapshot(run)
-    assert train_keyframe(cfg, episodes=demos, workspace=WORKSPACE)["update"] == 1  # finished: says so, writes nothing
+    assert train(cfg)["update"] == 1  # finished: says so, writes nothing
     assert snapshot(run) == before
-    assert "already finished at epoch 1" not in (run / "train.log").read_text()

@@ -12,6 +12,22 @@ from embodied.agents.encoders import KNOWN_KEYS, ObservationEncoder
 from embodied.agents.policy import Agent
 
 
+# Agents that are not `Agent` (configs/agent/<name>.yaml with `name:`): name -> "module:function" of a
+# builder from the whole run config (agent, memory, task); imported only when chosen.
+AGENT_KINDS = {"keyframe": "embodied.agents.keyframe:build_from_run_config"}
+
+
+def build_agent_kind(config: Mapping):
+    """The agent of a run config whose `agent.name` is in AGENT_KINDS, else None."""
+    import importlib
+
+    target = AGENT_KINDS.get(str((config.get("agent") or {}).get("name")))
+    if target is None:
+        return None
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)(config)
+
+
 def build_agent(
     observation_space: spaces.Dict,
     action_space: spaces.Discrete,
@@ -27,4 +43,4 @@ def build_agent(
     return Agent(observation_space, action_space, memory, memory_options, AgentConfig(**agent_options))
 
 
-__all__ = ["AUX_HEADS", "Agent", "AgentConfig", "KNOWN_KEYS", "ObservationEncoder", "build_agent", "register_aux_head"]
+__all__ = ["AGENT_KINDS", "build_agent_kind", "AUX_HEADS", "Agent", "AgentConfig", "KNOWN_KEYS", "ObservationEncoder", "build_agent", "register_aux_head"]

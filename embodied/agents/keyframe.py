@@ -351,6 +351,44 @@ class KeyframeAgent(nn.Module):
                                  [float(out["grip"][0, 0].argmax()), float(out["coll"][0, 0].argmax())]]).astype(np.float32)
         return action, state, {"heatmap": out["heatmap"][0, 0].cpu().numpy()}
 
+    # --- imitation hooks: how embodied.train.bc trains this agent ----------------------------------------
+    def prepare_imitation(self, episodes: list[dict], cache_dir, progress: bool = False) -> list["KeyframeSequence"]:
+        """Demonstrations (MemoryBench episode files) as training sequences: the virtual views of every
+        keyframe, rendered once and cached in `cache_dir`."""
+        return cached_sequences(episodes, self, cache_dir, progress)
+
+    def imitation_batch(self, sequences: list["KeyframeSequence"], gen: torch.Generator, device,
+                        aug_shift: int = 0) -> dict[str, Any]:
+        """A padded [T, B] batch; each sequence shifted by up to `aug_shift` voxels in x and y (drawn
+        from `gen`, the trainer's shuffling generator, so a resumed run draws the same shifts)."""
+        a = int(aug_shift)
+        moved = []
+        for seq in sequences:
+            dx, dy = torch.randint(-a, a + 1, (2,), generator=gen).tolist() if a else (0, 0)
+            moved.append(shift_sequence(seq, dx, dy, self.workspace.voxel))
+        return collate(moved, self, device)
+
+    def imitation_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
+        """Whole demonstrations from a fresh memory, as at test time; the loss of `loss`."""
+        B = batch["first"].shape[1]
+        out, _ = self.forward_sequence(batch["views"], batch["cond"], batch["first"],
+                                       self.initial_state(B, batch["first"].device))
+        return self.loss(out, batch["targets"], batch["mask"])
+
+    def imitation_rollouts(self, task_cfg: Mapping, n: int) -> list[dict[str, Any]]:
+        """`n` greedy episodes on validation seeds (neither train nor test seeds: `validation_seeds`);
+        the trainer's in-training evaluation (episode/success, best.pt)."""
+        from embodied.tasks.memorybench import make_env, task_spec, validation_seeds
+
+        seeds = validation_seeds(task_spec(str(task_cfg["name"])), n)
+        env = make_env(dict(task_cfg))
+        try:
+            results = [rollout(env, self, s) for s in seeds]
+        finally:
+            env.close()
+        self.train()
+        return results
+
 
 def build_keyframe_agent(agent_options: Mapping, workspace_bounds, memory: Mapping, task: str | None) -> KeyframeAgent:
     """The agent of a run config's `agent` and `memory` nodes (unknown keys raise ValueError)."""
@@ -364,6 +402,15 @@ def build_keyframe_agent(agent_options: Mapping, workspace_bounds, memory: Mappi
     memory = dict(memory)
     name = memory.pop("name", "none")
     return KeyframeAgent(KeyframeAgentConfig(**options), workspace_bounds, name, memory, task)
+
+
+def build_from_run_config(config: Mapping) -> KeyframeAgent:
+    """The agent of a run config (`agent=keyframe`): its `agent`, `memory` and MemoryBench task."""
+    from embodied.tasks.memorybench import WORKSPACE, task_short_name
+
+    task = str(config["task"]["name"])
+    task_short_name(task)  # another family: one line naming task.name
+    return build_keyframe_agent(config["agent"], WORKSPACE, config["memory"], task)
 
 
 @torch.no_grad()
@@ -384,3 +431,113 @@ def rollout(env, agent, seed: int, max_keyframes: int = 25) -> dict[str, Any]:
             break
     return {"seed": int(seed), "success": float(success), "keyframes": steps,
             "variation": int(info.get("variation", -1)), "ik_failure": float(bool(info.get("ik_failure", False)))}
+
+
+# --- demonstrations as training sequences -----------------------------------------------------------
+
+@dataclass
+class KeyframeSequence:
+    """One demonstration as training arrays: K keyframes."""
+
+    views: np.ndarray     # [K, 3, 7, G, G] float16
+    cond: np.ndarray      # [K, 9] float32
+    position: np.ndarray  # [K, 3] float32 target xyz
+    rot: np.ndarray       # [K, 3] int64 Euler bins
+    grip: np.ndarray      # [K] int64
+    coll: np.ndarray      # [K] int64
+
+
+SEQUENCE_FIELDS = ("views", "cond", "position", "rot", "grip", "coll")
+
+
+def prepare_sequences(episodes: list[dict], agent: KeyframeAgent, progress: bool = False) -> list[KeyframeSequence]:
+    """Render each keyframe's virtual views and label its action (episodes as embodied.tasks.episodes
+    reads them: obs with proprio and timestep, actions [K, 9])."""
+    out = []
+    it = episodes
+    if progress:
+        import sys
+
+        from tqdm import tqdm
+
+        it = tqdm(episodes, desc="render views", unit="demo", file=sys.stderr)
+    for i, ep in enumerate(it):
+        action = np.asarray(ep["actions"], dtype=np.float32)
+        if action.ndim != 2 or action.shape[1] != 9 or len(action) == 0:
+            raise ValueError(f"demo {i}: action has shape {action.shape}; expected [K, 9]")
+        obs = ep["obs"]
+        views = []
+        for k in range(len(action)):
+            pts, col = fuse_point_cloud({key: v[k] for key, v in obs.items()}, agent.config.cameras)
+            views.append(agent.workspace.render(pts, col).astype(np.float16))
+        out.append(KeyframeSequence(
+            views=np.stack(views), cond=conditioning(obs["proprio"], obs["timestep"]).astype(np.float32),
+            position=action[:, :3].copy(), rot=quat_to_bins(action[:, 3:7], agent.config.rot_bins),
+            grip=(action[:, 7] > 0.5).astype(np.int64), coll=(action[:, 8] > 0.5).astype(np.int64)))
+    return out
+
+
+def cached_sequences(episodes: list[dict], agent: KeyframeAgent, cache_dir, progress: bool = False) -> list[KeyframeSequence]:
+    """prepare_sequences, cached in `cache_dir` by content (demo seeds, lengths, noise, view layout)."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    facts = [e.get("episode") or {} for e in episodes]
+    key = json.dumps({"seeds": [int(f.get("seed", -1)) for f in facts], "lens": [len(e["actions"]) for e in episodes],
+                      "noise": [[f.get(k, 0) for k in ("noise", "noise_seed", "attempt")] for f in facts],
+                      "grid": agent.config.grid_size, "cams": list(agent.config.cameras), "bins": agent.config.rot_bins,
+                      "lo": agent.workspace.lo.tolist(), "hi": agent.workspace.hi.tolist(),
+                      "act": float(np.sum([np.abs(np.asarray(e["actions"], np.float64)).sum() for e in episodes]))})
+    path = Path(cache_dir) / f"views-{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
+    if path.exists():
+        with np.load(path) as data:
+            bounds = np.concatenate([[0], np.cumsum(data["lens"])])
+            fields = {k: data[k] for k in SEQUENCE_FIELDS}
+        return [KeyframeSequence(**{k: v[a:b] for k, v in fields.items()}) for a, b in zip(bounds[:-1], bounds[1:])]
+    seqs = prepare_sequences(episodes, agent, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, lens=np.array([len(s.grip) for s in seqs]),
+             **{k: np.concatenate([getattr(s, k) for s in seqs]) for k in SEQUENCE_FIELDS})
+    tmp.replace(path)  # a crash leaves no half-written cache
+    return seqs
+
+
+def shift_sequence(seq: KeyframeSequence, dx: int, dy: int, voxel: np.ndarray) -> KeyframeSequence:
+    """`seq` translated by (dx, dy) voxels in world x, y: views rolled (coordinate channels stay),
+    targets and proprio position moved by the same metres."""
+    if dx == 0 and dy == 0:
+        return seq
+    v = seq.views.copy()
+    # top view rows = x, cols = y; front rows = y; side rows = x (see VIEW_AXES)
+    v[:, 0, :5] = np.roll(v[:, 0, :5], (dx, dy), axis=(-2, -1))
+    v[:, 1, :5] = np.roll(v[:, 1, :5], dy, axis=-2)
+    v[:, 2, :5] = np.roll(v[:, 2, :5], dx, axis=-2)
+    offset = np.array([dx * voxel[0], dy * voxel[1], 0.0], dtype=np.float32)
+    cond = seq.cond.copy()
+    cond[:, :3] += offset
+    return KeyframeSequence(v, cond, seq.position + offset, seq.rot, seq.grip, seq.coll)
+
+
+def collate(seqs: list[KeyframeSequence], agent: KeyframeAgent, device) -> dict[str, Any]:
+    """[T, B] tensors of a batch of sequences; padding steps are first=True and mask=False."""
+    T, B = max(len(s.grip) for s in seqs), len(seqs)
+    G = agent.config.grid_size
+    views = np.zeros((T, B, 3, 7, G, G), dtype=np.float32)
+    cond = np.zeros((T, B, 9), dtype=np.float32)
+    position = np.zeros((T, B, 3), dtype=np.float32)
+    rot = np.zeros((T, B, 3), dtype=np.int64)
+    grip = np.zeros((T, B), dtype=np.int64)
+    coll = np.zeros((T, B), dtype=np.int64)
+    mask = np.zeros((T, B), dtype=bool)
+    for j, s in enumerate(seqs):
+        n = len(s.grip)
+        views[:n, j], cond[:n, j], position[:n, j] = s.views, s.cond, s.position
+        rot[:n, j], grip[:n, j], coll[:n, j], mask[:n, j] = s.rot, s.grip, s.coll, True
+    first = ~mask
+    first[0] = True
+    heat = heatmap_targets(position.reshape(-1, 3), agent.workspace, agent.config.heatmap_sigma).reshape(T, B, 3, G, G)
+    t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    return {"views": t(views), "cond": t(cond), "first": t(first), "mask": t(mask),
+            "targets": {"heatmap": t(heat), "position": t(position), "rot": t(rot), "grip": t(grip), "coll": t(coll)}}

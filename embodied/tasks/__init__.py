@@ -1,8 +1,9 @@
 """Episode logic: registered gymnasium tasks with habitat-style measures."""
 from embodied.tasks.config import (SENSORS, BalletConfig, FastMapConfig, HouseholdConfig, NavConfig, RoomBalletConfig,
                                    TaskConfig, register_configs)
-from embodied.tasks.registry import (MEASURES, STEP_SELECTORS, TASKS, EpisodeOverError, ObservationError, TaskEnv,
-                                     make_env, register_measure, register_step_selector, register_task)
+from embodied.tasks.registry import (DEMO_SOURCES, MEASURES, STEP_SELECTORS, TASKS, DemoSource, EpisodeOverError,
+                                     ObservationError, TaskEnv, demo_source, make_env, register_demo_source,
+                                     register_measure, register_step_selector, register_task)
 from embodied.tasks import measures as _measures  # noqa: F401  (registers measures)
 from embodied.tasks import nav as _nav  # noqa: F401  (registers nav tasks)
 from embodied.tasks import ballet as _ballet  # noqa: F401  (registers ballet tasks)
@@ -19,5 +20,5 @@ def oracle_action(env) -> int:
 
 
 __all__ = ["SENSORS", "TaskConfig", "NavConfig", "BalletConfig", "RoomBalletConfig", "FastMapConfig", "HouseholdConfig", "register_configs", "MEASURES", "TASKS", "make_env", "register_measure", "register_task",
-           "STEP_SELECTORS", "register_step_selector", "TaskEnv", "EpisodeOverError", "ObservationError",
+           "STEP_SELECTORS", "register_step_selector", "DEMO_SOURCES", "DemoSource", "demo_source", "register_demo_source", "TaskEnv", "EpisodeOverError", "ObservationError",
            "MEASURE_NAMES", "EpisodeError", "NavEnv", "oracle_action"]

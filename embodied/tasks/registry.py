@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import gymnasium as gym
@@ -14,6 +15,34 @@ MEASURES: dict[str, type] = {}
 # Named boolean masks over a batch of a task's observations ([..., *shape] arrays or tensors -> [...]):
 # the steps a trainer may weight up (behaviour cloning's `upweight`), e.g. fast-mapping's instruction phase.
 STEP_SELECTORS: dict[str, Callable] = {}
+
+
+@dataclass(frozen=True)
+class DemoSource:
+    """How a task family records and reads its demonstrations, where they are not recorded through
+    the vector envs with `oracle_action()` (embodied.train.bc): MemoryBench's keyframe expert.
+
+    record(task_cfg, n, data_dir, noise, copy, progress) -> Path: an episode file of the first `n`
+    train demos (noise > 0: the DART copy `copy`, executed `noise` metres off target); an existing
+    file of the same name is reused. read(path) -> episodes; a file of other demonstrations is one
+    line naming it."""
+
+    record: Callable
+    read: Callable
+
+
+DEMO_SOURCES: dict[str, DemoSource] = {}  # task-name prefix (family/) -> its source
+
+
+def register_demo_source(prefix: str, record: Callable, read: Callable) -> None:
+    if prefix in DEMO_SOURCES:
+        raise ValueError(f"demo source for {prefix!r} already registered")
+    DEMO_SOURCES[prefix] = DemoSource(record, read)
+
+
+def demo_source(task_name: str) -> DemoSource | None:
+    """The demo source of a task's family, or None (demos come from its envs' oracle)."""
+    return next((s for prefix, s in DEMO_SOURCES.items() if str(task_name).startswith(prefix)), None)
 
 
 def register_task(name: str) -> Callable[[type], type]:

@@ -16,7 +16,6 @@ import sys
 from embodied.config import InputError
 from embodied.train.config import TRAINERS, TrainConfig, register_trainer
 from embodied.train import run as _run  # noqa: F401,E402  (registers the ppo and bc trainers)
-from embodied.train import keyframe as _keyframe  # noqa: F401,E402  (registers the keyframe trainer)
 
 
 def _task_function(cfg) -> dict:

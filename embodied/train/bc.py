@@ -20,6 +20,16 @@ With `beta=1` and `aggregate=false`, the same rounds become "new expert episodes
 each round trains on episodes it has never seen (new layouts and names), so the agent cannot
 memorise the demonstrations (the fast-mapping recipe, docs/fastmap.md).
 
+Agents with their own data pipeline plug in through hooks (embodied/agents/keyframe.py): a task
+family that records its demos itself registers a demo source (embodied.tasks.DemoSource: MemoryBench's
+keyframe expert, with `dart_copies` noisy copies), and the agent turns episodes into training
+sequences (`prepare_imitation`), batches (`imitation_batch`, with `aug_shift`), a loss
+(`imitation_loss`) and in-training rollouts (`imitation_rollouts`). With `dagger_steps=0` the rounds
+collect nothing: each re-trains on the demos, so `dagger_rounds + 1` rounds of one epoch are epochs
+with a checkpoint (and an evaluation) after each. `optimizer`, `weight_decay`, `warmup_steps` and
+`lr_schedule=cosine` (linear warmup, then cosine decay to lr/20 over the run's gradient steps,
+counted from the demonstrations) serve both.
+
 Options for tasks where a few steps decide the episode: `upweight` names a step selector
 registered by the task (embodied.tasks.STEP_SELECTORS) whose steps weigh `upweight_factor` in
 the loss; `freeze` keeps parameters (by name prefix) at their initial values.
@@ -66,7 +76,8 @@ class BCConfig:
     dagger_rounds: int = 0
     """DAgger rounds after the initial BC round (needs an env with oracle_action)."""
     dagger_steps: int = 1024
-    """Env steps (over all envs) collected per DAgger round."""
+    """Env steps (over all envs) collected per DAgger round; 0 = none: every round re-trains on the
+    demonstrations (rounds are then epochs with a checkpoint after each)."""
     beta: float = 0.5
     """Probability of executing the oracle's action in the first DAgger round."""
     beta_decay: float = 0.5
@@ -96,6 +107,25 @@ class BCConfig:
     losses: dict[str, float] = field(default_factory=dict)
     """Imitation losses added to the cross-entropy, {name: weight} (embodied/agents/imitation.py,
     e.g. counterfactual: 1.0)."""
+    optimizer: str = "adam"
+    """adam | adamw (decoupled weight decay)."""
+    weight_decay: float = 0.0
+    """Weight decay (adamw; adam adds it to the gradient)."""
+    lr_schedule: str = "constant"
+    """constant | cosine: after `warmup_steps`, cosine decay to lr/20 over the run's gradient steps
+    ((dagger_rounds + 1) x epochs x batches of the demonstrations)."""
+    warmup_steps: int = 0
+    """Gradient steps of linear learning-rate warmup from lr/warmup_steps."""
+    eval_every: int = 1
+    """Rounds between the evaluations of `eval_episodes` (the last round is always evaluated)."""
+    dart_copies: int = 0
+    """Extra copies of the demos recorded with execution noise by the task's demo source (DART,
+    Laskey et al. 2017: labels stay the expert's); tasks with a demo source only (MemoryBench)."""
+    dart_noise: float = 0.02
+    """Std of the DART execution noise (MemoryBench: metres, clipped to 2 std)."""
+    aug_shift: int = 0
+    """Translation augmentation of agents whose batches support it (agent=keyframe): each sequence
+    shifted by up to this many voxels in x and y; 0 = off."""
 
     def validate(self, num_envs: int = 1) -> "BCConfig":
         check(self.name == "bc", "trainer.name", f"{self.name!r}; allowed: bc")
@@ -107,7 +137,7 @@ class BCConfig:
         check(self.aux_coef >= 0, "trainer.aux_coef", f"{self.aux_coef}; allowed: >= 0")
         check(self.record_episodes >= 1, "trainer.record_episodes", f"{self.record_episodes}; allowed: >= 1")
         check(self.dagger_rounds >= 0, "trainer.dagger_rounds", f"{self.dagger_rounds}; allowed: >= 0")
-        check(self.dagger_steps >= 1, "trainer.dagger_steps", f"{self.dagger_steps}; allowed: >= 1")
+        check(self.dagger_steps >= 0, "trainer.dagger_steps", f"{self.dagger_steps}; allowed: >= 0 (0: no new episodes)")
         check(0 <= self.beta <= 1, "trainer.beta", f"{self.beta}; allowed: [0, 1]")
         check(0 <= self.beta_decay <= 1, "trainer.beta_decay", f"{self.beta_decay}; allowed: [0, 1]")
         check(self.eval_episodes >= 0, "trainer.eval_episodes", f"{self.eval_episodes}; allowed: >= 0")
@@ -121,7 +151,25 @@ class BCConfig:
                   f"unknown imitation loss; allowed: {', '.join(sorted(IMITATION_LOSSES))}")
             check(weight >= 0 and math.isfinite(weight), f"trainer.losses.{name}", f"{weight}; allowed: a weight >= 0")
         check(len(self.losses) <= 1, "trainer.losses", f"{dict(self.losses)}; allowed: at most one loss")
+        check(self.optimizer in OPTIMIZERS, "trainer.optimizer", f"{self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+        check(self.weight_decay >= 0 and math.isfinite(self.weight_decay), "trainer.weight_decay",
+              f"{self.weight_decay}; allowed: >= 0")
+        check(self.lr_schedule in ("constant", "cosine"), "trainer.lr_schedule",
+              f"{self.lr_schedule!r}; allowed: constant, cosine")
+        check(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, "trainer.warmup_steps",
+              f"{self.warmup_steps}; allowed: >= 0")
+        check(isinstance(self.eval_every, int) and self.eval_every >= 1, "trainer.eval_every",
+              f"{self.eval_every}; allowed: >= 1")
+        check(isinstance(self.dart_copies, int) and self.dart_copies >= 0, "trainer.dart_copies",
+              f"{self.dart_copies}; allowed: an integer >= 0")
+        check(self.dart_noise > 0 and math.isfinite(self.dart_noise), "trainer.dart_noise",
+              f"{self.dart_noise}; allowed: > 0")
+        check(isinstance(self.aug_shift, int) and self.aug_shift >= 0, "trainer.aug_shift",
+              f"{self.aug_shift}; allowed: >= 0")
         return self
+
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
 # --- dataset ------------------------------------------------------------------------------------
@@ -191,7 +239,12 @@ def freeze_parameters(agent: torch.nn.Module, prefixes: list[str]) -> list[str]:
 
 
 class BehaviourCloning:
-    def __init__(self, agent: torch.nn.Module, cfg: BCConfig, ctx: DistContext | None = None, seed: int = 0):
+    """The imitation engine of every task: minibatches of whole sequences, the loss (the agent's
+    `imitation_loss` where it has one), clipping, the optimizer and the learning-rate schedule.
+    `total_steps`: the run's gradient steps, for lr_schedule=cosine."""
+
+    def __init__(self, agent: torch.nn.Module, cfg: BCConfig, ctx: DistContext | None = None, seed: int = 0,
+                 total_steps: int | None = None):
         self.agent = agent
         self.cfg = cfg
         self.ctx = ctx or DistContext()
@@ -200,20 +253,47 @@ class BehaviourCloning:
         self.selector = STEP_SELECTORS[cfg.upweight] if cfg.upweight else None
         self.losses = {name: (IMITATION_LOSSES[name](), float(w)) for name, w in cfg.losses.items()}
         self.params = [p for p in agent.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
+        self.optimizer = OPTIMIZERS[cfg.optimizer](self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.schedule = None
+        if cfg.lr_schedule != "constant" or cfg.warmup_steps:
+            total = max(1, int(total_steps or 1))
+
+            def factor(step: int) -> float:
+                if step < cfg.warmup_steps:
+                    return (step + 1) / cfg.warmup_steps
+                if cfg.lr_schedule == "constant":
+                    return 1.0
+                progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+                return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+            self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.shuffle_gen = torch.Generator().manual_seed(seed)
         self.round = 0
         self.grad_steps = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "round": self.round, "grad_steps": self.grad_steps}
+        state = {"optimizer": self.optimizer.state_dict(), "round": self.round, "grad_steps": self.grad_steps}
+        if self.schedule is not None:
+            state["schedule"] = self.schedule.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.schedule is not None and "schedule" in state:
+            self.schedule.load_state_dict(state["schedule"])
         self.round = int(state["round"])
         self.grad_steps = int(state["grad_steps"])
 
+    def batch(self, sequences: list) -> dict[str, Any]:
+        hook = getattr(self.agent, "imitation_batch", None)
+        if hook is not None:
+            return hook(sequences, self.shuffle_gen, self.device, self.cfg.aug_shift)
+        return pad_batch(sequences, self.device)
+
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        hook = getattr(self.agent, "imitation_loss", None)
+        if hook is not None:
+            return hook(batch)
         B = batch["actions"].shape[1]
         labels = batch.get("labels")
         if (self.losses or self.cfg.labels) and labels is None:
@@ -265,7 +345,7 @@ class BehaviourCloning:
             for a in range(0, len(order), self.cfg.batch_episodes):
                 if should_stop():
                     return {k: v / n for k, v in sums.items()} if n else last
-                batch = pad_batch([sequences[i] for i in order[a:a + self.cfg.batch_episodes]], self.device)
+                batch = self.batch([sequences[i] for i in order[a:a + self.cfg.batch_episodes]])
                 loss, stats = self.loss(batch)
                 if not torch.isfinite(loss):
                     raise NonFiniteError(f"behaviour cloning step {self.grad_steps}: loss is {loss.item()}")
@@ -274,6 +354,8 @@ class BehaviourCloning:
                 all_reduce_gradients(self.params, self.ctx)
                 torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
                 self.optimizer.step()
+                if self.schedule is not None:
+                    self.schedule.step()
                 self.grad_steps += 1
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v

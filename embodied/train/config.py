@@ -7,7 +7,7 @@ calls before composing, so an unknown key fails at composition; value checks run
 
 Trainers are registered by name (`register_trainer`, as tasks and memories are) with their schema and
 the function that runs them; `trainer.name` selects one. Importing embodied.train registers the
-built-in ones: ppo and bc (embodied.train.run), keyframe (embodied.train.keyframe).
+built-in ones: ppo and bc (embodied.train.run; bc is the imitation trainer of every task).
 The `task` and `memory` groups have one schema per task family (embodied.tasks.config) and per memory
 (its options dataclass), stored as `task/<family>_schema` and `memory/<name>_schema`; their values are
 validated by their own layers (TaskConfig.from_any, build_memory), as the agent's (AgentConfig).
@@ -66,8 +66,8 @@ class TrainConfig:
     agent: Any = MISSING
     """Agent options (configs/agent/; schema embodied.agents.AgentConfig)."""
     trainer: Any = MISSING
-    """Trainer: ppo (configs/trainer/ppo.yaml, PPOConfig), bc (configs/trainer/bc.yaml, BCConfig) or keyframe
-    (configs/trainer/keyframe.yaml, KeyframeTrainerConfig; selected by agent=keyframe)."""
+    """Trainer: ppo (configs/trainer/ppo.yaml, PPOConfig) or bc (configs/trainer/bc.yaml, BCConfig;
+    selected by agent=keyframe)."""
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     """Metric logging: jsonl or wandb (configs/logger/)."""
     seed: int = 0
@@ -136,6 +136,8 @@ def logger_config(cfg: DictConfig) -> LoggerConfig:
 
 
 def validate_train_config(cfg: DictConfig) -> None:
+    from embodied.agents import AGENT_KINDS
+
     """One-line ConfigError for the first bad value of the run-level keys and the trainer/logger."""
     check(cfg.device in DEVICES, "device", f"{cfg.device!r}; allowed: {', '.join(DEVICES)}")
     check(isinstance(cfg.num_envs, int) and cfg.num_envs >= 1, "num_envs", f"{cfg.num_envs}; allowed: >= 1")
@@ -148,5 +150,9 @@ def validate_train_config(cfg: DictConfig) -> None:
     check(bool(cfg.run_dir), "run_dir", "empty; allowed: a directory path")
     check(cfg.seed >= 0, "seed", f"{cfg.seed}; allowed: >= 0")
     check("name" in cfg.memory, "memory.name", "missing; allowed: a memory config with a name key")
+    kind = str((cfg.get("agent") or {}).get("name"))
+    check(kind not in AGENT_KINDS or cfg.trainer.get("name") == "bc", "trainer",
+          f"{cfg.trainer.get('name')} with agent={kind}, which learns by imitation; allowed: trainer=bc "
+          "(e.g. +experiment=memorybench_membank)")
     trainer_config(cfg)
     logger_config(cfg)

@@ -1,8 +1,9 @@
 """`embodied train`: build envs + agent from the config, run PPO or BC, checkpoint, resume, log.
 
 The trainer is the one `trainer.name` selects from the registry (embodied.train.config.TRAINERS):
-ppo and bc are registered here (`train_on_envs` runs both around their loops), keyframe in
-embodied.train.keyframe. Envs, agents and checkpoints are built and read through embodied.loading.
+ppo and bc are registered here (`train_on_envs` runs both around their loops); bc is the one imitation
+trainer of every task (MemoryBench's keyframe agent included, through its hooks: embodied.train.bc).
+Envs, agents and checkpoints are built and read through embodied.loading.
 
 Resume and determinism. All randomness of update k (action sampling, minibatch order, DAgger
 mixing) is reseeded from (seed, rank, k) at the start of the update, so it does not depend on how
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import logging
 import random
 import sys
@@ -42,7 +44,9 @@ from embodied.config import ConfigError, InputError, check, provenance
 from embodied.loading import build_agent_from_config, env_spaces, load_model_state, make_envs
 from embodied.tasks.episodes import episode_files, read_episodes, write_episodes
 from embodied.train import distributed as dist_utils
-from embodied.train.bc import BCConfig, BehaviourCloning, collect_labelled, iter_rounds, summarize_measures
+from embodied.tasks import demo_source
+from embodied.train.bc import (BCConfig, BehaviourCloning, collect_labelled, iter_rounds, split_sequences,
+                               summarize_measures)
 from embodied.train.checkpoint import (CheckpointManager, NonFiniteError, RunDirError, RunDirLock, atomic_write_text,
                                        capture_rng, remove_stale_temp_files, restore_rng, write_error)
 from embodied.train.config import TRAINERS, logger_config, register_trainer, trainer_config, validate_train_config
@@ -387,24 +391,41 @@ def _ppo_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config,
             "update": trainer.update_index, "env_steps": trainer.env_steps}
 
 
+def _demonstrations(cfg, ctx, envs, bcfg, data_dir: Path, progress: bool) -> list:
+    """Round 0's demonstrations: `trainer.demos`, or recorded into run_dir/data: by the task's demo
+    source where it has one (plus `dart_copies` noisy copies), else by the envs' oracle."""
+    source = demo_source(str(cfg.task.name))
+    if source is not None:
+        task = OmegaConf.to_container(cfg.task, resolve=True)
+        files = [bcfg.demos] if bcfg.demos else [source.record(task, bcfg.record_episodes, data_dir, 0.0, 0, progress)]
+        files += [source.record(task, bcfg.record_episodes, data_dir, bcfg.dart_noise, c, progress)
+                  for c in range(bcfg.dart_copies)]
+        return [e for f in files for e in source.read(f)]
+    if bcfg.demos:
+        return read_episodes(bcfg.demos, action_shape=())  # discrete actions
+    shard = data_dir / "demos.npz"
+    if not shard.exists():
+        rng = np.random.default_rng(derived_seed(cfg.seed, 0, 4))
+        episodes, _ = collect_labelled(envs, None, ctx.device, steps=10**9, beta=1.0, rng=rng,
+                                       seed=training_episode_seed(cfg.seed, 0, 5),
+                                       max_episodes=bcfg.record_episodes, labels=bcfg.labels)
+        write_episodes(shard, episodes)
+    return read_episodes(shard)
+
+
 def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, progress) -> dict[str, Any]:
     bcfg = trainer_config(cfg)
-    bc = BehaviourCloning(agent, bcfg, ctx, seed=cfg.seed)
+    data_dir = Path(cfg.run_dir) / "data"
+    base = _demonstrations(cfg, ctx, envs, bcfg, data_dir, ctx.is_main and not cfg.quiet)
+    prepare = getattr(agent, "prepare_imitation", None)  # e.g. keyframe: rendered views, cached in data/
+    if prepare is not None:
+        base = prepare(base, data_dir, ctx.is_main and not cfg.quiet)
+    batches = math.ceil(len(split_sequences(base, bcfg.seq_len)) / bcfg.batch_episodes)
+    bc = BehaviourCloning(agent, bcfg, ctx, seed=cfg.seed,
+                          total_steps=(bcfg.dagger_rounds + 1) * bcfg.epochs * batches)
     if ckpt is not None:
         bc.load_state_dict(ckpt["trainer"])
         restore_rng(ckpt["rng"])
-    data_dir = Path(cfg.run_dir) / "data"
-    if bcfg.demos:
-        base = read_episodes(bcfg.demos, action_shape=())  # discrete actions
-    else:
-        shard = data_dir / "demos.npz"
-        if not shard.exists():
-            rng = np.random.default_rng(derived_seed(cfg.seed, 0, 4))
-            episodes, _ = collect_labelled(envs, None, ctx.device, steps=10**9, beta=1.0, rng=rng,
-                                           seed=training_episode_seed(cfg.seed, 0, 5),
-                                           max_episodes=bcfg.record_episodes, labels=bcfg.labels)
-            write_episodes(shard, episodes)
-        base = read_episodes(shard)
     metrics: dict[str, Any] = {}
     last_path = manager.latest_path if ckpt is not None else None
 
@@ -424,7 +445,7 @@ def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, 
             seed_everything(derived_seed(cfg.seed, 0, r, 2))
             bc.shuffle_gen.manual_seed(derived_seed(cfg.seed, 0, r, 3))
             round_metrics: dict[str, Any] = {}
-            if r > 0:
+            if r > 0 and bcfg.dagger_steps > 0:
                 beta = dict(iter_rounds(bcfg))[r]
                 rng = np.random.default_rng(derived_seed(cfg.seed, 0, r, 4))
                 agent.eval()
@@ -438,15 +459,21 @@ def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, 
                 if beta < 1.0:  # with beta = 1 these are the oracle's own measures, not the learner's
                     round_metrics.update(summarize_measures(measures))
                 round_metrics.update(beta=beta, dagger_episodes=len(episodes))
-            data = dataset(r) if bcfg.aggregate or r == 0 else episodes
+            data = dataset(r) if bcfg.aggregate or r == 0 or bcfg.dagger_steps == 0 else episodes
             round_metrics.update(bc.fit(data, should_stop=lambda: flag.requested))
             if flag.requested:
                 return _preempted(flag, last_path, ctx, progress)
-            if bcfg.eval_episodes:
+            if bc.schedule is not None:
+                round_metrics["lr"] = bc.schedule.get_last_lr()[0]
+            if bcfg.eval_episodes and ((r + 1) % bcfg.eval_every == 0 or r == bcfg.dagger_rounds):
                 agent.eval()
-                _, measures = collect_labelled(envs, agent, ctx.device, 10**9, 0.0, np.random.default_rng(0),
-                                               seed=training_episode_seed(cfg.seed, 0, r, 6), max_episodes=bcfg.eval_episodes,
-                                               deterministic=True)
+                rollouts = getattr(agent, "imitation_rollouts", None)  # agents that act outside the vector envs
+                if rollouts is not None:
+                    measures = rollouts(OmegaConf.to_container(cfg.task, resolve=True), bcfg.eval_episodes)
+                else:
+                    _, measures = collect_labelled(envs, agent, ctx.device, 10**9, 0.0, np.random.default_rng(0),
+                                                   seed=training_episode_seed(cfg.seed, 0, r, 6),
+                                                   max_episodes=bcfg.eval_episodes, deterministic=True)
                 round_metrics.update(summarize_measures(measures))
             bc.round = r + 1
             metrics = {**round_metrics, "update": bc.round, "step": bc.grad_steps, "dataset_episodes": len(data),
@@ -485,8 +512,12 @@ def _bc_plan(cfg: DictConfig, ckpt: dict | None) -> tuple[str, int, str, int]:
     bcfg = trainer_config(cfg)
     if bcfg.demos:
         episode_files(bcfg.demos)  # a bad demo file is one line before the start lines and the env workers
+    check(bcfg.dart_copies == 0 or demo_source(str(cfg.task.name)) is not None, "trainer.dart_copies",
+          f"{bcfg.dart_copies}; allowed with {cfg.task.name}: 0 (its demos come from the envs' oracle, with no noisy copies)")
     rounds = bcfg.dagger_rounds + 1
-    return f"{rounds} rounds (BC, then DAgger)", rounds, "round", ckpt["trainer"]["round"] if ckpt is not None else 0
+    work = (f"{rounds} rounds (BC, then DAgger)" if bcfg.dagger_steps else
+            f"{rounds} rounds of {bcfg.epochs} epoch(s) on the demonstrations")
+    return work, rounds, "round", ckpt["trainer"]["round"] if ckpt is not None else 0
 
 
 def _bc_finished(cfg: DictConfig, ckpt: dict) -> str | None:

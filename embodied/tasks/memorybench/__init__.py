@@ -8,7 +8,7 @@ from embodied.config import ConfigError, check
 from embodied.tasks.memorybench.env import MAX_KEYFRAMES, MemoryBenchConfig, MemoryBenchEnv
 from embodied.tasks.memorybench.scene import CAMERAS, WORKSPACE
 from embodied.tasks.memorybench.tasks import TASK_CLASSES
-from embodied.tasks.registry import register_task
+from embodied.tasks.registry import register_demo_source, register_task
 
 TASK_NAMES = tuple(f"memorybench/{t}" for t in TASK_CLASSES)
 
@@ -19,6 +19,21 @@ def _register(short: str) -> type:
 
 
 ENV_CLASSES = {f"memorybench/{t}": _register(t) for t in TASK_CLASSES}
+
+
+def _record(task_cfg, n, data_dir, noise=0.0, copy=0, progress=True):
+    from embodied.tasks.memorybench.dataset import record_train_demos
+
+    return record_train_demos(task_cfg, n, data_dir, noise, copy, progress)
+
+
+def _read(path):
+    from embodied.tasks.memorybench.dataset import read_keyframe_demos
+
+    return read_keyframe_demos(path)
+
+
+register_demo_source("memorybench/", _record, _read)  # the keyframe expert's demos, not the envs' oracle
 
 
 def make_env(cfg, seed: int | None = None) -> MemoryBenchEnv:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embodied.tasks.episodes import Episode, write_episodes
+from embodied.tasks.episodes import Episode, read_episodes, write_episodes
 from embodied.tasks.memorybench.env import MemoryBenchConfig
 from embodied.tasks.memorybench.scene import CAMERAS
 
@@ -118,3 +118,33 @@ def demo_episode(d: dict, **facts) -> Episode:
             "actions": d["action"], "steps": {"keyframe_index": d["keyframe_index"]},
             "episode": {"seed": d["seed"], "variation": d["variation"], "instruction": d["instruction"],
                         "success": d["success"], **facts}}
+
+
+def record_train_demos(task_cfg, n: int, data_dir: Path, noise: float = 0.0, copy: int = 0,
+                       progress: bool = True) -> Path:
+    """The first `n` pinned train demos of a task config at its camera size, in `data_dir` (reused
+    when the file exists); noise > 0: DART copy `copy` (record_demo). Registered as MemoryBench's
+    demo source (embodied.tasks.registry.DemoSource)."""
+    from embodied.tasks.memorybench import task_short_name
+
+    name = str(task_cfg["name"])
+    image_size = int(task_cfg.get("width") or 128)
+    tag = f"_dart{noise:g}_{copy}" if noise > 0 else ""
+    out = Path(data_dir) / f"{task_short_name(name)}_train_{n}_{image_size}{tag}.npz"
+    if not out.exists():
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        write_demos(name, "train", n, out, image_size, progress, noise=noise, noise_seed=copy)
+    return out
+
+
+def read_keyframe_demos(path) -> list[Episode]:
+    """MemoryBench demonstrations of an episode file (or directory); a file of other demonstrations
+    (discrete actions, no proprio) is one line naming it."""
+    from embodied.config import ConfigError
+
+    episodes = read_episodes(path, action_shape=(9,))
+    for i, ep in enumerate(episodes):
+        if not {"proprio", "timestep"} <= set(ep["obs"]):
+            raise ConfigError(f"trainer.demos: {path}: episode {i} has obs {sorted(ep['obs'])}; allowed: "
+                              "MemoryBench keyframe demos (obs proprio, timestep) from `embodied demos`")
+    return episodes
