@@ -174,6 +174,15 @@ def test_eval_and_record_take_a_shipped_name_and_its_task(tmp_path, capsys):
     assert (tmp_path / "rec" / "episode_000.rrd").stat().st_size > 0
 
 
+def test_a_shipped_keyframe_policy_records_its_episode(tmp_path, capsys):
+    """agent=keyframe is not the recurrent Agent: record drives it keyframe by keyframe, memory reset
+    at the first one (one of the shipped MemoryBench models: each episode is seconds of physics)."""
+    name = next(n for n in SHIPPED if load_checkpoint(f"pretrained:{n}")["pretrained"]["task"].startswith("memorybench/"))
+    cli_main(["record", f"ckpt=pretrained:{name}", f"out={tmp_path / 'rec'}", "episodes=1", "quiet=true"])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert (tmp_path / "rec" / "episode_000.rrd").stat().st_size > 0 and "steps=" in line and "steps=0 " not in line
+
+
 def test_export_help_and_missing_keys(capsys):
     cli_main(["export", "--help"])
     assert "force" in capsys.readouterr().out

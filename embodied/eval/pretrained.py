@@ -31,7 +31,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from embodied.config import InputError, check, provenance
-from embodied.eval.report import chance, load_results, published_rows, training_record
+from embodied.eval.report import chance, load_results, published_rows, success_of, training_record
 from embodied.loading import quantize
 
 MAX_BYTES = 5 * 1024 * 1024  # a shipped file stays small enough for the repository and the wheel
@@ -65,12 +65,12 @@ def evaluation_figure(path: str | Path, training: dict, task: str) -> dict[str, 
     found = [r for r in same if r.get("task") == task] or (same if len(same) == 1 else [])
     check(bool(found), "eval", f"{path} has no result for {task}; allowed: the `embodied eval` JSON of this checkpoint "
           f"(on {task}, or on one other {family} task)")
-    theirs = ((report.get("training") or {}).get("provenance") or {})
+    theirs = ((report.get("training") or found[0].get("training") or {}).get("provenance") or {})
     ours = training.get("provenance") or {}
     check(not theirs or not ours or (theirs.get("commit"), theirs.get("date")) == (ours.get("commit"), ours.get("date")),
           "eval", f"{path} evaluated a checkpoint of another run (started {theirs.get('date')}, this one {ours.get('date')})")
     prov = report.get("provenance") or {}
-    success = found[0]["success"]
+    success = success_of(found[0])  # MemoryBench rows pool their runs' episodes
     option = next((o.split("=", 1)[1] for o in shlex.split(prov.get("command") or "") if o.startswith("task=")), None)
     return {"file": str(path), "task": found[0].get("task", task), "success": success, "episodes": success.get("n"),
             # the `task=` the figure was evaluated with: a held-out level's name need not be a task YAML's path
@@ -190,7 +190,8 @@ def _model_config(cfg: DictConfig, name: str, record: dict) -> DictConfig:
     ckpt = str(resolve_checkpoint(f"pretrained:{name}")) if record["task"].startswith("memorybench/") else f"pretrained:{name}"
     pinned = dict(record.get("benchmark") or {"episodes": DEFAULT_EPISODES})
     sub = cfg.copy()
-    values = {**pinned, "suite": None, "ckpt": ckpt, "task": load_task_config(task_option(record)),
+    # runs=1: MemoryBench's runs repeat the same episodes (deterministic simulation and policy)
+    values = {**pinned, "runs": 1, "suite": None, "ckpt": ckpt, "task": load_task_config(task_option(record)),
               "episodes": min(int(pinned.get("episodes", DEFAULT_EPISODES)), int(cfg.episodes)),
               "out": str(Path(cfg.out or "runs/pretrained") / f"{name}.json")}
     for key, value in values.items():

@@ -119,7 +119,7 @@ def memory_record(memory, timer: MemoryTimer | None) -> dict[str, Any]:
 
 # --- reading result files --------------------------------------------------------------------------
 
-def _success(result: dict) -> dict[str, float] | None:
+def success_of(result: dict) -> dict[str, float] | None:
     """{mean, ci_low, ci_high, n} of a result row; MemoryBench rows pool their runs' episodes."""
     if isinstance(result.get("success"), dict):
         return result["success"]
@@ -146,7 +146,7 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
             raise InputError(f"{path}: not an `embodied eval` report (no `results` list)")
         training = report.get("training") or {}
         for result in report["results"]:
-            success = _success(result)
+            success = success_of(result)
             if success is None:
                 continue
             rows.append({"file": path.name, "task": str(result.get("task")),

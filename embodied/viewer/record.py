@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 from embodied.config import check
 from embodied.tasks import make_env
 from embodied.viewer.play import refuse_overwrite
-from embodied.viewer.recording import AgentPolicy, OraclePolicy, RandomPolicy, record_episode
+from embodied.agents import Agent
+from embodied.viewer.recording import AgentPolicy, KeyframePolicy, OraclePolicy, RandomPolicy, record_episode
 from embodied.viewer.stream import sync
 
 POLICIES = ("oracle", "random")
@@ -33,6 +34,8 @@ def checkpoint_policy(ckpt_path: str, task: dict, device: str = "cpu", determini
     env = make_env(task)
     agent = build_agent_from_config(ckpt["config"], env.observation_space, env.action_space, device)
     load_model_state(agent, ckpt["model"], ckpt_path)
+    if not isinstance(agent, Agent):  # agent=keyframe: keyframe actions from its own observation pipeline
+        return KeyframePolicy(agent, device=device), env
     return AgentPolicy(agent, deterministic=deterministic, device=device), env
 
 

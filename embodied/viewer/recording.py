@@ -665,6 +665,28 @@ class RandomPolicy:
         return PolicyOutput(self.rng.uniform(space.low, space.high).astype(space.dtype))  # continuous (keyframe) actions
 
 
+class KeyframePolicy:
+    """A trained keyframe agent (MemoryBench) on one env: its 9-d keyframe action each step, the
+    memory bank reset at the episode's first keyframe, as in evaluation."""
+
+    name = "checkpoint"
+
+    def __init__(self, agent, device="cpu"):
+        import torch
+
+        self.agent = agent.eval()
+        self.device = torch.device(device)
+        self.state, self.first = None, True
+
+    def reset(self, env) -> None:
+        self.state, self.first = self.agent.initial_state(1, self.device), True
+
+    def act(self, obs, env) -> PolicyOutput:
+        action, self.state, _ = self.agent.act(obs, self.state, first=self.first)
+        self.first = False
+        return PolicyOutput(np.asarray(action))
+
+
 class AgentPolicy:
     """A trained Agent on one env: its action, value and memory introspection at every step."""
 
