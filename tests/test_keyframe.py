@@ -181,6 +181,10 @@ def test_bc_trains_the_keyframe_agent_with_a_checkpoint_per_round_and_resumes_ex
         torch.testing.assert_close(ma[k], mb[k])
     lines = (b_dir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2  # the rolled-back round's line was replaced, not duplicated
+    from embodied.eval.memorybench import load_keyframe_policy
+
+    agent, config = load_keyframe_policy(tmp_path / "a" / "latest.pt", torch.device("cpu"))  # what eval loads
+    assert config["trainer"]["name"] == "bc" and isinstance(agent, KeyframeAgent)
 
 
 def test_keyframe_agent_on_another_family_or_with_ppo_is_one_line(tmp_path):

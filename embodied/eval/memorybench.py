@@ -49,7 +49,7 @@ def load_keyframe_policy(path: Path, device: torch.device):
 
     ckpt = load_checkpoint(path, map_location=device)
     config = ckpt["config"]
-    check(str(config.get("trainer", {}).get("name")) == "keyframe", "ckpt",
+    check(str((config.get("agent") or {}).get("name")) == "keyframe", "ckpt",
           f"{path} was not trained with agent=keyframe; allowed: a keyframe checkpoint")
     agent = build_keyframe_agent(config["agent"], WORKSPACE, config["memory"], config["task"]["name"]).to(device)
     load_model_state(agent, ckpt["model"], path)

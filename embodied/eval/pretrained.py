@@ -184,10 +184,8 @@ def _model_config(cfg: DictConfig, name: str, record: dict) -> DictConfig:
     """The eval config of one shipped model: `task=<its task> ckpt=pretrained:<name>` and its pinned
     episodes (at most `cfg.episodes`), the rest (seed, num_envs, device, ...) from `cfg`."""
     from embodied.eval.runner import load_task_config
-    from embodied.loading import resolve_checkpoint
 
-    # MemoryBench's runner takes a checkpoint file (it expands TASK in paths), the others the name
-    ckpt = str(resolve_checkpoint(f"pretrained:{name}")) if record["task"].startswith("memorybench/") else f"pretrained:{name}"
+    ckpt = f"pretrained:{name}"  # every runner resolves it (MemoryBench's too)
     pinned = dict(record.get("benchmark") or {"episodes": DEFAULT_EPISODES})
     sub = cfg.copy()
     # runs=1: MemoryBench's runs repeat the same episodes (deterministic simulation and policy)
@@ -243,7 +241,9 @@ def evaluate_pretrained(cfg: DictConfig, env_factory=None) -> dict[str, Any]:
 def format_pretrained_table(rows: list[dict], names: dict[str, str], records: dict[str, dict]) -> str:
     """model, task, memory, episodes, success [95% CI], chance and the figure the model was shipped
     with; then the published rows of each family with their sources."""
-    header = (f"{'model':<16} {'task':<20} {'memory':<8} {'episodes':>8}  {'success [95% CI]':<19} {'chance':>6}"
+    wm = max([16, *(len(names[r["file"]]) for r in rows)])  # columns as wide as their longest entry
+    wt = max([20, *(len(r["task"]) for r in rows)])
+    header = (f"{'model':<{wm}} {'task':<{wt}} {'memory':<8} {'episodes':>8}  {'success [95% CI]':<19} {'chance':>6}"
               f"  shipped with")
     lines = [header, "-" * len(header)]
     for r in rows:
@@ -251,7 +251,7 @@ def format_pretrained_table(rows: list[dict], names: dict[str, str], records: di
         s, c = r["success"], chance(r["family"], r["task"])
         figure = record.get("evaluation")
         shipped = f"{figure['success']['mean']:.2f} on {figure['episodes']}" if figure else "-"
-        lines.append(f"{names[r['file']]:<16} {r['task']:<20} {str(record.get('memory')):<8} {r['episodes']:>8}  "
+        lines.append(f"{names[r['file']]:<{wm}} {r['task']:<{wt}} {str(record.get('memory')):<8} {r['episodes']:>8}  "
                      f"{s['mean']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]{'':<3} "
                      f"{'-' if c is None else f'{c:.2f}':>6}  {shipped}")
     for family in sorted({r["family"] for r in rows}):
