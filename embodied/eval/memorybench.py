@@ -43,15 +43,14 @@ def _checkpoint_for(ckpt_arg: str, task_name: str) -> Path | None:
 
 def load_keyframe_policy(path: Path, device: torch.device):
     """(agent, training config) of a keyframe checkpoint."""
-    from embodied.agents.keyframe import build_keyframe_agent
+    from embodied.agents.keyframe import build_from_run_config
     from embodied.loading import load_checkpoint, load_model_state
-    from embodied.tasks.memorybench import WORKSPACE
 
     ckpt = load_checkpoint(path, map_location=device)
     config = ckpt["config"]
     check(str((config.get("agent") or {}).get("name")) == "keyframe", "ckpt",
           f"{path} was not trained with agent=keyframe; allowed: a keyframe checkpoint")
-    agent = build_keyframe_agent(config["agent"], WORKSPACE, config["memory"], config["task"]["name"]).to(device)
+    agent = build_from_run_config(config).to(device)
     load_model_state(agent, ckpt["model"], path)
     agent.eval()
     return agent, config

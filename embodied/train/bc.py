@@ -268,6 +268,9 @@ class BehaviourCloning:
 
             self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.shuffle_gen = torch.Generator().manual_seed(seed)
+        # agents with their own data pipeline (keyframe): their batches and loss
+        self.batch_hook = getattr(agent, "imitation_batch", None)
+        self.loss_hook = getattr(agent, "imitation_loss", None)
         self.round = 0
         self.grad_steps = 0
 
@@ -285,15 +288,13 @@ class BehaviourCloning:
         self.grad_steps = int(state["grad_steps"])
 
     def batch(self, sequences: list) -> dict[str, Any]:
-        hook = getattr(self.agent, "imitation_batch", None)
-        if hook is not None:
-            return hook(sequences, self.shuffle_gen, self.device, self.cfg.aug_shift)
+        if self.batch_hook is not None:
+            return self.batch_hook(sequences, self.shuffle_gen, self.device, self.cfg.aug_shift)
         return pad_batch(sequences, self.device)
 
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        hook = getattr(self.agent, "imitation_loss", None)
-        if hook is not None:
-            return hook(batch)
+        if self.loss_hook is not None:
+            return self.loss_hook(batch)
         B = batch["actions"].shape[1]
         labels = batch.get("labels")
         if (self.losses or self.cfg.labels) and labels is None:
