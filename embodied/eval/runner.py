@@ -317,6 +317,10 @@ def evaluate(cfg: DictConfig, env_factory=None) -> dict[str, Any]:
 
     if is_household(cfg):  # symbolic agents with a persistent memory, no checkpoint: their own protocol
         return evaluate_household(cfg)
+    from embodied.eval.goat import evaluate_goat, is_goat
+
+    if is_goat(cfg):  # the scene-memory agent and its ablations on the same lifelong episodes
+        return evaluate_goat(cfg)
     policy = validate_eval_config(cfg)
     memorybench = cfg.suite == "memorybench" or (not cfg.suite and str(cfg.task.get("name", "")).startswith("memorybench/"))
     if memorybench:  # keyframe policies, pinned seeds, published rows: its own protocol

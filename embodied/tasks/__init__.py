@@ -1,11 +1,12 @@
 """Episode logic: registered gymnasium tasks with habitat-style measures."""
-from embodied.tasks.config import (SENSORS, BalletConfig, FastMapConfig, HouseholdConfig, NavConfig, RoomBalletConfig,
-                                   TaskConfig, register_configs)
+from embodied.tasks.config import (SENSORS, BalletConfig, FastMapConfig, GoatConfig, HouseholdConfig, NavConfig,
+                                   RoomBalletConfig, TaskConfig, register_configs)
 from embodied.tasks.registry import (DEMO_SOURCES, MEASURES, STEP_SELECTORS, TASKS, DemoSource, EpisodeOverError,
                                      ObservationError, TaskEnv, demo_source, make_env, register_demo_source,
                                      register_measure, register_step_selector, register_task)
 from embodied.tasks import measures as _measures  # noqa: F401  (registers measures)
 from embodied.tasks import nav as _nav  # noqa: F401  (registers nav tasks)
+from embodied.tasks import goat as _goat  # noqa: F401  (registers nav/goat)
 from embodied.tasks import ballet as _ballet  # noqa: F401  (registers ballet tasks)
 from embodied.tasks import room_ballet as _room_ballet  # noqa: F401  (registers room_ballet tasks)
 from embodied.tasks import fastmap as _fastmap  # noqa: F401  (registers fastmap tasks)
@@ -19,6 +20,6 @@ def oracle_action(env) -> int:
     return env.unwrapped.oracle_action()
 
 
-__all__ = ["SENSORS", "TaskConfig", "NavConfig", "BalletConfig", "RoomBalletConfig", "FastMapConfig", "HouseholdConfig", "register_configs", "MEASURES", "TASKS", "make_env", "register_measure", "register_task",
+__all__ = ["SENSORS", "TaskConfig", "NavConfig", "GoatConfig", "BalletConfig", "RoomBalletConfig", "FastMapConfig", "HouseholdConfig", "register_configs", "MEASURES", "TASKS", "make_env", "register_measure", "register_task",
            "STEP_SELECTORS", "register_step_selector", "DEMO_SOURCES", "DemoSource", "demo_source", "register_demo_source", "TaskEnv", "EpisodeOverError", "ObservationError",
            "MEASURE_NAMES", "EpisodeError", "NavEnv", "oracle_action"]

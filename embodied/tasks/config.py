@@ -22,7 +22,8 @@ from dataclasses import dataclass, field, fields
 
 from embodied.config import MOVED_KEYS, ConfigError, check
 
-SENSORS = ("rgb", "depth", "semantic")
+SENSORS = ("rgb", "depth", "semantic", "instance")
+GOAT_MODALITIES = ("category", "description", "image")  # how a nav/goat goal is given (embodied/tasks/goat.py)
 FASTMAP_MODES = ("room", "symbolic")
 ROOM_BALLET_WORLDS = ("grid", "apartment")
 
@@ -155,7 +156,8 @@ class RenderConfig(CameraConfig):
     """First-person views with a choice of sensors and look_up / look_down actions."""
 
     sensors: list[str] = field(default_factory=lambda: ["rgb", "depth"])
-    """Image sensors to render, a subset of rgb, depth, semantic."""
+    """Image sensors to render, a subset of rgb, depth, semantic, instance (object instance ids, 0 on
+    structure; navigation tasks only)."""
     max_depth: float = 10.0
     """Depth is clipped to this range, metres; misses read max_depth."""
     tilt_angle: float = 30.0
@@ -194,6 +196,7 @@ class NavConfig(RenderConfig, BodyConfig):
     """nav/pointnav, nav/objectnav, nav/multigoal (embodied/tasks/nav.py)."""
 
     family = "nav"
+    _num_goals_range = (1, 20)  # a class attribute, not a key
     name: str = "nav/pointnav"
     """nav/pointnav, nav/objectnav or nav/multigoal."""
     scenes: str = "train"
@@ -211,7 +214,7 @@ class NavConfig(RenderConfig, BodyConfig):
     turn_angle: float = 30.0
     """turn_left / turn_right angle, degrees."""
     num_goals: int = 3
-    """nav/multigoal: goals per episode, visited in order in the same scene (other tasks: one goal)."""
+    """nav/multigoal: goals per episode (1-20), visited in order in the same scene (other tasks: one goal)."""
     min_goal_distance: float = 1.0
     """Episodes sample start-goal pairs at least this geodesic distance apart, metres."""
     max_goal_distance: float = 12.0
@@ -238,13 +241,70 @@ class NavConfig(RenderConfig, BodyConfig):
         check(self.success_distance > 0, "task.success_distance", f"{self.success_distance}; allowed: > 0")
         check(self.forward_step > 0, "task.forward_step", f"{self.forward_step}; allowed: > 0")
         check(0 < self.turn_angle <= 180, "task.turn_angle", f"{self.turn_angle}; allowed: (0, 180]")
-        check(1 <= self.num_goals <= 20, "task.num_goals", f"{self.num_goals}; allowed: 1..20")
+        lo, hi = self._num_goals_range
+        check(lo <= self.num_goals <= hi, "task.num_goals", f"{self.num_goals}; allowed: {lo}..{hi}")
         check(0 <= self.min_goal_distance < self.max_goal_distance, "task.min_goal_distance",
               "allowed: 0 <= min_goal_distance < max_goal_distance")
         check(self.scene_cache >= 1, "task.scene_cache", f"{self.scene_cache}; allowed: >= 1")
         check(self.goal_pool >= 0, "task.goal_pool", f"{self.goal_pool}; allowed: >= 0")
         check(not (self.goal_pool and self.name != "nav/pointnav"), "task.goal_pool",
               f"{self.goal_pool} for {self.name}; allowed: 0, or task nav/pointnav")
+        return self
+
+
+@dataclass
+class GoatConfig(NavConfig):
+    """nav/goat (embodied/tasks/goat.py): a lifelong episode of `num_goals` object instances in one
+    scene (GOAT-Bench), each given as a category, a description or an image. The NavConfig keys keep
+    their meaning; max_steps defaults to num_goals * steps_per_goal."""
+
+    family = "goat"
+    _num_goals_range = (1, 10)
+    name: str = "nav/goat"
+    """nav/goat."""
+    sensors: list[str] = field(default_factory=lambda: ["rgb", "depth", "semantic", "instance"])
+    """Image sensors to render, a subset of rgb, depth, semantic, instance (the task renders instance
+    ids every step anyway, to know what the agent has seen)."""
+    width: int = 128
+    """Image width in pixels (128: small objects cover enough pixels to be detected from 3 m)."""
+    height: int = 128
+    """Image height in pixels."""
+    num_goals: int = 5
+    """Goals (object instances) per episode, 1-10, given one after another; the pose carries over."""
+    max_steps: int | None = None
+    """Steps before an episode is truncated; null = num_goals * steps_per_goal (never earlier than
+    the goals' budgets)."""
+    modalities: list[str] = field(default_factory=lambda: ["category", "description", "image"])
+    """How goals are given, a non-empty subset of category (any instance of the category counts),
+    description ("the red mug on the table in the kitchen": that instance) and image (a view of
+    that instance); each goal draws one uniformly."""
+    steps_per_goal: int = 300
+    """Step budget of each goal: when it runs out the goal fails and the next one begins (as
+    GOAT-Bench evaluates subtasks)."""
+    image_distance: float = 1.2
+    """Image goals are rendered from a navigable viewpoint about this far (+-0.5 m) from the
+    instance, facing it, metres."""
+    min_image_pixels: int = 15
+    """An image goal's instance covers at least this many pixels of its image; a goal without such a
+    viewpoint is given as a description instead."""
+
+    def validate(self) -> "GoatConfig":
+        derive = self.max_steps is None
+        if derive:
+            self.max_steps = 1  # a stand-in through NavConfig's checks; derived once the other keys are checked
+        try:
+            super().validate()
+        finally:
+            if derive:
+                self.max_steps = None
+        mods = self.modalities
+        check(bool(mods) and all(m in GOAT_MODALITIES for m in mods) and len(set(mods)) == len(mods),
+              "task.modalities", f"{mods}; allowed: a non-empty subset of {', '.join(GOAT_MODALITIES)}")
+        check(self.steps_per_goal >= 1, "task.steps_per_goal", f"{self.steps_per_goal}; allowed: >= 1")
+        check(self.image_distance > 0.5, "task.image_distance", f"{self.image_distance}; allowed: > 0.5")
+        check(self.min_image_pixels >= 1, "task.min_image_pixels", f"{self.min_image_pixels}; allowed: >= 1")
+        if derive:
+            self.max_steps = self.num_goals * self.steps_per_goal
         return self
 
 
@@ -340,6 +400,8 @@ class FastMapConfig(RenderConfig):
 
         super().validate()
         check(self.scenes in FASTMAP_MODES, "task.scenes", f"{self.scenes!r}; allowed: {', '.join(FASTMAP_MODES)}")
+        check("instance" not in self.sensors, "task.sensors",
+              f"{self.sensors}; allowed: a subset of rgb, depth, semantic")
         bad = [s for s in self.sensors if s != "rgb"]
         check(not (bad and self.scenes == "symbolic"), "task.sensors", f"{self.sensors}; allowed with "
               "task.scenes=symbolic: [rgb]")

@@ -69,6 +69,8 @@ class NavEnv(TaskEnv):
             obs["depth"] = spaces.Box(0.0, cfg.max_depth, (h, w, 1), np.float32)
         if "semantic" in cfg.sensors:
             obs["semantic"] = spaces.Box(0, len(self.classes) - 1, (h, w), np.int32)
+        if "instance" in cfg.sensors:  # item ids of the SceneSpec (0: structure or nothing)
+            obs["instance"] = spaces.Box(0, np.iinfo(np.int32).max, (h, w), np.int32)
         obs["pose"] = spaces.Box(-np.inf, np.inf, (4,), np.float32)
         obs.update(self.goal_space)
         self.observation_space = spaces.Dict(obs)
@@ -238,6 +240,13 @@ class NavEnv(TaskEnv):
     def _goal_observation(self) -> dict[str, np.ndarray]:
         return {}
 
+    # Images the task itself needs every step besides the agent's sensors (rendered in the same
+    # call, handed to `_saw`, not observed unless they are sensors too).
+    task_outputs: tuple[str, ...] = ()
+
+    def _saw(self, images: dict[str, np.ndarray]) -> None:
+        """Called with every step's rendered images (sensors + task_outputs) before they are observed."""
+
     def _camera(self) -> Camera:
         # One Camera per tilt: building and hashing a fresh one every step is a few percent of a frame.
         tilt = self.agent.tilt_deg
@@ -254,14 +263,19 @@ class NavEnv(TaskEnv):
 
     def _observe(self) -> dict[str, np.ndarray]:
         obs = {}
-        if self.cfg.sensors:
-            images = self._render_images(self.cfg.sensors)
-            if "rgb" in images:
+        sensors = self.cfg.sensors
+        outputs = tuple(sensors) + tuple(o for o in self.task_outputs if o not in sensors)
+        if outputs:
+            images = self._render_images(outputs)
+            self._saw(images)
+            if "rgb" in sensors:
                 obs["rgb"] = images["rgb"]
-            if "depth" in images:
+            if "depth" in sensors:
                 obs["depth"] = images["depth"][..., None]
-            if "semantic" in images:
+            if "semantic" in sensors:
                 obs["semantic"] = images["semantic"].astype(np.int32, copy=False)
+            if "instance" in sensors:
+                obs["instance"] = images["instance"].astype(np.int32, copy=False)
         obs["pose"] = self._relative_pose()
         obs.update(self._goal_observation())
         self._last_obs = obs

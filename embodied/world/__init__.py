@@ -9,6 +9,7 @@ from embodied.world.geometry import (
     load_mesh_scene,
 )
 from embodied.world.library import (
+    COLOUR_NAMES,
     FURNITURE_CATEGORIES,
     HELD_OUT_CATEGORIES,
     OBJECT_CATEGORIES,
@@ -16,6 +17,7 @@ from embodied.world.library import (
     build_exemplar,
     category_size_range,
     category_split,
+    colour_name,
     exemplar_split,
     sample_exemplar,
     semantic_classes,
@@ -24,10 +26,10 @@ from embodied.world.scenes import load_split, pinned_scene, scenes_root, split_n
 from embodied.world.spec import SCHEMA_VERSION, Door, Item, Room, SceneFormatError, SceneSpec, Wall
 
 __all__ = [
-    "FURNITURE_CATEGORIES", "HELD_OUT_CATEGORIES", "OBJECT_CATEGORIES", "RECEPTACLE_CATEGORIES",
+    "COLOUR_NAMES", "FURNITURE_CATEGORIES", "HELD_OUT_CATEGORIES", "OBJECT_CATEGORIES", "RECEPTACLE_CATEGORIES",
     "SCHEMA_VERSION", "STRUCTURE_CLASSES", "Door", "Item", "MeshPart", "Room", "SceneFormatError",
     "SceneGeometry", "SceneSpec", "Wall", "build_exemplar", "build_geometry", "category_size_range",
-    "category_split", "exemplar_split", "export_glb", "generate_apartment", "load_mesh_scene",
+    "category_split", "colour_name", "exemplar_split", "export_glb", "generate_apartment", "load_mesh_scene",
     "load_split", "pinned_scene", "sample_exemplar", "scenes_root", "semantic_classes", "split_names",
     "write_scenes",
 ]

@@ -1,0 +1,389 @@
+"""The 3D-Mem agent for nav/goat (docs/goat.md): a hierarchical agent over the scene memory.
+
+Every step it fuses the observation into its SceneMemory, asks a chooser for a memory snapshot's
+object (go there and stop) or a frontier (explore), and walks to the choice with the shortest-path
+follower on a grid built from its own occupancy map, never the simulator's. While the choice is a
+frontier it re-decides every step, as 3D-Mem re-queries its VLM; once it has chosen an object it
+walks there without re-deciding.
+
+Variants (the paper's comparison and its baselines, same episodes):
+- `kept`: memory persists across the goals of an episode (3D-Mem);
+- `cleared`: memory (objects, snapshots and map) wiped at every goal (3D-Mem's
+  `clear_up_memory_every_subtask`);
+- `frontier`: frontier exploration without snapshots - the map persists, but only objects in the
+  current view can be chosen.
+
+Choosers, one interface `choose(query, memory, snapshots, frontiers, pose) -> Choice`:
+- `ScriptedChooser`: matches the goal's category, description attributes or image to snapshot
+  objects; otherwise the nearest large frontier;
+- `VLMChooser`: an adapter for a user's own vision-language model (a callable taking a prompt
+  and images, returning "Snapshot i, Object j" or "Frontier i", as 3D-Mem's GOAT prompt asks).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from embodied.memory.scene import DETECTABLE, FREE, OCCUPIED, UNKNOWN, Frontier, SceneMemory, SceneMemoryConfig, Snapshot
+from embodied.render import Camera
+from embodied.sim import ACTIONS, NavAgent, NavigableGrid, ShortestPathFollower
+from embodied.tasks.goat import MODALITIES, decode
+from embodied.world import COLOUR_NAMES, FURNITURE_CATEGORIES, OBJECT_CATEGORIES, colour_name, semantic_classes
+
+VARIANTS = ("kept", "cleared", "frontier")
+ROOM_FURNITURE = {  # furniture that names a room, for "in the bedroom" (the memory knows no rooms)
+    "bedroom": ("bed", "nightstand", "wardrobe", "dresser"),
+    "kitchen": ("fridge", "stove", "counter"),
+    "bathroom": ("toilet", "bathtub", "sink"),
+    "living_room": ("sofa", "tv_stand", "coffee_table", "armchair"),
+    "office": ("desk",),
+}
+
+
+@dataclass
+class GoalQuery:
+    """What a goal asks for, read from the observation (no instance id)."""
+
+    modality: str
+    category: str
+    colour: str | None = None
+    receptacle: str | None = None
+    room: str | None = None
+    context: list = field(default_factory=list)  # other classes in a goal image
+
+    @classmethod
+    def from_observation(cls, obs: dict, classes: tuple[str, ...] | None = None) -> "GoalQuery":
+        modality = MODALITIES[int(np.asarray(obs["goal_modality"]).reshape(-1)[0])]
+        if modality == "category":
+            return cls(modality, OBJECT_CATEGORIES[int(np.asarray(obs["goal_category"]).reshape(-1)[0])])
+        if modality == "description":
+            words = decode(obs["goal_text"]).split()
+            category = next(w for w in words if w in OBJECT_CATEGORIES)
+            colour = next((w for w in words if w in COLOUR_NAMES), None)
+            receptacle = room = None
+            for a, b in zip(words, words[1:]):
+                if a == "the" and b in FURNITURE_CATEGORIES:
+                    receptacle = b
+                if a == "the" and b in ROOM_FURNITURE:
+                    room = b
+            return cls(modality, category, colour, receptacle, room)
+        # Image: the detector (semantic classes) run on the goal image; the object class covering
+        # most of the image's centre is the goal, the other detected classes its context.
+        classes = classes or semantic_classes()
+        sem = np.asarray(obs["goal_semantic"])
+        h, w = sem.shape
+        centre = sem[h // 4: 3 * h // 4, w // 4: 3 * w // 4]
+        counts = np.bincount(centre.ravel(), minlength=len(classes))
+        objects = [classes.index(c) for c in OBJECT_CATEGORIES]
+        best = max(objects, key=lambda k: counts[k])
+        mask = sem == best
+        rgb = np.asarray(obs["goal_image"])[mask].astype(np.float64).mean(0) / 255.0
+        present = set(np.unique(sem).tolist()) - {best}
+        context = sorted(classes[k] for k in present if classes[k] in DETECTABLE)
+        return cls(modality, classes[best], colour_name(rgb), None, None, context)
+
+    def relevant_classes(self) -> list[str]:
+        """Prefiltering's ranking (3D-Mem asks an LLM; here the goal's own classes come first)."""
+        out = [self.category]
+        out += [c for c in (self.receptacle, *self.context) if c and c not in out]
+        out += list(ROOM_FURNITURE.get(self.room, ()))
+        return out
+
+
+@dataclass
+class Choice:
+    kind: str  # "object" | "frontier" | "none"
+    index: int = -1  # snapshot frame id, or frontier index
+    object: int = -1  # object id in the memory
+    target: np.ndarray | None = None  # [2] xy
+
+
+class ScriptedChooser:
+    """Goal attributes matched against snapshot objects; else the frontier with the best size per
+    metre. A description goal needs its category and its colour or receptacle to match; an image
+    goal its category and colour; a category goal its category (the nearest instance)."""
+
+    def choose(self, query: GoalQuery, memory: SceneMemory, snapshots: list[Snapshot], frontiers: list[Frontier],
+               pose: np.ndarray, skip_frontiers: Callable[[Frontier], bool] = lambda f: False) -> Choice:
+        best, best_key = None, None
+        for snap in snapshots:
+            for oid in snap.objects:
+                obj = memory.objects[oid]
+                if obj.category != query.category:
+                    continue
+                score, needed = self._score(query, memory, obj)
+                if not needed:
+                    continue
+                dist = math.hypot(obj.position[0] - pose[0], obj.position[1] - pose[1])
+                key = (-score, dist, oid)
+                if best_key is None or key < best_key:
+                    best, best_key = Choice("object", snap.frame, oid, obj.position[:2].copy()), key
+        if best is not None:
+            return best
+        usable = [f for f in frontiers if not skip_frontiers(f)]
+        if not usable:
+            return Choice("none")
+        f = max(usable, key=lambda f: (min(f.size, 40) / (1.0 + math.hypot(*(f.centre - pose[:2]))), -f.id))
+        return Choice("frontier", f.id, -1, f.centre.copy())
+
+    @staticmethod
+    def _score(query: GoalQuery, memory: SceneMemory, obj) -> tuple[float, bool]:
+        if query.modality == "category":
+            return 0.0, True
+        colour = colour_similarity(query.colour, obj.colour_name)
+        receptacle = query.receptacle is not None and _receptacle(memory, obj) == query.receptacle
+        room = query.room is not None and _room(memory, obj) == query.room
+        context = 0.0
+        if query.context:
+            near = {o.category for o in memory.objects.values()
+                    if o.id != obj.id and math.hypot(*(o.position[:2] - obj.position[:2])) < 2.5}
+            context = len(near & set(query.context)) / len(query.context)
+        score = 2.0 * colour + 1.0 * receptacle + 0.5 * room + context
+        needed = colour > 0 or receptacle if query.modality == "description" else colour > 0
+        return score, bool(needed)
+
+
+_HUES = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink")
+
+
+def colour_similarity(a: str | None, b: str | None) -> float:
+    """1 for the same name, 0.5 for neighbours (white-gray, gray-black, adjacent hues), else 0:
+    shading and viewpoint move a rendered colour across a bin edge."""
+    if a is None or b is None:
+        return 0.0
+    if a == b:
+        return 1.0
+    if {a, b} in ({"white", "gray"}, {"gray", "black"}):
+        return 0.5
+    if a in _HUES and b in _HUES:
+        d = abs(_HUES.index(a) - _HUES.index(b))
+        return 0.5 if min(d, len(_HUES) - d) == 1 else 0.0
+    return 0.0
+
+
+def _receptacle(memory: SceneMemory, obj) -> str | None:
+    """The furniture under an object: the nearest furniture within 0.8 m when it is raised."""
+    if obj.position[2] < 0.25:
+        return None
+    best, dist = None, 0.8
+    for o in memory.objects.values():
+        if o.category in FURNITURE_CATEGORIES:
+            d = math.hypot(*(o.position[:2] - obj.position[:2]))
+            if d < dist:
+                best, dist = o.category, d
+    return best
+
+
+def _room(memory: SceneMemory, obj) -> str | None:
+    best, dist = None, 3.0
+    for o in memory.objects.values():
+        for room, names in ROOM_FURNITURE.items():
+            if o.category in names:
+                d = math.hypot(*(o.position[:2] - obj.position[:2]))
+                if d < dist:
+                    best, dist = room, d
+    return best
+
+
+class VLMChooser:
+    """Adapter for a user's own vision-language model; nothing downloads or ships with it.
+
+    `model(prompt: str, images: list[np.ndarray]) -> str` is any callable. The prompt follows
+    3D-Mem's GOAT prompt (shared/reference/round2-notes.md §1): the goal, then each "Snapshot i"
+    with its objects ("Object j: class"), then each "Frontier i"; images are the snapshots' frames
+    then the frontiers' (a frontier without a frame gets a black image). The reply must contain
+    "Snapshot i, Object j" or "Frontier i"; anything else raises ValueError naming the reply."""
+
+    def __init__(self, model: Callable[[str, list], str]):
+        self.model = model
+
+    def choose(self, query: GoalQuery, memory: SceneMemory, snapshots: list[Snapshot], frontiers: list[Frontier],
+               pose: np.ndarray, skip_frontiers: Callable[[Frontier], bool] = lambda f: False) -> Choice:
+        frontiers = [f for f in frontiers if not skip_frontiers(f)]
+        lines = [f"Task: find {_goal_text(query)}.",
+                 "Answer 'Snapshot i, Object j' to go to an object you have seen, or 'Frontier i' to explore."]
+        images = []
+        black = np.zeros((memory.camera.height, memory.camera.width, 3), np.uint8)
+        for i, snap in enumerate(snapshots):
+            objs = ", ".join(f"Object {j}: {memory.objects[o].category}" for j, o in enumerate(snap.objects))
+            lines.append(f"Snapshot {i}: {objs}")
+            image = memory.frames[snap.frame].image
+            images.append(black if image is None else image)
+        for i, f in enumerate(frontiers):
+            lines.append(f"Frontier {i}")
+            image = memory.frames[f.frame].image if f.frame in memory.frames else None
+            images.append(black if image is None else image)
+        reply = self.model("\n".join(lines), images)
+        m = re.search(r"Snapshot\s+(\d+)\s*,\s*Object\s+(\d+)", reply)
+        if m and int(m.group(1)) < len(snapshots) and int(m.group(2)) < len(snapshots[int(m.group(1))].objects):
+            snap = snapshots[int(m.group(1))]
+            oid = snap.objects[int(m.group(2))]
+            return Choice("object", snap.frame, oid, memory.objects[oid].position[:2].copy())
+        m = re.search(r"Frontier\s+(\d+)", reply)
+        if m and int(m.group(1)) < len(frontiers):
+            f = frontiers[int(m.group(1))]
+            return Choice("frontier", f.id, -1, f.centre.copy())
+        raise ValueError(f"the VLM's reply names no valid snapshot object or frontier: {reply[:200]!r}")
+
+
+def _goal_text(query: GoalQuery) -> str:
+    if query.modality == "image":
+        return f"the object in the goal image (a {query.colour} {query.category})"
+    words = [query.colour, query.category.replace("_", " ")]
+    text = "the " + " ".join(w for w in words if w)
+    if query.receptacle:
+        text += f" on the {query.receptacle.replace('_', ' ')}"
+    if query.room:
+        text += f" in the {query.room.replace('_', ' ')}"
+    return text
+
+
+class MapPlanner:
+    """The shortest-path follower on a NavigableGrid built from the memory's occupancy map.
+    Unknown cells count as free (an optimistic planner: the agent learns what blocks by looking),
+    the grid is cropped to what the map has seen plus a margin, and rebuilt every few steps."""
+
+    def __init__(self, forward_step: float, turn_angle: float, agent_radius: float, agent_height: float,
+                 rebuild_every: int = 4, margin: float = 1.0):
+        self.forward_step, self.turn_angle = forward_step, turn_angle
+        self.radius, self.height = agent_radius, agent_height
+        self.rebuild_every, self.margin = rebuild_every, margin
+        self.grid: NavigableGrid | None = None
+        self._age = 0
+
+    def invalidate(self) -> None:
+        self.grid = None
+
+    def _build(self, memory: SceneMemory) -> NavigableGrid:
+        known = memory.grid != UNKNOWN
+        rows, cols = np.nonzero(known)
+        m = int(math.ceil(self.margin / memory.cfg.cell))
+        r0, r1 = max(rows.min() - m, 0), min(rows.max() + m + 1, memory.shape[0])
+        c0, c1 = max(cols.min() - m, 0), min(cols.max() + m + 1, memory.shape[1])
+        free = memory.grid[r0:r1, c0:c1] != OCCUPIED
+        origin = memory.origin + np.array([c0, r0]) * memory.cfg.cell
+        return NavigableGrid(free, np.zeros(free.shape, np.float32), origin, memory.cfg.cell, self.radius,
+                             self.height, max_step=0.1, neighbourhood=8)
+
+    def action(self, memory: SceneMemory, pose: np.ndarray, target: np.ndarray, radius: float) -> str:
+        """One of "move_forward", "turn_left", "turn_right", or "stop" when within `radius` of
+        target (on the map's geodesic) or when no path exists."""
+        if self.grid is None or self._age >= self.rebuild_every:
+            self.grid, self._age = self._build(memory), 0
+        self._age += 1
+        grid = self.grid
+        try:
+            goal = grid.goal_cells_near(target, radius)
+            if not goal.any():
+                raise ValueError("no navigable cell near the target")
+            field = grid.distance_field_to_region(goal)
+        except ValueError:
+            return "stop"
+        agent = NavAgent(grid, forward_step=self.forward_step, turn_angle=self.turn_angle)
+        try:
+            agent.reset(np.asarray(pose[:2], np.float64), float(pose[3]))
+        except ValueError:  # the map marks where the agent stands as blocked: plan from the nearest free cell
+            agent.reset(grid.nearest_navigable(pose[:2]), float(pose[3]))
+        return ShortestPathFollower(grid, field, success_distance=0.0).next_action(agent)
+
+
+class GoatAgent:
+    """`reset()`, then `act(obs) -> action index` every step of a nav/goat episode."""
+
+    def __init__(self, camera: Camera, variant: str = "kept", chooser=None, memory: SceneMemoryConfig | None = None,
+                 forward_step: float = 0.25, turn_angle: float = 30.0, agent_radius: float = 0.18,
+                 agent_height: float = 1.5, stop_distance: float = 0.7, look_down: bool = True):
+        if variant not in VARIANTS:
+            raise ValueError(f"variant {variant!r}; allowed: {', '.join(VARIANTS)}")
+        self.variant = variant
+        self.memory = SceneMemory(camera, memory)
+        self.chooser = chooser or ScriptedChooser()
+        self.planner = MapPlanner(forward_step, turn_angle, agent_radius, agent_height)
+        self.turn_angle, self.stop_distance, self.look_down = turn_angle, stop_distance, look_down
+        self.classes = semantic_classes()
+        self.decisions: list[dict] = []  # per step: goal, choice, candidates (for the viewer)
+        self.reset()
+
+    def reset(self) -> None:
+        self.memory.reset()
+        self.planner.invalidate()
+        self.tilt = 0.0
+        self.goal_index = -1
+        self.query: GoalQuery | None = None
+        self.choice: Choice | None = None
+        self.pending: list[str] = ["look_down"] if self.look_down else []
+        self.last_action = None
+        self.last_pose = None
+        self.visited: list[np.ndarray] = []  # frontier centres reached without revealing them
+        self.retried = False
+        self.decisions = []
+
+    def _begin_goal(self, obs: dict) -> None:
+        self.query = GoalQuery.from_observation(obs, self.classes)
+        self.choice = None
+        self.visited = []
+        self.retried = False
+        if self.variant == "cleared" and self.goal_index >= 0:
+            self.memory.reset()
+            self.planner.invalidate()
+        if self.goal_index < 0 or self.variant == "cleared":  # look around once where the map starts
+            self.pending += ["turn_left"] * int(round(360 / self.turn_angle))
+        self.goal_index = int(np.asarray(obs["goal_index"]).reshape(-1)[0])
+
+    def act(self, obs: dict) -> int:
+        pose = np.asarray(obs["pose"], np.float64)
+        if (self.last_action == "move_forward" and self.last_pose is not None
+                and math.hypot(*(pose[:2] - self.last_pose[:2])) < 0.02):
+            ahead = pose[:2] + 0.3 * np.array([math.cos(pose[3]), math.sin(pose[3])])
+            self.memory.mark_blocked(ahead)
+            self.planner.invalidate()
+        if int(np.asarray(obs["goal_index"]).reshape(-1)[0]) != self.goal_index:
+            self._begin_goal(obs)
+        detected = self.memory.observe(obs, self.tilt)
+        action = self.pending.pop(0) if self.pending else self._decide(pose, detected)
+        if action == "look_down":
+            self.tilt -= 30.0
+        self.last_action, self.last_pose = action, pose
+        return ACTIONS.index(action)
+
+    def _decide(self, pose: np.ndarray, detected: list[int]) -> str:
+        if self.choice is None or self.choice.kind != "object":
+            snaps, frontiers = self.memory.candidates(self.query.relevant_classes())
+            if self.variant == "frontier":  # no snapshots: only what is in view now
+                snaps = [Snapshot(self.memory.step - 1, [o for o in detected])] if detected else []
+            choice = self.chooser.choose(self.query, self.memory, snaps, frontiers, pose, self._visited)
+            if choice.kind == "frontier" and self.choice is not None and self.choice.kind == "frontier":
+                # Keep walking to the frontier chosen before while it exists: re-deciding between
+                # two similar frontiers every step would dither between them.
+                same = [f for f in frontiers if math.hypot(*(f.centre - self.choice.target)) < 1.0
+                        and not self._visited(f)]
+                if same:
+                    choice = Choice("frontier", same[0].id, -1, same[0].centre.copy())
+            if choice.kind == "none" and self.visited and not self.retried:  # all tried: look again, retry once
+                self.visited, self.retried = [], True
+                self.pending += ["turn_left"] * int(round(360 / self.turn_angle))
+                return self.pending.pop(0)
+            self.choice = choice
+            self.decisions.append({"step": self.memory.step, "goal": self.goal_index, "kind": choice.kind,
+                                   "index": choice.index, "object": choice.object,
+                                   "snapshots": len(snaps), "frontiers": len(frontiers)})
+        if self.choice.kind == "none":
+            return "stop"
+        if self.choice.kind == "object":
+            target = self.memory.objects[self.choice.object].position[:2]
+            return self.planner.action(self.memory, pose, target, self.stop_distance)  # "stop": arrived, or no path
+        action = self.planner.action(self.memory, pose, self.choice.target, 0.5)
+        if action == "stop":  # at the frontier (or it is out of reach): not again for this goal
+            self.visited.append(self.choice.target.copy())
+            if math.hypot(*(self.choice.target - pose[:2])) < 1.0:  # reached, still unseen: give it up
+                self.memory.give_up(self.choice.target, 1.0)
+            self.choice = None
+            return self._decide(pose, detected) if len(self.visited) < 50 else "stop"
+        return action
+
+    def _visited(self, f: Frontier) -> bool:
+        return any(math.hypot(*(f.centre - v)) < 1.0 for v in self.visited)

@@ -1,0 +1,171 @@
+"""`embodied eval task=nav/goat agent=scenemem`: 3D-Mem's claim on lifelong multi-modal navigation
+(docs/goat.md). Every variant of agent.variants plays the same episodes (seeds seed ..
+seed + episodes - 1); success and SPL per goal with Wilson / bootstrap intervals, over all goals,
+over goals 2..K (where memory can help), by goal index, by modality, and by whether the goal
+instance was seen earlier in the episode; plus the memory's cost per step (update time, snapshot
+count, bytes).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from embodied.config import check
+from embodied.eval.stats import summarize
+
+AGENT_KEYS = {"kind": None, "variants": ["kept", "cleared", "frontier"], "memory": {}}
+
+
+def is_goat(cfg: DictConfig) -> bool:
+    return not cfg.suite and str(cfg.task.get("name", "")) == "nav/goat"
+
+
+def goat_agent(cfg: DictConfig) -> dict:
+    """The agent options with their defaults, checked: one line naming a bad key or value."""
+    from embodied.agents.goat import VARIANTS
+    from embodied.memory.scene import SceneMemoryConfig
+
+    node = OmegaConf.to_container(cfg.agent, resolve=True) if isinstance(cfg.agent, DictConfig) else {}
+    check(node.get("kind") == "scenemem", "agent", f"{node.get('kind')!r} for nav/goat; allowed: agent=scenemem")
+    unknown = sorted(set(node) - set(AGENT_KEYS))
+    check(not unknown, f"agent.{unknown[0] if unknown else ''}", f"unknown key; allowed: {', '.join(sorted(AGENT_KEYS))}")
+    opts = {**AGENT_KEYS, **node}
+    variants = opts["variants"] if isinstance(opts["variants"], list) else [opts["variants"]]
+    bad = [v for v in variants if v not in VARIANTS]
+    check(variants and not bad, "agent.variants", f"{bad or variants}; allowed: a list of {', '.join(VARIANTS)}")
+    opts["variants"] = variants
+    memory = opts["memory"] or {}
+    keys = set(SceneMemoryConfig.__dataclass_fields__)
+    unknown = sorted(set(memory) - keys)
+    check(not unknown, f"agent.memory.{unknown[0] if unknown else ''}", f"unknown key; allowed: {', '.join(sorted(keys))}")
+    opts["memory"] = memory
+    SceneMemoryConfig(**memory).validate()
+    check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
+    return opts
+
+
+def run_episode(env, agent, seed: int) -> dict:
+    """One lifelong episode; its per-goal records plus the memory's cost per step."""
+    obs, info = env.reset(seed=seed)
+    agent.reset()
+    update_ms, snapshots, nbytes = [], [], []
+    done = False
+    while not done:
+        action = agent.act(obs)
+        update_ms.append(agent.memory.update_seconds * 1000)
+        snapshots.append(len(agent.memory.snapshots))
+        nbytes.append(agent.memory.nbytes())
+        obs, _, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+    records = [dict(r, seed=seed) for r in env.unwrapped.goal_records]
+    return {"seed": seed, "goals": records, "steps": len(update_ms), "update_ms": float(np.mean(update_ms)),
+            "update_ms_p95": float(np.percentile(update_ms, 95)), "snapshots": float(np.mean(snapshots)),
+            "snapshots_final": snapshots[-1], "objects_final": len(agent.memory.objects),
+            "bytes": float(np.mean(nbytes)), "bytes_final": nbytes[-1]}
+
+
+def _rates(goals: list[dict], confidence: float) -> dict:
+    if not goals:
+        return {"goals": 0}
+    return {"goals": len(goals), "success": summarize([g["success"] for g in goals], True, confidence),
+            "spl": summarize([g["spl"] for g in goals], False, confidence)}
+
+
+def summarize_variant(episodes: list[dict], confidence: float) -> dict:
+    goals = [g for e in episodes for g in e["goals"]]
+    later = [g for g in goals if g["index"] >= 1]
+    k = max(g["index"] for g in goals) + 1
+    out = {"all": _rates(goals, confidence), "goals_2_to_k": _rates(later, confidence),
+           "by_index": [_rates([g for g in goals if g["index"] == i], confidence) for i in range(k)],
+           "by_modality": {m: _rates([g for g in goals if g["modality"] == m], confidence)
+                           for m in sorted({g["modality"] for g in goals})},
+           "seen": _rates([g for g in goals if g["seen"]], confidence),
+           "unseen": _rates([g for g in goals if not g["seen"]], confidence)}
+    for key in ("update_ms", "update_ms_p95", "snapshots", "bytes"):
+        out[key] = float(np.mean([e[key] for e in episodes]))
+    out["snapshots_final"] = float(np.mean([e["snapshots_final"] for e in episodes]))
+    out["objects_final"] = float(np.mean([e["objects_final"] for e in episodes]))
+    return out
+
+
+def evaluate_goat(cfg: DictConfig) -> dict[str, Any]:
+    from pathlib import Path
+
+    from embodied.agents.goat import GoatAgent
+    from embodied.eval.runner import write_report
+    from embodied.memory.scene import SceneMemoryConfig
+    from embodied.render import Camera
+    from embodied.tasks import make_env
+
+    opts = goat_agent(cfg)
+    task = OmegaConf.to_container(cfg.task, resolve=True)
+    env = make_env(task)
+    tc = env.unwrapped.cfg
+    missing = [s for s in ("depth", "semantic", "instance") if s not in tc.sensors]
+    check(not missing, "task.sensors", f"{tc.sensors} lacks {missing}; the scene memory needs depth, semantic, instance")
+    camera = Camera(width=tc.width, height=tc.height, hfov_deg=tc.hfov, mount_height=tc.camera_height)
+    out = Path(cfg.out) if cfg.out else Path("eval_nav_goat.json")
+    bar = None
+    if not cfg.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(opts["variants"]) * cfg.episodes, unit="ep", desc="eval nav/goat", file=sys.stderr)
+    agents = {v: GoatAgent(camera, v, memory=SceneMemoryConfig(**opts["memory"], seed=cfg.seed),
+                           forward_step=tc.forward_step, turn_angle=tc.turn_angle, agent_radius=tc.agent_radius,
+                           agent_height=tc.agent_height) for v in opts["variants"]}
+    episodes = {v: [] for v in agents}
+    seconds = dict.fromkeys(agents, 0.0)
+    for i in range(cfg.episodes):  # variants side by side per seed: each apartment is built once
+        for variant, agent in agents.items():
+            t0 = time.perf_counter()
+            episodes[variant].append(run_episode(env, agent, cfg.seed + i))
+            seconds[variant] += time.perf_counter() - t0
+            if bar:
+                bar.update(1)
+    results = []
+    for v, eps in episodes.items():
+        summary = summarize_variant(eps, cfg.confidence)
+        # task/method/success/spl over all goals: the row `embodied report` renders (docs/goat.md has the rest).
+        results.append({"task": "nav/goat", "method": f"scenemem ({v})", "variant": v, "episodes": len(eps),
+                        "seconds": seconds[v], "success": summary["all"]["success"], "spl": summary["all"]["spl"],
+                        **summary, "per_episode": eps})
+    if bar:
+        bar.close()
+    env.close()
+    table = format_goat(results, cfg.confidence)
+    print(table)
+    report = {"policy": "goat", "agent": opts, "task": "nav/goat", "confidence": cfg.confidence,
+              "ci_methods": {"success": "wilson", "spl": "bootstrap"},
+              "config": OmegaConf.to_container(cfg, resolve=True), "results": results, "table": table}
+    return write_report(report, out)
+
+
+def _cell(r: dict, key: str) -> str:
+    if not r.get("goals"):
+        return "-"
+    s = r[key]
+    return f"{s['mean']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]"
+
+
+def format_goat(results: list[dict], confidence: float = 0.95) -> str:
+    pct = f"{round(confidence * 100)}% CI"
+    lines = [f"| variant | goals 2..K | success [{pct}] | SPL [{pct}] | seen-earlier SPL | all goals success "
+             "| ms/step | snapshots | KiB |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        later = r["goals_2_to_k"]
+        lines.append(f"| {r['variant']} | {later.get('goals', 0)} | {_cell(later, 'success')} | {_cell(later, 'spl')} "
+                     f"| {_cell(r['seen'], 'spl')} | {_cell(r['all'], 'success')} | {r['update_ms']:.1f} "
+                     f"| {r['snapshots']:.1f} | {r['bytes'] / 1024:.0f} |")
+    lines += ["", "| variant | " + " | ".join(f"goal {i + 1}" for i in range(len(results[0]["by_index"]))) + " |",
+              "|---|" + "---|" * len(results[0]["by_index"])]
+    for r in results:
+        lines.append(f"| {r['variant']} success | " + " | ".join(_cell(x, "success") for x in r["by_index"]) + " |")
+    lines += ["", "| variant | " + " | ".join(results[0]["by_modality"]) + " |",
+              "|---|" + "---|" * len(results[0]["by_modality"])]
+    for r in results:
+        lines.append(f"| {r['variant']} success | " + " | ".join(_cell(x, "success") for x in r["by_modality"].values()) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,299 @@
+"""nav/goat: lifelong multi-modal navigation to object instances (GOAT-Bench; 3D-Mem's benchmark).
+
+An episode is `num_goals` goals in one procedural apartment, given one after another; the agent's
+pose carries over from goal to goal. Each goal is one object instance, given as one of three
+modalities (`MODALITIES`):
+
+* category - an object category (`goal_category`); `stop` near ANY instance of it succeeds;
+* description - "the red mug on the table in the kitchen" as word ids (`goal_text`, see `encode`,
+  `decode`, `describe`); only THAT instance counts;
+* image - a render of the instance from a navigable viewpoint about `image_distance` from it
+  (`goal_image` rgb and `goal_semantic` classes; never its instance ids); only that instance counts.
+
+Randomisations (drawn from the episode's rng, in this order): the scene; a permutation of the
+scene's objects, from which the first `num_goals` reachable ones are the goals (reachable: a
+navigable cell of the largest component within `success_distance` of the footprint); per goal a
+modality, uniform over `task.modalities`, and for image goals up to 20 viewpoints (the one showing
+most instance pixels wins; with fewer than `min_image_pixels` in all the goal becomes a description);
+then the start cell (its geodesic distance to the first goal in [min_goal_distance,
+max_goal_distance]) and heading. A scene with fewer reachable objects than goals is redrawn.
+
+Success: `stop` within 1.5 grid cells of the region `success_distance` (geodesic) around the goal
+footprint(s) reaches the goal (`success_reward`). Unlike nav/multigoal a wrong `stop`, or a goal's
+`steps_per_goal` budget running out, fails that goal and the next one begins from the same pose; the
+episode terminates after the last goal. Measures: `success` = every goal reached, `goals_reached` =
+the fraction reached, `spl` = the mean over goals of per-goal SPL, `soft_spl` likewise.
+
+Per goal, `goal_records` (attribute; `info["goal_records"]` on the step that ends the episode) holds
+index, modality, category, instance (-1 for category goals: any instance counts; `instances` lists
+those that do), seen (whether one of those instances covered >= 10 pixels of a view before the goal
+began), success, spl, steps and start_distance.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from gymnasium import spaces
+
+from embodied.render import Camera
+from embodied.tasks.config import GOAT_MODALITIES, GoatConfig
+from embodied.tasks.measures import Measure
+from embodied.tasks.nav import EpisodeError, Goal, ObjectGoalEnv
+from embodied.tasks.registry import register_task
+from embodied.tasks.scenes import NavScene
+from embodied.world import COLOUR_NAMES, FURNITURE_CATEGORIES, OBJECT_CATEGORIES, colour_name, semantic_classes
+from embodied.world.spec import ROOM_TYPES, Item, SceneSpec
+
+MODALITIES = GOAT_MODALITIES  # ("category", "description", "image"); goal_modality indexes it
+VOCAB = ("<pad>", "the", "on", "in") + COLOUR_NAMES + OBJECT_CATEGORIES + FURNITURE_CATEGORIES + ROOM_TYPES
+MAX_WORDS = 16
+SEEN_PIXELS = 10  # an instance counts as seen when it covers at least this many pixels of a view
+IMAGE_CANDIDATES = 20  # viewpoints tried per image goal
+_WORD_IDS = {w: i for i, w in enumerate(VOCAB)}
+
+
+def encode(text: str) -> np.ndarray:
+    """int64 [MAX_WORDS] ids (in VOCAB) of the whitespace-separated words of `text`, 0-padded."""
+    words = str(text).split()
+    if len(words) > MAX_WORDS:
+        raise ValueError(f"{text!r}: {len(words)} words; at most {MAX_WORDS}")
+    unknown = [w for w in words if w not in _WORD_IDS]
+    if unknown:
+        raise ValueError(f"{text!r}: word {unknown[0]!r} is not in the goal vocabulary (embodied.tasks.goat.VOCAB)")
+    ids = np.zeros(MAX_WORDS, np.int64)
+    ids[:len(words)] = [_WORD_IDS[w] for w in words]
+    return ids
+
+
+def decode(ids) -> str:
+    """The words of non-zero ids, space-separated (inverse of `encode`)."""
+    return " ".join(VOCAB[int(i)] for i in np.asarray(ids).reshape(-1) if int(i) != 0)
+
+
+def describe(spec: SceneSpec, item: Item) -> str:
+    """"the {colour} {category} on the {receptacle's category} in the {room type}", without the
+    "on ..." part for an item that rests on no furniture; the colour is `colour_name(item.color)`."""
+    room = next((r.type for r in spec.rooms if r.id == item.room), None)
+    if room is None:
+        raise ValueError(f"scene {spec.name}: item {item.id} is in room {item.room}, which the scene lacks")
+    words = ["the", colour_name(item.color), item.category]
+    if item.receptacle is not None:
+        words += ["on", "the", spec.item(item.receptacle).category]
+    return " ".join(words + ["in", "the", room])
+
+
+@dataclass
+class GoatGoal(Goal):
+    modality: str = "category"  # one of MODALITIES
+    instance: int = -1  # the goal's instance; -1 for category goals (any of `instances` counts)
+    instances: tuple[int, ...] = ()  # instance ids whose region reaches the goal
+    text: np.ndarray | None = None  # description goals: encode(describe(...)) [MAX_WORDS]
+    image: np.ndarray | None = None  # image goals: rgb [H, W, 3] uint8
+    semantic: np.ndarray | None = None  # image goals: semantic classes [H, W] int32
+    viewpoint: np.ndarray | None = None  # image goals: pose (x, y, z_floor, yaw) the image was taken from
+
+
+class GoatSoftSPL(Measure):
+    """Soft SPL per goal, averaged over the episode's goals (failed goals count 0 once over)."""
+
+    def reset_metric(self, task) -> None:
+        self.value = 0.0
+
+    def update_metric(self, task) -> None:
+        parts = float(np.sum(task.goal_spl[:task.goal_index]))
+        if task.goal_index < task.num_goals:
+            d0, d = task.leg_start_distance, task.distance_to_goal()
+            progress = max(0.0, 1.0 - d / d0) if d0 > 0 else 1.0
+            parts += progress * d0 / max(d0, task.leg_path_length, 1e-9) if d0 > 0 else progress
+        self.value = parts / task.num_goals
+
+
+@register_task("nav/goat")
+class GoatNav(ObjectGoalEnv):
+    """K object-instance goals in one scene, each a category, a description or an image; a failed
+    goal (wrong stop, spent budget) moves on to the next (see the module docstring)."""
+
+    config_class = GoatConfig
+
+    def __init__(self, cfg: GoatConfig) -> None:
+        cfg = cfg.validate()
+        h, w = cfg.height, cfg.width
+        self.goal_space = {
+            "goal_index": spaces.Box(0, cfg.num_goals - 1, (1,), np.int64),
+            "goal_modality": spaces.Box(0, len(MODALITIES) - 1, (1,), np.int64),
+            "goal_category": spaces.Box(-1, len(OBJECT_CATEGORIES) - 1, (1,), np.int64),
+            "goal_text": spaces.Box(0, len(VOCAB) - 1, (MAX_WORDS,), np.int64),
+            "goal_image": spaces.Box(0, 255, (h, w, 3), np.uint8),
+            "goal_semantic": spaces.Box(0, len(semantic_classes()) - 1, (h, w), np.int32),
+        }
+        super().__init__(cfg)
+        self.measures["soft_spl"] = GoatSoftSPL()
+        self.goal_index = 0
+        self.goal_records: list[dict] = []
+        self.seen_instances: set[int] = set()  # instance ids that covered >= SEEN_PIXELS of a view this episode
+        self._records_out = False
+        self._image_camera = Camera(width=w, height=h, hfov_deg=cfg.hfov, mount_height=cfg.camera_height)
+
+    task_outputs = ("instance",)
+
+    # -- episode sampling ------------------------------------------------------------------
+    def _sample_goals(self, scene: NavScene) -> list[Goal]:
+        if scene.spec is None:
+            raise EpisodeError("nav/goat needs a SceneSpec scene, not a raw mesh")
+        c, grid = self.cfg, scene.grid
+        grid.field_cache_size = max(grid.field_cache_size, 64)
+        component = grid.largest_component()
+        objects = scene.spec.objects()
+        picked = []
+        for i in self.rng.permutation(len(objects)):
+            field = self._instance_field(scene, objects[i], component)
+            if field is not None:
+                picked.append((objects[i], field))
+                if len(picked) == c.num_goals:
+                    break
+        if len(picked) < c.num_goals:
+            raise EpisodeError(f"{len(picked)} reachable object instances; nav/goat needs {c.num_goals}")
+        goals = []
+        for item, field in picked:
+            modality = c.modalities[int(self.rng.integers(len(c.modalities)))]
+            view = self._image_view(scene, item, component) if modality == "image" else None
+            if modality == "image" and view is None:
+                modality = "description"
+            if modality == "category":
+                goal = self._object_goal(scene, item.category)
+                same = tuple(o.id for o in objects if o.category == item.category)
+                goals.append(GoatGoal(field=goal.field, tolerance=goal.tolerance, category=goal.category,
+                                      modality=modality, instances=same))
+                continue
+            goal = GoatGoal(field=field, tolerance=grid.cell * 1.5, category=OBJECT_CATEGORIES.index(item.category),
+                            modality=modality, instance=item.id, instances=(item.id,))
+            if modality == "description":
+                goal.text = encode(describe(scene.spec, item))
+            else:
+                goal.image, goal.semantic, goal.viewpoint = view
+            goals.append(goal)
+        return goals
+
+    def _instance_field(self, scene: NavScene, item: Item, component: np.ndarray):
+        """The geodesic field to the region around one instance, or None if it is out of reach."""
+        try:
+            field = scene.grid.distance_field_to_footprints([(item.position[:2], item.size[:2], item.yaw)],
+                                                            self.cfg.success_distance)
+        except ValueError:  # no navigable cell near it
+            return None
+        return field if np.isfinite(field.values[component]).any() else None
+
+    def _image_view(self, scene: NavScene, item: Item, component: np.ndarray):
+        """(rgb, semantic, pose) of the best of up to IMAGE_CANDIDATES views of `item` from navigable
+        cells about image_distance away, facing it; None if none shows min_image_pixels of it."""
+        c, grid = self.cfg, scene.grid
+        centres = grid.grid_to_world(np.argwhere(component))
+        target = np.asarray(item.position[:2], np.float64)
+        d = np.hypot(*(centres - target).T)
+        ok = np.flatnonzero(np.abs(d - c.image_distance) <= 0.5)
+        if not len(ok):
+            return None
+        xy = centres[np.sort(self.rng.choice(ok, size=min(IMAGE_CANDIDATES, len(ok)), replace=False))]
+        yaw = np.arctan2(target[1] - xy[:, 1], target[0] - xy[:, 0])
+        z = np.array([grid.floor_height_at(p) for p in xy])
+        poses = np.c_[xy, z, yaw]
+        out = scene.renderer.render(poses, self._image_camera, outputs=("rgb", "semantic", "instance"))
+        counts = (out["instance"][:, 0] == item.id).sum((1, 2))
+        best = int(np.argmax(counts))
+        if counts[best] < c.min_image_pixels:
+            return None
+        return (out["rgb"][best, 0].copy(), out["semantic"][best, 0].astype(np.int32), poses[best].copy())
+
+    # -- episode loop ------------------------------------------------------------------------
+    def _reset(self, seed, options):
+        self.goal_index = 0
+        self.goal_records = []
+        self.seen_instances = set()
+        self._records_out = False
+        return super()._reset(seed, options)
+
+    @property
+    def goal(self) -> GoatGoal:
+        return self.goals[min(self.goal_index, self.num_goals - 1)]
+
+    def distance_to_goal(self) -> float:
+        key = (self.agent.x, self.agent.y, self.goal_index)
+        if key != self._dist_key:
+            self._dist_key, self._dist = key, float(self.goal.field.at((self.agent.x, self.agent.y)))
+        return self._dist
+
+    def _begin_leg(self) -> None:
+        super()._begin_leg()
+        self.leg_steps = 0
+        goal = self.goal
+        self.leg_seen = any(i in self.seen_instances for i in goal.instances)
+        h, w = self.cfg.height, self.cfg.width
+        self._goal_obs = {
+            "goal_index": np.array([min(self.goal_index, self.num_goals - 1)], np.int64),
+            "goal_modality": np.array([MODALITIES.index(goal.modality)], np.int64),
+            "goal_category": np.array([goal.category if goal.modality == "category" else -1], np.int64),
+            "goal_text": goal.text.copy() if goal.text is not None else np.zeros(MAX_WORDS, np.int64),
+            "goal_image": goal.image.copy() if goal.image is not None else np.zeros((h, w, 3), np.uint8),
+            "goal_semantic": goal.semantic.copy() if goal.semantic is not None else np.zeros((h, w), np.int32),
+        }
+
+    def _finish_goal(self, success: bool) -> None:
+        goal, d0, length = self.goal, self.leg_start_distance, self.leg_path_length
+        # Habitat's SPL; a goal reached where it began (nothing to walk, nothing walked) scores 1.
+        spl = float(success) * (1.0 if max(d0, length) < 1e-9 else d0 / max(d0, length))
+        if success:
+            self.goal_spl[self.goal_index] = spl
+            self.goals_reached += 1
+        self.goal_records.append(dict(
+            index=self.goal_index, modality=goal.modality, category=OBJECT_CATEGORIES[goal.category],
+            instance=goal.instance, instances=list(goal.instances), seen=bool(self.leg_seen),
+            success=bool(success), spl=spl, steps=int(self.leg_steps), start_distance=float(d0)))
+        self.goal_index += 1
+
+    def _step(self, action):
+        name = self._action_name(action)
+        prev = self.agent.pose[:2].copy()
+        reward = self.cfg.slack_reward
+        self.last_collided = False
+        self.leg_steps += 1
+        ended = None  # the current goal's outcome, when it ends this step
+        if name == "stop":
+            self.called_stop = True
+            ended = self.distance_to_goal() <= self.goal.tolerance
+            if ended:
+                reward += self.cfg.success_reward
+        else:
+            d_before = self.distance_to_goal()
+            self.last_collided = bool(self.agent.step(name))
+            self.leg_path_length += float(np.linalg.norm(self.agent.pose[:2] - prev))
+            reward += d_before - self.distance_to_goal()
+            if self.leg_steps >= self.cfg.steps_per_goal:
+                ended = False  # the budget is spent
+        terminated = False
+        if ended is not None:
+            self._finish_goal(ended)
+            terminated = self.goal_index >= self.num_goals
+            if not terminated:
+                self._begin_leg()
+        for m in self.measures.values():
+            m.update_metric(self)
+        truncated = not terminated and self.measures["steps"].value >= self.cfg.max_steps
+        if truncated:  # the goal under way fails; goals not begun have no record
+            self._finish_goal(False)
+        self._records_out = terminated or truncated
+        skip = (terminated or truncated) and not self.final_observation and self._last_obs is not None
+        return self._last_obs if skip else self._observe(), float(reward), terminated, truncated, self._info()
+
+    def _saw(self, images) -> None:
+        counts = np.bincount(images["instance"].ravel())
+        self.seen_instances.update(int(i) for i in np.flatnonzero(counts >= SEEN_PIXELS) if i)
+
+    def _goal_observation(self):
+        return self._goal_obs
+
+    def _info(self) -> dict:
+        info = super()._info()
+        if self._records_out:
+            info["goal_records"] = [dict(r) for r in self.goal_records]
+        return info
