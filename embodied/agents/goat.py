@@ -76,10 +76,13 @@ class GoalQuery:
         classes = classes or semantic_classes()
         sem = np.asarray(obs["goal_semantic"])
         h, w = sem.shape
-        centre = sem[h // 4: 3 * h // 4, w // 4: 3 * w // 4]
-        counts = np.bincount(centre.ravel(), minlength=len(classes))
         objects = [classes.index(c) for c in OBJECT_CATEGORIES]
-        best = max(objects, key=lambda k: counts[k])
+        for frac in (8, 4, 2):  # the goal image frames its instance: the object class nearest the centre
+            window = sem[h // 2 - h // frac // 2: h // 2 + h // frac // 2 + 1, w // 2 - w // frac // 2: w // 2 + w // frac // 2 + 1]
+            counts = np.bincount(window.ravel(), minlength=len(classes))
+            best = max(objects, key=lambda k: counts[k])
+            if counts[best]:
+                break
         mask = sem == best
         rgb = np.asarray(obs["goal_image"])[mask].astype(np.float64).mean(0) / 255.0
         present = set(np.unique(sem).tolist()) - {best}

@@ -7,8 +7,9 @@ modalities (`MODALITIES`):
 * category - an object category (`goal_category`); `stop` near ANY instance of it succeeds;
 * description - "the red mug on the table in the kitchen" as word ids (`goal_text`, see `encode`,
   `decode`, `describe`); only THAT instance counts;
-* image - a render of the instance from a navigable viewpoint about `image_distance` from it
-  (`goal_image` rgb and `goal_semantic` classes; never its instance ids); only that instance counts.
+* image - a render of the instance from a navigable viewpoint about `image_distance` from it,
+  tilted so the instance is at the image's centre (`goal_image` rgb and `goal_semantic` classes;
+  never its instance ids); only that instance counts.
 
 Randomisations (drawn from the episode's rng, in this order): the scene; a permutation of the
 scene's objects, from which the first `num_goals` reachable ones are the goals (reachable: a
@@ -31,6 +32,7 @@ began), success, spl, steps and start_distance.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,7 +135,7 @@ class GoatNav(ObjectGoalEnv):
         self.goal_records: list[dict] = []
         self.seen_instances: set[int] = set()  # instance ids that covered >= SEEN_PIXELS of a view this episode
         self._records_out = False
-        self._image_camera = Camera(width=w, height=h, hfov_deg=cfg.hfov, mount_height=cfg.camera_height)
+        self._image_cameras: dict[float, Camera] = {}  # goal-image cameras by tilt
 
     task_outputs = ("instance",)
 
@@ -198,7 +200,15 @@ class GoatNav(ObjectGoalEnv):
         yaw = np.arctan2(target[1] - xy[:, 1], target[0] - xy[:, 0])
         z = np.array([grid.floor_height_at(p) for p in xy])
         poses = np.c_[xy, z, yaw]
-        out = scene.renderer.render(poses, self._image_camera, outputs=("rgb", "semantic", "instance"))
+        # Tilted to look at the instance's centre from image_distance, so it is in the image's centre
+        # (as GOAT-Bench's goal images frame their instance).
+        drop = c.camera_height - (float(item.position[2]) + 0.5 * float(item.size[2]))
+        tilt = -math.degrees(math.atan2(drop, c.image_distance))
+        cam = self._image_cameras.get(round(tilt, 1))
+        if cam is None:
+            cam = self._image_cameras[round(tilt, 1)] = Camera(width=c.width, height=c.height, hfov_deg=c.hfov,
+                                                               mount_height=c.camera_height, tilt_deg=round(tilt, 1))
+        out = scene.renderer.render(poses, cam, outputs=("rgb", "semantic", "instance"))
         counts = (out["instance"][:, 0] == item.id).sum((1, 2))
         best = int(np.argmax(counts))
         if counts[best] < c.min_image_pixels:

@@ -1,0 +1,190 @@
+"""The 3D-Mem agent on nav/goat (embodied/agents/goat.py): goals resolve to the right instance from
+memory, the scripted chooser prefers a remembered match to exploring, and the memory is deterministic."""
+import numpy as np
+import pytest
+
+from embodied.agents.goat import GoalQuery, GoatAgent, ScriptedChooser, VLMChooser, colour_similarity
+from embodied.memory.scene import Frame, Frontier, SceneMemory, SceneObject, Snapshot
+from embodied.render import Camera
+from embodied.tasks import make_env
+from embodied.tasks.goat import MODALITIES
+
+SIZE = 96
+
+
+def _env(**kw):
+    return make_env({"name": "nav/goat", "scenes": "procedural", "n_rooms": 4, "width": SIZE, "height": SIZE,
+                     "num_goals": 4, **kw})
+
+
+def _camera(env):
+    c = env.unwrapped.cfg
+    return Camera(width=c.width, height=c.height, hfov_deg=c.hfov, mount_height=c.camera_height)
+
+
+def _oracle_memory(env, seed):
+    """Walk the task's oracle through every goal of an episode, fusing each view into a memory;
+    returns the memory and, per goal, its first observation."""
+    mem = SceneMemory(_camera(env))
+    obs, _ = env.reset(seed=seed)
+    firsts, done, index = [obs], False, 0
+    while not done:
+        mem.observe(obs, 0.0)
+        obs, _, terminated, truncated, _ = env.step(env.unwrapped.oracle_action())
+        done = terminated or truncated
+        if not done and int(obs["goal_index"][0]) != index:
+            index = int(obs["goal_index"][0])
+            firsts.append(obs)
+    return mem, firsts
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_goals_seen_on_the_way_resolve_to_their_instance(seed):
+    """After the oracle has walked the episode (every goal instance seen from up close), the scripted
+    chooser, given each goal as the task gave it, picks an object of that goal's instances."""
+    env = _env()
+    mem, firsts = _oracle_memory(env, seed)
+    goals = env.unwrapped.goals
+    assert all(r["success"] for r in env.unwrapped.goal_records)
+    chooser = ScriptedChooser()
+    modalities = set()
+    for obs, goal in zip(firsts, goals):
+        query = GoalQuery.from_observation(obs)
+        assert query.modality == goal.modality and query.category == goal_category(goal)
+        snaps, frontiers = mem.candidates(query.relevant_classes())
+        choice = chooser.choose(query, mem, snaps, frontiers, np.asarray(obs["pose"], np.float64))
+        assert choice.kind == "object", (goal.modality, query)
+        assert choice.object in goal.instances, (goal.modality, query, mem.objects[choice.object])
+        # The chosen object is in the snapshot the choice names, whose frame saw it.
+        assert choice.object in mem.snapshots[choice.index].objects
+        assert choice.object in mem.frames[choice.index].objects
+        modalities.add(goal.modality)
+    env.close()
+    assert modalities  # (the three seeds cover every modality between them: checked below)
+
+
+def goal_category(goal):
+    from embodied.world import OBJECT_CATEGORIES
+
+    return OBJECT_CATEGORIES[goal.category]
+
+
+def test_the_three_seeds_cover_every_modality():
+    env = _env()
+    seen = set()
+    for seed in (0, 1, 2):
+        env.reset(seed=seed)
+        seen |= {g.modality for g in env.unwrapped.goals}
+    env.close()
+    assert seen == set(MODALITIES)
+
+
+def _memory_with(objects):
+    """A memory whose snapshots are given: [(frame, [(id, category, xy, rgb)])]."""
+    mem = SceneMemory(Camera(width=32, height=32))
+    for frame, objs in objects:
+        mem.frames[frame] = Frame(frame, np.zeros(4), {o[0]: 0.1 for o in objs})
+        mem.snapshots[frame] = Snapshot(frame, [o[0] for o in objs])
+        for oid, category, xy, rgb in objs:
+            mem.objects[oid] = SceneObject(oid, category, np.r_[xy, 0.5], np.asarray(rgb, float), 10, 1, {frame})
+    return mem
+
+
+def test_scripted_chooser_prefers_a_remembered_match_over_exploring():
+    red, blue = (0.8, 0.1, 0.1), (0.1, 0.2, 0.8)
+    mem = _memory_with([(3, [(1, "mug", (1.0, 0.0), red), (2, "bed", (1.2, 0.3), (0.5, 0.5, 0.5))]),
+                        (7, [(5, "mug", (6.0, 0.0), blue)])])
+    frontier = Frontier(0, np.zeros((30, 2), int), np.array([0.5, 0.5]), 30, None)
+    pose = np.zeros(4)
+    chooser = ScriptedChooser()
+    near = chooser.choose(GoalQuery("category", "mug"), mem, list(mem.snapshots.values()), [frontier], pose)
+    assert (near.kind, near.object, near.index) == ("object", 1, 3)  # the nearest mug
+    blue_mug = chooser.choose(GoalQuery("description", "mug", colour="blue"), mem, list(mem.snapshots.values()),
+                              [frontier], pose)
+    assert (blue_mug.kind, blue_mug.object, blue_mug.index) == ("object", 5, 7)  # farther, but blue
+    green = chooser.choose(GoalQuery("description", "mug", colour="green"), mem, list(mem.snapshots.values()),
+                           [frontier], pose)
+    assert green.kind == "frontier"  # no green mug remembered: explore
+    none = chooser.choose(GoalQuery("category", "vase"), mem, list(mem.snapshots.values()), [], pose)
+    assert none.kind == "none"
+    assert colour_similarity("white", "gray") == 0.5 and colour_similarity("red", "blue") == 0.0
+
+
+def test_prefiltering_and_snapshot_budget_keep_the_relevant_snapshots():
+    mem = _memory_with([(1, [(1, "mug", (0, 0), (1, 0, 0))]), (2, [(2, "bed", (3, 0), (1, 1, 1))]),
+                        (3, [(3, "vase", (5, 0), (0, 1, 0))])])
+    snaps, _ = mem.candidates(["vase", "mug"])
+    assert [s.frame for s in snaps] == [3, 1]  # no bed; the most relevant class first
+    mem.cfg.max_snapshots = 1
+    assert [s.frame for s in mem.candidates(["vase", "mug"])[0]] == [3]
+
+
+def test_vlm_adapter_parses_the_reply_and_rejects_nonsense():
+    mem = _memory_with([(4, [(1, "mug", (1.0, 0.0), (1, 0, 0)), (2, "cup", (1.5, 0.0), (1, 0, 0))])])
+    frontier = Frontier(0, np.zeros((30, 2), int), np.array([2.0, 2.0]), 30, None)
+    prompts = []
+
+    def fake(prompt, images):
+        prompts.append((prompt, len(images)))
+        return "Snapshot 0, Object 1" if "cup" in prompt.split("Task:")[1].split(".")[0] else "Frontier 0"
+
+    chooser = VLMChooser(fake)
+    snaps = list(mem.snapshots.values())
+    got = chooser.choose(GoalQuery("category", "cup"), mem, snaps, [frontier], np.zeros(4))
+    assert (got.kind, got.object) == ("object", 2)
+    assert "Snapshot 0: Object 0: mug, Object 1: cup" in prompts[0][0] and prompts[0][1] == 2
+    assert chooser.choose(GoalQuery("category", "vase"), mem, snaps, [frontier], np.zeros(4)).kind == "frontier"
+    with pytest.raises(ValueError, match="no valid snapshot"):
+        VLMChooser(lambda p, i: "Snapshot 9, Object 0").choose(GoalQuery("category", "cup"), mem, snaps, [],
+                                                                np.zeros(4))
+
+
+def test_same_seed_same_memory_and_actions():
+    def run():
+        env = _env()
+        agent = GoatAgent(_camera(env), "kept")
+        obs, _ = env.reset(seed=5)
+        actions = []
+        for _ in range(60):
+            actions.append(agent.act(obs))
+            obs, _, terminated, truncated, _ = env.step(actions[-1])
+            if terminated or truncated:
+                break
+        env.close()
+        return actions, agent.memory.state_dict()
+
+    (a1, m1), (a2, m2) = run(), run()
+    assert a1 == a2
+    assert m1["objects"] == m2["objects"] and m1["snapshots"] == m2["snapshots"] and m1["frontiers"] == m2["frontiers"]
+    assert np.array_equal(m1["grid"], m2["grid"])
+    assert m1["objects"] and m1["snapshots"], "60 steps of an episode saw no object"
+
+
+def test_cleared_variant_forgets_at_every_goal_and_kept_does_not():
+    env = _env(modalities=["category"])
+    agents = {v: GoatAgent(_camera(env), v) for v in ("kept", "cleared")}
+    for variant, agent in agents.items():
+        obs, _ = env.reset(seed=3)
+        agent.reset()
+        objects_before = None
+        done = False
+        while not done:
+            index = int(obs["goal_index"][0])
+            if index == 1 and objects_before is None:
+                objects_before = len(agent.memory.objects)
+                agent.act(obs)  # the first step of goal 2
+                after = len(agent.memory.objects)
+                if variant == "kept":
+                    assert after >= objects_before > 0
+                else:
+                    assert after <= objects_before and agent.memory.step == 1
+                break
+            obs, _, terminated, truncated, _ = env.step(agent.act(obs))
+            done = terminated or truncated
+        assert objects_before is not None, f"{variant}: the first goal never ended"
+    env.close()
+
+
+def test_an_unknown_variant_is_an_error():
+    with pytest.raises(ValueError, match="allowed: kept, cleared, frontier"):
+        GoatAgent(Camera(), "forgetful")
