@@ -188,3 +188,22 @@ def test_cleared_variant_forgets_at_every_goal_and_kept_does_not():
 def test_an_unknown_variant_is_an_error():
     with pytest.raises(ValueError, match="allowed: kept, cleared, frontier"):
         GoatAgent(Camera(), "forgetful")
+
+
+def test_questions_are_answered_from_memory_and_not_without_it():
+    from embodied.agents.goat import answer
+    from embodied.tasks.goat import QUESTION_KINDS, questions
+
+    env = _env()
+    mem, _ = _oracle_memory(env, 1)
+    task = env.unwrapped
+    asked = questions(task.scene.spec, task.seen_instances, np.random.default_rng(0), 40)
+    assert {q.kind for q in asked} <= set(QUESTION_KINDS) and len({q.kind for q in asked}) >= 3
+    for q in asked:  # well formed: the answer is one of the choices, choices distinct
+        assert 0 <= q.answer < len(q.choices) and len(set(q.choices)) == len(q.choices)
+    right = [answer(q, mem) == q.answer for q in asked]
+    empty = SceneMemory(_camera(env))
+    blind = [answer(q, empty) == q.answer for q in asked]
+    env.close()
+    assert np.mean(right) >= 0.8, [q.text for q, r in zip(asked, right) if not r]
+    assert np.mean(blind) < np.mean(right) - 0.3  # an empty memory answers near chance

@@ -31,7 +31,7 @@ import numpy as np
 from embodied.memory.scene import DETECTABLE, FREE, OCCUPIED, UNKNOWN, Frontier, SceneMemory, SceneMemoryConfig, Snapshot
 from embodied.render import Camera
 from embodied.sim import ACTIONS, NavAgent, NavigableGrid, ShortestPathFollower
-from embodied.tasks.goat import MODALITIES, decode
+from embodied.tasks.goat import MODALITIES, Question, decode
 from embodied.world import COLOUR_NAMES, FURNITURE_CATEGORIES, OBJECT_CATEGORIES, colour_name, semantic_classes
 
 VARIANTS = ("kept", "cleared", "frontier")
@@ -40,7 +40,6 @@ ROOM_FURNITURE = {  # furniture that names a room, for "in the bedroom" (the mem
     "kitchen": ("fridge", "stove", "counter"),
     "bathroom": ("toilet", "bathtub", "sink"),
     "living_room": ("sofa", "tv_stand", "coffee_table", "armchair"),
-    "office": ("desk",),
 }
 
 
@@ -190,6 +189,29 @@ def _room(memory: SceneMemory, obj) -> str | None:
                 if d < dist:
                     best, dist = room, d
     return best
+
+
+def answer(question: Question, memory: SceneMemory) -> int:
+    """The index of the answer to a multiple-choice question, from the memory's objects alone
+    (EM-EQA answers from the retrieved snapshots; here their objects' classes, colours, positions).
+    Without an answer in memory it guesses the first choice (the choices are shuffled: chance)."""
+    s, choices = question.subject, question.choices
+    objs = sorted((o for o in memory.objects.values() if o.category == s["category"]), key=lambda o: o.id)
+    if question.kind == "existence":
+        return choices.index("yes" if objs else "no")
+    if question.kind == "count":
+        counts = [int(c) for c in choices]
+        return min(range(len(counts)), key=lambda i: (abs(counts[i] - len(objs)), i))
+    if not objs:
+        return 0
+    if question.kind == "attribute":
+        on = [o for o in objs if _receptacle(memory, o) == s["receptacle"]] or objs
+        return max(range(len(choices)), key=lambda i: (colour_similarity(choices[i], on[0].colour_name), -i))
+    if question.kind == "room":
+        best = max(objs, key=lambda o: (colour_similarity(s["colour"], o.colour_name), -o.id))
+        room = _room(memory, best)
+        return choices.index(room) if room in choices else 0
+    raise ValueError(f"question kind {question.kind!r}; allowed: attribute, room, count, existence")
 
 
 class VLMChooser:

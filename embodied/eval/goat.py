@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from embodied.config import check
 from embodied.eval.stats import summarize
 
-AGENT_KEYS = {"kind": None, "variants": ["kept", "cleared", "frontier"], "memory": {}}
+AGENT_KEYS = {"kind": None, "variants": ["kept", "cleared", "frontier"], "memory": {}, "questions": 8}
 
 
 def is_goat(cfg: DictConfig) -> bool:
@@ -43,13 +43,19 @@ def goat_agent(cfg: DictConfig) -> dict:
     unknown = sorted(set(memory) - keys)
     check(not unknown, f"agent.memory.{unknown[0] if unknown else ''}", f"unknown key; allowed: {', '.join(sorted(keys))}")
     opts["memory"] = memory
+    q = opts["questions"]
+    check(isinstance(q, int) and not isinstance(q, bool) and q >= 0, "agent.questions", f"{q!r}; allowed: an integer >= 0")
     SceneMemoryConfig(**memory).validate()
     check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
     return opts
 
 
-def run_episode(env, agent, seed: int) -> dict:
-    """One lifelong episode; its per-goal records plus the memory's cost per step."""
+def run_episode(env, agent, seed: int, n_questions: int = 0) -> dict:
+    """One lifelong episode; its per-goal records, the memory's cost per step, and the answers to
+    `n_questions` questions about what this trajectory saw, asked at its end (EM-EQA style)."""
+    from embodied.agents.goat import answer
+    from embodied.tasks.goat import questions
+
     obs, info = env.reset(seed=seed)
     agent.reset()
     update_ms, snapshots, nbytes = [], [], []
@@ -61,8 +67,14 @@ def run_episode(env, agent, seed: int) -> dict:
         nbytes.append(agent.memory.nbytes())
         obs, _, terminated, truncated, info = env.step(action)
         done = terminated or truncated
-    records = [dict(r, seed=seed) for r in env.unwrapped.goal_records]
-    return {"seed": seed, "goals": records, "steps": len(update_ms), "update_ms": float(np.mean(update_ms)),
+    task = env.unwrapped
+    records = [dict(r, seed=seed) for r in task.goal_records]
+    # The frontier baseline keeps no objects to answer from (its memory holds only the map).
+    n_questions = 0 if agent.variant == "frontier" else n_questions
+    asked = questions(task.scene.spec, task.seen_instances, np.random.default_rng([seed, 7]), n_questions)
+    answers = [{"kind": q.kind, "text": q.text, "correct": answer(q, agent.memory) == q.answer,
+                "chance": 1.0 / len(q.choices)} for q in asked]
+    return {"seed": seed, "goals": records, "questions": answers, "steps": len(update_ms), "update_ms": float(np.mean(update_ms)),
             "update_ms_p95": float(np.percentile(update_ms, 95)), "snapshots": float(np.mean(snapshots)),
             "snapshots_final": snapshots[-1], "objects_final": len(agent.memory.objects),
             "bytes": float(np.mean(nbytes)), "bytes_final": nbytes[-1]}
@@ -87,6 +99,12 @@ def summarize_variant(episodes: list[dict], confidence: float) -> dict:
            "unseen": _rates([g for g in goals if not g["seen"]], confidence)}
     for key in ("update_ms", "update_ms_p95", "snapshots", "bytes"):
         out[key] = float(np.mean([e[key] for e in episodes]))
+    answers = [a for e in episodes for a in e.get("questions", [])]
+    if answers:
+        out["questions"] = {"n": len(answers), "accuracy": summarize([a["correct"] for a in answers], True, confidence),
+                            "chance": float(np.mean([a["chance"] for a in answers])),
+                            "by_kind": {k: summarize([a["correct"] for a in answers if a["kind"] == k], True, confidence)
+                                        for k in sorted({a["kind"] for a in answers})}}
     out["snapshots_final"] = float(np.mean([e["snapshots_final"] for e in episodes]))
     out["objects_final"] = float(np.mean([e["objects_final"] for e in episodes]))
     return out
@@ -122,7 +140,7 @@ def evaluate_goat(cfg: DictConfig) -> dict[str, Any]:
     for i in range(cfg.episodes):  # variants side by side per seed: each apartment is built once
         for variant, agent in agents.items():
             t0 = time.perf_counter()
-            episodes[variant].append(run_episode(env, agent, cfg.seed + i))
+            episodes[variant].append(run_episode(env, agent, cfg.seed + i, opts["questions"]))
             seconds[variant] += time.perf_counter() - t0
             if bar:
                 bar.update(1)
@@ -168,4 +186,15 @@ def format_goat(results: list[dict], confidence: float = 0.95) -> str:
               "|---|" + "---|" * len(results[0]["by_modality"])]
     for r in results:
         lines.append(f"| {r['variant']} success | " + " | ".join(_cell(x, "success") for x in r["by_modality"].values()) + " |")
+    asked = [r for r in results if "questions" in r]
+    if asked:
+        kinds = sorted({k for r in asked for k in r["questions"]["by_kind"]})
+        lines += ["", f"| variant | questions | accuracy [{pct}] | chance | " + " | ".join(kinds) + " |",
+                  "|---|---|---|---|" + "---|" * len(kinds)]
+        for r in asked:
+            q = r["questions"]
+            a = q["accuracy"]
+            lines.append(f"| {r['variant']} | {q['n']} | {a['mean']:.2f} [{a['ci_low']:.2f}, {a['ci_high']:.2f}] "
+                         f"| {q['chance']:.2f} | " + " | ".join(f"{q['by_kind'][k]['mean']:.2f}" if k in q["by_kind"]
+                                                            else "-" for k in kinds) + " |")
     return "\n".join(lines)

@@ -307,3 +307,65 @@ class GoatNav(ObjectGoalEnv):
         if self._records_out:
             info["goal_records"] = [dict(r) for r in self.goal_records]
         return info
+
+
+# -- questions from memory (EM-EQA style) -------------------------------------------------------------
+QUESTION_KINDS = ("attribute", "room", "count", "existence")
+
+
+@dataclass
+class Question:
+    """A multiple-choice question about the apartment. `subject` holds what a language parser would
+    read from `text` (category, and receptacle or colour where the question names one), so an
+    answerer needs no parser; `answer` indexes `choices`."""
+
+    kind: str  # one of QUESTION_KINDS
+    text: str
+    choices: list
+    answer: int
+    subject: dict
+
+
+def questions(spec: SceneSpec, seen: set, rng: np.random.Generator, n: int) -> list[Question]:
+    """Up to `n` questions about the objects an agent saw (instance ids in `seen`), EM-EQA style
+    (OpenEQA's episodic-memory questions are about what the agent's trajectory showed), drawn from
+    `rng`: the colour of the {category} on the {furniture}; the room of the {colour} {category};
+    how many {category} it saw; whether it saw a {category} (half of these name a category absent from
+    the apartment). Each subject is unambiguous in the apartment (e.g. one mug on the table)."""
+    objects = spec.objects()
+    rooms = {r.id: r.type for r in spec.rooms}
+    seen_objects = [o for o in objects if o.id in seen]
+    pool: list[Question] = []
+
+    def options(truth: str, others: list[str], k: int = 4) -> tuple[list, int]:
+        others = [o for o in dict.fromkeys(others) if o != truth]
+        picks = [others[i] for i in rng.permutation(len(others))[: k - 1]]
+        choices = picks + [truth]
+        order = rng.permutation(len(choices))
+        choices = [choices[i] for i in order]
+        return choices, choices.index(truth)
+
+    for o in seen_objects:
+        if o.receptacle is not None:
+            rec = spec.item(o.receptacle).category
+            twins = [p for p in objects if p.category == o.category and p.receptacle is not None
+                     and spec.item(p.receptacle).category == rec]
+            if len(twins) == 1:
+                choices, answer = options(colour_name(o.color), list(COLOUR_NAMES))
+                pool.append(Question("attribute", f"what colour is the {o.category} on the {rec} ?", choices, answer,
+                                     {"category": o.category, "receptacle": rec}))
+        colour = colour_name(o.color)
+        twins = [p for p in objects if p.category == o.category and colour_name(p.color) == colour]
+        if len(twins) == 1:
+            choices, answer = options(rooms[o.room], sorted(set(rooms.values())) + list(ROOM_TYPES))
+            pool.append(Question("room", f"in which room is the {colour} {o.category} ?", choices, answer,
+                                 {"category": o.category, "colour": colour}))
+    for category in sorted({o.category for o in seen_objects}):
+        count = sum(o.category == category for o in seen_objects)
+        choices, answer = options(str(count), [str(k) for k in range(1, 6)])
+        pool.append(Question("count", f"how many {category} did you see ?", choices, answer, {"category": category}))
+        pool.append(Question("existence", f"did you see a {category} ?", ["yes", "no"], 0, {"category": category}))
+    absent = sorted(set(OBJECT_CATEGORIES) - {o.category for o in objects})
+    for category in [absent[i] for i in rng.permutation(len(absent))[: max(1, len(seen_objects) // 2)]]:
+        pool.append(Question("existence", f"did you see a {category} ?", ["yes", "no"], 1, {"category": category}))
+    return [pool[i] for i in sorted(rng.permutation(len(pool))[:n])]
