@@ -38,7 +38,7 @@ def _oracle_memory(env, seed):
     return mem, firsts
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)])
 def test_goals_seen_on_the_way_resolve_to_their_instance(seed):
     """After the oracle has walked the episode (every goal instance seen from up close), the scripted
     chooser, given each goal as the task gave it, picks an object of that goal's instances."""
@@ -207,3 +207,22 @@ def test_questions_are_answered_from_memory_and_not_without_it():
     env.close()
     assert np.mean(right) >= 0.8, [q.text for q, r in zip(asked, right) if not r]
     assert np.mean(blind) < np.mean(right) - 0.3  # an empty memory answers near chance
+
+
+@pytest.mark.slow  # a writer process and 20 rendered steps: half a minute
+def test_recording_shows_the_scene_memory_and_each_choice(tmp_path):
+    from embodied.viewer.recording import SceneMemoryPolicy, record_episode
+    from embodied.viewer.rrd import Recording
+
+    env = _env(num_goals=1, steps_per_goal=20, width=64, height=64)
+    result = record_episode(env, SceneMemoryPolicy(GoatAgent(_camera(env), "kept")), tmp_path / "goat.rrd", seed=0)
+    env.close()
+    rec = Recording(tmp_path / "goat.rrd")
+    maps = rec.images("memory/scene_map")
+    assert len(maps) == result["length"] and all(m.ndim == 3 and m.shape[2] == 3 for m in maps.values())
+    last = maps[max(maps)]
+    assert (last == (230, 30, 30)).all(-1).any()  # the agent is drawn
+    choices = rec["memory/choice"].at("TextLog:text")
+    assert len(choices) == result["length"]
+    texts = [str(np.asarray(c).reshape(-1)[0]) for c in choices.values()]
+    assert texts[0] == "looking around" and any(t.startswith(("frontier", "snapshot")) for t in texts), texts

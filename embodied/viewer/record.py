@@ -17,7 +17,7 @@ from embodied.agents import Agent
 from embodied.viewer.recording import AgentPolicy, KeyframePolicy, OraclePolicy, RandomPolicy, record_episode
 from embodied.viewer.stream import sync
 
-POLICIES = ("oracle", "random")
+POLICIES = ("oracle", "random", "scenemem")
 
 
 def checkpoint_policy(ckpt_path: str, task: dict, device: str = "cpu", deterministic: bool = True):
@@ -39,6 +39,24 @@ def checkpoint_policy(ckpt_path: str, task: dict, device: str = "cpu", determini
     return AgentPolicy(agent, deterministic=deterministic, device=device), env
 
 
+def scene_memory_policy(cfg, env):
+    """The 3D-Mem agent (agent=scenemem) on a nav/goat env: the first of agent.variants."""
+    from embodied.agents.goat import GoatAgent
+    from embodied.memory.scene import SceneMemoryConfig
+    from embodied.render import Camera
+    from embodied.viewer.recording import SceneMemoryPolicy
+
+    check(env.cfg.name == "nav/goat", "agent", f"scenemem on {env.cfg.name}; allowed: task=nav/goat")
+    agent = OmegaConf.to_container(cfg.agent, resolve=True)
+    variants = agent.get("variants") or ["kept"]
+    c = env.cfg
+    camera = Camera(width=c.width, height=c.height, hfov_deg=c.hfov, mount_height=c.camera_height)
+    return SceneMemoryPolicy(GoatAgent(camera, variants[0] if isinstance(variants, list) else variants,
+                                       memory=SceneMemoryConfig(**(agent.get("memory") or {})),
+                                       forward_step=c.forward_step, turn_angle=c.turn_angle,
+                                       agent_radius=c.agent_radius, agent_height=c.agent_height))
+
+
 def record(cfg) -> list[dict]:
     """Record `cfg.episodes` episodes into `cfg.out`; returns one result dict per episode."""
     from tqdm import tqdm
@@ -55,8 +73,10 @@ def record(cfg) -> list[dict]:
     else:
         kind = (cfg.agent or {}).get("kind", None)
         check(kind in POLICIES, "agent", f"{kind!r} needs ckpt=...; allowed without one: {', '.join(POLICIES)}")
-        policy = OraclePolicy() if kind == "oracle" else RandomPolicy(cfg.seed)
         env = make_env(task)
+        policy = OraclePolicy() if kind == "oracle" else RandomPolicy(cfg.seed)
+        if kind == "scenemem":
+            policy = scene_memory_policy(cfg, env)
         name = kind
     out.mkdir(parents=True, exist_ok=True)
     results = []

@@ -527,6 +527,13 @@ class EpisodeRecorder:
 
     def _log_memory(self, memory: dict) -> None:
         rr = _rr()
+        if "scene_map" in memory:  # a structured scene memory (3D-Mem): its map, snapshots, frontiers, choice
+            self._log("memory/scene_map", rr.Image, np.asarray(memory["scene_map"]))
+            self._log("memory/choice", rr.TextLog, str(memory.get("choice", "")))
+            for key in ("snapshots", "frontiers", "objects"):
+                if key in memory:
+                    self._log(f"memory/{key}", rr.Scalars, float(memory[key]))
+            return
         report = {k: np.asarray(v) for k, v in memory.items() if k in MEMORY_SLOT_KEYS}
         if "weights" not in report:
             return
@@ -685,6 +692,67 @@ class KeyframePolicy:
         action, self.state, _ = self.agent.act(obs, self.state, first=self.first)
         self.first = False
         return PolicyOutput(np.asarray(action))
+
+
+class SceneMemoryPolicy:
+    """The 3D-Mem agent (embodied.agents.goat.GoatAgent) on nav/goat: its action, and per step an
+    image of its memory (occupancy map, snapshot objects, frontiers, agent, current choice) with the
+    choice in words."""
+
+    name = "scenemem"
+
+    def __init__(self, agent):
+        self.agent = agent
+
+    def reset(self, env) -> None:
+        self.agent.reset()
+
+    def act(self, obs, env) -> PolicyOutput:
+        action = self.agent.act(obs)
+        mem, choice = self.agent.memory, self.agent.choice
+        text = "looking around" if choice is None else choice.kind
+        if choice is not None and choice.kind == "object":
+            obj = mem.objects[choice.object]
+            text = f"snapshot {choice.index}, object {obj.id}: {obj.colour_name} {obj.category}"
+        elif choice is not None and choice.kind == "frontier":
+            text = f"frontier {choice.index} at ({choice.target[0]:.1f}, {choice.target[1]:.1f})"
+        return PolicyOutput(int(action), None, {"scene_map": scene_map_image(mem, choice), "choice": text,
+                                                 "snapshots": len(mem.snapshots), "frontiers": len(mem.frontiers),
+                                                 "objects": len(mem.objects)})
+
+
+def scene_map_image(memory, choice=None, scale: int = 3) -> np.ndarray:
+    """uint8 [H, W, 3] top-down picture of a SceneMemory, north up: unknown dark, free light (explored
+    lighter), occupied black, frontier cells blue, each snapshot's objects in its own colour, the
+    agent red, the current target green."""
+    from embodied.memory.scene import FREE, OCCUPIED
+
+    grid = memory.grid
+    known = np.argwhere(grid != 0)
+    if not len(known):
+        return np.zeros((8 * scale, 8 * scale, 3), np.uint8)
+    (r0, c0), (r1, c1) = known.min(0) - 2, known.max(0) + 3
+    r0, c0 = max(r0, 0), max(c0, 0)
+    img = np.full(grid.shape + (3,), 60, np.uint8)
+    img[grid == FREE] = (170, 170, 170)
+    img[(grid == FREE) & memory.explored] = (215, 215, 215)
+    img[grid == OCCUPIED] = (20, 20, 20)
+    for f in memory.frontiers:
+        img[f.cells[:, 0], f.cells[:, 1]] = (60, 120, 255)
+    palette = class_colors(max(len(memory.snapshots), 1) + 2)[2:]
+
+    def dot(xy, colour, radius=1):
+        r, c = memory.cell_of(xy)
+        img[max(r - radius, 0):r + radius + 1, max(c - radius, 0):c + radius + 1] = colour
+
+    for k, (_, snap) in enumerate(sorted(memory.snapshots.items())):
+        for oid in snap.objects:
+            dot(memory.objects[oid].position, palette[k % len(palette)])
+    if choice is not None and choice.target is not None:
+        dot(choice.target, (40, 220, 40), 2)
+    dot(memory.pose, (230, 30, 30), 1)
+    crop = img[r0:r1, c0:c1][::-1]  # row 0 is north (larger y)
+    return np.repeat(np.repeat(crop, scale, 0), scale, 1)
 
 
 class AgentPolicy:
