@@ -294,26 +294,34 @@ class MapPlanner:
         return NavigableGrid(free, np.zeros(free.shape, np.float32), origin, memory.cfg.cell, self.radius,
                              self.height, max_step=0.1, neighbourhood=8)
 
-    def action(self, memory: SceneMemory, pose: np.ndarray, target: np.ndarray, radius: float) -> str:
-        """One of "move_forward", "turn_left", "turn_right", or "stop" when within `radius` of
-        target (on the map's geodesic) or when no path exists."""
+    def action(self, memory: SceneMemory, pose: np.ndarray, target: np.ndarray, radii: tuple) -> tuple[str, str]:
+        """(action, status): "move_forward" | "turn_left" | "turn_right" while "moving" toward the
+        navigable cells within the first of `radii` of target that has any reachable; ("stop",
+        "arrived") inside them; ("stop", "unreachable") when no radius gives a path on the map."""
         if self.grid is None or self._age >= self.rebuild_every:
             self.grid, self._age = self._build(memory), 0
         self._age += 1
         grid = self.grid
-        try:
-            goal = grid.goal_cells_near(target, radius)
-            if not goal.any():
-                raise ValueError("no navigable cell near the target")
-            field = grid.distance_field_to_region(goal)
-        except ValueError:
-            return "stop"
         agent = NavAgent(grid, forward_step=self.forward_step, turn_angle=self.turn_angle)
         try:
             agent.reset(np.asarray(pose[:2], np.float64), float(pose[3]))
         except ValueError:  # the map marks where the agent stands as blocked: plan from the nearest free cell
-            agent.reset(grid.nearest_navigable(pose[:2]), float(pose[3]))
-        return ShortestPathFollower(grid, field, success_distance=0.0).next_action(agent)
+            try:
+                agent.reset(grid.nearest_navigable(pose[:2]), float(pose[3]))
+            except ValueError:
+                return "stop", "unreachable"
+        for radius in radii:  # an object in the middle of a table: the nearest standing place may be farther
+            goal = grid.goal_cells_near(target, radius)
+            if not goal.any():
+                continue
+            field = grid.distance_field_to_region(goal)
+            d = field.at((agent.x, agent.y))
+            if math.isfinite(d):
+                if d <= 0:
+                    return "stop", "arrived"
+                action = ShortestPathFollower(grid, field, success_distance=0.0).next_action(agent)
+                return action, "arrived" if action == "stop" else "moving"
+        return "stop", "unreachable"
 
 
 class GoatAgent:
@@ -345,12 +353,14 @@ class GoatAgent:
         self.last_pose = None
         self.visited: list[np.ndarray] = []  # frontier centres reached without revealing them
         self.retried = False
+        self.unreachable = set()
         self.decisions = []
 
     def _begin_goal(self, obs: dict) -> None:
         self.query = GoalQuery.from_observation(obs, self.classes)
         self.choice = None
         self.visited = []
+        self.unreachable: set[int] = set()  # objects without a path on the map, for this goal
         self.retried = False
         if self.variant == "cleared" and self.goal_index >= 0:
             self.memory.reset()
@@ -380,6 +390,8 @@ class GoatAgent:
             snaps, frontiers = self.memory.candidates(self.query.relevant_classes())
             if self.variant == "frontier":  # no snapshots: only what is in view now
                 snaps = [Snapshot(self.memory.step - 1, [o for o in detected])] if detected else []
+            if self.unreachable:
+                snaps = [Snapshot(s.frame, [o for o in s.objects if o not in self.unreachable]) for s in snaps]
             choice = self.chooser.choose(self.query, self.memory, snaps, frontiers, pose, self._visited)
             if choice.kind == "frontier" and self.choice is not None and self.choice.kind == "frontier":
                 # Keep walking to the frontier chosen before while it exists: re-deciding between
@@ -400,11 +412,17 @@ class GoatAgent:
             return "stop"
         if self.choice.kind == "object":
             target = self.memory.objects[self.choice.object].position[:2]
-            return self.planner.action(self.memory, pose, target, self.stop_distance)  # "stop": arrived, or no path
-        action = self.planner.action(self.memory, pose, self.choice.target, 0.5)
-        if action == "stop":  # at the frontier (or it is out of reach): not again for this goal
+            radii = (self.stop_distance, self.stop_distance + 0.15, self.stop_distance + 0.3)
+            action, status = self.planner.action(self.memory, pose, target, radii)
+            if status != "unreachable":
+                return action  # "stop" on arrival
+            self.unreachable.add(self.choice.object)  # no path on the map: another choice, or explore
+            self.choice = None
+            return self._decide(pose, detected) if len(self.unreachable) < 20 else "stop"
+        action, status = self.planner.action(self.memory, pose, self.choice.target, (0.5, 0.8))
+        if status != "moving":  # at the frontier, or out of reach: not again for this goal
             self.visited.append(self.choice.target.copy())
-            if math.hypot(*(self.choice.target - pose[:2])) < 1.0:  # reached, still unseen: give it up
+            if status == "arrived":  # reached and still unexplored beyond: give it up
                 self.memory.give_up(self.choice.target, 1.0)
             self.choice = None
             return self._decide(pose, detected) if len(self.visited) < 50 else "stop"
