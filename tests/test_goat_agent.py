@@ -226,3 +226,16 @@ def test_recording_shows_the_scene_memory_and_each_choice(tmp_path):
     assert len(choices) == result["length"]
     texts = [str(np.asarray(c).reshape(-1)[0]) for c in choices.values()]
     assert texts[0] == "looking around" and any(t.startswith(("frontier", "snapshot")) for t in texts), texts
+
+
+@pytest.mark.slow  # two goals of a 6-room apartment at 128 px
+def test_bench_scenemem_writes_its_figures(tmp_path):
+    import json
+
+    from embodied.eval.goat import bench_scene_memory
+
+    out = tmp_path / "bench_scenemem.json"
+    result = bench_scene_memory(str(out), quick=True)
+    saved = json.loads(out.read_text())
+    assert saved["steps"] == result["steps"] > 0 and saved["update_ms"] > 0 and saved["env_step_ms"] > 0
+    assert saved["bytes_final"] > 0 and saved["snapshots_final"] >= 1 and saved["provenance"]["commit"]
