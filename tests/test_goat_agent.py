@@ -47,7 +47,6 @@ def test_goals_seen_on_the_way_resolve_to_their_instance(seed):
     goals = env.unwrapped.goals
     assert all(r["success"] for r in env.unwrapped.goal_records)
     chooser = ScriptedChooser()
-    modalities = set()
     for obs, goal in zip(firsts, goals):
         query = GoalQuery.from_observation(obs)
         assert query.modality == goal.modality and query.category == goal_category(goal)
@@ -58,9 +57,7 @@ def test_goals_seen_on_the_way_resolve_to_their_instance(seed):
         # The chosen object is in the snapshot the choice names, whose frame saw it.
         assert choice.object in mem.snapshots[choice.index].objects
         assert choice.object in mem.frames[choice.index].objects
-        modalities.add(goal.modality)
     env.close()
-    assert modalities  # (the three seeds cover every modality between them: checked below)
 
 
 def goal_category(goal):

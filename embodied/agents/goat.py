@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from embodied.memory.scene import DETECTABLE, FREE, OCCUPIED, UNKNOWN, Frontier, SceneMemory, SceneMemoryConfig, Snapshot
+from embodied.memory.scene import DETECTABLE, OCCUPIED, UNKNOWN, Frontier, SceneMemory, SceneMemoryConfig, Snapshot
 from embodied.render import Camera
 from embodied.sim import ACTIONS, NavAgent, NavigableGrid, ShortestPathFollower
 from embodied.tasks.goat import MODALITIES, Question, decode
@@ -338,7 +338,6 @@ class GoatAgent:
         self.planner = MapPlanner(forward_step, turn_angle, agent_radius, agent_height)
         self.turn_angle, self.stop_distance, self.look_down = turn_angle, stop_distance, look_down
         self.classes = semantic_classes()
-        self.decisions: list[dict] = []  # per step: goal, choice, candidates (for the viewer)
         self.reset()
 
     def reset(self) -> None:
@@ -354,7 +353,6 @@ class GoatAgent:
         self.visited: list[np.ndarray] = []  # frontier centres reached without revealing them
         self.retried = False
         self.unreachable = set()
-        self.decisions = []
 
     def _begin_goal(self, obs: dict) -> None:
         self.query = GoalQuery.from_observation(obs, self.classes)
@@ -405,9 +403,6 @@ class GoatAgent:
                 self.pending += ["turn_left"] * int(round(360 / self.turn_angle))
                 return self.pending.pop(0)
             self.choice = choice
-            self.decisions.append({"step": self.memory.step, "goal": self.goal_index, "kind": choice.kind,
-                                   "index": choice.index, "object": choice.object,
-                                   "snapshots": len(snaps), "frontiers": len(frontiers)})
         if self.choice.kind == "none":
             return "stop"
         if self.choice.kind == "object":

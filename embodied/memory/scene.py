@@ -28,6 +28,7 @@ DBSCAN; a frontier's snapshot is the last frame that faced it, not a fresh rende
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -167,8 +168,6 @@ class SceneMemory:
         self.grid = np.zeros(self.shape, np.int8)
         self.explored = np.zeros(self.shape, bool)  # seen free within explored_range of the camera
         self.given_up = np.zeros(self.shape, bool)  # unexplored cells the agent could not see from up close
-        self._confused: dict[int, str] = {}
-        self._object_frames: dict[int, set] = {}
         self._facing: dict[tuple, int] = {}
         self.step = 0
         self.pose = np.zeros(4)
@@ -178,8 +177,6 @@ class SceneMemory:
     def observe(self, obs: dict, tilt_deg: float = 0.0) -> list[int]:
         """Fuse one observation: `depth` [H,W(,1)], `pose` [4], `instance` [H,W], `semantic` [H,W],
         `rgb` [H,W,3] (optional). Returns the ids of the objects detected in it."""
-        import time
-
         t0 = time.perf_counter()
         depth = np.asarray(obs["depth"], np.float32).reshape(self.camera.height, self.camera.width)
         if self.cfg.depth_noise:
@@ -190,7 +187,7 @@ class SceneMemory:
         self._integrate(points, depth, pose)
         detected = self._detect(obs, points, depth, pose)
         self._update_snapshots(detected)
-        self._update_frontiers(pose, tilt_deg)
+        self._update_frontiers(pose)
         self.step += 1
         self.update_seconds = time.perf_counter() - t0
         return detected
@@ -304,7 +301,6 @@ class SceneMemory:
             obj.pixels += count
             obj.detections += 1
             obj.frames.add(self.step)
-            self._object_frames.setdefault(oid, set()).add(self.step)
             seen[oid] = count / total
         if seen:
             image = np.asarray(rgb).copy() if (rgb is not None and cfg.keep_images) else None
@@ -337,7 +333,7 @@ class SceneMemory:
         while leaves:
             i = max(range(len(leaves)), key=lambda k: (len(leaves[k]), -k))
             node = leaves.pop(i)
-            sets = sorted((self._object_frames[o] for o in node), key=len)
+            sets = sorted((self.objects[o].frames for o in node), key=len)
             frames = sets[0].intersection(*sets[1:])
             if frames:
                 def rank(f):
@@ -372,7 +368,7 @@ class SceneMemory:
         return [[o for o, l in zip(node, label) if l == k] for k in (0, 1)]
 
     # ------------------------------------------------------------------ frontiers
-    def _update_frontiers(self, pose: np.ndarray, tilt_deg: float) -> None:
+    def _update_frontiers(self, pose: np.ndarray) -> None:
         known = self.grid != UNKNOWN
         rows, cols = np.nonzero(known.any(1))[0], np.nonzero(known.any(0))[0]
         r0, r1 = max(rows.min() - 1, 0), min(rows.max() + 2, self.shape[0])  # known cells' box, one cell wider
@@ -405,10 +401,6 @@ class SceneMemory:
         self.frontiers = frontiers
 
     # ------------------------------------------------------------------ queries
-    def snapshot_objects(self) -> list[tuple[int, list[SceneObject]]]:
-        """[(frame id, objects)] of the memory snapshots, oldest frame first."""
-        return [(f, [self.objects[o] for o in s.objects]) for f, s in sorted(self.snapshots.items())]
-
     def candidates(self, relevant_classes: list[str] | None = None) -> tuple[list[Snapshot], list[Frontier]]:
         """Prefiltering: the snapshots holding one of the first `top_k_classes` of
         `relevant_classes` (most relevant first; None keeps all), at most `max_snapshots` of them

@@ -289,22 +289,16 @@ class GoatConfig(NavConfig):
     viewpoint is given as a description instead."""
 
     def validate(self) -> "GoatConfig":
-        derive = self.max_steps is None
-        if derive:
-            self.max_steps = 1  # a stand-in through NavConfig's checks; derived once the other keys are checked
-        try:
-            super().validate()
-        finally:
-            if derive:
-                self.max_steps = None
+        self._check_types()
+        check(self.steps_per_goal >= 1, "task.steps_per_goal", f"{self.steps_per_goal}; allowed: >= 1")
+        if self.max_steps is None:  # (a bad num_goals is reported by NavConfig's check, not as max_steps)
+            self.max_steps = max(self.num_goals, 1) * self.steps_per_goal
+        super().validate()
         mods = self.modalities
         check(bool(mods) and all(m in GOAT_MODALITIES for m in mods) and len(set(mods)) == len(mods),
               "task.modalities", f"{mods}; allowed: a non-empty subset of {', '.join(GOAT_MODALITIES)}")
-        check(self.steps_per_goal >= 1, "task.steps_per_goal", f"{self.steps_per_goal}; allowed: >= 1")
         check(self.image_distance > 0.5, "task.image_distance", f"{self.image_distance}; allowed: > 0.5")
         check(self.min_image_pixels >= 1, "task.min_image_pixels", f"{self.min_image_pixels}; allowed: >= 1")
-        if derive:
-            self.max_steps = self.num_goals * self.steps_per_goal
         return self
 
 

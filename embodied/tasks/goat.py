@@ -117,6 +117,7 @@ class GoatNav(ObjectGoalEnv):
     goal (wrong stop, spent budget) moves on to the next (see the module docstring)."""
 
     config_class = GoatConfig
+    goal_index: int = 0  # a plain attribute over NavEnv's property: a failed goal moves on too
 
     def __init__(self, cfg: GoatConfig) -> None:
         cfg = cfg.validate()
@@ -222,16 +223,6 @@ class GoatNav(ObjectGoalEnv):
         self.seen_instances = set()
         self._records_out = False
         return super()._reset(seed, options)
-
-    @property
-    def goal(self) -> GoatGoal:
-        return self.goals[min(self.goal_index, self.num_goals - 1)]
-
-    def distance_to_goal(self) -> float:
-        key = (self.agent.x, self.agent.y, self.goal_index)
-        if key != self._dist_key:
-            self._dist_key, self._dist = key, float(self.goal.field.at((self.agent.x, self.agent.y)))
-        return self._dist
 
     def _begin_leg(self) -> None:
         super()._begin_leg()

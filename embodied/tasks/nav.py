@@ -149,13 +149,19 @@ class NavEnv(TaskEnv):
 
     # -- task protocol used by measures and the oracle -------------------------------------
     @property
+    def goal_index(self) -> int:
+        """Index of the goal under way: goals are visited in order and only a success moves on here
+        (nav/goat also moves on after a failed goal and overrides this)."""
+        return self.goals_reached
+
+    @property
     def goal(self) -> Goal:
-        return self.goals[min(self.goals_reached, self.num_goals - 1)]
+        return self.goals[min(self.goal_index, self.num_goals - 1)]
 
     def distance_to_goal(self) -> float:
         # Measures, reward and the oracle all ask each step; the answer changes only when the agent
         # moves or the goal advances.
-        key = (self.agent.x, self.agent.y, self.goals_reached)
+        key = (self.agent.x, self.agent.y, self.goal_index)
         if key != self._dist_key:
             self._dist_key, self._dist = key, float(self.goal.field.at((self.agent.x, self.agent.y)))
         return self._dist
