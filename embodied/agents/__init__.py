@@ -14,7 +14,8 @@ from embodied.agents.policy import Agent
 
 # Agents that are not `Agent` (configs/agent/<name>.yaml with `name:`): name -> "module:function" of a
 # builder from the whole run config (agent, memory, task); imported only when chosen.
-AGENT_KINDS = {"keyframe": "embodied.agents.keyframe:build_from_run_config"}
+AGENT_KINDS = {"keyframe": "embodied.agents.keyframe:build_from_run_config",
+               "goat_pointer": "embodied.agents.goat_chooser:build_from_run_config"}
 
 
 def build_agent_kind(config: Mapping):

@@ -340,6 +340,15 @@ class GoatAgent:
         self.classes = semantic_classes()
         self.reset()
 
+    @classmethod
+    def for_task(cls, task_cfg, variant: str = "kept", chooser=None,
+                 memory: SceneMemoryConfig | None = None) -> "GoatAgent":
+        """The agent sized to a nav/goat config (GoatConfig): its camera, steps and body."""
+        c = task_cfg
+        camera = Camera(width=c.width, height=c.height, hfov_deg=c.hfov, mount_height=c.camera_height)
+        return cls(camera, variant, chooser, memory, forward_step=c.forward_step, turn_angle=c.turn_angle,
+                   agent_radius=c.agent_radius, agent_height=c.agent_height)
+
     def reset(self) -> None:
         self.memory.reset()
         self.planner.invalidate()

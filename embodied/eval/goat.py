@@ -30,7 +30,10 @@ def goat_agent(cfg: DictConfig) -> dict:
     from embodied.memory.scene import SceneMemoryConfig
 
     node = OmegaConf.to_container(cfg.agent, resolve=True) if isinstance(cfg.agent, DictConfig) else {}
-    check(node.get("kind") == "scenemem", "agent", f"{node.get('kind')!r} for nav/goat; allowed: agent=scenemem")
+    if cfg.ckpt and not node:  # a learned chooser's checkpoint alone: the agent's defaults
+        node = {"kind": "scenemem"}
+    check(node.get("kind") == "scenemem", "agent", f"{node.get('kind')!r} for nav/goat; allowed: agent=scenemem "
+          "(with ckpt=PATH of a goat_pointer run for the learned chooser)")
     unknown = sorted(set(node) - set(AGENT_KEYS))
     check(not unknown, f"agent.{unknown[0] if unknown else ''}", f"unknown key; allowed: {', '.join(sorted(AGENT_KEYS))}")
     opts = {**AGENT_KEYS, **node}
@@ -48,6 +51,22 @@ def goat_agent(cfg: DictConfig) -> dict:
     SceneMemoryConfig(**memory).validate()
     check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
     return opts
+
+
+def load_chooser(path: str):
+    """The learned chooser of a goat_pointer checkpoint (embodied/agents/goat_chooser.py), in eval
+    mode on the CPU; another checkpoint is one line."""
+    import torch
+
+    from embodied.loading import build_agent_from_config, load_checkpoint, load_model_state
+
+    ckpt = load_checkpoint(path, map_location="cpu")
+    name = (ckpt["config"].get("agent") or {}).get("name")
+    check(name == "goat_pointer", "ckpt", f"{path} holds a {name or ckpt['config'].get('memory', {}).get('name')!r} "
+          "agent; allowed with task=nav/goat: a goat_pointer checkpoint (embodied train +experiment=goat_pointer)")
+    chooser = build_agent_from_config(ckpt["config"], None, None, torch.device("cpu"))
+    load_model_state(chooser, ckpt["model"], path)
+    return chooser.eval(), ckpt
 
 
 def run_episode(env, agent, seed: int, n_questions: int = 0) -> dict:
@@ -114,27 +133,27 @@ def evaluate_goat(cfg: DictConfig) -> dict[str, Any]:
     from pathlib import Path
 
     from embodied.agents.goat import GoatAgent
+    from embodied.eval.report import training_record
     from embodied.eval.runner import write_report
     from embodied.memory.scene import SceneMemoryConfig
-    from embodied.render import Camera
     from embodied.tasks import make_env
 
     opts = goat_agent(cfg)
+    chooser, ckpt = load_chooser(cfg.ckpt) if cfg.ckpt else (None, None)
+    chooser_name = "learned" if chooser is not None else "scripted"
     task = OmegaConf.to_container(cfg.task, resolve=True)
     env = make_env(task)
     tc = env.unwrapped.cfg
     missing = [s for s in ("depth", "semantic", "instance") if s not in tc.sensors]
     check(not missing, "task.sensors", f"{tc.sensors} lacks {missing}; the scene memory needs depth, semantic, instance")
-    camera = Camera(width=tc.width, height=tc.height, hfov_deg=tc.hfov, mount_height=tc.camera_height)
     out = Path(cfg.out) if cfg.out else Path("eval_nav_goat.json")
     bar = None
     if not cfg.quiet:
         from tqdm import tqdm
 
         bar = tqdm(total=len(opts["variants"]) * cfg.episodes, unit="ep", desc="eval nav/goat", file=sys.stderr)
-    agents = {v: GoatAgent(camera, v, memory=SceneMemoryConfig(**opts["memory"], seed=cfg.seed),
-                           forward_step=tc.forward_step, turn_angle=tc.turn_angle, agent_radius=tc.agent_radius,
-                           agent_height=tc.agent_height) for v in opts["variants"]}
+    agents = {v: GoatAgent.for_task(tc, v, chooser, SceneMemoryConfig(**opts["memory"], seed=cfg.seed))
+              for v in opts["variants"]}
     episodes = {v: [] for v in agents}
     seconds = dict.fromkeys(agents, 0.0)
     for i in range(cfg.episodes):  # variants side by side per seed: each apartment is built once
@@ -148,7 +167,8 @@ def evaluate_goat(cfg: DictConfig) -> dict[str, Any]:
     for v, eps in episodes.items():
         summary = summarize_variant(eps, cfg.confidence)
         # task/method/success/spl over all goals: the row `embodied report` renders (docs/goat.md has the rest).
-        results.append({"task": "nav/goat", "method": f"scenemem ({v})", "variant": v, "episodes": len(eps),
+        method = f"scenemem ({v})" if chooser is None else f"scenemem learned chooser ({v})"
+        results.append({"task": "nav/goat", "method": method, "variant": v, "chooser": chooser_name, "episodes": len(eps),
                         "seconds": seconds[v], "success": summary["all"]["success"], "spl": summary["all"]["spl"],
                         **summary, "per_episode": eps})
     if bar:
@@ -156,7 +176,9 @@ def evaluate_goat(cfg: DictConfig) -> dict[str, Any]:
     env.close()
     table = format_goat(results, cfg.confidence)
     print(table)
-    report = {"policy": "goat", "agent": opts, "task": "nav/goat", "confidence": cfg.confidence,
+    report = {"policy": "goat", "agent": opts, "chooser": chooser_name, "ckpt": cfg.ckpt,
+              "training": training_record(cfg.ckpt, ckpt) if ckpt is not None else None,
+              "task": "nav/goat", "confidence": cfg.confidence,
               "ci_methods": {"success": "wilson", "spl": "bootstrap"},
               "config": OmegaConf.to_container(cfg, resolve=True), "results": results, "table": table}
     return write_report(report, out)
@@ -211,16 +233,13 @@ def bench_scene_memory(out: str, quick: bool = False) -> dict:
     os.environ.setdefault("EMBODIED_RENDER_THREADS", "1")
     from embodied.agents.goat import GoatAgent
     from embodied.config import provenance
-    from embodied.render import Camera
     from embodied.tasks import make_env
     from embodied.tasks.config import GoatConfig
 
     cfg = GoatConfig(name="nav/goat", scenes="procedural", n_rooms=6, num_goals=2 if quick else 5)
     env = make_env(cfg)
     c = env.unwrapped.cfg
-    camera = Camera(width=c.width, height=c.height, hfov_deg=c.hfov, mount_height=c.camera_height)
-    agent = GoatAgent(camera, "kept", forward_step=c.forward_step, turn_angle=c.turn_angle,
-                      agent_radius=c.agent_radius, agent_height=c.agent_height)
+    agent = GoatAgent.for_task(c, "kept")
     update, env_step, snaps, nbytes = [], [], [], []
     for seed in range(1 if quick else 3):
         obs, _ = env.reset(seed=seed)

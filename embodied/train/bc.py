@@ -24,7 +24,9 @@ Agents with their own data pipeline plug in through hooks (embodied/agents/keyfr
 family that records its demos itself registers a demo source (embodied.tasks.DemoSource: MemoryBench's
 keyframe expert, with `dart_copies` noisy copies), and the agent turns episodes into training
 sequences (`prepare_imitation`), batches (`imitation_batch`, with `aug_shift`), a loss
-(`imitation_loss`) and in-training rollouts (`imitation_rollouts`). With `dagger_steps=0` the rounds
+(`imitation_loss`) and in-training rollouts (`imitation_rollouts`). An agent whose demonstrations
+are its own decisions over a non-differentiable memory records them itself (`record_imitation`: the
+nav/goat chooser, embodied/agents/goat_chooser.py, labelled by an oracle that reads the simulator). With `dagger_steps=0` the rounds
 collect nothing: each re-trains on the demos, so `dagger_rounds + 1` rounds of one epoch are epochs
 with a checkpoint (and an evaluation) after each. `optimizer`, `weight_decay`, `warmup_steps` and
 `lr_schedule=cosine` (linear warmup, then cosine decay to lr/20 over the run's gradient steps,

@@ -391,9 +391,13 @@ def _ppo_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config,
             "update": trainer.update_index, "env_steps": trainer.env_steps}
 
 
-def _demonstrations(cfg, ctx, envs, bcfg, data_dir: Path, progress: bool) -> list:
-    """Round 0's demonstrations: `trainer.demos`, or recorded into run_dir/data: by the task's demo
-    source where it has one (plus `dart_copies` noisy copies), else by the envs' oracle."""
+def _demonstrations(cfg, ctx, envs, agent, bcfg, data_dir: Path, progress: bool) -> list:
+    """Round 0's demonstrations: `trainer.demos`, or recorded into run_dir/data: by the agent where
+    its demonstrations are its own decisions (`record_imitation`: the nav/goat chooser), by the
+    task's demo source where it has one (plus `dart_copies` noisy copies), else by the envs' oracle."""
+    record = getattr(agent, "record_imitation", None)
+    if record is not None:
+        return record(OmegaConf.to_container(cfg.task, resolve=True), bcfg.record_episodes, data_dir, progress)
     source = demo_source(str(cfg.task.name))
     if source is not None:
         task = OmegaConf.to_container(cfg.task, resolve=True)
@@ -416,7 +420,7 @@ def _demonstrations(cfg, ctx, envs, bcfg, data_dir: Path, progress: bool) -> lis
 def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, progress) -> dict[str, Any]:
     bcfg = trainer_config(cfg)
     data_dir = Path(cfg.run_dir) / "data"
-    base = _demonstrations(cfg, ctx, envs, bcfg, data_dir, ctx.is_main and not cfg.quiet)
+    base = _demonstrations(cfg, ctx, envs, agent, bcfg, data_dir, ctx.is_main and not cfg.quiet)
     prepare = getattr(agent, "prepare_imitation", None)  # e.g. keyframe: rendered views, cached in data/
     if prepare is not None:
         base = prepare(base, data_dir, ctx.is_main and not cfg.quiet)

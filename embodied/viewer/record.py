@@ -43,18 +43,13 @@ def scene_memory_policy(cfg, env):
     """The 3D-Mem agent (agent=scenemem) on a nav/goat env: the first of agent.variants."""
     from embodied.agents.goat import GoatAgent
     from embodied.memory.scene import SceneMemoryConfig
-    from embodied.render import Camera
     from embodied.viewer.recording import SceneMemoryPolicy
 
     check(env.cfg.name == "nav/goat", "agent", f"scenemem on {env.cfg.name}; allowed: task=nav/goat")
     agent = OmegaConf.to_container(cfg.agent, resolve=True)
     variants = agent.get("variants") or ["kept"]
-    c = env.cfg
-    camera = Camera(width=c.width, height=c.height, hfov_deg=c.hfov, mount_height=c.camera_height)
-    return SceneMemoryPolicy(GoatAgent(camera, variants[0] if isinstance(variants, list) else variants,
-                                       memory=SceneMemoryConfig(**(agent.get("memory") or {})),
-                                       forward_step=c.forward_step, turn_angle=c.turn_angle,
-                                       agent_radius=c.agent_radius, agent_height=c.agent_height))
+    variant = variants[0] if isinstance(variants, list) else variants
+    return SceneMemoryPolicy(GoatAgent.for_task(env.cfg, variant, memory=SceneMemoryConfig(**(agent.get("memory") or {}))))
 
 
 def record(cfg) -> list[dict]:
