@@ -236,3 +236,32 @@ def test_bench_scenemem_writes_its_figures(tmp_path):
     saved = json.loads(out.read_text())
     assert saved["steps"] == result["steps"] > 0 and saved["update_ms"] > 0 and saved["env_step_ms"] > 0
     assert saved["bytes_final"] > 0 and saved["snapshots_final"] >= 1 and saved["provenance"]["commit"]
+
+
+def test_an_episode_asks_questions_in_the_middle_and_at_the_end():
+    """run_episode asks about what was seen by the middle goal's start, and about the whole
+    trajectory at the end; the middle questions only name things seen by then."""
+    from embodied.eval.goat import run_episode, summarize_variant
+
+    env = _env(num_goals=2, steps_per_goal=80)
+    seen_at = {}
+    task = env.unwrapped
+    step = task._step
+
+    def spy(action):  # the seen set when the second goal begins
+        out = step(action)
+        if task.goal_index == 1 and "mid" not in seen_at:
+            seen_at["mid"] = set(task.seen_instances)
+        return out
+
+    task._step = spy
+    result = run_episode(env, GoatAgent(_camera(env), "kept"), 0, n_questions=6)
+    assert len(result["questions"]) == 6 and 0 < len(result["questions_mid"]) <= 6
+    spec = task.scene.spec
+    named = {o.category for o in spec.objects() if o.id in seen_at["mid"]}
+    for q in result["questions_mid"]:
+        if q["kind"] != "existence":  # existence questions may name an absent category
+            assert any(f" {c} " in q["text"] for c in named), q["text"]
+    summary = summarize_variant([result], 0.95)
+    assert summary["questions_mid"]["n"] == len(result["questions_mid"])
+    env.close()

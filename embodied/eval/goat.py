@@ -71,29 +71,39 @@ def load_chooser(path: str):
 
 def run_episode(env, agent, seed: int, n_questions: int = 0) -> dict:
     """One lifelong episode; its per-goal records, the memory's cost per step, and the answers to
-    `n_questions` questions about what this trajectory saw, asked at its end (EM-EQA style)."""
+    `n_questions` questions about what this trajectory saw (EM-EQA style), asked twice: at the end,
+    and in the middle, once the agent has begun goal K//2 + 1 (for `cleared`, after it wiped its
+    memory for that goal), about what it had seen until then."""
     from embodied.agents.goat import answer
     from embodied.tasks.goat import questions
 
     obs, info = env.reset(seed=seed)
     agent.reset()
+    task = env.unwrapped
+    # The frontier baseline keeps no objects to answer from (its memory holds only the map).
+    n_questions = 0 if agent.variant == "frontier" else n_questions
+
+    def ask(rng_key: int) -> list[dict]:
+        asked = questions(task.scene.spec, task.seen_instances, np.random.default_rng([seed, rng_key]), n_questions)
+        return [{"kind": q.kind, "text": q.text, "correct": answer(q, agent.memory) == q.answer,
+                 "chance": 1.0 / len(q.choices)} for q in asked]
+
     update_ms, snapshots, nbytes = [], [], []
+    middle = task.num_goals // 2 if task.num_goals > 1 else None
+    mid: list[dict] = []
     done = False
     while not done:
         action = agent.act(obs)
+        if middle is not None and int(np.asarray(obs["goal_index"]).reshape(-1)[0]) == middle:
+            mid, middle = ask(8), None
         update_ms.append(agent.memory.update_seconds * 1000)
         snapshots.append(len(agent.memory.snapshots))
         nbytes.append(agent.memory.nbytes())
         obs, _, terminated, truncated, info = env.step(action)
         done = terminated or truncated
-    task = env.unwrapped
     records = [dict(r, seed=seed) for r in task.goal_records]
-    # The frontier baseline keeps no objects to answer from (its memory holds only the map).
-    n_questions = 0 if agent.variant == "frontier" else n_questions
-    asked = questions(task.scene.spec, task.seen_instances, np.random.default_rng([seed, 7]), n_questions)
-    answers = [{"kind": q.kind, "text": q.text, "correct": answer(q, agent.memory) == q.answer,
-                "chance": 1.0 / len(q.choices)} for q in asked]
-    return {"seed": seed, "goals": records, "questions": answers, "steps": len(update_ms), "update_ms": float(np.mean(update_ms)),
+    return {"seed": seed, "goals": records, "questions": ask(7), "questions_mid": mid, "steps": len(update_ms),
+            "update_ms": float(np.mean(update_ms)),
             "update_ms_p95": float(np.percentile(update_ms, 95)), "snapshots": float(np.mean(snapshots)),
             "snapshots_final": snapshots[-1], "objects_final": len(agent.memory.objects),
             "bytes": float(np.mean(nbytes)), "bytes_final": nbytes[-1]}
@@ -118,12 +128,13 @@ def summarize_variant(episodes: list[dict], confidence: float) -> dict:
            "unseen": _rates([g for g in goals if not g["seen"]], confidence)}
     for key in ("update_ms", "update_ms_p95", "snapshots", "bytes"):
         out[key] = float(np.mean([e[key] for e in episodes]))
-    answers = [a for e in episodes for a in e.get("questions", [])]
-    if answers:
-        out["questions"] = {"n": len(answers), "accuracy": summarize([a["correct"] for a in answers], True, confidence),
-                            "chance": float(np.mean([a["chance"] for a in answers])),
-                            "by_kind": {k: summarize([a["correct"] for a in answers if a["kind"] == k], True, confidence)
-                                        for k in sorted({a["kind"] for a in answers})}}
+    for key in ("questions", "questions_mid"):
+        answers = [a for e in episodes for a in e.get(key, [])]
+        if answers:
+            out[key] = {"n": len(answers), "accuracy": summarize([a["correct"] for a in answers], True, confidence),
+                        "chance": float(np.mean([a["chance"] for a in answers])),
+                        "by_kind": {k: summarize([a["correct"] for a in answers if a["kind"] == k], True, confidence)
+                                    for k in sorted({a["kind"] for a in answers})}}
     out["snapshots_final"] = float(np.mean([e["snapshots_final"] for e in episodes]))
     out["objects_final"] = float(np.mean([e["objects_final"] for e in episodes]))
     return out
@@ -208,15 +219,16 @@ def format_goat(results: list[dict], confidence: float = 0.95) -> str:
               "|---|" + "---|" * len(results[0]["by_modality"])]
     for r in results:
         lines.append(f"| {r['variant']} success | " + " | ".join(_cell(x, "success") for x in r["by_modality"].values()) + " |")
-    asked = [r for r in results if "questions" in r]
+    asked = [(r, key, when) for r in results for key, when in (("questions", "end"), ("questions_mid", "middle"))
+             if key in r]
     if asked:
-        kinds = sorted({k for r in asked for k in r["questions"]["by_kind"]})
-        lines += ["", f"| variant | questions | accuracy [{pct}] | chance | " + " | ".join(kinds) + " |",
-                  "|---|---|---|---|" + "---|" * len(kinds)]
-        for r in asked:
-            q = r["questions"]
+        kinds = sorted({k for r, key, _ in asked for k in r[key]["by_kind"]})
+        lines += ["", f"| variant | asked at | questions | accuracy [{pct}] | chance | " + " | ".join(kinds) + " |",
+                  "|---|---|---|---|---|" + "---|" * len(kinds)]
+        for r, key, when in asked:
+            q = r[key]
             a = q["accuracy"]
-            lines.append(f"| {r['variant']} | {q['n']} | {a['mean']:.2f} [{a['ci_low']:.2f}, {a['ci_high']:.2f}] "
+            lines.append(f"| {r['variant']} | {when} | {q['n']} | {a['mean']:.2f} [{a['ci_low']:.2f}, {a['ci_high']:.2f}] "
                          f"| {q['chance']:.2f} | " + " | ".join(f"{q['by_kind'][k]['mean']:.2f}" if k in q["by_kind"]
                                                             else "-" for k in kinds) + " |")
     return "\n".join(lines)
