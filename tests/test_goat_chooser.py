@@ -133,8 +133,8 @@ def test_eval_rejects_a_checkpoint_of_another_agent():
 
 @pytest.mark.slow
 def test_train_then_eval_through_the_commands(tmp_path):
-    """A tiny run of the recipe (one recorded episode, one goal) writes a checkpoint that `embodied
-    eval task=nav/goat` plays with the learned chooser."""
+    """A tiny run of the recipe (two recorded episodes of one goal) writes a checkpoint that `embodied
+    eval task=nav/goat` plays with the learned chooser and `embodied record` records."""
     small = ["task.num_goals=1", "task.steps_per_goal=60", "task.width=64", "task.height=64"]
     run = subprocess.run([sys.executable, "-m", "embodied", "train", "+experiment=goat_pointer", f"run_dir={tmp_path}/run",
                           "trainer.record_episodes=2", "trainer.dagger_rounds=1", "quiet=true", *small],
@@ -150,3 +150,7 @@ def test_train_then_eval_through_the_commands(tmp_path):
     report = json.loads((tmp_path / "eval.json").read_text())
     assert report["chooser"] == "learned" and report["results"][0]["method"] == "scenemem learned chooser (kept)"
     assert report["results"][0]["episodes"] == 1
+    rec = subprocess.run([sys.executable, "-m", "embodied", "record", "task=nav/goat", f"ckpt={tmp_path}/run/latest.pt",
+                          f"out={tmp_path}/rec", "quiet=true", *small], capture_output=True, text=True, timeout=600)
+    assert rec.returncode == 0, rec.stderr[-2000:]
+    assert (tmp_path / "rec" / "episode_000.rrd").stat().st_size > 0

@@ -40,16 +40,19 @@ def checkpoint_policy(ckpt_path: str, task: dict, device: str = "cpu", determini
 
 
 def scene_memory_policy(cfg, env):
-    """The 3D-Mem agent (agent=scenemem) on a nav/goat env: the first of agent.variants."""
+    """The 3D-Mem agent (agent=scenemem) on a nav/goat env: the first of agent.variants; with
+    ckpt=... the learned chooser of that goat_pointer checkpoint, else the scripted one."""
     from embodied.agents.goat import GoatAgent
+    from embodied.eval.goat import load_chooser
     from embodied.memory.scene import SceneMemoryConfig
     from embodied.viewer.recording import SceneMemoryPolicy
 
     check(env.cfg.name == "nav/goat", "agent", f"scenemem on {env.cfg.name}; allowed: task=nav/goat")
-    agent = OmegaConf.to_container(cfg.agent, resolve=True)
+    agent = OmegaConf.to_container(cfg.agent, resolve=True) if cfg.agent else {}
     variants = agent.get("variants") or ["kept"]
     variant = variants[0] if isinstance(variants, list) else variants
-    return SceneMemoryPolicy(GoatAgent.for_task(env.cfg, variant, memory=SceneMemoryConfig(**(agent.get("memory") or {}))))
+    chooser = load_chooser(cfg.ckpt)[0] if cfg.ckpt else None
+    return SceneMemoryPolicy(GoatAgent.for_task(env.cfg, variant, chooser, SceneMemoryConfig(**(agent.get("memory") or {}))))
 
 
 def record(cfg) -> list[dict]:
@@ -62,7 +65,10 @@ def record(cfg) -> list[dict]:
     refuse_overwrite(paths + ([p.with_suffix(".mp4") for p in paths] if cfg.video else []),
                      bool(cfg.get("overwrite", False)))
     task = OmegaConf.to_container(cfg.task, resolve=True)
-    if cfg.ckpt:
+    if cfg.ckpt and task.get("name") == "nav/goat":  # a learned chooser inside the 3D-Mem agent
+        env = make_env(task)
+        policy, name = scene_memory_policy(cfg, env), f"scenemem, checkpoint {cfg.ckpt}"
+    elif cfg.ckpt:
         policy, env = checkpoint_policy(cfg.ckpt, task, deterministic=bool(cfg.deterministic))
         name = f"checkpoint {cfg.ckpt}"
     else:
