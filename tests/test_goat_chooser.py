@@ -154,3 +154,14 @@ def test_train_then_eval_through_the_commands(tmp_path):
                           f"out={tmp_path}/rec", "quiet=true", *small], capture_output=True, text=True, timeout=600)
     assert rec.returncode == 0, rec.stderr[-2000:]
     assert (tmp_path / "rec" / "episode_000.rrd").stat().st_size > 0
+
+
+def test_in_training_rollouts_play_the_chooser_in_the_agent():
+    """The trainer's monitoring episodes (trainer.eval_episodes > 0) play the chooser inside the
+    3D-Mem agent and report per-episode success and SPL."""
+    chooser = PointerChooser(PointerChooserConfig(d_model=16, layers=1, heads=2))
+    task = {"name": "nav/goat", "scenes": "procedural", "n_rooms": 4, "width": 64, "height": 64, "num_goals": 1,
+            "steps_per_goal": 40}
+    out = chooser.imitation_rollouts(task, 1)
+    assert len(out) == 1 and set(out[0]) == {"success", "spl"} and 0.0 <= out[0]["spl"] <= out[0]["success"] <= 1.0
+    assert chooser.training
