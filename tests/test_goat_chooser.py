@@ -165,3 +165,16 @@ def test_in_training_rollouts_play_the_chooser_in_the_agent():
     out = chooser.imitation_rollouts(task, 1)
     assert len(out) == 1 and set(out[0]) == {"success", "spl"} and 0.0 <= out[0]["spl"] <= out[0]["success"] <= 1.0
     assert chooser.training
+
+
+def test_a_stat_some_batches_lack_is_averaged_over_those_that_have_it():
+    """object_accuracy is NaN on a batch without object-labelled decisions; the epoch's figure is
+    the mean over the batches that have some, not NaN."""
+    rng = np.random.default_rng(2)
+    decisions = _synthetic(rng, 6)
+    for d in decisions[:3]:  # frontier-labelled: the first frontier is the answer
+        d["target"] = d["cand_int"][:, 0] == 1
+        d["target"][np.flatnonzero(d["target"])[1:]] = False
+    chooser = PointerChooser(PointerChooserConfig(d_model=16, layers=1, heads=2))
+    stats = BehaviourCloning(chooser, BCConfig(batch_episodes=1, epochs=1), seed=0).fit(decisions)
+    assert 0.0 <= stats["object_accuracy"] <= 1.0 and 0.0 <= stats["accuracy"] <= 1.0

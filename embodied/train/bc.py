@@ -334,7 +334,8 @@ class BehaviourCloning:
 
     def fit(self, episodes: list[Episode], epochs: int | None = None,
             should_stop: Callable[[], bool] = lambda: False) -> dict[str, float]:
-        """`epochs` passes of minibatches of sequences; returns mean loss/accuracy of the last pass.
+        """`epochs` passes of minibatches of sequences; returns mean loss/accuracy of the last pass
+        (a NaN stat, of cases a batch lacks, is averaged over the batches that have it).
         `should_stop` is asked before every gradient step: a preempted run leaves within one step (a
         round can take many minutes) and resumes the round from its last checkpoint."""
         self.agent.train()
@@ -344,10 +345,10 @@ class BehaviourCloning:
         last: dict[str, float] = {}
         for _ in range(epochs or self.cfg.epochs):
             order = torch.randperm(len(sequences), generator=self.shuffle_gen).tolist()
-            sums, n = {}, 0
+            sums, counts = {}, {}
             for a in range(0, len(order), self.cfg.batch_episodes):
                 if should_stop():
-                    return {k: v / n for k, v in sums.items()} if n else last
+                    return {k: v / counts[k] for k, v in sums.items()} if sums else last
                 batch = self.batch([sequences[i] for i in order[a:a + self.cfg.batch_episodes]])
                 loss, stats = self.loss(batch)
                 if not torch.isfinite(loss):
@@ -361,9 +362,10 @@ class BehaviourCloning:
                     self.schedule.step()
                 self.grad_steps += 1
                 for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                n += 1
-            last = {k: v / n for k, v in sums.items()}
+                    if v == v:  # NaN: a stat of cases this batch lacks (e.g. no object-labelled decision)
+                        sums[k] = sums.get(k, 0.0) + v
+                        counts[k] = counts.get(k, 0) + 1
+            last = {k: v / counts[k] for k, v in sums.items()}
         return last
 
 
