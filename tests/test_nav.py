@@ -259,3 +259,22 @@ def test_an_error_met_while_prefetching_is_raised_by_the_next_reset():
     assert env.prefetch()  # no exception here: an idle worker must not die of it
     with pytest.raises(EpisodeError, match="no valid episode in 20 scenes"):
         env.reset()
+
+
+def test_soft_spl_counts_the_distance_left_after_a_success_as_habitat_does():
+    """habitat: soft_spl = max(0, 1 - d / d0) * d0 / max(d0, path); the oracle stops inside the
+    success radius but short of the point, so soft_spl is below spl by exactly that factor."""
+    env = make_env(small("nav/pointnav", sensors=[]))
+    short = 0
+    for seed in range(10):
+        env.reset(seed=seed)
+        d0 = env.distance_to_goal()
+        done = False
+        while not done:
+            _, _, te, tr, info = env.step(env.oracle_action())
+            done = te or tr
+        assert info["success"] == 1.0
+        d = info["distance_to_goal"]
+        assert info["soft_spl"] == pytest.approx((1 - d / d0) * info["spl"])
+        short += d > 1e-6
+    assert short >= 5  # the check above compared two different numbers in most episodes

@@ -40,7 +40,7 @@ from gymnasium import spaces
 
 from embodied.render import Camera
 from embodied.tasks.config import GOAT_MODALITIES, GoatConfig
-from embodied.tasks.measures import Measure
+from embodied.tasks.measures import Measure, soft_progress
 from embodied.tasks.nav import EpisodeError, Goal, ObjectGoalEnv
 from embodied.tasks.registry import register_task
 from embodied.tasks.scenes import NavScene
@@ -103,11 +103,10 @@ class GoatSoftSPL(Measure):
         self.value = 0.0
 
     def update_metric(self, task) -> None:
-        parts = float(np.sum(task.goal_spl[:task.goal_index]))
+        parts = float(np.sum(task.goal_soft_spl[:task.goal_index]))
         if task.goal_index < task.num_goals:
-            d0, d = task.leg_start_distance, task.distance_to_goal()
-            progress = max(0.0, 1.0 - d / d0) if d0 > 0 else 1.0
-            parts += progress * d0 / max(d0, task.leg_path_length, 1e-9) if d0 > 0 else progress
+            d0 = task.leg_start_distance
+            parts += soft_progress(task) * d0 / max(d0, task.leg_path_length, 1e-9) if d0 > 0 else 1.0
         self.value = parts / task.num_goals
 
 
@@ -245,6 +244,7 @@ class GoatNav(ObjectGoalEnv):
         spl = float(success) * (1.0 if max(d0, length) < 1e-9 else d0 / max(d0, length))
         if success:
             self.goal_spl[self.goal_index] = spl
+            self.goal_soft_spl[self.goal_index] = soft_progress(self) * spl
             self.goals_reached += 1
         self.goal_records.append(dict(
             index=self.goal_index, modality=goal.modality, category=OBJECT_CATEGORIES[goal.category],

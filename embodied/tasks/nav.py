@@ -29,6 +29,7 @@ from gymnasium import spaces
 from embodied.render import Camera
 from embodied.sim import ACTIONS, DistanceField, NavAgent, ShortestPathFollower
 from embodied.tasks.config import NavConfig
+from embodied.tasks.measures import soft_progress
 from embodied.tasks.registry import MEASURES, TaskEnv, register_task
 from embodied.tasks.scenes import NavScene, SceneSource
 from embodied.world import OBJECT_CATEGORIES, semantic_classes
@@ -108,6 +109,7 @@ class NavEnv(TaskEnv):
         self.goals_reached = 0
         self._dist_key = None
         self.goal_spl = np.zeros(self.num_goals)
+        self.goal_soft_spl = np.zeros(self.num_goals)  # at each goal's success: progress x efficiency
         self.last_collided = False
         self.called_stop = False
         self._begin_leg()
@@ -127,6 +129,7 @@ class NavEnv(TaskEnv):
             if self.distance_to_goal() <= self.goal.tolerance:
                 self.goal_spl[self.goals_reached] = self.leg_start_distance / max(
                     self.leg_start_distance, self.leg_path_length, 1e-9)
+                self.goal_soft_spl[self.goals_reached] = soft_progress(self) * self.goal_spl[self.goals_reached]
                 self.goals_reached += 1
                 reward += self.cfg.success_reward
                 if self.goals_reached == self.num_goals:
