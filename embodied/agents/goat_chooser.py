@@ -83,10 +83,7 @@ class PointerChooserConfig:
         check(self.d_model % self.heads == 0, "agent.heads", f"{self.heads}; allowed: a divisor of d_model {self.d_model}")
         for key in ("oracle_prob", "frontier_keep", "hindsight"):
             check(0.0 <= getattr(self, key) <= 1.0, f"agent.{key}", f"{getattr(self, key)}; allowed: [0, 1]")
-        keys = set(SceneMemoryConfig.__dataclass_fields__)
-        unknown = sorted(set(self.memory) - keys)
-        check(not unknown, f"agent.memory.{unknown[0] if unknown else ''}", f"unknown key; allowed: {', '.join(sorted(keys))}")
-        SceneMemoryConfig(**self.memory).validate()
+        SceneMemoryConfig.from_options(self.memory)
         return self
 
 

@@ -41,14 +41,10 @@ def goat_agent(cfg: DictConfig) -> dict:
     bad = [v for v in variants if v not in VARIANTS]
     check(variants and not bad, "agent.variants", f"{bad or variants}; allowed: a list of {', '.join(VARIANTS)}")
     opts["variants"] = variants
-    memory = opts["memory"] or {}
-    keys = set(SceneMemoryConfig.__dataclass_fields__)
-    unknown = sorted(set(memory) - keys)
-    check(not unknown, f"agent.memory.{unknown[0] if unknown else ''}", f"unknown key; allowed: {', '.join(sorted(keys))}")
-    opts["memory"] = memory
+    opts["memory"] = opts["memory"] or {}
+    SceneMemoryConfig.from_options(opts["memory"])
     q = opts["questions"]
     check(isinstance(q, int) and not isinstance(q, bool) and q >= 0, "agent.questions", f"{q!r}; allowed: an integer >= 0")
-    SceneMemoryConfig(**memory).validate()
     check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
     return opts
 

@@ -85,6 +85,17 @@ class SceneMemoryConfig:
     seed: int = 0
     """Seeds the perception noise; episode e draws from (seed, e)."""
 
+    @classmethod
+    def from_options(cls, options: dict, key: str = "agent.memory") -> "SceneMemoryConfig":
+        """A checked config from a config node's options; an unknown key or a bad value is one line
+        naming `key`.<name>."""
+        from embodied.config import check
+
+        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
+        check(not unknown, f"{key}.{unknown[0] if unknown else ''}",
+              f"unknown key; allowed: {', '.join(sorted(cls.__dataclass_fields__))}")
+        return cls(**options).validate()
+
     def validate(self) -> "SceneMemoryConfig":
         from embodied.config import check
 

@@ -52,7 +52,7 @@ def scene_memory_policy(cfg, env):
     variants = agent.get("variants") or ["kept"]
     variant = variants[0] if isinstance(variants, list) else variants
     chooser = load_chooser(cfg.ckpt)[0] if cfg.ckpt else None
-    return SceneMemoryPolicy(GoatAgent.for_task(env.cfg, variant, chooser, SceneMemoryConfig(**(agent.get("memory") or {}))))
+    return SceneMemoryPolicy(GoatAgent.for_task(env.cfg, variant, chooser, SceneMemoryConfig.from_options(agent.get("memory") or {})))
 
 
 def record(cfg) -> list[dict]:
