@@ -261,7 +261,18 @@ def _curve(row: dict) -> tuple[str, str, list[float], list[float]] | None:
 
 
 def _plot_curves(family: str, rows: list[dict], out_dir: Path) -> str | None:
-    curves = [(row, c) for row in rows if (c := _curve(row)) is not None]
+    curves, runs = [], {}
+    for row in rows:
+        c = _curve(row)
+        if c is None:
+            continue
+        key = (c[0], c[1], tuple(c[2]), tuple(c[3]))  # rows of one training run (e.g. its variants) share a curve
+        if key in runs:
+            runs[key] += 1
+            continue
+        runs[key] = 1
+        curves.append((row, c, key))
+    curves = [(row if runs[key] == 1 else {**row, "agent": _recipe(row)}, c) for row, c, key in curves]
     if not curves:
         return None
     import matplotlib
@@ -285,6 +296,12 @@ def _plot_curves(family: str, rows: list[dict], out_dir: Path) -> str | None:
     fig.savefig(out_dir / name, dpi=90, metadata={"Software": None})
     plt.close(fig)
     return name
+
+
+def _recipe(row: dict) -> str:
+    """The recipe of a row's training run (+experiment=NAME), for a curve several rows share."""
+    command = (row["training"] or {}).get("command") or ""
+    return next((w.split("=", 1)[1] for w in command.split() if w.startswith("+experiment=")), row["agent"])
 
 
 def _plot_frontier(rows: list[dict], out_dir: Path) -> str | None:
