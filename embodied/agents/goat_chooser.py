@@ -36,7 +36,6 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from embodied.agents.goat import ROOM_FURNITURE, Choice, GoalQuery, GoatAgent, ScriptedChooser, _receptacle, _room

@@ -40,7 +40,7 @@ from gymnasium import spaces
 
 from embodied.render import Camera
 from embodied.tasks.config import GOAT_MODALITIES, GoatConfig
-from embodied.tasks.measures import Measure, soft_progress
+from embodied.tasks.measures import efficiency, soft_progress
 from embodied.tasks.nav import EpisodeError, Goal, ObjectGoalEnv
 from embodied.tasks.registry import register_task
 from embodied.tasks.scenes import NavScene
@@ -96,20 +96,6 @@ class GoatGoal(Goal):
     viewpoint: np.ndarray | None = None  # image goals: pose (x, y, z_floor, yaw) the image was taken from
 
 
-class GoatSoftSPL(Measure):
-    """Soft SPL per goal, averaged over the episode's goals (failed goals count 0 once over)."""
-
-    def reset_metric(self, task) -> None:
-        self.value = 0.0
-
-    def update_metric(self, task) -> None:
-        parts = float(np.sum(task.goal_soft_spl[:task.goal_index]))
-        if task.goal_index < task.num_goals:
-            d0 = task.leg_start_distance
-            parts += soft_progress(task) * d0 / max(d0, task.leg_path_length, 1e-9) if d0 > 0 else 1.0
-        self.value = parts / task.num_goals
-
-
 @register_task("nav/goat")
 class GoatNav(ObjectGoalEnv):
     """K object-instance goals in one scene, each a category, a description or an image; a failed
@@ -130,7 +116,6 @@ class GoatNav(ObjectGoalEnv):
             "goal_semantic": spaces.Box(0, len(semantic_classes()) - 1, (h, w), np.int32),
         }
         super().__init__(cfg)
-        self.measures["soft_spl"] = GoatSoftSPL()
         self.goal_index = 0
         self.goal_records: list[dict] = []
         self.seen_instances: set[int] = set()  # instance ids that covered >= SEEN_PIXELS of a view this episode
@@ -240,8 +225,7 @@ class GoatNav(ObjectGoalEnv):
 
     def _finish_goal(self, success: bool) -> None:
         goal, d0, length = self.goal, self.leg_start_distance, self.leg_path_length
-        # Habitat's SPL; a goal reached where it began (nothing to walk, nothing walked) scores 1.
-        spl = float(success) * (1.0 if max(d0, length) < 1e-9 else d0 / max(d0, length))
+        spl = float(success) * efficiency(d0, length)
         if success:
             self.goal_spl[self.goal_index] = spl
             self.goal_soft_spl[self.goal_index] = soft_progress(self) * spl

@@ -59,26 +59,33 @@ class SPL(Measure):
 
 @register_measure("soft_spl")
 class SoftSPL(Measure):
-    """Progress to the current goal weighted by path efficiency (habitat's soft SPL). As in habitat,
-    progress is 1 - distance / start distance also for a goal reached (a stop 0.15 m short of a
-    point 5 m away counts 0.97 of it), fixed at the moment of its success."""
+    """Progress to the current goal weighted by path efficiency (habitat's soft SPL), averaged over
+    the episode's goals. As in habitat, progress is 1 - distance / start distance also for a goal
+    reached (a stop 0.15 m short of a point 5 m away counts 0.97 of it), fixed at its success. Goals
+    before `task.goal_index` are finished (nav/goat moves on after a failed goal too: 0 for it)."""
 
     def reset_metric(self, task) -> None:
         self.value = 0.0
 
     def update_metric(self, task) -> None:
-        done = task.goals_reached
-        parts = list(task.goal_soft_spl[:done])
+        done = task.goal_index
+        parts = float(np.sum(task.goal_soft_spl[:done]))
         if done < task.num_goals:
-            d0 = task.leg_start_distance
-            parts.append(soft_progress(task) * d0 / max(d0, task.leg_path_length, 1e-9))
-        self.value = float(np.sum(parts) / task.num_goals)
+            parts += soft_progress(task) * efficiency(task.leg_start_distance, task.leg_path_length)
+        self.value = parts / task.num_goals
 
 
 def soft_progress(task) -> float:
     """Habitat's soft success of the goal under way: max(0, 1 - distance / start distance)."""
     d0, d = task.leg_start_distance, task.distance_to_goal()
     return max(0.0, 1.0 - d / d0) if d0 > 0 else 1.0
+
+
+def efficiency(start_distance: float, path_length: float) -> float:
+    """SPL's path efficiency d0 / max(d0, walked); 1 for a goal reached where it began, unwalked."""
+    if max(start_distance, path_length) < 1e-9:
+        return 1.0
+    return start_distance / max(start_distance, path_length)
 
 
 @register_measure("collisions")

@@ -29,7 +29,7 @@ from gymnasium import spaces
 from embodied.render import Camera
 from embodied.sim import ACTIONS, DistanceField, NavAgent, ShortestPathFollower
 from embodied.tasks.config import NavConfig
-from embodied.tasks.measures import soft_progress
+from embodied.tasks.measures import efficiency, soft_progress
 from embodied.tasks.registry import MEASURES, TaskEnv, register_task
 from embodied.tasks.scenes import NavScene, SceneSource
 from embodied.world import OBJECT_CATEGORIES, semantic_classes
@@ -127,8 +127,7 @@ class NavEnv(TaskEnv):
         if name == "stop":
             self.called_stop = True
             if self.distance_to_goal() <= self.goal.tolerance:
-                self.goal_spl[self.goals_reached] = self.leg_start_distance / max(
-                    self.leg_start_distance, self.leg_path_length, 1e-9)
+                self.goal_spl[self.goals_reached] = efficiency(self.leg_start_distance, self.leg_path_length)
                 self.goal_soft_spl[self.goals_reached] = soft_progress(self) * self.goal_spl[self.goals_reached]
                 self.goals_reached += 1
                 reward += self.cfg.success_reward
