@@ -48,7 +48,7 @@ import os
 import sys
 from pathlib import Path
 
-from embodied.config import ConfigError, InputError, compose, config_dir, group_options, one_line_errors, schema_fields
+from embodied.config import ConfigError, InputError, check, compose, config_dir, group_options, one_line_errors, schema_fields
 
 USAGE = __doc__
 
@@ -215,7 +215,7 @@ def cmd_play(argv: list[str]) -> None:
     if _help_requested(argv):
         print(command_help("play"))
         return
-    cfg = compose("play", argv)
+    cfg = compose("play", _select_by_name(argv))
     from embodied.viewer.play import play
 
     play(cfg)
@@ -310,7 +310,7 @@ def cmd_record(argv: list[str]) -> None:
     if _help_requested(argv):
         print(command_help("record"))
         return
-    cfg = compose("record", _pretrained_task(argv))
+    cfg = compose("record", _select_by_name(_pretrained_task(argv)))
     from embodied.loading import CheckpointError
     from embodied.viewer.record import record
 
@@ -461,6 +461,33 @@ def _pretrained_task(argv: list[str]) -> list[str]:
     return [f"task={task_option(pretrained_record(ckpt))}", *argv]
 
 
+def _select_by_name(argv: list[str]) -> list[str]:
+    """`task.name=X` without `task=` chooses X's config: configs/task/X.yaml where one exists, else the
+    schema of X's family (`task=<family>_schema`): a gym:<id> env, or a task an installed package
+    registers without a YAML. `memory.name=X` without `memory=` likewise (configs/memory/X.yaml, else
+    `memory=X_schema`)."""
+    from embodied.config import config_file
+
+    def given(group: str) -> bool:
+        return any(a.lstrip("+~").split("=")[0] == group for a in argv)
+
+    chosen = []
+    task = next((a.split("=", 1)[1] for a in argv if a.startswith("task.name=")), None)
+    if task and not given("task"):
+        from embodied.tasks.config import schema_of
+
+        chosen.append(f"task={task}" if config_file(f"task/{task}.yaml") else f"task={schema_of(task).family}_schema")
+    memory = next((a.split("=", 1)[1] for a in argv if a.startswith("memory.name=")), None)
+    if memory and not given("memory") and not config_file(f"memory/{memory}.yaml"):
+        from embodied.memory import MEMORIES
+
+        check(memory in MEMORIES, "memory.name", f"{memory!r}; allowed: {', '.join(sorted(MEMORIES))}")
+        chosen.append(f"memory={memory}_schema")
+    elif memory and not given("memory"):
+        chosen.append(f"memory={memory}")
+    return [*chosen, *argv]
+
+
 def cmd_report(argv: list[str]) -> None:
     p = ArgumentParser(prog="embodied report", description="render docs/results.md (tables beside the published rows, "
                        "learning curves, memory-efficiency frontier) from the result JSON files of `embodied eval`")
@@ -479,6 +506,7 @@ def cmd_train(argv: list[str]) -> None:
         return
     from embodied.train import main as train_main
 
+    argv = _select_by_name(argv)
     _check_hydra_args("train", argv)
     sys.argv = ["embodied train", *argv]
     train_main()
@@ -491,7 +519,7 @@ def cmd_eval(argv: list[str]) -> None:
     from embodied.eval import main as eval_main
     from embodied.viewer.record import record_eval
 
-    argv = _pretrained_task(argv)
+    argv = _select_by_name(_pretrained_task(argv))
     _check_hydra_args("eval", argv)
     sys.argv = ["embodied eval", *argv]
     eval_main(after=record_eval)

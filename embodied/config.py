@@ -43,12 +43,70 @@ def repo_root() -> Path:
 
 
 def config_dir() -> Path:
-    """The Hydra config root: $EMBODIED_CONFIGS, else `configs/` beside the package."""
-    env = os.environ.get("EMBODIED_CONFIGS")
-    path = Path(env) if env else repo_root() / "configs"
-    if not path.is_dir():
-        raise ConfigError(f"EMBODIED_CONFIGS: no config directory at {path}")
-    return path
+    """The project's Hydra config root: `configs/` beside the package."""
+    return repo_root() / "configs"
+
+
+def config_dirs() -> list[Path]:
+    """Where configs are searched, in order: the project's root, then the folders users add: each of
+    $EMBODIED_CONFIGS (os.pathsep-separated) and the folder of each module installed packages name in
+    the `embodied.configs` entry point group. An added folder holds the same groups (task/, memory/,
+    experiment/, ...); it adds options, the project's own files are found first."""
+    import importlib.util
+
+    extra: list[Path] = []
+    for entry in filter(None, os.environ.get("EMBODIED_CONFIGS", "").split(os.pathsep)):
+        path = Path(entry).expanduser().resolve()
+        if not path.is_dir():
+            raise ConfigError(f"EMBODIED_CONFIGS: no config directory at {path}")
+        extra.append(path)
+    for ep in plugin_entry_points("configs"):
+        try:
+            spec = importlib.util.find_spec(ep.value)
+        except (ImportError, ValueError) as e:
+            raise PluginError(f"entry point embodied.configs:{ep.name} = {ep.value}: {e}") from None
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        if not locations:
+            raise PluginError(f"entry point embodied.configs:{ep.name} = {ep.value}: not a package folder")
+        extra.append(Path(locations[0]))
+    return [config_dir(), *dict.fromkeys(p for p in extra if p != config_dir())]
+
+
+def config_file(relative: str) -> Path | None:
+    """The first `relative` path (e.g. task/nav/pointnav.yaml) under the config folders, or None."""
+    return next((d / relative for d in config_dirs() if (d / relative).is_file()), None)
+
+
+def search_path_override() -> list[str]:
+    """The Hydra override that adds the user's config folders to the search path ([] when none)."""
+    extra = config_dirs()[1:]
+    return [f"hydra.searchpath=[{','.join(repr('file://' + str(p)) for p in extra)}]"] if extra else []
+
+
+class PluginError(InputError):
+    """An installed package's entry point (embodied.tasks, embodied.memory, embodied.agents,
+    embodied.configs) that cannot be loaded: names the entry point and the error."""
+
+
+def plugin_entry_points(kind: str) -> list:
+    """Entry points of group `embodied.<kind>` declared by installed packages (importlib.metadata)."""
+    from importlib.metadata import entry_points
+
+    return sorted(entry_points(group=f"embodied.{kind}"), key=lambda ep: ep.name)
+
+
+def load_plugins(kind: str) -> None:
+    """Import each module named in entry point group `embodied.<kind>`; importing it registers its
+    tasks (register_task), memories (register_memory), .... Each layer calls this once its own
+    registry is filled, so the CLI and every worker process (which imports the layer to unpickle its
+    envs) see the same names. A plugin that fails to import is an error naming it, not skipped."""
+    for ep in plugin_entry_points(kind):
+        try:
+            ep.load()
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure of a third-party module is reported as its own
+            raise PluginError(f"entry point embodied.{kind}:{ep.name} = {ep.value}: {type(e).__name__}: {e}") from e
 
 
 def data_dir(name: str) -> Path:
@@ -140,9 +198,11 @@ def one_line_errors(command: str):
 
 
 def group_options(group: str) -> list[str]:
-    """Options of a config group: the .yaml files under configs/<group>/, recursively (`nav/pointnav`)."""
-    root = config_dir() / group
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml")) if root.is_dir() else []
+    """Options of a config group: the .yaml files under <config folder>/<group>/ of every config folder,
+    recursively (`nav/pointnav`)."""
+    found = {str(p.relative_to(d / group).with_suffix("")) for d in config_dirs() if (d / group).is_dir()
+             for p in (d / group).rglob("*.yaml")}
+    return sorted(found)
 
 
 def _closest_first(word: str, allowed: list[str]) -> list[str]:
@@ -280,6 +340,7 @@ def compose(config_name: str, overrides: list[str]):
                 raise
             raise error from e
 
+    overrides = [*overrides, *search_path_override()]
     cfg = run(overrides)
     _check_value_types(cfg, overrides, run)
     return cfg
@@ -293,7 +354,8 @@ def _check_value_types(cfg, overrides: list[str], run) -> None:
     from omegaconf import OmegaConf
 
     parsed = OverridesParser.create().parse_overrides(overrides)
-    selects = [o.input_line for o in parsed if o.is_hydra_override() or (config_dir() / o.key_or_group).is_dir()]
+    selects = [o.input_line for o in parsed if o.is_hydra_override()
+               or any((d / o.key_or_group).is_dir() for d in config_dirs())]
     values = [o for o in parsed if o.input_line not in selects and not o.is_delete() and not o.is_sweep_override()]
     checked = []
     for o in values:
@@ -361,6 +423,7 @@ def run_hydra_app(command: str, config_name: str, task_function) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         with one_line_errors(command):
+            sys.argv = [*sys.argv, *search_path_override()]
             try:
                 hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(job)()
             except Exception as exc:

@@ -15,12 +15,13 @@ from embodied.tasks import TASKS, TaskConfig, make_env
 from embodied.tasks.config import (BalletConfig, BodyConfig, CameraConfig, FastMapConfig, GoatConfig, HouseholdConfig,
                                    ImageConfig, NavConfig, RenderConfig, RoomBalletConfig, schema_of, task_schemas)
 from embodied.tasks.fastmap import LEVELS, level_max_steps
+from embodied.tasks.external import GymConfig
 from embodied.tasks.memorybench import MemoryBenchConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TASK_YAMLS = group_options("task")
 SCHEMAS = {"nav": NavConfig, "ballet": BalletConfig, "room_ballet": RoomBalletConfig, "fastmap": FastMapConfig,
-           "memorybench": MemoryBenchConfig, "household": HouseholdConfig, "goat": GoatConfig}
+           "memorybench": MemoryBenchConfig, "household": HouseholdConfig, "goat": GoatConfig, "gym": GymConfig}
 SYMBOLIC = ("ballet", "room_ballet", "fastmap", "household")  # cheap to reset (fastmap: in symbolic mode)
 
 
@@ -41,8 +42,9 @@ def test_every_registered_task_has_its_family_schema():
 
 def test_shared_keys_are_declared_once_in_the_bases_and_every_key_is_documented():
     # The image size is width/height in every family (MemoryBench too), declared in ImageConfig.
-    for schema in SCHEMAS.values():  # household observes no image (symbolic only)
-        assert issubclass(schema, ImageConfig) is (schema is not HouseholdConfig) and "image_size" not in defaults_of(schema)
+    for schema in SCHEMAS.values():  # household observes no image (symbolic only); a gym env's images are its own
+        assert issubclass(schema, ImageConfig) is (schema not in (HouseholdConfig, GymConfig))
+        assert "image_size" not in defaults_of(schema)
     assert issubclass(NavConfig, RenderConfig) and issubclass(NavConfig, BodyConfig)
     assert issubclass(RoomBalletConfig, CameraConfig) and issubclass(RoomBalletConfig, BodyConfig)
     assert issubclass(FastMapConfig, RenderConfig) and not issubclass(FastMapConfig, BodyConfig)
@@ -73,7 +75,7 @@ def test_task_yaml_holds_only_what_differs_from_its_schema(option):
         assert key == "name" or value != defaults[key], f"{option}.yaml: {key}: {value!r} copies the schema default"
     if schema is FastMapConfig and "max_steps" in raw:  # a level's budgets live in Python (LEVELS)
         assert raw["max_steps"] != level_max_steps(LEVELS[raw["name"].removeprefix("fastmap/")])
-    if "/cpu/" not in f"/{option}":
+    if "/cpu/" not in f"/{option}" and schema is not GymConfig:  # gym/*: names are gymnasium env ids
         assert raw["name"] == option  # configs/task/fastmap/cpu/* pick a level and scenes=symbolic
 
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from gymnasium import spaces
 
+from embodied.config import plugin_entry_points
 from embodied.agents.aux_heads import AUX_HEADS, register_aux_head
 from embodied.agents.config import AgentConfig
 from embodied.agents.encoders import KNOWN_KEYS, ObservationEncoder
@@ -16,6 +17,8 @@ from embodied.agents.policy import Agent
 # builder from the whole run config (agent, memory, task); imported only when chosen.
 AGENT_KINDS = {"keyframe": "embodied.agents.keyframe:build_from_run_config",
                "goat_pointer": "embodied.agents.goat_chooser:build_from_run_config"}
+# Installed packages add kinds in entry point group embodied.agents (name = kind, value = module:function).
+AGENT_KINDS.update({ep.name: ep.value for ep in plugin_entry_points("agents") if ep.name not in AGENT_KINDS})
 
 
 def build_agent_kind(config: Mapping):

@@ -26,7 +26,7 @@ from embodied.agents.config import AgentConfig
 from embodied.memory.recurrent import run_rnn
 
 IMAGE_KEYS = ("rgb", "depth", "semantic")
-VECTOR_KEYS = ("pose", "pointgoal", "holding")
+VECTOR_KEYS = ("pose", "pointgoal", "holding", "state")  # state: any env's flat vector (embodied/tasks/external.py)
 CATEGORY_KEYS = ("objectgoal",)
 TEXT_KEYS = ("text",)
 MEMORY_ONLY_KEYS = ("place", "task")  # handed to the memory as they are (SAT: place ids, AMA task ids)

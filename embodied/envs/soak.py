@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embodied.config import config_dir, provenance
+from embodied.config import config_file, provenance
 from embodied.envs import available_cpus, make_vector_env
 from embodied.envs.bench import _table
 from embodied.tasks import TaskConfig
@@ -35,7 +35,7 @@ WARMUP = 0.4
 def load_level(name: str) -> TaskConfig:
     from omegaconf import OmegaConf
 
-    node = OmegaConf.to_container(OmegaConf.load(config_dir() / "task" / f"{name}.yaml"), resolve=True)
+    node = OmegaConf.to_container(OmegaConf.load(config_file(f"task/{name}.yaml")), resolve=True)
     node.pop("defaults", None)
     return TaskConfig.from_any(node)
 

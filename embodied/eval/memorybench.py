@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from embodied.config import ConfigError, check, config_dir
+from embodied.config import ConfigError, check, config_file
 
 def _task_dict(name: str, trained: dict | None) -> dict:
     from omegaconf import OmegaConf
 
-    path = config_dir() / "task" / f"{name}.yaml"
-    task = OmegaConf.to_container(OmegaConf.load(path), resolve=True) if path.is_file() else {"name": name}
+    path = config_file(f"task/{name}.yaml")
+    task = OmegaConf.to_container(OmegaConf.load(path), resolve=True) if path is not None else {"name": name}
     task.pop("defaults", None)
     for key in ("width", "height"):  # the policy sees the image size it was trained on
         if trained and key in trained:

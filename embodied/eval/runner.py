@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from embodied.config import check, config_dir, data_dir, provenance
+from embodied.config import check, config_file, data_dir, provenance
 from embodied.eval.report import MemoryTimer, memory_record, result_groups, training_record
 from embodied.eval.stats import summarize
 
@@ -116,8 +116,8 @@ def suite_tasks(name: str) -> list[str]:
 
 
 def load_task_config(name: str) -> dict:
-    path = config_dir() / "task" / f"{name}.yaml"
-    check(path.is_file(), "suite", f"task config {name!r} not found under configs/task/")
+    path = config_file(f"task/{name}.yaml")
+    check(path is not None, "suite", f"task config {name!r} not found under configs/task/")
     node = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     node.pop("defaults", None)  # the family's schema, whose defaults fill in what the YAML leaves out
     from embodied.tasks import TaskConfig
@@ -220,21 +220,27 @@ def evaluate_task(task: dict, policy: str, ckpt: dict | None, cfg: DictConfig, d
         envs.close()
         if timer is not None:
             timer.close()
-    result: dict[str, Any] = {"task": task.get("name"), "policy": policy, "episodes": len(episodes),
-                              "success": summarize([e["success"] for e in episodes], True, cfg.confidence)}
+    result: dict[str, Any] = {"task": task.get("name"), "policy": policy, "episodes": len(episodes)}
+    if any("success" in e for e in episodes):
+        result["success"] = summarize([e.get("success", 0.0) for e in episodes], True, cfg.confidence)
+    else:  # an env without success (a gymnasium env's own task) is evaluated on return and length
+        for key in ("return", "length"):
+            result[key] = summarize([e[key] for e in episodes], False, cfg.confidence, seed=cfg.seed)
     if timer is not None:
         result["memory"] = memory_record(runner.agent.memory, timer)
     if all("spl" in e for e in episodes):
         result["spl"] = summarize([e["spl"] for e in episodes], False, cfg.confidence, seed=cfg.seed)
     for key in EXTRA_MEASURES:
-        if all(key in e for e in episodes):
+        if key not in result and all(key in e for e in episodes):
             result[key] = float(np.mean([e[key] for e in episodes]))
-    from embodied.tasks import TASKS
+    numeric = sorted({k for e in episodes for k, v in e.items() if isinstance(v, float) and not k.startswith("memory/")})
+    result["measures"] = {k: float(np.mean([e[k] for e in episodes if k in e])) for k in numeric}  # every number the env reported
+    from embodied.tasks.registry import task_class
 
-    declared = getattr(TASKS.get(str(task.get("name"))), "result_groups", ())
+    declared = getattr(task_class(task.get("name")), "result_groups", ())
     groups = sorted({k for e in episodes for k, v in e.items() if isinstance(v, str)
                      and (k in declared or k.startswith("memory/"))})
-    if groups:  # success per value of the task's declared words (question type) and the memory's choices
+    if groups and "success" in result:  # success per value of the task's declared words (question type) and the memory's choices
         result["by"] = {key: {value: summarize([e["success"] for e in episodes if e.get(key) == value], True, cfg.confidence)
                               for value in sorted({e[key] for e in episodes if key in e})} for key in groups}
     result["per_episode"] = episodes
@@ -242,15 +248,24 @@ def evaluate_task(task: dict, policy: str, ckpt: dict | None, cfg: DictConfig, d
 
 
 def format_table(results: list[dict], confidence: float = 0.95) -> str:
+    """Success and SPL with intervals; tasks without success show return and length instead."""
     pct = f"{round(confidence * 100)}% CI"
+
+    def cell(summary: dict, width: int) -> str:
+        return f"{summary['mean']:>{width}.3f} [{summary['ci_low']:.3f}, {summary['ci_high']:.3f}]"
+
     header = f"{'task':<22} {'policy':<10} {'episodes':>8}  {'success':>7} [{pct:^13}]  {'SPL':>6} [{pct:^13}]"
+    if not any("success" in r for r in results):
+        header = f"{'task':<22} {'policy':<10} {'episodes':>8}  return [{pct}], length [{pct}]"
     lines = [header, "-" * len(header)]
     for r in results:
-        s = r["success"]
-        row = f"{str(r['task']):<22} {r['policy']:<10} {r['episodes']:>8}  {s['mean']:>7.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
-        if "spl" in r:
-            p = r["spl"]
-            row += f"  {p['mean']:>6.3f} [{p['ci_low']:.3f}, {p['ci_high']:.3f}]"
+        row = f"{str(r['task']):<22} {r['policy']:<10} {r['episodes']:>8}  "
+        if "success" in r:
+            row += cell(r["success"], 7)
+            if "spl" in r:
+                row += "  " + cell(r["spl"], 6)
+        else:
+            row += f"return {cell(r['return'], 0)}, length {cell(r['length'], 0)}"
         lines.append(row)
         lines += _group_lines(r)
     return "\n".join(lines)

@@ -7,6 +7,9 @@ from embodied.memory.sat import SATConfig, SpatiallyAwareMemory
 from embodied.memory.recurrent import GRUMemory, LSTMMemory, NoMemory
 from embodied.memory import dcem as _dcem  # noqa: F401  (registers dcem)
 from embodied.memory import membank as _membank  # noqa: F401  (registers membank)
+from embodied.config import load_plugins
+
+load_plugins("memory")  # installed packages' memories (entry point group embodied.memory)
 
 __all__ = [
     "MEMORIES",

@@ -60,12 +60,15 @@ class TaskConfig:
     def validate(self):
         """Type checks, then the name: a registered task of this family. Subclasses add their range
         checks and call this first."""
+        self._check_types()
+        self._check_name()
+        return self
+
+    def _check_name(self) -> None:
         from embodied.tasks.registry import TASKS
 
-        self._check_types()
         names = sorted(n for n, cls in TASKS.items() if getattr(cls, "config_class", None) is type(self))
         check(self.name in names, "task.name", f"{self.name!r} is not a {self.family} task; allowed: {', '.join(names)}")
-        return self
 
     @classmethod
     def from_any(cls, cfg) -> "TaskConfig":
@@ -93,19 +96,20 @@ class TaskConfig:
 
 def schema_of(name) -> type[TaskConfig]:
     """The schema of the family of registered task `name`."""
-    from embodied.tasks.registry import TASKS
+    from embodied.tasks.registry import TASK_PREFIXES, TASKS, task_class
 
-    schema = getattr(TASKS.get(name), "config_class", None)
+    schema = getattr(task_class(name), "config_class", None)
     if schema is None:
-        raise ConfigError(f"task.name: unknown task {name!r}; allowed: {', '.join(sorted(TASKS))}")
+        prefixes = [f"{p}<id>" for p in TASK_PREFIXES]
+        raise ConfigError(f"task.name: unknown task {name!r}; allowed: {', '.join(sorted(TASKS) + prefixes)}")
     return schema
 
 
 def task_schemas() -> dict[str, type[TaskConfig]]:
     """{family: schema} of the registered tasks."""
-    from embodied.tasks.registry import TASKS
+    from embodied.tasks.registry import TASK_PREFIXES, TASKS
 
-    schemas = {getattr(cls, "config_class", None) for cls in TASKS.values()} - {None}
+    schemas = {getattr(cls, "config_class", None) for cls in [*TASKS.values(), *TASK_PREFIXES.values()]} - {None}
     return {s.family: s for s in sorted(schemas, key=lambda s: s.family)}
 
 

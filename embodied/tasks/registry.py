@@ -11,6 +11,9 @@ import numpy as np
 from embodied.config import InputError, registrar
 
 TASKS: dict[str, type] = {}
+# Task families whose names are open-ended: a name starting with the prefix is served by the class
+# (`gym:<id>`: any gymnasium-registered env, embodied/tasks/external.py).
+TASK_PREFIXES: dict[str, type] = {}
 MEASURES: dict[str, type] = {}
 # Named boolean masks over a batch of a task's observations ([..., *shape] arrays or tensors -> [...]):
 # the steps a trainer may weight up (behaviour cloning's `upweight`), e.g. fast-mapping's instruction phase.
@@ -124,6 +127,14 @@ class TaskEnv(gym.Env):
         raise NotImplementedError
 
 
+def task_class(name) -> type | None:
+    """The env class of task `name`: a registered name, else the class of its prefix; None if neither."""
+    name = str(name)
+    if name in TASKS:
+        return TASKS[name]
+    return next((cls for prefix, cls in TASK_PREFIXES.items() if name.startswith(prefix)), None)
+
+
 def register_measure(name: str) -> Callable[[type], type]:
     return registrar(MEASURES, "measure", name, "uuid")
 
@@ -138,7 +149,7 @@ def make_env(cfg, seed: int | None = None):
     from embodied.tasks.config import TaskConfig
 
     cfg = TaskConfig.from_any(cfg)
-    env = TASKS[cfg.name](cfg)
+    env = task_class(cfg.name)(cfg)
     if seed is not None:
         env.reset(seed=seed)
     return env

@@ -299,6 +299,16 @@ class CheckpointManager:
         found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := _CKPT_NAME.match(p.name))]
         return [p for _, p in sorted(found)]
 
+    def best_of(self, metrics: dict) -> float | None:
+        """The value of best_metric in `metrics`. `auto` becomes episode/success where the task reports
+        success, else episode/return, at the first metrics that hold either."""
+        if self.best_metric == "auto":
+            key = next((k for k in ("episode/success", "episode/return") if k in metrics), None)
+            if key is None:
+                return None
+            self.best_metric = key
+        return metrics.get(self.best_metric) if self.best_metric is not None else None
+
     def _is_better(self, value: float) -> bool:
         if not math.isfinite(value):
             return False

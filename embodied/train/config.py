@@ -93,8 +93,8 @@ class TrainConfig:
     """Checkpoint every this many updates (and at the end, and on preemption)."""
     keep_last: int = 3
     """Checkpoints kept besides best.pt."""
-    best_metric: str = "episode/success"
-    """Metric whose maximum selects best.pt."""
+    best_metric: str = "auto"
+    """Metric whose maximum selects best.pt; auto: episode/success where the task reports success, else episode/return."""
     requeue: bool = True
     """In SLURM, requeue the job after a preemption signal saved the resume state."""
     resume: bool = True

@@ -119,6 +119,16 @@ def all_reduce_sum(values: Iterable[float], ctx: DistContext) -> list[float]:
     return t.tolist()
 
 
+def union_keys(keys: Iterable[str], ctx: DistContext) -> list[str]:
+    """The sorted union of every rank's keys (ranks reduce values key by key, so they must agree)."""
+    keys = sorted(set(keys))
+    if not ctx.enabled:
+        return keys
+    gathered: list = [None] * ctx.world_size
+    dist.all_gather_object(gathered, keys)
+    return sorted({k for rank in gathered for k in rank})
+
+
 def any_rank(flag: bool, ctx: DistContext) -> bool:
     if not ctx.enabled:
         return flag

@@ -24,10 +24,9 @@ import torch
 
 from embodied.config import ConfigError, check
 from embodied.train.checkpoint import NonFiniteError
-from embodied.train.distributed import DistContext, StragglerCutoff, all_reduce_gradients, all_reduce_sum, any_rank
+from embodied.train.distributed import DistContext, StragglerCutoff, all_reduce_gradients, all_reduce_sum, any_rank, union_keys
 
 AMP_MODES = ("none", "bf16", "fp16")
-EPISODE_KEYS = ("success", "spl", "soft_spl", "distance_to_goal", "collisions", "return", "length")
 
 
 @dataclass
@@ -128,19 +127,25 @@ def obs_to_tensors(obs: dict[str, np.ndarray], device: torch.device) -> dict[str
 
 
 class EpisodeStats:
-    """Rolling window of finished episodes' measures (infos[i]['episode'])."""
+    """Rolling window of finished episodes' measures: every number the env reported at the episode's
+    end (its info, bools as 0/1), with return and length."""
 
     def __init__(self, window: int = 100):
         self.window: deque[dict[str, float]] = deque(maxlen=window)
         self.total = 0
 
     def add(self, episode: dict[str, Any]) -> None:
-        self.window.append({k: float(episode[k]) for k in EPISODE_KEYS if k in episode})
+        self.window.append({k: float(v) for k, v in episode.items()
+                            if isinstance(v, (int, float, bool, np.number, np.bool_)) and math.isfinite(float(v))})
         self.total += 1
 
-    def sums(self) -> tuple[list[float], float]:
-        sums = [sum(e.get(k, 0.0) for e in self.window) for k in EPISODE_KEYS]
-        return sums, float(len(self.window))
+    def keys(self) -> list[str]:
+        return sorted({k for e in self.window for k in e})
+
+    def sums(self, keys: list[str]) -> tuple[list[float], list[float]]:
+        """Per key: the sum over the window's episodes that report it, and their number."""
+        return ([sum(e[k] for e in self.window if k in e) for k in keys],
+                [float(sum(k in e for e in self.window)) for k in keys])
 
 
 class PPO:
@@ -412,10 +417,9 @@ class PPO:
         return metrics
 
     def episode_metrics(self) -> dict[str, float]:
-        """Window means of finished episodes' measures, pooled over ranks."""
-        sums, count = self.episodes.sums()
-        reduced = all_reduce_sum([*sums, count], self.ctx)
-        total = reduced[-1]
-        if total == 0:
-            return {}
-        return {f"episode/{k}": s / total for k, s in zip(EPISODE_KEYS, reduced[:-1])}
+        """Window means of finished episodes' measures, pooled over ranks (each over the episodes that report it)."""
+        keys = union_keys(self.episodes.keys(), self.ctx)
+        sums, counts = self.episodes.sums(keys)
+        reduced = all_reduce_sum([*sums, *counts], self.ctx)
+        n = len(keys)
+        return {f"episode/{k}": s / c for k, s, c in zip(keys, reduced[:n], reduced[n:]) if c > 0}

@@ -233,6 +233,8 @@ class _Progress:
         post = {}
         if "episode/success" in metrics:
             post["success"] = f"{metrics['episode/success']:.2f}"
+        elif "episode/return" in metrics:
+            post["return"] = f"{metrics['episode/return']:.3g}"
         if "sps" in metrics:
             post["sps"] = f"{metrics['sps']:.0f}"
         self.bar.set_postfix(post, refresh=False)
@@ -353,7 +355,7 @@ def _ppo_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config,
             return None
         counters = {"update": trainer.update_index, "env_steps": trainer.env_steps}
         return manager.save(_payload(agent, trainer, counters, config, metric_logger, metrics),
-                            trainer.update_index, metrics.get(cfg.best_metric))
+                            trainer.update_index, manager.best_of(metrics))
 
     def stop_mid_rollout() -> bool:  # called before every env step of a rollout
         progress.tick(cfg.num_envs * ctx.world_size)
@@ -486,7 +488,7 @@ def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, 
                 metric_logger.log(metrics)
             progress.update(1, metrics)
             last_path = manager.save(_payload(agent, bc, {"update": bc.round, "env_steps": 0}, config,
-                                              metric_logger, metrics), bc.round, metrics.get(cfg.best_metric))
+                                              metric_logger, metrics), bc.round, manager.best_of(metrics))
     except NonFiniteError as exc:
         raise NonFiniteError(f"{exc}; last good checkpoint: {last_path or 'none written yet'}") from None
     return {"status": "finished", "checkpoint": str(manager.latest_path), "metrics": metrics, "update": bc.round}

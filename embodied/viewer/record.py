@@ -81,16 +81,19 @@ def record(cfg) -> list[dict]:
         name = kind
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    # Ballet / Room Ballet know their own length (they ignore task.max_steps); keyframe tasks count keyframes.
+    # Ballet / Room Ballet know their own length (they ignore task.max_steps); keyframe tasks count keyframes;
+    # a gymnasium env may have no step limit (the bar then counts steps without a total).
     max_steps = (getattr(env, "max_episode_steps", None) or getattr(env.cfg, "max_steps", None)
-                 or getattr(env.cfg, "max_keyframes"))
-    bar = tqdm(total=cfg.episodes * max_steps, unit="step", desc="record", disable=cfg.quiet, file=sys.stderr)
+                 or getattr(env.cfg, "max_keyframes", None))
+    bar = tqdm(total=cfg.episodes * max_steps if max_steps else None, unit="step", desc="record", disable=cfg.quiet,
+               file=sys.stderr)
     for ep in range(cfg.episodes):
         path = paths[ep]
         # The writer process finishes one episode's file while the next is played; a video reads it back.
         result = record_episode(env, policy, path, seed=cfg.seed + ep, meta={"task": env.cfg.name, "agent": name},
                                 on_step=lambda: bar.update(1), wait=bool(cfg.video))
-        bar.update(max_steps * (ep + 1) - bar.n)  # episodes that end early skip their remainder
+        if max_steps:
+            bar.update(max_steps * (ep + 1) - bar.n)  # episodes that end early skip their remainder
         if cfg.video:
             from embodied.viewer.video import recording_to_video
 
@@ -99,8 +102,10 @@ def record(cfg) -> list[dict]:
     sync()
     bar.close()
     for r in results:
-        print(f"{r['path']}: steps={r['length']} success={float(r.get('success', float('nan'))):.0f} "
-              f"spl={float(r.get('spl', float('nan'))):.3f} return={r['return']:.3f}" + (f" video={r['video']}" if 'video' in r else ""))
+        measures = [f"success={float(r['success']):.0f}"] if "success" in r else []
+        measures += [f"spl={float(r['spl']):.3f}"] if "spl" in r else []
+        print(" ".join([f"{r['path']}: steps={r['length']}", *measures, f"return={r['return']:.3f}"]
+                       + ([f"video={r['video']}"] if "video" in r else [])))
     return results
 
 

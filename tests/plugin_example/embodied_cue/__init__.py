@@ -1,0 +1,1 @@
+"""Example embodied plugin (see pyproject.toml)."""
