@@ -2,6 +2,11 @@
 or takes plain flags where it has nothing to configure.
 
   embodied scenes generate --n 5 --seed 0 --out DIR     procedural apartments (SceneSpec JSON + GLB)
+  embodied episodes export --task nav/pointnav --scenes test --seeds 0 100 --out FILE.json.gz
+                                                         our nav episodes as a habitat-lab episode file
+  embodied episodes check FILE.json.gz [--scenes MESH] [--out REPORT.json]
+                                                         a habitat-lab PointNav/ObjectNav file against our scenes:
+                                                         the episodes not navigable here, with reasons (exit 1 if any)
   embodied play task=nav/objectnav agent=oracle          one episode -> MP4 + measures JSON
   embodied bench sim [--quick] [--out FILE]              env steps/s (JSON), peers when installed
   embodied bench render                                  renderer frames/s
@@ -205,6 +210,65 @@ def cmd_scenes(argv: list[str]) -> None:
 
     paths = write_scenes(a.n, a.seed, Path(a.out), n_rooms=rooms, quiet=a.quiet, object_split=a.object_split)
     print(f"wrote {len(paths)} files to {a.out}")
+
+
+def cmd_episodes(argv: list[str]) -> None:
+    p = ArgumentParser(prog="embodied episodes", description="habitat-lab PointNav/ObjectNav episode files "
+                       "(.json.gz) against our scenes (docs/nav.md, Habitat episode datasets)")
+    sub = p.add_subparsers(dest="action", required=True)
+    e = sub.add_parser("export", help="write the episodes our nav task draws for some seeds as a habitat file")
+    e.add_argument("--task", default="nav/pointnav", choices=["nav/pointnav", "nav/objectnav"], help="the task")
+    e.add_argument("--scenes", default="test", help="task.scenes: train, val, test, or a SceneSpec JSON file")
+    e.add_argument("--seeds", type=int, nargs=2, default=[0, 100], metavar=("FIRST", "N"),
+                   help="episode seeds FIRST..FIRST+N-1 (default 0 100); reset(seed=s) with the file replays seed s")
+    e.add_argument("--out", required=True, help="output file (.json.gz)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    c = sub.add_parser("check", help="read a habitat file against our scenes; report the episodes not navigable "
+                       "here (exit 1 when there are any)")
+    c.add_argument("file", help="a habitat-lab PointNav or ObjectNav episode file (.json.gz)")
+    c.add_argument("--scenes", default="train", help="task.scenes: a scene file of your own whose stem scene_id "
+                   "names (pinned apartments are found by name anyway)")
+    c.add_argument("--agent-radius", type=float, default=0.18, help="agent radius of our grid, metres")
+    c.add_argument("--agent-height", type=float, default=1.5, help="agent height of our grid, metres")
+    c.add_argument("--out", default=None, help="also write the per-episode report as JSON here")
+    a = p.parse_args(argv)
+    from embodied.tasks.config import NavConfig
+
+    if a.action == "export":
+        if a.seeds[1] < 1 or a.seeds[0] < 0:
+            _fail(f"--seeds: {a.seeds[0]} {a.seeds[1]}; allowed: FIRST >= 0 and N >= 1")
+        if not a.out.endswith(".json.gz"):
+            _fail(f"--out: {a.out}; allowed: a .json.gz file (habitat-lab reads gzip JSON)")
+        from embodied.tasks.habitat_episodes import export_episodes
+
+        cfg = NavConfig(name=a.task, scenes=a.scenes).validate()
+        path = export_episodes(cfg, range(a.seeds[0], a.seeds[0] + a.seeds[1]), a.out, quiet=a.quiet)
+        print(f"wrote {a.seeds[1]} {a.task} episodes to {path}")
+        return
+    import json
+
+    from embodied.tasks.habitat_episodes import check_episodes, read_habitat_episodes, summary
+    from embodied.tasks.scenes import SceneSource
+
+    if not 0.05 <= a.agent_radius <= 1.0:
+        _fail(f"--agent-radius: {a.agent_radius}; allowed: 0.05..1.0")
+    if not 0.2 <= a.agent_height <= 5.0:
+        _fail(f"--agent-height: {a.agent_height}; allowed: 0.2..5.0")
+    data = read_habitat_episodes(a.file)
+    scenes = SceneSource(a.scenes, None, a.agent_radius, a.agent_height, cache_size=64)
+    checks = check_episodes(data, scenes)
+    s = summary(checks)
+    for ch in checks:
+        if not ch.navigable:
+            print(f"episode {ch.episode.episode_id} ({ch.episode.scene_id}): {'; '.join(ch.problems)}")
+    print(f"{a.file}: {data.kind}, {s['episodes']} episodes: {s['navigable']} navigable here, "
+          f"{s['not_navigable']} not" + (f" ({', '.join(f'{k} {v}' for k, v in s['problems'].items())})"
+                                         if s["problems"] else ""))
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps({"file": str(a.file), "kind": data.kind, "summary": s,
+                                           "episodes": [ch.as_dict() for ch in checks]}, indent=1))
+    raise SystemExit(1 if s["not_navigable"] else 0)
 
 
 def _help_requested(argv: list[str]) -> bool:
@@ -536,6 +600,7 @@ def main(argv: list[str] | None = None) -> None:
     cmd, rest = argv[0], argv[1:]
     commands = {
         "scenes": cmd_scenes,
+        "episodes": cmd_episodes,
         "play": cmd_play,
         "bench": cmd_bench,
         "record": cmd_record,

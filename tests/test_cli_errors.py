@@ -29,6 +29,9 @@ def fails(capsys, command, *argv):
     ("bench", ["nonsense"], "invalid choice: 'nonsense'"),
     ("scenes", ["generate", "--n", "0", "--out", "unused"], "--n: 0; allowed: >= 1"),
     ("scenes", ["generate"], "required: --out"),
+    ("episodes", ["check", "missing.json.gz"], "missing.json.gz: no such episode file"),
+    ("episodes", ["export", "--out", "x.json"], "--out: x.json; allowed: a .json.gz file"),
+    ("episodes", ["check", "x.json.gz", "--agent-radius", "5"], "--agent-radius: 5.0; allowed: 0.05..1.0"),
     ("view", ["x.rrd", "--port", "abc"], "--port: invalid int value: 'abc'"),
     ("video", ["missing.rrd"], "missing.rrd"),
 ])
@@ -117,7 +120,8 @@ def test_interrupt_is_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys
         main(["scenes"])
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "play", "record", "demos", "bench", "scenes", "view", "video"])
+@pytest.mark.parametrize("command", ["train", "eval", "play", "record", "demos", "bench", "scenes", "episodes", "view",
+                                     "video"])
 def test_help_on_every_command(capsys, command):
     try:
         main([command, "--help"])

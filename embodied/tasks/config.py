@@ -228,6 +228,11 @@ class NavConfig(RenderConfig, BodyConfig):
     scene (seeded by the scene, as a Habitat episode dataset fixes its goals), starts still fresh.
     A goal's geodesic field (one Dijkstra over the grid, ~3 ms, most of a reset) is then computed
     once per scene and point and cached (N fields per scene, 8 bytes per grid cell each)."""
+    episodes_file: str | None = None
+    """nav/pointnav, nav/objectnav: a habitat-lab PointNav/ObjectNav episode file (.json.gz; docs/nav.md)
+    whose episodes are played instead of drawn: reset(seed=s) plays its navigable episode s mod N,
+    seedless resets the next; scene_id names a pinned apartment (any split) or the file of
+    task.scenes; min/max_goal_distance do not apply. null: episodes are drawn from the seed."""
     success_reward: float = 2.5
     """Reward for a successful stop (per goal in multigoal)."""
     slack_reward: float = -0.01
@@ -253,6 +258,11 @@ class NavConfig(RenderConfig, BodyConfig):
         check(self.goal_pool >= 0, "task.goal_pool", f"{self.goal_pool}; allowed: >= 0")
         check(not (self.goal_pool and self.name != "nav/pointnav"), "task.goal_pool",
               f"{self.goal_pool} for {self.name}; allowed: 0, or task nav/pointnav")
+        if self.episodes_file is not None:
+            check(self.name in ("nav/pointnav", "nav/objectnav"), "task.episodes_file",
+                  f"set for {self.name}; allowed: null, or a file with task nav/pointnav or nav/objectnav")
+            check(bool(self.episodes_file.strip()), "task.episodes_file", "empty; allowed: a path or null")
+            check(not self.goal_pool, "task.episodes_file", "the file fixes the goals; allowed with task.goal_pool=0 only")
         return self
 
 

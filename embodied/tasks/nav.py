@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from gymnasium import spaces
 
+from embodied.config import InputError
 from embodied.render import Camera
 from embodied.sim import ACTIONS, DistanceField, NavAgent, ShortestPathFollower
 from embodied.tasks.config import NavConfig
@@ -88,16 +89,23 @@ class NavEnv(TaskEnv):
         self.final_observation = True
         self._last_obs: dict[str, np.ndarray] | None = None
         self._next_episode: tuple | Exception | None = None  # drawn ahead by prefetch()
+        self.episode_id: str | None = None  # the episode file's episode_id of the episode under way
+        self.playlist: list = []  # EpisodeChecks of task.episodes_file's navigable episodes
+        self._cursor = 0  # index into playlist of the next episode
+        if cfg.episodes_file:
+            self._load_episodes_file(cfg.episodes_file)
 
     # -- gymnasium API ---------------------------------------------------------------------
     def _reset(self, seed: int | None, options: dict | None):
         if seed is not None:
             self.rng = np.random.default_rng(seed)
             self._next_episode = None
+            self._cursor = seed
         episode, self._next_episode = self._next_episode or self._draw_episode(), None
         if isinstance(episode, Exception):
             raise episode
-        self.scene, start, yaw, self.goals = episode
+        self.scene, start, yaw, self.goals, *episode_id = episode
+        self.episode_id = episode_id[0] if episode_id else None
         c = self.cfg
         self.agent = NavAgent(self.scene.grid, radius=c.agent_radius, height=c.agent_height,
                               forward_step=c.forward_step, turn_angle=c.turn_angle, tilt_angle=c.tilt_angle,
@@ -217,8 +225,52 @@ class NavEnv(TaskEnv):
         self.leg_start_distance = self.distance_to_goal()
         self.leg_path_length = 0.0
 
+    def _load_episodes_file(self, path: str) -> None:
+        """Read a habitat-lab episode file against our scenes; keep its navigable episodes (a warning
+        counts the others; none navigable is an InputError)."""
+        import warnings
+
+        from embodied.tasks.habitat_episodes import check_episodes, read_habitat_episodes, summary
+
+        data = read_habitat_episodes(path)
+        kind = self.cfg.name.split("/")[1]
+        if data.kind != kind:
+            raise InputError(f"{path}: a {'PointNav' if data.kind == 'pointnav' else 'ObjectNav'} episode file; "
+                             f"task {self.cfg.name} plays {'PointNav' if kind == 'pointnav' else 'ObjectNav'} files")
+        checks = check_episodes(data, self.scenes, kind)
+        self.playlist = [c for c in checks if c.navigable]
+        s = summary(checks)
+        bad = next((c for c in checks if not c.navigable), None)
+        if bad is not None:
+            detail = f"first: episode {bad.episode.episode_id}: {bad.problems[0]}"
+            if not self.playlist:
+                raise InputError(f"{path}: none of its {s['episodes']} episodes is navigable here ({detail})")
+            warnings.warn(f"{path}: {s['not_navigable']} of {s['episodes']} episodes are not navigable here and are "
+                          f"skipped ({detail}); `embodied episodes check {path}` lists them", stacklevel=2)
+        for c in self.playlist:  # the grid caches one field per goal: room for every episode's
+            c.scene.grid.field_cache_size = max(c.scene.grid.field_cache_size, len(self.playlist) + 8)
+        self.scenes.cache_size = max(self.scenes.cache_size, len({c.scene.key for c in self.playlist}))
+
+    def _file_episode(self) -> tuple:
+        """(scene, start_xy, start_yaw, goals, episode_id) of the next episode of task.episodes_file."""
+        from embodied.tasks.habitat_episodes import goal_field
+
+        check = self.playlist[self._cursor % len(self.playlist)]
+        self._cursor += 1
+        ep, scene = check.episode, self.scenes.named(check.episode.scene_name)
+        fld = goal_field(scene, ep, self.cfg.name.split("/")[1])
+        if ep.object_category is None:
+            point = ep.goals(scene.geometry.ground_shift)[0].position[:2]
+            goal = Goal(field=fld, tolerance=self.cfg.success_distance, point=point)
+        else:  # reached anywhere in the view points' region, with ObjectNav's one-cell slack
+            goal = Goal(field=fld, tolerance=scene.grid.cell * 1.5, category=OBJECT_CATEGORIES.index(ep.object_category))
+        return scene, check.start[:2].copy(), ep.yaw, [goal], ep.episode_id
+
     def _draw_episode(self) -> tuple:
-        """(scene, start_xy, start_yaw, goals) of a new episode, drawn from self.rng."""
+        """(scene, start_xy, start_yaw, goals) of a new episode, drawn from self.rng (or, with
+        task.episodes_file, the file's next episode and its episode_id)."""
+        if self.playlist:
+            return self._file_episode()
         reason = None
         for _ in range(20):
             scene = self.scenes.sample(self.rng)

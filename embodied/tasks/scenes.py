@@ -15,7 +15,7 @@ import numpy as np
 
 from embodied.render import RaycastRenderer
 from embodied.sim import NavigableGrid
-from embodied.world import build_geometry, generate_apartment, load_mesh_scene, load_split
+from embodied.world import build_geometry, generate_apartment, load_mesh_scene, load_split, pinned_scene
 from embodied.world.geometry import SceneGeometry
 from embodied.world.spec import SceneFormatError, SceneSpec
 
@@ -77,6 +77,20 @@ class SceneSource:
         if self.path.suffix.lower() in MESH_SUFFIXES:
             return self._get(str(self.path), None)
         raise SceneFormatError(f"{self.path}: unsupported scene file type; use .json or {'/'.join(MESH_SUFFIXES)}")
+
+    def named(self, name: str) -> NavScene:
+        """The scene a name refers to (an episode file's scene_id stem): the file of `task.scenes` when
+        its stem is `name`, else the pinned apartment of that name (any split). SceneFormatError when
+        neither exists."""
+        if self.path is not None and self.path.stem == name:
+            return self.sample(np.random.default_rng(0))
+        try:
+            spec = pinned_scene(name)
+        except ValueError:
+            where = f"nor the stem of task.scenes ({self.path.name})" if self.path is not None else \
+                "(a scene of your own: set task.scenes to its file)"
+            raise SceneFormatError(f"{name}: not a pinned apartment {where}") from None
+        return self._get(spec.name, lambda: spec)
 
     def prebuild(self) -> int:
         """Build every scene of a pinned split (up to the cache size) now, so that later resets

@@ -34,6 +34,7 @@ class MeshPart:
 class SceneGeometry:
     parts: list[MeshPart]
     semantic_classes: list[str] = field(default_factory=lambda: list(STRUCTURE_CLASSES))
+    ground_shift: float = 0.0  # metres subtracted from the source file's up coordinate (load_mesh_scene, ground=True)
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         v = np.concatenate([p.vertices for p in self.parts])
@@ -191,7 +192,8 @@ def load_mesh_scene(path, up_axis: str = "auto", ground: bool = True) -> SceneGe
     up_axis: 'y' or 'z', the file's up direction; 'auto' means 'y' for .glb/.gltf/.obj (the glTF
         convention and most OBJ exporters) and 'z' for .ply/.stl/.off (most scanners). y-up files
         are rotated to our z-up frame.
-    ground: shift the scene vertically so its lowest point is at z = 0 (our floor height).
+    ground: shift the scene vertically so its lowest point is at z = 0 (our floor height); the shift
+        is kept as `ground_shift`, so coordinates given in the file's frame (habitat episodes) convert.
     Every geometry becomes one MeshPart with semantic class 'mesh' and instance 0, keeping vertex
     colours when the file has them (textures are baked to vertex colours when trimesh can).
     Raises SceneFormatError naming the file when it cannot be read or holds no triangles.
@@ -226,11 +228,12 @@ def load_mesh_scene(path, up_axis: str = "auto", ground: bool = True) -> SceneGe
         color = tuple(float(x) for x in vcols.mean(0)) if vcols is not None else DEFAULT_MESH_COLOR
         parts.append(MeshPart(str(name), v.astype(np.float32), np.asarray(m.faces, np.int32), color, mesh_id, 0,
                               vertex_colors=vcols))
+    z0 = 0.0
     if ground:
         z0 = min(float(p.vertices[:, 2].min()) for p in parts)
         for p in parts:
             p.vertices[:, 2] -= z0
-    return SceneGeometry(parts=parts, semantic_classes=classes)
+    return SceneGeometry(parts=parts, semantic_classes=classes, ground_shift=z0)
 
 
 def _scene_meshes(loaded):
