@@ -121,6 +121,166 @@ def test_button_press_mid_motion_is_latched(envs):
     assert info["success"] == 1.0
 
 
+def _expert(env, k: int, variation: int | None = None) -> np.ndarray:
+    """The expert's keyframe k for the current state, as if the episode were `variation`."""
+    v = env.task.variation
+    env.task.variation = v if variation is None else variation
+    try:
+        return env.task.keyframe(k)
+    finally:
+        env.task.variation = v
+
+
+def _play(env, seed: int, plan) -> dict:
+    """Reset, then run the plan until the episode ends: an item is an action or (k[, variation]),
+    the expert's keyframe k (of that variation) for the state reached."""
+    env.reset(seed=seed)
+    info = {}
+    for item in plan:
+        a = _expert(env, *item) if isinstance(item, tuple) else item
+        _, reward, terminated, truncated, info = env.step(a)
+        if terminated or truncated:
+            return {**info, "reward": reward, "terminated": terminated}
+    return {**info, "reward": reward, "terminated": False}
+
+
+def _lift(xy) -> np.ndarray:
+    """Straight up from a placed block, gripper open (the expert's next move after placing)."""
+    from embodied.tasks.memorybench.tasks import CARRY_Z
+
+    return np.r_[xy[0], xy[1], CARRY_Z, S.QUAT_DOWN, 1, 0].astype(np.float32)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_reopen_button_pressed_in_passing_counts(strict):
+    """reopen_drawer, seed 3 (variation 0): the drawer is closed and the hand is over the button
+    (expert keyframes 0-4); one keyframe goes beside the button, the next slides the fingertips
+    12 mm below the cap's top across it to 9 cm past its centre, so the button is pressed during the
+    motion and released at its end. The success check runs after every physics step of the motion
+    (as RLBench's path loop calls task.success()), so the press counts: the ordered set reaches its
+    third condition, and the expert's reopening (keyframes 6-11) succeeds. Checked only at keyframe
+    ends, the press would be missed and the episode would fail."""
+    env = _env("reopen_drawer", strict=strict)
+    env.reset(seed=3)
+    assert env.variation == 0
+    for _ in range(5):
+        env.step(env.oracle_action())
+    bx, by = env.scene.button_xy
+    cap = S.TABLE_Z + S.BUTTON_TOP
+    depression = []
+    env.scene.step_callbacks.append(lambda: depression.append(env.scene.button_depression()))
+    env.step(np.r_[bx - 0.06, by, cap, S.QUAT_DOWN, 0, 0])
+    assert max(depression) < 0.003 and env.conditions.index == 1  # closed, not yet pressed
+    env.step(np.r_[bx + 0.09, by, cap - 0.012, S.QUAT_DOWN, 0, 1])
+    assert max(depression) > 0.003  # pressed during the motion ...
+    assert env.scene.button_depression() < 0.003  # ... and released at the end of the keyframe
+    assert env.conditions.index == 2
+    env.scene.step_callbacks.pop()
+    for k in range(6, 12):
+        _, reward, terminated, truncated, info = env.step(_expert(env, k))
+        if terminated:
+            break
+    assert info["success"] == 1.0 and reward == 1.0 and env.keyframe == 13 and info["violation"] == ""
+    env.close()
+
+
+def test_reopen_all_three_drawers_passes_by_default_fails_strict():
+    """Variation 2 (top drawer open), seed 2: close it and press (expert keyframes 0-6), then open
+    the bottom, the middle and the top drawer in turn (the expert's reopening of variations 0, 1, 2:
+    5 keyframes each). The original looks only at the drawer that was open, so the episode succeeds
+    when the top drawer opens at keyframe 7 + 15 = 22; strict mode fails it as soon as the bottom
+    drawer is pulled (more than 5 cm), at keyframe 12."""
+    plan = [(k,) for k in range(7)] + [(k, w) for w in (0, 1, 2) for k in range(7, 12)]
+    env = _env("reopen_drawer")
+    info = _play(env, 2, plan)
+    assert info["variation"] == 2
+    assert [env.scene.drawer_opening(k) > 0.15 for k in range(3)] == [True, True, True]
+    assert info["success"] == 1.0 and info["terminated"] and info["keyframe"] == 22
+    env.close()
+    env = _env("reopen_drawer", strict=True)
+    info = _play(env, 2, plan)
+    assert info["success"] == 0.0 and info["terminated"] and info["keyframe"] == 12
+    assert info["violation"] == "another drawer opened"
+    assert env.scene.drawer_opening(0) > 0.05 and env.scene.drawer_opening(2) < 0.02
+    env.close()
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
+def test_strict_expert_succeeds_on_every_variation(task):
+    """Strict mode: the expert (the remembered drawer / patch, after the press) succeeds."""
+    env = _env(task.split("/")[1], strict=True)
+    for v in range(env.variation_count):
+        info = _run(env, seed=100 + v)
+        assert info["success"] == 1.0 and info["terminated"] and info["violation"] == "" and info["strict"], (task, v)
+    env.close()
+
+
+def _final_step_before_press(env):
+    """The last move done before the press: reopen_drawer closes and reopens the drawer (expert
+    keyframes 0-3, 7-11) and then presses (4-6); the block tasks make the first move (0-4), the
+    last (8-11), lift the hand, and then press (5-7)."""
+    from embodied.tasks.memorybench.tasks import CENTRE
+
+    if env.task.name == "reopen_drawer":
+        return [(k,) for k in (0, 1, 2, 3, 7, 8, 9, 10, 11, 4, 5, 6)]
+    last = env.task.patches[env.variation] if env.task.name == "put_block_back" else CENTRE
+    return [(k,) for k in (0, 1, 2, 3, 4, 8, 9, 10, 11)] + [_lift(last)] + [(k,) for k in (5, 6, 7)]
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
+def test_final_step_before_the_press_passes_by_default_fails_strict(task):
+    """Seed 0: every condition but the press holds before it, so the original succeeds at the press
+    (reopen_drawer: keyframe 11, its press being the 11th action; the block tasks: 12); strict mode
+    counts the press only while the drawer is shut / the block is at the centre / the first move
+    alone is done, so the episode ends unsolved after the plan (12 or 13 keyframes), no violation."""
+    env = _env(task.split("/")[1])
+    env.reset(seed=0)
+    plan = _final_step_before_press(env)
+    info = _play(env, 0, plan)
+    assert info["success"] == 1.0 and info["terminated"]
+    assert info["keyframe"] == (11 if task.endswith("reopen_drawer") else 12)
+    env.close()
+    env = _env(task.split("/")[1], strict=True)
+    info = _play(env, 0, plan)
+    assert info["success"] == 0.0 and not info["terminated"] and info["keyframe"] == len(plan)
+    assert info["violation"] == ""
+    env.close()
+
+
+def test_strict_wrong_choice_first_fails():
+    """put_block_back, seed 0 (patch 0): after the press the block goes to patch 1 first, then home:
+    the original succeeds at keyframe 8 + 4 + 4 = 16; strict fails when the block rests on patch 1
+    (keyframe 12). rearrange_block, seed 0: after the press the moved block is taken from the empty
+    patch to the centre and back (8 keyframes), then the right one: the original succeeds at
+    keyframe 20; strict fails when the moved block leaves its patch (keyframe 8 + 3 = 11, lifted)."""
+    from embodied.tasks.memorybench.tasks import CENTRE
+
+    plan = [(k,) for k in range(8)] + [(k, 1) for k in range(8, 12)] + [(k,) for k in range(8, 12)]
+    for strict, success, keyframe in ((False, 1.0, 16), (True, 0.0, 12)):
+        env = _env("put_block_back", strict=strict)
+        info = _play(env, 0, plan)
+        assert (info["success"], info["terminated"], info["keyframe"]) == (success, True, keyframe)
+        assert info["violation"] == ("block on another patch" if strict else "")
+        env.close()
+    for strict, success, keyframe in ((False, 1.0, 20), (True, 0.0, 11)):
+        env = _env("rearrange_block", strict=strict)
+        _play(env, 0, [(k,) for k in range(8)])
+        t = env.task
+        wrong = t._grasp_keyframes(env.scene.body_position(t.centre_block)[:2], CENTRE) + \
+            t._grasp_keyframes(CENTRE, t.patches[t.dual])
+        for a in wrong:
+            _, reward, terminated, truncated, info = env.step(a)
+            if terminated:
+                break
+        for k in range(8, 12):
+            if terminated:
+                break
+            _, reward, terminated, truncated, info = env.step(_expert(env, k))
+        assert (info["success"], terminated, info["keyframe"]) == (success, True, keyframe)
+        assert info["violation"] == ("moved block taken off the empty patch after the press" if strict else "")
+        env.close()
+
+
 def test_no_press_fails(envs):
     env = envs["memorybench/put_block_back"]
 
@@ -338,10 +498,11 @@ def test_dataset_roundtrip_and_cli(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("strict", [False, True])
 @pytest.mark.parametrize("task", TASK_NAMES)
-def test_expert_succeeds_on_all_pinned_test_seeds(task):
+def test_expert_succeeds_on_all_pinned_test_seeds(task, strict):
     from embodied.tasks.memorybench.bench import verify_expert
 
-    result = verify_expert(task, splits=("test",), progress=False)
+    result = verify_expert(task, splits=("test",), progress=False, strict=strict)
     assert result["seeds"] == 25
     assert result["failed_seeds"] == []

@@ -155,6 +155,13 @@ def test_suite_pretrained_prints_one_table_and_writes_what_report_renders(tmp_pa
         assert data["ckpt"] == f"pretrained:{name}" and success_of(data["results"][0])["n"] == 4  # MemoryBench: 1 run
         training = data.get("training") or data["results"][0]["training"]  # MemoryBench: per task
         assert training["command"].startswith("embodied train +experiment=")  # from the shipped record
+        strict = out / f"{name}_strict.json"  # MemoryBench: also with the strict success checks
+        memorybench = data["results"][0]["task"].startswith("memorybench/")
+        assert strict.is_file() == memorybench and (f"{name} strict" in table) == memorybench
+        if memorybench:
+            data = json.loads(strict.read_text())
+            assert data["config"]["task"]["strict"] is True and data["results"][0]["method"].endswith(", strict")
+            assert all("violation" in e for e in data["results"][0]["per_episode"])
     assert "0.25" in table and "pleines2022" in table  # chance and the published row with its source
     assert {r["agent"] for r in report["results"]} >= {"hcam", "lstm"}
     page, _ = render(out, plots=False)

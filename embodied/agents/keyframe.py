@@ -429,8 +429,11 @@ def rollout(env, agent, seed: int, max_keyframes: int = 25) -> dict[str, Any]:
         success = success or bool(info.get("success", reward > 0))
         if terminated or truncated:
             break
-    return {"seed": int(seed), "success": float(success), "keyframes": steps,
-            "variation": int(info.get("variation", -1)), "ik_failure": float(bool(info.get("ik_failure", False)))}
+    outcome = {"seed": int(seed), "success": float(success), "keyframes": steps,
+               "variation": int(info.get("variation", -1)), "ik_failure": float(bool(info.get("ik_failure", False)))}
+    if info.get("strict"):  # strict mode: what, if anything, the policy touched that memory rules out
+        outcome["violation"] = str(info.get("violation") or "")
+    return outcome
 
 
 # --- demonstrations as training sequences -----------------------------------------------------------

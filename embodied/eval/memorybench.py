@@ -6,6 +6,8 @@ as mean +- std over runs beside the published rows of tasks/memorybench.yaml wit
 Models are single-task (as in the paper), so `ckpt` may hold `TASK`, replaced by each task's short
 name (e.g. `ckpt=runs/memorybench/TASK/membank/seed0/latest.pt`); a plain path evaluates the task
 its checkpoint was trained on. `agent=oracle` runs the scripted expert (a check of the benchmark).
+`task.strict=true` evaluates with the strict success conditions (memorybench/tasks.py; a checkpoint
+trained in either mode), its rows labelled "strict".
 
 Our simulation and policy are deterministic given the seed, so the runs of one checkpoint repeat
 the same episodes; the paper's run-to-run spread came from CoppeliaSim's sampling-based planner.
@@ -172,6 +174,9 @@ def evaluate_memorybench(cfg, policy_kind: str, task_names: list[str]) -> dict[s
                                   "allowed: a checkpoint of this task")
             method, trained = f"keyframe+{config['memory']['name']}", config["task"]
         task = _task_dict(name, trained)
+        task["strict"] = bool((cfg.task or {}).get("strict", False))  # task.strict=true: the strict success checks
+        if task["strict"]:
+            method += ", strict"
         result = run_task(task, policy, seeds, cfg.runs, cfg.quiet)
         result.update(method=method, ckpt=str(path) if path else None)
         if trained is not None:

@@ -12,7 +12,9 @@ JSON) and the episodes the suite evaluates it on (`episodes=`).
 The suite evaluates model i exactly as `embodied eval task=<its task> ckpt=pretrained:<name>
 episodes=<its count>` would (held-out episode seeds from `seed`, below the demonstration seeds),
 writes one result JSON per model (the format of docs/results/, so `embodied report --results DIR`
-renders them) and prints the table from those files.
+renders them) and prints the table from those files. A MemoryBench model is evaluated a second time
+with `task.strict=true` (the strict success checks, docs/memorybench.md), into `<name>_strict.json`
+and a row `<name> strict`.
 """
 from __future__ import annotations
 
@@ -180,18 +182,22 @@ def export(ckpt: str, name: str, evaluation: str | None = None, episodes: int = 
 
 # --- the suite -------------------------------------------------------------------------------------
 
-def _model_config(cfg: DictConfig, name: str, record: dict) -> DictConfig:
+def _model_config(cfg: DictConfig, name: str, record: dict, strict: bool = False) -> DictConfig:
     """The eval config of one shipped model: `task=<its task> ckpt=pretrained:<name>` and its pinned
-    episodes (at most `cfg.episodes`), the rest (seed, num_envs, device, ...) from `cfg`."""
+    episodes (at most `cfg.episodes`), the rest (seed, num_envs, device, ...) from `cfg`; `strict`:
+    also `task.strict=true` (MemoryBench's strict success checks), written to `<name>_strict.json`."""
     from embodied.eval.runner import load_task_config
 
     ckpt = f"pretrained:{name}"  # every runner resolves it (MemoryBench's too)
     pinned = dict(record.get("benchmark") or {"episodes": DEFAULT_EPISODES})
     sub = cfg.copy()
+    task = load_task_config(task_option(record))
+    if strict:
+        task["strict"] = True
     # runs=1: MemoryBench's runs repeat the same episodes (deterministic simulation and policy)
-    values = {**pinned, "runs": 1, "suite": None, "ckpt": ckpt, "task": load_task_config(task_option(record)),
+    values = {**pinned, "runs": 1, "suite": None, "ckpt": ckpt, "task": task,
               "episodes": min(int(pinned.get("episodes", DEFAULT_EPISODES)), int(cfg.episodes)),
-              "out": str(Path(cfg.out or "runs/pretrained") / f"{name}.json")}
+              "out": str(Path(cfg.out or "runs/pretrained") / f"{name}{'_strict' if strict else ''}.json")}
     for key, value in values.items():
         OmegaConf.update(sub, key, value, merge=False)
     return sub
@@ -213,35 +219,43 @@ def evaluate_pretrained(cfg: DictConfig, env_factory=None) -> dict[str, Any]:
     records = {name: load_checkpoint(f"pretrained:{name}")["pretrained"] for name in names}
     out = Path(cfg.out or "runs/pretrained")
     started = time.perf_counter()
-    written = {}
+    written, labels = {}, {}
+    # MemoryBench models are evaluated twice: with the original's success checks and the strict ones
+    jobs = [(name, strict) for name in names
+            for strict in ((False, True) if str(records[name]["task"]).startswith("memorybench/") else (False,))]
     # One intra-op thread: these small models act for a few envs per step, and a second thread only
     # spins against the env workers (24 HCAM episodes took 4.7x as long with 2 on the loaded 2-core machine).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for i, name in enumerate(names):
-            sub = _model_config(cfg, name, records[name])
+        for i, (name, strict) in enumerate(jobs):
+            sub = _model_config(cfg, name, records[name], strict)
             if not cfg.quiet:
-                print(f"[{i + 1}/{len(names)}] pretrained:{name} on {records[name]['task']}, {sub.episodes} episodes",
+                print(f"[{i + 1}/{len(jobs)}] pretrained:{name} on {records[name]['task']}"
+                      f"{' (strict success checks)' if strict else ''}, {sub.episodes} episodes",
                       file=sys.stderr, flush=True)
             with contextlib.redirect_stdout(io.StringIO()):  # the suite prints one table for all models
                 report = evaluate(sub, env_factory)
             written[Path(report["path"]).name] = name
+            labels[Path(report["path"]).name] = f"{name} strict" if strict else name
     finally:
         torch.set_num_threads(threads)
     seconds = time.perf_counter() - started
     rows = [r for r in load_results(out) if r["file"] in written]  # the table is what `embodied report` reads
-    table = format_pretrained_table(rows, written, records)
+    table = format_pretrained_table(rows, written, records, labels)
     print(table)
     print(f"\n{len(names)} shipped checkpoints evaluated in {seconds:.0f} s; wrote {', '.join(str(out / f) for f in written)}"
           f"\n(`embodied report --results {out} --out {out / 'results.md'}` renders them)")
     return {"results": rows, "table": table, "seconds": seconds, "files": [str(out / f) for f in written]}
 
 
-def format_pretrained_table(rows: list[dict], names: dict[str, str], records: dict[str, dict]) -> str:
+def format_pretrained_table(rows: list[dict], names: dict[str, str], records: dict[str, dict],
+                            labels: dict[str, str] | None = None) -> str:
     """model, task, memory, episodes, success [95% CI], chance and the figure the model was shipped
-    with; then the published rows of each family with their sources."""
-    wm = max([16, *(len(names[r["file"]]) for r in rows)])  # columns as wide as their longest entry
+    with; then the published rows of each family with their sources. `labels`: a row's model column
+    (default its name; MemoryBench's strict rows: `<name> strict`)."""
+    labels = labels or names
+    wm = max([16, *(len(labels[r["file"]]) for r in rows)])  # columns as wide as their longest entry
     wt = max([20, *(len(r["task"]) for r in rows)])
     header = (f"{'model':<{wm}} {'task':<{wt}} {'memory':<8} {'episodes':>8}  {'success [95% CI]':<19} {'chance':>6}"
               f"  shipped with")
@@ -249,9 +263,9 @@ def format_pretrained_table(rows: list[dict], names: dict[str, str], records: di
     for r in rows:
         record = records[names[r["file"]]]
         s, c = r["success"], chance(r["family"], r["task"])
-        figure = record.get("evaluation")
+        figure = record.get("evaluation") if labels[r["file"]] == names[r["file"]] else None  # shipped: default checks
         shipped = f"{figure['success']['mean']:.2f} on {figure['episodes']}" if figure else "-"
-        lines.append(f"{names[r['file']]:<{wm}} {r['task']:<{wt}} {str(record.get('memory')):<8} {r['episodes']:>8}  "
+        lines.append(f"{labels[r['file']]:<{wm}} {r['task']:<{wt}} {str(record.get('memory')):<8} {r['episodes']:>8}  "
                      f"{s['mean']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]{'':<3} "
                      f"{'-' if c is None else f'{c:.2f}':>6}  {shipped}")
     for family in sorted({r["family"] for r in rows}):

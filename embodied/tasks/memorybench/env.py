@@ -5,8 +5,15 @@ Observation (before the keyframe's action): `{cam}_rgb` uint8 [H,W,3], `{cam}_de
 (ee xyz, ee quaternion xyzw, gripper open 1 / closed 0) and `timestep` float32 [1] (keyframe
 index / 25). Action float32 [9]: target xyz (world, clipped to WORKSPACE as RLBench clips to its
 scene bounds), quaternion xyzw, gripper_open (0/1), ignore_collisions (0/1).
-Reward 1 on success (checked after each action, as RLBench's TaskEnvironment.step does); the
-episode ends on success, on an unreachable target (`ik_failure`, reward 0) or after 25 keyframes.
+Reward 1 on success; the episode ends on success, on an unreachable target (`ik_failure`, reward
+0), on a strict-mode violation (`violation`, reward 0) or after 25 keyframes.
+
+Success is checked as in SAM2Act's RLBench (read in its vendored rlbench/action_modes/
+arm_action_modes.py, action_mode.py, gripper_action_modes.py and task_environment.py): after every
+physics step of the arm's motion (the arm stops at the first step at which it holds), and once more
+after the gripper action, whose result is the reward. Tasks whose original `step()` polls their
+conditions (put_block_back, rearrange_block) are also polled on the gripper's steps; strict mode
+checks on every physics step. See memorybench/tasks.py for the conditions of both modes.
 """
 from __future__ import annotations
 
@@ -39,6 +46,10 @@ class MemoryBenchConfig(ImageConfig):
     """Cameras to render, a subset of front, left_shoulder, right_shoulder, wrist ([] renders nothing)."""
     max_keyframes: int = MAX_KEYFRAMES
     """Keyframe actions before the episode is truncated (RLBench eval: 25)."""
+    strict: bool = False
+    """false: the original's success conditions (and loopholes); true: the final step counts only
+    after the button press and only the remembered drawer / patch may be touched, else the episode
+    fails at once (per task in memorybench/tasks.py and docs/memorybench.md, "Success checks")."""
 
     def validate(self) -> "MemoryBenchConfig":
         super().validate()
@@ -83,6 +94,8 @@ class MemoryBenchEnv(TaskEnv):
         self.episode_seed = 0
         self.keyframe = 0
         self.keyframe_start_steps: list[int] = []
+        self.violations: list = []
+        self.violation = ""
 
     @property
     def variation_count(self) -> int:
@@ -99,13 +112,31 @@ class MemoryBenchEnv(TaskEnv):
         self.scene.reset_world()
         self.task.build(self.scene, self.variation, rng)
         self.scene.step(60)  # let the objects settle before the conditions record initial states
-        self.conditions = self.task.make_conditions()
-        self.scene.step_callbacks = [self.conditions.met] if self.task.poll_every_step else []
+        if self.cfg.strict:
+            self.conditions, self.violations = self.task.make_strict_conditions()
+        else:
+            self.conditions, self.violations = self.task.make_conditions(), []
+        self.violation = ""
+        self._met = False
+        polled = self.cfg.strict or self.task.poll_every_step
+        # polled on every physics step (the original's task.step(); strict: all of ours), the result
+        # kept for the arm's stop check; otherwise the arm's motion checks on its own steps only
+        self.scene.step_callbacks = [self._check] if polled else []
+        self._stop_when = (lambda: self._met) if polled else self._check
         self.keyframe = 0
         self.keyframe_start_steps = []
         self.success = False
         self.ik_failure = False
         return self._observation(), self._info()
+
+    def _check(self) -> bool:
+        """One success check (RLBench's `task.success()`): polls the success set (so triggers latch)
+        and strict mode's violations; True when the task is solved now."""
+        for v in self.violations:
+            if not self.violation and v.met():
+                self.violation = v.name
+        self._met = self.conditions.met() and not self.violation
+        return self._met
 
     def _step(self, action):
         a = np.asarray(action, dtype=np.float64)
@@ -117,11 +148,11 @@ class MemoryBenchEnv(TaskEnv):
             raise ValueError(f"action[3:7]: quaternion {quat.tolist()} has zero norm")
         pos = np.clip(a[:3], WORKSPACE[0], WORKSPACE[1])
         self.keyframe_start_steps.append(self.scene.physics_steps)
-        reached = self.scene.execute(pos, quat, float(a[7] > 0.5))
+        reached = self.scene.execute(pos, quat, float(a[7] > 0.5), stop_when=self._stop_when)
         self.keyframe += 1
         self.ik_failure = not reached
-        self.success = (not self.ik_failure) and self.conditions.met()
-        terminated = self.success or self.ik_failure
+        self.success = (not self.ik_failure) and self._check()  # TaskEnvironment.step's success()
+        terminated = self.success or self.ik_failure or bool(self.violation)
         truncated = not terminated and self.keyframe >= self.cfg.max_keyframes
         return self._observation(), float(self.success), terminated, truncated, self._info()
 
@@ -148,4 +179,5 @@ class MemoryBenchEnv(TaskEnv):
 
     def _info(self) -> dict:
         return {"success": float(self.success), "variation": self.variation, "keyframe": self.keyframe,
-                "ik_failure": self.ik_failure, "instruction": self.instruction, "seed": self.episode_seed}
+                "ik_failure": self.ik_failure, "instruction": self.instruction, "seed": self.episode_seed,
+                "strict": self.cfg.strict, "violation": self.violation}

@@ -7,8 +7,9 @@ does inverse kinematics and reachability checks without disturbing the physics.
 
 Action execution (RLBench's `MoveArmThenGripper(EndEffectorPoseViaPlanning(), Discrete())`,
 simplified): the end effector moves along a straight Cartesian line with slerped orientation,
-each waypoint solved by IK and tracked by the joint position motors with physics stepping; then
-the gripper opens or closes. A target whose IK residual exceeds `IK_POS_TOL` / `IK_ROT_TOL` is
+each waypoint solved by IK and tracked by the joint position motors with physics stepping (the
+task's success check after every step stops the arm early, as RLBench's path loop); then the
+gripper opens or closes. A target whose IK residual exceeds `IK_POS_TOL` / `IK_ROT_TOL` is
 unreachable (RLBench's planner failure).
 """
 from __future__ import annotations
@@ -327,6 +328,17 @@ class Scene:
             for cb in self.step_callbacks:
                 cb()
 
+    def _step_until(self, n: int, stop_when: Callable[[], bool] | None) -> bool:
+        """Up to n physics steps, stopping after the first at which `stop_when()` holds (returned)."""
+        if stop_when is None:
+            self.step(n)
+            return False
+        for _ in range(n):
+            self.step()
+            if stop_when():
+                return True
+        return False
+
     def _build_kinematic_robot(self) -> None:
         pb.setAdditionalSearchPath(_data_path(), physicsClientId=self.kin)
         self.kin_robot = pb.loadURDF("franka_panda/panda.urdf", ROBOT_BASE, useFixedBase=True, physicsClientId=self.kin)
@@ -357,9 +369,13 @@ class Scene:
         rot_err = quat_angle(np.array(s[5]), quat)
         return q, pos_err, rot_err
 
-    def execute(self, pos, quat, gripper_open: float) -> bool:
+    def execute(self, pos, quat, gripper_open: float, stop_when: Callable[[], bool] | None = None) -> bool:
         """Move the end effector to (pos, quat) in a straight line, then set the gripper.
-        Returns False (and does not move) when the target is out of reach."""
+        Returns False (and does not move) when the target is out of reach.
+
+        `stop_when` is called after every physics step of the arm's motion (its waypoints and the
+        settling steps, not the gripper's): once it returns True the arm stops where it is and the
+        gripper action follows, as RLBench's path loop breaks when `task.success()` holds."""
         pos = np.asarray(pos, dtype=float)
         quat = np.asarray(quat, dtype=float)
         quat = quat / np.linalg.norm(quat)
@@ -371,6 +387,7 @@ class Scene:
         ang = quat_angle(start_quat, quat)
         n = max(2, int(math.ceil(max(dist / PATH_STEP, ang / PATH_ROT_STEP))))
         q = self.arm_target
+        stopped = False
         for i in range(1, n + 1):
             a = i / n
             wp = start_pos + a * (pos - start_pos)
@@ -379,8 +396,11 @@ class Scene:
             q, _, _ = self.solve_ik(wp, wq, q, restarts=1) if i < n else (q_goal, 0, 0)
             self.arm_target = q
             self._command(q, self.gripper_open)
-            self.step(STEPS_PER_WAYPOINT)
-        self.step(SETTLE_STEPS)
+            if self._step_until(STEPS_PER_WAYPOINT, stop_when):
+                stopped = True
+                break
+        if not stopped:
+            self._step_until(SETTLE_STEPS, stop_when)
         if (gripper_open > 0.5) != (self.gripper_open > 0.5):
             self.gripper_open = 1.0 if gripper_open > 0.5 else 0.0
             self._command(self.arm_target, self.gripper_open)

@@ -1,13 +1,19 @@
 """The three MemoryBench tasks: scene layout per variation, success conditions as RLBench codes
-them (sam2act/libs/RLBench/rlbench/tasks/{reopen_drawer,put_block_back,rearrange_block}.py), and
-the scripted expert's keyframes.
+them (sam2act/libs/RLBench/rlbench/tasks/{reopen_drawer,put_block_back,rearrange_block}.py), a
+strict variant of each (`task.strict`), and the scripted expert's keyframes.
 
 Conditions follow rlbench/backend/conditions.py: a *trigger* latches the first time it holds
 (JointConditionEx / JointTriggerCondition / DetectedTriggerCondition), a plain condition is the
 current state (DetectedCondition, NothingGrasped); `ConditionSet(order_matters=True)` advances an
-index through its conditions, `False` needs all at once. put_block_back and rearrange_block poll
-their conditions after every physics step (their `step()` override); reopen_drawer's override is
-commented out in the original, so its conditions are checked only after each keyframe action.
+index through its conditions, `False` needs all at once.
+
+When they are checked (memorybench/env.py, as the original; read in SAM2Act's vendored RLBench):
+the success check (`task.success()`, i.e. `ConditionSet.met()` here) runs after every physics step
+of the arm's motion (EndEffectorPoseViaPlanning.action's path loop, which stops the arm as soon as
+it holds) and once more after the gripper action (TaskEnvironment.step: its result is the reward).
+put_block_back and rearrange_block also poll every condition on every physics step of the gripper
+action (their `step()` override, which Scene.step and Discrete._actuate call); reopen_drawer's
+override is commented out in the original, so its ordered set is not polled while the gripper moves.
 
 Randomisations (what the seed draws; memorybench/env.py): the variation (seed modulo the task's
 count, unless `options["variation"]` names one) and the button's xy, uniform in the task's
@@ -21,6 +27,26 @@ Success (each task's `make_conditions`; the episode ends on it with reward 1, el
   left its patch and now lies on the centre, nothing grasped (any order).
 - reopen_drawer (3 variations: which drawer starts open): in order, the open drawer was closed
   (moved > 0.19 m), the button was pressed, and the drawer is open again (>= 0.15 m).
+
+The original's loopholes: put_block_back and rearrange_block accept the final placement made
+before the press (order does not matter); reopen_drawer accepts a drawer reopened before the press
+(the press then finds it open) and looks only at the drawer that was open, so a policy that opens
+all three after the press passes without remembering which; put_block_back accepts a block tried
+on other patches first. Strict mode (`task.strict=true`, each task's `make_strict_conditions`) closes
+them: an ordered set checked after every physics step (motion and gripper alike), in which the
+button press counts only while the scene is in its memory phase (the first move done, the last not
+begun), so the final step counts only after it; and violations, any of which fails the episode at
+once, for touching what memory should rule out:
+- reopen_drawer: in order, drawer i closed (moved > 0.19 m, as the original); the button pressed
+  (> 3 mm) while drawer i is still closed; drawer i open again (>= 0.15 m). Violation: another
+  drawer opened more than OTHER_DRAWER_TOUCH (5 cm) at any time.
+- put_block_back: in order, the block left its patch; reached the centre; the button pressed while
+  the block lies in the centre; the block back on its own patch with nothing grasped. Violation:
+  the block resting (in the detection volume, i.e. not carried high) on any other patch at any time.
+- rearrange_block: in order, the centre block left the centre; the button pressed while the centre
+  block lies on the empty patch and the patch block still on its patch; the patch block in the centre,
+  the centre block still on the empty patch, nothing grasped. Violation: after the press, the
+  centre block (on the patch that memory says not to take from) leaves that patch.
 """
 from __future__ import annotations
 
@@ -41,6 +67,8 @@ PLACE_Z = S.TABLE_Z + S.BLOCK_HALF + 0.008
 PRESS_Z = S.TABLE_Z + S.BUTTON_TOP + 0.011 - 0.0365
 ABOVE_BUTTON = 0.06
 OPEN, CLOSED = 1.0, 0.0
+OTHER_DRAWER_TOUCH = 0.05  # m: strict reopen_drawer fails once a drawer that was not open moves this far
+# (the expert nudges a closed drawer by up to 1.2 cm; a drawer opened to look in moves >= 15 cm)
 # Closing the middle or top drawer, the hand points 20 degrees forward of straight down (toward +x):
 # straight down, the forearm met the face of the drawer above and stopped the push 1.5-2 cm short of
 # shut, at the 0.19 m threshold. The bottom drawer's push is too near the robot's base to reach tilted.
@@ -50,15 +78,19 @@ QUAT_PUSH_TILTED = S._quat_from_axes((np.cos(_TILT), 0, np.sin(_TILT)), (0, -1, 
 
 # --- conditions ----------------------------------------------------------------------------------
 class JointMoved:
-    """Latched: the joint has moved more than `threshold` from its value at the start."""
+    """The joint has moved more than `threshold` from its value at the start; latched (RLBench's
+    JointConditionEx / JointTriggerCondition) unless `latch=False` (the displacement now)."""
 
-    def __init__(self, read, threshold: float) -> None:
-        self.read, self.threshold = read, threshold
+    def __init__(self, read, threshold: float, latch: bool = True) -> None:
+        self.read, self.threshold, self.latch = read, threshold, latch
         self.initial = read()
         self.done = False
 
     def met(self) -> bool:
-        self.done = self.done or abs(self.read() - self.initial) > self.threshold
+        now = abs(self.read() - self.initial) > self.threshold
+        if not self.latch:
+            return now
+        self.done = self.done or now
         return self.done
 
 
@@ -83,6 +115,46 @@ class NothingGrasped:
 
     def met(self) -> bool:
         return not any(self.scene.grasped(b) for b in self.bodies)
+
+
+class AllOf:
+    """Every condition holds at this check (evaluated in order, stopping at the first that fails);
+    `trigger` latches it the first time they all hold together."""
+
+    def __init__(self, conditions: list, trigger: bool = False) -> None:
+        self.conditions, self.trigger = conditions, trigger
+        self.done = False
+
+    def met(self) -> bool:
+        if self.trigger and self.done:
+            return True
+        now = all(c.met() for c in self.conditions)
+        self.done = self.done or (self.trigger and now)
+        return now
+
+
+class AnyOf:
+    """Some condition holds at this check."""
+
+    def __init__(self, conditions: list) -> None:
+        self.conditions = conditions
+
+    def met(self) -> bool:
+        return any(c.met() for c in self.conditions)
+
+
+class Violation:
+    """Strict mode: `condition` must never hold (once `after`, a latched condition, is done, when
+    given); latched, and it fails the episode (an RLBench fail condition)."""
+
+    def __init__(self, name: str, condition, after=None) -> None:
+        self.name, self.condition, self.after = name, condition, after
+        self.done = False
+
+    def met(self) -> bool:
+        if not self.done and (self.after is None or self.after.done):
+            self.done = self.condition.met()
+        return self.done
 
 
 class ConditionSet:
@@ -132,6 +204,10 @@ class MemoryBenchTask:
     def make_conditions(self) -> ConditionSet:
         raise NotImplementedError
 
+    def make_strict_conditions(self) -> tuple[ConditionSet, list[Violation]]:
+        """Strict mode's ordered success set and its violations (module docstring)."""
+        raise NotImplementedError
+
     def keyframe(self, k: int) -> np.ndarray | None:
         """The expert's keyframe k for the current state (None after the last)."""
         raise NotImplementedError
@@ -170,6 +246,18 @@ class PutBlockBack(MemoryBenchTask):
                              JointMoved(s.button_depression, 0.003),
                              Detected(block, home),
                              NothingGrasped(s, [self.block])], order_matters=False)
+
+    def make_strict_conditions(self):
+        s, home = self.scene, patch_region(self.patches[self.variation])
+        block = lambda: s.body_position(self.block)  # noqa: E731
+        centre = patch_region(CENTRE)
+        success = ConditionSet([Detected(block, home, negated=True, trigger=True),
+                                Detected(block, centre, trigger=True),
+                                AllOf([JointMoved(s.button_depression, 0.003, latch=False), Detected(block, centre)],
+                                      trigger=True),
+                                AllOf([Detected(block, home), NothingGrasped(s, [self.block])])], order_matters=True)
+        others = [patch_region(p) for i, p in enumerate(self.patches) if i != self.variation]
+        return success, [Violation("block on another patch", AnyOf([Detected(block, r) for r in others]))]
 
     def keyframe(self, k):
         s = self.scene
@@ -218,6 +306,21 @@ class RearrangeBlock(MemoryBenchTask):
                              Detected(pb_, centre),
                              NothingGrasped(s, [self.patch_block, self.centre_block])], order_matters=False)
 
+    def make_strict_conditions(self):
+        s = self.scene
+        pb_ = lambda: s.body_position(self.patch_block)  # noqa: E731
+        cb_ = lambda: s.body_position(self.centre_block)  # noqa: E731
+        centre, dual = patch_region(CENTRE), patch_region(self.patches[self.dual])
+        own = patch_region(self.patches[self.variation])
+        press = AllOf([JointMoved(s.button_depression, 0.003, latch=False), Detected(cb_, dual), Detected(pb_, own)],
+                      trigger=True)
+        success = ConditionSet([Detected(cb_, centre, negated=True, trigger=True),
+                                press,
+                                AllOf([Detected(pb_, centre), Detected(cb_, dual),
+                                       NothingGrasped(s, [self.patch_block, self.centre_block])])], order_matters=True)
+        return success, [Violation("moved block taken off the empty patch after the press",
+                                   Detected(cb_, dual, negated=True), after=press)]
+
     def keyframe(self, k):
         s = self.scene
         if k < 4:
@@ -247,10 +350,27 @@ class ReopenDrawer(MemoryBenchTask):
 
     def make_conditions(self):
         s, v = self.scene, self.variation
-        region = Region(np.array([-np.inf] * 3), np.array([-self.reopened + 1e-9, np.inf, np.inf]))
         return ConditionSet([JointMoved(lambda: s.drawer_opening(v), 0.19),
                              JointMoved(s.button_depression, 0.003),
-                             Detected(lambda: np.array([-s.drawer_opening(v), 0, 0]), region)], order_matters=True)
+                             self._reopened()], order_matters=True)
+
+    def _reopened(self) -> "Detected":
+        """Drawer i in the success sensor: opened at least `reopened` (not latched)."""
+        s, v = self.scene, self.variation
+        region = Region(np.array([-np.inf] * 3), np.array([-self.reopened + 1e-9, np.inf, np.inf]))
+        return Detected(lambda: np.array([-s.drawer_opening(v), 0, 0]), region)
+
+    def make_strict_conditions(self):
+        s, v = self.scene, self.variation
+        opening = lambda: s.drawer_opening(v)  # noqa: E731
+        success = ConditionSet([JointMoved(opening, 0.19),
+                                AllOf([JointMoved(s.button_depression, 0.003, latch=False),
+                                       JointMoved(opening, 0.19, latch=False)], trigger=True),  # pressed while closed
+                                self._reopened()],
+                               order_matters=True)
+        others = [JointMoved(lambda k=k: s.drawer_opening(k), OTHER_DRAWER_TOUCH, latch=False)
+                  for k in range(self.variations) if k != v]
+        return success, [Violation("another drawer opened", AnyOf(others))]
 
     def keyframe(self, k):
         s, v = self.scene, self.variation
