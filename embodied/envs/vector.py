@@ -50,35 +50,63 @@ log = logging.getLogger(__name__)
 RESTART_SEED_STRIDE = 1_000_003
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, (bool, int, float, np.number, np.bool_))
+_SCALARS = (bool, int, float, np.bool_, np.number)
+
+
+def _column(values: list, present: np.ndarray | None, n: int) -> Any:
+    """One info key over the envs: `values` of the envs in `present` (None: all); None for dicts."""
+    kind = type(values[0])
+    same = all([type(v) is kind for v in values])
+    if kind is float and same:  # the usual case: a measure
+        column = np.array(values)
+    elif same and kind is dict or not same and all(isinstance(v, dict) for v in values):
+        return None  # caller batches dicts
+    elif all(isinstance(v, _SCALARS) for v in values):
+        column = np.array(values)
+    elif all(isinstance(v, np.ndarray) and v.shape == values[0].shape for v in values):
+        column = np.stack(values)
+    else:
+        column = np.empty(len(values), dtype=object)
+        for i, v in enumerate(values):  # element by element: lists and ragged arrays stay whole
+            column[i] = v
+        if present is None:
+            return column
+        full = np.full(n, None, dtype=object)
+        full[present] = column
+        return full
+    if present is None:
+        return column
+    full = np.zeros((n, *column.shape[1:]), column.dtype)
+    full[present] = column
+    return full
 
 
 def batch_infos(infos: list[dict]) -> dict[str, Any]:
     """Per-env info dicts -> gymnasium's dict of arrays: `out[key][i]`, with `out["_" + key][i]` True
     where env i reported `key`. Numbers share one numeric array, arrays of one shape are stacked,
-    nested dicts are batched in turn, anything else (strings) is an object array (None where absent)."""
+    nested dicts are batched in turn, anything else (strings) is an object array (None where absent).
+    Built on every step: kept to a few microseconds per key."""
     n = len(infos)
     out: dict[str, Any] = {}
-    for key in dict.fromkeys(k for info in infos for k in info):
-        present = np.fromiter((key in info for info in infos), bool, n)
-        values = [info[key] for info in infos if key in info]
-        if all(isinstance(v, dict) for v in values):
-            column: Any = batch_infos([info.get(key, {}) for info in infos])
-        elif all(_is_number(v) for v in values):
-            column = np.asarray(values)
-            if len(values) < n:
-                full = np.zeros(n, column.dtype)
-                full[present] = column
-                column = full
-        elif all(isinstance(v, np.ndarray) and v.shape == values[0].shape for v in values):
-            column = np.zeros((n, *values[0].shape), np.result_type(*values))
-            column[present] = values
+    if not n:
+        return out
+    keys = list(infos[0])
+    uniform = all([list(info) == keys for info in infos])  # the usual case: every env reports the same keys
+    if not uniform:
+        keys = list(dict.fromkeys(k for info in infos for k in info))
+    everywhere = np.ones(n, bool)
+    for key in keys:
+        if uniform:
+            present = None
+            values = [info[key] for info in infos]
         else:
-            column = np.full(n, None, dtype=object)
-            for i, v in zip(np.flatnonzero(present), values):
-                column[i] = v
-        out[key], out["_" + key] = column, present
+            present = np.fromiter((key in info for info in infos), bool, n)
+            values = [info[key] for info in infos if key in info]
+        column = _column(values, present, n)
+        if column is None:
+            column = batch_infos([info.get(key, {}) for info in infos])
+        out[key] = column
+        out["_" + key] = everywhere.copy() if present is None else present
     return out
 
 
