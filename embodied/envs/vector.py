@@ -362,7 +362,9 @@ class VectorEnv(gym.vector.VectorEnv):
     autoreset and infos: see the module docstring.
 
     autoreset_mode: AutoresetMode.SAME_STEP (default; the final observation is never rendered) or
-    AutoresetMode.NEXT_STEP (for gymnasium's observation wrappers, which refuse SAME_STEP).
+    AutoresetMode.NEXT_STEP (for gymnasium's observation wrappers, which refuse SAME_STEP). A worker
+    restarted after a crash resets its envs at once (SAME_STEP) or at their next step (NEXT_STEP: the
+    observations reported with the restart are the last ones that worker wrote).
 
     pin_workers: when the workers fill every CPU this process may use (num_workers >= CPUs), each
     worker is pinned to one CPU (in turn, shifted by torchrun's LOCAL_RANK), so that two never
