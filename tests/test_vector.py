@@ -8,7 +8,7 @@ import pytest
 
 import numpy as np
 
-from embodied.envs import make_vector_env
+from embodied.envs import finished_episodes, make_vector_env
 from embodied.tasks import NavConfig
 
 CFG = NavConfig(name="nav/pointnav", width=24, height=24, sensors=["rgb", "depth"], max_steps=8)
@@ -18,9 +18,10 @@ def test_workers_match_in_process_and_autoreset():
     a = make_vector_env(CFG, num_envs=3, seed=7, num_workers=2)
     b = make_vector_env(CFG, num_envs=3, seed=7, num_workers=0)
     try:
-        oa, ob = a.reset(seed=7), b.reset(seed=7)
+        (oa, ia), (ob, ib) = a.reset(seed=7), b.reset(seed=7)
         for k in oa:
             assert np.array_equal(oa[k], ob[k])
+        assert list(ia["scene"]) == list(ib["scene"]) and ia["_scene"].all()  # each env's reset info
         rng = np.random.default_rng(0)
         ends = 0
         for t in range(20):
@@ -29,12 +30,15 @@ def test_workers_match_in_process_and_autoreset():
             for k in ra[0]:
                 assert np.array_equal(ra[0][k], rb[0][k])
             assert np.array_equal(ra[1], rb[1]) and np.array_equal(ra[3], rb[3])
-            for i in range(3):
-                if ra[2][i] or ra[3][i]:
-                    ends += 1
-                    ep = ra[4][i]["episode"]
-                    assert ep["length"] == 8 and "success" in ep and "spl" in ep
-                    assert np.allclose(ra[0]["pose"][i], 0.0)  # first obs of the next episode
+            ended = finished_episodes(ra[4])
+            assert ended == finished_episodes(rb[4])
+            assert sorted(ended) == np.flatnonzero(ra[2] | ra[3]).tolist()
+            for i, ep in ended.items():
+                ends += 1
+                assert ep["length"] == 8 and "success" in ep and "spl" in ep
+                assert ra[4]["final_info"]["steps"][i] == 8 and ra[4]["_final_info"][i]
+                assert ra[4]["steps"][i] == 0  # top level: the next episode's reset info (gymnasium's same-step)
+                assert np.allclose(ra[0]["pose"][i], 0.0)  # first obs of the next episode
         assert ends >= 6  # max_steps=8 over 20 steps: every env truncated twice
     finally:
         a.close()
@@ -54,7 +58,8 @@ def test_killed_worker_is_replaced_and_stepping_continues(caplog):
         assert env.restarts == 1
         assert victim not in env.worker_pids()
         assert any("died" in m and "restarting" in m for m in caplog.messages)
-        assert tr[2] and tr[3] and infos[2].get("worker_restarted")
+        assert tr[2] and tr[3] and infos["worker_restarted"][2] and infos["_worker_restarted"].tolist() == [0, 0, 1, 1]
+        assert 2 not in finished_episodes(infos)  # the lost episodes report no measures
         for _ in range(5):
             obs, r, te, tr, infos = env.step(np.ones(4, int))
         assert obs["rgb"].shape == (4, 24, 24, 3)
@@ -72,7 +77,7 @@ def test_more_envs_than_cores():
         acts = np.random.default_rng(1).integers(1, 4, size=n)
         obs, r, te, tr, infos = env.step(acts)
         obs_ref, r_ref, *_ = ref.step(acts)
-        assert obs["rgb"].shape[0] == n and len(infos) == n
+        assert obs["rgb"].shape[0] == n and infos["steps"].shape == (n,) and infos["_steps"].all()
         for k in obs:
             assert np.array_equal(obs[k], obs_ref[k]), k
         assert np.array_equal(r, r_ref)
@@ -95,9 +100,9 @@ def test_oracle_call_through_workers():
             assert acts.tolist() == list(ref.call("oracle_action"))
             _, _, te, tr, infos = env.step(acts)
             ref.step(acts)
-            for i in range(2):
-                if (te[i] or tr[i]) and successes[i] is None:
-                    successes[i] = infos[i]["episode"]["success"]
+            for i, ep in finished_episodes(infos).items():
+                if successes[i] is None:
+                    successes[i] = ep["success"]
             if None not in successes:
                 break
         assert successes == [1, 1]
@@ -264,3 +269,159 @@ def test_workers_that_fill_the_cpus_are_pinned_one_per_cpu():
         assert all(len(a) >= 2 for a in affinities(2, pin=False))
     finally:
         os.sched_setaffinity(0, saved)
+
+
+# --- the gymnasium vector API -------------------------------------------------------------------
+
+def test_a_gymnasium_vector_env_with_same_step_autoreset_and_dict_of_array_infos():
+    import gymnasium as gym
+    from gymnasium.vector import AutoresetMode
+
+    env = make_vector_env(CFG, num_envs=3, seed=0, num_workers=0)
+    try:
+        assert isinstance(env, gym.vector.VectorEnv)
+        assert env.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+        assert env.observation_space["rgb"].shape == (3, 24, 24, 3) and env.action_space.shape == (3,)
+        obs, infos = env.reset(seed=4)
+        assert env.observation_space.contains(obs)
+        assert infos["scene"].dtype == object and infos["distance_to_goal"].dtype == np.float64
+        assert infos["_distance_to_goal"].tolist() == [True] * 3 and "final_info" not in infos
+        obs2, _ = env.reset(seed=[4, 5, 6])  # one seed per env: env i of seed=4 is seeded 4 + i
+        for k in obs:
+            assert np.array_equal(obs[k], obs2[k])
+        obs3, infos3 = env.reset(seed=[9, 9, 9], options={"reset_mask": np.array([False, True, False])})
+        assert infos3["_scene"].tolist() == [False, True, False]  # only env 1 was reset
+        assert np.array_equal(obs3["rgb"][0], obs["rgb"][0]) and np.array_equal(obs3["rgb"][2], obs["rgb"][2])
+        obs, r, te, tr, infos = env.step(env.action_space.sample())
+        assert env.observation_space.contains(obs) and r.shape == te.shape == tr.shape == (3,)
+        with pytest.raises(ValueError, match="reset_mask"):
+            env.reset(options={"reset_mask": [1, 0, 1]})
+    finally:
+        env.close()
+    env.close()  # closing twice is harmless
+    assert env.closed
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_gymnasium_record_episode_statistics_agrees_with_our_episode_measures(workers):
+    from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+    env = RecordEpisodeStatistics(make_vector_env(CFG, num_envs=3, seed=2, num_workers=workers))
+    try:
+        env.reset(seed=2)
+        rng = np.random.default_rng(0)
+        seen = 0
+        for _ in range(30):
+            act = rng.choice([0, 1, 1, 2, 3], size=3)  # stop ends some episodes early: lengths differ
+            _, _, te, tr, infos = env.step(act)
+            ended = finished_episodes(infos)
+            assert sorted(ended) == np.flatnonzero(te | tr).tolist()
+            for i, ep in ended.items():  # no clash: the wrapper's infos["episode"] beside our final_info
+                assert infos["_episode"][i] and infos["episode"]["l"][i] == ep["length"]
+                assert infos["episode"]["r"][i] == pytest.approx(ep["return"], abs=1e-4)
+                seen += 1
+        lengths = list(env.length_queue)
+        assert seen == len(lengths) >= 9 and len(set(lengths)) > 1
+    finally:
+        env.close()
+
+
+def _normalized_depth(env):
+    from gymnasium.wrappers.vector import FilterObservation, FlattenObservation, NormalizeObservation
+
+    return NormalizeObservation(FlattenObservation(FilterObservation(env, ["depth"])))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_gymnasium_observation_wrappers_run_in_next_step_mode(workers):
+    """gymnasium's observation wrappers refuse same-step autoreset (the final observation would skip
+    them); with autoreset_mode=NEXT_STEP the envs return it and reset on the following step."""
+    from gymnasium.vector import AutoresetMode
+
+    with make_vector_env(CFG, num_envs=2, seed=0, num_workers=0) as same_step:
+        with pytest.raises(ValueError, match="NEXT_STEP"):
+            _normalized_depth(same_step)
+    raw = make_vector_env(CFG, num_envs=2, seed=1, num_workers=0, autoreset_mode=AutoresetMode.NEXT_STEP)
+    env = _normalized_depth(make_vector_env(CFG, num_envs=2, seed=1, num_workers=workers,
+                                            autoreset_mode=AutoresetMode.NEXT_STEP))
+    try:
+        depths = [raw.reset(seed=1)[0]["depth"].reshape(2, -1)]
+        out, _ = env.reset(seed=1)
+        rewards_after_end = []
+        for t in range(CFG.max_steps + 3):
+            act = np.array([2, 3])  # turns: the final pose differs from the start
+            o, r, te, tr, infos = raw.step(act)
+            out, r2, te2, tr2, infos2 = env.step(act)
+            assert np.array_equal(r, r2) and np.array_equal(tr, tr2)
+            depths.append(o["depth"].reshape(2, -1))
+            if t == CFG.max_steps - 1:  # the episodes end: the final observation, measures in final_info
+                assert tr.all() and not np.allclose(o["pose"], 0.0)
+                assert [e["length"] for e in finished_episodes(infos2).values()] == [8, 8]
+            if t == CFG.max_steps:  # ...and this step resets them: action ignored, no reward
+                rewards_after_end = r2.tolist()
+                assert np.allclose(o["pose"], 0.0) and not (te | tr).any()
+        assert rewards_after_end == [0.0, 0.0]
+        seen = np.concatenate(depths)
+        rms = env.obs_rms
+        np.testing.assert_allclose(rms.mean, seen.mean(0), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(rms.var, seen.var(0), rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(out, (depths[-1] - rms.mean) / np.sqrt(rms.var + env.epsilon), rtol=1e-4, atol=1e-4)
+        assert out.std() > 0.1  # normalised, not raw metres
+    finally:
+        env.close()
+        raw.close()
+
+
+def test_gymnasium_checks_accept_the_vector_env():
+    from gymnasium.utils.env_checker import check_returned_data_not_reused, data_equivalence
+    from gymnasium.wrappers.vector import DictInfoToList
+
+    env = make_vector_env(CFG, num_envs=1, seed=0, num_workers=1)
+    try:
+        check_returned_data_not_reused(env)  # fresh observation and info objects on every call
+        first, _ = env.reset(seed=3)
+        again, _ = env.reset(seed=3)
+        assert data_equivalence(first, again, exact=True)
+    finally:
+        env.close()
+    env = DictInfoToList(make_vector_env(CFG, num_envs=2, seed=0, num_workers=0))
+    try:
+        _, infos = env.reset(seed=0)
+        assert [sorted(i) for i in infos] == [sorted(infos[0])] * 2 and "scene" in infos[0]
+    finally:
+        env.close()
+
+
+def test_get_and_set_attr_reach_every_env_in_its_worker():
+    env = make_vector_env(CFG, num_envs=3, seed=0, num_workers=2)
+    try:
+        env.set_attr("tag", ["a", "b", "c"])
+        assert env.get_attr("tag") == ("a", "b", "c")
+        env.set_attr("tag", 7)
+        assert env.get_attr("tag") == (7, 7, 7) and len(env.render()) == 3
+    finally:
+        env.close()
+
+
+def test_the_toy_corridor_vector_env_follows_the_same_api():
+    import gymnasium as gym
+    from gymnasium.vector import AutoresetMode
+    from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+    env = make_vector_env({"name": "toy/corridor", "length": 4, "max_steps": 6}, num_envs=4, seed=0)
+    assert isinstance(env, gym.vector.VectorEnv) and env.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    env = RecordEpisodeStatistics(env)
+    obs, infos = env.reset(seed=0)
+    assert infos == {} and env.observation_space.contains(obs)
+    ends = 0
+    for _ in range(20):
+        _, _, te, tr, infos = env.step(np.asarray(env.unwrapped.call("oracle_action")))
+        ended = finished_episodes(infos)
+        assert sorted(ended) == np.flatnonzero(te | tr).tolist()
+        for i, ep in ended.items():
+            assert ep["success"] == 1.0 and ep["length"] == infos["episode"]["l"][i]
+            assert ep["return"] == pytest.approx(infos["episode"]["r"][i], abs=1e-5)
+            ends += 1
+    assert ends >= 4
+    with pytest.raises(ValueError, match="SAME_STEP"):
+        make_vector_env({"name": "toy/corridor"}, num_envs=2, autoreset_mode=AutoresetMode.NEXT_STEP)

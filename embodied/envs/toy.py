@@ -4,18 +4,26 @@
 stop there. Observation `pointgoal` = (distance/length, cos, sin) of the goal direction, as the
 GPS+compass sensor of pointnav gives it. Actions follow the nav action set: 0 stop, 1 move
 forward (+1 cell), 2 turn_left (reverse heading)... only stop, forward and turning matter, so a
-random policy almost never succeeds while a learned one always can. Same-step autoreset and
-infos[i]['episode'] measures match `embodied.envs.VectorEnv`.
+random policy almost never succeeds while a learned one always can. A gymnasium vector env with
+`embodied.envs.VectorEnv`'s same-step autoreset and infos (`final_info` measures, see envs.vector).
 """
 from __future__ import annotations
 
+from typing import Any
+
+import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
 
 from embodied.envs import register_vector_env
+from embodied.envs.vector import vector_infos
 
 
-class CorridorVectorEnv:
+class CorridorVectorEnv(gym.vector.VectorEnv):
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
+
     def __init__(self, num_envs: int, seed: int = 0, length: int = 6, max_steps: int = 24):
         self.num_envs = num_envs
         self.length = length
@@ -23,6 +31,8 @@ class CorridorVectorEnv:
         self.single_observation_space = spaces.Dict(
             {"pointgoal": spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)})
         self.single_action_space = spaces.Discrete(6)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
         self._rng = np.random.default_rng(seed)
         self._pos = np.zeros(num_envs, dtype=np.int64)
         self._heading = np.ones(num_envs, dtype=np.int64)
@@ -46,12 +56,19 @@ class CorridorVectorEnv:
         return {"pointgoal": np.stack([np.abs(delta) / self.length, np.sign(delta),
                                        np.zeros(self.num_envs)], 1).astype(np.float32)}
 
-    def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """All envs draw from one generator: `seed` must be an int (or None), not one per env."""
         if seed is not None:
+            if not isinstance(seed, (int, np.integer)):
+                raise ValueError(f"seed={seed!r}; allowed: an int or None (one generator for all envs)")
+            super().reset(seed=int(seed))
             self._rng = np.random.default_rng(seed)
+        mask = (options or {}).get("reset_mask")
         for i in range(self.num_envs):
-            self._new_episode(i)
-        return self._obs()
+            if mask is None or mask[i]:
+                self._new_episode(i)
+        return self._obs(), {}
 
     def step(self, actions):
         actions = np.asarray(actions)
@@ -60,7 +77,7 @@ class CorridorVectorEnv:
         reward = np.full(self.num_envs, -0.01, dtype=np.float32)
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)
-        infos: list[dict] = [{} for _ in range(self.num_envs)]
+        finals: list[dict | None] = [None] * self.num_envs
         for i, a in enumerate(actions.tolist()):
             before = abs(self._goal[i] - self._pos[i])
             self._steps[i] += 1
@@ -80,12 +97,12 @@ class CorridorVectorEnv:
             if terminated[i] or truncated[i]:
                 length = int(self._steps[i])
                 shortest = int(self._start_dist[i]) + 1  # + the stop action
-                infos[i]["episode"] = {
+                finals[i] = {
                     "success": float(success), "spl": float(success) * shortest / max(shortest, length),
                     "soft_spl": 0.0, "distance_to_goal": float(before), "collisions": 0.0,
                     "steps": length, "return": float(self._return[i]), "length": length}
                 self._new_episode(i)
-        return self._obs(), reward, terminated, truncated, infos
+        return self._obs(), reward, terminated, truncated, vector_infos([{}] * self.num_envs, finals)
 
     def oracle_action(self) -> list[int]:
         out = []
@@ -98,9 +115,6 @@ class CorridorVectorEnv:
         if name != "oracle_action":
             raise ValueError(f"CorridorVectorEnv.call({name!r}): only 'oracle_action' is supported")
         return self.oracle_action()
-
-    def close(self) -> None:
-        pass
 
 
 @register_vector_env("toy/corridor")

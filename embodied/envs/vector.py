@@ -1,9 +1,26 @@
 """Vectorised envs: worker processes, shared-memory observations, same-step autoreset, restart on crash.
 
-Each worker hosts a contiguous group of envs, so more envs than cores works. Observations are
-written by workers straight into shared-memory arrays [N, ...]; only rewards, flags and infos
-travel through the pipes. When env i's episode ends, the observation returned for it is the first
-of its next episode and `infos[i]["episode"]` holds the finished episode's measures.
+`VectorEnv` is a `gymnasium.vector.VectorEnv`. Each worker hosts a contiguous group of envs, so more
+envs than cores works. Observations are written by workers straight into shared-memory arrays
+[N, ...]; only rewards, flags and infos travel through the pipes.
+
+Autoreset (`metadata["autoreset_mode"]`): `AutoresetMode.SAME_STEP` by default. When env i's
+episode ends, the observation returned for it is the first of its next episode; the finished
+episode's final observation is not rendered (the envs skip that frame, so there is no
+`infos["final_obs"]`). `AutoresetMode.NEXT_STEP` (opt-in) returns the final observation and resets
+on the next step, ignoring that step's action; gymnasium's observation wrappers
+(`NormalizeObservation`, `FilterObservation`, ...) accept only that mode.
+
+Infos are gymnasium's dict of arrays: `infos[key][i]` with the mask `infos["_" + key][i]` saying
+whether env i reported `key` (numbers -> numeric arrays, strings and other objects -> object arrays,
+nested dicts -> nested dicts of arrays). Keys:
+- the step's info of each env; in SAME_STEP mode, for an env whose episode just ended, the info of
+  its next episode's reset (gymnasium's convention);
+- `final_info` / `_final_info`: for each env whose episode ended at this step, that step's info
+  (the task's measures: success, spl, question_type, ...) plus `return` (summed reward) and
+  `length` (steps). `finished_episodes(infos)` gives them as {env index: {measure: value}};
+- `worker_restarted` / `_worker_restarted`: True for the envs of a worker that died and was
+  restarted; their episodes are lost (truncated, no `final_info`) and new ones started.
 """
 from __future__ import annotations
 
@@ -24,6 +41,8 @@ from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
 
 from embodied.config import InputError
 
@@ -31,50 +50,167 @@ log = logging.getLogger(__name__)
 RESTART_SEED_STRIDE = 1_000_003
 
 
+_SCALARS = (bool, int, float, np.bool_, np.number)
+
+
+def _column(values: list, present: np.ndarray | None, n: int) -> Any:
+    """One info key over the envs: `values` of the envs in `present` (None: all); None for dicts."""
+    kind = type(values[0])
+    same = all([type(v) is kind for v in values])
+    if kind is float and same:  # the usual case: a measure
+        column = np.array(values)
+    elif same and kind is dict or not same and all(isinstance(v, dict) for v in values):
+        return None  # caller batches dicts
+    elif all(isinstance(v, _SCALARS) for v in values):
+        column = np.array(values)
+    elif all(isinstance(v, np.ndarray) and v.shape == values[0].shape for v in values):
+        column = np.stack(values)
+    else:
+        column = np.empty(len(values), dtype=object)
+        for i, v in enumerate(values):  # element by element: lists and ragged arrays stay whole
+            column[i] = v
+        if present is None:
+            return column
+        full = np.full(n, None, dtype=object)
+        full[present] = column
+        return full
+    if present is None:
+        return column
+    full = np.zeros((n, *column.shape[1:]), column.dtype)
+    full[present] = column
+    return full
+
+
+def batch_infos(infos: list[dict]) -> dict[str, Any]:
+    """Per-env info dicts -> gymnasium's dict of arrays: `out[key][i]`, with `out["_" + key][i]` True
+    where env i reported `key`. Numbers share one numeric array, arrays of one shape are stacked,
+    nested dicts are batched in turn, anything else (strings) is an object array (None where absent).
+    Built on every step: kept to a few microseconds per key."""
+    n = len(infos)
+    out: dict[str, Any] = {}
+    if not n:
+        return out
+    keys = list(infos[0])
+    uniform = all([list(info) == keys for info in infos])  # the usual case: every env reports the same keys
+    if not uniform:
+        keys = list(dict.fromkeys(k for info in infos for k in info))
+    everywhere = np.ones(n, bool)
+    for key in keys:
+        if uniform:
+            present = None
+            values = [info[key] for info in infos]
+        else:
+            present = np.fromiter((key in info for info in infos), bool, n)
+            values = [info[key] for info in infos if key in info]
+        column = _column(values, present, n)
+        if column is None:
+            column = batch_infos([info.get(key, {}) for info in infos])
+        out[key] = column
+        out["_" + key] = everywhere.copy() if present is None else present
+    return out
+
+
+def vector_infos(infos: list[dict], finals: list[dict | None]) -> dict[str, Any]:
+    """The infos `VectorEnv.step` returns: each env's info, and `final_info` for the envs whose episode ended."""
+    out = batch_infos(infos)
+    if any(f is not None for f in finals):
+        # Not `episode`: gymnasium's RecordEpisodeStatistics writes infos["episode"] = {r, l, t} and
+        # raises if the key is already there. `final_info` is gymnasium's own key for a same-step
+        # autoreset env's finished step.
+        out["final_info"] = batch_infos([f or {} for f in finals])
+        out["_final_info"] = np.array([f is not None for f in finals])
+    return out
+
+
+def finished_episodes(infos: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """{env index: measures} of the episodes that ended at this step: the scalar values (numbers as
+    Python int/float/bool, strings) of `infos["final_info"]`, with `return` and `length`."""
+    final = infos.get("final_info")
+    if final is None:
+        return {}
+    scalars = [k for k, v in final.items() if not k.startswith("_") and isinstance(v, np.ndarray) and v.ndim == 1]
+    out = {}
+    for i in np.flatnonzero(infos["_final_info"]):
+        episode = {}
+        for k in scalars:
+            if final["_" + k][i]:
+                v = final[k][i]
+                if isinstance(v, np.generic):
+                    v = v.item()
+                if isinstance(v, (int, float, str)):
+                    episode[k] = v
+        out[int(i)] = episode
+    return out
+
+
 class EnvGroup:
     """A few envs stepped in sequence, writing observations into caller-owned arrays."""
 
-    def __init__(self, env_fns: list[Callable[[], gym.Env]], obs_arrays: dict[str, np.ndarray]) -> None:
+    def __init__(self, env_fns: list[Callable[[], gym.Env]], obs_arrays: dict[str, np.ndarray],
+                 autoreset_mode: AutoresetMode = AutoresetMode.SAME_STEP) -> None:
         self.envs = [fn() for fn in env_fns]
-        for env in self.envs:  # a finished episode's last observation is replaced by the reset's below
-            if hasattr(env.unwrapped, "final_observation"):
-                env.unwrapped.final_observation = False
+        self.same_step = autoreset_mode == AutoresetMode.SAME_STEP
+        if self.same_step:  # a finished episode's last observation is replaced by the reset's below
+            for env in self.envs:
+                if hasattr(env.unwrapped, "final_observation"):
+                    env.unwrapped.final_observation = False
         self.obs = obs_arrays  # each [len(envs), ...]
         self.returns = np.zeros(len(self.envs))
         self.lengths = np.zeros(len(self.envs), np.int64)
+        # NEXT_STEP mode: the envs to reset at the next step (their episode ended), with the seed to use
+        self.pending: list[tuple[int | None] | None] = [None] * len(self.envs)
 
     def _write(self, i: int, obs: dict) -> None:
         for k, arr in self.obs.items():
             arr[i] = obs[k]
 
-    def reset(self, seeds: list[int | None]) -> list[dict]:
+    def _reset_one(self, i: int, seed: int | None, options: dict | None = None) -> dict:
+        env = self.envs[i]
+        obs, info = env.reset(seed=seed) if options is None else env.reset(seed=seed, options=options)
+        self._write(i, obs)
+        self.returns[i], self.lengths[i] = 0.0, 0
+        self.pending[i] = None
+        return info
+
+    def reset(self, seeds: list[int | None], options: dict | None = None, mask: list[bool] | None = None,
+              defer: bool = False) -> list[dict]:
+        """Reset the envs (those in `mask`); `defer`: at their next step instead (NEXT_STEP mode)."""
         infos = []
-        for i, (env, seed) in enumerate(zip(self.envs, seeds)):
-            obs, info = env.reset(seed=seed)
-            self._write(i, obs)
-            self.returns[i], self.lengths[i] = 0.0, 0
-            infos.append(info)
+        for i, seed in enumerate(seeds):
+            if mask is not None and not mask[i]:
+                infos.append({})
+            elif defer:
+                self.pending[i] = (seed,)
+                infos.append({})
+            else:
+                infos.append(self._reset_one(i, seed, options))
         return infos
 
-    def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+    def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict], list[dict | None]]:
+        """Rewards, terminations, truncations, each env's info and, for each env whose episode ended,
+        its final info with `return` and `length` (else None)."""
         n = len(self.envs)
         rew, term, trunc = np.zeros(n, np.float32), np.zeros(n, bool), np.zeros(n, bool)
-        infos = []
+        infos: list[dict] = []
+        finals: list[dict | None] = [None] * n
         for i, env in enumerate(self.envs):
+            if self.pending[i] is not None:  # NEXT_STEP: this step resets the env, its action is ignored
+                infos.append(self._reset_one(i, self.pending[i][0]))
+                continue
             obs, r, te, tr, info = env.step(actions[i])
             self.returns[i] += r
             self.lengths[i] += 1
             rew[i], term[i], trunc[i] = r, te, tr
             if te or tr:
-                info = dict(info)
-                info["episode"] = {**{k: v for k, v in info.items() if isinstance(v, (int, float, str))},
-                                   "return": float(self.returns[i]), "length": int(self.lengths[i])}
-                obs, reset_info = env.reset()
-                info["reset_info"] = reset_info
-                self.returns[i], self.lengths[i] = 0.0, 0
+                finals[i] = {**info, "return": float(self.returns[i]), "length": int(self.lengths[i])}
+                if self.same_step:
+                    obs, info = env.reset()
+                    self.returns[i], self.lengths[i] = 0.0, 0
+                else:
+                    self.pending[i] = (None,)
             self._write(i, obs)
             infos.append(info)
-        return rew, term, trunc, infos
+        return rew, term, trunc, infos, finals
 
     def prefetch(self) -> bool:
         """Let one env prepare its next episode ahead (see NavEnv.prefetch); False when none had work."""
@@ -90,6 +226,10 @@ class EnvGroup:
             attr = getattr(env.unwrapped, name)
             out.append(attr(*args, **kwargs) if callable(attr) else attr)
         return out
+
+    def set_attr(self, name: str, values: list[Any]) -> None:
+        for env, value in zip(self.envs, values):
+            setattr(env.unwrapped, name, value)
 
     def close(self) -> None:
         for env in self.envs:
@@ -120,7 +260,8 @@ def _portable(e: InputError) -> InputError:
         return InputError(str(e))
 
 
-def _worker(conn, env_fns, shm_specs, lo, hi, render_threads, cpus=None) -> None:
+def _worker(conn, env_fns, shm_specs, lo, hi, render_threads, cpus=None,
+            autoreset_mode: AutoresetMode = AutoresetMode.SAME_STEP) -> None:
     # Stop and preemption signals are the trainer's to handle (SLURM and `timeout` signal the whole
     # process group): it saves, then closes its workers. A worker killed by them instead would be
     # restarted, rebuilding its scenes, in the seconds the trainer has to save.
@@ -135,7 +276,7 @@ def _worker(conn, env_fns, shm_specs, lo, hi, render_threads, cpus=None) -> None
     group = None
     try:
         try:
-            group = EnvGroup(env_fns, arrays)
+            group = EnvGroup(env_fns, arrays, autoreset_mode)
         except InputError as e:  # bad input (a scene file, a task option): the caller raises it as it is
             conn.send(("input_error", _portable(e)))
             return
@@ -150,11 +291,13 @@ def _worker(conn, env_fns, shm_specs, lo, hi, render_threads, cpus=None) -> None
             cmd, payload = conn.recv()
             try:
                 if cmd == "reset":
-                    conn.send(("ok", group.reset(payload)))
+                    conn.send(("ok", group.reset(*payload)))
                 elif cmd == "step":
                     conn.send(("ok", group.step(payload)))
                 elif cmd == "call":
                     conn.send(("ok", group.call(*payload)))
+                elif cmd == "set_attr":
+                    conn.send(("ok", group.set_attr(*payload)))
                 elif cmd == "close":
                     conn.send(("ok", None))
                     break
@@ -214,8 +357,14 @@ class EnvError(RuntimeError):
     """An env raised inside a worker; the message carries the worker's traceback."""
 
 
-class VectorEnv:
-    """`num_envs` envs in `num_workers` processes (0 = in this process).
+class VectorEnv(gym.vector.VectorEnv):
+    """`num_envs` envs in `num_workers` processes (0 = in this process), as a gymnasium vector env;
+    autoreset and infos: see the module docstring.
+
+    autoreset_mode: AutoresetMode.SAME_STEP (default; the final observation is never rendered) or
+    AutoresetMode.NEXT_STEP (for gymnasium's observation wrappers, which refuse SAME_STEP). A worker
+    restarted after a crash resets its envs at once (SAME_STEP) or at their next step (NEXT_STEP: the
+    observations reported with the restart are the last ones that worker wrote).
 
     pin_workers: when the workers fill every CPU this process may use (num_workers >= CPUs), each
     worker is pinned to one CPU (in turn, shifted by torchrun's LOCAL_RANK), so that two never
@@ -224,14 +373,22 @@ class VectorEnv:
     machine would be pinned to the same CPUs)."""
 
     def __init__(self, env_fns: list[Callable[[], gym.Env]], num_workers: int | None = None,
-                 start_method: str = "forkserver", pin_workers: bool = True) -> None:
+                 start_method: str = "forkserver", pin_workers: bool = True,
+                 autoreset_mode: AutoresetMode = AutoresetMode.SAME_STEP) -> None:
         if not env_fns:
             raise ValueError("VectorEnv needs at least one env")
+        if autoreset_mode not in (AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP):
+            raise ValueError(f"autoreset_mode={autoreset_mode}; allowed: AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP")
         self.env_fns = env_fns
         self.num_envs = len(env_fns)
+        self.autoreset_mode = autoreset_mode
         probe = env_fns[0]()
         self.single_observation_space: gym.spaces.Dict = probe.observation_space
         self.single_action_space = probe.action_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.metadata = {**probe.metadata, "autoreset_mode": autoreset_mode}
+        self.render_mode = probe.render_mode
         probe.close()
         cpus = available_cpus()
         workers = min(self.num_envs, len(cpus)) if num_workers is None else num_workers
@@ -248,7 +405,7 @@ class VectorEnv:
         shapes = {k: ((self.num_envs, *s.shape), np.dtype(s.dtype)) for k, s in self.single_observation_space.items()}
         if self.num_workers == 0:
             self._arrays = {k: np.zeros(shape, dtype) for k, (shape, dtype) in shapes.items()}
-            self._group = EnvGroup(env_fns, self._arrays)
+            self._group = EnvGroup(env_fns, self._arrays, autoreset_mode)
             return
         self._ctx = mp.get_context(start_method)
         # Workers skip the main script when the env fns do not live in it (make_vector_env's never do).
@@ -276,7 +433,7 @@ class VectorEnv:
         lo, hi = self._slices[w]
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(target=_worker, args=(child, self.env_fns[lo:hi], self._shm_specs, lo, hi,
-                                                              self.render_threads, self.worker_cpus[w]),
+                                                       self.render_threads, self.worker_cpus[w], self.autoreset_mode),
                                  daemon=True, name=f"embodied-env-{w}")
         with main_hidden() if self._hide_main else contextlib.nullcontext():
             proc.start()
@@ -305,7 +462,8 @@ class VectorEnv:
             raise EnvError(f"env worker {w} exited while starting (exit code {self._procs[w].exitcode}) before "
                            "reporting; its traceback, if any, is in the output above") from None
 
-    def _restart(self, w: int) -> list[dict]:
+    def _restart(self, w: int, defer: bool = False) -> list[dict]:
+        """Start worker w again and reset its envs (`defer`: at their next step, NEXT_STEP mode's way)."""
         lo, hi = self._slices[w]
         code = self._procs[w].exitcode if self._procs[w] is not None else None
         self.restarts += 1
@@ -317,7 +475,7 @@ class VectorEnv:
         self._start_worker(w)
         self._recv_started(w)  # a worker that cannot start again is an error, not a restart loop
         seeds = [None if s is None else s + RESTART_SEED_STRIDE * self.restarts for s in self._seeds[lo:hi]]
-        self._conns[w].send(("reset", seeds))
+        self._conns[w].send(("reset", (seeds, None, None, defer)))
         return self._recv(w)
 
     def _broadcast(self, cmd: str, payloads: list) -> list:
@@ -331,39 +489,66 @@ class VectorEnv:
             try:
                 results.append(self._recv(w))
             except (EOFError, ConnectionResetError, BrokenPipeError, OSError):
-                results.append(("restarted", self._restart(w)))
+                defer = cmd == "step" and self.autoreset_mode == AutoresetMode.NEXT_STEP
+                results.append(("restarted", self._restart(w, defer)))
         return results
 
     # -- API -------------------------------------------------------------------------------
-    def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:
-        self._seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
-        if self.num_workers == 0:
-            self._group.reset(self._seeds)
+    def reset(self, *, seed: int | list[int | None] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """(observations, infos). seed: an int seeds env i with seed + i, a list one seed per env.
+        options: passed to every env's reset; `options["reset_mask"]` (bool [N]) resets only those envs."""
+        if seed is None or isinstance(seed, (int, np.integer)):
+            seeds = [None if seed is None else int(seed) + i for i in range(self.num_envs)]
         else:
-            self._broadcast("reset", [self._seeds[lo:hi] for lo, hi in self._slices])
-        return {k: v.copy() for k, v in self._arrays.items()}
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"seed: {len(seeds)} seeds for {self.num_envs} envs; allowed: an int or one per env")
+        options = dict(options) if options else None
+        mask = None
+        if options is not None and "reset_mask" in options:
+            mask = np.asarray(options.pop("reset_mask"))
+            if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
+                raise ValueError(f"options['reset_mask']: shape {mask.shape}, dtype {mask.dtype}; "
+                                 f"allowed: a bool array of shape ({self.num_envs},)")
+            options = options or None
+        super().reset(seed=int(seed) if isinstance(seed, (int, np.integer)) else None)
+        self._seeds = [s if mask is None or mask[i] else self._seeds[i] for i, s in enumerate(seeds)]
+        if self.num_workers == 0:
+            infos = self._group.reset(seeds, options, mask)
+        else:
+            infos = []
+            payloads = [(seeds[lo:hi], options, None if mask is None else mask[lo:hi].tolist(), False)
+                        for lo, hi in self._slices]
+            for res in self._broadcast("reset", payloads):
+                if isinstance(res, tuple) and len(res) == 2 and res[0] == "restarted":
+                    res = [{**i, "worker_restarted": True} for i in res[1]]
+                infos.extend(res)
+        return {k: v.copy() for k, v in self._arrays.items()}, batch_infos(infos)
 
-    def step(self, actions) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+    def step(self, actions) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """(observations, rewards, terminations, truncations, infos)."""
         actions = np.asarray(actions)
         shape = (self.num_envs, *(self.single_action_space.shape or ()))  # Box actions: [N, *shape]
         if actions.shape != shape:
             raise ValueError(f"actions must have shape {shape}, got {actions.shape}")
         if self.num_workers == 0:
-            rew, term, trunc, infos = self._group.step(actions)
+            rew, term, trunc, infos, finals = self._group.step(actions)
         else:
             rew = np.zeros(self.num_envs, np.float32)
             term, trunc = np.zeros(self.num_envs, bool), np.zeros(self.num_envs, bool)
             infos: list[dict] = [{} for _ in range(self.num_envs)]
+            finals: list[dict | None] = [None] * self.num_envs
             results = self._broadcast("step", [actions[lo:hi] for lo, hi in self._slices])
             for (lo, hi), res in zip(self._slices, results):
                 if isinstance(res, tuple) and len(res) == 2 and res[0] == "restarted":
                     trunc[lo:hi] = True  # the episodes in flight are lost; the new ones start now
-                    infos[lo:hi] = [{"worker_restarted": True, **i} for i in res[1]]
+                    infos[lo:hi] = [{**i, "worker_restarted": True} for i in res[1]]
                     continue
-                r, te, tr, inf = res
+                r, te, tr, inf, fin = res
                 rew[lo:hi], term[lo:hi], trunc[lo:hi] = r, te, tr
-                infos[lo:hi] = inf
-        return {k: v.copy() for k, v in self._arrays.items()}, rew, term, trunc, infos
+                infos[lo:hi], finals[lo:hi] = inf, fin
+        return {k: v.copy() for k, v in self._arrays.items()}, rew, term, trunc, vector_infos(infos, finals)
 
     def call(self, name: str, *args, **kwargs) -> list[Any]:
         """Call a method (or read an attribute) of every env's unwrapped env."""
@@ -376,16 +561,37 @@ class VectorEnv:
             out.extend(res)
         return out
 
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        """An attribute of every env's unwrapped env."""
+        return tuple(self.call(name))
+
+    def set_attr(self, name: str, values: list[Any] | tuple[Any, ...] | Any) -> None:
+        """Set an attribute of every env's unwrapped env: one value for all, or a list with one per env."""
+        if not isinstance(values, (list, tuple)):
+            values = [values] * self.num_envs
+        if len(values) != self.num_envs:
+            raise ValueError(f"set_attr({name!r}): {len(values)} values for {self.num_envs} envs")
+        if self.num_workers == 0:
+            self._group.set_attr(name, list(values))
+            return
+        for res in self._broadcast("set_attr", [(name, list(values[lo:hi])) for lo, hi in self._slices]):
+            if isinstance(res, tuple) and len(res) == 2 and res[0] == "restarted":
+                raise EnvError(f"an env worker died during set_attr({name!r}); it was restarted")
+
+    def render(self) -> tuple[Any, ...] | None:
+        """Each env's `render()` (gymnasium's vector render)."""
+        return tuple(self.call("render"))
+
     def worker_pids(self) -> list[int]:
         return [] if self.num_workers == 0 else [p.pid for p in self._procs]
 
-    def close(self) -> None:
+    def close(self, **kwargs: Any) -> None:
+        if self.closed:
+            return
+        self.closed = True
         if self.num_workers == 0:
             self._group.close()
             return
-        if getattr(self, "_closed", False):
-            return
-        self._closed = True
         for w in range(self.num_workers):
             try:
                 self._conns[w].send(("close", None))

@@ -19,6 +19,7 @@ import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from embodied.config import check, config_file, data_dir, provenance
+from embodied.envs import finished_episodes
 from embodied.eval.report import MemoryTimer, memory_record, result_groups, training_record
 from embodied.eval.stats import summarize
 
@@ -194,7 +195,7 @@ def evaluate_task(task: dict, policy: str, ckpt: dict | None, cfg: DictConfig, d
         runner = _PolicyRunner(policy, envs, ckpt, device, cfg.deterministic, cfg.seed)
         if runner.agent is not None:
             timer = MemoryTimer(runner.agent.memory)
-        obs = envs.reset(seed=cfg.seed)
+        obs, _ = envs.reset(seed=cfg.seed)
         counts = [0] * num_envs
         bar = None
         if not cfg.quiet:
@@ -206,11 +207,11 @@ def evaluate_task(task: dict, policy: str, ckpt: dict | None, cfg: DictConfig, d
             done = np.asarray(terminated) | np.asarray(truncated)
             facts = runner.episode_facts() if done.any() else {}
             runner.observe_done(done)
+            ended = finished_episodes(infos)  # not a worker restart's lost episodes
             for i in np.flatnonzero(done):
-                if counts[i] < quota[i] and "episode" in infos[i]:
+                if counts[i] < quota[i] and i in ended:
                     counts[i] += 1
-                    episodes.append({**{k: (v if isinstance(v, str) else float(v)) for k, v in infos[i]["episode"].items()
-                                        if isinstance(v, (int, float, np.number, bool, str))},
+                    episodes.append({**{k: (v if isinstance(v, str) else float(v)) for k, v in ended[i].items()},
                                      **{f"memory/{k}": v[i] for k, v in facts.items()}})
                     if bar:
                         bar.update(1)

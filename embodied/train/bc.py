@@ -47,6 +47,7 @@ import torch
 
 from embodied.agents.imitation import IMITATION_LOSSES
 from embodied.config import InputError, check
+from embodied.envs import finished_episodes
 from embodied.tasks import STEP_SELECTORS
 from embodied.tasks.episodes import Episode
 from embodied.train.checkpoint import NonFiniteError
@@ -383,7 +384,7 @@ def collect_labelled(envs, agent: torch.nn.Module | None, device: torch.device, 
     deterministic=True it evaluates the greedy learner. `labels`: also record each step's
     privileged labels (`env.labels()`) under the episode's "labels"."""
     n = envs.num_envs
-    obs = envs.reset(seed=seed)
+    obs, _ = envs.reset(seed=seed)
     state = agent.initial_state(n, device) if agent is not None else None
     first = torch.ones(n, dtype=torch.bool, device=device)
     prev = torch.zeros(n, dtype=torch.long, device=device)
@@ -411,6 +412,7 @@ def collect_labelled(envs, agent: torch.nn.Module | None, device: torch.device, 
                     current[i]["labels"].setdefault(k, []).append(np.array(v))
         obs, _, terminated, truncated, infos = envs.step(execute)
         done = np.asarray(terminated) | np.asarray(truncated)
+        ended = finished_episodes(infos)
         for i in np.flatnonzero(done):
             ep = current[i]
             episode = {"obs": {k: np.stack(v) for k, v in ep["obs"].items()},
@@ -418,7 +420,7 @@ def collect_labelled(envs, agent: torch.nn.Module | None, device: torch.device, 
             if labels:
                 episode["labels"] = {k: np.stack(v) for k, v in ep["labels"].items()}
             episodes.append(episode)
-            measures.append(dict(infos[i].get("episode", {})))
+            measures.append(ended.get(int(i), {}))
             current[i] = fresh()
         done_t = torch.as_tensor(done, device=device)
         first = done_t

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from embodied.config import ConfigError, check
+from embodied.envs import finished_episodes
 from embodied.train.checkpoint import NonFiniteError
 from embodied.train.distributed import DistContext, StragglerCutoff, all_reduce_gradients, all_reduce_sum, any_rank, union_keys
 
@@ -127,8 +128,8 @@ def obs_to_tensors(obs: dict[str, np.ndarray], device: torch.device) -> dict[str
 
 
 class EpisodeStats:
-    """Rolling window of finished episodes' measures: every number the env reported at the episode's
-    end (its info, bools as 0/1), with return and length."""
+    """Rolling window of finished episodes' measures (embodied.envs.finished_episodes): every number
+    the env reported at the episode's end (its info, bools as 0/1), with return and length."""
 
     def __init__(self, window: int = 100):
         self.window: deque[dict[str, float]] = deque(maxlen=window)
@@ -192,7 +193,7 @@ class PPO:
 
     def reset_envs(self, envs, seed: int) -> None:
         """Start fresh episodes (seeded) and a fresh memory state."""
-        obs = envs.reset(seed=seed)
+        obs, _ = envs.reset(seed=seed)
         n = self.num_envs
         self._carry = {
             "obs": obs_to_tensors(obs, self.device),
@@ -293,7 +294,7 @@ class PPO:
             rewards[t] = reward_t
             done = term | trunc
             dones[t] = done
-            finished.extend(info["episode"] for info in infos if info and "episode" in info)
+            finished.extend(finished_episodes(infos).values())
             carry = {"obs": obs_to_tensors(obs, dev), "first": done,
                      "prev_action": torch.where(done, torch.zeros_like(action), action), "state": state}
             steps = t + 1
