@@ -12,6 +12,7 @@ other part of embodied.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 import sys
@@ -88,11 +89,13 @@ class PluginError(InputError):
     embodied.configs) that cannot be loaded: names the entry point and the error."""
 
 
-def plugin_entry_points(kind: str) -> list:
-    """Entry points of group `embodied.<kind>` declared by installed packages (importlib.metadata)."""
+@functools.lru_cache(maxsize=None)
+def plugin_entry_points(kind: str) -> tuple:
+    """Entry points of group `embodied.<kind>` declared by installed packages (importlib.metadata;
+    read once per process: scanning the installed distributions takes milliseconds)."""
     from importlib.metadata import entry_points
 
-    return sorted(entry_points(group=f"embodied.{kind}"), key=lambda ep: ep.name)
+    return tuple(sorted(entry_points(group=f"embodied.{kind}"), key=lambda ep: ep.name))
 
 
 def load_plugins(kind: str) -> None:
