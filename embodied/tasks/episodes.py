@@ -85,11 +85,19 @@ def write_episodes(path: str | Path, episodes: list[Episode], meta: dict | None 
         raise ValueError(f"{path}: meta keys {sorted(reserved)} are the format's own")
     meta = {"format": FORMAT, "version": VERSION, "quantised": quantised, **(meta or {})}
     arrays["meta"] = np.array(json.dumps(meta))  # a 0-d unicode array: no pickle
+    # a file object: numpy appends no .npz to the name
+    return write_atomically(path, lambda f: np.savez_compressed(f, allow_pickle=False, **arrays))
+
+
+def write_atomically(path: str | Path, write) -> Path:
+    """Call `write(binary file)` on a temp file beside `path`, fsync it and rename it to `path`: a
+    crash leaves the old file or none, never half of one."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "wb") as f:  # a file object: numpy appends no .npz to the name
-            np.savez_compressed(f, allow_pickle=False, **arrays)
+        with open(tmp, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

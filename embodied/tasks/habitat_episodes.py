@@ -45,6 +45,7 @@ import numpy as np
 from scipy import ndimage
 
 from embodied.config import InputError
+from embodied.tasks.episodes import write_atomically
 from embodied.world.spec import SceneFormatError
 
 VIEW_POINT_RADIUS = 0.1  # an object goal's region: navigable cells within this of a view point, metres
@@ -347,18 +348,7 @@ def summary(checks: list[EpisodeCheck]) -> dict:
 # -- writing ------------------------------------------------------------------------------------
 def write_habitat_file(path: str | Path, data: dict) -> Path:
     """gzip JSON, atomically (temp file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(gzip.compress(json.dumps(data, separators=(",", ":")).encode(), mtime=0))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomically(path, lambda f: f.write(gzip.compress(json.dumps(data, separators=(",", ":")).encode(), mtime=0)))
 
 
 def _r(v) -> list[float]:
