@@ -538,9 +538,14 @@ def _select_by_name(argv: list[str]) -> list[str]:
     chosen = []
     task = next((a.split("=", 1)[1] for a in argv if a.startswith("task.name=")), None)
     if task and not given("task"):
-        from embodied.tasks.config import schema_of
+        from embodied.tasks import task_class
 
-        chosen.append(f"task={task}" if config_file(f"task/{task}.yaml") else f"task={schema_of(task).family}_schema")
+        if config_file(f"task/{task}.yaml"):
+            chosen.append(f"task={task}")
+        elif getattr(task_class(task), "config_class", None) is not None:
+            chosen.append(f"task={task_class(task).config_class.family}_schema")
+        # else: a whole vectorised env (embodied.envs.VECTOR_ENVS) on the default task's keys, or an
+        # unknown name, which the task's schema check names in one line
     memory = next((a.split("=", 1)[1] for a in argv if a.startswith("memory.name=")), None)
     if memory and not given("memory") and not config_file(f"memory/{memory}.yaml"):
         from embodied.memory import MEMORIES

@@ -248,3 +248,15 @@ def test_a_broken_plugin_is_one_line_naming_its_entry_point(plugin_site, tmp_pat
     out = _run(["train", "task=nav/pointnav", f"run_dir={tmp_path / 'run'}"], env=_env(PYTHONPATH=str(broken)))
     assert out.returncode == 2 and out.stderr.count("\n") == 1
     assert "entry point embodied.tasks:cue = embodied_cue.tasks: RuntimeError: boom" in out.stderr
+
+
+def test_task_and_memory_names_alone_pick_their_configs():
+    from embodied.cli import _select_by_name
+
+    assert _select_by_name(["task.name=gym:CartPole-v1"]) == ["task=gym_schema", "task.name=gym:CartPole-v1"]
+    assert _select_by_name(["task.name=nav/objectnav"])[0] == "task=nav/objectnav"  # its YAML, not the default's
+    assert _select_by_name(["task=nav/pointnav", "task.name=nav/objectnav"]) == ["task=nav/pointnav", "task.name=nav/objectnav"]
+    assert _select_by_name(["task.name=toy/corridor"]) == ["task.name=toy/corridor"]  # a whole vector env: as given
+    assert _select_by_name(["memory.name=sat"]) == ["memory=sat", "memory.name=sat"]
+    with pytest.raises(ConfigError, match="memory.name: 'nope'; allowed: .*gru"):
+        _select_by_name(["memory.name=nope"])

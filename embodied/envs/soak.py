@@ -35,7 +35,10 @@ WARMUP = 0.4
 def load_level(name: str) -> TaskConfig:
     from omegaconf import OmegaConf
 
-    node = OmegaConf.to_container(OmegaConf.load(config_file(f"task/{name}.yaml")), resolve=True)
+    path = config_file(f"task/{name}.yaml")
+    if path is None:
+        raise FileNotFoundError(f"no task config {name!r} under the config folders (configs/task/{name}.yaml)")
+    node = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     node.pop("defaults", None)
     return TaskConfig.from_any(node)
 
