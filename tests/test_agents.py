@@ -208,8 +208,12 @@ def test_bad_inputs_raise_clear_errors():
         build_agent(nav_space(), spaces.Discrete(3), "gru", {}, hiddn=3)
     with pytest.raises(ValueError, match="text_pooling='max'"):
         build_agent(nav_space(), spaces.Discrete(3), "gru", {}, text_pooling="max")
-    with pytest.raises(ValueError, match="Discrete"):
-        build_agent(nav_space(), spaces.Box(-1, 1, (2,)), "gru", {})
+    with pytest.raises(ValueError, match="Discrete starting at 0 or a float Box"):
+        build_agent(nav_space(), spaces.Box(-1, 1, (2, 2)), "gru", {})  # continuous actions are a vector
+    with pytest.raises(ValueError, match="Discrete starting at 0 or a float Box"):
+        build_agent(nav_space(), spaces.MultiDiscrete([2, 3]), "gru", {})
+    with pytest.raises(ValueError, match="aux heads read discrete actions"):
+        build_agent(nav_space(), spaces.Box(-1, 1, (2,)), "gru", {}, aux_heads=["reconstruction"])
     with pytest.raises(ValueError, match="'rgb'"):
         make_agent("gru", space=nav_space({"rgb": spaces.Box(0, 1, (H, W, 3), np.float32)}))
     with pytest.raises(ValueError, match="unknown memory"):

@@ -20,7 +20,7 @@ from gymnasium import spaces
 import torch.nn.functional as F
 from tensordict import TensorDict
 from torch import Tensor, nn
-from torch.distributions import Categorical
+from torch.distributions import Categorical, Independent, Normal
 
 from embodied.agents.aux_heads import build_aux_head
 from embodied.agents.config import AgentConfig
@@ -100,23 +100,33 @@ class Agent(nn.Module):
     def __init__(
         self,
         observation_space: spaces.Dict,
-        action_space: spaces.Discrete,
+        action_space: spaces.Discrete | spaces.Box,
         memory: str = "gru",
         memory_options: Mapping | None = None,
         config: AgentConfig | None = None,
     ):
         super().__init__()
-        if not isinstance(action_space, spaces.Discrete) or int(action_space.start) != 0:
-            raise ValueError(f"action space must be gymnasium.spaces.Discrete starting at 0, got {action_space}")
+        # Discrete: a categorical policy. A float Box [k]: a diagonal Gaussian (means from the head, one
+        # learned log std per dimension, as CleanRL's ppo_continuous_action); the env clips or scales.
+        self.continuous = isinstance(action_space, spaces.Box) and len(action_space.shape) == 1 \
+            and np.issubdtype(action_space.dtype, np.floating)
+        if not self.continuous and (not isinstance(action_space, spaces.Discrete) or int(action_space.start) != 0):
+            raise ValueError(f"action space must be gymnasium.spaces.Discrete starting at 0 or a float Box [k], got {action_space}")
         self.config = config = config if config is not None else AgentConfig()
         self.observation_space = observation_space
-        self.num_actions = int(action_space.n)
+        self.num_actions = int(action_space.shape[0]) if self.continuous else int(action_space.n)  # dims when continuous
+        self.action_shape: tuple[int, ...] = (self.num_actions,) if self.continuous else ()
+        self.action_dtype = torch.float32 if self.continuous else torch.long
+        if self.continuous and config.aux_heads:
+            raise ValueError(f"agent option aux_heads={list(config.aux_heads)}: the aux heads read discrete actions; "
+                             "this action space is continuous")
         self.encoder = ObservationEncoder(observation_space, config)
         fuse_in = self.encoder.out_dim
         self.prev_action_embedding = None
         if config.use_prev_action:
-            # Id num_actions stands for "no previous action" (episode start).
-            self.prev_action_embedding = nn.Embedding(self.num_actions + 1, config.prev_action_embed)
+            # Discrete: id num_actions stands for "no previous action" (episode start); continuous: zeros.
+            self.prev_action_embedding = (nn.Linear(self.num_actions, config.prev_action_embed) if self.continuous
+                                          else nn.Embedding(self.num_actions + 1, config.prev_action_embed))
             fuse_in += config.prev_action_embed
         self.fuse = nn.Sequential(nn.Linear(fuse_in, config.hidden), nn.ReLU())
         self.memory = build_memory(memory, config.hidden, **self._memory_options(memory, memory_options))
@@ -132,6 +142,7 @@ class Agent(nn.Module):
                                     match=config.match_readout, retrieved_dim=retrieved)
             heads_in += config.film_readout
         self.policy_head = _head(heads_in, self.num_actions, config.head_hidden, gain=0.01)
+        self.log_std = nn.Parameter(torch.zeros(self.num_actions)) if self.continuous else None
         self.value_head = _head(heads_in, 1, config.head_hidden, gain=1.0)
         dims = dict(
             feat_dim=config.hidden,
@@ -149,7 +160,7 @@ class Agent(nn.Module):
     def forward_step(
         self, obs: Mapping[str, Tensor], state: TensorDict, first: Tensor, prev_action: Tensor
     ) -> tuple[Tensor, Tensor, TensorDict]:
-        """One step for a batch: returns logits [B, A], value [B], new state."""
+        """One step for a batch: returns logits [B, A] (continuous: action means), value [B], new state."""
         step = self._memory_input(obs, first, prev_action, lead=tuple(first.shape))
         feature_map = step.pop("feature_map", None)
         read, state = self.memory(step, state)
@@ -174,9 +185,19 @@ class Agent(nn.Module):
         read, state = self.memory(step, state)
         read = self._heads_input(read, feature_map)
         logits, value = self.policy_head(read), self.value_head(read).squeeze(-1)
-        distribution = Categorical(logits=logits)
-        action = logits.argmax(dim=-1) if deterministic else distribution.sample()
+        distribution = self.distribution(logits)
+        if deterministic:
+            action = logits.float() if self.continuous else logits.argmax(dim=-1)
+        else:
+            action = distribution.sample()
         return action, distribution.log_prob(action), value, state
+
+    def distribution(self, logits: Tensor):
+        """The policy's action distribution from the head's output [..., A]: categorical over
+        logits, or (continuous) a diagonal Gaussian around them."""
+        if self.continuous:
+            return Independent(Normal(logits.float(), self.log_std.exp().expand(logits.shape)), 1)
+        return Categorical(logits=logits)
 
     @property
     def has_intrinsic_reward(self) -> bool:
@@ -215,17 +236,18 @@ class Agent(nn.Module):
         (embodied/agents/imitation.py); the memory still runs over the sequence once.
         """
         self._check_lead(first, prev_action, dims=2)
-        if actions.shape != first.shape:
-            raise ValueError(f"actions shape {tuple(actions.shape)} does not match first {tuple(first.shape)}")
+        if tuple(actions.shape) != tuple(first.shape) + self.action_shape:
+            raise ValueError(f"actions shape {tuple(actions.shape)} does not match first {tuple(first.shape)}"
+                             + (f" + {self.action_shape}" if self.continuous else ""))
         steps = self._memory_input(obs, first, prev_action, lead=tuple(first.shape))
         feature_map = steps.pop("feature_map", None)
         reads, final_state, branch_state = self._memory_sequence(steps, state, branch)
         heads_in = self._heads_input(reads, feature_map)
         logits = self.policy_head(heads_in)
         value = self.value_head(heads_in).squeeze(-1)
-        distribution = Categorical(logits=logits)
-        actions = actions.long()
-        if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= self.num_actions):
+        distribution = self.distribution(logits)
+        actions = actions.float() if self.continuous else actions.long()
+        if not self.continuous and actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= self.num_actions):
             raise ValueError(f"actions must be in 0..{self.num_actions - 1}, got [{int(actions.min())}, {int(actions.max())}]")
         aux_losses = {f"memory/{k}": v for k, v in self.memory.aux_losses(steps, reads).items()}
         context = dict(obs=obs, feat=steps["feat"], read=reads, first=first, actions=actions, logits=logits, value=value,
@@ -301,12 +323,12 @@ class Agent(nn.Module):
                 options["text_dim"] = self.encoder.text_dim
         return options
 
-    @staticmethod
-    def _check_lead(first: Tensor, prev_action: Tensor, dims: int) -> None:
+    def _check_lead(self, first: Tensor, prev_action: Tensor, dims: int) -> None:
         if first.dim() != dims:
             raise ValueError(f"first must have {dims} dims ({'[B]' if dims == 1 else '[T, B]'}), got {tuple(first.shape)}")
-        if prev_action.shape != first.shape:
-            raise ValueError(f"prev_action shape {tuple(prev_action.shape)} does not match first {tuple(first.shape)}")
+        if tuple(prev_action.shape) != tuple(first.shape) + self.action_shape:
+            raise ValueError(f"prev_action shape {tuple(prev_action.shape)} does not match first {tuple(first.shape)}"
+                             + (f" + {self.action_shape}" if self.continuous else ""))
 
     def _memory_input(self, obs: Mapping, first: Tensor, prev_action: Tensor, lead: tuple[int, ...]) -> dict[str, Tensor]:
         """Encode observations with leading dims `lead` into the memory's step dict."""
@@ -324,7 +346,10 @@ class Agent(nn.Module):
         encoded = self.encoder(flat)
         parts = [encoded["feat"]]
         first = first.to(dtype=torch.bool)
-        if self.prev_action_embedding is not None:
+        if self.prev_action_embedding is not None and self.continuous:
+            prev = prev_action.float().reshape(n, self.num_actions) * (~first.reshape(n, 1))
+            parts.append(self.prev_action_embedding(prev))
+        elif self.prev_action_embedding is not None:
             prev = prev_action.long().reshape(n)
             if prev.device.type == "cpu" and prev.numel() and int(prev.max()) >= self.num_actions:
                 raise ValueError(f"prev_action must be < {self.num_actions} (or negative for none), got {int(prev.max())}")

@@ -130,7 +130,7 @@ class _PolicyRunner:
     def __init__(self, kind: str, envs, ckpt: dict | None, device: torch.device, deterministic: bool, seed: int):
         self.kind, self.envs, self.device, self.deterministic = kind, envs, device, deterministic
         self.rng = np.random.default_rng(seed)
-        self.n_actions = int(envs.single_action_space.n)
+        self.action_space = envs.single_action_space
         self.agent = None
         if kind == "checkpoint":
             from embodied.loading import build_agent_from_config, load_model_state
@@ -141,14 +141,18 @@ class _PolicyRunner:
             self.agent.eval()
             self.state = self.agent.initial_state(envs.num_envs, device)
         self.first = torch.ones(envs.num_envs, dtype=torch.bool, device=device)
-        self.prev = torch.zeros(envs.num_envs, dtype=torch.long, device=device)
+        shape, dtype = (self.agent.action_shape, self.agent.action_dtype) if self.agent is not None else ((), torch.long)
+        self.prev = torch.zeros((envs.num_envs, *shape), dtype=dtype, device=device)
 
     @torch.no_grad()
     def act(self, obs: dict) -> np.ndarray:
         if self.kind == "oracle":
             return np.asarray(self.envs.call("oracle_action"), dtype=np.int64)
         if self.kind == "random":
-            return self.rng.integers(0, self.n_actions, size=self.envs.num_envs)
+            space = self.action_space
+            if hasattr(space, "n"):
+                return self.rng.integers(0, int(space.n), size=self.envs.num_envs)
+            return self.rng.uniform(space.low, space.high, (self.envs.num_envs, *space.shape)).astype(space.dtype)
         tensors = {k: torch.as_tensor(v).to(self.device) for k, v in obs.items()}
         action, _, _, self.state = self.agent.act(tensors, self.state, self.first, self.prev,
                                                   deterministic=self.deterministic)
@@ -163,7 +167,8 @@ class _PolicyRunner:
     def observe_done(self, done: np.ndarray) -> None:
         d = torch.as_tensor(done, device=self.device)
         self.first = d
-        self.prev = torch.where(d, torch.zeros_like(self.prev), self.prev)
+        ended = d.reshape(-1, *(1,) * (self.prev.dim() - 1))
+        self.prev = torch.where(ended, torch.zeros_like(self.prev), self.prev)
 
 
 def eval_task_config(task: dict, cfg: DictConfig, trained_config: dict | None = None) -> dict:

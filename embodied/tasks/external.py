@@ -7,7 +7,8 @@ flattened (gymnasium.spaces.flatten: Box values as they are, Discrete and MultiD
 MultiBinary as 0/1) and concatenated, in the order of the env's Dict space, into the float vector `state`. A key it
 cannot map (a Text or custom space, a second image) is an error naming it; `task.drop` lists keys the
 agent is not given. Discrete actions pass through (shifted to start at 0), MultiDiscrete actions
-become one Discrete over their combinations. An env on the old gym API runs through gymnasium's
+become one Discrete over their combinations, a float Box is a vector in [-1, 1] per dimension that the
+adapter clips and scales to the env's bounds. An env on the old gym API runs through gymnasium's
 compatibility envs (shimmy: `gym:GymV26Environment-v0` with `task.kwargs.env_id`).
 
 Measures are the env's own: its info's numeric and string entries are the task's info, so training
@@ -158,7 +159,9 @@ class ObservationAdapter:
 
 
 class ActionAdapter:
-    """Discrete actions from 0 to the env's Discrete (with its start) or MultiDiscrete."""
+    """The agent's actions: Discrete from 0 (the env's Discrete, shifted by its start, or its
+    MultiDiscrete's combinations), or for a Box a float vector in [-1, 1] per dimension, clipped and
+    scaled to the env's bounds (dimensions without finite bounds pass through unscaled)."""
 
     def __init__(self, space: spaces.Space):
         self.env_space = space
@@ -166,11 +169,23 @@ class ActionAdapter:
             self.space = spaces.Discrete(int(space.n))
         elif isinstance(space, spaces.MultiDiscrete) and space.nvec.ndim == 1:
             self.space = spaces.Discrete(int(np.prod(space.nvec)))
+        elif isinstance(space, spaces.Box) and np.issubdtype(space.dtype, np.floating):
+            self.size = int(np.prod(space.shape))
+            low, high = np.asarray(space.low, np.float64).ravel(), np.asarray(space.high, np.float64).ravel()
+            self.bounded = np.isfinite(low) & np.isfinite(high)
+            self.low, self.high = np.where(self.bounded, low, -1.0), np.where(self.bounded, high, 1.0)
+            bound = np.where(self.bounded, 1.0, np.inf).astype(np.float32)
+            self.space = spaces.Box(-bound, bound, (self.size,), np.float32)
         else:
-            raise ConfigError(f"task.name: the env's action space {space} is not Discrete or MultiDiscrete; the "
-                              "platform's agents choose among discrete actions")
+            raise ConfigError(f"task.name: the env's action space {space} is not Discrete, MultiDiscrete or a float Box")
 
     def __call__(self, action):
+        if isinstance(self.space, spaces.Box):
+            a = np.asarray(action, np.float64).reshape(-1)
+            if a.shape != (self.size,):
+                raise ValueError(f"action has {a.size} values; expected {self.size}")
+            a = np.where(self.bounded, self.low + (np.clip(a, -1.0, 1.0) + 1.0) * 0.5 * (self.high - self.low), a)
+            return a.reshape(self.env_space.shape).astype(self.env_space.dtype)
         a = int(np.asarray(action).reshape(()))
         if not 0 <= a < self.space.n:
             raise ValueError(f"action {a} outside 0..{self.space.n - 1}")

@@ -198,7 +198,7 @@ class PPO:
         self._carry = {
             "obs": obs_to_tensors(obs, self.device),
             "first": torch.ones(n, dtype=torch.bool, device=self.device),
-            "prev_action": torch.zeros(n, dtype=torch.long, device=self.device),
+            "prev_action": torch.zeros((n, *self.agent.action_shape), dtype=self.agent.action_dtype, device=self.device),
             "state": self.agent.initial_state(n, self.device),
         }
 
@@ -256,8 +256,9 @@ class PPO:
         start_state = carry["state"].clone()
         obs_buf = {k: torch.zeros((T, *v.shape), dtype=v.dtype, device=dev) for k, v in carry["obs"].items()}
         first = torch.zeros(T, n, dtype=torch.bool, device=dev)
-        prev_actions = torch.zeros(T, n, dtype=torch.long, device=dev)
-        actions = torch.zeros(T, n, dtype=torch.long, device=dev)
+        shape, dtype = (T, n, *self.agent.action_shape), self.agent.action_dtype  # continuous actions: [T, n, A] floats
+        prev_actions = torch.zeros(shape, dtype=dtype, device=dev)
+        actions = torch.zeros(shape, dtype=dtype, device=dev)
         log_probs = torch.zeros(T, n, device=dev)
         values = torch.zeros(T, n, device=dev)
         rewards = torch.zeros(T, n, device=dev)
@@ -295,8 +296,9 @@ class PPO:
             done = term | trunc
             dones[t] = done
             finished.extend(finished_episodes(infos).values())
+            ended = done.reshape(n, *(1,) * len(self.agent.action_shape))
             carry = {"obs": obs_to_tensors(obs, dev), "first": done,
-                     "prev_action": torch.where(done, torch.zeros_like(action), action), "state": state}
+                     "prev_action": torch.where(ended, torch.zeros_like(action), action), "state": state}
             steps = t + 1
         self.cutoff.finished(self.update_index)
         for episode in finished:

@@ -773,7 +773,7 @@ class AgentPolicy:
 
         self.state = self.agent.initial_state(1, self.device)
         self.first = torch.ones(1, dtype=torch.bool, device=self.device)
-        self.prev = torch.zeros(1, dtype=torch.long, device=self.device)
+        self.prev = torch.zeros((1, *self.agent.action_shape), dtype=self.agent.action_dtype, device=self.device)
 
     def act(self, obs, env) -> PolicyOutput:
         import torch
@@ -786,4 +786,5 @@ class AgentPolicy:
         self.first = torch.zeros_like(self.first)
         self.prev = action
         memory = {k: v[0].detach().cpu().numpy() for k, v in report.items() if k in MEMORY_SLOT_KEYS}
-        return PolicyOutput(int(action[0]), float(value[0]), memory or None)
+        act = action[0].cpu().numpy() if self.agent.continuous else int(action[0])
+        return PolicyOutput(act, float(value[0]), memory or None)
