@@ -284,6 +284,18 @@ def test_plugin_task_memory_and_configs_reach_the_cli_and_its_workers(plugin_sit
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "unknown task 'cue/recall'" in out.stderr
 
 
+def test_plugin_agent_kind_is_built_from_a_run_config(plugin_site):
+    code = ("from embodied.agents import AGENT_KINDS, build_agent_kind\n"
+            "print(AGENT_KINDS['cue_probe'])\n"
+            "agent = build_agent_kind({'agent': {'name': 'cue_probe'}, 'task': {'name': 'cue/recall'},"
+            " 'memory': {'name': 'cue_gru', 'hidden': 8}})\n"
+            "print(type(agent).__name__, type(agent.memory).__name__, agent.memory.output_dim)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env=_env(PYTHONPATH=str(plugin_site)))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["embodied_cue.agent:build_from_run_config", "Agent CueGRUMemory 8"]
+
+
 def test_a_broken_plugin_is_one_line_naming_its_entry_point(plugin_site, tmp_path):
     broken = tmp_path / "site"
     shutil.copytree(plugin_site, broken)
