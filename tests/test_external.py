@@ -207,6 +207,10 @@ def test_user_config_folder_adds_to_the_project_configs(tmp_path, monkeypatch):
     cfg = compose("train", ["task=mine/cartpole"])
     assert cfg.task.name == "gym:CartPole-v1" and cfg.task.max_episode_steps == 50
     assert compose("train", ["task=nav/objectnav"]).task.name == "nav/objectnav"  # the project's still there
+    (tmp_path / "task" / "nav").mkdir()
+    (tmp_path / "task" / "nav" / "pointnav.yaml").write_text(
+        "defaults:\n  - /task/nav_schema@_here_\n  - _self_\nname: nav/objectnav\n")
+    assert compose("train", ["task=nav/pointnav"]).task.name == "nav/pointnav"  # the project's file is found first
     monkeypatch.setenv("EMBODIED_CONFIGS", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="EMBODIED_CONFIGS: no config directory"):
         group_options("task")

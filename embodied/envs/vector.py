@@ -95,6 +95,13 @@ def batch_infos(infos: list[dict]) -> dict[str, Any]:
     if not uniform:
         keys = list(dict.fromkeys(k for info in infos for k in info))
     everywhere = np.ones(n, bool)
+    if uniform:  # the measures (floats in every env) as one [n, k] array, split into columns: one conversion
+        floats = [k for k in keys if all([type(info[k]) is float for info in infos])]
+        if len(floats) > 1:
+            table = np.array([[info[k] for k in floats] for info in infos])
+            for j, key in enumerate(floats):
+                out[key], out["_" + key] = table[:, j], everywhere.copy()
+            keys = [k for k in keys if k not in out]
     for key in keys:
         if uniform:
             present = None
