@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
-from embodied.config import registrar
+from embodied.config import ConfigError, registrar
 from gymnasium.vector import AutoresetMode
 
 from embodied.envs.vector import EnvError, EnvGroup, VectorEnv, available_cpus, batch_infos, finished_episodes
@@ -35,6 +35,17 @@ def make_vector_env(task_cfg, num_envs: int, seed: int = 0, num_workers: int | N
                              "allowed: AutoresetMode.SAME_STEP")
         return VECTOR_ENVS[name](task_cfg, num_envs, seed, num_workers)
     cfg = TaskConfig.from_any(task_cfg)
+    if getattr(cfg, "batched", False):
+        if num_workers:
+            raise ConfigError(f"num_workers={num_workers}: task.batched steps every env in this process; "
+                              "allowed: 0 or null")
+        if autoreset_mode != AutoresetMode.SAME_STEP:
+            raise ValueError(f"autoreset_mode={autoreset_mode}: task.batched autoresets on the same step only")
+        from embodied.envs.batched import BatchedNavEnv
+
+        env = BatchedNavEnv(cfg, num_envs, seed)
+        env.reset(seed=seed)
+        return env
     fns = [functools.partial(make_env, cfg) for _ in range(num_envs)]
     env = VectorEnv(fns, num_workers=num_workers, start_method=start_method, pin_workers=pin_workers,
                     autoreset_mode=autoreset_mode)

@@ -240,9 +240,25 @@ class NavConfig(RenderConfig, BodyConfig):
     scene_cache: int = 16
     """Scenes (geometry, renderer, navigable grid; a few MB each) kept in memory per env: covering
     the split avoids rebuilding a scene (~0.3 s) on most resets."""
+    batched: bool = False
+    """Step every env of a process in one batched simulator (embodied/envs/batched.py: poses,
+    collisions, measures and images as torch tensors on `sim_device`, no worker processes) instead
+    of one env object each. The same episodes and measures as the per-env envs. Not for nav/goat."""
+    sim_device: str = "auto"
+    """Batched simulator: where its tensors and images live: cpu, cuda, cuda:N, or auto (cuda when
+    available, else cpu)."""
+    renderer: str = "auto"
+    """Batched simulator's ray caster: embree (CPU, open3d), warp (NVIDIA Warp: CUDA, or its
+    single-threaded CPU backend for parity checks), or auto (warp on CUDA, embree on the CPU)."""
 
     def validate(self) -> "NavConfig":
         super().validate()
+        check(self.renderer in ("auto", "embree", "warp"), "task.renderer",
+              f"{self.renderer!r}; allowed: auto, embree, warp")
+        check(self.sim_device == "auto" or self.sim_device == "cpu" or self.sim_device.split(":")[0] == "cuda",
+              "task.sim_device", f"{self.sim_device!r}; allowed: auto, cpu, cuda, cuda:N")
+        check(not self.batched or self.name in ("nav/pointnav", "nav/objectnav", "nav/multigoal"), "task.batched",
+              f"true for {self.name}; allowed with nav/pointnav, nav/objectnav, nav/multigoal")
         check(self.n_rooms is None or 2 <= self.n_rooms <= 8, "task.n_rooms", f"{self.n_rooms}; allowed: 2..8 or null")
         check(self.max_steps >= 1, "task.max_steps", f"{self.max_steps}; allowed: >= 1")
         if self.success_distance is None:

@@ -96,7 +96,10 @@ class NavEnv(TaskEnv):
             self._load_episodes_file(cfg.episodes_file)
 
     # -- gymnasium API ---------------------------------------------------------------------
-    def _reset(self, seed: int | None, options: dict | None):
+    def next_episode(self, seed: int | None = None) -> tuple:
+        """(scene, start_xy, start_yaw, goals[, episode_id]) of the episode a reset with this seed plays:
+        a seed restarts the episode stream, None takes its next (drawn ahead by `prefetch` if it ran).
+        The batched simulator draws its envs' episodes here, so both play the same episodes."""
         if seed is not None:
             self.rng = np.random.default_rng(seed)
             self._next_episode = None
@@ -104,7 +107,10 @@ class NavEnv(TaskEnv):
         episode, self._next_episode = self._next_episode or self._draw_episode(), None
         if isinstance(episode, Exception):
             raise episode
-        self.scene, start, yaw, self.goals, *episode_id = episode
+        return episode
+
+    def _reset(self, seed: int | None, options: dict | None):
+        self.scene, start, yaw, self.goals, *episode_id = self.next_episode(seed)
         self.episode_id = episode_id[0] if episode_id else None
         c = self.cfg
         self.agent = NavAgent(self.scene.grid, radius=c.agent_radius, height=c.agent_height,

@@ -1,0 +1,213 @@
+"""B navigation agents, each on its own NavigableGrid, moved and measured as torch tensors.
+
+`GridBatch` holds per-env copies of the grids (padded to the largest) and of each env's goal
+distance field, on any device. Its motion is NavAgent's (the segment sampled at quarter cells, the
+agent advanced to the last free sample, the rest of the move slid along the obstacle's tangent,
+else along the axes) and its lookup is DistanceField.at's (the 3x3 neighbours reachable from the
+position, a point goal within two cells in straight line), written over [B] float64 tensors with
+the same arithmetic in the same order. Results equal the per-env classes' except where torch's
+cos/sin/hypot differ from the C library's in the last bit (tests compare positions to 1e-9).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from embodied.sim.navgrid import DistanceField, NavigableGrid
+
+_NEIGHBOURS = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)]
+
+
+def wrap_angle(a: torch.Tensor) -> torch.Tensor:
+    """Angle in (-pi, pi], as NavAgent's `_wrap`."""
+    a = torch.fmod(a + math.pi, 2 * math.pi)
+    a = torch.where(a <= 0, a + 2 * math.pi, a)
+    return a - math.pi
+
+
+class GridBatch:
+    """Per-env navigable grids and goal fields: [B, H, W] tensors padded with blocked cells."""
+
+    def __init__(self, num_envs: int, device: torch.device | str = "cpu"):
+        self.n = num_envs
+        self.device = torch.device(device)
+        self.h = self.w = 0
+        f64 = dict(dtype=torch.float64, device=self.device)
+        self.origin = torch.zeros(num_envs, 2, **f64)
+        self.cell = torch.ones(num_envs, **f64)
+        self.inv_cell = torch.ones(num_envs, **f64)  # 1 / cell, as NavAgent multiplies by it
+        self.shape = torch.zeros(num_envs, 2, dtype=torch.long, device=self.device)  # (ny, nx)
+        self.goal_point = torch.zeros(num_envs, 2, **f64)
+        self.has_point = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
+        self._alloc(1, 1)
+        self._grids: list[NavigableGrid | None] = [None] * num_envs
+
+    def _alloc(self, h: int, w: int) -> None:
+        """(Re)allocate the padded tensors at [h, w], keeping what they hold."""
+        old = {k: getattr(self, k, None) for k in ("navigable", "away", "floor", "field", "region")}
+        d = self.device
+        self.navigable = torch.zeros(self.n, h, w, dtype=torch.bool, device=d)
+        self.away = torch.zeros(self.n, h, w, 2, dtype=torch.float64, device=d)
+        self.floor = torch.zeros(self.n, h, w, dtype=torch.float64, device=d)
+        self.field = torch.full((self.n, h, w), math.inf, dtype=torch.float64, device=d)
+        self.region = torch.zeros(self.n, h, w, dtype=torch.bool, device=d)
+        for k, v in old.items():
+            if v is not None:
+                getattr(self, k)[:, : self.h, : self.w] = v
+        self.h, self.w = h, w
+
+    def set_grid(self, i: int, grid: NavigableGrid) -> None:
+        """Env i now walks on `grid` (copied once per scene change)."""
+        if self._grids[i] is grid:
+            return
+        ny, nx = grid.shape
+        if ny > self.h or nx > self.w:
+            self._alloc(max(ny, self.h), max(nx, self.w))
+        self.navigable[i] = False
+        self.navigable[i, :ny, :nx] = torch.from_numpy(grid.navigable)
+        self.away[i] = 0.0
+        # NavAgent reads the float32 normals as Python floats: the same values in float64
+        self.away[i, :ny, :nx] = torch.from_numpy(grid.away_from_obstacle).double()
+        floor = torch.from_numpy(grid.floor_height).double()
+        self.floor[i] = 0.0
+        self.floor[i, :ny, :nx] = torch.where(torch.isfinite(floor), floor, 0.0)
+        self.origin[i] = torch.tensor([float(grid.origin[0]), float(grid.origin[1])], dtype=torch.float64)
+        self.cell[i] = grid.cell
+        self.inv_cell[i] = 1.0 / grid.cell
+        self.shape[i] = torch.tensor(grid.shape)
+        self._grids[i] = grid
+
+    def set_field(self, i: int, field: DistanceField) -> None:
+        """Env i's goal is now `field` (on env i's grid)."""
+        if field.grid is not self._grids[i]:
+            raise ValueError("the distance field belongs to another grid than env i's; set_grid first")
+        ny, nx = field.values.shape
+        self.field[i] = math.inf
+        self.field[i, :ny, :nx] = torch.from_numpy(field.values)
+        self.region[i] = False
+        if field.region is not None:
+            self.region[i, :ny, :nx] = torch.from_numpy(field.region)
+        if len(field.goal_points) > 1:  # point goals here come one at a time (pointnav)
+            raise ValueError(f"a field to {len(field.goal_points)} goal points; GridBatch takes at most one")
+        self.has_point[i] = len(field.goal_points) == 1
+        if len(field.goal_points):
+            self.goal_point[i] = torch.from_numpy(field.goal_points[0].astype("float64"))
+
+    # -- cells -------------------------------------------------------------------------------------------
+    def _cells(self, b, x, y, multiply: bool):
+        """(row, col, inside) of points of envs b: NavAgent multiplies by 1/cell, DistanceField divides."""
+        if multiply:
+            c = torch.floor((x - self.origin[b, 0]) * self.inv_cell[b])
+            r = torch.floor((y - self.origin[b, 1]) * self.inv_cell[b])
+        else:
+            c = torch.floor((x - self.origin[b, 0]) / self.cell[b])
+            r = torch.floor((y - self.origin[b, 1]) / self.cell[b])
+        r, c = r.long(), c.long()
+        inside = (r >= 0) & (c >= 0) & (r < self.shape[b, 0]) & (c < self.shape[b, 1])
+        return r.clamp(0, self.h - 1), c.clamp(0, self.w - 1), inside
+
+    def free(self, b, x, y) -> torch.Tensor:
+        """NavAgent._free over envs b (x, y broadcast against b)."""
+        r, c, inside = self._cells(b, x, y, multiply=True)
+        return inside & self.navigable[b, r, c]
+
+    def floor_height(self, b, x, y) -> torch.Tensor:
+        r, c, inside = self._cells(b, x, y, multiply=False)
+        return torch.where(inside, self.floor[b, r, c], 0.0)
+
+    # -- motion ------------------------------------------------------------------------------------------
+    def advance(self, b, x, y, dx, dy):
+        """NavAgent._advance over envs b: the farthest free quarter-cell sample along each move;
+        returns (x, y, blocked)."""
+        n = torch.floor(torch.hypot(dx, dy) / (0.25 * self.cell[b]) + 1e-6).long() + 1
+        k = int(n.max()) if len(n) else 1
+        i = torch.arange(1, k + 1, device=self.device)
+        t = i[None].double() / n[:, None].double()  # [m, k]
+        px, py = x[:, None] + t * dx[:, None], y[:, None] + t * dy[:, None]
+        valid = i[None] <= n[:, None]
+        bad = valid & ~self.free(b[:, None], px, py)
+        blocked = bad.any(1)
+        first = torch.where(blocked, bad.double().argmax(1), n)  # index of the first bad sample (or n: none)
+        last = (first - 1).clamp(min=0)
+        ex = torch.where(first > 0, px.gather(1, last[:, None]).squeeze(1), x)
+        ey = torch.where(first > 0, py.gather(1, last[:, None]).squeeze(1), y)
+        return ex, ey, blocked
+
+    def resolve_move(self, b, x, y, dx, dy):
+        """NavAgent.resolve_move over envs b: (x, y, collided) of each move with sliding."""
+        ex, ey, blocked = self.advance(b, x, y, dx, dy)
+        if not bool(blocked.any()):
+            return ex, ey, blocked
+        j = blocked.nonzero().squeeze(1)
+        bj, xj, yj, dxj, dyj, exj, eyj = b[j], x[j], y[j], dx[j], dy[j], ex[j], ey[j]
+        moved, total = torch.hypot(exj - xj, eyj - yj), torch.hypot(dxj, dyj)
+        rem = (1.0 - moved / total).clamp(min=0.0)
+        rx, ry = dxj * rem, dyj * rem
+        r, c = self._cells(bj, exj, eyj, multiply=True)[:2]
+        nx_, ny_ = self.away[bj, r, c, 0], self.away[bj, r, c, 1]
+        into = rx * nx_ + ry * ny_
+        tangent = (rx - into * nx_, ry - into * ny_)
+        x_first = rx.abs() >= ry.abs()
+        zero = torch.zeros_like(rx)
+        axis1 = (torch.where(x_first, rx, zero), torch.where(x_first, zero, ry))
+        axis2 = (torch.where(x_first, zero, rx), torch.where(x_first, ry, zero))
+        # the candidates in NavAgent's order: the tangent (only when moving into the obstacle), then the axes
+        cands = [(tangent, into < 0), (axis1, torch.ones_like(blocked[j])), (axis2, torch.ones_like(blocked[j]))]
+        fx, fy = exj.clone(), eyj.clone()
+        open_ = torch.ones_like(blocked[j])  # no candidate has moved the agent yet
+        for (sx, sy), usable in cands:
+            try_ = open_ & usable & ~(torch.hypot(sx, sy) < 1e-6)
+            if not bool(try_.any()):
+                continue
+            k = try_.nonzero().squeeze(1)
+            ax, ay, _ = self.advance(bj[k], exj[k], eyj[k], sx[k], sy[k])
+            moved_k = (ax != exj[k]) | (ay != eyj[k])
+            km = k[moved_k]
+            fx[km], fy[km] = ax[moved_k], ay[moved_k]
+            open_[km] = False
+        ex, ey = ex.clone(), ey.clone()
+        ex[j], ey[j] = fx, fy
+        return ex, ey, blocked
+
+    # -- geodesic distance -------------------------------------------------------------------------------
+    def distance(self, x, y) -> torch.Tensor:
+        """DistanceField.at of every env's field at its (x, y) [B]."""
+        b = torch.arange(self.n, device=self.device)
+        r, c, inside = self._cells(b, x, y, multiply=False)
+        here = inside & self.navigable[b, r, c]
+        best = torch.full_like(x, math.inf)
+        ny, nx = self.shape[:, 0], self.shape[:, 1]
+        for dr, dc in _NEIGHBOURS:
+            rr, cc = r + dr, c + dc
+            ok = (rr >= 0) & (rr < ny) & (cc >= 0) & (cc < nx)
+            rr_, cc_ = rr.clamp(0, self.h - 1), cc.clamp(0, self.w - 1)
+            v = self.field[b, rr_, cc_]
+            ok = ok & torch.isfinite(v) & self.navigable[b, rr_, cc_]
+            if dr and dc:
+                ok = ok & self.navigable[b, r, cc_] & self.navigable[b, rr_, c]
+            cx = self.origin[:, 0] + (cc.double() + 0.5) * self.cell
+            cy = self.origin[:, 1] + (rr.double() + 0.5) * self.cell
+            best = torch.where(ok, torch.minimum(best, v + torch.hypot(x - cx, y - cy)), best)
+        if bool(self.has_point.any()):
+            gx, gy = self.goal_point[:, 0], self.goal_point[:, 1]
+            d = torch.hypot(x - gx, y - gy)
+            near = self.has_point & (d < 2.0 * self.cell) & (d < best)
+            if bool(near.any()):
+                k = near.nonzero().squeeze(1)
+                clear = self.segment_clear(k, x[k], y[k], gx[k], gy[k])
+                best[k[clear]] = d[k[clear]]
+        best = torch.where(here & self.region[b, r, c], 0.0, best)
+        return torch.where(here, best, math.inf)
+
+    def segment_clear(self, b, ax, ay, bx, by) -> torch.Tensor:
+        """NavigableGrid.segment_clear over envs b (numpy's linspace, cell by division)."""
+        n = torch.floor(torch.hypot(bx - ax, by - ay) / (0.25 * self.cell[b])).long() + 2
+        k = int(n.max())
+        i = torch.arange(k, device=self.device)
+        t = i[None].double() * (1.0 / (n[:, None] - 1).double())
+        t = torch.where(i[None] == n[:, None] - 1, 1.0, t)
+        px, py = ax[:, None] + t * (bx - ax)[:, None], ay[:, None] + t * (by - ay)[:, None]
+        r, c, inside = self._cells(b[:, None], px, py, multiply=False)
+        ok = inside & self.navigable[b[:, None], r, c]
+        return (ok | (i[None] >= n[:, None])).all(1)
