@@ -4,7 +4,9 @@ Rays of the two backends differ in the last float bits, so a ray that grazes a t
 the neighbouring triangle in one and not the other. Exact agreement is asserted away from edges:
 pixels whose 3x3 neighbourhood in Embree's image sees one triangle (its own cast, below).
 """
+import importlib
 import math
+import sys
 
 import numpy as np
 import open3d as o3d
@@ -27,7 +29,8 @@ def faces_seen(geometry, renderer, poses, tilts):
     """[B, H, W] int64 triangle key (part << 32 | triangle) that Embree's rays hit, -1 on a miss."""
     scene = o3d.t.geometry.RaycastingScene(nthreads=1)
     for part in geometry.parts:
-        scene.add_triangles(o3d.core.Tensor(part.vertices.astype(np.float32)), o3d.core.Tensor(part.faces.astype(np.uint32)))
+        scene.add_triangles(o3d.core.Tensor(part.vertices.astype(np.float32)),
+                            o3d.core.Tensor(part.faces.astype(np.uint32)))
     keys = []
     for (x, y, z, yaw), tilt in zip(poses, tilts):
         cam = renderer.camera(tilt)
@@ -124,6 +127,13 @@ def test_vertex_colours_blend_with_embrees_barycentric_convention():
     assert len(np.unique(want["rgb"][seen], axis=0)) > 500, "the colours should vary across each triangle"
     assert np.all(got["rgb"][~seen] == (255, 0, 0))
     assert_parity(got, want, faces)
+
+
+def test_without_warp_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "warp", None)  # what an import of an uninstalled package meets
+    monkeypatch.delitem(sys.modules, "embodied.render.warp")
+    with pytest.raises(ImportError, match="pip install warp-lang"):
+        importlib.import_module("embodied.render.warp")
 
 
 def test_output_subset_empty_batch_and_bad_inputs():

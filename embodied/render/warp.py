@@ -20,7 +20,7 @@ import torch
 try:
     import warp as wp
 except ImportError:
-    raise ImportError("the warp renderer needs NVIDIA Warp: pip install warp-lang (or the extra: embodied[gpu])") from None
+    raise ImportError("the warp renderer needs NVIDIA Warp: pip install warp-lang (or the extra embodied[gpu])") from None
 
 from embodied.render.batch import BatchRenderer
 from embodied.render.raycast import AMBIENT, LIGHT_DIR, SKY_COLOR, _check_part, _Tables
@@ -101,7 +101,9 @@ def _warp_device(device: torch.device) -> str:
     if device.type != "cuda":
         raise ValueError(f"the warp renderer runs on cpu or cuda, not {device}")
     n = wp.get_cuda_device_count()
-    index = device.index if device.index is not None else (torch.cuda.current_device() if torch.cuda.is_available() else 0)
+    index = device.index
+    if index is None:  # torch's "cuda" is its current device
+        index = torch.cuda.current_device() if torch.cuda.is_available() else 0
     if index >= n:
         raise ValueError(f"device {device}: Warp sees {n} CUDA device(s); use device=cpu or a CUDA machine")
     return f"cuda:{index}"
@@ -129,11 +131,10 @@ class WarpBatchRenderer(BatchRenderer):
         if renderer is None:
             light, ambient, sky = np.asarray(LIGHT_DIR, np.float64), AMBIENT, SKY_COLOR
             light = light / np.linalg.norm(light)
-        else:  # shade as the scene's own renderer does
+        else:  # shade as the scene's own renderer does (depth clipping is this renderer's own)
             light, ambient, sky = renderer.light_dir, renderer.ambient, renderer.sky_color
         built = _Tables.build([(p, p.vertices) for p in geometry.parts], light, ambient)
         tables = _Tables.concat(built, _Tables.build([], light, ambient), sky)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         vertex_base = np.concatenate([[0], np.cumsum([len(p.vertices) for p in geometry.parts])[:-1]])
         points = np.concatenate([p.vertices for p in geometry.parts]).astype(np.float32)
         indices = np.concatenate([np.asarray(p.faces, np.int64) + o for p, o in zip(geometry.parts, vertex_base)])
@@ -146,7 +147,7 @@ class WarpBatchRenderer(BatchRenderer):
             "face_rgb": tables.face_rgb,
             "semantic": tables.semantic,
             "instance": tables.instance,
-            "face_start": np.concatenate([[0], starts]).astype(np.int32),
+            "face_start": (tables.face_base.astype(np.int64) - 1).astype(np.int32),  # the sky row's base is 1
             "vc_start": np.where(tables.has_vertex_colors, tables.vc_face_base, -1).astype(np.int32),
             "vc_corners": tables.vc_corner_rgb,
         })
@@ -164,7 +165,7 @@ class WarpBatchRenderer(BatchRenderer):
         def cat(key, dtype):
             return wp.array(np.concatenate([h[key] for h in host]), dtype=dtype, device=dev)
 
-        self._tables = dict(
+        self._tables = dict(  # in the kernel's argument order
             meshes=wp.array([m.id for m in self._meshes], dtype=wp.uint64, device=dev),
             face_offset=wp.array(faces[:-1].astype(np.int32), dtype=wp.int32, device=dev),
             geom_offset=wp.array(geoms[:-1].astype(np.int32), dtype=wp.int32, device=dev),
