@@ -53,8 +53,9 @@ class BatchRenderer:
         if slot is None:
             if not isinstance(geometry, SceneGeometry):
                 raise ValueError(f"geometry must be a SceneGeometry, got {type(geometry).__name__}")
-            slot = self.keys[key] = len(self.keys)
+            slot = len(self.keys)
             self._add(slot, geometry, renderer)
+            self.keys[key] = slot  # only once added: a scene that failed to build takes no slot
         return slot
 
     def _add(self, slot: int, geometry: SceneGeometry, renderer: RaycastRenderer | None) -> None:

@@ -31,6 +31,10 @@ OUTPUTS = ("rgb", "depth", "semantic", "instance")
 # open3d's RaycastingScene.INVALID_ID (uint32 max): miss in geometry/primitive ids. open3d itself is
 # imported where rays are cast, so symbolic tasks (and GPU machines without open3d) never load it.
 _INVALID = np.iinfo(np.uint32).max
+# The fixed lighting (RaycastRenderer's defaults; the warp backend shades with the same values).
+LIGHT_DIR = (0.45, 0.3, 0.84)
+AMBIENT = 0.35
+SKY_COLOR = (0.75, 0.85, 1.0)
 
 
 @dataclass(frozen=True)
@@ -112,9 +116,9 @@ class RaycastRenderer:
         nthreads: int = 0,
         max_depth: float = 10.0,
         miss_depth: float = 0.0,
-        light_dir: Sequence[float] = (0.45, 0.3, 0.84),
-        ambient: float = 0.35,
-        sky_color: Sequence[float] = (0.75, 0.85, 1.0),
+        light_dir: Sequence[float] = LIGHT_DIR,
+        ambient: float = AMBIENT,
+        sky_color: Sequence[float] = SKY_COLOR,
         bake_movables: bool = True,
     ):
         if not isinstance(geometry, SceneGeometry):
