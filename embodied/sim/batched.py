@@ -42,6 +42,8 @@ class GridBatch:
         self.has_point = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
         self._alloc(1, 1)
         self._grids: list[NavigableGrid | None] = [None] * num_envs
+        self._offsets = torch.tensor(_NEIGHBOURS, device=self.device).T[:, None, :]  # [2, 1, 9] (dr, dc)
+        self._straight = (self._offsets[0] == 0) | (self._offsets[1] == 0)  # [1, 9]
 
     def _alloc(self, h: int, w: int) -> None:
         """(Re)allocate the padded tensors at [h, w], keeping what they hold."""
@@ -172,23 +174,22 @@ class GridBatch:
 
     # -- geodesic distance -------------------------------------------------------------------------------
     def distance(self, x, y) -> torch.Tensor:
-        """DistanceField.at of every env's field at its (x, y) [B]."""
+        """DistanceField.at of every env's field at its (x, y) [B]: the 3x3 neighbours in one gather."""
         b = torch.arange(self.n, device=self.device)
         r, c, inside = self._cells(b, x, y, multiply=False)
         here = inside & self.navigable[b, r, c]
-        best = torch.full_like(x, math.inf)
-        ny, nx = self.shape[:, 0], self.shape[:, 1]
-        for dr, dc in _NEIGHBOURS:
-            rr, cc = r + dr, c + dc
-            ok = (rr >= 0) & (rr < ny) & (cc >= 0) & (cc < nx)
-            rr_, cc_ = rr.clamp(0, self.h - 1), cc.clamp(0, self.w - 1)
-            v = self.field[b, rr_, cc_]
-            ok = ok & torch.isfinite(v) & self.navigable[b, rr_, cc_]
-            if dr and dc:
-                ok = ok & self.navigable[b, r, cc_] & self.navigable[b, rr_, c]
-            cx = self.origin[:, 0] + (cc.double() + 0.5) * self.cell
-            cy = self.origin[:, 1] + (rr.double() + 0.5) * self.cell
-            best = torch.where(ok, torch.minimum(best, v + torch.hypot(x - cx, y - cy)), best)
+        dr, dc = self._offsets
+        rr, cc = r[:, None] + dr, c[:, None] + dc  # [B, 9]
+        ok = (rr >= 0) & (rr < self.shape[:, :1]) & (cc >= 0) & (cc < self.shape[:, 1:])
+        rr_, cc_ = rr.clamp(0, self.h - 1), cc.clamp(0, self.w - 1)
+        bb = b[:, None]
+        v = self.field[bb, rr_, cc_]
+        # a diagonal neighbour counts only if both cells beside the diagonal are navigable (`c`: no offset)
+        ok = ok & torch.isfinite(v) & self.navigable[bb, rr_, cc_] & \
+            (self._straight | (self.navigable[bb, r[:, None], cc_] & self.navigable[bb, rr_, c[:, None]]))
+        cx = self.origin[:, :1] + (cc.double() + 0.5) * self.cell[:, None]
+        cy = self.origin[:, 1:] + (rr.double() + 0.5) * self.cell[:, None]
+        best = torch.where(ok, v + torch.hypot(x[:, None] - cx, y[:, None] - cy), math.inf).amin(1)
         if bool(self.has_point.any()):
             gx, gy = self.goal_point[:, 0], self.goal_point[:, 1]
             d = torch.hypot(x - gx, y - gy)

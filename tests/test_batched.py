@@ -1,0 +1,149 @@
+"""The batched navigation simulator (task.batched=true) against the per-env envs, trace for trace."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from embodied.config import ConfigError
+from embodied.envs import make_vector_env
+from embodied.sim import NavAgent
+from embodied.sim.batched import GridBatch
+from embodied.tasks.config import NavConfig
+from embodied.tasks.nav import MEASURE_NAMES, PointNav
+
+SMALL = dict(scenes="train", sensors=["rgb", "depth", "semantic"], width=24, height=24, max_steps=60)
+
+
+def _pair(name: str, n: int, seed: int, **extra):
+    ref = make_vector_env(NavConfig(name=name, **SMALL, **extra), n, seed=seed, num_workers=0)
+    bat = make_vector_env(NavConfig(name=name, **SMALL, **extra, batched=True, sim_device="cpu"), n, seed=seed)
+    return ref, bat
+
+
+@pytest.mark.parametrize("name", ["nav/pointnav", "nav/objectnav", "nav/multigoal"])
+def test_same_trace_as_per_env_envs(name):
+    """Mixed oracle and random actions (stops, moves into walls, looks up and down): every observation,
+    reward, flag and measure equal the per-env envs', episodes ending and restarting in both alike."""
+    n = 3
+    ref, bat = _pair(name, n, seed=5, num_goals=2)
+    rng = np.random.default_rng(0)
+    ends = successes = collisions = 0
+    try:
+        for t in range(260):
+            oracle = np.asarray(ref.call("oracle_action"))
+            np.testing.assert_array_equal(oracle, bat.call("oracle_action"))
+            noise = rng.choice(6, n, p=[0.04, 0.6, 0.14, 0.14, 0.04, 0.04])
+            action = np.where(rng.random(n) < 0.75, oracle, noise)
+            o1, r1, te1, tr1, i1 = ref.step(action)
+            o2, r2, te2, tr2, i2 = bat.step(action)
+            assert set(o1) == set(o2)
+            for k in ("rgb", "semantic", "objectgoal"):
+                if k in o1:
+                    np.testing.assert_array_equal(o1[k], o2[k].numpy(), err_msg=f"step {t}: {k}")
+            for k in ("depth", "pose", "pointgoal"):
+                if k in o1:
+                    np.testing.assert_allclose(o1[k], o2[k].numpy(), atol=1e-5, err_msg=f"step {t}: {k}")
+            np.testing.assert_allclose(r1, r2, atol=1e-5, err_msg=f"step {t}: reward")
+            np.testing.assert_array_equal(te1, te2)
+            np.testing.assert_array_equal(tr1, tr2)
+            for k in MEASURE_NAMES:
+                np.testing.assert_allclose(i1[k], i2[k], atol=1e-9, err_msg=f"step {t}: {k}")
+            np.testing.assert_array_equal(i1["scene"], i2["scene"])
+            assert ("final_info" in i1) == ("final_info" in i2)
+            if "final_info" in i1:
+                np.testing.assert_array_equal(i1["_final_info"], i2["_final_info"])
+                done = i1["_final_info"]
+                for k in (*MEASURE_NAMES, "return", "length"):
+                    np.testing.assert_allclose(i1["final_info"][k][done], i2["final_info"][k][done], atol=1e-6)
+                ends += int(done.sum())
+                successes += int(i1["final_info"]["success"][done].sum())
+            collisions = max(collisions, int(i2["collisions"].max()))
+    finally:
+        ref.close(), bat.close()
+    # the trace went through what it claims to compare: successes, failures, slides along walls
+    assert successes >= 2 and ends > successes and collisions >= 1
+
+
+def test_grid_motion_and_lookup_equal_navagent_and_field():
+    """GridBatch.resolve_move and .distance against NavAgent.resolve_move and DistanceField.at at
+    random points and moves, many into walls."""
+    env = PointNav(NavConfig(name="nav/pointnav", **SMALL))
+    env.reset(seed=1)
+    grid, field = env.scene.grid, env.goal.field
+    agent = NavAgent(grid)
+    rng = np.random.default_rng(0)
+    start = grid.sample_navigable(rng, 400)
+    angle, length = rng.uniform(-math.pi, math.pi, 400), rng.choice([0.25, 0.6, 1.3], 400)
+    dx, dy = length * np.cos(angle), length * np.sin(angle)
+    gb = GridBatch(400)
+    for i in range(400):
+        gb.set_grid(i, grid)
+        gb.set_field(i, field)
+    t = lambda v: torch.as_tensor(v, dtype=torch.float64)  # noqa: E731
+    x, y, hit = gb.resolve_move(torch.arange(400), t(start[:, 0]), t(start[:, 1]), t(dx), t(dy))
+    want = np.array([agent.resolve_move(*start[i], dx[i], dy[i]) for i in range(400)])
+    np.testing.assert_allclose(torch.stack([x, y], 1).numpy(), want[:, :2], atol=1e-12)
+    np.testing.assert_array_equal(hit.numpy(), want[:, 2].astype(bool))
+    assert 50 < hit.sum() < 390  # both free moves and slides
+    pts = np.concatenate([start, field.goal_points + rng.normal(0, 0.04, (1, 2)), want[:, :2]])[:400]
+    got = gb.distance(t(pts[:, 0]), t(pts[:, 1])).numpy()
+    np.testing.assert_allclose(got, [field.at(p) for p in pts], atol=1e-12)
+
+
+def test_warp_renderer_in_the_batched_env():
+    """task.renderer=warp on the CPU: the same semantic images as the Embree run of the same episodes."""
+    emb = make_vector_env(NavConfig(name="nav/objectnav", **SMALL, batched=True, sim_device="cpu"), 2, seed=3)
+    wrp = make_vector_env(NavConfig(name="nav/objectnav", **SMALL, batched=True, sim_device="cpu", renderer="warp"),
+                          2, seed=3)
+    try:
+        for _ in range(5):
+            a = np.array([1, 2])
+            o1, o2 = emb.step(a)[0], wrp.step(a)[0]
+            assert (o1["semantic"] == o2["semantic"]).float().mean() > 0.99
+            np.testing.assert_allclose(o1["pose"], o2["pose"])
+    finally:
+        emb.close(), wrp.close()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (dict(name="nav/goat", batched=True), "task.batched: true for nav/goat"),
+    (dict(renderer="optix"), "task.renderer: 'optix'; allowed: auto, embree, warp"),
+    (dict(sim_device="tpu"), "task.sim_device: 'tpu'"),
+])
+def test_bad_options_are_one_line(extra, message):
+    from embodied.tasks.config import GoatConfig
+
+    cls = GoatConfig if extra.get("name") == "nav/goat" else NavConfig
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        cls(**{"name": "nav/pointnav", **extra}).validate()
+
+
+def test_bad_use_is_one_line():
+    with pytest.raises(ConfigError, match="num_workers=2: task.batched steps every env in this process"):
+        make_vector_env(NavConfig(name="nav/pointnav", **SMALL, batched=True, sim_device="cpu"), 2, num_workers=2)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="task.sim_device: cuda requested but no CUDA device"):
+            make_vector_env(NavConfig(name="nav/pointnav", **SMALL, batched=True, sim_device="cuda"), 2)
+    env = make_vector_env(NavConfig(name="nav/pointnav", **SMALL, batched=True, sim_device="cpu"), 2)
+    try:
+        with pytest.raises(ValueError, match="actions must be 2 ints in 0..5"):
+            env.step(np.array([1, 9]))
+        with pytest.raises(ValueError, match="actions must be 2 ints"):
+            env.step(np.array([1, 1, 1]))
+    finally:
+        env.close()
+
+
+def test_ppo_trains_on_the_batched_env(tmp_path):
+    """`embodied train task.batched=true`: PPO reads the tensor observations and finishes its updates."""
+    from embodied.cli import main
+
+    main(["train", "task=nav/pointnav", "task.batched=true", "task.sim_device=cpu", "task.width=24",
+          "task.height=24", "num_envs=2", "total_steps=256", f"run_dir={tmp_path / 'run'}", "trainer.rollout_steps=64"])
+    import json
+
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lines and max(x["step"] for x in lines) >= 256
