@@ -15,12 +15,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from embodied.config import provenance
 from embodied.envs import make_vector_env
 from embodied.tasks.config import FastMapConfig, NavConfig
 
-MOVE_ACTIONS = (1, 2, 3)  # move_forward, turn_left, turn_right
+MOVE_ACTIONS = (1, 2, 3)
+BATCHED_CPU = "64x64 rgb+depth+semantic, 8 envs batched in 1 process"  # move_forward, turn_left, turn_right
 FASTMAP = dict(name="fastmap/architecture_comparison/fast_map_three_objs")
 
 PEERS = {
@@ -80,7 +82,7 @@ def measure_env(task: NavConfig | FastMapConfig, num_envs: int, num_workers: int
             build_s = (time.perf_counter() - t) / built if built else None
         for _ in range(10):  # warm-up: scene cache, ray caches
             env.step(rng.choice(actions, num_envs))
-        iters = max(1, steps // num_envs)
+        iters = max(10, steps // num_envs)
         t = time.perf_counter()
         for _ in range(iters):
             env.step(rng.choice(actions, num_envs))
@@ -136,7 +138,13 @@ def bench_sim(out: str | Path = "bench_sim.json", quick: bool = False, peers: bo
         # The process above casts rays on every core, so 2 workers can add only what is not ray casting;
         # against one ray thread, the ratio shows how the workers themselves scale.
         ("64x64 rgb+depth+semantic, 1 process, 1 ray thread", NavConfig(**base, width=64, height=64), 1, 0, 1),
+        # task.batched: the same 8 envs stepped as tensors in this process (Embree on every core).
+        (BATCHED_CPU, NavConfig(**base, width=64, height=64, batched=True, sim_device="cpu"), 8, 0),
     ]
+    if torch.cuda.is_available():  # the GPU rows: Warp ray casting, tensors on the device
+        configs += [(f"64x64 rgb+depth+semantic, {n} envs batched on cuda (warp)",
+                     NavConfig(**base, width=64, height=64, batched=True, sim_device="cuda"), n, 0)
+                    for n in (256, 1024)]
     if quick:
         configs = configs[:1]
     results: dict = {"provenance": provenance(),
@@ -155,7 +163,9 @@ def bench_sim(out: str | Path = "bench_sim.json", quick: bool = False, peers: bo
     if len(configs) > 2:
         two = c[configs[2][0]]["steps_per_s"]
         results["ratios"] = {"2 workers / 1 process (64x64)": two / one,
-                             "2 workers / 1 process with 1 ray thread (64x64)": two / c[configs[-1][0]]["steps_per_s"]}
+                             "2 workers / 1 process with 1 ray thread (64x64)":
+                                 two / c["64x64 rgb+depth+semantic, 1 process, 1 ray thread"]["steps_per_s"],
+                             "batched / 2 workers (64x64, 8 envs)": c[BATCHED_CPU]["steps_per_s"] / two}
     if peers and not quick:
         results["peers"] = {}
         for name in PEERS:

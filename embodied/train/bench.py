@@ -5,7 +5,8 @@ reports env steps per second of wall time, excluding the first (warm-up) update;
 (and goal-pool fields) are built before training starts. CPU: 2 env worker processes, fp32, with the
 opt-in `trainer.cpu_bf16=true`, with `task.goal_pool=32`, and with both. CUDA (when available or
 asked): more envs (`--num-envs 64,256`), a worker process per core but one, with default goals and
-with goal_pool=32.
+with goal_pool=32. Both add a row for the batched simulator (`task.batched=true`: the envs as tensors
+in the trainer's process; Warp ray casting on CUDA).
 """
 from __future__ import annotations
 
@@ -62,6 +63,8 @@ def bench_train(device: str = "cpu", num_envs: int = 8, num_workers: int = 2, ro
 # Goals from a fixed pool per scene: resets stop paying a Dijkstra (~3 ms), which an untrained
 # policy (stopping at random, episodes of ~4 steps) pays at a quarter of all steps.
 POOL = "task.goal_pool=32"
+BATCHED_CPU = ["task.batched=true", "task.sim_device=cpu"]
+BATCHED_CUDA = ["task.batched=true", "task.sim_device=cuda"]
 
 
 def bench_train_cli(out: str | None = None, quick: bool = False, device: str = "cpu",
@@ -79,12 +82,17 @@ def bench_train_cli(out: str | None = None, quick: bool = False, device: str = "
         runs.append(bench_train("cpu", num_envs=8, num_workers=2, updates=updates, extra=[POOL]))
         runs.append(bench_train("cpu", num_envs=8, num_workers=2, updates=updates,
                                 extra=["trainer.cpu_bf16=true", POOL]))
+        # The batched simulator: the same 8 envs as tensors in the trainer's process (no workers).
+        runs.append(bench_train("cpu", num_envs=8, num_workers=0, updates=updates, extra=BATCHED_CPU))
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         workers = cuda_workers or max(1, len(available_cpus()) - 1)
         for n in cuda_envs:
             for extra in ([], [POOL]):
                 runs.append(bench_train("cuda", num_envs=n, num_workers=min(workers, n), updates=updates, extra=extra))
                 print(json.dumps(runs[-1]), flush=True)
+            # every env in one batched simulator on the GPU (Warp ray casting), observations never leave it
+            runs.append(bench_train("cuda", num_envs=n, num_workers=0, updates=updates, extra=BATCHED_CUDA))
+            print(json.dumps(runs[-1]), flush=True)
     report = {"benchmark": "train", "provenance": provenance(), "runs": runs}
     text = json.dumps(report, indent=2)
     print(text)
