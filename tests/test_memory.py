@@ -203,9 +203,11 @@ def test_trxl_cache_masks_slots_from_before_the_episode_start():
 
 # --- synthetic recall: the cue at t=0 must be reported after a delay of noise -----------------
 K, DELAY, NOISE = 4, 20, 4
-RECALL = {  # name: (options, learning rate, max training steps)
-    "gru": (dict(hidden=32), 3e-3, 1500),
-    "lstm": (dict(hidden=32), 3e-3, 1500),
+RECALL = {  # name: (options, learning rate, max training steps; training stops early once solved)
+    # The step at which the recurrent nets solve it depends on the CPU's float kernels (LSTM: ~1,550 on one
+    # Intel Xeon, earlier elsewhere), so the cap leaves room.
+    "gru": (dict(hidden=32), 3e-3, 3000),
+    "lstm": (dict(hidden=32), 3e-3, 3000),
     "trxl": (dict(dim=32, heads=2, layers=1, memory_length=24, ff_dim=64), 1e-3, 600),
     "none": (dict(hidden=32), 3e-3, 300),
 }
