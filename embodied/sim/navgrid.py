@@ -214,8 +214,9 @@ class NavigableGrid:
         zmid = z_hit[idx] + 0.5 * (max_step + agent_height)
         back = np.zeros(len(idx), np.int32)
         front = np.zeros(len(idx), np.int32)
-        dirs = [np.array([0.0, 0.0, 1.0])] + [
-            np.array([math.cos(a), math.sin(a), 0.0]) for a in 0.1234 + np.arange(4) * math.pi / 2]
+        # Horizontal rays only: a ray up would meet a ceiling flush with the wall tops, whose faces
+        # Embree orders differently on different CPUs, and a ceiling must not change the grid.
+        dirs = [np.array([math.cos(a), math.sin(a), 0.0]) for a in 0.1234 + np.arange(4) * math.pi / 2]
         for d in dirs:
             t, nrm = cast(X.ravel()[idx], Y.ravel()[idx], zmid, d)
             hit = np.isfinite(t)
