@@ -174,10 +174,19 @@ class NavigableGrid:
 
         import open3d as o3d  # here, not at module level: symbolic tasks never need it
 
-        scene = o3d.t.geometry.RaycastingScene()
-        for p in parts:
-            scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(p.vertices, np.float32)),
-                                o3d.core.Tensor(np.ascontiguousarray(p.faces, np.uint32)))
+        def raycasting_scene(parts):
+            scene = o3d.t.geometry.RaycastingScene()
+            for p in parts:
+                scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(p.vertices, np.float32)),
+                                    o3d.core.Tensor(np.ascontiguousarray(p.faces, np.uint32)))
+            return scene
+
+        scene = raycasting_scene(parts)
+        # The vote's ray up ignores ceilings: a ceiling flush with the wall tops is coplanar with them,
+        # and which of the two faces Embree reports differs from CPU to CPU.
+        ceiling = geometry.semantic_classes.index("ceiling") if "ceiling" in geometry.semantic_classes else None
+        below_ceiling = [p for p in parts if p.semantic != ceiling]
+        up_scene = scene if len(below_ceiling) == len(parts) else raycasting_scene(below_ceiling)
         lo = np.min([p.vertices.min(0) for p in parts], 0)
         hi = np.max([p.vertices.max(0) for p in parts], 0)
         # A ring of cells without floor around the scene keeps the map edge blocked.
@@ -194,7 +203,7 @@ class NavigableGrid:
         m = X.size
         top = floor_z + agent_height
 
-        def cast(ox, oy, oz, d):
+        def cast(ox, oy, oz, d, scene=scene):
             rays = np.empty((len(ox), 6), np.float32)
             rays[:, 0], rays[:, 1], rays[:, 2] = ox, oy, oz
             rays[:, 3:] = d
@@ -214,11 +223,10 @@ class NavigableGrid:
         zmid = z_hit[idx] + 0.5 * (max_step + agent_height)
         back = np.zeros(len(idx), np.int32)
         front = np.zeros(len(idx), np.int32)
-        # Horizontal rays only: a ray up would meet a ceiling flush with the wall tops, whose faces
-        # Embree orders differently on different CPUs, and a ceiling must not change the grid.
-        dirs = [np.array([math.cos(a), math.sin(a), 0.0]) for a in 0.1234 + np.arange(4) * math.pi / 2]
+        dirs = [np.array([0.0, 0.0, 1.0])] + [
+            np.array([math.cos(a), math.sin(a), 0.0]) for a in 0.1234 + np.arange(4) * math.pi / 2]
         for d in dirs:
-            t, nrm = cast(X.ravel()[idx], Y.ravel()[idx], zmid, d)
+            t, nrm = cast(X.ravel()[idx], Y.ravel()[idx], zmid, d, up_scene if d[2] > 0 else scene)
             hit = np.isfinite(t)
             facing = nrm @ d
             back += hit & (facing > 0)
