@@ -425,3 +425,29 @@ def test_the_toy_corridor_vector_env_follows_the_same_api():
     assert ends >= 4
     with pytest.raises(ValueError, match="SAME_STEP"):
         make_vector_env({"name": "toy/corridor"}, num_envs=2, autoreset_mode=AutoresetMode.NEXT_STEP)
+
+
+def test_workers_start_with_their_thread_pools_capped():
+    """numpy's OpenBLAS (and OpenMP, MKL) in each worker get the worker's ray threads, not the machine's
+    cores; a value the user set is kept. In a fresh interpreter: the forkserver keeps the environment of
+    its first start."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, psutil\n"
+        "from embodied.envs import make_vector_env\n"
+        "from embodied.tasks.config import NavConfig\n"
+        "env = make_vector_env(NavConfig(name='nav/pointnav', width=16, height=16), 2, 0, num_workers=2)\n"
+        "env.step(np.ones(2, int))\n"
+        "print([psutil.Process(p).environ().get(k) for p in env.worker_pids()\n"
+        "       for k in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS')])\n"
+        "import os; print(os.environ.get('OPENBLAS_NUM_THREADS'))\n"  # the caller's own environment is restored
+        "env.close()\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    threads = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.strip().splitlines()[-2:] == [str([threads] * 6), "None"], out.stderr[-2000:]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**env, "OMP_NUM_THREADS": "3"})
+    assert out.stdout.strip().splitlines()[-2] == str([threads, "3", threads] * 2), out.stderr[-2000:]

@@ -346,6 +346,27 @@ def main_hidden():
         sys.modules["__main__"] = main
 
 
+# Thread pools a worker's libraries size to the whole machine at import (numpy's OpenBLAS, OpenMP, MKL):
+# with one worker per core, 16 workers x 16 spinning BLAS threads compete with the ray casters.
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def worker_threads(n: int):
+    """Start processes with the thread pools above capped at n (a variable the user set is kept). The
+    child (or the forkserver, which every later child inherits from) reads them when numpy loads."""
+    saved = {k: os.environ.get(k) for k in THREAD_VARS}
+    for k, v in saved.items():
+        if v is None:
+            os.environ[k] = str(n)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+
+
 _OPEN: "weakref.WeakSet[VectorEnv]" = weakref.WeakSet()
 
 
@@ -442,7 +463,7 @@ class VectorEnv(gym.vector.VectorEnv):
         proc = self._ctx.Process(target=_worker, args=(child, self.env_fns[lo:hi], self._shm_specs, lo, hi,
                                                        self.render_threads, self.worker_cpus[w], self.autoreset_mode),
                                  daemon=True, name=f"embodied-env-{w}")
-        with main_hidden() if self._hide_main else contextlib.nullcontext():
+        with main_hidden() if self._hide_main else contextlib.nullcontext(), worker_threads(self.render_threads):
             proc.start()
         child.close()
         self._procs[w], self._conns[w] = proc, parent
