@@ -147,3 +147,26 @@ def test_ppo_trains_on_the_batched_env(tmp_path):
 
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert lines and max(x["step"] for x in lines) >= 256
+
+
+@pytest.mark.parametrize("renderer", ["embree", "warp"])
+def test_procedural_scenes_are_forgotten_once_no_env_uses_them(renderer):
+    """A new apartment every episode: the renderer keeps at most num_envs + scene_cache scenes, and the
+    images after scenes were dropped (slots renumbered) still equal the per-env envs'."""
+    extra = dict(scenes="procedural", n_rooms=2, scene_cache=1, max_steps=6)
+    small = {**SMALL, **extra}
+    ref = make_vector_env(NavConfig(name="nav/pointnav", **small), 2, seed=2, num_workers=0)
+    bat = make_vector_env(NavConfig(name="nav/pointnav", **small, batched=True, sim_device="cpu", renderer=renderer),
+                          2, seed=2)
+    scenes = set()
+    try:
+        for t in range(30):
+            action = np.array([1, 2]) if t % 4 else np.array([0, 1])
+            o1, o2 = ref.step(action)[0], bat.step(action)[0]
+            assert len(bat.renderer.keys) <= 2 + 1
+            scenes |= set(bat.scene_keys)
+            same = (o1["semantic"] == o2["semantic"].numpy()).mean()
+            assert same == 1.0 if renderer == "embree" else same > 0.99, t
+    finally:
+        ref.close(), bat.close()
+    assert len(scenes) >= 8  # many apartments went through the renderer

@@ -99,6 +99,9 @@ class BatchedNavEnv(gym.vector.VectorEnv):
         self.grids.set_grid(i, scene.grid)
         self.scene_slot[i] = self.renderer.add_scene(scene.key, scene.geometry, getattr(scene, "renderer", None)
                                                      if self.renderer.backend == "embree" else None)
+        if len(self.renderer.keys) > self.num_envs + self.cfg.scene_cache:  # procedural: a new scene per episode
+            slots = self.renderer.retain(k for k in self.scene_keys if k is not None)
+            self.scene_slot = torch.tensor([slots.get(k, 0) for k in self.scene_keys], device=self.device)
         x, y = float(start[0]), float(start[1])
         wrapped = math.fmod(float(yaw) + math.pi, 2 * math.pi)  # NavAgent.reset's _wrap
         wrapped = (wrapped + 2 * math.pi if wrapped <= 0 else wrapped) - math.pi

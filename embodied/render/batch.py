@@ -61,6 +61,19 @@ class BatchRenderer:
     def _add(self, slot: int, geometry: SceneGeometry, renderer: RaycastRenderer | None) -> None:
         raise NotImplementedError
 
+    def retain(self, keep: Iterable[str]) -> dict[str, int]:
+        """Forget every scene but those in `keep` (a run on procedural scenes meets a new one each
+        episode). Slots are renumbered: callers take them from the returned {key: slot}."""
+        keep = set(keep)
+        kept = [k for k in self.keys if k in keep]
+        self._retain([self.keys[k] for k in kept])
+        self.keys = {k: i for i, k in enumerate(kept)}
+        return dict(self.keys)
+
+    def _retain(self, slots: list[int]) -> None:
+        """Keep the scenes of these old slots, in this order."""
+        raise NotImplementedError
+
     def render(self, scene: torch.Tensor, poses: torch.Tensor, tilt_deg: torch.Tensor,
                outputs: Iterable[str] = ("rgb", "depth", "semantic")) -> dict[str, torch.Tensor]:
         """scene [B] slots, poses [B, 4] (x, y, z_floor, yaw radians), tilt_deg [B] -> images [B, H, W, ...]."""
@@ -100,6 +113,9 @@ class EmbreeBatchRenderer(BatchRenderer):
             raise ValueError(f"renderer max_depth/miss_depth {renderer.max_depth}/{renderer.miss_depth} differ from "
                              f"this BatchRenderer's {self.max_depth}/{self.miss_depth}")
         self.renderers.append(renderer)
+
+    def _retain(self, slots):
+        self.renderers = [self.renderers[i] for i in slots]
 
     def _cam(self, tilt: float) -> Camera:
         cam = self._cameras.get(tilt)

@@ -153,6 +153,12 @@ class WarpBatchRenderer(BatchRenderer):
         })
         self._upload()
 
+    def _retain(self, slots):
+        self._meshes = [self._meshes[i] for i in slots]
+        self._host = [self._host[i] for i in slots]
+        if self._host:
+            self._upload()
+
     def _upload(self):
         """Concatenate every scene's tables on the device; indices into shared tables get offsets."""
         host = self._host
