@@ -265,3 +265,43 @@ def test_an_episode_asks_questions_in_the_middle_and_at_the_end():
     summary = summarize_variant([result], 0.95)
     assert summary["questions_mid"]["n"] == len(result["questions_mid"])
     env.close()
+
+
+def test_frontier_snapshots_are_rendered_facing_each_frontier():
+    """With `look` (GoatNav.look) and a chooser that looks at images, every frontier reaching the VLM
+    carries its own snapshot, rendered from where the agent stood facing that frontier's centre."""
+    import math
+
+    env = _env()
+    task = env.unwrapped
+    obs, _ = env.reset(seed=5)
+    # the agent's camera turned in place: facing its current heading it shows the observation
+    np.testing.assert_array_equal(task.look(float(obs["pose"][3])), obs["rgb"])
+    assert not np.array_equal(task.look(float(obs["pose"][3]) + math.pi), obs["rgb"])
+    rendered, fresh = {}, []
+
+    def look(yaw):
+        image = task.look(yaw)
+        rendered[id(image)] = (yaw, image)  # holding the image keeps its id from being reused
+        return image
+
+    def fake(prompt, images):
+        frontiers = [f for f in agent.memory.frontiers if not agent._visited(f)]
+        assert prompt.count("\nFrontier ") == len(frontiers)
+        x, y = agent.memory.pose[:2]
+        for f, image in zip(frontiers, images[len(images) - len(frontiers):]):
+            assert image is f.image and image.shape == obs["rgb"].shape and image.any()
+            if id(image) in rendered:  # rendered for this decision: at the bearing from here to its centre
+                assert rendered[id(image)][0] == pytest.approx(math.atan2(f.centre[1] - y, f.centre[0] - x))
+                fresh.append(f.key)
+        return "Frontier 0" if frontiers else "Snapshot 0, Object 0"
+
+    agent = GoatAgent(_camera(env), "kept", chooser=VLMChooser(fake))
+    agent.look = look
+    for _ in range(40):
+        rendered.clear()  # this step's renders only (an older snapshot was taken from where the agent was then)
+        obs, _, terminated, truncated, _ = env.step(agent.act(obs))
+        if terminated or truncated:
+            break
+    env.close()
+    assert len(set(fresh)) >= 2, "no frontier snapshot was rendered"

@@ -220,8 +220,11 @@ class VLMChooser:
     `model(prompt: str, images: list[np.ndarray]) -> str` is any callable. The prompt follows
     3D-Mem's GOAT prompt (shared/reference/round2-notes.md §1): the goal, then each "Snapshot i"
     with its objects ("Object j: class"), then each "Frontier i"; images are the snapshots' frames
-    then the frontiers' (a frontier without a frame gets a black image). The reply must contain
+    then the frontiers' snapshots (rendered facing each frontier when the agent has `look`, else the
+    last frame that faced it; a black image when there is neither). The reply must contain
     "Snapshot i, Object j" or "Frontier i"; anything else raises ValueError naming the reply."""
+
+    looks_at_frontiers = True  # GoatAgent renders each frontier's snapshot for it (GoatAgent.look)
 
     def __init__(self, model: Callable[[str, list], str]):
         self.model = model
@@ -240,7 +243,7 @@ class VLMChooser:
             images.append(black if image is None else image)
         for i, f in enumerate(frontiers):
             lines.append(f"Frontier {i}")
-            image = memory.frames[f.frame].image if f.frame in memory.frames else None
+            image = f.image if f.image is not None else memory.frames[f.frame].image if f.frame in memory.frames else None
             images.append(black if image is None else image)
         reply = self.model("\n".join(lines), images)
         m = re.search(r"Snapshot\s+(\d+)\s*,\s*Object\s+(\d+)", reply)
@@ -338,6 +341,10 @@ class GoatAgent:
         self.planner = MapPlanner(forward_step, turn_angle, agent_radius, agent_height)
         self.turn_angle, self.stop_distance, self.look_down = turn_angle, stop_distance, look_down
         self.classes = semantic_classes()
+        # look(yaw) -> rgb: the camera from where the agent stands, facing yaw (episode-start frame); set
+        # by whoever holds the env (`GoatNav.look`), it renders frontier snapshots for a chooser that
+        # looks at them. None: the last frame that faced a frontier stands in.
+        self.look: Callable[[float], np.ndarray] | None = None
         self.reset()
 
     @classmethod
@@ -399,6 +406,11 @@ class GoatAgent:
                 snaps = [Snapshot(self.memory.step - 1, [o for o in detected])] if detected else []
             if self.unreachable:
                 snaps = [Snapshot(s.frame, [o for o in s.objects if o not in self.unreachable]) for s in snaps]
+            if self.look is not None and getattr(self.chooser, "looks_at_frontiers", False):
+                for f in frontiers:
+                    if f.image is None and not self._visited(f):
+                        bearing = math.atan2(f.centre[1] - pose[1], f.centre[0] - pose[0])
+                        self.memory.set_frontier_image(f, self.look(bearing))
             choice = self.chooser.choose(self.query, self.memory, snaps, frontiers, pose, self._visited)
             if choice.kind == "frontier" and self.choice is not None and self.choice.kind == "frontier":
                 # Keep walking to the frontier chosen before while it exists: re-deciding between

@@ -76,6 +76,7 @@ def run_episode(env, agent, seed: int, n_questions: int = 0) -> dict:
     obs, info = env.reset(seed=seed)
     agent.reset()
     task = env.unwrapped
+    agent.look = task.look  # frontier snapshots, for a chooser that looks at them (the VLM adapter)
     # The frontier baseline keeps no objects to answer from (its memory holds only the map).
     n_questions = 0 if agent.variant == "frontier" else n_questions
 

@@ -23,7 +23,9 @@ Invariant (checked by tests, asserted by 3D-Mem every step): every object with a
 
 Where it differs: frontiers are the free/unknown boundary of a 2D occupancy grid built from depth
 (3D-Mem: a TSDF and an "explored within 1.7 m" rule), grouped by connected components rather than
-DBSCAN; a frontier's snapshot is the last frame that faced it, not a fresh render.
+DBSCAN. A frontier's snapshot is rendered facing it from where the agent stands when a chooser
+that looks at images asks (GoatAgent.look, as 3D-Mem renders frontier views); without a renderer the
+last frame that faced it stands in.
 """
 from __future__ import annotations
 
@@ -147,7 +149,9 @@ class Frontier:
     cells: np.ndarray  # [n, 2] (row, col) of its free cells bordering unknown space
     centre: np.ndarray  # [2] xy of the cell nearest to the group's mean
     size: int
-    frame: int | None  # the last frame whose camera faced it (its snapshot), or None
+    frame: int | None  # the last frame whose camera faced it, or None
+    key: tuple = ()  # its first cell: the same frontier keeps it while its cells do not change there
+    image: np.ndarray | None = None  # its frontier snapshot: rgb rendered facing it (GoatAgent.look), or None
 
 
 class SceneMemory:
@@ -180,6 +184,7 @@ class SceneMemory:
         self.explored = np.zeros(self.shape, bool)  # seen free within explored_range of the camera
         self.given_up = np.zeros(self.shape, bool)  # unexplored cells the agent could not see from up close
         self._facing: dict[tuple, int] = {}
+        self.frontier_images: dict[tuple, np.ndarray] = {}  # frontier key -> its frontier snapshot
         self.step = 0
         self.pose = np.zeros(4)
         self.update_seconds = 0.0
@@ -408,8 +413,15 @@ class SceneMemory:
                 bearing = (bearing + math.pi) % (2 * math.pi) - math.pi
                 if abs(bearing) <= half_fov and self.step in self.frames:
                     self._facing[key] = self.step
-                frontiers.append(Frontier(len(frontiers), cells, centre, int(len(cells)), self._facing.get(key)))
+                frontiers.append(Frontier(len(frontiers), cells, centre, int(len(cells)), self._facing.get(key), key,
+                                          self.frontier_images.get(key)))
         self.frontiers = frontiers
+        live = {f.key for f in frontiers}
+        self.frontier_images = {k: v for k, v in self.frontier_images.items() if k in live}
+
+    def set_frontier_image(self, frontier: Frontier, image: np.ndarray) -> None:
+        """Keep `image` as the frontier's snapshot until the frontier changes (its first cell moves)."""
+        frontier.image = self.frontier_images[frontier.key] = image
 
     # ------------------------------------------------------------------ queries
     def candidates(self, relevant_classes: list[str] | None = None) -> tuple[list[Snapshot], list[Frontier]]:

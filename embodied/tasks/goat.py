@@ -200,6 +200,14 @@ class GoatNav(ObjectGoalEnv):
             return None
         return (out["rgb"][best, 0].copy(), out["semantic"][best, 0].astype(np.int32), poses[best].copy())
 
+    def look(self, yaw: float) -> np.ndarray:
+        """rgb [H, W, 3] the agent's camera would see from where it stands, at its tilt, facing `yaw`
+        (radians, in the episode-start frame of obs["pose"]): what turning in place would show, no
+        more. 3D-Mem renders its frontier snapshots this way (the agent's frontier views)."""
+        x, y, z, _ = self.agent.pose
+        pose = np.array([[x, y, z, self.start_pose[3] + float(yaw)]])
+        return self.scene.renderer.render(pose, (self._camera(),), outputs=("rgb",))["rgb"][0, 0]
+
     # -- episode loop ------------------------------------------------------------------------
     def _reset(self, seed, options):
         self.goal_index = 0
