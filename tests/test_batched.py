@@ -83,7 +83,9 @@ def test_grid_motion_and_lookup_equal_navagent_and_field():
         gb.set_grid(i, grid)
         gb.set_field(i, field)
     t = lambda v: torch.as_tensor(v, dtype=torch.float64)  # noqa: E731
-    x, y, hit = gb.resolve_move(torch.arange(400), t(start[:, 0]), t(start[:, 1]), t(dx), t(dy))
+    # sample counts with Python's math, as the batched env passes them (a 0.25 m move is 20 spacings exactly)
+    n = torch.tensor([int(math.hypot(u, v) / (0.25 * grid.cell)) + 1 for u, v in zip(dx, dy)])
+    x, y, hit = gb.resolve_move(torch.arange(400), t(start[:, 0]), t(start[:, 1]), t(dx), t(dy), n)
     want = np.array([agent.resolve_move(*start[i], dx[i], dy[i]) for i in range(400)])
     np.testing.assert_allclose(torch.stack([x, y], 1).numpy(), want[:, :2], atol=1e-12)
     np.testing.assert_array_equal(hit.numpy(), want[:, 2].astype(bool))

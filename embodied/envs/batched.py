@@ -172,8 +172,14 @@ class BatchedNavEnv(gym.vector.VectorEnv):
         fwd = a == FORWARD
         if bool(fwd.any()):
             b = fwd.nonzero().squeeze(1)
-            x, y, yaw = self.x[b], self.y[b], self.yaw[b]
-            nx, ny, hit = self.grids.resolve_move(b, x, y, c.forward_step * torch.cos(yaw), c.forward_step * torch.sin(yaw))
+            x, y = self.x[b], self.y[b]
+            # dx, dy and the sample count with Python's math, bit for bit NavAgent's (see GridBatch.resolve_move)
+            step = [(c.forward_step * math.cos(v), c.forward_step * math.sin(v)) for v in self.yaw[b].tolist()]
+            spacing = [0.25 * cell for cell in self.grids.cell[b].tolist()]
+            samples = torch.tensor([int(math.hypot(u, v) / s) + 1 for (u, v), s in zip(step, spacing)],
+                                   device=self.device)
+            dxy = torch.tensor(step, dtype=torch.float64, device=self.device)
+            nx, ny, hit = self.grids.resolve_move(b, x, y, dxy[:, 0], dxy[:, 1], samples)
             ddx, ddy = nx - x, ny - y
             self.leg_path[b] += torch.sqrt(ddx * ddx + ddy * ddy)
             self.x[b], self.y[b] = nx, ny

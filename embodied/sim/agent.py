@@ -151,9 +151,7 @@ class NavAgent:
     def _advance(self, x: float, y: float, dx: float, dy: float) -> tuple[float, float, bool]:
         """Farthest sample along (x, y) -> (x+dx, y+dy) reachable without leaving navigable
         cells; returns (x, y, blocked)."""
-        # A full step is a whole number of sample spacings (0.25 m = 20): the slack keeps the count from
-        # hanging on the last bit of cos/sin (and so equal to the batched simulator's).
-        n = int(math.hypot(dx, dy) / self._sample_spacing + 1e-6) + 1
+        n = int(math.hypot(dx, dy) / self._sample_spacing) + 1
         last_x, last_y = x, y
         for i in range(1, n + 1):
             t = i / n

@@ -6,7 +6,9 @@ agent advanced to the last free sample, the rest of the move slid along the obst
 else along the axes) and its lookup is DistanceField.at's (the 3x3 neighbours reachable from the
 position, a point goal within two cells in straight line), written over [B] float64 tensors with
 the same arithmetic in the same order. Results equal the per-env classes' except where torch's
-cos/sin/hypot differ from the C library's in the last bit (tests compare positions to 1e-9).
+cos/sin/hypot differ from Python's math in the last bit (tests compare positions to 1e-9); where a
+last bit decides a discrete outcome (a full step's sample count) the caller passes values computed
+with Python's math.
 """
 from __future__ import annotations
 
@@ -119,10 +121,11 @@ class GridBatch:
         return torch.where(inside, self.floor[b, r, c], 0.0)
 
     # -- motion ------------------------------------------------------------------------------------------
-    def advance(self, b, x, y, dx, dy):
+    def advance(self, b, x, y, dx, dy, n: torch.Tensor | None = None):
         """NavAgent._advance over envs b: the farthest free quarter-cell sample along each move;
-        returns (x, y, blocked)."""
-        n = torch.floor(torch.hypot(dx, dy) / (0.25 * self.cell[b]) + 1e-6).long() + 1
+        returns (x, y, blocked). `n`: the sample counts, when the caller has them exact (see resolve_move)."""
+        if n is None:
+            n = torch.floor(torch.hypot(dx, dy) / (0.25 * self.cell[b])).long() + 1
         k = int(n.max()) if len(n) else 1
         i = torch.arange(1, k + 1, device=self.device)
         t = i[None].double() / n[:, None].double()  # [m, k]
@@ -136,9 +139,11 @@ class GridBatch:
         ey = torch.where(first > 0, py.gather(1, last[:, None]).squeeze(1), y)
         return ex, ey, blocked
 
-    def resolve_move(self, b, x, y, dx, dy):
-        """NavAgent.resolve_move over envs b: (x, y, collided) of each move with sliding."""
-        ex, ey, blocked = self.advance(b, x, y, dx, dy)
+    def resolve_move(self, b, x, y, dx, dy, n: torch.Tensor | None = None):
+        """NavAgent.resolve_move over envs b: (x, y, collided) of each move with sliding. A full step's
+        length is a whole number of sample spacings (0.25 m: 20), so its sample count hangs on the last
+        bit of hypot(dx, dy): pass `n` computed with Python's math, as NavAgent does, for equal traces."""
+        ex, ey, blocked = self.advance(b, x, y, dx, dy, n)
         if not bool(blocked.any()):
             return ex, ey, blocked
         j = blocked.nonzero().squeeze(1)
