@@ -120,7 +120,7 @@ def data_dir(name: str) -> Path:
 
 def provenance(command: str | None = None) -> dict:
     """Where a result comes from, written into every result JSON: the command, the commit (with
-    `dirty` when the working tree had changes), the machine and the library versions."""
+    `dirty` when the working tree had changes outside docs/results/), the machine and the library versions."""
     import datetime
     import platform
     import subprocess
@@ -145,7 +145,8 @@ def provenance(command: str | None = None) -> dict:
         hardware["torch"] = torch.__version__
         if torch.cuda.is_available():
             hardware["gpu"] = torch.cuda.get_device_name()
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # Result files written by earlier commands in the same tree are outputs, not code: not dirt.
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)docs/results")
     if command is None:  # `embodied <cmd>` rewrites argv[0] to "embodied <cmd>"; a script path is not kept
         import shlex
 
