@@ -123,6 +123,15 @@ def test_bad_options_are_one_line(extra, message):
         cls(**{"name": "nav/pointnav", **extra}).validate()
 
 
+def test_a_missing_warp_is_one_line(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "warp", None)  # as if warp-lang were not installed
+    monkeypatch.delitem(sys.modules, "embodied.render.warp", raising=False)
+    with pytest.raises(ConfigError, match=r"task.renderer: warp: .*pip install warp-lang"):
+        make_vector_env(NavConfig(name="nav/pointnav", **SMALL, batched=True, sim_device="cpu", renderer="warp"), 1)
+
+
 def test_bad_use_is_one_line():
     with pytest.raises(ConfigError, match="num_workers=2: task.batched steps every env in this process"):
         make_vector_env(NavConfig(name="nav/pointnav", **SMALL, batched=True, sim_device="cpu"), 2, num_workers=2)

@@ -59,9 +59,12 @@ class BatchedNavEnv(gym.vector.VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         backend = cfg.renderer if cfg.renderer != "auto" else ("warp" if self.device.type == "cuda" else "embree")
-        self.renderer = make_batch_renderer(backend, self.device, width=cfg.width, height=cfg.height,
-                                            hfov_deg=cfg.hfov, mount_height=cfg.camera_height,
-                                            max_depth=cfg.max_depth, nthreads=self.sources[0].scenes.render_threads)
+        try:
+            self.renderer = make_batch_renderer(backend, self.device, width=cfg.width, height=cfg.height,
+                                                hfov_deg=cfg.hfov, mount_height=cfg.camera_height,
+                                                max_depth=cfg.max_depth, nthreads=self.sources[0].scenes.render_threads)
+        except ImportError as e:  # warp not installed
+            raise ConfigError(f"task.renderer: {backend}: {e}") from None
         self.grids = GridBatch(num_envs, self.device)
         self.point_goals = isinstance(self.sources[0], PointNav)
         n, d = num_envs, self.device
