@@ -299,7 +299,8 @@ def cmd_bench(argv: list[str]) -> None:
     p.add_argument("--steps", type=int, default=100_000, help="soak: random-action env steps over all task families")
     p.add_argument("--only", default=None, metavar="FAMILIES",
                    help="soak: comma-separated task families (nav, ballet, room_ballet, fastmap, memorybench); "
-                        "each still runs its share of --steps")
+                        "each still runs its share of --steps. sim: `batched`, the batched simulator's rows "
+                        "(CPU, and CUDA where present) beside 8 envs in 2 workers")
     a = p.parse_args(argv)
     out = a.out or f"bench_{a.what}.json"
 
@@ -311,7 +312,9 @@ def cmd_bench(argv: list[str]) -> None:
     if a.what == "sim":
         from embodied.envs.bench import bench_sim
 
-        bench_sim(out=out, quick=a.quick, peers=not a.no_peers)
+        if a.only not in (None, "batched"):
+            _fail(f"--only {a.only}: for sim, allowed: batched")
+        bench_sim(out=out, quick=a.quick, peers=not a.no_peers, batched=a.only == "batched")
     elif a.what == "render":
         from embodied.envs.bench import bench_render_cli
 

@@ -181,3 +181,13 @@ def test_procedural_scenes_are_forgotten_once_no_env_uses_them(renderer):
     finally:
         ref.close(), bat.close()
     assert len(scenes) >= 8  # many apartments went through the renderer
+
+
+def test_bench_sim_batched_rows_beside_the_worker_baseline(tmp_path):
+    from embodied.envs.bench import BATCHED_CPU, WORKERS_8, bench_sim
+
+    r = bench_sim(out=tmp_path / "b.json", quick=True, batched=True)
+    rows = set(r["configs"])
+    assert {BATCHED_CPU, WORKERS_8} <= rows and all("batched" in k or k == WORKERS_8 for k in rows)
+    ratio = r["ratios"]["batched / 2 workers (64x64, 8 envs)"]
+    assert ratio == r["configs"][BATCHED_CPU]["steps_per_s"] / r["configs"][WORKERS_8]["steps_per_s"] > 0

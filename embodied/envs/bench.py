@@ -22,7 +22,8 @@ from embodied.envs import make_vector_env
 from embodied.tasks.config import FastMapConfig, NavConfig
 
 MOVE_ACTIONS = (1, 2, 3)
-BATCHED_CPU = "64x64 rgb+depth+semantic, 8 envs batched in 1 process"  # move_forward, turn_left, turn_right
+BATCHED_CPU = "64x64 rgb+depth+semantic, 8 envs batched in 1 process"
+WORKERS_8 = "64x64 rgb+depth+semantic, 8 envs in 2 workers"  # move_forward, turn_left, turn_right
 FASTMAP = dict(name="fastmap/architecture_comparison/fast_map_three_objs")
 
 PEERS = {
@@ -120,14 +121,16 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def bench_sim(out: str | Path = "bench_sim.json", quick: bool = False, peers: bool = True) -> dict:
+def bench_sim(out: str | Path = "bench_sim.json", quick: bool = False, peers: bool = True, batched: bool = False) -> dict:
+    """`batched`: only the batched simulator's rows beside their baseline, the worker-process env at 8
+    envs (the short run to take to a GPU machine: its CUDA rows come with it)."""
     steps = 300 if quick else 3000
     base = dict(name="nav/pointnav", scenes="train", sensors=["rgb", "depth", "semantic"], max_steps=500)
     configs = [
         ("64x64 rgb+depth+semantic, 1 process", NavConfig(**base, width=64, height=64), 1, 0),
         ("128x128 rgb+depth+semantic, 1 process", NavConfig(**base, width=128, height=128), 1, 0),
         # Several envs per worker amortise the pipe round trip (~0.3 ms), as any vectorised trainer does.
-        ("64x64 rgb+depth+semantic, 8 envs in 2 workers", NavConfig(**base, width=64, height=64), 8, 2),
+        (WORKERS_8, NavConfig(**base, width=64, height=64), 8, 2),
         ("128x128 6-room apartment, 1 worker (memory)",
          NavConfig(**{**base, "scenes": "procedural"}, n_rooms=6, width=128, height=128), 1, 1),
         # Fast-mapping's default level: rendered 96x72 as the original, and the symbolic CPU config.
@@ -145,7 +148,9 @@ def bench_sim(out: str | Path = "bench_sim.json", quick: bool = False, peers: bo
         configs += [(f"64x64 rgb+depth+semantic, {n} envs batched on cuda (warp)",
                      NavConfig(**base, width=64, height=64, batched=True, sim_device="cuda"), n, 0)
                     for n in (256, 1024)]
-    if quick:
+    if batched:
+        configs = [c for c in configs if c[0] == WORKERS_8 or "batched" in c[0]]
+    elif quick:
         configs = configs[:1]
     results: dict = {"provenance": provenance(),
                      "quick": quick, "configs": {}}
@@ -160,13 +165,15 @@ def bench_sim(out: str | Path = "bench_sim.json", quick: bool = False, peers: bo
         print(f"  {label}: {r['steps_per_s']:.0f} steps/s", flush=True)
     c = results["configs"]
     one = c[configs[0][0]]["steps_per_s"]
-    if len(configs) > 2:
-        two = c[configs[2][0]]["steps_per_s"]
+    if batched:
+        results["ratios"] = {"batched / 2 workers (64x64, 8 envs)": c[BATCHED_CPU]["steps_per_s"] / c[WORKERS_8]["steps_per_s"]}
+    elif len(configs) > 2:
+        two = c[WORKERS_8]["steps_per_s"]
         results["ratios"] = {"2 workers / 1 process (64x64)": two / one,
                              "2 workers / 1 process with 1 ray thread (64x64)":
                                  two / c["64x64 rgb+depth+semantic, 1 process, 1 ray thread"]["steps_per_s"],
                              "batched / 2 workers (64x64, 8 envs)": c[BATCHED_CPU]["steps_per_s"] / two}
-    if peers and not quick:
+    if peers and not quick and not batched:
         results["peers"] = {}
         for name in PEERS:
             p = measure_peer(name, steps=1000)
