@@ -43,7 +43,7 @@ def make_vector_env(task_cfg, num_envs: int, seed: int = 0, num_workers: int | N
             raise ValueError(f"autoreset_mode={autoreset_mode}: task.batched autoresets on the same step only")
         from embodied.envs.batched import BatchedNavEnv
 
-        env = BatchedNavEnv(cfg, num_envs, seed)
+        env = BatchedNavEnv(cfg, num_envs)
         env.reset(seed=seed)
         return env
     fns = [functools.partial(make_env, cfg) for _ in range(num_envs)]

@@ -27,7 +27,8 @@ from gymnasium.vector.utils import batch_space
 from embodied.config import ConfigError
 from embodied.envs.vector import vector_infos
 from embodied.render.batch import make_batch_renderer
-from embodied.sim import ACTIONS
+from embodied.sim import ACTIONS, NavAgent, ShortestPathFollower
+from embodied.sim.agent import _wrap
 from embodied.sim.batched import GridBatch, wrap_angle
 from embodied.tasks.nav import MEASURE_NAMES as NAV_MEASURES, PointNav
 from embodied.tasks.registry import task_class
@@ -48,7 +49,7 @@ def sim_device(name: str) -> torch.device:
 class BatchedNavEnv(gym.vector.VectorEnv):
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
-    def __init__(self, cfg, num_envs: int, seed: int = 0):
+    def __init__(self, cfg, num_envs: int):
         self.cfg = cfg = cfg.validate()
         cls = task_class(cfg.name)
         self.sources = [cls(cfg) for _ in range(num_envs)]  # episode drawing only
@@ -91,7 +92,7 @@ class BatchedNavEnv(gym.vector.VectorEnv):
         self.turn_rad = math.radians(c.turn_angle)
         self.tilt_step = math.radians(c.tilt_angle)
         self.max_tilt = math.radians(2 * c.tilt_angle)  # NavEnv's agent: max_tilt = 2 * tilt_angle
-        self._seed = seed
+        self._followers: list[ShortestPathFollower | None] = [None] * n  # oracle_action's, per goal field
 
     # -- episodes ------------------------------------------------------------------------------------------
     def _begin(self, i: int, seed: int | None) -> None:
@@ -106,8 +107,7 @@ class BatchedNavEnv(gym.vector.VectorEnv):
             slots = self.renderer.retain(k for k in self.scene_keys if k is not None)
             self.scene_slot = torch.tensor([slots.get(k, 0) for k in self.scene_keys], device=self.device)
         x, y = float(start[0]), float(start[1])
-        wrapped = math.fmod(float(yaw) + math.pi, 2 * math.pi)  # NavAgent.reset's _wrap
-        wrapped = (wrapped + 2 * math.pi if wrapped <= 0 else wrapped) - math.pi
+        wrapped = _wrap(float(yaw))  # as NavAgent.reset
         z = scene.grid.floor_height_at((x, y))
         self.x[i], self.y[i], self.z[i], self.yaw[i], self.tilt[i] = x, y, z, wrapped, 0.0
         self.start[i] = torch.tensor([x, y, z, wrapped], dtype=torch.float64)
@@ -141,7 +141,7 @@ class BatchedNavEnv(gym.vector.VectorEnv):
             seeds = list(seed)
         for i, s in enumerate(seeds):
             self._begin(i, s)
-        return self._observe(), vector_infos(self._infos(), [None] * self.num_envs)
+        return self._observe(), vector_infos([self._reset_info(i) for i in range(self.num_envs)], [None] * self.num_envs)
 
     def step(self, actions):
         a = torch.as_tensor(np.asarray(actions), device=self.device).long().reshape(-1)
@@ -176,13 +176,7 @@ class BatchedNavEnv(gym.vector.VectorEnv):
         if bool(fwd.any()):
             b = fwd.nonzero().squeeze(1)
             x, y = self.x[b], self.y[b]
-            # dx, dy and the sample count with Python's math, bit for bit NavAgent's (see GridBatch.resolve_move)
-            step = [(c.forward_step * math.cos(v), c.forward_step * math.sin(v)) for v in self.yaw[b].tolist()]
-            spacing = [0.25 * cell for cell in self.grids.cell[b].tolist()]
-            samples = torch.tensor([int(math.hypot(u, v) / s) + 1 for (u, v), s in zip(step, spacing)],
-                                   device=self.device)
-            dxy = torch.tensor(step, dtype=torch.float64, device=self.device)
-            nx, ny, hit = self.grids.resolve_move(b, x, y, dxy[:, 0], dxy[:, 1], samples)
+            nx, ny, hit = self.grids.move_forward(b, x, y, self.yaw[b], c.forward_step)
             ddx, ddy = nx - x, ny - y
             self.leg_path[b] += torch.sqrt(ddx * ddx + ddy * ddy)
             self.x[b], self.y[b] = nx, ny
@@ -199,18 +193,20 @@ class BatchedNavEnv(gym.vector.VectorEnv):
         self.collisions += collided.double()
         self.steps += 1
         truncated = ~terminated & (self.steps >= c.max_steps)
-        measures = self._measures()
-        reward_np = reward.float().cpu().numpy()
-        term_np, trunc_np = terminated.cpu().numpy(), truncated.cpu().numpy()
-        self.returns += reward.cpu().numpy()
+        # one copy to the host: the measures, the reward and the flags
+        host = torch.cat([self._measures(), reward[:, None], terminated[:, None].double(),
+                          truncated[:, None].double()], 1).cpu().numpy()
+        values, reward_np = host[:, :-3], host[:, -3]
+        term_np, trunc_np = host[:, -2] > 0, host[:, -1] > 0
+        self.returns += reward_np
         self.lengths += 1
-        infos = self._infos(measures)
+        infos = self._infos(values)
         finals: list[dict | None] = [None] * n
         for i in np.flatnonzero(term_np | trunc_np):
             finals[i] = {**infos[i], "return": float(self.returns[i]), "length": int(self.lengths[i])}
             self._begin(int(i), None)
-            infos[i] = self._infos(index=int(i))[0]
-        return self._observe(), reward_np, term_np, trunc_np, vector_infos(infos, finals)
+            infos[i] = self._reset_info(int(i))
+        return self._observe(), reward_np.astype(np.float32), term_np, trunc_np, vector_infos(infos, finals)
 
     # -- measures --------------------------------------------------------------------------------------------
     @staticmethod
@@ -235,15 +231,13 @@ class BatchedNavEnv(gym.vector.VectorEnv):
         return torch.stack([self.dist, (done >= self.num_goals).double(), self.goal_spl.sum(1) / ng, soft / ng,
                             self.collisions, self.steps.double(), done.double() / ng], 1)
 
-    def _infos(self, measures: torch.Tensor | None = None, index: int | None = None) -> list[dict]:
-        """Each env's info ({"scene", measures}); at a reset (measures None) the reset values."""
-        rows = range(self.num_envs) if index is None else [index]
-        if measures is None:  # Measure.reset_metric: the distance, zeros for the rest
-            values = np.zeros((self.num_envs, len(NAV_MEASURES)))
-            values[:, 0] = self.dist.cpu().numpy()
-        else:
-            values = measures.cpu().numpy()
-        return [{"scene": self.scene_keys[i], **dict(zip(NAV_MEASURES, values[i].tolist()))} for i in rows]
+    def _infos(self, values: np.ndarray) -> list[dict]:
+        """Each env's info: its scene and the measures of MEASURE_NAMES (values [B, 7])."""
+        return [{"scene": self.scene_keys[i], **dict(zip(NAV_MEASURES, row))} for i, row in enumerate(values.tolist())]
+
+    def _reset_info(self, i: int) -> dict:
+        """Env i's info at its reset (Measure.reset_metric: the distance, zeros for the rest)."""
+        return {"scene": self.scene_keys[i], **dict.fromkeys(NAV_MEASURES, 0.0), NAV_MEASURES[0]: float(self.dist[i])}
 
     # -- observations ---------------------------------------------------------------------------------------
     def _observe(self) -> dict[str, torch.Tensor]:
@@ -279,15 +273,16 @@ class BatchedNavEnv(gym.vector.VectorEnv):
         raise AttributeError(f"BatchedNavEnv.call: {name!r} is not available; allowed: prebuild_scenes, oracle_action")
 
     def _oracle(self, i: int) -> int:
-        from embodied.sim import NavAgent, ShortestPathFollower
-
+        """NavEnv.oracle_action from env i's state: the follower on an agent placed where env i's is."""
         goal = self.goals[i][min(int(self.goals_reached[i]), len(self.goals[i]) - 1)]
-        grid = goal.field.grid
+        follower = self._followers[i]
+        if follower is None or follower.field is not goal.field:
+            follower = self._followers[i] = ShortestPathFollower(goal.field.grid, goal.field,
+                                                                 success_distance=goal.tolerance)
         c = self.cfg
-        agent = NavAgent(grid, forward_step=c.forward_step, turn_angle=c.turn_angle, tilt_angle=c.tilt_angle,
-                         max_tilt=2 * c.tilt_angle, camera_height=c.camera_height)
+        agent = NavAgent(goal.field.grid, forward_step=c.forward_step, turn_angle=c.turn_angle,
+                         tilt_angle=c.tilt_angle, max_tilt=2 * c.tilt_angle, camera_height=c.camera_height)
         agent.reset((float(self.x[i]), float(self.y[i])), float(self.yaw[i]), float(self.tilt[i]))
-        follower = ShortestPathFollower(grid, goal.field, success_distance=goal.tolerance)
         return ACTIONS.index(follower.next_action(agent))
 
     def close(self, **kwargs) -> None:

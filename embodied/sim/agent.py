@@ -15,6 +15,7 @@ import numpy as np
 from embodied.sim.navgrid import NavigableGrid
 
 ACTIONS = ("stop", "move_forward", "turn_left", "turn_right", "look_up", "look_down")
+SAMPLE_CELLS = 0.25  # a move is checked at this fraction of a cell (GridBatch samples the same points)
 
 
 def _wrap(angle: float) -> float:
@@ -58,7 +59,7 @@ class NavAgent:
         self.tilt_step_rad = math.radians(tilt_angle)
         self.max_tilt_rad = math.radians(max_tilt)
         self.camera_height = float(camera_height)
-        self._sample_spacing = 0.25 * grid.cell
+        self._sample_spacing = SAMPLE_CELLS * grid.cell
         # Plain Python views of the grid for the per-step hot path.
         self._nav = grid.navigable
         self._ox, self._oy = float(grid.origin[0]), float(grid.origin[1])

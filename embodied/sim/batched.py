@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from embodied.sim.agent import SAMPLE_CELLS
 from embodied.sim.navgrid import DistanceField, NavigableGrid
 
 _NEIGHBOURS = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)]
@@ -125,7 +126,7 @@ class GridBatch:
         """NavAgent._advance over envs b: the farthest free quarter-cell sample along each move;
         returns (x, y, blocked). `n`: the sample counts, when the caller has them exact (see resolve_move)."""
         if n is None:
-            n = torch.floor(torch.hypot(dx, dy) / (0.25 * self.cell[b])).long() + 1
+            n = torch.floor(torch.hypot(dx, dy) / (SAMPLE_CELLS * self.cell[b])).long() + 1
         k = int(n.max()) if len(n) else 1
         i = torch.arange(1, k + 1, device=self.device)
         t = i[None].double() / n[:, None].double()  # [m, k]
@@ -139,10 +140,18 @@ class GridBatch:
         ey = torch.where(first > 0, py.gather(1, last[:, None]).squeeze(1), y)
         return ex, ey, blocked
 
+    def move_forward(self, b, x, y, yaw, distance: float):
+        """NavAgent's move_forward for envs b at headings yaw: (x, y, collided). A full step's length is a
+        whole number of sample spacings (0.25 m: 20), so its sample count hangs on the last bit of cos,
+        sin and hypot: they are Python's math here, as NavAgent's, for equal traces (a host round trip
+        of the moving envs' headings)."""
+        steps = [(distance * math.cos(v), distance * math.sin(v)) for v in yaw.tolist()]
+        n = [int(math.hypot(u, v) / (SAMPLE_CELLS * cell)) + 1 for (u, v), cell in zip(steps, self.cell[b].tolist())]
+        dxy = torch.tensor(steps, dtype=torch.float64, device=self.device).reshape(-1, 2)
+        return self.resolve_move(b, x, y, dxy[:, 0], dxy[:, 1], torch.tensor(n, device=self.device))
+
     def resolve_move(self, b, x, y, dx, dy, n: torch.Tensor | None = None):
-        """NavAgent.resolve_move over envs b: (x, y, collided) of each move with sliding. A full step's
-        length is a whole number of sample spacings (0.25 m: 20), so its sample count hangs on the last
-        bit of hypot(dx, dy): pass `n` computed with Python's math, as NavAgent does, for equal traces."""
+        """NavAgent.resolve_move over envs b: (x, y, collided) of each move with sliding; `n` as advance's."""
         ex, ey, blocked = self.advance(b, x, y, dx, dy, n)
         if not bool(blocked.any()):
             return ex, ey, blocked
@@ -208,7 +217,7 @@ class GridBatch:
 
     def segment_clear(self, b, ax, ay, bx, by) -> torch.Tensor:
         """NavigableGrid.segment_clear over envs b (numpy's linspace, cell by division)."""
-        n = torch.floor(torch.hypot(bx - ax, by - ay) / (0.25 * self.cell[b])).long() + 2
+        n = torch.floor(torch.hypot(bx - ax, by - ay) / (0.25 * self.cell[b])).long() + 2  # segment_clear's spacing
         k = int(n.max())
         i = torch.arange(k, device=self.device)
         t = i[None].double() * (1.0 / (n[:, None] - 1).double())
