@@ -86,7 +86,8 @@ class BatchRenderer:
         if scene.ndim != 1 or poses.shape != (b, 4) or tilt_deg.shape != (b,):
             raise ValueError(f"scene [B], poses [B, 4], tilt_deg [B] expected; got {tuple(scene.shape)}, "
                              f"{tuple(poses.shape)}, {tuple(tilt_deg.shape)}")
-        if b and (int(scene.min()) < 0 or int(scene.max()) >= len(self.keys)):
+        lo, hi = torch.stack(torch.aminmax(scene)).tolist() if b else (0, 0)  # one device sync, not two
+        if b and (lo < 0 or hi >= len(self.keys)):
             raise ValueError(f"scene slots must be in 0..{len(self.keys) - 1} (add_scene first)")
         return self._render(scene, poses, tilt_deg, outputs)
 
@@ -134,8 +135,8 @@ class EmbreeBatchRenderer(BatchRenderer):
         if b and np.all(s == s[0]) and np.all(t == t[0]):
             groups = [(int(s[0]), float(t[0]), slice(None))]
         else:
-            keys = s.astype(np.float64) * 1e3 + t  # tilt is within (-90, 90) degrees
-            groups = [(int(s[i]), float(t[i]), np.flatnonzero(keys == keys[i])) for i in np.unique(keys, return_index=True)[1]]
+            pairs, group = np.unique(np.stack([s, t], 1), axis=0, return_inverse=True)
+            groups = [(int(slot), float(tilt), np.flatnonzero(group.reshape(-1) == g)) for g, (slot, tilt) in enumerate(pairs)]
         for slot, tilt, rows in groups:
             images = self.renderers[slot].render(p[rows], self._cam(tilt), outputs)
             for k, v in images.items():
