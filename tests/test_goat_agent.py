@@ -290,7 +290,7 @@ def test_frontier_snapshots_are_rendered_facing_each_frontier():
         assert prompt.count("\nFrontier ") == len(frontiers)
         x, y = agent.memory.pose[:2]
         for f, image in zip(frontiers, images[len(images) - len(frontiers):]):
-            assert image is f.image and image.shape == obs["rgb"].shape and image.any()
+            assert image is agent.memory.frontier_images[f.key] and image.shape == obs["rgb"].shape and image.any()
             if id(image) in rendered:  # rendered for this decision: at the bearing from here to its centre
                 assert rendered[id(image)][0] == pytest.approx(math.atan2(f.centre[1] - y, f.centre[0] - x))
                 fresh.append(f.key)

@@ -243,7 +243,9 @@ class VLMChooser:
             images.append(black if image is None else image)
         for i, f in enumerate(frontiers):
             lines.append(f"Frontier {i}")
-            image = f.image if f.image is not None else memory.frames[f.frame].image if f.frame in memory.frames else None
+            image = memory.frontier_images.get(f.key)
+            if image is None and f.frame in memory.frames:
+                image = memory.frames[f.frame].image
             images.append(black if image is None else image)
         reply = self.model("\n".join(lines), images)
         m = re.search(r"Snapshot\s+(\d+)\s*,\s*Object\s+(\d+)", reply)
@@ -411,9 +413,9 @@ class GoatAgent:
                 snaps = [Snapshot(s.frame, [o for o in s.objects if o not in self.unreachable]) for s in snaps]
             if self.look is not None and getattr(self.chooser, "looks_at_frontiers", False):
                 for f in frontiers:
-                    if f.image is None and not self._visited(f):
+                    if f.key not in self.memory.frontier_images and not self._visited(f):
                         bearing = math.atan2(f.centre[1] - pose[1], f.centre[0] - pose[0])
-                        self.memory.set_frontier_image(f, self.look(bearing))
+                        self.memory.frontier_images[f.key] = self.look(bearing)
             choice = self.chooser.choose(self.query, self.memory, snaps, frontiers, pose, self._visited)
             if choice.kind == "frontier" and self.choice is not None and self.choice.kind == "frontier":
                 # Keep walking to the frontier chosen before while it exists: re-deciding between

@@ -101,8 +101,8 @@ class BatchedNavEnv(gym.vector.VectorEnv):
         self.goals[i] = goals
         self.scene_keys[i] = scene.key
         self.grids.set_grid(i, scene.grid)
-        self.scene_slot[i] = self.renderer.add_scene(scene.key, scene.geometry, getattr(scene, "renderer", None)
-                                                     if self.renderer.backend == "embree" else None)
+        self.scene_slot[i] = self.renderer.add_scene(scene.key, scene.geometry,
+                                                     scene.renderer if self.renderer.backend == "embree" else None)
         if len(self.renderer.keys) > self.num_envs + self.cfg.scene_cache:  # procedural: a new scene per episode
             slots = self.renderer.retain(k for k in self.scene_keys if k is not None)
             self.scene_slot = torch.tensor([slots.get(k, 0) for k in self.scene_keys], device=self.device)

@@ -150,8 +150,7 @@ class Frontier:
     centre: np.ndarray  # [2] xy of the cell nearest to the group's mean
     size: int
     frame: int | None  # the last frame whose camera faced it, or None
-    key: tuple = ()  # its first cell: the same frontier keeps it while its cells do not change there
-    image: np.ndarray | None = None  # its frontier snapshot: rgb rendered facing it (GoatAgent.look), or None
+    key: tuple = ()  # its first cell: the same frontier keeps it (and its snapshot) while that cell does
 
 
 class SceneMemory:
@@ -184,7 +183,8 @@ class SceneMemory:
         self.explored = np.zeros(self.shape, bool)  # seen free within explored_range of the camera
         self.given_up = np.zeros(self.shape, bool)  # unexplored cells the agent could not see from up close
         self._facing: dict[tuple, int] = {}
-        self.frontier_images: dict[tuple, np.ndarray] = {}  # frontier key -> its frontier snapshot
+        # frontier key -> its frontier snapshot (rgb rendered facing it, GoatAgent.look), kept while it lasts
+        self.frontier_images: dict[tuple, np.ndarray] = {}
         self.step = 0
         self.pose = np.zeros(4)
         self.update_seconds = 0.0
@@ -413,15 +413,12 @@ class SceneMemory:
                 bearing = (bearing + math.pi) % (2 * math.pi) - math.pi
                 if abs(bearing) <= half_fov and self.step in self.frames:
                     self._facing[key] = self.step
-                frontiers.append(Frontier(len(frontiers), cells, centre, int(len(cells)), self._facing.get(key), key,
-                                          self.frontier_images.get(key)))
+                frontiers.append(Frontier(len(frontiers), cells, centre, int(len(cells)), self._facing.get(key), key))
         self.frontiers = frontiers
         live = {f.key for f in frontiers}
         self.frontier_images = {k: v for k, v in self.frontier_images.items() if k in live}
 
-    def set_frontier_image(self, frontier: Frontier, image: np.ndarray) -> None:
-        """Keep `image` as the frontier's snapshot until the frontier changes (its first cell moves)."""
-        frontier.image = self.frontier_images[frontier.key] = image
+
 
     # ------------------------------------------------------------------ queries
     def candidates(self, relevant_classes: list[str] | None = None) -> tuple[list[Snapshot], list[Frontier]]:
@@ -443,12 +440,13 @@ class SceneMemory:
         return snaps, list(self.frontiers)
 
     def nbytes(self) -> int:
-        """Bytes held: grid, objects, frames (with images), snapshots."""
+        """Bytes held: grid, objects, frames (with images), snapshots, frontier snapshots."""
         total = self.grid.nbytes + self.explored.nbytes + self.given_up.nbytes
         total += sum(24 + 48 + 8 * len(o.frames) for o in self.objects.values())
         total += sum(32 + 16 * len(f.objects) + (f.image.nbytes if f.image is not None else 0)
                      for f in self.frames.values())
         total += sum(8 + 8 * len(s.objects) for s in self.snapshots.values())
+        total += sum(image.nbytes for image in self.frontier_images.values())
         return total
 
     def state_dict(self) -> dict:
