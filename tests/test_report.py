@@ -134,3 +134,26 @@ def test_a_bar_in_a_published_note_stays_inside_its_cell(tmp_path):
     text, _ = render(tmp_path, plots=False)
     row = next(line for line in text.splitlines() if "| published |" in line)
     assert "grows with \\|G\\|" in row and row.count(" | ") == 3  # four cells, the note's bars escaped
+
+
+def test_provenance_counts_code_changes_as_dirty_but_not_earlier_results(tmp_path, monkeypatch):
+    """A result written after a sibling result in the same tree is still clean; a code change is not."""
+    import subprocess
+
+    import embodied.config as config
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    (tmp_path / "docs" / "results" / "a.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.setattr(config, "repo_root", lambda: tmp_path)
+    assert config.provenance("cmd")["dirty"] is False
+    (tmp_path / "docs" / "results" / "a.json").write_text('{"new": 1}')
+    assert config.provenance("cmd")["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert config.provenance("cmd")["dirty"] is True
