@@ -77,3 +77,72 @@ def test_eval_command_runs_the_ablation_table_and_bad_agent_keys_are_one_line(tm
             main(["eval", "task=household/tier1", "agent=optimus", f"out={out}", "quiet=true", *args])
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith(f"embodied eval: error: {message}"), err
+
+
+def test_recording_shows_the_plan_the_cases_the_reflections_and_the_graph(tmp_path):
+    """`embodied record agent=optimus` learns a memory first, then records: each step's plan (its first
+    sub-goal is the one acted on), the retrieved cases, every reflection, and the goal's graph whose
+    edges are the true recipes."""
+    from embodied.cli import main
+    from embodied.viewer.rrd import Recording
+
+    out = tmp_path / "rec"
+    main(["record", "task=household/tier5", "agent=optimus", "agent.epochs=1", "agent.tasks_per_epoch=40",
+          "episodes=3", f"out={out}", "quiet=true"])
+    assert (out / "memory" / "full.sqlite").is_file()
+    env = make_env({"name": "household/tier5"})
+    recipes = env.world.recipes
+    for i in range(3):
+        rec = Recording(out / f"episode_{i:03d}.rrd")
+        steps = rec.rows("agent/action")
+        plans = rec["memory/plan"].at("TextDocument:text")
+        assert len(plans) == steps
+        actions = rec.texts("agent/action")
+        subgoals = rec.texts("memory/subgoal")
+        first = min(subgoals)
+        # The first sub-goal names a thing of the goal's tree, and the plan text lists it as current.
+        assert f"**{subgoals[first]}** (current)" in plans[first][0]
+        cases = rec["memory/cases"].at("TextDocument:text")
+        assert any("| success | fetch |" in c[0] for c in cases.values())
+        edges = {(e["first"], e["second"]) for row in rec["memory/graph"].at("GraphEdges:edges").values() if row
+                 for e in row}
+        assert edges and all(u in recipes[v].inputs or u == recipes[v].tool for u, v in edges)
+        nodes = [n for row in rec["memory/graph"].at("GraphNodes:node_ids").values() if row for n in row]
+        assert {u for e in edges for u in e} <= set(nodes)
+        if "memory/reflection" in rec:
+            assert all(t.split(": ")[1].split(";")[0] in ("continue", "replan") for t in rec.texts("memory/reflection").values())
+    env.close()
+    # A folder holding a learned memory is not emptied silently.
+    (tmp_path / "again" / "memory").mkdir(parents=True)
+    (tmp_path / "again" / "memory" / "full.sqlite").write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_:
+        main(["record", "task=household/tier5", "agent=optimus", "episodes=1", f"out={tmp_path / 'again'}", "quiet=true"])
+    assert exit_.value.code == 2
+
+
+def test_recording_reads_an_evaluations_memory_and_refuses_to_replace_one(tmp_path, capsys):
+    from embodied.cli import main
+    from embodied.viewer.rrd import Recording
+
+    out = tmp_path / "hh.json"
+    main(["eval", "task=household/tier2", "agent=optimus", "agent.variants=[full,oracle]", "agent.epochs=1",
+          "agent.tasks_per_epoch=20", "episodes=2", f"out={out}", "quiet=true", "record=true", "record_episodes=2"])
+    report = json.loads(out.read_text())
+    full = report["results"][0]
+    assert len(full["recordings"]) == 2
+    for path, episode in zip(full["recordings"], full["per_episode"]):  # the evaluated episodes, replayed
+        rec = Recording(path)
+        assert rec.rows("agent/action") == episode["steps"] and "memory/plan" in rec
+    assert "memory/plan" not in Recording(report["results"][1]["recordings"][0])  # the oracle has no memory
+    capsys.readouterr()
+    rec_out = tmp_path / "rec"
+    main(["record", "task=household/tier2", "agent=optimus", f"agent.memory={tmp_path / 'hh_memory'}", "episodes=1",
+          f"out={rec_out}", "quiet=true"])
+    assert (rec_out / "episode_000.rrd").is_file() and not (rec_out / "memory").exists()
+    for args, message in [([f"agent.memory={tmp_path}"], f"agent.memory: {tmp_path} holds no full.sqlite"),
+                          ([f"out={rec_out}", "agent.epochs=1"], f"out: {rec_out / 'episode_000.rrd'} exists")]:
+        with pytest.raises(SystemExit) as exit_:
+            main(["record", "task=household/tier2", "agent=optimus", "episodes=1", f"out={tmp_path / 'x'}",
+                  "quiet=true", *args])
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith(f"embodied record: error: {message}"), err

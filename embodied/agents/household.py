@@ -87,6 +87,11 @@ class HouseholdAgent:
         self.rng = np.random.default_rng(seed)
         self.learning = self.teaching = False
         self.ep = _Episode()
+        # What the last act() planned, retrieved and decided (the viewer's panels; `report`).
+        self.plan: list[tuple[str, str]] = []
+        self.retrieved: list[tuple[str, float, str, dict]] = []  # (kind, similarity, outcome, record)
+        self.reflection: dict | None = None
+        self.last_action: int | None = None  # what observe() is told happened (own action or the teacher's)
 
     # --- episode boundaries ---------------------------------------------------------------------------
     def reset(self, obs: dict, info: dict, learning: bool = False, teaching: bool = False) -> None:
@@ -129,7 +134,9 @@ class HouseholdAgent:
         if not self.use_pool or self.cases == "none":
             return []
         outcomes = ("success", "failure") if self.cases == "both" else (self.cases,)
-        return [(s, o, r) for o in outcomes for s, r in self._pool().retrieve(fields, o, self.k, kind=kind)]
+        found = [(s, o, r) for o in outcomes for s, r in self._pool().retrieve(fields, o, self.k, kind=kind)]
+        self.retrieved += [(kind, s, o, r) for s, o, r in found]
+        return found
 
     @staticmethod
     def _inventory_words(obs) -> list[str]:
@@ -241,15 +248,17 @@ class HouseholdAgent:
             decision = str(self.rng.choice(["continue", "replan"])) if self.learning else "replan"
         if decision == "replan":
             ep.replans += 1
+        self.reflection = {"reason": reason, "item": item, "decision": decision, "votes": dict(votes)}
         ep.pending.append({"reason": reason, "item": item, "decision": decision, "container": container, "t": ep.t})
         return decision
 
     # --- the controller -----------------------------------------------------------------------------------
     def act(self, obs: dict, info: dict) -> int:
         ep = self.ep
+        self.retrieved, self.reflection = [], None
         feedback = info.get("feedback")
         if feedback == "stuck":
-            c = _target(self._last_action)
+            c = _target(self.last_action)
             item = ep.expected.get(c) or self._current_item(obs)
             if self.reflect("stuck", item, c) == "continue":
                 ep.stuck_on = c
@@ -258,6 +267,7 @@ class HouseholdAgent:
             ep.stuck_on = None
         graph = self.knowledge()
         plan = graph.expand(ep.goal, Counter({ITEMS[i]: int(n) for i, n in enumerate(obs["inventory"]) if n}))
+        self.plan = plan
         verb, item = plan[0] if plan else ("make", ep.goal)
         if ep.t - ep.last_progress >= self.reflect_every and item not in ep.ignore_cases:
             # Stalled: cases may point at where the thing no longer is; search without them.
@@ -267,8 +277,24 @@ class HouseholdAgent:
             ep.last_progress = ep.t
         return self._remember(self._skill(verb, item, graph, obs))
 
+    def report(self) -> dict:
+        """What the last act() used, for the viewer: the goal, the plan (sub-goals in order, the
+        first is current), the cases it retrieved, the reflector's decision, and the goal's known
+        dependency graph (edges input -> product and tool -> product)."""
+        graph = self.knowledge()
+        edges = []
+        for product in sorted(graph.needed(self.ep.goal)):
+            recipe = graph.recipes.get(product)
+            if recipe is not None:
+                edges += [(part, product, "input") for part in dict.fromkeys(recipe.inputs)]
+                edges += [(recipe.tool, product, "tool")] if recipe.tool else []
+        inventory = {ITEMS[i]: int(n) for i, n in enumerate(self.obs["inventory"]) if n}
+        return {"goal": self.ep.goal, "context": self.ep.context, "variant": self.variant, "plan": list(self.plan),
+                "inventory": inventory, "cases": list(self.retrieved), "reflection": self.reflection,
+                "edges": edges, "replans": self.ep.replans}
+
     def _remember(self, action: int) -> int:
-        self._last_action = action
+        self.last_action = action
         return action
 
     def _current_item(self, obs) -> str:
@@ -371,7 +397,7 @@ def run_episode(env, agent: HouseholdAgent | None, seed: int, learning: bool = F
         if agent is None or teacher:
             action = env.oracle_action()
             if agent is not None:
-                agent._last_action = action
+                agent.last_action = action
         else:
             action = agent.act(obs, info)
         obs, _, terminated, truncated, info = env.step(action)

@@ -58,10 +58,9 @@ def household_agent(cfg: DictConfig) -> dict:
 
 
 def evaluate_household(cfg: DictConfig) -> dict[str, Any]:
-    from embodied.agents.household import VARIANTS, HouseholdAgent, HybridMemory, run_episode
+    from embodied.agents.household import HouseholdAgent, run_episode
     from embodied.eval.runner import load_task_config, suite_tasks, write_report
     from embodied.tasks import make_env
-    from embodied.tasks.household import MAX_TIER
 
     opts = household_agent(cfg)
     names = suite_tasks(cfg.suite) if cfg.suite else [str(cfg.task.name)]
@@ -70,7 +69,7 @@ def evaluate_household(cfg: DictConfig) -> dict[str, Any]:
           "other tasks; allowed: household tasks only")
     base = {k: v for k, v in tasks[0].items() if k != "name"}
     envs = {t["name"]: make_env(t) for t in tasks}
-    learn_envs = {f"household/tier{t}": make_env({**base, "name": f"household/tier{t}"}) for t in range(1, MAX_TIER + 1)}
+    learn_envs = learning_envs(base)
     world = str(base.get("world_seed", 0))
     label = cfg.suite or str(tasks[0]["name"]).replace("/", "_")
     out = Path(cfg.out) if cfg.out else Path(f"eval_{label}.json")
@@ -87,30 +86,19 @@ def evaluate_household(cfg: DictConfig) -> dict[str, Any]:
     for variant in opts["variants"]:
         memory = agent = None
         if variant != "oracle":
-            graph, pool, _ = VARIANTS[variant]
-            if graph or pool:
-                path = memory_dir / f"{variant}.sqlite"
-                if not opts["memory"]:  # from empty memory
-                    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-                        p.unlink(missing_ok=True)
-                memory = HybridMemory(path, world, graph, pool)
+            memory = open_memory(variant, memory_dir, world, fresh=not opts["memory"])
             agent = HouseholdAgent(variant, memory, floor_plan, cases=opts["cases"], seed=cfg.seed)
         learned = 0
         try:
             for epoch in range(max(opts["epochs"], 1)):
                 if opts["epochs"] and variant != "oracle":
-                    for j in range(opts["tasks_per_epoch"]):
-                        env = learn_envs[f"household/tier{1 + j % MAX_TIER}"]
-                        teacher = opts["teacher_every"] > 0 and (j + 1) % opts["teacher_every"] == 0
-                        run_episode(env, agent, LEARN_SEED_START + learned, learning=True, teacher=teacher)
-                        learned += 1
-                        if bar:
-                            bar.update(1)
+                    learned = learn(agent, learn_envs, opts, learned, on_task=bar.update if bar else None)
                 for name, env in envs.items():
                     episodes = [run_episode(env, agent, cfg.seed + i) for i in range(cfg.episodes)]
                     if bar:
                         bar.update(len(episodes))
-                    row = {"variant": variant, "task": name, "tier": env.level.tier, "epoch": epoch + 1,
+                    row = {"variant": variant, "method": variant if variant == "oracle" else f"optimus {variant}",
+                           "task": name, "tier": env.level.tier, "epoch": epoch + 1,
                            "learned_tasks": learned, "episodes": len(episodes),
                            "success": summarize([e["success"] for e in episodes], True, cfg.confidence),
                            **{k: float(np.mean([e[k] for e in episodes]))
@@ -136,6 +124,47 @@ def evaluate_household(cfg: DictConfig) -> dict[str, Any]:
     return write_report(report, out)
 
 
+def open_memory(variant: str, memory_dir: Path, world: str, fresh: bool, readonly: bool = False):
+    """A variant's HybridMemory in `memory_dir/<variant>.sqlite` (None for a memoryless variant);
+    `fresh`: the file is emptied first (self-evolution from empty memory)."""
+    from embodied.agents.household import VARIANTS, HybridMemory
+
+    graph, pool, _ = VARIANTS[variant]
+    if not (graph or pool):
+        return None
+    path = Path(memory_dir) / f"{variant}.sqlite"
+    if fresh:
+        for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            p.unlink(missing_ok=True)
+    return HybridMemory(path, world, graph, pool, readonly=readonly)
+
+
+def learning_envs(task: dict) -> dict:
+    """One env per tier, with the evaluated tasks' options (world), for the learning tasks."""
+    from embodied.tasks import make_env
+    from embodied.tasks.household import MAX_TIER
+
+    base = {k: v for k, v in task.items() if k != "name"}
+    return {f"household/tier{t}": make_env({**base, "name": f"household/tier{t}"}) for t in range(1, MAX_TIER + 1)}
+
+
+def learn(agent, learn_envs: dict, opts: dict, learned: int = 0, on_task=None) -> int:
+    """One learning epoch: `tasks_per_epoch` tasks over tiers 1..5 in turn, every `teacher_every`-th
+    acted by the teacher while the memory watches; learning seeds from LEARN_SEED_START + `learned`.
+    Returns the number of tasks learned so far."""
+    from embodied.agents.household import run_episode
+    from embodied.tasks.household import MAX_TIER
+
+    for j in range(opts["tasks_per_epoch"]):
+        env = learn_envs[f"household/tier{1 + j % MAX_TIER}"]
+        teacher = opts["teacher_every"] > 0 and (j + 1) % opts["teacher_every"] == 0
+        run_episode(env, agent, LEARN_SEED_START + learned, learning=True, teacher=teacher)
+        learned += 1
+        if on_task is not None:
+            on_task(1)
+    return learned
+
+
 def format_household(results: list[dict], curves: list[dict], confidence: float = 0.95) -> str:
     pct = f"{round(confidence * 100)}% CI"
     header = (f"{'variant':<13} {'task':<17} {'episodes':>8}  {'success':>7} [{pct:^13}]  {'steps':>6} "
@@ -156,4 +185,5 @@ def format_household(results: list[dict], curves: list[dict], confidence: float 
     return "\n".join(lines)
 
 
-__all__ = ["evaluate_household", "format_household", "household_agent", "is_household"]
+__all__ = ["evaluate_household", "format_household", "household_agent", "is_household", "learn", "learning_envs",
+           "open_memory"]

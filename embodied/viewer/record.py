@@ -17,7 +17,7 @@ from embodied.agents import Agent
 from embodied.viewer.recording import AgentPolicy, KeyframePolicy, OraclePolicy, RandomPolicy, record_episode
 from embodied.viewer.stream import sync
 
-POLICIES = ("oracle", "random", "scenemem")
+POLICIES = ("oracle", "random", "scenemem", "optimus")
 
 
 def checkpoint_policy(ckpt_path: str, task: dict, device: str = "cpu", deterministic: bool = True):
@@ -55,6 +55,72 @@ def scene_memory_policy(cfg, env):
     return SceneMemoryPolicy(GoatAgent.for_task(env.cfg, variant, chooser, SceneMemoryConfig.from_options(agent.get("memory") or {})))
 
 
+def household_memory_path(cfg, out: Path) -> Path | None:
+    """Where `household_policy` keeps the memory it learns (None when agent.memory names one to read)."""
+    from embodied.eval.household import household_agent
+
+    opts = household_agent(cfg)
+    if opts["memory"] or opts["variants"][0] in ("oracle", "reactive"):
+        return None
+    return out / "memory" / f"{opts['variants'][0]}.sqlite"
+
+
+def household_policy(cfg, env, out: Path):
+    """Optimus-1's agent (agent=optimus) on a household task, the first of agent.variants, with a
+    memory to read: agent.memory=DIR (e.g. an eval's <out>_memory/) holding <variant>.sqlite, opened
+    read-only; else one learned first from empty memory by the eval's protocol (agent.epochs x
+    agent.tasks_per_epoch tasks) into <out>/memory/."""
+    from embodied.agents.household import HouseholdAgent
+    from embodied.eval.household import household_agent, learn, learning_envs, open_memory
+    from embodied.viewer.recording import HouseholdPolicy, OraclePolicy
+
+    check(env.cfg.name.startswith("household/"), "agent", f"optimus on {env.cfg.name}; allowed: task=household/...")
+    opts = household_agent(cfg)
+    variant = opts["variants"][0]
+    if variant == "oracle":
+        return OraclePolicy()
+    world, plan = str(env.cfg.world_seed), env.floor_plan()
+    memory = None
+    if opts["memory"]:
+        path = Path(opts["memory"]) / f"{variant}.sqlite"
+        check(path.is_file(), "agent.memory", f"{opts['memory']} holds no {path.name} (the memory an eval of variant "
+              f"{variant} wrote: <out>_memory/)")
+        memory = open_memory(variant, path.parent, world, fresh=False, readonly=True)
+    elif variant != "reactive":
+        from tqdm import tqdm
+
+        memory = open_memory(variant, out / "memory", world, fresh=True)
+        learner = HouseholdAgent(variant, memory, plan, cases=opts["cases"], seed=cfg.seed)
+        envs = learning_envs(OmegaConf.to_container(cfg.task, resolve=True))
+        with tqdm(total=opts["epochs"] * opts["tasks_per_epoch"], unit="task", desc=f"learn {variant}",
+                  disable=cfg.quiet, file=sys.stderr) as bar:
+            learned = 0
+            for _ in range(opts["epochs"]):
+                learned = learn(learner, envs, opts, learned, on_task=bar.update)
+        for e in envs.values():
+            e.close()
+        memory.close()  # the recorded episodes only read it
+        memory = open_memory(variant, out / "memory", world, fresh=False, readonly=True)
+    agent = HouseholdAgent(variant, memory, plan, cases=opts["cases"], seed=cfg.seed)
+    return HouseholdPolicy(agent)
+
+
+def household_eval_policy(env, variant: str, report: dict, seed: int):
+    """(policy, memory) replaying a household evaluation's variant: its agent reading, read-only,
+    the memory the evaluation left in report["memory_dir"]."""
+    from embodied.agents.household import HouseholdAgent
+    from embodied.eval.household import open_memory
+    from embodied.viewer.recording import HouseholdPolicy
+
+    if variant == "oracle":
+        return OraclePolicy(), None
+    memory = None
+    if variant != "reactive":
+        memory = open_memory(variant, Path(report["memory_dir"]), str(env.cfg.world_seed), fresh=False, readonly=True)
+    agent = HouseholdAgent(variant, memory, env.floor_plan(), cases=report["agent"]["cases"], seed=seed)
+    return HouseholdPolicy(agent), memory
+
+
 def record(cfg) -> list[dict]:
     """Record `cfg.episodes` episodes into `cfg.out`; returns one result dict per episode."""
     from tqdm import tqdm
@@ -62,9 +128,11 @@ def record(cfg) -> list[dict]:
     check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
     out = Path(cfg.out)
     paths = [out / f"episode_{ep:03d}.rrd" for ep in range(cfg.episodes)]
-    refuse_overwrite(paths + ([p.with_suffix(".mp4") for p in paths] if cfg.video else []),
-                     bool(cfg.get("overwrite", False)))
     task = OmegaConf.to_container(cfg.task, resolve=True)
+    kind = (cfg.agent or {}).get("kind", None)
+    learned = household_memory_path(cfg, out) if kind == "optimus" and not cfg.ckpt else None
+    refuse_overwrite(paths + ([p.with_suffix(".mp4") for p in paths] if cfg.video else []) + ([learned] if learned else []),
+                     bool(cfg.get("overwrite", False)))
     if cfg.ckpt and task.get("name") == "nav/goat":  # a learned chooser inside the 3D-Mem agent
         env = make_env(task)
         policy, name = scene_memory_policy(cfg, env), f"scenemem, checkpoint {cfg.ckpt}"
@@ -72,12 +140,13 @@ def record(cfg) -> list[dict]:
         policy, env = checkpoint_policy(cfg.ckpt, task, deterministic=bool(cfg.deterministic))
         name = f"checkpoint {cfg.ckpt}"
     else:
-        kind = (cfg.agent or {}).get("kind", None)
         check(kind in POLICIES, "agent", f"{kind!r} needs ckpt=...; allowed without one: {', '.join(POLICIES)}")
         env = make_env(task)
         policy = OraclePolicy() if kind == "oracle" else RandomPolicy(cfg.seed)
         if kind == "scenemem":
             policy = scene_memory_policy(cfg, env)
+        elif kind == "optimus":
+            policy = household_policy(cfg, env, out)
         name = kind
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -132,20 +201,26 @@ def record_eval(cfg, report: dict) -> dict:
             seeds = [int(s) for s in task_spec(name)["test_seeds"]][: cfg.record_episodes]
         else:
             seeds = [cfg.seed + i for i in range(cfg.record_episodes)]
-        if policy_kind == "checkpoint":
+        directory, memory, agent = out / name.replace("/", "_"), None, policy_kind
+        if policy_kind == "household":  # each variant with the memory its evaluation read
+            env, agent = make_env(task), result["variant"]
+            policy, memory = household_eval_policy(env, agent, report, cfg.seed)
+            directory = out / agent / name.replace("/", "_")
+        elif policy_kind == "checkpoint":
             policy, env = checkpoint_policy(cfg.ckpt, eval_task_config(task, cfg), deterministic=bool(cfg.deterministic))
         else:
             policy = OraclePolicy() if policy_kind == "oracle" else RandomPolicy(cfg.seed)
             env = make_env(eval_task_config(task, cfg))
-        directory = out / name.replace("/", "_")
         paths = []
         for i, seed in enumerate(seeds):
             path = directory / f"episode_{i:03d}.rrd"
-            record_episode(env, policy, path, seed=seed, meta={"task": name, "agent": policy_kind, "eval": True},
+            record_episode(env, policy, path, seed=seed, meta={"task": name, "agent": agent, "eval": True},
                            wait=False)
             paths.append(str(path))
         sync()
         env.close()
+        if memory is not None:
+            memory.close()
         result["recordings"] = paths
         print(f"{name}: {len(paths)} recordings in {directory}")
     return write_report({k: v for k, v in report.items() if k != "path"}, Path(report["path"]))

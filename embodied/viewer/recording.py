@@ -84,6 +84,9 @@ class PolicyOutput:
 
 
 class Policy(Protocol):
+    """`reset(env)` after env.reset, `act(obs, env)` each step; a policy that also needs the env's
+    info (e.g. failure feedback) has `observe(obs, info)`, called after the reset and after each step."""
+
     name: str
 
     def reset(self, env) -> None: ...
@@ -259,6 +262,7 @@ class _EpisodeState:
     tilt: float | None = None
     camera: Any = None  # the agent's Camera at `tilt`
     instruction: str | None = None
+    household: dict = field(default_factory=dict)  # the household agent's last logged sub-goal and graph
 
 
 class EpisodeRecorder:
@@ -527,6 +531,9 @@ class EpisodeRecorder:
 
     def _log_memory(self, memory: dict) -> None:
         rr = _rr()
+        if "household" in memory:  # the hybrid memory agent (Optimus-1): plan, sub-goal, cases, reflection, graph
+            self._log_household(memory["household"])
+            return
         if "scene_map" in memory:  # a structured scene memory (3D-Mem): its map, snapshots, frontiers, choice
             self._log("memory/scene_map", rr.Image, np.asarray(memory["scene_map"]))
             self._log("memory/choice", rr.TextLog, str(memory.get("choice", "")))
@@ -545,6 +552,102 @@ class EpisodeRecorder:
             self._log("memory/peak_slot", rr.Scalars, float(peak))
             if "slot_step" in report:
                 self._log("memory/peak_step", rr.Scalars, float(report["slot_step"].reshape(-1)[peak]))
+
+    def _log_household(self, report: dict) -> None:
+        rr = _rr()
+        last = self.state.household
+        if not last:
+            self.stream.blueprint(household_blueprint)
+        plan = [tuple(p) for p in report["plan"]]
+        self._log("memory/plan", markdown, household_plan_text(report))
+        self._log("memory/cases", markdown, household_cases_text(report["cases"]))
+        if plan[:1] != last.get("subgoal"):
+            self._log("memory/subgoal", rr.TextLog, " ".join(plan[0]) if plan else "goal held")
+        if report["reflection"] is not None:
+            r = report["reflection"]
+            votes = ", ".join(f"{d} {v:.2f}" for d, v in sorted(r["votes"].items())) or "no cases"
+            self._log("memory/reflection", rr.TextLog, f"{r['reason']} ({r['item']}): {r['decision']}; votes: {votes}")
+        graph = household_graph(report)
+        if graph != last.get("graph"):
+            nodes, colors, edges = graph
+            self._log("memory/graph", rr.GraphNodes, node_ids=list(nodes), labels=list(nodes), colors=list(colors))
+            self._log("memory/graph", rr.GraphEdges, edges=[e[:2] for e in edges], graph_type="directed")
+        self.state.household = {"subgoal": plan[:1], "graph": graph}
+
+
+def household_plan_text(report: dict) -> str:
+    """Markdown: the goal, the plan with its current sub-goal first, what is held."""
+    lines = [f"**obtain {report['goal']}** ({report['context']}; variant {report['variant']}, "
+             f"{report['replans']} replans so far)", ""]
+    for i, (verb, item) in enumerate(report["plan"], 1):
+        lines.append(f"{i}. **{verb} {item}** (current)" if i == 1 else f"{i}. {verb} {item}")
+    if not report["plan"]:
+        lines.append("(the goal is held)")
+    held = ", ".join(f"{k} {v}" for k, v in sorted(report["inventory"].items())) or "nothing"
+    return "\n".join(lines + ["", f"holding: {held}"])
+
+
+def household_cases_text(cases: list) -> str:
+    """Markdown table of the experience-pool cases retrieved at this step, most similar first."""
+    if not cases:
+        return "no cases retrieved at this step"
+    seen: dict[tuple, list] = {}  # the pool keeps every attempt: identical cases are one row with a count
+    for kind, score, outcome, record in sorted(cases, key=lambda c: -c[1]):
+        f = record.get("fields", {})
+        case = " ".join(str(f[k]) for k in ("subgoal", "item", "reason") if f.get(k)) + f" ({f.get('context', '?')})"
+        if kind == "fetch":
+            says = f"{record.get('reason', 'found')} in the {record['container']}"
+        elif kind == "reflect":
+            says = f"decided {record['decision']}"
+        elif kind == "task":
+            says = "plan: " + ", ".join(f"{v} {x}" for v, x, _ in record.get("plan", []))
+        else:
+            says = ", ".join(f"{k} {v}" for k, v in record.items() if k != "fields")
+        seen.setdefault((outcome, kind, case, says), [score, 0])[1] += 1
+    rows = ["| similarity | outcome | kind | case | says | cases |", "|---|---|---|---|---|---|"]
+    rows += [f"| {score:.2f} | {o} | {k} | {c} | {s} | {n} |" for (o, k, c, s), (score, n) in seen.items()]
+    return "\n".join(rows)
+
+
+HOUSEHOLD_COLORS = {"held": (60, 190, 90), "current": (250, 140, 30), "planned": (240, 210, 60),
+                    "goal": (70, 130, 240), "other": (150, 150, 150)}
+
+
+def household_graph(report: dict) -> tuple[tuple, tuple, tuple]:
+    """(node names, node colours by status, edges (u, v, input|tool)) of the goal's known sub-graph."""
+    edges = tuple(tuple(e) for e in report["edges"])
+    nodes = tuple(dict.fromkeys([report["goal"], *(n for e in edges for n in e[:2]), *(x for _, x in report["plan"])]))
+    planned = {x for _, x in report["plan"]}
+    current = report["plan"][0][1] if report["plan"] else None
+
+    def status(n: str) -> str:
+        if n == current:
+            return "current"
+        if report["inventory"].get(n):
+            return "held"
+        if n in planned:
+            return "planned"
+        return "goal" if n == report["goal"] else "other"
+
+    return nodes, tuple(HOUSEHOLD_COLORS[status(n)] for n in nodes), edges
+
+
+def household_blueprint():
+    """The household agent's panels: the goal's graph, the plan, the retrieved cases, the text logs."""
+    import rerun.blueprint as rrb
+
+    return rrb.Blueprint(
+        rrb.Horizontal(
+            rrb.Vertical(rrb.GraphView(origin="memory/graph", name="knowledge graph (goal's sub-graph)"),
+                         rrb.TextDocumentView(origin="memory/plan", name="plan"), row_shares=[3, 2]),
+            rrb.Vertical(rrb.TextDocumentView(origin="memory/cases", name="retrieved cases"),
+                         rrb.TextLogView(origin="/", contents=["text/**", "agent/**", "memory/subgoal",
+                                                              "memory/reflection"], name="text"),
+                         rrb.TimeSeriesView(origin="/", contents=["scalars/**", "measures"], name="measures")),
+            column_shares=[1, 1],
+        ),
+        collapse_panels=False,
+    )
 
 
 def _mesh_arrays(geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -587,6 +690,9 @@ def record_episode(env, policy: Policy | Callable, path: str | Path, *, seed: in
         policy = FunctionPolicy(policy)
     obs, info = env.reset(seed=seed)
     policy.reset(env)
+    observe = getattr(policy, "observe", None)
+    if observe is not None:
+        observe(obs, info)
     meta = {"policy": getattr(policy, "name", "policy"), "seed": seed, **(meta or {})}
     if is_keyframe_env(env):
         from embodied.viewer.manipulation import ManipulationRecorder
@@ -606,6 +712,8 @@ def record_episode(env, policy: Policy | Callable, path: str | Path, *, seed: in
             out = policy.act(obs, env)
             recorder.agent(value=out.value, memory=out.memory)
             obs, reward, terminated, truncated, info = env.step(out.action)
+            if observe is not None:
+                observe(obs, info)
             recorder.step(out.action, obs, reward, info)
             total += float(reward)
             length += 1
@@ -692,6 +800,33 @@ class KeyframePolicy:
         action, self.state, _ = self.agent.act(obs, self.state, first=self.first)
         self.first = False
         return PolicyOutput(np.asarray(action))
+
+
+class HouseholdPolicy:
+    """Optimus-1's agent (embodied.agents.household.HouseholdAgent) on a household task: its action,
+    and per step its plan, current sub-goal, retrieved cases, reflection and the goal's graph."""
+
+    name = "optimus"
+
+    def __init__(self, agent):
+        self.agent = agent
+        self.info: dict = {}
+        self.started = False
+
+    def reset(self, env) -> None:
+        self.started = False
+
+    def observe(self, obs: dict, info: dict) -> None:
+        if self.started:
+            self.agent.observe(self.agent.last_action, obs, info)
+        else:
+            self.agent.reset(obs, info)
+            self.started = True
+        self.info = info
+
+    def act(self, obs, env) -> PolicyOutput:
+        action = self.agent.act(obs, self.info)
+        return PolicyOutput(int(action), None, {"household": self.agent.report()})
 
 
 class SceneMemoryPolicy:

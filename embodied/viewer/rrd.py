@@ -28,8 +28,13 @@ class EntityRows:
         return len(self.steps)
 
     def at(self, component: str) -> dict[int, object]:
-        """{step: value} of a component on the step timeline (static rows are left out)."""
-        return {s: v for s, v in zip(self.steps, self.components[component]) if s is not None}
+        """{step: value} of a component on the step timeline (static rows are left out). Where
+        several rows share a step (archetypes logged apart to one entity), the last non-empty wins."""
+        out: dict[int, object] = {}
+        for s, v in zip(self.steps, self.components[component]):
+            if s is not None and (v is not None or s not in out):
+                out[s] = v
+        return out
 
 
 class RecordingError(InputError):
