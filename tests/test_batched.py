@@ -191,3 +191,6 @@ def test_bench_sim_batched_rows_beside_the_worker_baseline(tmp_path):
     assert {BATCHED_CPU, WORKERS_8} <= rows and all("batched" in k or k == WORKERS_8 for k in rows)
     ratio = r["ratios"]["batched / 2 workers (64x64, 8 envs)"]
     assert ratio == r["configs"][BATCHED_CPU]["steps_per_s"] / r["configs"][WORKERS_8]["steps_per_s"] > 0
+    # The ray casting alone is measured beside the batched env (its ceiling), not for the worker env.
+    assert r["configs"][BATCHED_CPU]["render_only_steps_per_s"] > 0
+    assert "render_only_steps_per_s" not in r["configs"][WORKERS_8]

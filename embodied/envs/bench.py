@@ -19,6 +19,7 @@ import torch
 
 from embodied.config import provenance
 from embodied.envs import make_vector_env
+from embodied.envs.batched import BatchedNavEnv
 from embodied.tasks.config import FastMapConfig, NavConfig
 
 MOVE_ACTIONS = (1, 2, 3)
@@ -88,6 +89,15 @@ def measure_env(task: NavConfig | FastMapConfig, num_envs: int, num_workers: int
         for _ in range(iters):
             env.step(rng.choice(actions, num_envs))
         dt = time.perf_counter() - t
+        render_only = None
+        if isinstance(env, BatchedNavEnv) and task.sensors:
+            # The batched env's ray casting alone, from its current poses: the ceiling of its steps/s.
+            poses = torch.stack([env.x, env.y, env.z, env.yaw], 1)
+            tilt, sensors = env.tilt * (180.0 / np.pi), tuple(task.sensors)
+            t = time.perf_counter()
+            for _ in range(iters):
+                env.renderer.render(env.scene_slot, poses, tilt, sensors)
+            render_only = iters * num_envs / (time.perf_counter() - t)
         rss = None
         if num_workers > 0:
             import psutil
@@ -99,7 +109,10 @@ def measure_env(task: NavConfig | FastMapConfig, num_envs: int, num_workers: int
             rss = psutil.Process().memory_info().rss / 2**20
     finally:
         env.close()
-    return {"steps_per_s": iters * num_envs / dt, "rss_mb": rss, "scenes_prebuilt": built, "scene_build_s": build_s}
+    out = {"steps_per_s": iters * num_envs / dt, "rss_mb": rss, "scenes_prebuilt": built, "scene_build_s": build_s}
+    if render_only is not None:
+        out["render_only_steps_per_s"] = render_only
+    return out
 
 
 def measure_peer(name: str, steps: int, timeout: float = 300) -> dict:
@@ -163,6 +176,9 @@ def bench_sim(out: str | Path = "bench_sim.json", quick: bool = False, peers: bo
                                      "render_threads": ray_threads, **r}
         rows.append([label, task.scenes, f"{r['steps_per_s']:.0f}", f"{r['rss_mb']:.0f}"])
         print(f"  {label}: {r['steps_per_s']:.0f} steps/s", flush=True)
+        if "render_only_steps_per_s" in r:
+            rows.append([f"  its ray casting alone ({n} frames per call)", task.scenes,
+                         f"{r['render_only_steps_per_s']:.0f}", "-"])
     c = results["configs"]
     one = c[configs[0][0]]["steps_per_s"]
     if batched:
