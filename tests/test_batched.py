@@ -160,6 +160,26 @@ def test_ppo_trains_on_the_batched_env(tmp_path):
     assert lines and max(x["step"] for x in lines) >= 256
 
 
+def test_bc_with_dagger_on_the_batched_env_equals_the_per_env_run(tmp_path):
+    """trainer=bc records the oracle's episodes and asks `oracle_action` for DAgger through the batched
+    env: the same episodes, losses and learner measures as the per-env envs give."""
+    import json
+
+    from embodied.cli import main
+
+    runs = {}
+    for batched in ("true", "false"):
+        run = tmp_path / f"batched_{batched}"
+        main(["train", "task=nav/pointnav", f"task.batched={batched}", "task.sim_device=cpu", "task.width=24",
+              "task.height=24", "task.max_steps=40", "trainer=bc", "trainer.record_episodes=3", "trainer.epochs=1",
+              "trainer.dagger_rounds=1", "trainer.dagger_steps=48", "num_envs=3", "num_workers=0", "quiet=true",
+              f"run_dir={run}"])
+        runs[batched] = [{k: v for k, v in json.loads(x).items() if "time" not in k and "per_s" not in k}
+                         for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert runs["true"] == runs["false"]
+    assert runs["true"][-1]["dagger_episodes"] > 0 and runs["true"][-1]["dataset_episodes"] > 3
+
+
 @pytest.mark.parametrize("renderer", ["embree", "warp"])
 def test_procedural_scenes_are_forgotten_once_no_env_uses_them(renderer):
     """A new apartment every episode: the renderer keeps at most num_envs + scene_cache scenes, and the

@@ -403,8 +403,10 @@ def collect_labelled(envs, agent: torch.nn.Module | None, device: torch.device, 
             action, _, _, state = agent.act(tensors, state, first, prev, deterministic=deterministic)
             learner = rng.random(n) >= beta
             execute[learner] = action.cpu().numpy()[learner]
+        # The batched env's observations are tensors on its sim device: one host copy per key per step.
+        host = {k: v.cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in obs.items()}
         for i in range(n):
-            for k, v in obs.items():
+            for k, v in host.items():
                 current[i]["obs"][k].append(np.array(v[i]))
             current[i]["actions"].append(int(expert[i]))
             if labels:
