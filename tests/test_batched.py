@@ -160,6 +160,18 @@ def test_ppo_trains_on_the_batched_env(tmp_path):
     assert lines and max(x["step"] for x in lines) >= 256
 
 
+def test_ppo_takes_a_batched_envs_tensors_as_they_are():
+    """On CUDA the batched env's observations are device tensors, which cannot pass through numpy; a
+    tensor on the meta device (no data, no host copy) stands in for one here."""
+    from embodied.train.ppo import obs_to_tensors
+
+    meta = torch.device("meta")
+    out = obs_to_tensors({"rgb": torch.empty((2, 4, 4, 3), dtype=torch.uint8, device=meta),
+                          "pointgoal": np.zeros((2, 3), np.float32)}, meta)
+    assert {k: (v.device.type, v.dtype) for k, v in out.items()} == {"rgb": ("meta", torch.uint8),
+                                                                      "pointgoal": ("meta", torch.float32)}
+
+
 def test_bc_with_dagger_on_the_batched_env_equals_the_per_env_run(tmp_path):
     """trainer=bc records the oracle's episodes and asks `oracle_action` for DAgger through the batched
     env: the same episodes, losses and learner measures as the per-env envs give."""

@@ -124,7 +124,9 @@ class PPOConfig:
 
 
 def obs_to_tensors(obs: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: torch.as_tensor(np.asarray(v)).to(device, non_blocking=True) for k, v in obs.items()}
+    # A batched env's observations are already tensors on its sim device (CUDA ones cannot pass numpy).
+    return {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))).to(device, non_blocking=True)
+            for k, v in obs.items()}
 
 
 class EpisodeStats:
