@@ -178,3 +178,13 @@ def test_recording_shows_the_camera_and_the_agents_panels(tmp_path):
     assert all(e in rec for e in ("world/agent/camera/semantic", "map/navigable", "memory/plan", "memory/graph"))
     actions = set(t.split(" (")[0] for t in rec.texts("agent/action").values())
     assert actions <= set(make_env({"name": "household/tier1", "world": "apartment", "sensors": []}).action_names)
+
+
+def test_a_suites_task_options_are_checked_against_its_family(capsys):
+    """`embodied eval suite=household task.world=...`: the overrides are household keys, shared by the tiers."""
+    from embodied.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "suite=household", "task.world=moon", "agent=optimus"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and err == ["embodied eval: error: task.world: 'moon'; allowed: symbolic, apartment"]
