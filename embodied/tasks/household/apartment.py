@@ -233,7 +233,16 @@ def approach_action(grid: NavigableGrid, agent: NavAgent, viewpoint, points: np.
     """The next move towards interacting with a thing covering `points` [k, 2] from `viewpoint`: the
     shortest-path follower's step towards the viewpoint until within ARRIVAL, then a turn towards the
     thing's nearest point. (The env's oracle and the agent's navigation controller both walk so.)"""
-    action = ShortestPathFollower(grid, np.asarray(viewpoint, np.float64), success_distance=ARRIVAL).next_action(agent)
+    follower = ShortestPathFollower(grid, np.asarray(viewpoint, np.float64), success_distance=ARRIVAL)
+    action = follower.next_action(agent)
+    if action in ("turn_left", "turn_right"):
+        # Keep walking while the heading gains half a step: in a tight spot the follower's look-ahead (at
+        # yaw + k * turn) and the heading a turn gives (wrapped) can differ in the last bit and each
+        # prefer the other, turning left and right for ever.
+        step = agent.forward_step
+        ex, ey, _ = agent.resolve_move(agent.x, agent.y, step * math.cos(agent.yaw), step * math.sin(agent.yaw))
+        if follower.field.at((agent.x, agent.y)) - follower.field.at((ex, ey)) >= 0.5 * step:
+            return "move_forward"
     if action != "stop":
         return action
     d = np.asarray(points, np.float64).reshape(-1, 2) - (agent.x, agent.y)
