@@ -528,6 +528,24 @@ def _pretrained_task(argv: list[str]) -> list[str]:
     return [f"task={task_option(pretrained_record(ckpt))}", *argv]
 
 
+def _suite_task(argv: list[str]) -> list[str]:
+    """`suite=S` with `task.<key>=...` overrides but no `task=`: the task group is S's first task, so the
+    overrides are checked against (and shared by) the suite's family, e.g. `suite=household
+    task.world=apartment`. A suite unknown here is left to the eval's own one-line error."""
+    suite = next((a.split("=", 1)[1] for a in argv if a.startswith("suite=")), "")
+    if not suite or any(a.lstrip("+~").split("=")[0] == "task" for a in argv) or \
+            not any(a.lstrip("+~").startswith("task.") for a in argv):
+        return argv
+    from omegaconf import OmegaConf
+
+    from embodied.config import data_dir
+
+    path = data_dir("tasks") / "suites.yaml"
+    suites = OmegaConf.load(path) if path.exists() else {}
+    tasks = list(suites.get(suite) or [])
+    return [f"task={tasks[0]}", *argv] if tasks else argv
+
+
 def _select_by_name(argv: list[str]) -> list[str]:
     """`task.name=X` without `task=` chooses X's config: configs/task/X.yaml where one exists, else the
     schema of X's family (`task=<family>_schema`): a gym:<id> env, or a task an installed package
@@ -591,7 +609,7 @@ def cmd_eval(argv: list[str]) -> None:
     from embodied.eval import main as eval_main
     from embodied.viewer.record import record_eval
 
-    argv = _select_by_name(_pretrained_task(argv))
+    argv = _select_by_name(_suite_task(_pretrained_task(argv)))
     _check_hydra_args("eval", argv)
     sys.argv = ["embodied eval", *argv]
     eval_main(after=record_eval)

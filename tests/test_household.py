@@ -101,7 +101,7 @@ def test_observation_fits_its_space_and_steps_are_budgeted():
     ({"name": "household/tier9"}, "task.name: unknown task 'household/tier9'"),
     ({"name": "household/tier1", "move_prob": 1.5}, "task.move_prob: 1.5; allowed: 0..1"),
     ({"name": "household/tier1", "max_steps": 0}, "task.max_steps: 0; allowed: >= 1 or null"),
-    ({"name": "household/tier1", "width": 64}, "task.width: not a key of household tasks; allowed: "),
+    ({"name": "household/tier1", "scenes": "train"}, "task.scenes: not a key of household tasks; allowed: "),
     ({"name": "household/tier1", "world_seed": "a"}, "task.world_seed: 'a'; allowed: an integer")])
 def test_bad_config_is_one_line(cfg, message):
     with pytest.raises(ConfigError) as err:

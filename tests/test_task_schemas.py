@@ -42,11 +42,12 @@ def test_every_registered_task_has_its_family_schema():
 
 def test_shared_keys_are_declared_once_in_the_bases_and_every_key_is_documented():
     # The image size is width/height in every family (MemoryBench too), declared in ImageConfig.
-    for schema in SCHEMAS.values():  # household observes no image (symbolic only); a gym env's images are its own
-        assert issubclass(schema, ImageConfig) is (schema not in (HouseholdConfig, GymConfig))
+    for schema in SCHEMAS.values():  # a gym env's images are its own
+        assert issubclass(schema, ImageConfig) is (schema is not GymConfig)
         assert "image_size" not in defaults_of(schema)
     assert issubclass(NavConfig, RenderConfig) and issubclass(NavConfig, BodyConfig)
     assert issubclass(RoomBalletConfig, CameraConfig) and issubclass(RoomBalletConfig, BodyConfig)
+    assert issubclass(HouseholdConfig, RenderConfig) and issubclass(HouseholdConfig, BodyConfig)  # its apartment world
     assert issubclass(FastMapConfig, RenderConfig) and not issubclass(FastMapConfig, BodyConfig)
     assert set(defaults_of(BalletConfig)) == {"name", "width", "height", "rgb"}  # only what ballet reads
     shared = {"width", "height", "hfov", "camera_height", "sensors", "max_depth", "tilt_angle", "agent_radius",

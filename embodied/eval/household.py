@@ -58,13 +58,17 @@ def household_agent(cfg: DictConfig) -> dict:
 
 
 def evaluate_household(cfg: DictConfig) -> dict[str, Any]:
-    from embodied.agents.household import HouseholdAgent, run_episode
+    from embodied.agents.household import run_episode
+    from embodied.agents.household_nav import household_agent as build_agent
     from embodied.eval.runner import load_task_config, suite_tasks, write_report
     from embodied.tasks import make_env
 
     opts = household_agent(cfg)
     names = suite_tasks(cfg.suite) if cfg.suite else [str(cfg.task.name)]
-    tasks = [load_task_config(n) for n in names] if cfg.suite else [OmegaConf.to_container(cfg.task, resolve=True)]
+    task = OmegaConf.to_container(cfg.task, resolve=True)
+    # A suite's tiers share the options given for task (e.g. task.world=apartment): tiers differ by name only.
+    shared = {k: v for k, v in task.items() if k != "name"} if str(task.get("name", "")).startswith("household/") else {}
+    tasks = [{**load_task_config(n), **shared} for n in names] if cfg.suite else [task]
     check(all(str(t["name"]).startswith("household/") for t in tasks), "suite", f"{cfg.suite!r} mixes household and "
           "other tasks; allowed: household tasks only")
     base = {k: v for k, v in tasks[0].items() if k != "name"}
@@ -87,7 +91,7 @@ def evaluate_household(cfg: DictConfig) -> dict[str, Any]:
         memory = agent = None
         if variant != "oracle":
             memory = open_memory(variant, memory_dir, world, fresh=not opts["memory"])
-            agent = HouseholdAgent(variant, memory, floor_plan, cases=opts["cases"], seed=cfg.seed)
+            agent = build_agent(variant, memory, floor_plan, cases=opts["cases"], seed=cfg.seed)
         learned = 0
         try:
             for epoch in range(max(opts["epochs"], 1)):

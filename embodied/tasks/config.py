@@ -26,6 +26,7 @@ SENSORS = ("rgb", "depth", "semantic", "instance")
 GOAT_MODALITIES = ("category", "description", "image")  # how a nav/goat goal is given (embodied/tasks/goat.py)
 FASTMAP_MODES = ("room", "symbolic")
 ROOM_BALLET_WORLDS = ("grid", "apartment")
+HOUSEHOLD_WORLDS = ("symbolic", "apartment")
 
 
 @dataclass
@@ -440,13 +441,29 @@ class FastMapConfig(RenderConfig):
 
 
 @dataclass
-class HouseholdConfig(TaskConfig):
-    """household/tier<t> (embodied/tasks/household/, docs/household.md): symbolic, no images; the
-    tier (dependency depth and step budget) comes with the name."""
+class HouseholdConfig(RenderConfig, BodyConfig):
+    """household/tier<t> (embodied/tasks/household/, docs/household.md); the tier (dependency depth
+    and step budget) comes with the name. Symbolic by default; `world: apartment` puts the household
+    in a procedural apartment with first-person images and navigation actions. The image, camera,
+    body and walking keys are read by the apartment world only."""
 
     family = "household"
     name: str = "household/tier1"
     """household/tier1 .. household/tier5."""
+    world: str = "symbolic"
+    """symbolic: rooms are places, `goto <room>` moves, all in the room is within reach; apartment: the
+    rooms, containers and stations stand in a procedural apartment (one per world seed) that the
+    agent walks through, interacting with what is within reach and in view (docs/household.md)."""
+    sensors: list[str] = field(default_factory=lambda: ["rgb", "depth", "semantic"])
+    """Apartment world: image sensors, a subset of rgb, depth, semantic, instance."""
+    forward_step: float = 0.25
+    """Apartment world: move_forward distance, metres."""
+    turn_angle: float = 30.0
+    """Apartment world: turn_left / turn_right angle, degrees."""
+    reach: float = 1.5
+    """Apartment world: a container or station is within reach when its footprint comes within this
+    distance of the agent's centre, in the agent's room and inside the camera's horizontal field of
+    view (metres, 1.2..3)."""
     world_seed: int = 0
     """The world: locks and keys, where things are stored, the recipes (a memory is per world)."""
     max_steps: int | None = None
@@ -459,6 +476,11 @@ class HouseholdConfig(TaskConfig):
     def validate(self) -> "HouseholdConfig":
         super().validate()
         check(0 <= self.world_seed < 2**31, "task.world_seed", f"{self.world_seed}; allowed: 0..2**31-1")
+        check(self.world in HOUSEHOLD_WORLDS, "task.world", f"{self.world!r}; allowed: {', '.join(HOUSEHOLD_WORLDS)}")
+        check(self.forward_step > 0, "task.forward_step", f"{self.forward_step}; allowed: > 0")
+        # Facing a thing to within half a turn must put it in view.
+        check(0 < self.turn_angle <= self.hfov, "task.turn_angle", f"{self.turn_angle}; allowed: (0, hfov={self.hfov:g}]")
+        check(1.2 <= self.reach <= 3.0, "task.reach", f"{self.reach}; allowed: 1.2..3.0")
         check(self.max_steps is None or self.max_steps >= 1, "task.max_steps", f"{self.max_steps}; allowed: >= 1 or null")
         for key in ("move_prob", "stuck_prob"):
             check(0 <= getattr(self, key) <= 1, f"task.{key}", f"{getattr(self, key)}; allowed: 0..1")

@@ -43,6 +43,45 @@ class EpisodeError(RuntimeError):
     """A scene in which no valid episode could be sampled."""
 
 
+def sensor_spaces(cfg, num_classes: int) -> dict[str, spaces.Space]:
+    """Observation spaces of the image sensors `cfg.sensors` (a RenderConfig): rgb, depth, semantic, instance."""
+    h, w = cfg.height, cfg.width
+    obs = {}
+    if "rgb" in cfg.sensors:
+        obs["rgb"] = spaces.Box(0, 255, (h, w, 3), np.uint8)
+    if "depth" in cfg.sensors:
+        obs["depth"] = spaces.Box(0.0, cfg.max_depth, (h, w, 1), np.float32)
+    if "semantic" in cfg.sensors:
+        obs["semantic"] = spaces.Box(0, num_classes - 1, (h, w), np.int32)
+    if "instance" in cfg.sensors:  # item ids of the SceneSpec (0: structure or nothing)
+        obs["instance"] = spaces.Box(0, np.iinfo(np.int32).max, (h, w), np.int32)
+    return obs
+
+
+def sensor_observations(images: dict[str, np.ndarray], sensors) -> dict[str, np.ndarray]:
+    """The sensors' observations from one camera's rendered images (the layout of `sensor_spaces`)."""
+    obs = {}
+    if "rgb" in sensors:
+        obs["rgb"] = images["rgb"]
+    if "depth" in sensors:
+        obs["depth"] = images["depth"][..., None]
+    if "semantic" in sensors:
+        obs["semantic"] = images["semantic"].astype(np.int32, copy=False)
+    if "instance" in sensors:
+        obs["instance"] = images["instance"].astype(np.int32, copy=False)
+    return obs
+
+
+def relative_pose(start_pose, pose) -> np.ndarray:
+    """GPS+compass: [4] pose (x, y, z, yaw) in the frame of the start pose."""
+    x0, y0, z0, yaw0 = start_pose
+    x, y, z, yaw = pose
+    c, s = math.cos(-yaw0), math.sin(-yaw0)
+    dx, dy = x - x0, y - y0
+    dyaw = (yaw - yaw0 + math.pi) % (2 * math.pi) - math.pi
+    return np.array([c * dx - s * dy, s * dx + c * dy, z - z0, dyaw], np.float32)
+
+
 @dataclass
 class Goal:
     field: DistanceField  # geodesic distance (m) from every grid cell to the goal region
@@ -63,16 +102,7 @@ class NavEnv(TaskEnv):
         self.scenes = SceneSource(cfg.scenes, cfg.n_rooms, cfg.agent_radius, cfg.agent_height, cfg.scene_cache,
                                   cfg.max_depth)
         self.classes = semantic_classes()
-        h, w = cfg.height, cfg.width
-        obs = {}
-        if "rgb" in cfg.sensors:
-            obs["rgb"] = spaces.Box(0, 255, (h, w, 3), np.uint8)
-        if "depth" in cfg.sensors:
-            obs["depth"] = spaces.Box(0.0, cfg.max_depth, (h, w, 1), np.float32)
-        if "semantic" in cfg.sensors:
-            obs["semantic"] = spaces.Box(0, len(self.classes) - 1, (h, w), np.int32)
-        if "instance" in cfg.sensors:  # item ids of the SceneSpec (0: structure or nothing)
-            obs["instance"] = spaces.Box(0, np.iinfo(np.int32).max, (h, w), np.int32)
+        obs = sensor_spaces(cfg, len(self.classes))
         obs["pose"] = spaces.Box(-np.inf, np.inf, (4,), np.float32)
         obs.update(self.goal_space)
         self.observation_space = spaces.Dict(obs)
@@ -334,27 +364,11 @@ class NavEnv(TaskEnv):
         if outputs:
             images = self._render_images(outputs)
             self._saw(images)
-            if "rgb" in sensors:
-                obs["rgb"] = images["rgb"]
-            if "depth" in sensors:
-                obs["depth"] = images["depth"][..., None]
-            if "semantic" in sensors:
-                obs["semantic"] = images["semantic"].astype(np.int32, copy=False)
-            if "instance" in sensors:
-                obs["instance"] = images["instance"].astype(np.int32, copy=False)
-        obs["pose"] = self._relative_pose()
+            obs.update(sensor_observations(images, sensors))
+        obs["pose"] = relative_pose(self.start_pose, self.agent.pose)
         obs.update(self._goal_observation())
         self._last_obs = obs
         return obs
-
-    def _relative_pose(self) -> np.ndarray:
-        """GPS+compass: the agent's pose in the frame of its start pose."""
-        x0, y0, z0, yaw0 = self.start_pose
-        x, y, z, yaw = self.agent.pose
-        c, s = math.cos(-yaw0), math.sin(-yaw0)
-        dx, dy = x - x0, y - y0
-        dyaw = (yaw - yaw0 + math.pi) % (2 * math.pi) - math.pi
-        return np.array([c * dx - s * dy, s * dx + c * dy, z - z0, dyaw], np.float32)
 
     def _info(self) -> dict:
         return {"scene": self.scene.key, **self.measure_values()}

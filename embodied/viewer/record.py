@@ -70,7 +70,7 @@ def household_policy(cfg, env, out: Path):
     memory to read: agent.memory=DIR (e.g. an eval's <out>_memory/) holding <variant>.sqlite, opened
     read-only; else one learned first from empty memory by the eval's protocol (agent.epochs x
     agent.tasks_per_epoch tasks) into <out>/memory/."""
-    from embodied.agents.household import HouseholdAgent
+    from embodied.agents.household_nav import household_agent as build_agent
     from embodied.eval.household import household_agent, learn, learning_envs, open_memory
     from embodied.viewer.recording import HouseholdPolicy, OraclePolicy
 
@@ -90,7 +90,7 @@ def household_policy(cfg, env, out: Path):
         from tqdm import tqdm
 
         memory = open_memory(variant, out / "memory", world, fresh=True)
-        learner = HouseholdAgent(variant, memory, plan, cases=opts["cases"], seed=cfg.seed)
+        learner = build_agent(variant, memory, plan, cases=opts["cases"], seed=cfg.seed)
         envs = learning_envs(OmegaConf.to_container(cfg.task, resolve=True))
         with tqdm(total=opts["epochs"] * opts["tasks_per_epoch"], unit="task", desc=f"learn {variant}",
                   disable=cfg.quiet, file=sys.stderr) as bar:
@@ -101,14 +101,14 @@ def household_policy(cfg, env, out: Path):
             e.close()
         memory.close()  # the recorded episodes only read it
         memory = open_memory(variant, out / "memory", world, fresh=False, readonly=True)
-    agent = HouseholdAgent(variant, memory, plan, cases=opts["cases"], seed=cfg.seed)
+    agent = build_agent(variant, memory, plan, cases=opts["cases"], seed=cfg.seed)
     return HouseholdPolicy(agent)
 
 
 def household_eval_policy(env, variant: str, report: dict, seed: int):
     """(policy, memory) replaying a household evaluation's variant: its agent reading, read-only,
     the memory the evaluation left in report["memory_dir"]."""
-    from embodied.agents.household import HouseholdAgent
+    from embodied.agents.household_nav import household_agent as build_agent
     from embodied.eval.household import open_memory
     from embodied.viewer.recording import HouseholdPolicy
 
@@ -117,7 +117,7 @@ def household_eval_policy(env, variant: str, report: dict, seed: int):
     memory = None
     if variant != "reactive":
         memory = open_memory(variant, Path(report["memory_dir"]), str(env.cfg.world_seed), fresh=False, readonly=True)
-    agent = HouseholdAgent(variant, memory, env.floor_plan(), cases=report["agent"]["cases"], seed=seed)
+    agent = build_agent(variant, memory, env.floor_plan(), cases=report["agent"]["cases"], seed=seed)
     return HouseholdPolicy(agent), memory
 
 

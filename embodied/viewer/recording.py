@@ -382,11 +382,15 @@ class EpisodeRecorder:
     def _action_text(self, action) -> str:
         return f"{self._action_name(action)} ({int(action)})"
 
-    def _action_name(self, action) -> str:
+    def _action_names(self) -> tuple[str, ...]:
+        """The env's action names (viewer protocol), else the navigation actions."""
         from embodied.sim import ACTIONS
 
-        index = int(action)
-        return ACTIONS[index] if 0 <= index < len(ACTIONS) else f"action {index}"
+        return tuple(getattr(self.env, "action_names", None) or ACTIONS)
+
+    def _action_name(self, action) -> str:
+        names, index = self._action_names(), int(action)
+        return names[index] if 0 <= index < len(names) else f"action {index}"
 
     def _camera(self) -> Camera:
         from embodied.render import Camera
@@ -413,11 +417,9 @@ class EpisodeRecorder:
             stream.log("world/goals", goal_boxes, boxes, static=True)
             stream.log("map/goals", labelled_points, self._map_xy(np.array([b[0][:2] for b in boxes])),
                        [b[3] for b in boxes], static=True)
-        from embodied.sim import ACTIONS
-
         lines = [f"# {env.cfg.name}", "", f"- scene: {scene.key}",
                  *(f"- {k}: {v}" for k, v in self.meta.items()),
-                 f"- actions: {', '.join(f'{i} {a}' for i, a in enumerate(ACTIONS))}"]
+                 f"- actions: {', '.join(f'{i} {a}' for i, a in enumerate(self._action_names()))}"]
         stream.log("episode/info", markdown, "\n".join(lines), static=True)
 
     def _goal_boxes(self) -> list[tuple]:
@@ -556,8 +558,8 @@ class EpisodeRecorder:
     def _log_household(self, report: dict) -> None:
         rr = _rr()
         last = self.state.household
-        if not last:
-            self.stream.blueprint(household_blueprint)
+        if not last:  # a household in an apartment keeps its camera views and map beside the panels
+            self.stream.blueprint(household_blueprint, is_nav_env(self.env))
         plan = [tuple(p) for p in report["plan"]]
         self._log("memory/plan", markdown, household_plan_text(report))
         self._log("memory/cases", markdown, household_cases_text(report["cases"]))
@@ -632,22 +634,29 @@ def household_graph(report: dict) -> tuple[tuple, tuple, tuple]:
     return nodes, tuple(HOUSEHOLD_COLORS[status(n)] for n in nodes), edges
 
 
-def household_blueprint():
-    """The household agent's panels: the goal's graph, the plan, the retrieved cases, the text logs."""
+def household_blueprint(views: bool = False):
+    """The household agent's panels: the goal's graph, the plan, the retrieved cases, the text logs;
+    with `views` (the apartment world) also the camera's rgb, depth and semantic views and the map."""
     import rerun.blueprint as rrb
 
-    return rrb.Blueprint(
-        rrb.Horizontal(
-            rrb.Vertical(rrb.GraphView(origin="memory/graph", name="knowledge graph (goal's sub-graph)"),
-                         rrb.TextDocumentView(origin="memory/plan", name="plan"), row_shares=[3, 2]),
-            rrb.Vertical(rrb.TextDocumentView(origin="memory/cases", name="retrieved cases"),
-                         rrb.TextLogView(origin="/", contents=["text/**", "agent/**", "memory/subgoal",
-                                                              "memory/reflection"], name="text"),
-                         rrb.TimeSeriesView(origin="/", contents=["scalars/**", "measures"], name="measures")),
-            column_shares=[1, 1],
-        ),
-        collapse_panels=False,
-    )
+    columns = [
+        rrb.Vertical(rrb.GraphView(origin="memory/graph", name="knowledge graph (goal's sub-graph)"),
+                     rrb.TextDocumentView(origin="memory/plan", name="plan"), row_shares=[3, 2]),
+        rrb.Vertical(rrb.TextDocumentView(origin="memory/cases", name="retrieved cases"),
+                     rrb.TextLogView(origin="/", contents=["text/**", "agent/**", "memory/subgoal",
+                                                          "memory/reflection"], name="text"),
+                     rrb.TimeSeriesView(origin="/", contents=["scalars/**", "measures"], name="measures")),
+    ]
+    if views:
+        camera = "world/agent/camera"
+        history = rrb.VisibleTimeRange(TIMELINE, start=rrb.TimeRangeBoundary.infinite(),
+                                       end=rrb.TimeRangeBoundary.cursor_relative())
+        columns.insert(0, rrb.Vertical(
+            rrb.Spatial2DView(origin=camera, contents=f"{camera}/rgb", name="rgb"),
+            rrb.Horizontal(rrb.Spatial2DView(origin=camera, contents=f"{camera}/depth", name="depth"),
+                           rrb.Spatial2DView(origin=camera, contents=f"{camera}/semantic", name="semantic")),
+            rrb.Spatial2DView(origin="map", name="map", time_ranges=history)))
+    return rrb.Blueprint(rrb.Horizontal(*columns), collapse_panels=False)
 
 
 def _mesh_arrays(geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -258,12 +258,14 @@ def _footprint(cx, cy, sx, sy, yaw):
     return (cx - hx, cy - hy, cx + hx, cy + hy)
 
 
-def _place_furniture(rng, room_id, room_type, interior, door_zones, floor, next_id) -> list[Item]:
+def _place_furniture(rng, room_id, entries, interior, door_zones, floor, next_id) -> list[Item]:
+    """Furniture of one room from `entries`: (category, probability, placement[, approachable]) in
+    priority order; an approachable one (receptacles always) must stay reachable from the room's floor."""
     ix0, iy0, ix1, iy1 = interior
     placed: list[Item] = []
     fps: list[tuple] = []
     rec_fps: list[tuple] = []
-    for category, prob, mode in ROOM_FURNITURE[room_type]:
+    for category, prob, mode, *approachable in entries:
         if rng.random() >= prob:
             continue
         for attempt in range(24):
@@ -297,7 +299,7 @@ def _place_furniture(rng, room_id, room_type, interior, door_zones, floor, next_
                 continue
             if any(_overlap(fp, o, FURNITURE_GAP) for o in fps) or any(_overlap(fp, z) for z in door_zones):
                 continue
-            is_rec = category in library.RECEPTACLE_CATEGORIES
+            is_rec = category in library.RECEPTACLE_CATEGORIES or bool(approachable and approachable[0])
             if not floor.walkable(fps + [fp], rec_fps + ([fp] if is_rec else [])):
                 continue
             ex = library.build_exemplar(category, ex_seed)
@@ -370,6 +372,7 @@ def generate_apartment(
     n_rooms: int | tuple[int, int] | None = None,
     objects_per_room: tuple[int, int] = (1, 4),
     object_split: str = "all",
+    furniture=None,
 ) -> SceneSpec:
     """A procedural apartment; the same arguments always give byte-identical JSON.
 
@@ -378,6 +381,10 @@ def generate_apartment(
     object_split: which small objects may appear - 'all'; 'train' (training categories, training
         exemplars); 'novel_exemplar' (training categories, test exemplars); 'held_out_category'
         (held-out categories). See `embodied.world.library` for the split conventions.
+    furniture: None (each room's type picks from ROOM_FURNITURE) or a function of the rooms (with
+        their types) giving, per room id, the entries to place: (category, probability, "wall" |
+        "free"[, approachable]) in priority order. The floor plan, room types and doors do not depend
+        on it (they are drawn first), so a task can choose furniture for the rooms a seed lays out.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -418,6 +425,9 @@ def generate_apartment(
         doors.append(Door(rooms=[a, b], position=pos, width=width, axis=axis))
 
     half = WALL_THICKNESS / 2
+    entries = [ROOM_FURNITURE[room.type] for room in rooms] if furniture is None else list(furniture(rooms))
+    if len(entries) != len(rooms):
+        raise ValueError(f"furniture gave entries for {len(entries)} rooms; the apartment has {len(rooms)}")
     items: list[Item] = []
     for room in rooms:
         (x0, y0), (x1, y1) = room.polygon[0], room.polygon[2]
@@ -443,7 +453,7 @@ def generate_apartment(
                     zones.append((interior[2] - DOOR_CLEAR_DEPTH, py - w2, interior[2], py + w2))
                     openings.append(("R", py, d.width))
         floor = _RoomFloor(interior, openings)
-        items += _place_furniture(rng, room.id, room.type, interior, zones, floor, len(items) + 1)
+        items += _place_furniture(rng, room.id, entries[room.id], interior, zones, floor, len(items) + 1)
 
     used: set[str] = set()
     for room in rooms:

@@ -1,7 +1,7 @@
 """The household env: "obtain X" in a symbolic apartment, with object-centric discrete actions."""
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 
 import numpy as np
 from gymnasium import spaces
@@ -28,15 +28,66 @@ ITEM_ID = {name: i for i, name in enumerate(ITEMS)}
 assert {v for v, _ in ACTION_TABLE} == set(ACTIONS)
 
 
+class RoomBody:
+    """Where the symbolic agent is and what it can reach: it stands in one room (`env.room`), and
+    everything in that room is within reach. A place is ("container", index), ("station", name),
+    ("floor", key: the room) or ("hands",) (what is held). The apartment variant
+    (embodied.tasks.household.apartment) gives the same state machine a body that walks."""
+
+    def __init__(self, env: "HouseholdEnv"):
+        self.env = env
+
+    def room_of(self, place) -> int:
+        kind, *what = place
+        w = self.env.world
+        if kind == "container":
+            return w.containers[what[0]].room
+        if kind == "station":
+            return w.station_room[what[0]]
+        return what[0] if kind == "floor" else self.env.room
+
+    def in_reach(self, place) -> bool:
+        return place[0] == "hands" or self.room_of(place) == self.env.room
+
+    def cost(self, place) -> float:
+        """How far away a place is (the oracle prefers cheap ones): 0 here, else 1."""
+        return 0.0 if self.in_reach(place) else 1.0
+
+    def out_of_reach(self, place) -> tuple[str, str]:
+        """(feedback word, message) of an interaction with a place out of reach."""
+        room = ROOMS[self.env.room]
+        if place[0] == "station":
+            return "no station here", f"no station in the {room}"
+        return "not here", f"the {self.env.world.containers[place[1]].name} is not in the {room}"
+
+    def stations_in_reach(self) -> list[str]:
+        return [s for s, r in self.env.world.station_room.items() if r == self.env.room]
+
+    def drop_spot(self):
+        """The floor key where `place` puts a thing."""
+        return self.env.room
+
+
 class HouseholdEnv(TaskEnv):
-    """One tier; `level` is set by the registered subclass, the world by `task.world_seed`."""
+    """One tier; `level` is set by the registered subclass, the world by `task.world_seed`. With
+    `task.world=apartment` the registered class builds the apartment variant instead, which
+    composes this env as its state machine (embodied.tasks.household.apartment)."""
 
     metadata = {"render_modes": []}
     config_class = HouseholdConfig
     level: HouseholdLevel = HouseholdLevel()
 
+    def __new__(cls, cfg=None):
+        cfg = HouseholdConfig.from_any(cfg if cfg is not None else {"name": cls.task_name})
+        if cfg.world == "apartment":
+            from embodied.tasks.household.apartment import ApartmentHouseholdEnv
+
+            return ApartmentHouseholdEnv(cfg, cls)
+        return super().__new__(cls)
+
     def __init__(self, cfg=None):
         self.cfg = cfg = HouseholdConfig.from_any(cfg if cfg is not None else {"name": self.task_name})
+        self.body = RoomBody(self)
         self.world: World = generate_world(cfg.world_seed)
         self.max_episode_steps = cfg.max_steps or self.level.max_steps
         n = len(ITEMS)
@@ -74,7 +125,7 @@ class HouseholdEnv(TaskEnv):
         self.contents = [Counter() for _ in w.containers]
         for item, homes in w.homes.items():
             self.contents[homes[self.context]][item] = STOCK if item in MATERIALS else 1
-        self.floor = [Counter() for _ in ROOMS]
+        self.floor: defaultdict = defaultdict(Counter)  # floor key (a room; the apartment: a spot) -> things
         self.inventory: Counter = Counter()
         self.is_open = [False] * len(w.containers)
         self.unlocked = [c.key is None for c in w.containers]
@@ -103,11 +154,15 @@ class HouseholdEnv(TaskEnv):
         return self._observation(), self._info()
 
     def _step(self, action):
-        verb, i = ACTION_TABLE[checked_action(action, self.action_space)]
+        return self.act(*ACTION_TABLE[checked_action(action, self.action_space)])
+
+    def act(self, verb: str | None, i: int = 0):
+        """One step of the state machine: `verb` on target i (None: a step without interaction, e.g. a
+        move of the apartment variant). Returns (obs, reward, terminated, truncated, info)."""
         self._t += 1
         self.event = None
-        self.feedback, self.message = getattr(self, f"_{verb}")(i)
-        if self.feedback == "ok" or self.event is not None:
+        self.feedback, self.message = getattr(self, f"_{verb}")(i) if verb else ("none", "")
+        if verb and (self.feedback == "ok" or self.event is not None):
             self.event = {"verb": verb, "target": self._target_name(verb, i), "room": ROOMS[self.room],
                           **(self.event or {})}
         success = self.inventory[self.goal] > 0
@@ -120,12 +175,12 @@ class HouseholdEnv(TaskEnv):
         return "ok", f"in the {ROOMS[r]}"
 
     def _here(self, c: int) -> bool:
-        return self.world.containers[c].room == self.room
+        return self.body.in_reach(("container", c))
 
     def _open(self, c: int):
         box = self.world.containers[c]
         if not self._here(c):
-            return "not here", f"the {box.name} is not in the {ROOMS[self.room]}"
+            return self.body.out_of_reach(("container", c))
         if self.is_open[c]:
             return "already open", f"the {box.name} is open"
         used = None
@@ -142,13 +197,14 @@ class HouseholdEnv(TaskEnv):
 
     def _close(self, c: int):
         if not self._here(c):
-            return "not here", f"the {self.world.containers[c].name} is not in the {ROOMS[self.room]}"
+            return self.body.out_of_reach(("container", c))
         self.is_open[c] = False
         return "ok", f"closed the {self.world.containers[c].name}"
 
     def _sources(self) -> list[tuple[str, Counter]]:
         return [(self.world.containers[c].name, self.contents[c]) for c in range(len(self.world.containers))
-                if self._here(c) and self.is_open[c]] + [("floor", self.floor[self.room])]
+                if self._here(c) and self.is_open[c]] + [("floor", stock) for key, stock in list(self.floor.items())
+                                                         if self.body.in_reach(("floor", key))]
 
     def _take(self, i: int):
         item = ITEMS[i]
@@ -168,14 +224,14 @@ class HouseholdEnv(TaskEnv):
         if self.inventory[item] == 0:
             return "not held", f"no {item} in hand"
         self.inventory[item] -= 1
-        self.floor[self.room][item] += 1
+        self.floor[self.body.drop_spot()][item] += 1
         return "ok", f"put the {item} on the floor"
 
     def _make(self, i: int):
         item = ITEMS[i]
-        here = [s for s, r in self.world.station_room.items() if r == self.room]
+        here = self.body.stations_in_reach()
         if not here:
-            return "no station here", f"no station in the {ROOMS[self.room]}"
+            return self.body.out_of_reach(("station", None))
         recipe = self.world.recipes.get(item)
         if recipe is None or recipe.station not in here:
             return "cannot make here", f"the {', '.join(here)} cannot make {item}"
@@ -206,7 +262,8 @@ class HouseholdEnv(TaskEnv):
                 visible[ITEM_ID[item]] += k
         containers = np.array([(1 + self.is_open[c]) if self._here(c) else 0 for c in range(len(self.world.containers))],
                               np.int64)
-        stations = np.array([self.world.station_room[s] == self.room for s in STATIONS], np.int64)
+        here = self.body.stations_in_reach()
+        stations = np.array([s in here for s in STATIONS], np.int64)
         return {"goal": np.array([ITEM_ID[self.goal]]), "context": np.array([self.context]),
                 "room": np.array([self.room]), "inventory": np.minimum(inventory, INVENTORY_CAPACITY),
                 "visible": visible, "containers": containers, "stations": stations,
@@ -225,51 +282,56 @@ class HouseholdEnv(TaskEnv):
 
     # --- the oracle: knows the true rules and where everything is now -----------------------------------
     def oracle_action(self) -> int:
-        inv = Counter(self.inventory)
-        action = self._oracle_for(self.goal, inv)
-        if action is None:  # the goal is held: any action ends nothing; say where we are
+        step = self.oracle_interaction()
+        if step is None:  # the goal is held: any action ends nothing; say where we are
             return ACTION_ID[("goto", self.room)]
-        verb, _ = ACTION_TABLE[action]
-        if verb == "take" and sum(self.inventory.values()) >= INVENTORY_CAPACITY:
+        verb, target, place = step
+        if not self.body.in_reach(place):
+            return ACTION_ID[("goto", self.body.room_of(place))]
+        return ACTION_ID[(verb, target)]
+
+    def oracle_interaction(self) -> tuple[str, int, tuple] | None:
+        """The oracle's next interaction (verb, target index, the place that must be within reach),
+        or None when the goal is held. Each body gets there its own way (symbolic: goto its room)."""
+        inv = Counter(self.inventory)
+        step = self._oracle_for(self.goal, inv)
+        if step is None:
+            return None
+        verb, _, place = step
+        if verb == "take" and self.body.in_reach(place) and sum(self.inventory.values()) >= INVENTORY_CAPACITY:
             spare = [x for x in ITEMS if self.inventory[x] > inv[x] or (x in KEYS and self.inventory[x])]
             spare = [x for x in spare if x not in self.tree or x in KEYS and all(
                 self.unlocked[c] for c, box in enumerate(self.world.containers) if box.key == x)]
             if spare:
-                return ACTION_ID[("place", ITEM_ID[spare[0]])]
-        return action
+                return "place", ITEM_ID[spare[0]], ("hands",)
+        return step
 
-    def _oracle_for(self, item: str, inv: Counter) -> int | None:
-        """The next action towards holding one more `item` than `inv` reserves (None: reserved from inv)."""
+    def _oracle_for(self, item: str, inv: Counter) -> tuple[str, int, tuple] | None:
+        """The next interaction towards holding one more `item` than `inv` reserves (None: reserved from inv)."""
         if inv[item] > 0:
             inv[item] -= 1
             return None
         recipe = self.world.recipes.get(item)
         if recipe is not None:
             for need in recipe.inputs:
-                action = self._oracle_for(need, inv)
-                if action is not None:
-                    return action
+                step = self._oracle_for(need, inv)
+                if step is not None:
+                    return step
             if recipe.tool:
-                action = self._oracle_for(recipe.tool, inv)
-                if action is not None:
-                    return action
+                step = self._oracle_for(recipe.tool, inv)
+                if step is not None:
+                    return step
                 inv[recipe.tool] += 1  # a tool is not consumed
-            room = self.world.station_room[recipe.station]
-            return ACTION_ID[("make", ITEM_ID[item])] if room == self.room else ACTION_ID[("goto", room)]
-        if self.floor[self.room][item]:
-            return ACTION_ID[("take", ITEM_ID[item])]
+            return "make", ITEM_ID[item], ("station", recipe.station)
+        floors = [("floor", key) for key, stock in self.floor.items() if stock[item]]
+        if any(self.body.in_reach(f) for f in floors):
+            return "take", ITEM_ID[item], next(f for f in floors if self.body.in_reach(f))
         places = [c for c in range(len(self.world.containers)) if self.contents[c][item] > 0]
-        if not places:  # only on another room's floor (put there earlier)
-            return ACTION_ID[("goto", next(r for r, f in enumerate(self.floor) if f[item]))]
-        places.sort(key=lambda c: (not self._here(c), c))
+        if not places:  # only on a floor out of reach (put there earlier)
+            return "take", ITEM_ID[item], min(floors, key=lambda f: (self.body.cost(f), f[1]))
+        places.sort(key=lambda c: (self.body.cost(("container", c)), c))
         c = places[0]
         box = self.world.containers[c]
-        if not self._here(c):
-            if not self.unlocked[c] and self.inventory[box.key] == 0:
-                return self._oracle_for(box.key, inv)
-            return ACTION_ID[("goto", box.room)]
-        if self.is_open[c]:
-            return ACTION_ID[("take", ITEM_ID[item])]
         if not self.unlocked[c] and self.inventory[box.key] == 0:
             return self._oracle_for(box.key, inv)
-        return ACTION_ID[("open", c)]
+        return ("take" if self.is_open[c] else "open"), (ITEM_ID[item] if self.is_open[c] else c), ("container", c)

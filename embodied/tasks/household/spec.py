@@ -30,7 +30,7 @@ STUCK_TRIES = 2  # a stuck container opens on the third try
 
 # Feedback words (obs `feedback`, info `feedback`): what the agent perceives after each action.
 FEEDBACK = ("none", "ok", "not here", "locked", "stuck", "closed", "already open", "inventory full", "absent",
-            "not held", "cannot make here", "missing", "needs tool", "no station here")
+            "not held", "cannot make here", "missing", "needs tool", "no station here", "nothing in reach")
 ACTIONS = ("goto", "open", "close", "take", "place", "make")
 
 
