@@ -91,7 +91,7 @@ def test_eval_plays_the_checkpoint_and_writes_per_goal_records(tiny_checkpoint, 
                                        "quiet=true", f"out={out}"]))
     saved = json.loads(out.read_text())
     (result,) = saved["results"]
-    assert result["method"] == "ppo gru" and result["episodes"] == 1 and saved["modalities"] == ["category"]
+    assert result["method"] == "ppo gru (argmax)" and result["episodes"] == 1 and saved["modalities"] == ["category"]
     assert saved["image"] == [32, 32]  # the layout the checkpoint was trained with, not the command's 64x64
     (episode,) = result["per_episode"]
     (goal,) = episode["goals"]

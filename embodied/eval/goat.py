@@ -98,7 +98,7 @@ class PolicyAgent:
     """A policy checkpoint's agent in run_episode's place of the 3D-Mem agent: `reset()`, `act(obs)`;
     no scene memory (so no memory cost and no questions)."""
 
-    variant = "policy"
+    variant = "policy"  # not a scene-memory variant (run_episode asks no questions of it)
     memory = None
 
     def __init__(self, agent, deterministic: bool):
@@ -236,8 +236,7 @@ def evaluate_goat(cfg: DictConfig) -> dict[str, Any]:
     env = make_env(task)
     tc = env.unwrapped.cfg
     if kind == "policy":
-        agents = {"policy": policy_agent(ckpt, cfg, env)}
-        method = f"ppo {ckpt['config']['memory']['name']}"
+        agents = {"argmax" if cfg.deterministic else "sampled": policy_agent(ckpt, cfg, env)}  # how it picks actions
     else:
         missing = [s for s in ("depth", "semantic", "instance") if s not in tc.sensors]
         check(not missing, "task.sensors", f"{tc.sensors} lacks {missing}; the scene memory needs depth, semantic, instance")
@@ -264,8 +263,9 @@ def evaluate_goat(cfg: DictConfig) -> dict[str, Any]:
     for v, eps in episodes.items():
         summary = summarize_variant(eps, cfg.confidence)
         # task/method/success/spl over all goals: the row `embodied report` renders (docs/goat.md has the rest).
-        if kind != "policy":
-            method = f"scenemem ({v})" if kind is None else f"scenemem learned chooser ({v})"
+        name = f"ppo {ckpt['config']['memory']['name']}" if kind == "policy" else \
+            "scenemem learned chooser" if kind == "chooser" else "scenemem"
+        method = f"{name} ({v})"
         results.append({"task": "nav/goat", "method": method, "variant": v, "chooser": chooser_name, "episodes": len(eps),
                         "seconds": seconds[v], "success": summary["all"]["success"], "spl": summary["all"]["spl"],
                         **summary, "per_episode": eps})
@@ -274,7 +274,7 @@ def evaluate_goat(cfg: DictConfig) -> dict[str, Any]:
     env.close()
     table = format_goat(results, cfg.confidence)
     print(table)
-    report = {"policy": "goat", "agent": opts or method, "chooser": chooser_name,
+    report = {"policy": "goat", "agent": opts or name, "chooser": chooser_name,
               "ckpt": cfg.ckpt, "modalities": list(tc.modalities), "image": [tc.width, tc.height],
               "training": training_record(cfg.ckpt, ckpt) if ckpt is not None else None,
               "task": "nav/goat", "confidence": cfg.confidence,
