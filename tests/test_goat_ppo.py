@@ -107,6 +107,14 @@ def test_eval_plays_the_checkpoint_and_writes_per_goal_records(tiny_checkpoint, 
     assert (other["category"], other["start_distance"]) == (goal["category"], goal["start_distance"])
 
 
+def test_record_plays_the_checkpoint(tiny_checkpoint, tmp_path):
+    from embodied.cli import main
+
+    main(["record", "task=nav/goat", *SMALL_TASK, "task.modalities=[category]", f"ckpt={tiny_checkpoint}",
+          f"out={tmp_path / 'rec'}", "quiet=true"])
+    assert (tmp_path / "rec" / "episode_000.rrd").stat().st_size > 0
+
+
 @pytest.mark.parametrize("argv,expected", [
     (["agent=scenemem"], "agent: scenemem with ckpt="),
     (["+agent.variants=[kept]"], "agent.variants: an option of agent=scenemem with ckpt="),

@@ -64,8 +64,11 @@ def record(cfg) -> list[dict]:
     paths = [out / f"episode_{ep:03d}.rrd" for ep in range(cfg.episodes)]
     refuse_overwrite(paths + ([p.with_suffix(".mp4") for p in paths] if cfg.video else []),
                      bool(cfg.get("overwrite", False)))
+    from embodied.eval.goat import goat_checkpoint
+
     task = OmegaConf.to_container(cfg.task, resolve=True)
-    if cfg.ckpt and task.get("name") == "nav/goat":  # a learned chooser inside the 3D-Mem agent
+    if cfg.ckpt and task.get("name") == "nav/goat" and goat_checkpoint(cfg.ckpt)[0] == "chooser":
+        # a learned chooser inside the 3D-Mem agent (else a policy trained on nav/goat, below)
         env = make_env(task)
         policy, name = scene_memory_policy(cfg, env), f"scenemem, checkpoint {cfg.ckpt}"
     elif cfg.ckpt:
