@@ -101,6 +101,34 @@ def build_agent_from_config(config: dict | DictConfig, observation_space, action
     return agent.to(device)
 
 
+class EnvAgent:
+    """A trained Agent playing one unbatched env (record, nav/goat's eval): its memory state, the
+    episode-start flag and the previous action, kept between `step`s; `reset` at each episode."""
+
+    def __init__(self, agent, deterministic: bool = True, device: str | torch.device = "cpu"):
+        self.agent = agent.eval()
+        self.deterministic = deterministic
+        self.device = torch.device(device)
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = self.agent.initial_state(1, self.device)
+        self.first = torch.ones(1, dtype=torch.bool, device=self.device)
+        self.prev = torch.zeros((1, *self.agent.action_shape), dtype=self.agent.action_dtype, device=self.device)
+
+    @torch.no_grad()
+    def step(self, obs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(action [1, ...], value [1]) for one observation of the env (arrays without a batch axis)."""
+        import numpy as np
+
+        tensors = {k: torch.as_tensor(np.asarray(v))[None].to(self.device) for k, v in obs.items()}
+        action, _, value, self.state = self.agent.act(tensors, self.state, self.first, self.prev,
+                                                      deterministic=self.deterministic)
+        self.first = torch.zeros_like(self.first)
+        self.prev = action
+        return action, value
+
+
 # --- checkpoints ---------------------------------------------------------------------------------
 
 def pretrained_dir() -> Path:

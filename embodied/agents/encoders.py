@@ -9,6 +9,7 @@
     pointgoal  float [k]                MLP
     holding    float [k]                MLP (fastmap: 1.0 while an object is held)
     objectgoal int   [1] or Discrete    category embedding (num categories from the space)
+    goal_category int [1]               likewise (nav/goat; -1, "not a category goal", is an id of its own)
     text       int   [L]                token ids, 0 = padding -> embedding -> masked mean or GRU
     place      int   [] / [1] / Discrete  not encoded; handed to the memory as `place`
 
@@ -27,7 +28,7 @@ from embodied.memory.recurrent import run_rnn
 
 IMAGE_KEYS = ("rgb", "depth", "semantic")
 VECTOR_KEYS = ("pose", "pointgoal", "holding", "state")  # state: any env's flat vector (embodied/tasks/external.py)
-CATEGORY_KEYS = ("objectgoal",)
+CATEGORY_KEYS = ("objectgoal", "goal_category")
 TEXT_KEYS = ("text",)
 MEMORY_ONLY_KEYS = ("place", "task")  # handed to the memory as they are (SAT: place ids, AMA task ids)
 KNOWN_KEYS = IMAGE_KEYS + VECTOR_KEYS + CATEGORY_KEYS + TEXT_KEYS + MEMORY_ONLY_KEYS
@@ -108,18 +109,20 @@ class VectorEncoder(nn.Module):
 
 
 class CategoryEncoder(nn.Module):
-    """Embedding of integer ids [N, k] (k >= 1) -> [N, k * dim]."""
+    """Embedding of integer ids [N, k] (k >= 1) -> [N, k * dim]; ids from `low` (a Box's low, e.g. -1
+    for "none") up, each its own embedding."""
 
-    def __init__(self, key: str, num: int, dim: int):
+    def __init__(self, key: str, num: int, dim: int, low: int = 0):
         super().__init__()
         self.key = key
         self.num = num
+        self.low = low
         self.embedding = nn.Embedding(num, dim)
 
     def forward(self, ids: Tensor) -> Tensor:
         ids = ids.long().reshape(ids.shape[0], -1)
-        _check_ids(self.key, ids, self.num)
-        return self.embedding(ids).flatten(1)
+        _check_ids(self.key, ids, self.num, self.low)
+        return self.embedding(ids - self.low).flatten(1)
 
 
 class TextEncoder(nn.Module):
@@ -181,10 +184,10 @@ class TextEncoder(nn.Module):
         return pooled
 
 
-def _check_ids(key: str, ids: Tensor, num: int) -> None:
+def _check_ids(key: str, ids: Tensor, num: int, low: int = 0) -> None:
     # On CUDA an out-of-range id already raises a device assert; checking there would sync every step.
-    if ids.device.type == "cpu" and ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num):
-        raise ValueError(f"observation {key!r} has ids in [{int(ids.min())}, {int(ids.max())}]; allowed 0..{num - 1}")
+    if ids.device.type == "cpu" and ids.numel() and (int(ids.min()) < low or int(ids.max()) >= low + num):
+        raise ValueError(f"observation {key!r} has ids in [{int(ids.min())}, {int(ids.max())}]; allowed {low}..{low + num - 1}")
 
 
 class ObservationEncoder(nn.Module):
@@ -252,7 +255,10 @@ class ObservationEncoder(nn.Module):
                 space = self.spaces[key]
                 if not _is_integer(space) or len(space.shape) > 1:
                     raise _bad_space(key, space, "Discrete or an integer Box of shape [k]")
-                self.categories[key] = CategoryEncoder(key, _num_categories(key, space), config.goal_embed)
+                # A Box may reserve ids below 0 (nav/goat: goal_category -1 on goals given otherwise).
+                low = 0 if isinstance(space, spaces.Discrete) else min(0, int(np.min(space.low)))
+                num = _num_categories(key, space) if low == 0 else int(np.max(space.high)) - low + 1
+                self.categories[key] = CategoryEncoder(key, num, config.goal_embed, low)
         self.text = None
         if "text" in used:
             space = self.spaces["text"]

@@ -3,7 +3,8 @@
 seed + episodes - 1); success and SPL per goal with Wilson / bootstrap intervals, over all goals,
 over goals 2..K (where memory can help), by goal index, by modality, and by whether the goal
 instance was seen earlier in the episode; plus the memory's cost per step (update time, snapshot
-count, bytes).
+count, bytes). `ckpt=` of a policy trained on nav/goat (the PPO GRU baseline, +experiment=goat_ppo_gru)
+plays the same episodes with the same per-goal records and summaries, in place of the 3D-Mem agent.
 """
 from __future__ import annotations
 
@@ -24,12 +25,19 @@ def is_goat(cfg: DictConfig) -> bool:
     return not cfg.suite and str(cfg.task.get("name", "")) == "nav/goat"
 
 
-def goat_agent(cfg: DictConfig) -> dict:
-    """The agent options with their defaults, checked: one line naming a bad key or value."""
+def goat_agent(cfg: DictConfig, policy: bool = False) -> dict:
+    """The agent options with their defaults, checked: one line naming a bad key or value. A policy
+    checkpoint (`policy`) plays itself: it takes no agent options."""
     from embodied.agents.goat import VARIANTS
     from embodied.memory.scene import SceneMemoryConfig
 
     node = OmegaConf.to_container(cfg.agent, resolve=True) if isinstance(cfg.agent, DictConfig) else {}
+    check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
+    if policy:
+        key = "agent" if "kind" in node else f"agent.{next(iter(node), '')}"
+        check(not node, key, f"{node.get('kind', 'an option of agent=scenemem')} with ckpt={cfg.ckpt}, a policy "
+              "checkpoint (it plays itself); allowed: no agent options, or agent=scenemem with a goat_pointer checkpoint")
+        return {}
     if cfg.ckpt and not node:  # a learned chooser's checkpoint alone: the agent's defaults
         node = {"kind": "scenemem"}
     check(node.get("kind") == "scenemem", "agent", f"{node.get('kind')!r} for nav/goat; allowed: agent=scenemem "
@@ -45,24 +53,64 @@ def goat_agent(cfg: DictConfig) -> dict:
     SceneMemoryConfig.from_options(opts["memory"])
     q = opts["questions"]
     check(isinstance(q, int) and not isinstance(q, bool) and q >= 0, "agent.questions", f"{q!r}; allowed: an integer >= 0")
-    check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
     return opts
+
+
+def goat_checkpoint(path: str, policies: bool = True) -> tuple[str, dict]:
+    """("chooser" | "policy", the checkpoint): a goat_pointer checkpoint (the learned chooser of the
+    3D-Mem agent) or, with `policies`, a policy (encoders, memory, heads) trained on nav/goat by PPO;
+    any other checkpoint is one line."""
+    from embodied.loading import load_checkpoint
+
+    ckpt = load_checkpoint(path, map_location="cpu")
+    config = ckpt["config"]
+    name = (config.get("agent") or {}).get("name")
+    if name == "goat_pointer":
+        return "chooser", ckpt
+    task = (config.get("task") or {}).get("name")
+    policy = name is None and (config.get("trainer") or {}).get("name") == "ppo"
+    allowed = "a goat_pointer checkpoint (embodied train +experiment=goat_pointer)"
+    if policies:
+        allowed += " or a PPO policy trained on nav/goat (embodied train +experiment=goat_ppo_gru)"
+    check(policies and policy and task == "nav/goat", "ckpt", f"{path} holds a {name or config.get('memory', {}).get('name')!r} "
+          f"agent trained on {task}; allowed with task=nav/goat: {allowed}")
+    return "policy", ckpt
 
 
 def load_chooser(path: str):
     """The learned chooser of a goat_pointer checkpoint (embodied/agents/goat_chooser.py), in eval
     mode on the CPU; another checkpoint is one line."""
+    ckpt = goat_checkpoint(path, policies=False)[1]
+    return build_chooser(ckpt, path), ckpt
+
+
+def build_chooser(ckpt: dict, path: str):
     import torch
 
-    from embodied.loading import build_agent_from_config, load_checkpoint, load_model_state
+    from embodied.loading import build_agent_from_config, load_model_state
 
-    ckpt = load_checkpoint(path, map_location="cpu")
-    name = (ckpt["config"].get("agent") or {}).get("name")
-    check(name == "goat_pointer", "ckpt", f"{path} holds a {name or ckpt['config'].get('memory', {}).get('name')!r} "
-          "agent; allowed with task=nav/goat: a goat_pointer checkpoint (embodied train +experiment=goat_pointer)")
     chooser = build_agent_from_config(ckpt["config"], None, None, torch.device("cpu"))
     load_model_state(chooser, ckpt["model"], path)
-    return chooser.eval(), ckpt
+    return chooser.eval()
+
+
+class PolicyAgent:
+    """A policy checkpoint's agent in run_episode's place of the 3D-Mem agent: `reset()`, `act(obs)`;
+    no scene memory (so no memory cost and no questions)."""
+
+    variant = "policy"  # not a scene-memory variant (run_episode asks no questions of it)
+    memory = None
+
+    def __init__(self, agent, deterministic: bool):
+        from embodied.loading import EnvAgent
+
+        self.player = EnvAgent(agent, deterministic)
+
+    def reset(self) -> None:
+        self.player.reset()
+
+    def act(self, obs: dict) -> int:
+        return int(self.player.step(obs)[0][0])
 
 
 def run_episode(env, agent, seed: int, n_questions: int = 0) -> dict:
@@ -76,9 +124,11 @@ def run_episode(env, agent, seed: int, n_questions: int = 0) -> dict:
     obs, info = env.reset(seed=seed)
     agent.reset()
     task = env.unwrapped
-    agent.look = task.look  # frontier snapshots, for a chooser that looks at them (the VLM adapter)
+    scene = agent.memory is not None  # the 3D-Mem agent; a policy checkpoint has no scene memory
+    if scene:
+        agent.look = task.look  # frontier snapshots, for a chooser that looks at them (the VLM adapter)
     # The frontier baseline keeps no objects to answer from (its memory holds only the map).
-    n_questions = 0 if agent.variant == "frontier" else n_questions
+    n_questions = 0 if agent.variant == "frontier" or not scene else n_questions
 
     def ask(rng_key: int) -> list[dict]:
         asked = questions(task.scene.spec, task.seen_instances, np.random.default_rng([seed, rng_key]), n_questions)
@@ -86,24 +136,27 @@ def run_episode(env, agent, seed: int, n_questions: int = 0) -> dict:
                  "chance": 1.0 / len(q.choices)} for q in asked]
 
     update_ms, snapshots, nbytes = [], [], []
-    middle = task.num_goals // 2 if task.num_goals > 1 else None
+    middle = task.num_goals // 2 if task.num_goals > 1 and n_questions else None
     mid: list[dict] = []
-    done = False
+    done, steps = False, 0
     while not done:
         action = agent.act(obs)
         if middle is not None and int(np.asarray(obs["goal_index"]).reshape(-1)[0]) == middle:
             mid, middle = ask(8), None
-        update_ms.append(agent.memory.update_seconds * 1000)
-        snapshots.append(len(agent.memory.snapshots))
-        nbytes.append(agent.memory.nbytes())
+        if scene:
+            update_ms.append(agent.memory.update_seconds * 1000)
+            snapshots.append(len(agent.memory.snapshots))
+            nbytes.append(agent.memory.nbytes())
         obs, _, terminated, truncated, info = env.step(action)
         done = terminated or truncated
+        steps += 1
     records = [dict(r, seed=seed) for r in task.goal_records]
-    return {"seed": seed, "goals": records, "questions": ask(7), "questions_mid": mid, "steps": len(update_ms),
-            "update_ms": float(np.mean(update_ms)),
-            "update_ms_p95": float(np.percentile(update_ms, 95)), "snapshots": float(np.mean(snapshots)),
-            "snapshots_final": snapshots[-1], "objects_final": len(agent.memory.objects),
-            "bytes": float(np.mean(nbytes)), "bytes_final": nbytes[-1]}
+    out = {"seed": seed, "goals": records, "questions": ask(7) if n_questions else [], "questions_mid": mid, "steps": steps}
+    if scene:
+        out.update(update_ms=float(np.mean(update_ms)), update_ms_p95=float(np.percentile(update_ms, 95)),
+                   snapshots=float(np.mean(snapshots)), snapshots_final=snapshots[-1],
+                   objects_final=len(agent.memory.objects), bytes=float(np.mean(nbytes)), bytes_final=nbytes[-1])
+    return out
 
 
 def _rates(goals: list[dict], confidence: float) -> dict:
@@ -123,7 +176,8 @@ def summarize_variant(episodes: list[dict], confidence: float) -> dict:
                            for m in sorted({g["modality"] for g in goals})},
            "seen": _rates([g for g in goals if g["seen"]], confidence),
            "unseen": _rates([g for g in goals if not g["seen"]], confidence)}
-    for key in ("update_ms", "update_ms_p95", "snapshots", "bytes"):
+    costed = all("update_ms" in e for e in episodes)  # the scene memory's cost; a policy has none
+    for key in ("update_ms", "update_ms_p95", "snapshots", "bytes") if costed else ():
         out[key] = float(np.mean([e[key] for e in episodes]))
     for key in ("questions", "questions_mid"):
         answers = [a for e in episodes for a in e.get(key, [])]
@@ -132,9 +186,37 @@ def summarize_variant(episodes: list[dict], confidence: float) -> dict:
                         "chance": float(np.mean([a["chance"] for a in answers])),
                         "by_kind": {k: summarize([a["correct"] for a in answers if a["kind"] == k], True, confidence)
                                     for k in sorted({a["kind"] for a in answers})}}
-    out["snapshots_final"] = float(np.mean([e["snapshots_final"] for e in episodes]))
-    out["objects_final"] = float(np.mean([e["objects_final"] for e in episodes]))
+    for key in ("snapshots_final", "objects_final") if costed else ():
+        out[key] = float(np.mean([e[key] for e in episodes]))
     return out
+
+
+def policy_task(task: dict, trained_config: dict, path: str) -> dict:
+    """The task a policy checkpoint plays: the observation layout it was trained with (image size,
+    sensors; the episodes do not depend on it) over `task`; goals given in a way it never trained on
+    are one line (its agent ignores their keys)."""
+    from embodied.eval.runner import trained_layout
+
+    task = trained_layout(task, trained_config)
+    trained = list((trained_config.get("task") or {}).get("modalities") or [])
+    extra = [m for m in task.get("modalities") or [] if m not in trained]
+    names = lambda ms: "[" + ",".join(ms) + "]"  # noqa: E731 - as they are typed: task.modalities=[category]
+    check(not extra, "task.modalities", f"{names(task.get('modalities'))}: {path} was trained on {names(trained)} "
+          f"goals only; allowed: a subset, e.g. task.modalities={names(trained)}")
+    return task
+
+
+def policy_agent(ckpt: dict, cfg: DictConfig, env) -> PolicyAgent:
+    """The checkpoint's policy on `env`'s spaces, on the CPU; sampled actions (deterministic=false)
+    are seeded by cfg.seed."""
+    import torch
+
+    from embodied.loading import build_agent_from_config, load_model_state
+
+    torch.manual_seed(cfg.seed)
+    agent = build_agent_from_config(ckpt["config"], env.observation_space, env.action_space, torch.device("cpu"))
+    load_model_state(agent, ckpt["model"], cfg.ckpt)
+    return PolicyAgent(agent, bool(cfg.deterministic))
 
 
 def evaluate_goat(cfg: DictConfig) -> dict[str, Any]:
@@ -146,28 +228,34 @@ def evaluate_goat(cfg: DictConfig) -> dict[str, Any]:
     from embodied.memory.scene import SceneMemoryConfig
     from embodied.tasks import make_env
 
-    opts = goat_agent(cfg)
-    chooser, ckpt = load_chooser(cfg.ckpt) if cfg.ckpt else (None, None)
-    chooser_name = "learned" if chooser is not None else "scripted"
+    kind, ckpt = goat_checkpoint(cfg.ckpt) if cfg.ckpt else (None, None)
+    opts = goat_agent(cfg, policy=kind == "policy")
     task = OmegaConf.to_container(cfg.task, resolve=True)
+    if kind == "policy":
+        task = policy_task(task, ckpt["config"], cfg.ckpt)
     env = make_env(task)
     tc = env.unwrapped.cfg
-    missing = [s for s in ("depth", "semantic", "instance") if s not in tc.sensors]
-    check(not missing, "task.sensors", f"{tc.sensors} lacks {missing}; the scene memory needs depth, semantic, instance")
+    if kind == "policy":
+        agents = {"argmax" if cfg.deterministic else "sampled": policy_agent(ckpt, cfg, env)}  # how it picks actions
+    else:
+        missing = [s for s in ("depth", "semantic", "instance") if s not in tc.sensors]
+        check(not missing, "task.sensors", f"{tc.sensors} lacks {missing}; the scene memory needs depth, semantic, instance")
+        chooser = build_chooser(ckpt, cfg.ckpt) if kind == "chooser" else None
+        agents = {v: GoatAgent.for_task(tc, v, chooser, SceneMemoryConfig(**opts["memory"], seed=cfg.seed))
+                  for v in opts["variants"]}
+    chooser_name = {"chooser": "learned", "policy": None}.get(kind, "scripted")
     out = Path(cfg.out) if cfg.out else Path("eval_nav_goat.json")
     bar = None
     if not cfg.quiet:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(opts["variants"]) * cfg.episodes, unit="ep", desc="eval nav/goat", file=sys.stderr)
-    agents = {v: GoatAgent.for_task(tc, v, chooser, SceneMemoryConfig(**opts["memory"], seed=cfg.seed))
-              for v in opts["variants"]}
+        bar = tqdm(total=len(agents) * cfg.episodes, unit="ep", desc="eval nav/goat", file=sys.stderr)
     episodes = {v: [] for v in agents}
     seconds = dict.fromkeys(agents, 0.0)
     for i in range(cfg.episodes):  # variants side by side per seed: each apartment is built once
         for variant, agent in agents.items():
             t0 = time.perf_counter()
-            episodes[variant].append(run_episode(env, agent, cfg.seed + i, opts["questions"]))
+            episodes[variant].append(run_episode(env, agent, cfg.seed + i, opts.get("questions", 0)))
             seconds[variant] += time.perf_counter() - t0
             if bar:
                 bar.update(1)
@@ -175,7 +263,9 @@ def evaluate_goat(cfg: DictConfig) -> dict[str, Any]:
     for v, eps in episodes.items():
         summary = summarize_variant(eps, cfg.confidence)
         # task/method/success/spl over all goals: the row `embodied report` renders (docs/goat.md has the rest).
-        method = f"scenemem ({v})" if chooser is None else f"scenemem learned chooser ({v})"
+        name = f"ppo {ckpt['config']['memory']['name']}" if kind == "policy" else \
+            "scenemem learned chooser" if kind == "chooser" else "scenemem"
+        method = f"{name} ({v})"
         results.append({"task": "nav/goat", "method": method, "variant": v, "chooser": chooser_name, "episodes": len(eps),
                         "seconds": seconds[v], "success": summary["all"]["success"], "spl": summary["all"]["spl"],
                         **summary, "per_episode": eps})
@@ -184,7 +274,8 @@ def evaluate_goat(cfg: DictConfig) -> dict[str, Any]:
     env.close()
     table = format_goat(results, cfg.confidence)
     print(table)
-    report = {"policy": "goat", "agent": opts, "chooser": chooser_name, "ckpt": cfg.ckpt,
+    report = {"policy": "goat", "agent": opts or name, "chooser": chooser_name,
+              "ckpt": cfg.ckpt, "modalities": list(tc.modalities), "image": [tc.width, tc.height],
               "training": training_record(cfg.ckpt, ckpt) if ckpt is not None else None,
               "task": "nav/goat", "confidence": cfg.confidence,
               "ci_methods": {"success": "wilson", "spl": "bootstrap"},
@@ -205,9 +296,10 @@ def format_goat(results: list[dict], confidence: float = 0.95) -> str:
              "| ms/step | snapshots | KiB |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         later = r["goals_2_to_k"]
+        cost = (f"{r['update_ms']:.1f} | {r['snapshots']:.1f} | {r['bytes'] / 1024:.0f}" if "update_ms" in r
+                else "- | - | -")  # a policy checkpoint has no scene memory
         lines.append(f"| {r['variant']} | {later.get('goals', 0)} | {_cell(later, 'success')} | {_cell(later, 'spl')} "
-                     f"| {_cell(r['seen'], 'spl')} | {_cell(r['all'], 'success')} | {r['update_ms']:.1f} "
-                     f"| {r['snapshots']:.1f} | {r['bytes'] / 1024:.0f} |")
+                     f"| {_cell(r['seen'], 'spl')} | {_cell(r['all'], 'success')} | {cost} |")
     lines += ["", "| variant | " + " | ".join(f"goal {i + 1}" for i in range(len(results[0]["by_index"]))) + " |",
               "|---|" + "---|" * len(results[0]["by_index"])]
     for r in results:

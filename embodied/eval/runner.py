@@ -178,11 +178,16 @@ def eval_task_config(task: dict, cfg: DictConfig, trained_config: dict | None = 
     task = dict(task)
     if cfg.split is not None and str(task.get("name", "")).startswith("nav/"):
         task["scenes"] = cfg.split
-    if trained_config is not None:
-        trained = trained_config.get("task", {})
-        for key in OBS_LAYOUT_KEYS:
-            if key in trained and key in task:
-                task[key] = trained[key]
+    return trained_layout(task, trained_config) if trained_config is not None else task
+
+
+def trained_layout(task: dict, trained_config: dict) -> dict:
+    """`task` with the observation layout (image size, camera, sensors) of the run config a
+    checkpoint was trained with, where both tasks have those keys."""
+    task, trained = dict(task), trained_config.get("task", {})
+    for key in OBS_LAYOUT_KEYS:
+        if key in trained and key in task:
+            task[key] = trained[key]
     return task
 
 

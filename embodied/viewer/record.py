@@ -133,7 +133,10 @@ def record(cfg) -> list[dict]:
     learned = household_memory_path(cfg, out) if kind == "optimus" and not cfg.ckpt else None
     refuse_overwrite(paths + ([p.with_suffix(".mp4") for p in paths] if cfg.video else []) + ([learned] if learned else []),
                      bool(cfg.get("overwrite", False)))
-    if cfg.ckpt and task.get("name") == "nav/goat":  # a learned chooser inside the 3D-Mem agent
+    from embodied.eval.goat import goat_checkpoint
+
+    if cfg.ckpt and task.get("name") == "nav/goat" and goat_checkpoint(cfg.ckpt)[0] == "chooser":
+        # a learned chooser inside the 3D-Mem agent (else a policy trained on nav/goat, below)
         env = make_env(task)
         policy, name = scene_memory_policy(cfg, env), f"scenemem, checkpoint {cfg.ckpt}"
     elif cfg.ckpt:

@@ -905,30 +905,20 @@ class AgentPolicy:
     name = "checkpoint"
 
     def __init__(self, agent, deterministic: bool = True, device="cpu"):
-        import torch
+        from embodied.loading import EnvAgent
 
-        self.agent = agent.eval()
-        self.deterministic = deterministic
-        self.device = torch.device(device)
-        self.state = None
+        self.player = EnvAgent(agent, deterministic, device)
+        self.agent = self.player.agent
 
     def reset(self, env) -> None:
-        import torch
-
-        self.state = self.agent.initial_state(1, self.device)
-        self.first = torch.ones(1, dtype=torch.bool, device=self.device)
-        self.prev = torch.zeros((1, *self.agent.action_shape), dtype=self.agent.action_dtype, device=self.device)
+        self.player.reset()
 
     def act(self, obs, env) -> PolicyOutput:
         import torch
 
+        action, value = self.player.step(obs)
         with torch.no_grad():
-            tensors = {k: torch.as_tensor(np.asarray(v))[None].to(self.device) for k, v in obs.items()}
-            action, _, value, self.state = self.agent.act(tensors, self.state, self.first, self.prev,
-                                                          deterministic=self.deterministic)
-            report = self.agent.introspect(self.state)
-        self.first = torch.zeros_like(self.first)
-        self.prev = action
+            report = self.agent.introspect(self.player.state)
         memory = {k: v[0].detach().cpu().numpy() for k, v in report.items() if k in MEMORY_SLOT_KEYS}
         act = action[0].cpu().numpy() if self.agent.continuous else int(action[0])
         return PolicyOutput(act, float(value[0]), memory or None)
