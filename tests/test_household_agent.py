@@ -97,7 +97,6 @@ def test_recording_shows_the_plan_the_cases_the_reflections_and_the_graph(tmp_pa
         steps = rec.rows("agent/action")
         plans = rec["memory/plan"].at("TextDocument:text")
         assert len(plans) == steps
-        actions = rec.texts("agent/action")
         subgoals = rec.texts("memory/subgoal")
         first = min(subgoals)
         # The first sub-goal names a thing of the goal's tree, and the plan text lists it as current.
