@@ -124,11 +124,11 @@ def test_bad_agent_options_and_tasks_are_one_line():
 
 
 def test_eval_rejects_a_checkpoint_of_another_agent():
-    from embodied.eval.goat import load_chooser
+    from embodied.eval.goat import goat_checkpoint
     from embodied.loading import resolve_checkpoint
 
     with pytest.raises(ConfigError, match="allowed with task=nav/goat: a goat_pointer checkpoint"):
-        load_chooser(str(resolve_checkpoint("pretrained:fastmap_lstm")))
+        goat_checkpoint(str(resolve_checkpoint("pretrained:fastmap_lstm")))
 
 
 @pytest.mark.slow

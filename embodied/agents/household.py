@@ -89,6 +89,7 @@ class HouseholdAgent:
         self.ep = _Episode()
         # What the last act() planned, retrieved and decided (the viewer's panels; `report`).
         self.plan: list[tuple[str, str]] = []
+        self.graph = KnowledgeGraph()  # the knowledge that plan was expanded from
         self.retrieved: list[tuple[str, float, str, dict]] = []  # (kind, similarity, outcome, record)
         self.reflection: dict | None = None
         self.last_action: int | None = None  # what observe() is told happened (own action or the teacher's)
@@ -267,7 +268,7 @@ class HouseholdAgent:
             ep.stuck_on = None
         graph = self.knowledge()
         plan = graph.expand(ep.goal, Counter({ITEMS[i]: int(n) for i, n in enumerate(obs["inventory"]) if n}))
-        self.plan = plan
+        self.plan, self.graph = plan, graph
         verb, item = plan[0] if plan else ("make", ep.goal)
         if ep.t - ep.last_progress >= self.reflect_every and item not in ep.ignore_cases:
             # Stalled: cases may point at where the thing no longer is; search without them.
@@ -281,7 +282,7 @@ class HouseholdAgent:
         """What the last act() used, for the viewer: the goal, the plan (sub-goals in order, the
         first is current), the cases it retrieved, the reflector's decision, and the goal's known
         dependency graph (edges input -> product and tool -> product)."""
-        graph = self.knowledge()
+        graph = self.graph
         edges = []
         for product in sorted(graph.needed(self.ep.goal)):
             recipe = graph.recipes.get(product)

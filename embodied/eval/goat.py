@@ -56,10 +56,10 @@ def goat_agent(cfg: DictConfig, policy: bool = False) -> dict:
     return opts
 
 
-def goat_checkpoint(path: str, policies: bool = True) -> tuple[str, dict]:
+def goat_checkpoint(path: str) -> tuple[str, dict]:
     """("chooser" | "policy", the checkpoint): a goat_pointer checkpoint (the learned chooser of the
-    3D-Mem agent) or, with `policies`, a policy (encoders, memory, heads) trained on nav/goat by PPO;
-    any other checkpoint is one line."""
+    3D-Mem agent) or a policy (encoders, memory, heads) trained on nav/goat by PPO; any other
+    checkpoint is one line."""
     from embodied.loading import load_checkpoint
 
     ckpt = load_checkpoint(path, map_location="cpu")
@@ -69,22 +69,15 @@ def goat_checkpoint(path: str, policies: bool = True) -> tuple[str, dict]:
         return "chooser", ckpt
     task = (config.get("task") or {}).get("name")
     policy = name is None and (config.get("trainer") or {}).get("name") == "ppo"
-    allowed = "a goat_pointer checkpoint (embodied train +experiment=goat_pointer)"
-    if policies:
-        allowed += " or a PPO policy trained on nav/goat (embodied train +experiment=goat_ppo_gru)"
-    check(policies and policy and task == "nav/goat", "ckpt", f"{path} holds a {name or config.get('memory', {}).get('name')!r} "
-          f"agent trained on {task}; allowed with task=nav/goat: {allowed}")
+    check(policy and task == "nav/goat", "ckpt", f"{path} holds a {name or config.get('memory', {}).get('name')!r} "
+          f"agent trained on {task}; allowed with task=nav/goat: a goat_pointer checkpoint (embodied train "
+          "+experiment=goat_pointer) or a PPO policy trained on nav/goat (embodied train +experiment=goat_ppo_gru)")
     return "policy", ckpt
 
 
-def load_chooser(path: str):
-    """The learned chooser of a goat_pointer checkpoint (embodied/agents/goat_chooser.py), in eval
-    mode on the CPU; another checkpoint is one line."""
-    ckpt = goat_checkpoint(path, policies=False)[1]
-    return build_chooser(ckpt, path), ckpt
-
-
 def build_chooser(ckpt: dict, path: str):
+    """The learned chooser of a loaded goat_pointer checkpoint (embodied/agents/goat_chooser.py), in
+    eval mode on the CPU."""
     import torch
 
     from embodied.loading import build_agent_from_config, load_model_state

@@ -20,18 +20,15 @@ from embodied.viewer.stream import sync
 POLICIES = ("oracle", "random", "scenemem", "optimus")
 
 
-def checkpoint_policy(ckpt_path: str, task: dict, device: str = "cpu", deterministic: bool = True):
-    """(AgentPolicy, task dict with the checkpoint's observation layout) for a training checkpoint."""
-    from embodied.eval.runner import OBS_LAYOUT_KEYS
+def checkpoint_policy(ckpt_path: str, task: dict, device: str = "cpu", deterministic: bool = True,
+                      ckpt: dict | None = None):
+    """(AgentPolicy, task dict with the checkpoint's observation layout) for a training checkpoint
+    (`ckpt`: the checkpoint already loaded from ckpt_path)."""
+    from embodied.eval.runner import trained_layout
     from embodied.loading import build_agent_from_config, load_checkpoint, load_model_state
 
-    ckpt = load_checkpoint(ckpt_path, map_location=device)
-    trained = dict(ckpt["config"].get("task", {}) or {})
-    task = dict(task)
-    for key in OBS_LAYOUT_KEYS:  # the agent sees the observation layout it was trained on
-        if key in trained:
-            task[key] = trained[key]
-    env = make_env(task)
+    ckpt = ckpt if ckpt is not None else load_checkpoint(ckpt_path, map_location=device)
+    env = make_env(trained_layout(task, ckpt["config"]))  # the agent sees the layout it was trained on
     agent = build_agent_from_config(ckpt["config"], env.observation_space, env.action_space, device)
     load_model_state(agent, ckpt["model"], ckpt_path)
     if not isinstance(agent, Agent):  # agent=keyframe: keyframe actions from its own observation pipeline
@@ -39,11 +36,11 @@ def checkpoint_policy(ckpt_path: str, task: dict, device: str = "cpu", determini
     return AgentPolicy(agent, deterministic=deterministic, device=device), env
 
 
-def scene_memory_policy(cfg, env):
+def scene_memory_policy(cfg, env, ckpt: dict | None = None):
     """The 3D-Mem agent (agent=scenemem) on a nav/goat env: the first of agent.variants; with
-    ckpt=... the learned chooser of that goat_pointer checkpoint, else the scripted one."""
+    `ckpt` (cfg.ckpt, loaded) the learned chooser of that goat_pointer checkpoint, else the scripted one."""
     from embodied.agents.goat import GoatAgent
-    from embodied.eval.goat import load_chooser
+    from embodied.eval.goat import build_chooser
     from embodied.memory.scene import SceneMemoryConfig
     from embodied.viewer.recording import SceneMemoryPolicy
 
@@ -51,7 +48,7 @@ def scene_memory_policy(cfg, env):
     agent = OmegaConf.to_container(cfg.agent, resolve=True) if cfg.agent else {}
     variants = agent.get("variants") or ["kept"]
     variant = variants[0] if isinstance(variants, list) else variants
-    chooser = load_chooser(cfg.ckpt)[0] if cfg.ckpt else None
+    chooser = build_chooser(ckpt, cfg.ckpt) if ckpt is not None else None
     return SceneMemoryPolicy(GoatAgent.for_task(env.cfg, variant, chooser, SceneMemoryConfig.from_options(agent.get("memory") or {})))
 
 
@@ -66,31 +63,26 @@ def household_memory_path(cfg, out: Path) -> Path | None:
 
 
 def household_policy(cfg, env, out: Path):
-    """Optimus-1's agent (agent=optimus) on a household task, the first of agent.variants, with a
-    memory to read: agent.memory=DIR (e.g. an eval's <out>_memory/) holding <variant>.sqlite, opened
-    read-only; else one learned first from empty memory by the eval's protocol (agent.epochs x
+    """(policy, memory): Optimus-1's agent (agent=optimus) on a household task, the first of
+    agent.variants, reading a memory: agent.memory=DIR (e.g. an eval's <out>_memory/) holding
+    <variant>.sqlite; else one learned first from empty memory by the eval's protocol (agent.epochs x
     agent.tasks_per_epoch tasks) into <out>/memory/."""
     from embodied.agents.household_nav import household_agent as build_agent
     from embodied.eval.household import household_agent, learn, learning_envs, open_memory
-    from embodied.viewer.recording import HouseholdPolicy, OraclePolicy
 
     check(env.cfg.name.startswith("household/"), "agent", f"optimus on {env.cfg.name}; allowed: task=household/...")
     opts = household_agent(cfg)
-    variant = opts["variants"][0]
-    if variant == "oracle":
-        return OraclePolicy()
-    world, plan = str(env.cfg.world_seed), env.floor_plan()
-    memory = None
-    if opts["memory"]:
-        path = Path(opts["memory"]) / f"{variant}.sqlite"
-        check(path.is_file(), "agent.memory", f"{opts['memory']} holds no {path.name} (the memory an eval of variant "
+    variant, memory_dir = opts["variants"][0], opts["memory"]
+    if variant not in ("oracle", "reactive") and memory_dir:
+        path = Path(memory_dir) / f"{variant}.sqlite"
+        check(path.is_file(), "agent.memory", f"{memory_dir} holds no {path.name} (the memory an eval of variant "
               f"{variant} wrote: <out>_memory/)")
-        memory = open_memory(variant, path.parent, world, fresh=False, readonly=True)
-    elif variant != "reactive":
+    elif variant not in ("oracle", "reactive"):
         from tqdm import tqdm
 
-        memory = open_memory(variant, out / "memory", world, fresh=True)
-        learner = build_agent(variant, memory, plan, cases=opts["cases"], seed=cfg.seed)
+        memory_dir = out / "memory"
+        memory = open_memory(variant, memory_dir, str(env.cfg.world_seed), fresh=True)
+        learner = build_agent(variant, memory, env.floor_plan(), cases=opts["cases"], seed=cfg.seed)
         envs = learning_envs(OmegaConf.to_container(cfg.task, resolve=True))
         with tqdm(total=opts["epochs"] * opts["tasks_per_epoch"], unit="task", desc=f"learn {variant}",
                   disable=cfg.quiet, file=sys.stderr) as bar:
@@ -100,14 +92,12 @@ def household_policy(cfg, env, out: Path):
         for e in envs.values():
             e.close()
         memory.close()  # the recorded episodes only read it
-        memory = open_memory(variant, out / "memory", world, fresh=False, readonly=True)
-    agent = build_agent(variant, memory, plan, cases=opts["cases"], seed=cfg.seed)
-    return HouseholdPolicy(agent)
+    return household_replay(env, variant, memory_dir, opts["cases"], cfg.seed)
 
 
-def household_eval_policy(env, variant: str, report: dict, seed: int):
-    """(policy, memory) replaying a household evaluation's variant: its agent reading, read-only,
-    the memory the evaluation left in report["memory_dir"]."""
+def household_replay(env, variant: str, memory_dir, cases: int, seed: int):
+    """(policy, memory): a household variant's agent reading memory_dir/<variant>.sqlite read-only
+    (the oracle: the env's; reactive: no memory). The caller closes the memory."""
     from embodied.agents.household_nav import household_agent as build_agent
     from embodied.eval.household import open_memory
     from embodied.viewer.recording import HouseholdPolicy
@@ -116,8 +106,8 @@ def household_eval_policy(env, variant: str, report: dict, seed: int):
         return OraclePolicy(), None
     memory = None
     if variant != "reactive":
-        memory = open_memory(variant, Path(report["memory_dir"]), str(env.cfg.world_seed), fresh=False, readonly=True)
-    agent = build_agent(variant, memory, env.floor_plan(), cases=report["agent"]["cases"], seed=seed)
+        memory = open_memory(variant, Path(memory_dir), str(env.cfg.world_seed), fresh=False, readonly=True)
+    agent = build_agent(variant, memory, env.floor_plan(), cases=cases, seed=seed)
     return HouseholdPolicy(agent), memory
 
 
@@ -135,12 +125,13 @@ def record(cfg) -> list[dict]:
                      bool(cfg.get("overwrite", False)))
     from embodied.eval.goat import goat_checkpoint
 
-    if cfg.ckpt and task.get("name") == "nav/goat" and goat_checkpoint(cfg.ckpt)[0] == "chooser":
-        # a learned chooser inside the 3D-Mem agent (else a policy trained on nav/goat, below)
+    ckpt_kind, ckpt = goat_checkpoint(cfg.ckpt) if cfg.ckpt and task.get("name") == "nav/goat" else (None, None)
+    memory = None
+    if ckpt_kind == "chooser":  # a learned chooser inside the 3D-Mem agent (else a policy, below)
         env = make_env(task)
-        policy, name = scene_memory_policy(cfg, env), f"scenemem, checkpoint {cfg.ckpt}"
+        policy, name = scene_memory_policy(cfg, env, ckpt), f"scenemem, checkpoint {cfg.ckpt}"
     elif cfg.ckpt:
-        policy, env = checkpoint_policy(cfg.ckpt, task, deterministic=bool(cfg.deterministic))
+        policy, env = checkpoint_policy(cfg.ckpt, task, deterministic=bool(cfg.deterministic), ckpt=ckpt)
         name = f"checkpoint {cfg.ckpt}"
     else:
         check(kind in POLICIES, "agent", f"{kind!r} needs ckpt=...; allowed without one: {', '.join(POLICIES)}")
@@ -149,7 +140,7 @@ def record(cfg) -> list[dict]:
         if kind == "scenemem":
             policy = scene_memory_policy(cfg, env)
         elif kind == "optimus":
-            policy = household_policy(cfg, env, out)
+            policy, memory = household_policy(cfg, env, out)
         name = kind
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -173,6 +164,8 @@ def record(cfg) -> list[dict]:
         results.append(result)
     sync()
     bar.close()
+    if memory is not None:
+        memory.close()
     for r in results:
         measures = [f"success={float(r['success']):.0f}"] if "success" in r else []
         measures += [f"spl={float(r['spl']):.3f}"] if "spl" in r else []
@@ -207,7 +200,7 @@ def record_eval(cfg, report: dict) -> dict:
         directory, memory, agent = out / name.replace("/", "_"), None, policy_kind
         if policy_kind == "household":  # each variant with the memory its evaluation read
             env, agent = make_env(task), result["variant"]
-            policy, memory = household_eval_policy(env, agent, report, cfg.seed)
+            policy, memory = household_replay(env, agent, report["memory_dir"], report["agent"]["cases"], cfg.seed)
             directory = out / agent / name.replace("/", "_")
         elif policy_kind == "checkpoint":
             policy, env = checkpoint_policy(cfg.ckpt, eval_task_config(task, cfg), deterministic=bool(cfg.deterministic))

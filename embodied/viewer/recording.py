@@ -561,8 +561,11 @@ class EpisodeRecorder:
         if not last:  # a household in an apartment keeps its camera views and map beside the panels
             self.stream.blueprint(household_blueprint, is_nav_env(self.env))
         plan = [tuple(p) for p in report["plan"]]
-        self._log("memory/plan", markdown, household_plan_text(report))
-        self._log("memory/cases", markdown, household_cases_text(report["cases"]))
+        # Logged when they change: in the apartment most steps are walking under one decision.
+        texts = {"memory/plan": household_plan_text(report), "memory/cases": household_cases_text(report["cases"])}
+        for entity, text in texts.items():
+            if text != last.get(entity):
+                self._log(entity, markdown, text)
         if plan[:1] != last.get("subgoal"):
             self._log("memory/subgoal", rr.TextLog, " ".join(plan[0]) if plan else "goal held")
         if report["reflection"] is not None:
@@ -574,7 +577,7 @@ class EpisodeRecorder:
             nodes, colors, edges = graph
             self._log("memory/graph", rr.GraphNodes, node_ids=list(nodes), labels=list(nodes), colors=list(colors))
             self._log("memory/graph", rr.GraphEdges, edges=[e[:2] for e in edges], graph_type="directed")
-        self.state.household = {"subgoal": plan[:1], "graph": graph}
+        self.state.household = {"subgoal": plan[:1], "graph": graph, **texts}
 
 
 def household_plan_text(report: dict) -> str:

@@ -297,6 +297,9 @@ class ApartmentBody(RoomBody):
     def stations_in_reach(self) -> list[str]:
         return [s for s in STATIONS if self.outer.sees(self.outer.apartment.stations[s])]
 
+    def containers_in_reach(self) -> list[bool]:
+        return [self.outer.sees(spot) for spot in self.outer.apartment.containers]
+
     def drop_spot(self):
         env = self.outer
         here = (env.agent.x, env.agent.y)

@@ -38,13 +38,12 @@ class RoomBody:
         self.env = env
 
     def room_of(self, place) -> int:
-        kind, *what = place
-        w = self.env.world
+        kind = place[0]
         if kind == "container":
-            return w.containers[what[0]].room
+            return self.env.world.containers[place[1]].room
         if kind == "station":
-            return w.station_room[what[0]]
-        return what[0] if kind == "floor" else self.env.room
+            return self.env.world.station_room[place[1]]
+        return place[1] if kind == "floor" else self.env.room
 
     def in_reach(self, place) -> bool:
         return place[0] == "hands" or self.room_of(place) == self.env.room
@@ -62,6 +61,11 @@ class RoomBody:
 
     def stations_in_reach(self) -> list[str]:
         return [s for s, r in self.env.world.station_room.items() if r == self.env.room]
+
+    def containers_in_reach(self) -> list[bool]:
+        """Per container, whether it is within reach (one call per observation, not one per container)."""
+        room = self.env.room
+        return [c.room == room for c in self.env.world.containers]
 
     def drop_spot(self):
         """The floor key where `place` puts a thing."""
@@ -201,10 +205,12 @@ class HouseholdEnv(TaskEnv):
         self.is_open[c] = False
         return "ok", f"closed the {self.world.containers[c].name}"
 
-    def _sources(self) -> list[tuple[str, Counter]]:
-        return [(self.world.containers[c].name, self.contents[c]) for c in range(len(self.world.containers))
-                if self._here(c) and self.is_open[c]] + [("floor", stock) for key, stock in list(self.floor.items())
-                                                         if self.body.in_reach(("floor", key))]
+    def _sources(self, reach: list[bool] | None = None) -> list[tuple[str, Counter]]:
+        """(name, stock) of the open containers and piles within reach (`reach`: containers_in_reach())."""
+        reach = self.body.containers_in_reach() if reach is None else reach
+        return [(box.name, self.contents[c]) for c, box in enumerate(self.world.containers)
+                if reach[c] and self.is_open[c]] + [("floor", stock) for key, stock in list(self.floor.items())
+                                                    if self.body.in_reach(("floor", key))]
 
     def _take(self, i: int):
         item = ITEMS[i]
@@ -257,11 +263,11 @@ class HouseholdEnv(TaskEnv):
         inventory, visible = np.zeros(n, np.int64), np.zeros(n, np.int64)
         for item, k in self.inventory.items():
             inventory[ITEM_ID[item]] = k
-        for _, stock in self._sources():
+        reach = self.body.containers_in_reach()
+        for _, stock in self._sources(reach):
             for item, k in stock.items():
                 visible[ITEM_ID[item]] += k
-        containers = np.array([(1 + self.is_open[c]) if self._here(c) else 0 for c in range(len(self.world.containers))],
-                              np.int64)
+        containers = np.array([(1 + self.is_open[c]) if r else 0 for c, r in enumerate(reach)], np.int64)
         here = self.body.stations_in_reach()
         stations = np.array([s in here for s in STATIONS], np.int64)
         return {"goal": np.array([ITEM_ID[self.goal]]), "context": np.array([self.context]),
