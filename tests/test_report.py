@@ -157,3 +157,19 @@ def test_provenance_counts_code_changes_as_dirty_but_not_earlier_results(tmp_pat
     assert config.provenance("cmd")["dirty"] is False
     (tmp_path / "code.py").write_text("x = 2\n")
     assert config.provenance("cmd")["dirty"] is True
+
+
+def test_success_by_learning_epoch_is_plotted_per_tier(tmp_path):
+    """The household's self-evolution (success after each epoch, per variant and tier) gets a plot on
+    the page; a file measured after one epoch only gets none."""
+    from embodied.cli import main
+
+    results = tmp_path / "results"
+    for name, epochs in (("two", 2), ("one", 1)):
+        main(["eval", "task=household/tier1", "agent=optimus", "agent.variants=[full,reactive]", f"agent.epochs={epochs}",
+              "agent.tasks_per_epoch=5", "episodes=3", f"out={results / f'hh_{name}.json'}", "quiet=true"])
+    page = tmp_path / "results.md"
+    assert report(results, page) == 0
+    text = page.read_text()
+    assert "(results/evolution_hh_two.png)" in text and "evolution_hh_one" not in text
+    assert (results / "evolution_hh_two.png").stat().st_size > 1000 and not (results / "evolution_hh_one.png").exists()

@@ -298,6 +298,47 @@ def _plot_curves(family: str, rows: list[dict], out_dir: Path) -> str | None:
     return name
 
 
+def evolution_curves(results_dir: Path, files: list[str]) -> dict[str, dict]:
+    """{file: {(variant, tier): [success by epoch]}} of the result files that measured success after
+    each learning epoch (the household's self-evolution from empty memory: the report's `curves`)."""
+    out = {}
+    for name in dict.fromkeys(files):
+        curves = json.loads((results_dir / name).read_text()).get("curves") or []
+        by: dict[tuple, list] = {}
+        for c in curves:
+            if "epoch" in c and "tier" in c:
+                by.setdefault((c["variant"], c["tier"]), []).append((c["epoch"], c["success"]["mean"]))
+        if any(len(v) > 1 for v in by.values()):
+            out[name] = {k: [y for _, y in sorted(v)] for k, v in by.items()}
+    return out
+
+
+def _plot_evolution(name: str, curves: dict, out_dir: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tiers = sorted({t for _, t in curves})
+    fig, axes = plt.subplots(1, len(tiers), figsize=(2.6 * len(tiers), 2.8), squeeze=False, sharey=True)
+    for ax, tier in zip(axes[0], tiers):
+        for (variant, t), ys in curves.items():
+            if t == tier:
+                ax.plot(range(1, len(ys) + 1), ys, marker="o", markersize=3, label=variant)
+        ax.set_title(f"tier {tier}", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("success")
+    axes[0][-1].legend(fontsize=6)
+    fig.suptitle(f"{Path(name).stem}: success after each learning epoch, from empty memory", fontsize=10)
+    fig.tight_layout()
+    png = f"evolution_{Path(name).stem}.png"
+    fig.savefig(out_dir / png, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    return png
+
+
 def _recipe(row: dict) -> str:
     """The recipe of a row's training run (+experiment=NAME), for a curve several rows share."""
     command = (row["training"] or {}).get("command") or ""
@@ -387,6 +428,9 @@ def render(results_dir: Path, plots: bool = True) -> tuple[str, dict[str, bytes]
                 used = [k for k in sources if any(k in s for *_, s in published)]
                 if used:
                     lines += [""] + [f"- {k}: {sources[k]}" for k in used]
+            for name, curves in evolution_curves(results_dir, [r["file"] for r in group]).items():
+                png = _plot_evolution(name, curves, tmp_dir) if plots else f"evolution_{Path(name).stem}.png"
+                lines += ["", f"![{Path(name).stem}: success by learning epoch](results/{png})"]
             if any(_curve(r) for r in group):  # the reference is there in --check too, which draws nothing
                 if plots:
                     _plot_curves(family, group, tmp_dir)
