@@ -305,3 +305,53 @@ def test_frontier_snapshots_are_rendered_facing_each_frontier():
             break
     env.close()
     assert len(set(fresh)) >= 2, "no frontier snapshot was rendered"
+
+
+def test_active_questions_are_answered_from_memory_or_by_walking_to_look():
+    """Active questions (A-EQA style) after the lifelong episode: the kept memory answers those about
+    instances it holds where it stands; the cleared agent walks to look; the path-weighted score is
+    correct x answered x shortest / max(shortest, walked)."""
+    from embodied.eval.goat import ask_active, run_episode
+    from embodied.tasks.measures import efficiency
+
+    env = _env(num_goals=2, steps_per_goal=150)
+    kept, cleared = GoatAgent(_camera(env), "kept"), GoatAgent(_camera(env), "cleared")
+    run_episode(env, kept, 0)
+    held = set(kept.memory.objects)
+    k = ask_active(env, kept, 0, 6)
+    run_episode(env, cleared, 0)
+    c = ask_active(env, cleared, 0, 6)
+    env.close()
+    assert len(k) == 6 and [a["text"] for a in k] == [a["text"] for a in c]  # the same questions
+    assert {a["kind"] for a in k} <= {"attribute", "room"}
+    for a in k + c:
+        assert np.isfinite(a["shortest"]) and a["shortest"] >= 0 and a["steps"] <= 150
+        assert a["score"] == pytest.approx(float(a["correct"] and a["answered"]) * efficiency(a["shortest"], a["path"]))
+    in_memory = [a for a in k if a["instance"] in held]
+    assert in_memory and all(a["answered"] and a["path"] == 0 and a["score"] == float(a["correct"]) for a in in_memory)
+    assert sum(a["path"] for a in c) > sum(a["path"] for a in k) + 5.0  # the cleared agent walks to look
+    assert np.mean([a["score"] for a in k]) > np.mean([a["score"] for a in c])
+    assert any(a["answered"] and a["path"] > 0 for a in c)
+
+
+def test_an_active_question_unanswered_in_its_budget_scores_zero():
+    """With fewer steps than the cleared agent's look around, no question is answered: its guess
+    counts for accuracy, the weighted score is 0, and the walk stops at the budget."""
+    from embodied.eval.goat import ask_active
+
+    env = _env(num_goals=1, steps_per_goal=6)
+    agent = GoatAgent(_camera(env), "cleared")
+    env.reset(seed=0)
+    agent.reset()
+    out = ask_active(env, agent, 0, 3)
+    env.close()
+    assert len(out) == 3 and all(not a["answered"] and a["score"] == 0 and a["steps"] == 6 for a in out)
+
+
+def test_an_active_question_needs_one_instance():
+    from embodied.tasks.goat import Question, questions
+
+    with pytest.raises(ValueError, match="names no one instance to look at; allowed: attribute, room"):
+        Question("count", "how many mug did you see ?", ["1", "2"], 0, {"category": "mug"}).goal_text()
+    with pytest.raises(ValueError, match="allowed: a non-empty subset of attribute, room, count, existence"):
+        questions(None, set(), np.random.default_rng(0), 3, ("colour",))

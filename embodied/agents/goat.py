@@ -368,6 +368,7 @@ class GoatAgent:
         self.goal_index = -1
         self.query: GoalQuery | None = None
         self.choice: Choice | None = None
+        self.recalled: Choice | None = None
         self.pending: list[str] = ["look_down"] if self.look_down else []
         self.last_action = None
         self.last_pose = None
@@ -375,9 +376,21 @@ class GoatAgent:
         self.retried = False
         self.unreachable = set()
 
+    def relocated(self) -> None:
+        """The env put the agent back at the episode's start (a reset with the episode's seed: the same
+        apartment and pose frame) without a new episode for the agent: its memory stays; its camera is
+        level again, and no bump is read from the jump."""
+        self.tilt = 0.0
+        self.pending = ["look_down"] if self.look_down else []
+        self.last_action = self.last_pose = None
+        self.planner.invalidate()
+
     def _begin_goal(self, obs: dict) -> None:
         self.query = GoalQuery.from_observation(obs, self.classes)
         self.choice = None
+        # The first remembered object the chooser picked for this goal, even one the map gives no path
+        # to: what an answer from memory is about (an active question needs no walk there).
+        self.recalled: Choice | None = None
         self.visited = []
         self.unreachable: set[int] = set()  # objects without a path on the map, for this goal
         self.retried = False
@@ -417,6 +430,8 @@ class GoatAgent:
                         bearing = math.atan2(f.centre[1] - pose[1], f.centre[0] - pose[0])
                         self.memory.frontier_images[f.key] = self.look(bearing)
             choice = self.chooser.choose(self.query, self.memory, snaps, frontiers, pose, self._visited)
+            if choice.kind == "object" and self.recalled is None:
+                self.recalled = choice
             if choice.kind == "frontier" and self.choice is not None and self.choice.kind == "frontier":
                 # Keep walking to the frontier chosen before while it exists: re-deciding between
                 # two similar frontiers every step would dither between them.

@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from embodied.config import check
 from embodied.eval.stats import summarize
 
-AGENT_KEYS = {"kind": None, "variants": ["kept", "cleared", "frontier"], "memory": {}, "questions": 8}
+AGENT_KEYS = {"kind": None, "variants": ["kept", "cleared", "frontier"], "memory": {}, "questions": 8,
+              "active_questions": 0}
 
 
 def is_goat(cfg: DictConfig) -> bool:
@@ -51,8 +52,9 @@ def goat_agent(cfg: DictConfig, policy: bool = False) -> dict:
     opts["variants"] = variants
     opts["memory"] = opts["memory"] or {}
     SceneMemoryConfig.from_options(opts["memory"])
-    q = opts["questions"]
-    check(isinstance(q, int) and not isinstance(q, bool) and q >= 0, "agent.questions", f"{q!r}; allowed: an integer >= 0")
+    for key in ("questions", "active_questions"):
+        q = opts[key]
+        check(isinstance(q, int) and not isinstance(q, bool) and q >= 0, f"agent.{key}", f"{q!r}; allowed: an integer >= 0")
     return opts
 
 
@@ -106,11 +108,12 @@ class PolicyAgent:
         return int(self.player.step(obs)[0][0])
 
 
-def run_episode(env, agent, seed: int, n_questions: int = 0) -> dict:
+def run_episode(env, agent, seed: int, n_questions: int = 0, n_active: int = 0) -> dict:
     """One lifelong episode; its per-goal records, the memory's cost per step, and the answers to
     `n_questions` questions about what this trajectory saw (EM-EQA style), asked twice: at the end,
     and in the middle, once the agent has begun goal K//2 + 1 (for `cleared`, after it wiped its
-    memory for that goal), about what it had seen until then."""
+    memory for that goal), about what it had seen until then; then `n_active` questions the agent may
+    walk to answer (`ask_active`)."""
     from embodied.agents.goat import answer
     from embodied.tasks.goat import questions
 
@@ -122,6 +125,7 @@ def run_episode(env, agent, seed: int, n_questions: int = 0) -> dict:
         agent.look = task.look  # frontier snapshots, for a chooser that looks at them (the VLM adapter)
     # The frontier baseline keeps no objects to answer from (its memory holds only the map).
     n_questions = 0 if agent.variant == "frontier" or not scene else n_questions
+    n_active = 0 if agent.variant == "frontier" or not scene else n_active
 
     def ask(rng_key: int) -> list[dict]:
         asked = questions(task.scene.spec, task.seen_instances, np.random.default_rng([seed, rng_key]), n_questions)
@@ -149,6 +153,62 @@ def run_episode(env, agent, seed: int, n_questions: int = 0) -> dict:
         out.update(update_ms=float(np.mean(update_ms)), update_ms_p95=float(np.percentile(update_ms, 95)),
                    snapshots=float(np.mean(snapshots)), snapshots_final=snapshots[-1],
                    objects_final=len(agent.memory.objects), bytes=float(np.mean(nbytes)), bytes_final=nbytes[-1])
+    if n_active:  # after everything above: the walks to answer them grow the memory
+        out["questions_active"] = ask_active(env, agent, seed, n_active)
+    return out
+
+
+def ask_active(env, agent, seed: int, n: int) -> list[dict]:
+    """`n` questions asked after the lifelong episode that the agent may walk to answer (A-EQA style;
+    OpenEQA's active questions): the colour of the {category} on the {furniture}, the room of the
+    {colour} {category}, about any reachable instance of the apartment, seen or not. Each starts
+    from the episode's start pose (a reset with the episode's seed: the same apartment, the same pose
+    frame as the memory's) and hands the agent its subject as a description goal; the agent answers
+    from its memory once its chooser picks a remembered object for that goal, or gives up when it has
+    nothing left to explore or `steps_per_goal` steps are spent (unanswered: its guess still counts
+    for accuracy, but scores 0 when weighted, as A-EQA's scoring does). `cleared` wipes its memory
+    for each question as for each goal.
+
+    Per question: correct, answered, steps, `path` walked (m), `shortest` (geodesic m from the start
+    to within success_distance of the subject, as a goal of it is measured), and `score` =
+    correct x answered x shortest / max(shortest, path): LLM-Match SPL's weighting with an exact
+    answer in place of the LLM judge's score (1 when it answers where it stands)."""
+    from embodied.agents.goat import answer
+    from embodied.sim import ACTIONS
+    from embodied.tasks.goat import ACTIVE_KINDS, MODALITIES, encode, questions
+    from embodied.tasks.measures import efficiency
+
+    task = env.unwrapped
+    budget, first = task.cfg.steps_per_goal, task.num_goals  # goal indices past the episode's: new goals
+    obs, _ = env.reset(seed=seed)
+    reachable = {o.id for o in task.scene.spec.objects() if np.isfinite(task.instance_distance(o.id))}
+    asked = questions(task.scene.spec, reachable, np.random.default_rng([seed, 9]), n, ACTIVE_KINDS)
+    out = []
+    for i, q in enumerate(asked):
+        if i:
+            obs, _ = env.reset(seed=seed)
+        agent.relocated()
+        shortest = task.instance_distance(q.instance)
+        goal = {"goal_index": np.array([first + i], np.int64), "goal_text": encode(q.goal_text()),
+                "goal_modality": np.array([MODALITIES.index("description")], np.int64)}
+        answered, steps, path = False, 0, 0.0
+        while steps < budget:
+            action = agent.act({**obs, **goal})
+            if agent.recalled is not None:
+                answered = True  # a remembered object matches the subject: answer from memory now
+                break
+            if ACTIONS[action] == "stop":  # nothing left to explore
+                break
+            before = np.asarray(obs["pose"], np.float64)[:2]
+            obs, _, terminated, truncated, _ = env.step(action)
+            path += float(np.linalg.norm(np.asarray(obs["pose"], np.float64)[:2] - before))
+            steps += 1
+            if terminated or truncated:
+                break
+        correct = answer(q, agent.memory) == q.answer
+        out.append({"kind": q.kind, "text": q.text, "instance": q.instance, "correct": bool(correct),
+                    "answered": answered, "steps": steps, "path": path, "shortest": shortest,
+                    "score": float(correct and answered) * efficiency(shortest, path), "chance": 1.0 / len(q.choices)})
     return out
 
 
@@ -179,6 +239,17 @@ def summarize_variant(episodes: list[dict], confidence: float) -> dict:
                         "chance": float(np.mean([a["chance"] for a in answers])),
                         "by_kind": {k: summarize([a["correct"] for a in answers if a["kind"] == k], True, confidence)
                                     for k in sorted({a["kind"] for a in answers})}}
+    active = [a for e in episodes for a in e.get("questions_active", [])]
+    if active:
+        out["questions_active"] = {
+            "n": len(active), "accuracy": summarize([a["correct"] for a in active], True, confidence),
+            "score": summarize([a["score"] for a in active], False, confidence),
+            "answered": float(np.mean([a["answered"] for a in active])),
+            "chance": float(np.mean([a["chance"] for a in active])),
+            "path": float(np.mean([a["path"] for a in active])), "shortest": float(np.mean([a["shortest"] for a in active])),
+            "steps": float(np.mean([a["steps"] for a in active])),
+            "by_kind": {k: summarize([a["correct"] for a in active if a["kind"] == k], True, confidence)
+                        for k in sorted({a["kind"] for a in active})}}
     for key in ("snapshots_final", "objects_final") if costed else ():
         out[key] = float(np.mean([e[key] for e in episodes]))
     return out
@@ -248,7 +319,8 @@ def evaluate_goat(cfg: DictConfig) -> dict[str, Any]:
     for i in range(cfg.episodes):  # variants side by side per seed: each apartment is built once
         for variant, agent in agents.items():
             t0 = time.perf_counter()
-            episodes[variant].append(run_episode(env, agent, cfg.seed + i, opts.get("questions", 0)))
+            episodes[variant].append(run_episode(env, agent, cfg.seed + i, opts.get("questions", 0),
+                                                 opts.get("active_questions", 0)))
             seconds[variant] += time.perf_counter() - t0
             if bar:
                 bar.update(1)
@@ -277,7 +349,7 @@ def evaluate_goat(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _cell(r: dict, key: str) -> str:
-    if not r.get("goals"):
+    if not r.get("goals", r.get("n")):
         return "-"
     s = r[key]
     return f"{s['mean']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]"
@@ -313,6 +385,14 @@ def format_goat(results: list[dict], confidence: float = 0.95) -> str:
             lines.append(f"| {r['variant']} | {when} | {q['n']} | {a['mean']:.2f} [{a['ci_low']:.2f}, {a['ci_high']:.2f}] "
                          f"| {q['chance']:.2f} | " + " | ".join(f"{q['by_kind'][k]['mean']:.2f}" if k in q["by_kind"]
                                                             else "-" for k in kinds) + " |")
+    active = [r for r in results if "questions_active" in r]
+    if active:
+        lines += ["", f"| variant | active questions | accuracy [{pct}] | weighted by path (LLM-Match SPL) [{pct}] "
+                  "| answered | chance | steps | walked m | shortest m |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in active:
+            q = r["questions_active"]
+            lines.append(f"| {r['variant']} | {q['n']} | {_cell(q, 'accuracy')} | {_cell(q, 'score')} | {q['answered']:.2f} "
+                         f"| {q['chance']:.2f} | {q['steps']:.0f} | {q['path']:.1f} | {q['shortest']:.1f} |")
     return "\n".join(lines)
 
 

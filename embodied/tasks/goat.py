@@ -200,6 +200,12 @@ class GoatNav(ObjectGoalEnv):
             return None
         return (out["rgb"][best, 0].copy(), out["semantic"][best, 0].astype(np.int32), poses[best].copy())
 
+    def instance_distance(self, instance: int) -> float:
+        """Geodesic distance (m) from where the agent stands to within success_distance of one
+        instance's footprint, as a goal of that instance measures it (inf when out of reach)."""
+        field = self._instance_field(self.scene, self.scene.spec.item(instance), self.scene.grid.largest_component())
+        return math.inf if field is None else float(field.at((self.agent.x, self.agent.y)))
+
     def look(self, yaw: float) -> np.ndarray:
         """rgb [H, W, 3] the agent's camera would see from where it stands, at its tilt, facing `yaw`
         (radians, in the episode-start frame of obs["pose"]): what turning in place would show, no
@@ -294,6 +300,7 @@ class GoatNav(ObjectGoalEnv):
 
 # -- questions from memory (EM-EQA style) -------------------------------------------------------------
 QUESTION_KINDS = ("attribute", "room", "count", "existence")
+ACTIVE_KINDS = ("attribute", "room")  # about one instance: an agent can go and look at it
 
 
 @dataclass
@@ -307,14 +314,30 @@ class Question:
     choices: list
     answer: int
     subject: dict
+    instance: int = -1  # the one instance an attribute or room question is about; -1 for the others
+
+    def goal_text(self) -> str:
+        """The subject worded as a description goal ("the mug on the table", "the red mug"): where an
+        agent that must look before it answers (an active question, A-EQA style) goes to look."""
+        s = self.subject
+        if self.kind == "attribute":
+            return f"the {s['category']} on the {s['receptacle']}"
+        if self.kind == "room":
+            return f"the {s['colour']} {s['category']}"
+        raise ValueError(f"a {self.kind} question names no one instance to look at; allowed: {', '.join(ACTIVE_KINDS)}")
 
 
-def questions(spec: SceneSpec, seen: set, rng: np.random.Generator, n: int) -> list[Question]:
+def questions(spec: SceneSpec, seen: set, rng: np.random.Generator, n: int,
+              kinds: tuple[str, ...] = QUESTION_KINDS) -> list[Question]:
     """Up to `n` questions about the objects an agent saw (instance ids in `seen`), EM-EQA style
     (OpenEQA's episodic-memory questions are about what the agent's trajectory showed), drawn from
     `rng`: the colour of the {category} on the {furniture}; the room of the {colour} {category};
     how many {category} it saw; whether it saw a {category} (half of these name a category absent from
-    the apartment). Each subject is unambiguous in the apartment (e.g. one mug on the table)."""
+    the apartment). Each subject is unambiguous in the apartment (e.g. one mug on the table). Only
+    questions of `kinds` are drawn (the rng is used the same way whatever `kinds` is)."""
+    bad = [k for k in kinds if k not in QUESTION_KINDS]
+    if bad or not kinds:
+        raise ValueError(f"question kinds {list(kinds)}; allowed: a non-empty subset of {', '.join(QUESTION_KINDS)}")
     objects = spec.objects()
     rooms = {r.id: r.type for r in spec.rooms}
     seen_objects = [o for o in objects if o.id in seen]
@@ -336,13 +359,13 @@ def questions(spec: SceneSpec, seen: set, rng: np.random.Generator, n: int) -> l
             if len(twins) == 1:
                 choices, answer = options(colour_name(o.color), list(COLOUR_NAMES))
                 pool.append(Question("attribute", f"what colour is the {o.category} on the {rec} ?", choices, answer,
-                                     {"category": o.category, "receptacle": rec}))
+                                     {"category": o.category, "receptacle": rec}, o.id))
         colour = colour_name(o.color)
         twins = [p for p in objects if p.category == o.category and colour_name(p.color) == colour]
         if len(twins) == 1:
             choices, answer = options(rooms[o.room], sorted(set(rooms.values())) + list(ROOM_TYPES))
             pool.append(Question("room", f"in which room is the {colour} {o.category} ?", choices, answer,
-                                 {"category": o.category, "colour": colour}))
+                                 {"category": o.category, "colour": colour}, o.id))
     for category in sorted({o.category for o in seen_objects}):
         count = sum(o.category == category for o in seen_objects)
         choices, answer = options(str(count), [str(k) for k in range(1, 6)])
@@ -351,4 +374,5 @@ def questions(spec: SceneSpec, seen: set, rng: np.random.Generator, n: int) -> l
     absent = sorted(set(OBJECT_CATEGORIES) - {o.category for o in objects})
     for category in [absent[i] for i in rng.permutation(len(absent))[: max(1, len(seen_objects) // 2)]]:
         pool.append(Question("existence", f"did you see a {category} ?", ["yes", "no"], 1, {"category": category}))
+    pool = [q for q in pool if q.kind in kinds]
     return [pool[i] for i in sorted(rng.permutation(len(pool))[:n])]
