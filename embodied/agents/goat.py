@@ -390,7 +390,7 @@ class GoatAgent:
         self.choice = None
         # The first remembered object the chooser picked for this goal, even one the map gives no path
         # to: what an answer from memory is about (an active question needs no walk there).
-        self.recalled: Choice | None = None
+        self.recalled = None
         self.visited = []
         self.unreachable: set[int] = set()  # objects without a path on the map, for this goal
         self.retried = False
