@@ -97,7 +97,7 @@ def test_eval_plays_the_checkpoint_and_writes_per_goal_records(tiny_checkpoint, 
     (goal,) = episode["goals"]
     assert goal["modality"] == "category" and goal["seed"] == 0 and 1 <= goal["steps"] <= 12
     assert result["all"]["goals"] == 1 and result["all"]["success"]["n"] == 1
-    assert "update_ms" not in result and episode["questions"] == []  # no scene memory: no cost, no questions
+    assert "update_ms" not in result and "memory" not in result and episode["questions"] == []  # no scene memory
     assert saved["training"]["counters"] and report["path"] == str(out)
     # The same episode as the scene-memory agent's: the goal's category and start distance.
     scenemem = evaluate(compose("eval", ["task=nav/goat", *SMALL_TASK, "task.modalities=[category]", "agent=scenemem",
@@ -105,6 +105,10 @@ def test_eval_plays_the_checkpoint_and_writes_per_goal_records(tiny_checkpoint, 
                                          f"out={tmp_path / 'scenemem.json'}"]))
     other = scenemem["results"][0]["per_episode"][0]["goals"][0]
     assert (other["category"], other["start_distance"]) == (goal["category"], goal["start_distance"])
+    # The scene memory's cost, as the report's memory-efficiency comparison reads it.
+    row = scenemem["results"][0]
+    assert row["memory"]["state_bytes"] == round(row["bytes"]) > 0
+    assert row["memory"]["read_s_per_env_step"] == row["update_ms"] / 1000 > 0
 
 
 def test_record_plays_the_checkpoint(tiny_checkpoint, tmp_path):

@@ -334,6 +334,9 @@ def evaluate_goat(cfg: DictConfig) -> dict[str, Any]:
         results.append({"task": "nav/goat", "method": method, "variant": v, "chooser": chooser_name, "episodes": len(eps),
                         "seconds": seconds[v], "success": summary["all"]["success"], "spl": summary["all"]["spl"],
                         **summary, "per_episode": eps})
+        if "bytes" in summary:  # the scene memory in the report's memory-efficiency comparison
+            results[-1]["memory"] = {"name": "SceneMemory", "state_bytes": int(round(summary["bytes"])),
+                                     "read_s_per_env_step": summary["update_ms"] / 1000.0, "grows": True}
     if bar:
         bar.close()
     env.close()

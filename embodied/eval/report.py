@@ -441,7 +441,9 @@ def render(results_dir: Path, plots: bool = True) -> tuple[str, dict[str, bytes]
             lines += ["## Memory efficiency", "",
                       "Success against what the memory costs: its state for one env (fixed capacity) and the",
                       "time of its reads per env step during the evaluation (machine-dependent; the plot's log",
-                      "axes leave out memories without state).", "",
+                      "axes leave out memories without state). A memory that grows over an episode (the scene",
+                      "memory of nav/goat) gives the bytes it held, averaged over the episode's steps, and the",
+                      "time of its whole update per step.", "",
                       "| task | agent | success | memory state (bytes) | read time per env step (µs) |", "|---|---|---|---|---|"]
             for r in costed:
                 t = r["memory_cost"].get("read_s_per_env_step")
