@@ -69,6 +69,13 @@ def test_eval_command_runs_the_ablation_table_and_bad_agent_keys_are_one_line(tm
     assert report["results"][2]["success"]["mean"] == 1.0 and report["results"][0]["learned_tasks"] == 10
     assert (tmp_path / "hh_memory" / "full.sqlite").is_file()
     assert "success by epoch" in capsys.readouterr().out
+    # The memory's cost, as the report's memory-efficiency comparison reads it: the file grows as it learns.
+    full, no_graph, oracle = report["results"]
+    for row in (full, no_graph):
+        assert row["memory"]["state_bytes"] > 0 and row["memory"]["read_s_per_env_step"] > 0
+    assert "memory" not in oracle
+    grown = [c["memory"]["state_bytes"] for c in report["curves"] if c["variant"] == "full"]
+    assert grown[0] < grown[1]
     for args, message in [(["agent.variants=[fulll]"], "agent.variants: ['fulll']; allowed: a list of full,"),
                           (["+agent.speed=2"], "agent.speed: unknown key; allowed: cases,"),
                           (["agent.epochs=-1"], "agent.epochs: -1; allowed: an integer >= 0"),

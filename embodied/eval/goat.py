@@ -336,7 +336,7 @@ def evaluate_goat(cfg: DictConfig) -> dict[str, Any]:
                         **summary, "per_episode": eps})
         if "bytes" in summary:  # the scene memory in the report's memory-efficiency comparison
             results[-1]["memory"] = {"name": "SceneMemory", "state_bytes": int(round(summary["bytes"])),
-                                     "read_s_per_env_step": summary["update_ms"] / 1000.0, "grows": True}
+                                     "read_s_per_env_step": summary["update_ms"] / 1000.0}
     if bar:
         bar.close()
     env.close()

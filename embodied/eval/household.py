@@ -98,6 +98,8 @@ def evaluate_household(cfg: DictConfig) -> dict[str, Any]:
                 if opts["epochs"] and variant != "oracle":
                     learned = learn(agent, learn_envs, opts, learned, on_task=bar.update if bar else None)
                 for name, env in envs.items():
+                    pool = memory.pool if memory is not None else None
+                    read = pool.read_seconds if pool is not None else 0.0
                     episodes = [run_episode(env, agent, cfg.seed + i) for i in range(cfg.episodes)]
                     if bar:
                         bar.update(len(episodes))
@@ -107,9 +109,12 @@ def evaluate_household(cfg: DictConfig) -> dict[str, Any]:
                            "success": summarize([e["success"] for e in episodes], True, cfg.confidence),
                            **{k: float(np.mean([e[k] for e in episodes]))
                               for k in ("steps", "subgoals_done", "subgoals_total", "replans", "reflections")}}
-                    if memory is not None:
-                        row["memory"] = {"graph_version": memory.store.graph_version(world),
-                                         "cases": memory.store.count_cases(world)}
+                    if memory is not None:  # its cost (the report's memory-efficiency comparison): the file, its retrievals
+                        steps = sum(e["steps"] for e in episodes)
+                        row["memory"] = {"name": "HybridMemory", "graph_version": memory.store.graph_version(world),
+                                         "cases": memory.store.count_cases(world), "state_bytes": memory.store.nbytes()}
+                        if pool is not None and steps:
+                            row["memory"]["read_s_per_env_step"] = (pool.read_seconds - read) / steps
                     curves.append(row)
                     if epoch + 1 == max(opts["epochs"], 1):
                         results.append({**row, "per_episode": episodes})

@@ -441,9 +441,10 @@ def render(results_dir: Path, plots: bool = True) -> tuple[str, dict[str, bytes]
             lines += ["## Memory efficiency", "",
                       "Success against what the memory costs: its state for one env (fixed capacity) and the",
                       "time of its reads per env step during the evaluation (machine-dependent; the plot's log",
-                      "axes leave out memories without state). A memory that grows over an episode (the scene",
-                      "memory of nav/goat) gives the bytes it held, averaged over the episode's steps, and the",
-                      "time of its whole update per step.", "",
+                      "axes leave out memories without state). Memories that grow give what they held: the scene",
+                      "memory of nav/goat its bytes averaged over an episode's steps, with the time of its whole",
+                      "update per step; the household's graph and pool their database after learning, with the",
+                      "time of the pool's retrievals per step.", "",
                       "| task | agent | success | memory state (bytes) | read time per env step (µs) |", "|---|---|---|---|---|"]
             for r in costed:
                 t = r["memory_cost"].get("read_s_per_env_step")

@@ -6,6 +6,7 @@ outcome and refreshed from the store by id, so entries another process wrote are
 """
 from __future__ import annotations
 
+import time
 import zlib
 
 import numpy as np
@@ -40,6 +41,7 @@ class ExperiencePool:
         self._matrix: dict[str, np.ndarray] = {o: np.zeros((0, FEATURE_DIM), np.float32) for o in self._rows}
         self._kinds: dict[str, np.ndarray] = {o: np.zeros(0, np.int32) for o in self._rows}  # kind codes, for masks
         self._codes: dict[str, int] = {}
+        self.read_seconds = 0.0  # spent in retrieve, for the memory's cost per env step
         self.refresh()
 
     def _append(self, outcome: str, rows: list, vectors: np.ndarray) -> None:
@@ -76,14 +78,17 @@ class ExperiencePool:
 
     def retrieve(self, fields: dict, outcome: str, k: int = 8, kind: str | None = None) -> list[tuple[float, dict]]:
         """The k most similar cases of `outcome` (of `kind` if given): (cosine, record), best first."""
+        start = time.perf_counter()
         matrix = self._matrix[outcome]
-        if not len(matrix) or k <= 0:
-            return []
-        scores = matrix @ features(fields)
-        rows = self._rows[outcome]
-        if kind is not None:
-            scores = np.where(self._kinds[outcome] == self._codes.get(kind, -1), scores, -np.inf)
-        k = min(k, len(scores))
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [(float(scores[i]), rows[i][3]) for i in top if np.isfinite(scores[i])]
+        found = []
+        if len(matrix) and k > 0:
+            scores = matrix @ features(fields)
+            rows = self._rows[outcome]
+            if kind is not None:
+                scores = np.where(self._kinds[outcome] == self._codes.get(kind, -1), scores, -np.inf)
+            k = min(k, len(scores))
+            top = np.argpartition(-scores, k - 1)[:k]
+            top = top[np.argsort(-scores[top], kind="stable")]
+            found = [(float(scores[i]), rows[i][3]) for i in top if np.isfinite(scores[i])]
+        self.read_seconds += time.perf_counter() - start
+        return found

@@ -68,6 +68,11 @@ class MemoryStore:
     def close(self) -> None:
         self.db.close()
 
+    def nbytes(self) -> int:
+        """The database's size (pages x page size, what the write-ahead log holds included)."""
+        (pages,), (size,) = self.db.execute("PRAGMA page_count").fetchone(), self.db.execute("PRAGMA page_size").fetchone()
+        return int(pages) * int(size)
+
     # --- the knowledge graph ----------------------------------------------------------------------------
     def graph_version(self, world: str) -> int:
         row = self.db.execute("SELECT MAX(version) FROM graph_versions WHERE world = ?", (world,)).fetchone()
