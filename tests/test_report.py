@@ -173,3 +173,22 @@ def test_success_by_learning_epoch_is_plotted_per_tier(tmp_path):
     text = page.read_text()
     assert "(results/evolution_hh_two.png)" in text and "evolution_hh_one" not in text
     assert (results / "evolution_hh_two.png").stat().st_size > 1000 and not (results / "evolution_hh_one.png").exists()
+
+
+def test_cost_points_are_one_per_file_and_agent_with_success_averaged_over_its_tasks():
+    from embodied.eval.report import cost_points
+
+    def row(file, agent, task, success, state, read=None):
+        cost = {"state_bytes": state} if read is None else {"state_bytes": state, "read_s_per_env_step": read}
+        return {"file": file, "agent": agent, "task": task, "family": task.split("/")[0],
+                "success": {"mean": success}, "memory_cost": cost}
+
+    rows = [row("hh.json", "full", "household/tier1", 1.0, 100, 2e-5), row("hh.json", "full", "household/tier2", 0.5, 100, 4e-5),
+            row("hh.json", "no_pool", "household/tier1", 0.2, 10), row("b.json", "hcam", "ballet/4_delay16", 0.9, 80, 1e-3),
+            {**row("b.json", "none", "ballet/4_delay16", 0.3, 0), "memory_cost": {}}]
+    points = {(p["family"], p["agent"]): p for p in cost_points(rows)}
+    assert set(points) == {("household", "full"), ("household", "no_pool"), ("ballet", "hcam")}
+    full = points[("household", "full")]
+    assert full["success"] == 0.75 and full["state_bytes"] == 100 and full["read_s_per_env_step"] == pytest.approx(3e-5)
+    assert full["task"] == "household: 2 tasks, mean" and points[("ballet", "hcam")]["task"] == "4_delay16"
+    assert points[("household", "no_pool")]["read_s_per_env_step"] is None

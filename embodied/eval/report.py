@@ -345,8 +345,27 @@ def _recipe(row: dict) -> str:
     return next((w.split("=", 1)[1] for w in command.split() if w.startswith("+experiment=")), row["agent"])
 
 
-def _plot_frontier(rows: list[dict], out_dir: Path) -> str | None:
-    points = [r for r in rows if (r["memory_cost"] or {}).get("state_bytes")]  # log axes: no point for a stateless memory
+def cost_points(rows: list[dict]) -> list[dict]:
+    """One point per result file and agent whose memory reports its cost: success averaged over that
+    file's tasks (the household's tiers share one memory, so one cost), with the memory's state bytes
+    and read time per env step averaged likewise."""
+    groups: dict[tuple, list] = {}
+    for r in rows:
+        if "state_bytes" in (r["memory_cost"] or {}):
+            groups.setdefault((r["file"], r["agent"]), []).append(r)
+    points = []
+    for (_, agent), rs in groups.items():
+        times = [r["memory_cost"]["read_s_per_env_step"] for r in rs if r["memory_cost"].get("read_s_per_env_step") is not None]
+        task = rs[0]["task"].split("/", 1)[-1] if len(rs) == 1 else f"{rs[0]['family']}: {len(rs)} tasks, mean"
+        points.append({"family": rs[0]["family"], "task": task, "agent": agent,
+                       "success": float(np.mean([r["success"]["mean"] for r in rs])),
+                       "state_bytes": int(np.mean([r["memory_cost"]["state_bytes"] for r in rs])),
+                       "read_s_per_env_step": float(np.mean(times)) if times else None})
+    return points
+
+
+def _plot_frontier(points: list[dict], out_dir: Path) -> str | None:
+    points = [p for p in points if p["state_bytes"]]  # log axes: no point for a stateless memory
     if not points:
         return None
     import matplotlib
@@ -354,28 +373,28 @@ def _plot_frontier(rows: list[dict], out_dir: Path) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    timed = [r for r in points if r["memory_cost"].get("read_s_per_env_step")]
-    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(10 if timed else 5, 3.6), squeeze=False)
+    timed = [p for p in points if p["read_s_per_env_step"]]
+    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(12 if timed else 6, 4.2), squeeze=False)
     panels = [("state_bytes", "memory state per env (bytes)", points)]
     if timed:
         panels.append(("read_s_per_env_step", "memory read time per env step (s)", timed))
-    tasks = sorted({r["task"] for r in points})
+    families = sorted({p["family"] for p in points})
     markers = "os^Dv<>p*h"
     for ax, (key, label, subset) in zip(axes[0], panels):
-        for r in subset:
-            ax.scatter(r["memory_cost"][key], r["success"]["mean"], marker=markers[tasks.index(r["task"]) % len(markers)])
-            ax.annotate(str(r["agent"]), (r["memory_cost"][key], r["success"]["mean"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
+        for p in subset:
+            i = families.index(p["family"])
+            ax.scatter(p[key], p["success"], marker=markers[i % len(markers)], color=f"C{i % 10}")
+            ax.annotate(str(p["agent"]), (p[key], p["success"]), fontsize=6, xytext=(3, 2), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel("success")
-        ax.set_ylim(-0.05, 1.05)
+        ax.set_ylim(-0.05, 1.1)
         ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], linestyle="", marker=markers[i % len(markers)], color="gray", label=t)
-               for i, t in enumerate(tasks)]
-    axes[0][0].legend(handles=handles, fontsize=7, loc="lower right")
+    handles = [plt.Line2D([], [], linestyle="", marker=markers[i % len(markers)], color=f"C{i % 10}", label=f)
+               for i, f in enumerate(families)]
+    fig.legend(handles=handles, fontsize=7, loc="lower center", ncol=len(families), frameon=False)
     fig.suptitle("Memory efficiency: success against memory cost", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     name = "frontier.png"
     fig.savefig(out_dir / name, dpi=90, metadata={"Software": None})
     plt.close(fig)
@@ -436,7 +455,7 @@ def render(results_dir: Path, plots: bool = True) -> tuple[str, dict[str, bytes]
                     _plot_curves(family, group, tmp_dir)
                 lines += ["", f"![{family} learning curves](results/curves_{family}.png)"]
             lines.append("")
-        costed = [r for r in rows if "state_bytes" in (r["memory_cost"] or {})]
+        costed = cost_points(rows)
         if costed:
             lines += ["## Memory efficiency", "",
                       "Success against what the memory costs: its state for one env (fixed capacity) and the",
@@ -444,14 +463,15 @@ def render(results_dir: Path, plots: bool = True) -> tuple[str, dict[str, bytes]
                       "axes leave out memories without state). Memories that grow give what they held: the scene",
                       "memory of nav/goat its bytes averaged over an episode's steps, with the time of its whole",
                       "update per step; the household's graph and pool their database after learning, with the",
-                      "time of the pool's retrievals per step.", "",
+                      "time of the pool's retrievals per step. One point per result file and agent: success",
+                      "averaged over that file's tasks (the household's tiers share one memory).", "",
                       "| task | agent | success | memory state (bytes) | read time per env step (µs) |", "|---|---|---|---|---|"]
-            for r in costed:
-                t = r["memory_cost"].get("read_s_per_env_step")
-                lines.append(f"| {r['task'].split('/', 1)[-1]} | {r['agent']} | {r['success']['mean']:.2f} | "
-                             f"{r['memory_cost']['state_bytes']:,} | {'—' if t is None else f'{t * 1e6:.0f}'} |")
+            for p in costed:
+                t = p["read_s_per_env_step"]
+                lines.append(f"| {p['task']} | {p['agent']} | {p['success']:.2f} | "
+                             f"{p['state_bytes']:,} | {'—' if t is None else f'{t * 1e6:.0f}'} |")
             if plots:
-                _plot_frontier(rows, tmp_dir)
+                _plot_frontier(costed, tmp_dir)
             lines += ["", "![memory efficiency frontier](results/frontier.png)"]
             lines.append("")
         if plots:
