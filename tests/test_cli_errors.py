@@ -186,3 +186,25 @@ def test_every_experiment_recipe_composes_into_a_valid_run(name):
     not half an hour into a training run on a cluster."""
     cfg = compose("train", [f"+experiment={name}"])
     assert cfg.task.name and cfg.memory.name and cfg.trainer.name
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["task=nav/goat", "agent=scenemem", "confidence=2"], "confidence: 2.0; allowed: (0, 1)"),
+    (["task=nav/goat", "agent=scenemem", "seed=-5"], "seed: -5; allowed: 0 <= seed"),
+    (["task=household/tier1", "agent=optimus", "confidence=0"], "confidence: 0.0; allowed: (0, 1)"),
+    (["task=household/tier1", "agent=optimus", "split=bogus"], "split: 'bogus'; allowed: train, val, test, null"),
+])
+def test_eval_keys_are_checked_for_the_goat_and_household_protocols_too(capsys, tmp_path, monkeypatch, argv, expected):
+    # nav/goat and household run their own protocols: the shared keys still fail at start, in one line,
+    # not as a traceback from the statistics once every episode has run.
+    monkeypatch.chdir(tmp_path)
+    assert expected in fails(capsys, "eval", *argv, "episodes=1", "quiet=true")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("argv", [["task=nav/pointnav", "agent=oracle"], ["task=household/tier1", "agent=optimus"]])
+def test_eval_out_that_is_a_directory_fails_before_the_episodes(capsys, tmp_path, argv):
+    # It used to fail after the whole evaluation, naming OUT.tmp, and leave that temp file behind.
+    line = fails(capsys, "eval", *argv, "episodes=1", "quiet=true", f"out={tmp_path}")
+    assert f"out: {tmp_path} is a directory; allowed: a JSON file path" in line
+    assert not list(tmp_path.iterdir()) and not tmp_path.with_name(tmp_path.name + ".tmp").exists()
