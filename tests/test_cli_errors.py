@@ -208,3 +208,15 @@ def test_eval_out_that_is_a_directory_fails_before_the_episodes(capsys, tmp_path
     line = fails(capsys, "eval", *argv, "episodes=1", "quiet=true", f"out={tmp_path}")
     assert f"out: {tmp_path} is a directory; allowed: a JSON file path" in line
     assert not list(tmp_path.iterdir()) and not tmp_path.with_name(tmp_path.name + ".tmp").exists()
+
+
+@pytest.mark.parametrize("command,argv,expected", [
+    ("play", ["task=ballet/4_delay16"], "task: ballet/4_delay16: embodied play runs the navigation tasks; allowed: nav/goat, "),
+    ("play", ["task=household/tier1"], "task: household/tier1: embodied play runs the navigation tasks"),
+    ("play", ["seed=-1"], "seed: -1; allowed: >= 0"),
+    ("record", ["agent=oracle", "seed=-1"], "seed: -1; allowed: >= 0"),
+])
+def test_play_and_record_refuse_what_they_cannot_run_in_one_line(capsys, tmp_path, command, argv, expected):
+    # These were tracebacks (a KeyError on info["scene"], numpy's seed error) after out was created.
+    assert expected in fails(capsys, command, *argv, f"out={tmp_path / 'out'}", "quiet=true")
+    assert not (tmp_path / "out").exists()

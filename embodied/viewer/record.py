@@ -116,6 +116,7 @@ def record(cfg) -> list[dict]:
     from tqdm import tqdm
 
     check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
+    check(cfg.seed >= 0, "seed", f"{cfg.seed}; allowed: >= 0")
     out = Path(cfg.out)
     paths = [out / f"episode_{ep:03d}.rrd" for ep in range(cfg.episodes)]
     task = OmegaConf.to_container(cfg.task, resolve=True)
