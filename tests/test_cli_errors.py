@@ -220,3 +220,16 @@ def test_play_and_record_refuse_what_they_cannot_run_in_one_line(capsys, tmp_pat
     # These were tracebacks (a KeyError on info["scene"], numpy's seed error) after out was created.
     assert expected in fails(capsys, command, *argv, f"out={tmp_path / 'out'}", "quiet=true")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv,agent", [
+    (["task=nav/goat", "agent=scenemem"], "scenemem"),
+    (["task=household/tier1", "agent=optimus"], "optimus"),
+    (["agent=oracle"], "oracle"),
+])
+def test_train_with_an_agent_that_has_nothing_to_train_names_the_agent(capsys, tmp_path, argv, agent):
+    # Was "build_agent() got multiple values for keyword argument 'memory'" or "unknown agent option 'kind'".
+    line = fails(capsys, "train", *argv, f"run_dir={tmp_path / 'run'}", "total_steps=16", "quiet=true")
+    assert f"agent: '{agent}' (agent.kind) has no weights to train" in line
+    assert line.endswith("allowed: default, goat_pointer, keyframe")
+    assert not (tmp_path / "run").exists()
