@@ -233,3 +233,20 @@ def test_train_with_an_agent_that_has_nothing_to_train_names_the_agent(capsys, t
     assert f"agent: '{agent}' (agent.kind) has no weights to train" in line
     assert line.endswith("allowed: default, goat_pointer, keyframe")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command,argv,expected", [
+    ("eval", ["task=nav/pointnav", "ckpt={d}"], "{d}: a directory; allowed: a checkpoint file (a run directory's latest.pt"),
+    ("record", ["ckpt={d}"], "{d}: a directory; allowed: a checkpoint file"),
+    ("eval", ["agent=oracle", "task.episodes_file={d}"], "{d}: a directory; allowed: a habitat-lab PointNav/ObjectNav episode file"),
+    ("episodes", ["check", "{d}"], "{d}: a directory; allowed: a habitat-lab PointNav/ObjectNav episode file"),
+    ("view", ["{d}"], "{d}: a directory; allowed: a recording file in it (episode_000.rrd, ...)"),
+    ("video", ["{d}"], "{d}: a directory; allowed: a recording file in it"),
+])
+def test_a_directory_where_a_file_goes_is_named_as_one(capsys, tmp_path, monkeypatch, command, argv, expected):
+    # A run directory for ckpt=, a recordings folder for view: it used to say "no such ... file".
+    monkeypatch.chdir(tmp_path)
+    d = tmp_path / "given"
+    d.mkdir()
+    argv = [a.format(d=d) for a in argv]
+    assert expected.format(d=d) in fails(capsys, command, *argv, *(["out=o.json", "episodes=1"] if command == "eval" else []))
