@@ -250,3 +250,28 @@ def test_a_directory_where_a_file_goes_is_named_as_one(capsys, tmp_path, monkeyp
     d.mkdir()
     argv = [a.format(d=d) for a in argv]
     assert expected.format(d=d) in fails(capsys, command, *argv, *(["out=o.json", "episodes=1"] if command == "eval" else []))
+
+
+@pytest.mark.parametrize("command,argv,expected", [
+    # a training-only agent config: was Hydra's "In 'agent/goat_pointer': Could not override 'trainer'. ..."
+    ("eval", ["task=nav/goat", "agent=goat_pointer"], "agent=goat_pointer: configs/agent/goat_pointer.yaml selects the "
+     "trainer group, which only `embodied train` has (eval and record take a trained agent as ckpt=PATH)"),
+    ("play", ["agent=keyframe"], "agent=keyframe: configs/agent/keyframe.yaml selects the trainer group"),
+    # was "agent: None needs ckpt=..."
+    ("record", ["agent=default"], "agent: a trained agent's config (no agent.kind) needs ckpt=PATH; allowed without one: oracle"),
+    # was "task: 'memorybench/nav/pointnav'; ..."
+    ("demos", ["task=nav/pointnav", "n=1"], "task: 'nav/pointnav'; allowed: memorybench/"),
+    # was "/etc/passwd: File exists" (from creating the folder)
+    ("eval", ["task=household/tier1", "agent=optimus", "agent.memory={f}", "out=o.json"],
+     "agent.memory: {f} is a file; allowed: a folder of <variant>.sqlite memory files, or null"),
+    # was a failure after rendering, naming DIR.tmp and leaving it behind
+    ("report", ["--results", "{d}", "--out", "{d}"], "--out: {d} is a directory; allowed: a markdown file path"),
+])
+def test_misleading_messages_name_what_is_wrong(capsys, tmp_path, monkeypatch, command, argv, expected):
+    monkeypatch.chdir(tmp_path)
+    f, d = tmp_path / "file", tmp_path / "dir"
+    f.write_text("x")
+    d.mkdir()
+    line = fails(capsys, command, *[a.format(f=f, d=d) for a in argv])
+    assert expected.format(f=f, d=d) in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file"] and not list(d.iterdir())

@@ -135,7 +135,8 @@ def record(cfg) -> list[dict]:
         policy, env = checkpoint_policy(cfg.ckpt, task, deterministic=bool(cfg.deterministic), ckpt=ckpt)
         name = f"checkpoint {cfg.ckpt}"
     else:
-        check(kind in POLICIES, "agent", f"{kind!r} needs ckpt=...; allowed without one: {', '.join(POLICIES)}")
+        check(kind in POLICIES, "agent", f"{kind!r} needs ckpt=...; allowed without one: {', '.join(POLICIES)}" if kind
+              else f"a trained agent's config (no agent.kind) needs ckpt=PATH; allowed without one: {', '.join(POLICIES)}")
         env = make_env(task)
         policy = OraclePolicy() if kind == "oracle" else RandomPolicy(cfg.seed)
         if kind == "scenemem":
