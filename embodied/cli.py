@@ -476,7 +476,7 @@ def cmd_demos(argv: list[str]) -> None:
         raise ConfigError("task: missing; e.g. task=memorybench/put_block_back")
     from embodied.tasks.memorybench.dataset import write_demos
 
-    task = args["task"] if args["task"].startswith("memorybench/") else f"memorybench/{args['task']}"
+    task = args["task"] if "/" in args["task"] else f"memorybench/{args['task']}"  # put_block_back: a MemoryBench task
     out = args["out"] or f"data/{task.replace('/', '_')}_{args['split']}.npz"
     if Path(out).exists() and not args["overwrite"]:
         raise ConfigError(f"out: {out} exists (an earlier run's); pass another out=FILE.npz, or overwrite=true to replace it")
@@ -585,6 +585,8 @@ def cmd_report(argv: list[str]) -> None:
     p.add_argument("--out", default=None, help="markdown page to write (default: docs/results.md)")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 when the page is not what the files render")
     a = p.parse_args(argv)
+    if a.out and Path(a.out).is_dir():  # else it fails after rendering, leaving OUT.tmp behind
+        _fail(f"--out: {a.out} is a directory; allowed: a markdown file path, e.g. {Path(a.out) / 'results.md'}")
     from embodied.eval.report import report
 
     raise SystemExit(report(a.results, a.out, check=a.check))

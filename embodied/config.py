@@ -292,6 +292,12 @@ def composition_error(exc: BaseException, overrides: list[str]) -> ConfigError |
                 return ConfigError(f"{key}: unknown key{where}; closest: {', '.join(close)}; "
                                    f"allowed: {', '.join(sorted(full))}")
             return ConfigError(f"{key}: unknown key{where}; allowed: {', '.join(sorted(full)) or 'none'}")
+    # e.g. `embodied eval agent=goat_pointer`: a training-only option, whose defaults list selects trainer=bc
+    override = re.match(r"In '(\w+)/([\w/]+)': Could not override '(\w+)'", str(exc))
+    if override:
+        group, option, other = override.groups()
+        return ConfigError(f"{group}={option}: configs/{group}/{option}.yaml selects the {other} group, which only "
+                           "`embodied train` has" + (" (eval and record take a trained agent as ckpt=PATH)" if group == "agent" else ""))
     if isinstance(exc, (HydraException, OmegaConfBaseException)):
         text = str(exc).split("\nConfig search path:")[0]
         text = re.sub(r"To append to your (config|default list) use \S+", "", text)

@@ -167,7 +167,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     file and the problem."""
     path = resolve_checkpoint(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{path}: a directory; allowed: a checkpoint file (a run directory's latest.pt or best.pt)"
+                              if path.is_dir() else f"{path}: no such checkpoint file")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
             warnings.simplefilter("ignore")

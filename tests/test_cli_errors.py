@@ -186,3 +186,92 @@ def test_every_experiment_recipe_composes_into_a_valid_run(name):
     not half an hour into a training run on a cluster."""
     cfg = compose("train", [f"+experiment={name}"])
     assert cfg.task.name and cfg.memory.name and cfg.trainer.name
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["task=nav/goat", "agent=scenemem", "confidence=2"], "confidence: 2.0; allowed: (0, 1)"),
+    (["task=nav/goat", "agent=scenemem", "seed=-5"], "seed: -5; allowed: 0 <= seed"),
+    (["task=household/tier1", "agent=optimus", "confidence=0"], "confidence: 0.0; allowed: (0, 1)"),
+    (["task=household/tier1", "agent=optimus", "split=bogus"], "split: 'bogus'; allowed: train, val, test, null"),
+])
+def test_eval_keys_are_checked_for_the_goat_and_household_protocols_too(capsys, tmp_path, monkeypatch, argv, expected):
+    # nav/goat and household run their own protocols: the shared keys still fail at start, in one line,
+    # not as a traceback from the statistics once every episode has run.
+    monkeypatch.chdir(tmp_path)
+    assert expected in fails(capsys, "eval", *argv, "episodes=1", "quiet=true")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("argv", [["task=nav/pointnav", "agent=oracle"], ["task=household/tier1", "agent=optimus"]])
+def test_eval_out_that_is_a_directory_fails_before_the_episodes(capsys, tmp_path, argv):
+    # It used to fail after the whole evaluation, naming OUT.tmp, and leave that temp file behind.
+    line = fails(capsys, "eval", *argv, "episodes=1", "quiet=true", f"out={tmp_path}")
+    assert f"out: {tmp_path} is a directory; allowed: a JSON file path" in line
+    assert not list(tmp_path.iterdir()) and not tmp_path.with_name(tmp_path.name + ".tmp").exists()
+
+
+@pytest.mark.parametrize("command,argv,expected", [
+    ("play", ["task=ballet/4_delay16"], "task: ballet/4_delay16: embodied play runs the navigation tasks; allowed: nav/goat, "),
+    ("play", ["task=household/tier1"], "task: household/tier1: embodied play runs the navigation tasks"),
+    ("play", ["seed=-1"], "seed: -1; allowed: >= 0"),
+    ("record", ["agent=oracle", "seed=-1"], "seed: -1; allowed: >= 0"),
+])
+def test_play_and_record_refuse_what_they_cannot_run_in_one_line(capsys, tmp_path, command, argv, expected):
+    # These were tracebacks (a KeyError on info["scene"], numpy's seed error) after out was created.
+    assert expected in fails(capsys, command, *argv, f"out={tmp_path / 'out'}", "quiet=true")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv,agent", [
+    (["task=nav/goat", "agent=scenemem"], "scenemem"),
+    (["task=household/tier1", "agent=optimus"], "optimus"),
+    (["agent=oracle"], "oracle"),
+])
+def test_train_with_an_agent_that_has_nothing_to_train_names_the_agent(capsys, tmp_path, argv, agent):
+    # Was "build_agent() got multiple values for keyword argument 'memory'" or "unknown agent option 'kind'".
+    line = fails(capsys, "train", *argv, f"run_dir={tmp_path / 'run'}", "total_steps=16", "quiet=true")
+    assert f"agent: '{agent}' (agent.kind) has no weights to train" in line
+    assert line.endswith("allowed: default, goat_pointer, keyframe")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command,argv,expected", [
+    ("eval", ["task=nav/pointnav", "ckpt={d}"], "{d}: a directory; allowed: a checkpoint file (a run directory's latest.pt"),
+    ("record", ["ckpt={d}"], "{d}: a directory; allowed: a checkpoint file"),
+    ("eval", ["agent=oracle", "task.episodes_file={d}"], "{d}: a directory; allowed: a habitat-lab PointNav/ObjectNav episode file"),
+    ("episodes", ["check", "{d}"], "{d}: a directory; allowed: a habitat-lab PointNav/ObjectNav episode file"),
+    ("view", ["{d}"], "{d}: a directory; allowed: a recording file in it (episode_000.rrd, ...)"),
+    ("video", ["{d}"], "{d}: a directory; allowed: a recording file in it"),
+])
+def test_a_directory_where_a_file_goes_is_named_as_one(capsys, tmp_path, monkeypatch, command, argv, expected):
+    # A run directory for ckpt=, a recordings folder for view: it used to say "no such ... file".
+    monkeypatch.chdir(tmp_path)
+    d = tmp_path / "given"
+    d.mkdir()
+    argv = [a.format(d=d) for a in argv]
+    assert expected.format(d=d) in fails(capsys, command, *argv, *(["out=o.json", "episodes=1"] if command == "eval" else []))
+
+
+@pytest.mark.parametrize("command,argv,expected", [
+    # a training-only agent config: was Hydra's "In 'agent/goat_pointer': Could not override 'trainer'. ..."
+    ("eval", ["task=nav/goat", "agent=goat_pointer"], "agent=goat_pointer: configs/agent/goat_pointer.yaml selects the "
+     "trainer group, which only `embodied train` has (eval and record take a trained agent as ckpt=PATH)"),
+    ("play", ["agent=keyframe"], "agent=keyframe: configs/agent/keyframe.yaml selects the trainer group"),
+    # was "agent: None needs ckpt=..."
+    ("record", ["agent=default"], "agent: a trained agent's config (no agent.kind) needs ckpt=PATH; allowed without one: oracle"),
+    # was "task: 'memorybench/nav/pointnav'; ..."
+    ("demos", ["task=nav/pointnav", "n=1"], "task: 'nav/pointnav'; allowed: memorybench/"),
+    # was "/etc/passwd: File exists" (from creating the folder)
+    ("eval", ["task=household/tier1", "agent=optimus", "agent.memory={f}", "out=o.json"],
+     "agent.memory: {f} is a file; allowed: a folder of <variant>.sqlite memory files, or null"),
+    # was a failure after rendering, naming DIR.tmp and leaving it behind
+    ("report", ["--results", "{d}", "--out", "{d}"], "--out: {d} is a directory; allowed: a markdown file path"),
+])
+def test_misleading_messages_name_what_is_wrong(capsys, tmp_path, monkeypatch, command, argv, expected):
+    monkeypatch.chdir(tmp_path)
+    f, d = tmp_path / "file", tmp_path / "dir"
+    f.write_text("x")
+    d.mkdir()
+    line = fails(capsys, command, *[a.format(f=f, d=d) for a in argv])
+    assert expected.format(f=f, d=d) in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file"] and not list(d.iterdir())

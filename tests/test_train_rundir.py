@@ -330,3 +330,14 @@ def test_keyframe_training_shares_the_run_dir_lock_and_rejects_without_writing(t
     before = snapshot(run)
     assert train(cfg)["update"] == 1  # finished: says so, writes nothing
     assert snapshot(run) == before
+
+
+def test_the_end_line_names_best_pt_only_when_best_metric_wrote_it(tmp_path, caplog):
+    # best_metric=a name no metric has: best.pt is never written, and the last line used to name it anyway.
+    for name, metric, expected in (("typo", "episode/sucess", "(latest.pt, no best.pt: no metric 'episode/sucess' was logged)"),
+                                   ("auto", "auto", "(latest.pt, best.pt)")):
+        run = tmp_path / name
+        with caplog.at_level("INFO", logger="embodied.train"):
+            train(compose("train", [*TOY, f"run_dir={run}", "total_steps=128", f"best_metric={metric}"]))
+        end = [r.getMessage() for r in caplog.records if "finished at" in r.getMessage()][-1]
+        assert expected in end and (run / "best.pt").exists() == (metric == "auto")

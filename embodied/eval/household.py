@@ -48,6 +48,8 @@ def household_agent(cfg: DictConfig) -> dict:
     bad = [v for v in variants if v not in allowed]
     check(variants and not bad, "agent.variants", f"{bad or variants}; allowed: a list of {', '.join(allowed)}")
     opts["variants"] = variants
+    check(not (opts["memory"] and Path(opts["memory"]).is_file()), "agent.memory",
+          f"{opts['memory']} is a file; allowed: a folder of <variant>.sqlite memory files, or null")
     for key, low in (("epochs", 0), ("tasks_per_epoch", 0), ("teacher_every", 0), ("cases", 0)):
         check(isinstance(opts[key], int) and not isinstance(opts[key], bool) and opts[key] >= low, f"agent.{key}",
               f"{opts[key]!r}; allowed: an integer >= {low}")

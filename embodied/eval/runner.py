@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from embodied.config import check, config_file, data_dir, provenance
+from embodied.config import ConfigError, check, config_file, data_dir, provenance
 from embodied.envs import finished_episodes
 from embodied.eval.report import MemoryTimer, memory_record, result_groups, training_record
 from embodied.eval.stats import summarize
@@ -95,7 +95,10 @@ def _policy(cfg: DictConfig) -> str:
     return kind
 
 
-def validate_eval_config(cfg: DictConfig) -> str:
+def check_eval_keys(cfg: DictConfig) -> None:
+    """The top-level keys every protocol reads (checkpoints and baselines, nav/goat, household),
+    checked before any episode runs; `out` is a file here (suite=pretrained, which takes a folder,
+    checks each model's config through this)."""
     check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
     check(cfg.num_envs >= 1, "num_envs", f"{cfg.num_envs}; allowed: >= 1")
     # Demonstrations are recorded from seeds >= 2**30 (embodied.train.run.TRAIN_SEED_START).
@@ -106,6 +109,13 @@ def validate_eval_config(cfg: DictConfig) -> str:
     check(cfg.device in ("cpu", "cuda", "auto"), "device", f"{cfg.device!r}; allowed: cpu, cuda, auto")
     check(cfg.split in (None, "train", "val", "test"), "split", f"{cfg.split!r}; allowed: train, val, test, null")
     check(cfg.record_episodes >= 1, "record_episodes", f"{cfg.record_episodes}; allowed: >= 1")
+    if cfg.out and Path(cfg.out).is_dir():
+        raise ConfigError(f"out: {cfg.out} is a directory; allowed: a JSON file path, e.g. {Path(cfg.out) / 'eval.json'} "
+                          "(or null)")
+
+
+def validate_eval_config(cfg: DictConfig) -> str:
+    check_eval_keys(cfg)
     return _policy(cfg)
 
 
@@ -341,6 +351,7 @@ def evaluate(cfg: DictConfig, env_factory=None) -> dict[str, Any]:
         return evaluate_pretrained(cfg, env_factory)
     from embodied.eval.household import evaluate_household, is_household
 
+    check_eval_keys(cfg)  # before the household and nav/goat protocols too: they read the same keys
     if is_household(cfg):  # symbolic agents with a persistent memory, no checkpoint: their own protocol
         return evaluate_household(cfg)
     from embodied.eval.goat import evaluate_goat, is_goat

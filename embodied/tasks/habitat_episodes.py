@@ -156,7 +156,8 @@ def read_habitat_episodes(path: str | Path) -> HabitatDataset:
     InputError naming the file when it is missing, not gzip JSON, or lacks what an episode needs."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such episode file (a habitat-lab PointNav/ObjectNav .json.gz)")
+        raise InputError(f"{path}: a directory; allowed: a habitat-lab PointNav/ObjectNav episode file (.json.gz)"
+                         if path.is_dir() else f"{path}: no such episode file (a habitat-lab PointNav/ObjectNav .json.gz)")
     try:
         raw = path.read_bytes()
         text = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw

@@ -204,8 +204,12 @@ def announce(cfg: DictConfig, ckpt: dict | None, device, work: str) -> None:
 
 def announce_end(cfg: DictConfig, result: dict) -> None:
     done = f"update {result.get('update')}" + (f" ({result['env_steps']} env steps)" if "env_steps" in result else "")
-    log.info("embodied train: finished at %s; checkpoints: %s (latest.pt, best.pt); metrics: %s",
-             done, cfg.run_dir, Path(cfg.run_dir) / "metrics.jsonl")
+    # best.pt exists once a checkpoint's metrics held best_metric (a name no metric has never writes it)
+    best = ("best.pt" if (Path(cfg.run_dir) / "best.pt").exists() else
+            f"no best.pt: no metric {cfg.best_metric!r} was logged" if cfg.best_metric != "auto" else
+            "no best.pt: best_metric=auto found no episode/success or episode/return (no episode finished)")
+    log.info("embodied train: finished at %s; checkpoints: %s (latest.pt, %s); metrics: %s",
+             done, cfg.run_dir, best, Path(cfg.run_dir) / "metrics.jsonl")
 
 
 class _Progress:

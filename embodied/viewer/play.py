@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from embodied.config import ConfigError, check
+from embodied.config import ConfigError, check, group_options
 from embodied.render import Camera
 from embodied.tasks import make_env
 from embodied.viewer.video import write_video
@@ -40,7 +40,13 @@ def refuse_overwrite(paths, overwrite: bool) -> None:
 def play(cfg) -> dict:
     kind = cfg.agent.get("kind", None)
     check(kind in POLICIES, "agent", f"{kind!r} cannot play; allowed: {', '.join(POLICIES)}")
+    # It drives a navigation env's agent and scene (env.agent, env.scene); `embodied record` plays every task.
+    name = str(cfg.task.name)
+    nav = [o for o in group_options("task") if o.startswith("nav/")]
+    check(name.startswith("nav/"), "task", f"{name}: embodied play runs the navigation tasks; allowed: "
+          f"{', '.join(nav)} (`embodied record` plays every task)")
     check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
+    check(cfg.seed >= 0, "seed", f"{cfg.seed}; allowed: >= 0")
     check(cfg.fps >= 1, "fps", f"{cfg.fps}; allowed: >= 1")
     check(cfg.video_size >= 0, "video_size", f"{cfg.video_size}; allowed: >= 0 (0 = observation size)")
     out = Path(cfg.out)

@@ -116,6 +116,7 @@ def record(cfg) -> list[dict]:
     from tqdm import tqdm
 
     check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
+    check(cfg.seed >= 0, "seed", f"{cfg.seed}; allowed: >= 0")
     out = Path(cfg.out)
     paths = [out / f"episode_{ep:03d}.rrd" for ep in range(cfg.episodes)]
     task = OmegaConf.to_container(cfg.task, resolve=True)
@@ -134,7 +135,8 @@ def record(cfg) -> list[dict]:
         policy, env = checkpoint_policy(cfg.ckpt, task, deterministic=bool(cfg.deterministic), ckpt=ckpt)
         name = f"checkpoint {cfg.ckpt}"
     else:
-        check(kind in POLICIES, "agent", f"{kind!r} needs ckpt=...; allowed without one: {', '.join(POLICIES)}")
+        check(kind in POLICIES, "agent", f"{kind!r} needs ckpt=...; allowed without one: {', '.join(POLICIES)}" if kind
+              else f"a trained agent's config (no agent.kind) needs ckpt=PATH; allowed without one: {', '.join(POLICIES)}")
         env = make_env(task)
         policy = OraclePolicy() if kind == "oracle" else RandomPolicy(cfg.seed)
         if kind == "scenemem":

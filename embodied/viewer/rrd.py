@@ -60,7 +60,8 @@ def read_chunks(path: str | Path) -> tuple[list, list]:
 
     path = Path(path)
     if not path.is_file():
-        raise RecordingError(f"{path}: no such recording")
+        raise RecordingError(f"{path}: a directory; allowed: a recording file in it (episode_000.rrd, ...)"
+                             if path.is_dir() else f"{path}: no such recording")
     try:
         with warnings.catch_warnings():  # "no footer" comes as a warning first, then as an error
             warnings.simplefilter("ignore")

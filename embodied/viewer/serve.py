@@ -75,7 +75,8 @@ def resolve_ports(host: str, port: int | None = None, grpc_port: int | None = No
 def _check_recording(path) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such recording")
+        raise InputError(f"{path}: a directory; allowed: a recording file in it (episode_000.rrd, ...)"
+                         if path.is_dir() else f"{path}: no such recording")
     if path.suffix != ".rrd":
         raise InputError(f"{path}: not a rerun recording (.rrd)")
     return check_recording(path)  # rerun's viewer would show a truncated or foreign file as empty

@@ -79,7 +79,7 @@ def write_demos(task: str, split: str, n: int | None, out, image_size: int = 128
 
     from embodied.tasks.memorybench import make_env
 
-    task = task if task.startswith("memorybench/") else f"memorybench/{task}"
+    task = task if "/" in task else f"memorybench/{task}"  # a short name: put_block_back
     seeds = split_seeds(task, split)
     if not (noise >= 0 and np.isfinite(noise)):
         raise ValueError(f"noise: {noise!r}; allowed: >= 0 (metres)")
