@@ -275,3 +275,8 @@ def test_misleading_messages_name_what_is_wrong(capsys, tmp_path, monkeypatch, c
     line = fails(capsys, command, *[a.format(f=f, d=d) for a in argv])
     assert expected.format(f=f, d=d) in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file"] and not list(d.iterdir())
+
+
+def test_eval_split_does_not_silently_replace_a_scene_file(capsys):
+    line = fails(capsys, "eval", "task=nav/pointnav", "agent=oracle", "task.scenes=/nonexistent/scene.json", "episodes=1")
+    assert "split: test would replace task.scenes=/nonexistent/scene.json; allowed: split=null" in line

@@ -185,8 +185,13 @@ def eval_task_config(task: dict, cfg: DictConfig, trained_config: dict | None = 
     """The task as evaluated: the eval split for navigation tasks (pinned apartments; other families
     use task.scenes for their own purpose, e.g. fastmap room | symbolic, or ignore it) and, for a
     checkpoint, the observation layout it was trained on."""
+    from embodied.tasks.scenes import SPLITS
+
     task = dict(task)
     if cfg.split is not None and str(task.get("name", "")).startswith("nav/"):
+        scenes = str(task.get("scenes"))  # a scene file of one's own is not silently swapped for a split
+        check(scenes in (*SPLITS, "procedural"), "split", f"{cfg.split} would replace task.scenes={scenes}; allowed: "
+              "split=null to evaluate on task.scenes")
         task["scenes"] = cfg.split
     return trained_layout(task, trained_config) if trained_config is not None else task
 
