@@ -16,6 +16,7 @@ or takes plain flags where it has nothing to configure.
   embodied bench memorybench [--quick] [--verify]        MemoryBench demos/min, env keyframe steps/s
                                                          (--verify: expert on all pinned seeds)
   embodied bench scenemem [--quick]                      3D-Mem scene memory update ms/step, snapshots, bytes (6-room apartments)
+  embodied bench hybrid [--quick]                        Optimus-1 experience pool: retrieval ms at 10,000 entries, load, add
   embodied demos task=memorybench/put_block_back split=train n=100 [out=FILE.npz] [image_size=128] [quiet=true] [noise=0.02]
                                                          scripted expert demonstrations (.npz episode file)
   embodied bench record                                  eval steps/s with and without rerun recording
@@ -287,7 +288,8 @@ def cmd_play(argv: list[str]) -> None:
 
 def cmd_bench(argv: list[str]) -> None:
     p = ArgumentParser(prog="embodied bench")
-    p.add_argument("what", choices=["sim", "render", "train", "record", "memory", "scenemem", "memorybench", "soak"])
+    p.add_argument("what", choices=["sim", "render", "train", "record", "memory", "scenemem", "hybrid", "memorybench",
+                                    "soak"])
     p.add_argument("--out", default=None, help="JSON output file (default: bench_<what>.json)")
     p.add_argument("--quick", action="store_true", help="short run (a few seconds per configuration)")
     p.add_argument("--no-peers", action="store_true", help="sim: skip MiniWorld / Memory Maze even if installed")
@@ -337,6 +339,10 @@ def cmd_bench(argv: list[str]) -> None:
         from embodied.eval.goat import bench_scene_memory
 
         bench_scene_memory(out=out, quick=a.quick)
+    elif a.what == "hybrid":
+        from embodied.memory.hybrid.bench import bench_hybrid
+
+        bench_hybrid(out=out, quick=a.quick)
     elif a.what == "memorybench":
         from embodied.tasks.memorybench.bench import bench_memorybench
 

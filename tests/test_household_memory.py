@@ -152,3 +152,17 @@ def test_a_file_that_is_not_a_memory_is_one_line(tmp_path):
     assert str(err.value).startswith(f"{bad}: not a memory file") and "\n" not in str(err.value)
     with pytest.raises(MemoryStoreError, match="no memory file there"):
         MemoryStore(tmp_path / "missing.sqlite", readonly=True)
+
+
+def test_bench_hybrid_writes_its_figures(tmp_path):
+    import json
+
+    from embodied.memory.hybrid.bench import bench_hybrid
+
+    out = tmp_path / "bench_hybrid.json"
+    result = bench_hybrid(out, quick=True)
+    saved = json.loads(out.read_text())
+    assert saved["entries"] == result["entries"] == 2000 and saved["per_outcome"] == 1000
+    for key in ("retrieve", "retrieve_kind_filter", "brute_force_cosine", "add"):
+        assert saved[key]["median_ms"] > 0 and saved[key]["p95_ms"] >= saved[key]["median_ms"]
+    assert saved["add"]["n"] == 200 and saved["load_index_s"] > 0 and saved["provenance"]["commit"]
