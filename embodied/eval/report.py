@@ -15,7 +15,6 @@ memory state bytes and read time, every memory on every memory task.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
