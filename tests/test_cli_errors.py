@@ -266,6 +266,8 @@ def test_a_directory_where_a_file_goes_is_named_as_one(capsys, tmp_path, monkeyp
      "agent.memory: {f} is a file; allowed: a folder of <variant>.sqlite memory files, or null"),
     # was a failure after rendering, naming DIR.tmp and leaving it behind
     ("report", ["--results", "{d}", "--out", "{d}"], "--out: {d} is a directory; allowed: a markdown file path"),
+    # was "--results FILE: no such directory"
+    ("report", ["--results", "{f}", "--out", "{d}/r.md"], "--results: {f} is a file; allowed: a folder of result JSON files"),
 ])
 def test_misleading_messages_name_what_is_wrong(capsys, tmp_path, monkeypatch, command, argv, expected):
     monkeypatch.chdir(tmp_path)
