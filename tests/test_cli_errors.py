@@ -210,6 +210,43 @@ def test_eval_out_that_is_a_directory_fails_before_the_episodes(capsys, tmp_path
     assert not list(tmp_path.iterdir()) and not tmp_path.with_name(tmp_path.name + ".tmp").exists()
 
 
+BENCHES = {"sim": "embodied.envs.bench:bench_sim", "render": "embodied.envs.bench:bench_render_cli",
+           "memory": "embodied.memory.bench:bench_memory", "scenemem": "embodied.eval.goat:bench_scene_memory",
+           "memorybench": "embodied.tasks.memorybench.bench:bench_memorybench", "soak": "embodied.envs.soak:bench_soak",
+           "record": "embodied.viewer.bench:bench_record_cli", "train": "embodied.train.bench:bench_train_cli"}
+
+
+@pytest.mark.parametrize("what", sorted(BENCHES))
+def test_bench_out_that_is_a_directory_fails_before_the_bench(capsys, tmp_path, monkeypatch, what):
+    # It used to run the whole bench and then fail writing the JSON ("DIR: Is a directory").
+    import importlib
+
+    module, _, function = BENCHES[what].partition(":")
+
+    def ran(*args, **kwargs):
+        raise AssertionError(f"bench {what} started")
+
+    monkeypatch.setattr(importlib.import_module(module), function, ran)
+    line = fails(capsys, "bench", what, "--quick", "--out", str(tmp_path))
+    assert f"--out: {tmp_path} is a directory; allowed: a JSON file path, e.g. {tmp_path / f'bench_{what}.json'}" in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_episodes_check_out_that_is_a_directory_fails_before_the_check(capsys, tmp_path, monkeypatch):
+    # It used to read and check every episode, print the summary, and then fail writing the report.
+    import embodied.tasks.habitat_episodes as habitat_episodes
+
+    def ran(*args, **kwargs):
+        raise AssertionError("the check started")
+
+    monkeypatch.setattr(habitat_episodes, "read_habitat_episodes", ran)
+    out = tmp_path / "reports"
+    out.mkdir()
+    line = fails(capsys, "episodes", "check", str(tmp_path / "episodes.json.gz"), "--out", str(out))
+    assert f"--out: {out} is a directory; allowed: a JSON file path" in line
+    assert not capsys.readouterr().out and not list(out.iterdir())
+
+
 @pytest.mark.parametrize("command,argv,expected", [
     ("play", ["task=ballet/4_delay16"], "task: ballet/4_delay16: embodied play runs the navigation tasks; allowed: nav/goat, "),
     ("play", ["task=household/tier1"], "task: household/tier1: embodied play runs the navigation tasks"),

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from embodied.config import ConfigError, check, config_file, data_dir, provenance
+from embodied.config import check, check_file_path, config_file, data_dir, provenance
 from embodied.envs import finished_episodes
 from embodied.eval.report import MemoryTimer, memory_record, result_groups, training_record
 from embodied.eval.stats import summarize
@@ -109,9 +109,7 @@ def check_eval_keys(cfg: DictConfig) -> None:
     check(cfg.device in ("cpu", "cuda", "auto"), "device", f"{cfg.device!r}; allowed: cpu, cuda, auto")
     check(cfg.split in (None, "train", "val", "test"), "split", f"{cfg.split!r}; allowed: train, val, test, null")
     check(cfg.record_episodes >= 1, "record_episodes", f"{cfg.record_episodes}; allowed: >= 1")
-    if cfg.out and Path(cfg.out).is_dir():
-        raise ConfigError(f"out: {cfg.out} is a directory; allowed: a JSON file path, e.g. {Path(cfg.out) / 'eval.json'} "
-                          "(or null)")
+    check_file_path("out", cfg.out, f"a JSON file path, e.g. {Path(cfg.out or '.') / 'eval.json'} (or null)")
 
 
 def validate_eval_config(cfg: DictConfig) -> str:
