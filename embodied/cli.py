@@ -205,8 +205,7 @@ def cmd_scenes(argv: list[str]) -> None:
         if len(a.rooms) > 2 or not all(2 <= r <= 8 for r in a.rooms) or a.rooms != sorted(a.rooms):
             _fail(f"--rooms: {' '.join(map(str, a.rooms))}; allowed: N or LO HI with 2 <= LO <= HI <= 8")
         rooms = a.rooms[0] if len(a.rooms) == 1 else tuple(a.rooms)
-    from pathlib import Path
-
+    check_dir_path("--out", a.out, "a directory path (new, or an earlier one: apartments of the same seeds are rewritten)")
     from embodied.world import write_scenes
 
     paths = write_scenes(a.n, a.seed, Path(a.out), n_rooms=rooms, quiet=a.quiet, object_split=a.object_split)

@@ -303,6 +303,12 @@ def test_a_directory_where_a_file_goes_is_named_as_one(capsys, tmp_path, monkeyp
      "agent.memory: {f} is a file; allowed: a folder of <variant>.sqlite memory files, or null"),
     # was a failure after rendering, naming DIR.tmp and leaving it behind
     ("report", ["--results", "{d}", "--out", "{d}"], "--out: {d} is a directory; allowed: a markdown file path"),
+    # was "run_dir: cannot write FILE/.lock (File exists)" and "FILE: File exists" (from creating the folder)
+    ("train", ["run_dir={f}", "total_steps=16", "quiet=true"],
+     "run_dir: {f} is a file; allowed: a directory path (new, or an earlier run's to resume)"),
+    ("record", ["agent=oracle", "out={f}", "episodes=1", "quiet=true"], "out: {f} is a file; allowed: a directory path"),
+    ("play", ["out={f}", "episodes=1", "quiet=true", "video=false"], "out: {f} is a file; allowed: a directory path"),
+    ("scenes", ["generate", "--n", "1", "--out", "{f}", "--quiet"], "--out: {f} is a file; allowed: a directory path"),
     # was "--results FILE: no such directory"
     ("report", ["--results", "{f}", "--out", "{d}/r.md"], "--results: {f} is a file; allowed: a folder of result JSON files"),
 ])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from embodied.config import check
+from embodied.config import check, check_dir_path
 from embodied.tasks import make_env
 from embodied.viewer.play import refuse_overwrite
 from embodied.agents import Agent
@@ -117,6 +117,7 @@ def record(cfg) -> list[dict]:
 
     check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
     check(cfg.seed >= 0, "seed", f"{cfg.seed}; allowed: >= 0")
+    check_dir_path("out", cfg.out, "a directory path (new, or an earlier one: its recordings are kept unless overwrite=true)")
     out = Path(cfg.out)
     paths = [out / f"episode_{ep:03d}.rrd" for ep in range(cfg.episodes)]
     task = OmegaConf.to_container(cfg.task, resolve=True)
