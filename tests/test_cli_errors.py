@@ -322,6 +322,16 @@ def test_misleading_messages_name_what_is_wrong(capsys, tmp_path, monkeypatch, c
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file"] and not list(d.iterdir())
 
 
+@pytest.mark.parametrize("command", ["eval", "record"])
+def test_a_checkpoint_of_another_task_family_is_named_as_such(capsys, tmp_path, command):
+    # It was one 480-character line of missing/unexpected weight names.
+    line = fails(capsys, command, "ckpt=pretrained:ballet_hcam", "task=nav/pointnav", "episodes=1", "quiet=true",
+                 f"out={tmp_path / 'out'}")
+    assert line == (f"embodied {command}: error: ckpt: pretrained:ballet_hcam was trained on ballet/4_delay16, another "
+                    "task family than task=nav/pointnav; allowed: a ballet/ task (e.g. task=ballet/4_delay16)")
+    assert not list(tmp_path.iterdir())
+
+
 def test_eval_split_does_not_silently_replace_a_scene_file(capsys):
     line = fails(capsys, "eval", "task=nav/pointnav", "agent=oracle", "task.scenes=/nonexistent/scene.json", "episodes=1")
     assert "split: test would replace task.scenes=/nonexistent/scene.json; allowed: split=null" in line

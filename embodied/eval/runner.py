@@ -135,7 +135,8 @@ def load_task_config(name: str) -> dict:
 
 
 class _PolicyRunner:
-    def __init__(self, kind: str, envs, ckpt: dict | None, device: torch.device, deterministic: bool, seed: int):
+    def __init__(self, kind: str, envs, ckpt: dict | None, device: torch.device, deterministic: bool, seed: int,
+                 task: str | None = None):
         self.kind, self.envs, self.device, self.deterministic = kind, envs, device, deterministic
         self.rng = np.random.default_rng(seed)
         self.action_space = envs.single_action_space
@@ -145,7 +146,8 @@ class _PolicyRunner:
 
             self.agent = build_agent_from_config(ckpt["config"], envs.single_observation_space,
                                                  envs.single_action_space, device)
-            load_model_state(self.agent, ckpt["model"], ckpt["_path"])
+            load_model_state(self.agent, ckpt["model"], ckpt["_path"], task=task,
+                             trained_task=(ckpt["config"].get("task") or {}).get("name"))
             self.agent.eval()
             self.state = self.agent.initial_state(envs.num_envs, device)
         self.first = torch.ones(envs.num_envs, dtype=torch.bool, device=device)
@@ -215,7 +217,7 @@ def evaluate_task(task: dict, policy: str, ckpt: dict | None, cfg: DictConfig, d
     episodes: list[dict] = []
     timer = None
     try:
-        runner = _PolicyRunner(policy, envs, ckpt, device, cfg.deterministic, cfg.seed)
+        runner = _PolicyRunner(policy, envs, ckpt, device, cfg.deterministic, cfg.seed, task=task.get("name"))
         if runner.agent is not None:
             timer = MemoryTimer(runner.agent.memory)
         obs, _ = envs.reset(seed=cfg.seed)

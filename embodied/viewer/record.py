@@ -30,7 +30,8 @@ def checkpoint_policy(ckpt_path: str, task: dict, device: str = "cpu", determini
     ckpt = ckpt if ckpt is not None else load_checkpoint(ckpt_path, map_location=device)
     env = make_env(trained_layout(task, ckpt["config"]))  # the agent sees the layout it was trained on
     agent = build_agent_from_config(ckpt["config"], env.observation_space, env.action_space, device)
-    load_model_state(agent, ckpt["model"], ckpt_path)
+    load_model_state(agent, ckpt["model"], ckpt_path, task=task.get("name"),
+                     trained_task=(ckpt["config"].get("task") or {}).get("name"))
     if not isinstance(agent, Agent):  # agent=keyframe: keyframe actions from its own observation pipeline
         return KeyframePolicy(agent, device=device), env
     return AgentPolicy(agent, deterministic=deterministic, device=device), env
