@@ -54,7 +54,8 @@ import os
 import sys
 from pathlib import Path
 
-from embodied.config import ConfigError, InputError, check, compose, config_dir, group_options, one_line_errors, schema_fields
+from embodied.config import (ConfigError, InputError, check, check_dir_path, check_file_path, compose, config_dir,
+                             group_options, one_line_errors, schema_fields)
 
 USAGE = __doc__
 
@@ -205,8 +206,7 @@ def cmd_scenes(argv: list[str]) -> None:
         if len(a.rooms) > 2 or not all(2 <= r <= 8 for r in a.rooms) or a.rooms != sorted(a.rooms):
             _fail(f"--rooms: {' '.join(map(str, a.rooms))}; allowed: N or LO HI with 2 <= LO <= HI <= 8")
         rooms = a.rooms[0] if len(a.rooms) == 1 else tuple(a.rooms)
-    from pathlib import Path
-
+    check_dir_path("--out", a.out, "a directory path (new, or an earlier one: apartments of the same seeds are rewritten)")
     from embodied.world import write_scenes
 
     paths = write_scenes(a.n, a.seed, Path(a.out), n_rooms=rooms, quiet=a.quiet, object_split=a.object_split)
@@ -255,6 +255,7 @@ def cmd_episodes(argv: list[str]) -> None:
         _fail(f"--agent-radius: {a.agent_radius}; allowed: 0.05..1.0")
     if not 0.2 <= a.agent_height <= 5.0:
         _fail(f"--agent-height: {a.agent_height}; allowed: 0.2..5.0")
+    check_file_path("--out", a.out, f"a JSON file path, e.g. {Path(a.out or '.') / 'check.json'}")
     data = read_habitat_episodes(a.file)
     scenes = SceneSource(a.scenes, None, a.agent_radius, a.agent_height, cache_size=64)
     checks = check_episodes(data, scenes)
@@ -305,6 +306,8 @@ def cmd_bench(argv: list[str]) -> None:
                         "(CPU, and CUDA where present) beside 8 envs in 2 workers")
     a = p.parse_args(argv)
     out = a.out or f"bench_{a.what}.json"
+    # every bench writes its JSON once all its configurations ran: a directory fails now, not then
+    check_file_path("--out", out, f"a JSON file path, e.g. {Path(out) / f'bench_{a.what}.json'}")
 
     def check_cuda() -> None:
         import torch
@@ -591,8 +594,8 @@ def cmd_report(argv: list[str]) -> None:
     p.add_argument("--out", default=None, help="markdown page to write (default: docs/results.md)")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 when the page is not what the files render")
     a = p.parse_args(argv)
-    if a.out and Path(a.out).is_dir():  # else it fails after rendering, leaving OUT.tmp behind
-        _fail(f"--out: {a.out} is a directory; allowed: a markdown file path, e.g. {Path(a.out) / 'results.md'}")
+    # else it fails after rendering, leaving OUT.tmp behind
+    check_file_path("--out", a.out, f"a markdown file path, e.g. {Path(a.out or '.') / 'results.md'}")
     from embodied.eval.report import report
 
     raise SystemExit(report(a.results, a.out, check=a.check))

@@ -39,6 +39,22 @@ def check(condition: bool, key: str, allowed: str) -> None:
         raise ConfigError(f"{key}: {allowed}")
 
 
+def check_file_path(key: str, path: str | Path | None, allowed: str) -> None:
+    """An output file the user named (`out=`, `--out`) that is an existing directory is one ConfigError
+    line `<key>: PATH is a directory; allowed: ...`, checked at start: writing it would fail only once
+    the work is done. None (no file asked for) passes."""
+    if path and Path(path).is_dir():
+        raise ConfigError(f"{key}: {path} is a directory; allowed: {allowed}")
+
+
+def check_dir_path(key: str, path: str | Path | None, allowed: str) -> None:
+    """An output directory the user named (`run_dir=`, `out=`, `--out`) that is an existing file (not a
+    directory) is one ConfigError line `<key>: PATH is a file; allowed: ...`, instead of mkdir's
+    "File exists". None passes."""
+    if path and Path(path).exists() and not Path(path).is_dir():
+        raise ConfigError(f"{key}: {path} is a file; allowed: {allowed}")
+
+
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
 

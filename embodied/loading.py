@@ -233,18 +233,26 @@ def check_checkpoint(obj: Any, path: str | Path) -> dict[str, Any]:
     return obj
 
 
-def load_model_state(module: torch.nn.Module, state: dict[str, Any], path: str | Path) -> None:
-    """load_state_dict with a one-line CheckpointError on missing/unexpected keys or shape mismatch."""
+def load_model_state(module: torch.nn.Module, state: dict[str, Any], path: str | Path, task: str | None = None,
+                     trained_task: str | None = None) -> None:
+    """load_state_dict with a one-line CheckpointError on missing/unexpected keys or shape mismatch. With
+    `task` (what the model is loaded to run) and `trained_task` (the checkpoint's task.name) of two task
+    families (`nav/...`, `ballet/...`), a mismatch says that, not which weights differ."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
+    shapes = [name for name, tensor in state.items()
+              if name in own and torch.is_tensor(tensor) and tuple(tensor.shape) != tuple(own[name].shape)]
+    family = str(trained_task).split("/")[0]
+    if (missing or unexpected or shapes) and task and trained_task and str(task).split("/")[0] != family:
+        raise CheckpointError(f"ckpt: {path} was trained on {trained_task}, another task family than task={task}; "
+                              f"allowed: a {family}/ task (e.g. task={trained_task})")
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: model does not match the checkpoint (missing {missing[:5]}, unexpected {unexpected[:5]}); "
             "was it trained with another memory/agent/task config?")
-    for name, tensor in state.items():
-        if torch.is_tensor(tensor) and tuple(tensor.shape) != tuple(own[name].shape):
-            raise CheckpointError(
-                f"{path}: parameter {name} has shape {tuple(tensor.shape)} in the checkpoint, "
-                f"{tuple(own[name].shape)} in the model")
+    if shapes:
+        name = shapes[0]
+        raise CheckpointError(f"{path}: parameter {name} has shape {tuple(state[name].shape)} in the checkpoint, "
+                              f"{tuple(own[name].shape)} in the model")
     module.load_state_dict(state)

@@ -210,6 +210,43 @@ def test_eval_out_that_is_a_directory_fails_before_the_episodes(capsys, tmp_path
     assert not list(tmp_path.iterdir()) and not tmp_path.with_name(tmp_path.name + ".tmp").exists()
 
 
+BENCHES = {"sim": "embodied.envs.bench:bench_sim", "render": "embodied.envs.bench:bench_render_cli",
+           "memory": "embodied.memory.bench:bench_memory", "scenemem": "embodied.eval.goat:bench_scene_memory",
+           "memorybench": "embodied.tasks.memorybench.bench:bench_memorybench", "soak": "embodied.envs.soak:bench_soak",
+           "record": "embodied.viewer.bench:bench_record_cli", "train": "embodied.train.bench:bench_train_cli"}
+
+
+@pytest.mark.parametrize("what", sorted(BENCHES))
+def test_bench_out_that_is_a_directory_fails_before_the_bench(capsys, tmp_path, monkeypatch, what):
+    # It used to run the whole bench and then fail writing the JSON ("DIR: Is a directory").
+    import importlib
+
+    module, _, function = BENCHES[what].partition(":")
+
+    def ran(*args, **kwargs):
+        raise AssertionError(f"bench {what} started")
+
+    monkeypatch.setattr(importlib.import_module(module), function, ran)
+    line = fails(capsys, "bench", what, "--quick", "--out", str(tmp_path))
+    assert f"--out: {tmp_path} is a directory; allowed: a JSON file path, e.g. {tmp_path / f'bench_{what}.json'}" in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_episodes_check_out_that_is_a_directory_fails_before_the_check(capsys, tmp_path, monkeypatch):
+    # It used to read and check every episode, print the summary, and then fail writing the report.
+    import embodied.tasks.habitat_episodes as habitat_episodes
+
+    def ran(*args, **kwargs):
+        raise AssertionError("the check started")
+
+    monkeypatch.setattr(habitat_episodes, "read_habitat_episodes", ran)
+    out = tmp_path / "reports"
+    out.mkdir()
+    line = fails(capsys, "episodes", "check", str(tmp_path / "episodes.json.gz"), "--out", str(out))
+    assert f"--out: {out} is a directory; allowed: a JSON file path" in line
+    assert not capsys.readouterr().out and not list(out.iterdir())
+
+
 @pytest.mark.parametrize("command,argv,expected", [
     ("play", ["task=ballet/4_delay16"], "task: ballet/4_delay16: embodied play runs the navigation tasks; allowed: nav/goat, "),
     ("play", ["task=household/tier1"], "task: household/tier1: embodied play runs the navigation tasks"),
@@ -266,6 +303,14 @@ def test_a_directory_where_a_file_goes_is_named_as_one(capsys, tmp_path, monkeyp
      "agent.memory: {f} is a file; allowed: a folder of <variant>.sqlite memory files, or null"),
     # was a failure after rendering, naming DIR.tmp and leaving it behind
     ("report", ["--results", "{d}", "--out", "{d}"], "--out: {d} is a directory; allowed: a markdown file path"),
+    # was "run_dir: cannot write FILE/.lock (File exists)" and "FILE: File exists" (from creating the folder)
+    ("train", ["run_dir={f}", "total_steps=16", "quiet=true"],
+     "run_dir: {f} is a file; allowed: a directory path (new, or an earlier run's to resume)"),
+    ("record", ["agent=oracle", "out={f}", "episodes=1", "quiet=true"], "out: {f} is a file; allowed: a directory path"),
+    ("play", ["out={f}", "episodes=1", "quiet=true", "video=false"], "out: {f} is a file; allowed: a directory path"),
+    ("scenes", ["generate", "--n", "1", "--out", "{f}", "--quiet"], "--out: {f} is a file; allowed: a directory path"),
+    # was "--results FILE: no such directory"
+    ("report", ["--results", "{f}", "--out", "{d}/r.md"], "--results: {f} is a file; allowed: a folder of result JSON files"),
 ])
 def test_misleading_messages_name_what_is_wrong(capsys, tmp_path, monkeypatch, command, argv, expected):
     monkeypatch.chdir(tmp_path)
@@ -275,6 +320,16 @@ def test_misleading_messages_name_what_is_wrong(capsys, tmp_path, monkeypatch, c
     line = fails(capsys, command, *[a.format(f=f, d=d) for a in argv])
     assert expected.format(f=f, d=d) in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file"] and not list(d.iterdir())
+
+
+@pytest.mark.parametrize("command", ["eval", "record"])
+def test_a_checkpoint_of_another_task_family_is_named_as_such(capsys, tmp_path, command):
+    # It was one 480-character line of missing/unexpected weight names.
+    line = fails(capsys, command, "ckpt=pretrained:ballet_hcam", "task=nav/pointnav", "episodes=1", "quiet=true",
+                 f"out={tmp_path / 'out'}")
+    assert line == (f"embodied {command}: error: ckpt: pretrained:ballet_hcam was trained on ballet/4_delay16, another "
+                    "task family than task=nav/pointnav; allowed: a ballet/ task (e.g. task=ballet/4_delay16)")
+    assert not list(tmp_path.iterdir())
 
 
 def test_eval_split_does_not_silently_replace_a_scene_file(capsys):

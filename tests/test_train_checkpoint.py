@@ -57,6 +57,18 @@ def test_incompatible_model_names_file_and_parameter(tmp_path):
         load_model_state(model, bad, tmp_path / "x.pt")
     with pytest.raises(CheckpointError, match="missing"):
         load_model_state(model, {"weight": torch.zeros(2, 3)}, tmp_path / "x.pt")
+    # loaded for a task: another family is said first, briefly; the same family keeps the weights' detail
+    with pytest.raises(CheckpointError) as info:
+        load_model_state(model, bad, "x.pt", task="nav/pointnav", trained_task="ballet/4_delay16")
+    assert str(info.value) == ("ckpt: x.pt was trained on ballet/4_delay16, another task family than task=nav/pointnav; "
+                               "allowed: a ballet/ task (e.g. task=ballet/4_delay16)")
+    with pytest.raises(CheckpointError, match=r"x\.pt: model does not match the checkpoint \(missing \['bias'\]"):
+        load_model_state(model, {"weight": torch.zeros(2, 3)}, "x.pt", task="ballet/8_delay48", trained_task="ballet/4_delay16")
+    with pytest.raises(CheckpointError, match=r"x\.pt: parameter weight has shape"):
+        load_model_state(model, bad, "x.pt", task="ballet/8_delay48", trained_task="ballet/4_delay16")
+    load_model_state(model, {"weight": torch.ones(2, 3), "bias": torch.ones(2)}, "x.pt", task="nav/pointnav",
+                     trained_task="ballet/4_delay16")  # weights that fit load, whatever the task
+    assert model.bias.tolist() == [1.0, 1.0]
 
 
 def test_nan_parameters_are_never_written(tmp_path):

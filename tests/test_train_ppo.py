@@ -212,3 +212,30 @@ def test_rollout_forward_threads(workers, setting, expected):
         envs.close()
     with pytest.raises(ConfigError, match="^trainer.rollout_threads:"):
         PPOConfig(rollout_threads=-1).validate(2)
+
+
+def test_start_line_says_how_many_whole_updates_run(tmp_path, caplog):
+    # It said "16 env steps" and then ran one whole update of 256 (8 envs x 32 rollout steps).
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        result = train(toy_cfg(tmp_path, "total_steps=16"))
+    assert result["env_steps"] == 256
+    assert "16 env steps (1 update of 256 = 8 envs x 32 rollout steps: 256 env steps); fresh start" in caplog.text
+
+
+def test_ppo_plan_counts_whole_updates_over_every_process(tmp_path):
+    from embodied.train.run import _ppo_plan
+
+    cfg = toy_cfg(tmp_path, "total_steps=600")  # 8 envs x 32 rollout steps = 256 per process and update
+    assert _ppo_plan(cfg, None)[0] == "600 env steps (3 updates of 256 = 8 envs x 32 rollout steps: 768 env steps)"
+    assert _ppo_plan(cfg, None, world_size=2)[0] == ("600 env steps (2 updates of 512 = 2 processes x 8 envs x "
+                                                     "32 rollout steps: 1024 env steps)")
+    resumed = {"counters": {"env_steps": 512, "update": 2}}
+    assert _ppo_plan(cfg, resumed) == ("600 env steps (1 more update of 256 = 8 envs x 32 rollout steps: "
+                                       "768 env steps)", 600, "step", 512)
+    assert _ppo_plan(toy_cfg(tmp_path, "total_steps=512"), None)[0] == "512 env steps"  # whole updates: as asked
+    # the straggler cut-off may shorten rollouts (more updates): the range of where the run ends
+    cut = toy_cfg(tmp_path, "total_steps=600", "trainer.preempt_fraction=0.6")
+    assert _ppo_plan(cut, None, world_size=4)[0] == ("600 env steps (whole updates of up to 1024 = 4 processes x "
+                                                     "8 envs x 32 rollout steps: 600 to 1623 env steps)")

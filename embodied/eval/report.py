@@ -133,6 +133,9 @@ def success_of(result: dict) -> dict[str, float] | None:
 def load_results(results_dir: Path) -> list[dict[str, Any]]:
     """One row per (file, task result), in file-name order; a file that is not an eval report is an
     error naming it."""
+    if results_dir.is_file():
+        raise InputError(f"--results: {results_dir} is a file; allowed: a folder of result JSON files "
+                         f"(e.g. {results_dir.parent})")
     if not results_dir.is_dir():
         raise InputError(f"--results {results_dir}: no such directory")
     rows = []

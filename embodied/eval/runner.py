@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from embodied.config import ConfigError, check, config_file, data_dir, provenance
+from embodied.config import check, check_file_path, config_file, data_dir, provenance
 from embodied.envs import finished_episodes
 from embodied.eval.report import MemoryTimer, memory_record, result_groups, training_record
 from embodied.eval.stats import summarize
@@ -109,9 +109,7 @@ def check_eval_keys(cfg: DictConfig) -> None:
     check(cfg.device in ("cpu", "cuda", "auto"), "device", f"{cfg.device!r}; allowed: cpu, cuda, auto")
     check(cfg.split in (None, "train", "val", "test"), "split", f"{cfg.split!r}; allowed: train, val, test, null")
     check(cfg.record_episodes >= 1, "record_episodes", f"{cfg.record_episodes}; allowed: >= 1")
-    if cfg.out and Path(cfg.out).is_dir():
-        raise ConfigError(f"out: {cfg.out} is a directory; allowed: a JSON file path, e.g. {Path(cfg.out) / 'eval.json'} "
-                          "(or null)")
+    check_file_path("out", cfg.out, f"a JSON file path, e.g. {Path(cfg.out or '.') / 'eval.json'} (or null)")
 
 
 def validate_eval_config(cfg: DictConfig) -> str:
@@ -137,7 +135,8 @@ def load_task_config(name: str) -> dict:
 
 
 class _PolicyRunner:
-    def __init__(self, kind: str, envs, ckpt: dict | None, device: torch.device, deterministic: bool, seed: int):
+    def __init__(self, kind: str, envs, ckpt: dict | None, device: torch.device, deterministic: bool, seed: int,
+                 task: str | None = None):
         self.kind, self.envs, self.device, self.deterministic = kind, envs, device, deterministic
         self.rng = np.random.default_rng(seed)
         self.action_space = envs.single_action_space
@@ -147,7 +146,8 @@ class _PolicyRunner:
 
             self.agent = build_agent_from_config(ckpt["config"], envs.single_observation_space,
                                                  envs.single_action_space, device)
-            load_model_state(self.agent, ckpt["model"], ckpt["_path"])
+            load_model_state(self.agent, ckpt["model"], ckpt["_path"], task=task,
+                             trained_task=(ckpt["config"].get("task") or {}).get("name"))
             self.agent.eval()
             self.state = self.agent.initial_state(envs.num_envs, device)
         self.first = torch.ones(envs.num_envs, dtype=torch.bool, device=device)
@@ -217,7 +217,7 @@ def evaluate_task(task: dict, policy: str, ckpt: dict | None, cfg: DictConfig, d
     episodes: list[dict] = []
     timer = None
     try:
-        runner = _PolicyRunner(policy, envs, ckpt, device, cfg.deterministic, cfg.seed)
+        runner = _PolicyRunner(policy, envs, ckpt, device, cfg.deterministic, cfg.seed, task=task.get("name"))
         if runner.agent is not None:
             timer = MemoryTimer(runner.agent.memory)
         obs, _ = envs.reset(seed=cfg.seed)

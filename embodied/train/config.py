@@ -20,7 +20,7 @@ from typing import Any, Callable
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from embodied.config import ConfigError, check, config_file, group_options
+from embodied.config import ConfigError, check, check_dir_path, config_file, group_options
 from embodied.train.logger import LoggerConfig
 
 DEVICES = ("cpu", "cuda", "auto")
@@ -148,6 +148,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     check(cfg.ckpt_every >= 1, "ckpt_every", f"{cfg.ckpt_every}; allowed: >= 1")
     check(cfg.keep_last >= 1, "keep_last", f"{cfg.keep_last}; allowed: >= 1")
     check(bool(cfg.run_dir), "run_dir", "empty; allowed: a directory path")
+    check_dir_path("run_dir", cfg.run_dir, "a directory path (new, or an earlier run's to resume)")
     check(cfg.seed >= 0, "seed", f"{cfg.seed}; allowed: >= 0")
     check("name" in cfg.memory, "memory.name", "missing; allowed: a memory config with a name key")
     scripted = (cfg.get("agent") or {}).get("kind")  # oracle, random, scenemem, optimus: agents eval and record run

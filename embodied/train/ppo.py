@@ -151,6 +151,13 @@ class EpisodeStats:
                 [float(sum(k in e for e in self.window)) for k in keys])
 
 
+def steps_per_update(cfg: PPOConfig, num_envs: int, world_size: int = 1) -> int:
+    """Env steps one update collects, summed over ranks: rollout_steps from each of num_envs envs on
+    each of world_size ranks (fewer where the straggler cut-off ends a rank's rollout early). A run
+    goes on by whole updates until it has total_steps, so it may run more."""
+    return cfg.rollout_steps * num_envs * world_size
+
+
 class PPO:
     """Owns the optimizer, the rollout storage and the carried env/memory state."""
 
@@ -163,8 +170,7 @@ class PPO:
         self.device = self.ctx.device
         self.params = [p for p in agent.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=cfg.adam_eps)
-        steps_per_update = cfg.rollout_steps * num_envs * self.ctx.world_size
-        self.num_updates = max(1, math.ceil(total_steps / steps_per_update))
+        self.num_updates = max(1, math.ceil(total_steps / steps_per_update(cfg, num_envs, self.ctx.world_size)))
         self.total_steps = total_steps
         on_cuda = self.device.type == "cuda"
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if on_cuda else None

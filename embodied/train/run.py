@@ -51,7 +51,7 @@ from embodied.train.checkpoint import (CheckpointManager, NonFiniteError, RunDir
                                        capture_rng, remove_stale_temp_files, restore_rng, write_error)
 from embodied.train.config import TRAINERS, logger_config, register_trainer, trainer_config, validate_train_config
 from embodied.train.logger import MetricLogger, RunLog, truncate_jsonl
-from embodied.train.ppo import PPO, PPOConfig
+from embodied.train.ppo import PPO, PPOConfig, steps_per_update
 from embodied.train.preemption import PreemptionFlag
 
 log = logging.getLogger("embodied.train")
@@ -278,8 +278,8 @@ def open_checkpoints(cfg: DictConfig, config: dict, path: Path, is_main: bool = 
 
 def train_on_envs(cfg: DictConfig, env_factory: Callable | None, loop: Callable, plan: Callable) -> dict[str, Any]:
     """The run of a trainer that learns from vector envs (ppo, bc): run_dir lock and start checks, envs,
-    agent, resume, logger, then `loop(...)`; `plan(cfg, ckpt)` = (work, total, unit, done) for the
-    start line and the progress bar."""
+    agent, resume, logger, then `loop(...)`; `plan(cfg, ckpt, world_size)` = (work, total, unit, done) for
+    the start line and the progress bar."""
     ctx = dist_utils.setup(cfg.device)
     distributed = [name for name, t in TRAINERS.items() if t.distributed]
     check(not (ctx.enabled and not TRAINERS[cfg.trainer.name].distributed), "trainer",
@@ -291,7 +291,7 @@ def train_on_envs(cfg: DictConfig, env_factory: Callable | None, loop: Callable,
         if finished is not None:
             return finished
         check_agent_options(cfg, config)  # before seeding: the initial weights stay those of the seed
-        work, total, unit, initial = plan(cfg, ckpt)
+        work, total, unit, initial = plan(cfg, ckpt, ctx.world_size)
         if ctx.is_main:
             announce(cfg, ckpt, ctx.device, work)
         progress = _Progress(total, initial, ctx.is_main and not cfg.quiet, unit)  # shown while envs start
@@ -500,9 +500,25 @@ def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, 
 
 # --- the registered trainers ---------------------------------------------------------------------
 
-def _ppo_plan(cfg: DictConfig, ckpt: dict | None) -> tuple[str, int, str, int]:
-    return (f"{cfg.total_steps} env steps", cfg.total_steps, "step",
-            ckpt["counters"]["env_steps"] if ckpt is not None else 0)
+def _ppo_plan(cfg: DictConfig, ckpt: dict | None, world_size: int = 1) -> tuple[str, int, str, int]:
+    """The start line says what runs when whole updates overshoot total_steps: `16 env steps (1 update of
+    1024 = 8 envs x 128 rollout steps: 1024 env steps)`."""
+    done = ckpt["counters"]["env_steps"] if ckpt is not None else 0
+    work = f"{cfg.total_steps} env steps"
+    pcfg = trainer_config(cfg)
+    per_update = steps_per_update(pcfg, cfg.num_envs, world_size)
+    size = (f"{per_update} = " + (f"{world_size} processes x " if world_size > 1 else "")
+            + f"{cfg.num_envs} envs x {pcfg.rollout_steps} rollout steps")
+    more = " more" if done else ""
+    if world_size > 1 and math.ceil(pcfg.preempt_fraction * world_size) < world_size:
+        # the straggler cut-off may end rollouts early: more, shorter updates; the last still ends past total_steps
+        work += f" (whole{more} updates of up to {size}: {cfg.total_steps} to {cfg.total_steps + per_update - 1} env steps)"
+    else:
+        updates = math.ceil((cfg.total_steps - done) / per_update)
+        end = done + updates * per_update
+        if end != cfg.total_steps:
+            work += f" ({updates}{more} update{'s' if updates != 1 else ''} of {size}: {end} env steps)"
+    return work, cfg.total_steps, "step", done
 
 
 def _ppo_finished(cfg: DictConfig, ckpt: dict) -> str | None:
@@ -518,7 +534,7 @@ def train_ppo(cfg: DictConfig, env_factory: Callable | None = None) -> dict[str,
     return train_on_envs(cfg, env_factory, _ppo_loop, _ppo_plan)
 
 
-def _bc_plan(cfg: DictConfig, ckpt: dict | None) -> tuple[str, int, str, int]:
+def _bc_plan(cfg: DictConfig, ckpt: dict | None, world_size: int = 1) -> tuple[str, int, str, int]:
     bcfg = trainer_config(cfg)
     if bcfg.demos:
         episode_files(bcfg.demos)  # a bad demo file is one line before the start lines and the env workers

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from embodied.config import ConfigError, check, group_options
+from embodied.config import ConfigError, check, check_dir_path, group_options
 from embodied.render import Camera
 from embodied.tasks import make_env
 from embodied.viewer.video import write_video
@@ -49,6 +49,7 @@ def play(cfg) -> dict:
     check(cfg.seed >= 0, "seed", f"{cfg.seed}; allowed: >= 0")
     check(cfg.fps >= 1, "fps", f"{cfg.fps}; allowed: >= 1")
     check(cfg.video_size >= 0, "video_size", f"{cfg.video_size}; allowed: >= 0 (0 = observation size)")
+    check_dir_path("out", cfg.out, "a directory path (new, or an earlier one: its episodes are kept unless overwrite=true)")
     out = Path(cfg.out)
     videos = [out / f"episode_{ep:03d}.mp4" for ep in range(cfg.episodes)] if cfg.video else []
     refuse_overwrite([out / "measures.json", *videos], bool(cfg.get("overwrite", False)))

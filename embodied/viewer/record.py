@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from embodied.config import check
+from embodied.config import check, check_dir_path
 from embodied.tasks import make_env
 from embodied.viewer.play import refuse_overwrite
 from embodied.agents import Agent
@@ -30,7 +30,8 @@ def checkpoint_policy(ckpt_path: str, task: dict, device: str = "cpu", determini
     ckpt = ckpt if ckpt is not None else load_checkpoint(ckpt_path, map_location=device)
     env = make_env(trained_layout(task, ckpt["config"]))  # the agent sees the layout it was trained on
     agent = build_agent_from_config(ckpt["config"], env.observation_space, env.action_space, device)
-    load_model_state(agent, ckpt["model"], ckpt_path)
+    load_model_state(agent, ckpt["model"], ckpt_path, task=task.get("name"),
+                     trained_task=(ckpt["config"].get("task") or {}).get("name"))
     if not isinstance(agent, Agent):  # agent=keyframe: keyframe actions from its own observation pipeline
         return KeyframePolicy(agent, device=device), env
     return AgentPolicy(agent, deterministic=deterministic, device=device), env
@@ -117,6 +118,7 @@ def record(cfg) -> list[dict]:
 
     check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
     check(cfg.seed >= 0, "seed", f"{cfg.seed}; allowed: >= 0")
+    check_dir_path("out", cfg.out, "a directory path (new, or an earlier one: its recordings are kept unless overwrite=true)")
     out = Path(cfg.out)
     paths = [out / f"episode_{ep:03d}.rrd" for ep in range(cfg.episodes)]
     task = OmegaConf.to_container(cfg.task, resolve=True)
