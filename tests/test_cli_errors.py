@@ -335,3 +335,9 @@ def test_a_checkpoint_of_another_task_family_is_named_as_such(capsys, tmp_path, 
 def test_eval_split_does_not_silently_replace_a_scene_file(capsys):
     line = fails(capsys, "eval", "task=nav/pointnav", "agent=oracle", "task.scenes=/nonexistent/scene.json", "episodes=1")
     assert "split: test would replace task.scenes=/nonexistent/scene.json; allowed: split=null" in line
+
+
+def test_a_keyframe_checkpoint_on_another_task_family_is_one_line(capsys):
+    line = fails(capsys, "eval", "ckpt=pretrained:put_block_back_membank", "task=nav/pointnav", "episodes=1")
+    assert "ckpt: " in line and "holds a KeyframeAgent trained on memorybench/put_block_back" in line
+    assert "allowed: task=memorybench/put_block_back" in line

@@ -144,10 +144,15 @@ class _PolicyRunner:
         if kind == "checkpoint":
             from embodied.loading import build_agent_from_config, load_model_state
 
+            from embodied.agents import Agent
+
+            trained = (ckpt["config"].get("task") or {}).get("name")
             self.agent = build_agent_from_config(ckpt["config"], envs.single_observation_space,
                                                  envs.single_action_space, device)
-            load_model_state(self.agent, ckpt["model"], ckpt["_path"], task=task,
-                             trained_task=(ckpt["config"].get("task") or {}).get("name"))
+            # A keyframe policy (MemoryBench) acts through its own protocol, not step by step here.
+            check(isinstance(self.agent, Agent), "ckpt", f"{ckpt['_path']} holds a {type(self.agent).__name__} trained "
+                  f"on {trained}, which plays its own task family only; allowed: task={trained}")
+            load_model_state(self.agent, ckpt["model"], ckpt["_path"], task=task, trained_task=trained)
             self.agent.eval()
             self.state = self.agent.initial_state(envs.num_envs, device)
         self.first = torch.ones(envs.num_envs, dtype=torch.bool, device=device)
