@@ -262,6 +262,25 @@ def _curve(row: dict) -> tuple[str, str, list[float], list[float]] | None:
     return x_key, y_key, [p[0] for p in points], [p[1] for p in points]
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: files only
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out_dir: Path, name: str, rect=(0, 0, 1, 1)) -> str:
+    """Lay out, write `out_dir/name` (no software tag: the same figures render the same bytes), close."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout(rect=rect)
+    fig.savefig(out_dir / name, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    return name
+
+
 def _plot_curves(family: str, rows: list[dict], out_dir: Path) -> str | None:
     curves, runs = [], {}
     for row in rows:
@@ -277,10 +296,7 @@ def _plot_curves(family: str, rows: list[dict], out_dir: Path) -> str | None:
     curves = [(row if runs[key] == 1 else {**row, "agent": _recipe(row)}, c) for row, c, key in curves]
     if not curves:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     y_keys = sorted({c[1] for _, c in curves}, key=CURVE_Y.index)
     fig, axes = plt.subplots(1, len(y_keys), figsize=(5 * len(y_keys), 3.4), squeeze=False)
@@ -293,11 +309,7 @@ def _plot_curves(family: str, rows: list[dict], out_dir: Path) -> str | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"{family}: learning curves (training metrics.jsonl)", fontsize=10)
-    fig.tight_layout()
-    name = f"curves_{family}.png"
-    fig.savefig(out_dir / name, dpi=90, metadata={"Software": None})
-    plt.close(fig)
-    return name
+    return _save(fig, out_dir, f"curves_{family}.png")
 
 
 def evolution_curves(results_dir: Path, files: list[str]) -> dict[str, dict]:
@@ -316,10 +328,7 @@ def evolution_curves(results_dir: Path, files: list[str]) -> dict[str, dict]:
 
 
 def _plot_evolution(name: str, curves: dict, out_dir: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     tiers = sorted({t for _, t in curves})
     fig, axes = plt.subplots(1, len(tiers), figsize=(2.6 * len(tiers), 2.8), squeeze=False, sharey=True)
@@ -334,11 +343,7 @@ def _plot_evolution(name: str, curves: dict, out_dir: Path) -> str:
     axes[0][0].set_ylabel("success")
     axes[0][-1].legend(fontsize=6)
     fig.suptitle(f"{Path(name).stem}: success after each learning epoch, from empty memory", fontsize=10)
-    fig.tight_layout()
-    png = f"evolution_{Path(name).stem}.png"
-    fig.savefig(out_dir / png, dpi=90, metadata={"Software": None})
-    plt.close(fig)
-    return png
+    return _save(fig, out_dir, f"evolution_{Path(name).stem}.png")
 
 
 def _recipe(row: dict) -> str:
@@ -370,10 +375,7 @@ def _plot_frontier(points: list[dict], out_dir: Path) -> str | None:
     points = [p for p in points if p["state_bytes"]]  # log axes: no point for a stateless memory
     if not points:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     timed = [p for p in points if p["read_s_per_env_step"]]
     fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(12 if timed else 6, 4.2), squeeze=False)
@@ -396,11 +398,7 @@ def _plot_frontier(points: list[dict], out_dir: Path) -> str | None:
                for i, f in enumerate(families)]
     fig.legend(handles=handles, fontsize=7, loc="lower center", ncol=len(families), frameon=False)
     fig.suptitle("Memory efficiency: success against memory cost", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    name = "frontier.png"
-    fig.savefig(out_dir / name, dpi=90, metadata={"Software": None})
-    plt.close(fig)
-    return name
+    return _save(fig, out_dir, "frontier.png", rect=(0, 0.06, 1, 1))  # room for the legend below
 
 
 def render(results_dir: Path, plots: bool = True) -> tuple[str, dict[str, bytes]]:
