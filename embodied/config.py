@@ -94,6 +94,14 @@ def config_file(relative: str) -> Path | None:
     return next((d / relative for d in config_dirs() if (d / relative).is_file()), None)
 
 
+def agent_defaults(name: str) -> dict:
+    """The options of configs/agent/NAME.yaml: a scripted agent's defaults, kept in that one file (its
+    protocol fills in and checks options against them)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(config_file(f"agent/{name}.yaml")), resolve=True)
+
+
 def search_path_override() -> list[str]:
     """The Hydra override that adds the user's config folders to the search path ([] when none)."""
     extra = config_dirs()[1:]

@@ -151,15 +151,15 @@ def test_trainer_adds_the_selected_losses_and_rejects_unknown_ones():
 
 
 def test_eval_seeds_stay_below_the_seeds_demonstrations_are_recorded_with():
-    from embodied.eval.runner import EVAL_SEED_END, validate_eval_config
+    from embodied.eval.runner import EVAL_SEED_END, check_eval_keys
     from embodied.train.run import TRAIN_SEED_START, training_episode_seed
 
     assert EVAL_SEED_END == TRAIN_SEED_START
     assert all(TRAIN_SEED_START <= training_episode_seed(seed, 0, r, 1) < 2**31 for seed in range(5) for r in range(5))
     base = ["task=ballet/2_delay16", "agent=oracle", "num_envs=4"]
-    validate_eval_config(compose("eval", [*base, f"seed={TRAIN_SEED_START - 4}"]))
+    check_eval_keys(compose("eval", [*base, f"seed={TRAIN_SEED_START - 4}"]))
     with pytest.raises(InputError, match="seed"):
-        validate_eval_config(compose("eval", [*base, f"seed={TRAIN_SEED_START - 3}"]))
+        check_eval_keys(compose("eval", [*base, f"seed={TRAIN_SEED_START - 3}"]))
 
 
 def _room_ballet(memory_options: dict, n: int = 4):

@@ -15,11 +15,9 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from embodied.config import check
+from embodied.config import agent_defaults, check
 from embodied.eval.stats import summarize
 
-AGENT_KEYS = {"kind": None, "variants": ["kept", "cleared", "frontier"], "memory": {}, "questions": 8,
-              "active_questions": 0}
 
 
 def is_goat(cfg: DictConfig) -> bool:
@@ -33,7 +31,6 @@ def goat_agent(cfg: DictConfig, policy: bool = False) -> dict:
     from embodied.memory.scene import SceneMemoryConfig
 
     node = OmegaConf.to_container(cfg.agent, resolve=True) if isinstance(cfg.agent, DictConfig) else {}
-    check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
     if policy:
         key = "agent" if "kind" in node else f"agent.{next(iter(node), '')}"
         check(not node, key, f"{node.get('kind', 'an option of agent=scenemem')} with ckpt={cfg.ckpt}, a policy "
@@ -43,9 +40,10 @@ def goat_agent(cfg: DictConfig, policy: bool = False) -> dict:
         node = {"kind": "scenemem"}
     check(node.get("kind") == "scenemem", "agent", f"{node.get('kind')!r} for nav/goat; allowed: agent=scenemem "
           "(with ckpt=PATH of a goat_pointer run for the learned chooser)")
-    unknown = sorted(set(node) - set(AGENT_KEYS))
-    check(not unknown, f"agent.{unknown[0] if unknown else ''}", f"unknown key; allowed: {', '.join(sorted(AGENT_KEYS))}")
-    opts = {**AGENT_KEYS, **node}
+    defaults = agent_defaults("scenemem")
+    unknown = sorted(set(node) - set(defaults))
+    check(not unknown, f"agent.{unknown[0] if unknown else ''}", f"unknown key; allowed: {', '.join(sorted(defaults))}")
+    opts = {**defaults, **node}
     variants = opts["variants"] if isinstance(opts["variants"], list) else [opts["variants"]]
     bad = [v for v in variants if v not in VARIANTS]
     check(variants and not bad, "agent.variants", f"{bad or variants}; allowed: a list of {', '.join(VARIANTS)}")
@@ -181,14 +179,16 @@ def ask_active(env, agent, seed: int, n: int) -> list[dict]:
     task = env.unwrapped
     budget, first = task.cfg.steps_per_goal, task.num_goals  # goal indices past the episode's: new goals
     obs, _ = env.reset(seed=seed)
-    reachable = {o.id for o in task.scene.spec.objects() if np.isfinite(task.instance_distance(o.id))}
+    # Every question starts here: one geodesic per instance serves the question set and their shortest paths.
+    distance = {o.id: task.instance_distance(o.id) for o in task.scene.spec.objects()}
+    reachable = {i for i, d in distance.items() if np.isfinite(d)}
     asked = questions(task.scene.spec, reachable, np.random.default_rng([seed, 9]), n, ACTIVE_KINDS)
     out = []
     for i, q in enumerate(asked):
         if i:
             obs, _ = env.reset(seed=seed)
         agent.relocated()
-        shortest = task.instance_distance(q.instance)
+        shortest = distance[q.instance]
         goal = {"goal_index": np.array([first + i], np.int64), "goal_text": encode(q.goal_text()),
                 "goal_modality": np.array([MODALITIES.index("description")], np.int64)}
         answered, steps, path = False, 0, 0.0
@@ -232,24 +232,18 @@ def summarize_variant(episodes: list[dict], confidence: float) -> dict:
     costed = all("update_ms" in e for e in episodes)  # the scene memory's cost; a policy has none
     for key in ("update_ms", "update_ms_p95", "snapshots", "bytes") if costed else ():
         out[key] = float(np.mean([e[key] for e in episodes]))
-    for key in ("questions", "questions_mid"):
+    for key in ("questions", "questions_mid", "questions_active"):
         answers = [a for e in episodes for a in e.get(key, [])]
-        if answers:
-            out[key] = {"n": len(answers), "accuracy": summarize([a["correct"] for a in answers], True, confidence),
-                        "chance": float(np.mean([a["chance"] for a in answers])),
-                        "by_kind": {k: summarize([a["correct"] for a in answers if a["kind"] == k], True, confidence)
-                                    for k in sorted({a["kind"] for a in answers})}}
-    active = [a for e in episodes for a in e.get("questions_active", [])]
-    if active:
-        out["questions_active"] = {
-            "n": len(active), "accuracy": summarize([a["correct"] for a in active], True, confidence),
-            "score": summarize([a["score"] for a in active], False, confidence),
-            "answered": float(np.mean([a["answered"] for a in active])),
-            "chance": float(np.mean([a["chance"] for a in active])),
-            "path": float(np.mean([a["path"] for a in active])), "shortest": float(np.mean([a["shortest"] for a in active])),
-            "steps": float(np.mean([a["steps"] for a in active])),
-            "by_kind": {k: summarize([a["correct"] for a in active if a["kind"] == k], True, confidence)
-                        for k in sorted({a["kind"] for a in active})}}
+        if not answers:
+            continue
+        mean = lambda field: float(np.mean([a[field] for a in answers]))  # noqa: E731
+        out[key] = {"n": len(answers), "accuracy": summarize([a["correct"] for a in answers], True, confidence),
+                    "chance": mean("chance"),
+                    "by_kind": {k: summarize([a["correct"] for a in answers if a["kind"] == k], True, confidence)
+                                for k in sorted({a["kind"] for a in answers})}}
+        if key == "questions_active":  # asked where the agent may walk: the path-weighted score and the walk
+            out[key].update(score=summarize([a["score"] for a in answers], False, confidence),
+                            **{f: mean(f) for f in ("answered", "path", "shortest", "steps")})
     for key in ("snapshots_final", "objects_final") if costed else ():
         out[key] = float(np.mean([e[key] for e in episodes]))
     return out

@@ -18,12 +18,10 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from embodied.config import check
+from embodied.config import agent_defaults, check
 from embodied.eval.stats import summarize
 
 LEARN_SEED_START = 1 << 29  # learning tasks; evaluation seeds stay below (and all below EVAL_SEED_END)
-AGENT_KEYS = {"kind": None, "variants": ["full"], "epochs": 4, "tasks_per_epoch": 40, "teacher_every": 10,
-              "cases": 8, "memory": None}
 KINDS = ("optimus", "oracle", "reactive")
 
 
@@ -38,9 +36,10 @@ def household_agent(cfg: DictConfig) -> dict:
     node = OmegaConf.to_container(cfg.agent, resolve=True) if isinstance(cfg.agent, DictConfig) else {}
     check(node.get("kind") in KINDS, "agent", f"{node.get('kind')!r} for household tasks; allowed: agent=optimus, "
           "agent=oracle (or agent.kind=reactive)")
-    unknown = sorted(set(node) - set(AGENT_KEYS))
-    check(not unknown, f"agent.{unknown[0] if unknown else ''}", f"unknown key; allowed: {', '.join(sorted(AGENT_KEYS))}")
-    opts = {**AGENT_KEYS, **node}
+    defaults = agent_defaults("optimus")
+    unknown = sorted(set(node) - set(defaults))
+    check(not unknown, f"agent.{unknown[0] if unknown else ''}", f"unknown key; allowed: {', '.join(sorted(defaults))}")
+    opts = {**defaults, **node}
     if opts["kind"] != "optimus":
         opts["variants"], opts["epochs"] = [opts["kind"]], 1
     variants = opts["variants"] if isinstance(opts["variants"], list) else [opts["variants"]]

@@ -112,11 +112,6 @@ def check_eval_keys(cfg: DictConfig) -> None:
     check_file_path("out", cfg.out, f"a JSON file path, e.g. {Path(cfg.out or '.') / 'eval.json'} (or null)")
 
 
-def validate_eval_config(cfg: DictConfig) -> str:
-    check_eval_keys(cfg)
-    return _policy(cfg)
-
-
 def suite_tasks(name: str) -> list[str]:
     path = data_dir("tasks") / "suites.yaml"
     suites = OmegaConf.to_container(OmegaConf.load(path)) if path.exists() else {}
@@ -142,9 +137,8 @@ class _PolicyRunner:
         self.action_space = envs.single_action_space
         self.agent = None
         if kind == "checkpoint":
-            from embodied.loading import build_agent_from_config, load_model_state
-
             from embodied.agents import Agent
+            from embodied.loading import build_agent_from_config, load_model_state
 
             trained = (ckpt["config"].get("task") or {}).get("name")
             self.agent = build_agent_from_config(ckpt["config"], envs.single_observation_space,
@@ -368,7 +362,7 @@ def evaluate(cfg: DictConfig, env_factory=None) -> dict[str, Any]:
 
     if is_goat(cfg):  # the scene-memory agent and its ablations on the same lifelong episodes
         return evaluate_goat(cfg)
-    policy = validate_eval_config(cfg)
+    policy = _policy(cfg)
     memorybench = cfg.suite == "memorybench" or (not cfg.suite and str(cfg.task.get("name", "")).startswith("memorybench/"))
     if memorybench:  # keyframe policies, pinned seeds, published rows: its own protocol
         from embodied.eval.memorybench import evaluate_memorybench
