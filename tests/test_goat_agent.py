@@ -3,8 +3,8 @@ memory, the scripted chooser prefers a remembered match to exploring, and the me
 import numpy as np
 import pytest
 
-from embodied.agents.goat import GoalQuery, GoatAgent, ScriptedChooser, VLMChooser, colour_similarity
-from embodied.memory.scene import Frame, Frontier, SceneMemory, SceneObject, Snapshot
+from embodied.agents.goat import GoalQuery, GoatAgent, MapPlanner, ScriptedChooser, VLMChooser, colour_similarity
+from embodied.memory.scene import FREE, OCCUPIED, Frame, Frontier, SceneMemory, SceneObject, Snapshot
 from embodied.render import Camera
 from embodied.tasks import make_env
 from embodied.tasks.goat import MODALITIES
@@ -355,3 +355,45 @@ def test_an_active_question_needs_one_instance():
         Question("count", "how many mug did you see ?", ["1", "2"], 0, {"category": "mug"}).goal_text()
     with pytest.raises(ValueError, match="allowed: a non-empty subset of attribute, room, count, existence"):
         questions(None, set(), np.random.default_rng(0), 3, ("colour",))
+
+
+def test_the_planner_passes_a_gap_the_map_closes_and_not_a_wall():
+    """Two rooms joined by a 0.3 m gap (3 map cells of 10 cm). At the agent's full clearance (0.18 m)
+    the map closes it; the agent stands in a gap it could enter, so the planner plans again with half
+    the clearance and walks. Behind a wall without a gap the target stays unreachable."""
+    cam = Camera(width=32, height=32, hfov_deg=90.0, mount_height=1.25)
+
+    def planned(door: bool):
+        mem = SceneMemory(cam)
+        mem.grid[:] = OCCUPIED
+        (r0, c0), (r1, c1) = mem.cell_of((-1.5, -1.0)), mem.cell_of((1.5, 1.0))
+        mem.grid[r0:r1, c0:c1] = FREE
+        _, cw = mem.cell_of((0.0, 0.0))
+        mem.grid[:, cw - 1:cw + 2] = OCCUPIED  # a wall 0.3 m thick along x = 0
+        if door:
+            rd, _ = mem.cell_of((0.0, 0.0))
+            mem.grid[rd - 1:rd + 2, cw - 1:cw + 2] = FREE
+        planner = MapPlanner(0.25, 30.0, 0.18, 1.5)
+        return planner.action(mem, np.array([-1.0, 0.0, 0.0, 0.0]), np.array([1.0, 0.0]), (0.3,))
+
+    assert planned(door=True) == ("move_forward", "moving")
+    assert planned(door=False) == ("stop", "unreachable")
+
+
+def test_the_planner_does_not_undo_a_turn_in_place_when_walking_on_makes_progress(monkeypatch):
+    """On a cell boundary one heading can read two cells' distances, so the follower may say left
+    at one yaw and right at the next for ever (a seed's agent turned 200 steps in place). The planner
+    walks on instead of undoing its last turn where it stands, and keeps any other turn."""
+    import embodied.agents.goat as goat
+
+    mem = SceneMemory(Camera(width=32, height=32, hfov_deg=90.0, mount_height=1.25))
+    mem.grid[:] = FREE
+    said = iter(["turn_left", "turn_right", "turn_right"])
+    monkeypatch.setattr(goat.ShortestPathFollower, "next_action", lambda self, agent: next(said))
+    planner = MapPlanner(0.25, 30.0, 0.18, 1.5)
+    target = np.array([2.0, 0.0])
+    here = np.array([-1.0, 0.0, 0.0, 0.0])
+    assert planner.action(mem, here, target, (0.3,)) == ("turn_left", "moving")
+    assert planner.action(mem, here, target, (0.3,)) == ("move_forward", "moving")  # not back right
+    moved = np.array([-0.75, 0.0, 0.0, 0.0])
+    assert planner.action(mem, moved, target, (0.3,)) == ("turn_right", "moving")  # elsewhere: as said

@@ -116,3 +116,19 @@ def test_split_is_deterministic_and_separates_two_groups():
     a, b = mem._split([1, 2, 3, 4, 5])
     assert sorted(map(sorted, (a, b))) == [[1, 2, 5], [3, 4]]
     assert mem._split([1, 2, 3, 4, 5]) == [a, b]
+
+
+def test_reexplore_brings_frontiers_back_and_keeps_map_and_objects():
+    mem = SceneMemory(CAM, SceneMemoryConfig(map_radius=2.0, min_frontier_cells=3))
+    mem.grid[:] = OCCUPIED
+    mem.grid[10:30, 10:30] = FREE
+    mem.explored[10:30, 10:30] = True  # all explored: nothing left to explore
+    mem.objects[7] = SceneObject(7, "vase", np.zeros(3), np.ones(3) * 0.5)
+    mem._update_frontiers(np.zeros(4))
+    assert not mem.frontiers
+    grid = mem.grid.copy()
+    mem.reexplore()
+    mem.explored[18:22, 18:22] = True  # what the agent sees next, around where it stands
+    mem._update_frontiers(np.zeros(4))
+    assert len(mem.frontiers) == 1 and mem.frontiers[0].size == 12  # the ring of seen cells next to unseen ones
+    assert np.array_equal(mem.grid, grid) and set(mem.objects) == {7}

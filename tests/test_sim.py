@@ -349,3 +349,21 @@ def test_oracle_reaches_region_goal_through_the_door(rooms):
     agent = NavAgent(g)
     agent.reset((2.0, 1.0))
     assert ShortestPathFollower(g, (6.0, 2.5)).next_action(agent) == "stop"
+
+
+def test_a_point_on_a_cell_boundary_is_in_the_same_cell_for_the_agent_and_the_fields():
+    """At x = 0 with origin -2.15 and 5 cm cells, (x - ox) / cell floors to 42 and (x - ox) * (1 / cell)
+    to 43. The agent's pose starts exactly on such boundaries in a memory's own map (x = y = 0), so
+    if the grid divided while NavAgent multiplies, a free start would read as blocked to every field."""
+    cell, ox = 0.05, -2.15
+    assert math.floor((0 - ox) / cell) != math.floor((0 - ox) * (1 / cell))  # the case under test
+    free = np.zeros((40, 86), bool)
+    free[:, 43:] = True  # x >= 0 free, x < 0 a wall
+    grid = NavigableGrid(free, np.zeros(free.shape, np.float32), (ox, -1.0), cell, 0.01, 1.5, max_step=0.1,
+                         neighbourhood=8)
+    p = (0.0, 0.0)
+    agent = NavAgent(grid, forward_step=0.25, turn_angle=30)
+    agent.reset(p)  # free for the agent ...
+    assert tuple(grid.world_to_grid(np.array(p))) == grid._cell_of(*p) == (20, 43)
+    field = grid.distance_field(np.array([1.0, 0.0]))
+    assert math.isclose(field.at(p), 1.0, abs_tol=0.06)  # ... and for the field measured from it

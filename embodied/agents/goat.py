@@ -283,12 +283,14 @@ class MapPlanner:
         self.radius, self.height = agent_radius, agent_height
         self.rebuild_every, self.margin = rebuild_every, margin
         self.grid: NavigableGrid | None = None
+        self._relaxed: NavigableGrid | None = None
         self._age = 0
+        self._last_turn: tuple | None = None  # (x, y, action) of the last turn in place
 
     def invalidate(self) -> None:
-        self.grid = None
+        self.grid = self._relaxed = None
 
-    def _build(self, memory: SceneMemory) -> NavigableGrid:
+    def _build(self, memory: SceneMemory, radius: float) -> NavigableGrid:
         known = memory.grid != UNKNOWN
         rows, cols = np.nonzero(known)
         m = int(math.ceil(self.margin / memory.cfg.cell))
@@ -296,7 +298,7 @@ class MapPlanner:
         c0, c1 = max(cols.min() - m, 0), min(cols.max() + m + 1, memory.shape[1])
         free = memory.grid[r0:r1, c0:c1] != OCCUPIED
         origin = memory.origin + np.array([c0, r0]) * memory.cfg.cell
-        return NavigableGrid(free, np.zeros(free.shape, np.float32), origin, memory.cfg.cell, self.radius,
+        return NavigableGrid(free, np.zeros(free.shape, np.float32), origin, memory.cfg.cell, radius,
                              self.height, max_step=0.1, neighbourhood=8)
 
     def action(self, memory: SceneMemory, pose: np.ndarray, target: np.ndarray, radii: tuple) -> tuple[str, str]:
@@ -304,9 +306,23 @@ class MapPlanner:
         navigable cells within the first of `radii` of target that has any reachable; ("stop",
         "arrived") inside them; ("stop", "unreachable") when no radius gives a path on the map."""
         if self.grid is None or self._age >= self.rebuild_every:
-            self.grid, self._age = self._build(memory), 0
+            self.grid, self._relaxed, self._age = self._build(memory, self.radius), None, 0
         self._age += 1
-        grid = self.grid
+        result = self._plan(self.grid, pose, target, radii)
+        if result[1] == "unreachable":
+            # Obstacles seen in depth, fused into 10 cm cells and grown by the agent's radius, can close a
+            # doorway or the gap the agent stands in on the map while the true one is open (the agent
+            # stood there, so the gap exists): plan again with half the clearance. A wrong guess costs
+            # a bump, which marks the cell blocked.
+            if self._relaxed is None:
+                self._relaxed = self._build(memory, 0.5 * self.radius)
+            result = self._plan(self._relaxed, pose, target, radii)
+        action = result[0]
+        if action in ("turn_left", "turn_right"):
+            self._last_turn = (float(pose[0]), float(pose[1]), action)
+        return result
+
+    def _plan(self, grid: NavigableGrid, pose: np.ndarray, target: np.ndarray, radii: tuple) -> tuple[str, str]:
         agent = NavAgent(grid, forward_step=self.forward_step, turn_angle=self.turn_angle)
         try:
             agent.reset(np.asarray(pose[:2], np.float64), float(pose[3]))
@@ -324,7 +340,18 @@ class MapPlanner:
             if math.isfinite(d):
                 if d <= 0:
                     return "stop", "arrived"
-                action = ShortestPathFollower(grid, field, success_distance=0.0).next_action(agent)
+                follower = ShortestPathFollower(grid, field, success_distance=0.0)
+                action = follower.next_action(agent)
+                last = self._last_turn
+                if (last is not None and {action, last[2]} == {"turn_left", "turn_right"}
+                        and math.hypot(pose[0] - last[0], pose[1] - last[1]) < 1e-3):
+                    # Undoing the last turn where it stands: on a cell boundary the same heading can
+                    # read two cells' distances, one from each side, and the follower would turn back
+                    # and forth for ever. Walk on instead while that makes progress.
+                    ex, ey, _ = agent.resolve_move(agent.x, agent.y, agent.forward_step * math.cos(agent.yaw),
+                                                   agent.forward_step * math.sin(agent.yaw))
+                    if field.at((ex, ey)) < d - follower.min_progress:
+                        action = "move_forward"
                 return action, "arrived" if action == "stop" else "moving"
         return "stop", "unreachable"
 
@@ -373,7 +400,7 @@ class GoatAgent:
         self.last_action = None
         self.last_pose = None
         self.visited: list[np.ndarray] = []  # frontier centres reached without revealing them
-        self.retried = False
+        self.retried = self.reexplored = False
         self.unreachable = set()
 
     def relocated(self) -> None:
@@ -393,7 +420,7 @@ class GoatAgent:
         self.recalled = None
         self.visited = []
         self.unreachable: set[int] = set()  # objects without a path on the map, for this goal
-        self.retried = False
+        self.retried = self.reexplored = False
         if self.variant == "cleared" and self.goal_index >= 0:
             self.memory.reset()
             self.planner.invalidate()
@@ -441,6 +468,14 @@ class GoatAgent:
                     choice = Choice("frontier", same[0].id, -1, same[0].centre.copy())
             if choice.kind == "none" and self.visited and not self.retried:  # all tried: look again, retry once
                 self.visited, self.retried = [], True
+                self.pending += ["turn_left"] * int(round(360 / self.turn_angle))
+                return self.pending.pop(0)
+            if choice.kind == "none" and not self.reexplored:
+                # Explored everywhere and the goal still unseen (a small thing on a high shelf, seen from
+                # no cell walked so far): sweep the map once more from here, objects and map kept, as
+                # the cleared agent sweeps anew for every goal.
+                self.memory.reexplore()
+                self.visited, self.reexplored = [], True
                 self.pending += ["turn_left"] * int(round(360 / self.turn_angle))
                 return self.pending.pop(0)
             self.choice = choice

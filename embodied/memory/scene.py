@@ -223,6 +223,14 @@ class SceneMemory:
         near = (rr - r) ** 2 + (cc - c) ** 2 <= k * k
         self.given_up[rr[near], cc[near]] = True
 
+    def reexplore(self) -> None:
+        """Mark every cell unexplored again (and nothing given up), keeping the occupancy and the
+        objects: frontiers reappear around what the agent sees next, for a second sweep."""
+        self.explored[:] = False
+        self.given_up[:] = False
+        self.frontiers = []
+        self.frontier_images = {}
+
     def _back_project(self, depth: np.ndarray, pose: np.ndarray, tilt_deg: float) -> np.ndarray:
         rays = self._rays.get(tilt_deg)
         if rays is None:

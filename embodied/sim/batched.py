@@ -39,7 +39,7 @@ class GridBatch:
         f64 = dict(dtype=torch.float64, device=self.device)
         self.origin = torch.zeros(num_envs, 2, **f64)
         self.cell = torch.ones(num_envs, **f64)
-        self.inv_cell = torch.ones(num_envs, **f64)  # 1 / cell, as NavAgent multiplies by it
+        self.inv_cell = torch.ones(num_envs, **f64)  # 1 / cell: points map to cells as NavigableGrid maps them
         self.shape = torch.zeros(num_envs, 2, dtype=torch.long, device=self.device)  # (ny, nx)
         self.goal_point = torch.zeros(num_envs, 2, **f64)
         self.has_point = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
@@ -100,25 +100,21 @@ class GridBatch:
             self.goal_point[i] = torch.from_numpy(field.goal_points[0].astype("float64"))
 
     # -- cells -------------------------------------------------------------------------------------------
-    def _cells(self, b, x, y, multiply: bool):
-        """(row, col, inside) of points of envs b: NavAgent multiplies by 1/cell, DistanceField divides."""
-        if multiply:
-            c = torch.floor((x - self.origin[b, 0]) * self.inv_cell[b])
-            r = torch.floor((y - self.origin[b, 1]) * self.inv_cell[b])
-        else:
-            c = torch.floor((x - self.origin[b, 0]) / self.cell[b])
-            r = torch.floor((y - self.origin[b, 1]) / self.cell[b])
+    def _cells(self, b, x, y):
+        """(row, col, inside) of points of envs b, by NavigableGrid's rule (multiplying by 1/cell)."""
+        c = torch.floor((x - self.origin[b, 0]) * self.inv_cell[b])
+        r = torch.floor((y - self.origin[b, 1]) * self.inv_cell[b])
         r, c = r.long(), c.long()
         inside = (r >= 0) & (c >= 0) & (r < self.shape[b, 0]) & (c < self.shape[b, 1])
         return r.clamp(0, self.h - 1), c.clamp(0, self.w - 1), inside
 
     def free(self, b, x, y) -> torch.Tensor:
         """NavAgent._free over envs b (x, y broadcast against b)."""
-        r, c, inside = self._cells(b, x, y, multiply=True)
+        r, c, inside = self._cells(b, x, y)
         return inside & self.navigable[b, r, c]
 
     def floor_height(self, b, x, y) -> torch.Tensor:
-        r, c, inside = self._cells(b, x, y, multiply=False)
+        r, c, inside = self._cells(b, x, y)
         return torch.where(inside, self.floor[b, r, c], 0.0)
 
     # -- motion ------------------------------------------------------------------------------------------
@@ -160,7 +156,7 @@ class GridBatch:
         moved, total = torch.hypot(exj - xj, eyj - yj), torch.hypot(dxj, dyj)
         rem = (1.0 - moved / total).clamp(min=0.0)
         rx, ry = dxj * rem, dyj * rem
-        r, c = self._cells(bj, exj, eyj, multiply=True)[:2]
+        r, c = self._cells(bj, exj, eyj)[:2]
         nx_, ny_ = self.away[bj, r, c, 0], self.away[bj, r, c, 1]
         into = rx * nx_ + ry * ny_
         tangent = (rx - into * nx_, ry - into * ny_)
@@ -190,7 +186,7 @@ class GridBatch:
     def distance(self, x, y) -> torch.Tensor:
         """DistanceField.at of every env's field at its (x, y) [B]: the 3x3 neighbours in one gather."""
         b = torch.arange(self.n, device=self.device)
-        r, c, inside = self._cells(b, x, y, multiply=False)
+        r, c, inside = self._cells(b, x, y)
         here = inside & self.navigable[b, r, c]
         dr, dc = self._offsets
         rr, cc = r[:, None] + dr, c[:, None] + dc  # [B, 9]
@@ -223,6 +219,6 @@ class GridBatch:
         t = i[None].double() * (1.0 / (n[:, None] - 1).double())
         t = torch.where(i[None] == n[:, None] - 1, 1.0, t)
         px, py = ax[:, None] + t * (bx - ax)[:, None], ay[:, None] + t * (by - ay)[:, None]
-        r, c, inside = self._cells(b[:, None], px, py, multiply=False)
+        r, c, inside = self._cells(b[:, None], px, py)
         ok = inside & self.navigable[b[:, None], r, c]
         return (ok | (i[None] >= n[:, None])).all(1)

@@ -126,6 +126,10 @@ class NavigableGrid:
         self.floor_height = np.asarray(floor_height, np.float32)
         self.origin = np.asarray(origin, np.float64).reshape(2)
         self.cell = float(cell)
+        # Points map to cells by multiplying with 1/cell, as NavAgent does: dividing instead put a
+        # point on a cell boundary in the neighbouring cell (a different float), so an agent the
+        # sim called free could stand on a cell its distance fields called blocked.
+        self._inv_cell = 1.0 / self.cell
         self.agent_radius = float(agent_radius)
         self.agent_height = float(agent_height)
         self.max_step = float(max_step)
@@ -300,8 +304,8 @@ class NavigableGrid:
     def world_to_grid(self, xy) -> np.ndarray:
         """[..., 2] world (x, y) -> [..., 2] int (row, col); may lie outside the grid."""
         xy = np.asarray(xy, np.float64)
-        col = np.floor((xy[..., 0] - self.origin[0]) / self.cell).astype(np.int64)
-        row = np.floor((xy[..., 1] - self.origin[1]) / self.cell).astype(np.int64)
+        col = np.floor((xy[..., 0] - self.origin[0]) * self._inv_cell).astype(np.int64)
+        row = np.floor((xy[..., 1] - self.origin[1]) * self._inv_cell).astype(np.int64)
         return np.stack([row, col], -1)
 
     def grid_to_world(self, rc) -> np.ndarray:
@@ -313,8 +317,8 @@ class NavigableGrid:
 
     def _cell_of(self, x: float, y: float) -> tuple[int, int]:
         """(row, col) of a point, or (-1, -1) outside the grid. Scalar fast path."""
-        c = math.floor((x - self.origin[0]) / self.cell)
-        r = math.floor((y - self.origin[1]) / self.cell)
+        c = math.floor((x - self.origin[0]) * self._inv_cell)
+        r = math.floor((y - self.origin[1]) * self._inv_cell)
         if 0 <= r < self.shape[0] and 0 <= c < self.shape[1]:
             return r, c
         return -1, -1
