@@ -127,6 +127,20 @@ def test_rows_of_one_memory_by_two_recipes_are_told_apart_with_their_words(tmp_p
     assert "| multi | sat (room_ballet_multi_ama) | question_type=early | 0.50 [0.10, 0.90] | lifo 4 |" in text
 
 
+def test_rows_of_one_recipe_evaluated_two_ways_are_told_apart_by_file(tmp_path):
+    """One checkpoint (one recipe) evaluated at two budgets: the recipe would label both rows alike,
+    so each names its result file."""
+    for name in ("goat_pointer", "goat_pointer_budget150"):
+        result = {"task": "nav/goat", "method": "scenemem learned chooser (kept)", "episodes": 4,
+                  "success": {"mean": 0.5, "ci_low": 0.15, "ci_high": 0.85, "n": 4}}
+        (tmp_path / f"{name}.json").write_text(json.dumps({
+            "results": [result], "provenance": {"command": "embodied eval x"},
+            "training": {"command": "embodied train +experiment=goat_pointer"}}))
+    text, _ = render(tmp_path, plots=False)
+    assert "| goat | scenemem learned chooser (kept) (goat_pointer) | 4 |" in text
+    assert "| goat | scenemem learned chooser (kept) (goat_pointer_budget150) | 4 |" in text
+
+
 def test_a_bar_in_a_published_note_stays_inside_its_cell(tmp_path):
     import shutil
 

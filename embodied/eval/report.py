@@ -158,12 +158,14 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
                          "training": result.get("training") or training, "memory_cost": result.get("memory") or {},
                          "provenance": report.get("provenance") or {}, "groups": result_groups(result),
                          "chance": _mean_of(result, "chance")})
-    # Rows of one task by the same memory (e.g. SAT with two write strategies) are told apart by recipe.
+    # Rows of one task by the same memory (e.g. SAT with two write strategies) are told apart by recipe,
+    # or by result file where one recipe's checkpoint was evaluated several ways.
     for r in rows:
-        if sum((o["task"], o["agent"]) == (r["task"], r["agent"]) for o in rows) > 1:
-            command = str((r["training"] or {}).get("command") or "")
-            recipe = next((w.split("=", 1)[1] for w in command.split() if w.startswith("+experiment=")), None)
-            r["label"] = f"{r['agent']} ({recipe or Path(r['file']).stem})"
+        same = [o for o in rows if (o["task"], o["agent"]) == (r["task"], r["agent"])]
+        if len(same) > 1:
+            recipe = _recipe(r) if (r["training"] or {}).get("command") else None
+            shared = sum(_recipe(o) == recipe for o in same if (o["training"] or {}).get("command")) > 1
+            r["label"] = f"{r['agent']} ({Path(r['file']).stem if recipe is None or shared else recipe})"
     for r in rows:
         r["agent"] = r.pop("label", r["agent"])
     return rows
