@@ -95,11 +95,12 @@ def config_file(relative: str) -> Path | None:
 
 
 def agent_defaults(name: str) -> dict:
-    """The options of configs/agent/NAME.yaml: a scripted agent's defaults, kept in that one file (its
-    protocol fills in and checks options against them)."""
+    """The options of configs/agent/NAME.yaml as written (interpolations unresolved: a file alone may
+    point into the composed config): a scripted agent's defaults, kept in that one file (its protocol
+    fills in and checks options against them), and whether an agent is scripted (`kind`)."""
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(OmegaConf.load(config_file(f"agent/{name}.yaml")), resolve=True)
+    return OmegaConf.to_container(OmegaConf.load(config_file(f"agent/{name}.yaml")), resolve=False)
 
 
 def search_path_override() -> list[str]:

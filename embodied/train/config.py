@@ -20,7 +20,7 @@ from typing import Any, Callable
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from embodied.config import ConfigError, check, check_dir_path, config_file, group_options
+from embodied.config import ConfigError, agent_defaults, check, check_dir_path, group_options
 from embodied.train.logger import LoggerConfig
 
 DEVICES = ("cpu", "cuda", "auto")
@@ -153,7 +153,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     check("name" in cfg.memory, "memory.name", "missing; allowed: a memory config with a name key")
     scripted = (cfg.get("agent") or {}).get("kind")  # oracle, random, scenemem, optimus: agents eval and record run
     if scripted is not None:
-        trainable = [o for o in group_options("agent") if "kind" not in OmegaConf.load(config_file(f"agent/{o}.yaml"))]
+        trainable = [o for o in group_options("agent") if "kind" not in agent_defaults(o)]
         raise ConfigError(f"agent: {scripted!r} (agent.kind) has no weights to train: `embodied eval` and `embodied "
                           f"record` run it; allowed: {', '.join(trainable)}")
     kind = str((cfg.get("agent") or {}).get("name"))
