@@ -397,3 +397,54 @@ def test_the_planner_does_not_undo_a_turn_in_place_when_walking_on_makes_progres
     assert planner.action(mem, here, target, (0.3,)) == ("move_forward", "moving")  # not back right
     moved = np.array([-0.75, 0.0, 0.0, 0.0])
     assert planner.action(mem, moved, target, (0.3,)) == ("turn_right", "moving")  # elsewhere: as said
+
+
+def test_near_its_object_the_agent_stops_only_where_it_saw_it_else_faces_it_looks_up_and_moves(monkeypatch):
+    """A goal's view points must see the object, and the map cannot tell the near side of a wall from
+    the far side: arrived near the chosen object, the agent stops where it detected it; otherwise it
+    turns to face it, looks up once, and then plans to another place near it, avoiding this one."""
+    from embodied.agents.goat import BLIND_STEPS, MAX_BLIND, Choice
+
+    agent = GoatAgent(Camera(width=32, height=32, hfov_deg=90.0, mount_height=1.25))
+    agent.memory.objects[7] = SceneObject(7, "mug", np.array([0.0, 1.0, 0.8]), np.zeros(3))
+    asked = []
+
+    def arrived(memory, pose, target, radii, avoid=()):
+        asked.append([tuple(p) for p in avoid])
+        if any(np.hypot(*(pose[:2] - p)) < 0.4 for p in avoid):
+            return "move_forward", "moving"
+        return "stop", "arrived"
+
+    monkeypatch.setattr(agent.planner, "action", arrived)
+    agent.choice, agent.pending = Choice("object", 0, 7, np.array([0.0, 1.0])), []
+    here = np.array([0.0, 0.0, 0.0, 0.0])  # facing +x; the mug lies to the left (+y)
+    assert agent._decide(here, []) == "turn_left"
+    assert agent._decide(np.array([0.0, 0.0, 0.0, np.pi / 2]), []) == "look_up"
+    assert agent.pending == ["look_down"]
+    agent.pending.clear()
+    # Seen from nowhere here: this place is given up, and the planner is asked again avoiding it.
+    assert agent._decide(np.array([0.0, 0.0, 0.0, np.pi / 2]), []) == "move_forward"
+    assert len(agent.blind) == 1 and asked[-1] == [(0.0, 0.0)]
+    # Detected from where it stands: stop.
+    agent.sighted = np.array([0.5, 0.2])
+    assert agent._decide(np.array([0.5, 0.2, 0.0, 0.0]), [7]) == "stop"
+    # A place near it that the steps keep missing: it stops after BLIND_STEPS.
+    walking = np.array([0.1, 0.0, 0.0, 0.0])
+    assert [agent._decide(walking, []) for _ in range(BLIND_STEPS - 1)] == ["move_forward"] * (BLIND_STEPS - 1)
+    assert agent._decide(walking, []) == "stop"
+    # After MAX_BLIND places it stops anyway, as near as the map allows.
+    agent.sighted, agent.blind = None, [np.array([9.0, float(i)]) for i in range(MAX_BLIND)]
+    assert agent._decide(np.array([1.0, 1.0, 0.0, 0.0]), []) == "stop"
+
+
+def test_act_records_where_the_chosen_object_was_detected(monkeypatch):
+    from embodied.agents.goat import Choice
+
+    agent = GoatAgent(Camera(width=32, height=32, hfov_deg=90.0, mount_height=1.25))
+    agent.goal_index, agent.choice = 0, Choice("object", 0, 7, np.array([0.0, 1.0]))
+    seen = iter([[3], [3, 7], [3]])
+    monkeypatch.setattr(agent.memory, "observe", lambda obs, tilt: next(seen))
+    agent.pending = ["turn_left"] * 3
+    for x in (0.0, 0.25, 0.5):
+        agent.act({"pose": np.array([x, 0.0, 0.0, 0.0]), "goal_index": np.array([0])})
+    assert agent.sighted.tolist() == [0.25, 0.0]

@@ -186,3 +186,48 @@ def test_image_goals_show_the_instance_and_category_goals_name_the_category():
             obs, r, te, tr, info = env.step("stop")  # ends this goal (reached or not): the next begins
             assert te == (k == len(env.goals) - 1)
     assert images >= 2 and categories >= 1
+
+
+def _through_a_wall(spec, a, b) -> bool:
+    """Whether the floor segment a -> b crosses a wall of the SceneSpec away from its doors."""
+    for w in spec.walls:
+        (x0, y0), (x1, y1) = w.start, w.end
+        horizontal = abs(y1 - y0) < 1e-9  # walls are axis-aligned
+        c, lo, hi = (y0, min(x0, x1), max(x0, x1)) if horizontal else (x0, min(y0, y1), max(y0, y1))
+        pa, pb = (a[1], b[1]) if horizontal else (a[0], b[0])
+        if (pa - c) * (pb - c) >= 0:
+            continue
+        t = (c - pa) / (pb - pa)
+        along = (a[0] + t * (b[0] - a[0])) if horizontal else (a[1] + t * (b[1] - a[1]))
+        if not lo <= along <= hi:
+            continue
+        door = any(abs(d.position[1 if horizontal else 0] - c) < 0.2
+                   and abs(d.position[0 if horizontal else 1] - along) < 0.5 * d.width + 0.1 for d in spec.doors)
+        if not door:
+            return True
+    return False
+
+
+def test_a_goals_region_holds_only_view_points_never_the_far_side_of_a_wall():
+    """Success needs a stop at a view point of the instance (habitat ObjectNav's rule): a navigable cell
+    within success_distance of its footprint from which it is seen. Cells that near but behind a wall
+    (the room next door) are left out of the region, the others near it stay."""
+    env = goat(n_rooms=6, num_goals=3)
+    behind = kept = 0
+    for seed in (0, 1):
+        env.reset(seed=seed)
+        scene, grid, cfg = env.unwrapped.scene, env.unwrapped.scene.grid, env.unwrapped.cfg
+        for item in scene.spec.objects():
+            near = grid.goal_cells_near_footprints([(item.position[:2], item.size[:2], item.yaw)], cfg.success_distance)
+            view = scene.view_cells([item], cfg.success_distance, cfg.camera_height)
+            assert not (view & ~near).any()
+            for r, c in np.argwhere(near):
+                if _through_a_wall(scene.spec, grid.grid_to_world(np.array([r, c])), item.position[:2]):
+                    assert not view[r, c], (seed, item.id, r, c)
+                    behind += 1
+            kept += int(view.sum())
+        for goal in env.unwrapped.goals:  # the goals' fields are distances to these regions
+            items = [scene.spec.item(i) for i in goal.instances]
+            region = scene.view_cells(items, cfg.success_distance, cfg.camera_height)
+            assert np.all(goal.field.values[region] <= 1e-6) and np.all(goal.field.values[~region & grid.navigable] > 0)
+    assert behind > 50 and kept > 2 * behind

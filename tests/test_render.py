@@ -267,3 +267,23 @@ def test_bench_reports_frames_per_second():
     assert result["16"] > 0 and result["triangles"] == geo.num_triangles()
     moved = bench_render(geo, sizes=(16,), frames=20, move_objects=True, repeats=1)
     assert moved["16"] > 0
+
+
+def test_first_instance_names_the_first_surface_on_each_segment():
+    """A wall (structure) between two points blocks the line of sight; a segment ending inside a thing
+    meets that thing; one that ends short of everything meets nothing; a moved object is met where it
+    is now, not where it stood."""
+    wall = box("wall", (0.2, 4, 3), (2.0, 0, 1.5))
+    red = box("red", (0.4, 0.4, 0.4), (4.0, 0, 0.2), semantic=RED, instance=5)
+    ball = box("ball", (0.2, 0.2, 0.2), (0.0, 3.0, 0.5), semantic=BALL, instance=9, movable=True)
+    r = RaycastRenderer(SceneGeometry([floor(), wall, red, ball], CLASSES))
+    eye = (0.0, 0.0, 1.25)
+    starts = np.array([eye, eye, eye, (3.0, 0.0, 1.25), eye])
+    ends = np.array([(4.0, 0.0, 0.2), (1.0, 0.0, 1.25), (0.0, 3.0, 0.5), (4.0, 0.0, 0.2), (0.0, -2.0, 0.5)])
+    assert r.first_instance(starts, ends).tolist() == [0, -1, 9, 5, -1]
+    tf = np.eye(4)
+    tf[:3, 3] = (0.0, -5.0, 0.0)  # the ball now at y = -2
+    r.set_object_pose(9, tf)
+    assert r.first_instance(starts, ends).tolist() == [0, -1, -1, 5, 9]
+    with pytest.raises(ValueError, match=r"\[N, 3\]"):
+        r.first_instance(starts[:, :2], ends[:, :2])

@@ -35,6 +35,9 @@ from embodied.tasks.goat import MODALITIES, Question, decode
 from embodied.world import COLOUR_NAMES, FURNITURE_CATEGORIES, OBJECT_CATEGORIES, colour_name, semantic_classes
 
 VARIANTS = ("kept", "cleared", "frontier")
+AVOID_RADIUS = 0.4  # m around a place the goal object was not seen from: the next place to try lies beyond
+MAX_BLIND = 3  # places near an object tried before stopping anyway
+BLIND_STEPS = 20  # steps to reach the next place near it before stopping anyway
 ROOM_FURNITURE = {  # furniture that names a room, for "in the bedroom" (the memory knows no rooms)
     "bedroom": ("bed", "nightstand", "wardrobe", "dresser"),
     "kitchen": ("fridge", "stove", "counter"),
@@ -301,14 +304,16 @@ class MapPlanner:
         return NavigableGrid(free, np.zeros(free.shape, np.float32), origin, memory.cfg.cell, radius,
                              self.height, max_step=0.1, neighbourhood=8)
 
-    def action(self, memory: SceneMemory, pose: np.ndarray, target: np.ndarray, radii: tuple) -> tuple[str, str]:
+    def action(self, memory: SceneMemory, pose: np.ndarray, target: np.ndarray, radii: tuple,
+               avoid: tuple = ()) -> tuple[str, str]:
         """(action, status): "move_forward" | "turn_left" | "turn_right" while "moving" toward the
-        navigable cells within the first of `radii` of target that has any reachable; ("stop",
-        "arrived") inside them; ("stop", "unreachable") when no radius gives a path on the map."""
+        navigable cells within the first of `radii` of target that has any reachable, less those within
+        AVOID_RADIUS of a point of `avoid`; ("stop", "arrived") inside them; ("stop", "unreachable")
+        when no radius gives a path on the map."""
         if self.grid is None or self._age >= self.rebuild_every:
             self.grid, self._relaxed, self._age = self._build(memory, self.radius), None, 0
         self._age += 1
-        result = self._plan(self.grid, pose, target, radii)
+        result = self._plan(self.grid, pose, target, radii, avoid)
         if result[1] == "unreachable":
             # Obstacles seen in depth, fused into 10 cm cells and grown by the agent's radius, can close a
             # doorway or the gap the agent stands in on the map while the true one is open (the agent
@@ -316,13 +321,14 @@ class MapPlanner:
             # a bump, which marks the cell blocked.
             if self._relaxed is None:
                 self._relaxed = self._build(memory, 0.5 * self.radius)
-            result = self._plan(self._relaxed, pose, target, radii)
+            result = self._plan(self._relaxed, pose, target, radii, avoid)
         action = result[0]
         if action in ("turn_left", "turn_right"):
             self._last_turn = (float(pose[0]), float(pose[1]), action)
         return result
 
-    def _plan(self, grid: NavigableGrid, pose: np.ndarray, target: np.ndarray, radii: tuple) -> tuple[str, str]:
+    def _plan(self, grid: NavigableGrid, pose: np.ndarray, target: np.ndarray, radii: tuple,
+              avoid: tuple = ()) -> tuple[str, str]:
         agent = NavAgent(grid, forward_step=self.forward_step, turn_angle=self.turn_angle)
         try:
             agent.reset(np.asarray(pose[:2], np.float64), float(pose[3]))
@@ -333,6 +339,8 @@ class MapPlanner:
                 return "stop", "unreachable"
         for radius in radii:  # an object in the middle of a table: the nearest standing place may be farther
             goal = grid.goal_cells_near(target, radius)
+            for point in avoid:
+                goal &= ~grid.goal_cells_near(point, AVOID_RADIUS)
             if not goal.any():
                 continue
             field = grid.distance_field_to_region(goal)
@@ -402,6 +410,10 @@ class GoatAgent:
         self.visited: list[np.ndarray] = []  # frontier centres reached without revealing them
         self.retried = self.reexplored = False
         self.unreachable = set()
+        self.blind: list[np.ndarray] = []  # places near the chosen object it was not seen from
+        self.since_blind = 0  # steps walked since the last of them
+        self.sighted = None  # where the chosen object was last detected (x, y)
+        self.looked_up_at = None
 
     def relocated(self) -> None:
         """The env put the agent back at the episode's start (a reset with the episode's seed: the same
@@ -421,6 +433,7 @@ class GoatAgent:
         self.visited = []
         self.unreachable: set[int] = set()  # objects without a path on the map, for this goal
         self.retried = self.reexplored = False
+        self.blind, self.sighted, self.looked_up_at = [], None, None
         if self.variant == "cleared" and self.goal_index >= 0:
             self.memory.reset()
             self.planner.invalidate()
@@ -438,9 +451,13 @@ class GoatAgent:
         if int(np.asarray(obs["goal_index"]).reshape(-1)[0]) != self.goal_index:
             self._begin_goal(obs)
         detected = self.memory.observe(obs, self.tilt)
+        if self.choice is not None and self.choice.kind == "object" and self.choice.object in detected:
+            self.sighted = pose[:2].copy()
         action = self.pending.pop(0) if self.pending else self._decide(pose, detected)
         if action == "look_down":
             self.tilt -= 30.0
+        elif action == "look_up":
+            self.tilt += 30.0
         self.last_action, self.last_pose = action, pose
         return ACTIONS.index(action)
 
@@ -478,15 +495,24 @@ class GoatAgent:
                 self.visited, self.reexplored = [], True
                 self.pending += ["turn_left"] * int(round(360 / self.turn_angle))
                 return self.pending.pop(0)
+            if choice.kind == "object" and (self.choice is None or self.choice.object != choice.object):
+                self.blind, self.sighted, self.looked_up_at = [], None, None
             self.choice = choice
         if self.choice.kind == "none":
             return "stop"
         if self.choice.kind == "object":
             target = self.memory.objects[self.choice.object].position[:2]
             radii = (self.stop_distance, self.stop_distance + 0.15, self.stop_distance + 0.3)
-            action, status = self.planner.action(self.memory, pose, target, radii)
+            action, status = self.planner.action(self.memory, pose, target, radii, tuple(self.blind))
+            if status == "arrived":
+                return self._arrive(pose, target, detected)
             if status != "unreachable":
-                return action  # "stop" on arrival
+                self.since_blind += 1
+                # Near the object already: a place left beside it that 0.25 m steps keep missing is
+                # not worth the goal's budget.
+                return "stop" if self.blind and self.since_blind > BLIND_STEPS else action
+            if self.blind:  # every place near it left was tried: it stands as near as the map allows
+                return "stop"
             self.unreachable.add(self.choice.object)  # no path on the map: another choice, or explore
             self.choice = None
             return self._decide(pose, detected) if len(self.unreachable) < 20 else "stop"
@@ -498,6 +524,27 @@ class GoatAgent:
             self.choice = None
             return self._decide(pose, detected) if len(self.visited) < 50 else "stop"
         return action
+
+    def _arrive(self, pose: np.ndarray, target: np.ndarray, detected: list[int]) -> str:
+        """Near the chosen object: stop where it has been seen (a goal's view points must see it, as
+        habitat's ObjectNav view points do; the map alone cannot tell the near side of a wall from
+        the far side). Else face it, look up once, and failing that try another place near it."""
+        here = pose[:2]
+        if self.sighted is not None and math.hypot(*(self.sighted - here)) < 1e-3:
+            return "stop"
+        if len(self.blind) >= MAX_BLIND:
+            return "stop"
+        bearing = math.atan2(target[1] - here[1], target[0] - here[0])
+        diff = (bearing - pose[3] + math.pi) % (2 * math.pi) - math.pi
+        if abs(diff) > 0.5 * math.radians(self.turn_angle):
+            return "turn_left" if diff > 0 else "turn_right"
+        if self.looked_up_at is None or math.hypot(*(self.looked_up_at - here)) >= 1e-3:
+            self.looked_up_at = here.copy()
+            self.pending.append("look_down")
+            return "look_up"
+        self.blind.append(here.copy())
+        self.since_blind = 0
+        return self._decide(pose, detected)
 
     def _visited(self, f: Frontier) -> bool:
         return any(math.hypot(*(f.centre - v)) < 1.0 for v in self.visited)

@@ -336,6 +336,29 @@ class RaycastRenderer:
             out["rgb"] = rgb.reshape(shape + (3,))
         return out
 
+    def first_instance(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """int32 [N]: the instance id of the first surface on each segment starts[i] -> ends[i]
+        ([N, 3] world points), 0 for structure, -1 where nothing lies between them (line of sight)."""
+        import open3d as o3d
+
+        a, b = np.asarray(starts, np.float64), np.asarray(ends, np.float64)
+        if a.ndim != 2 or a.shape[1] != 3 or a.shape != b.shape or not (np.isfinite(a).all() and np.isfinite(b).all()):
+            raise ValueError(f"starts and ends must be finite [N, 3] arrays of one shape, got {a.shape} and {b.shape}")
+        self._sync_scenes()
+        length = np.linalg.norm(b - a, axis=1)
+        rays = np.c_[a, (b - a) / np.maximum(length, 1e-12)[:, None]].astype(np.float32)
+        tensor = o3d.core.Tensor.from_numpy(rays)
+        ans = self._static.cast_rays(tensor, nthreads=self.nthreads)
+        t, gid = ans["t_hit"].numpy().copy(), ans["geometry_ids"].numpy().copy()
+        if self._dynamic is not None:
+            dyn = self._dynamic.cast_rays(tensor, nthreads=self.nthreads)
+            nearer = dyn["t_hit"].numpy() < t
+            t[nearer] = dyn["t_hit"].numpy()[nearer]
+            gid[nearer] = dyn["geometry_ids"].numpy()[nearer] + np.uint32(self._n_static_geoms)
+        out = np.take(self._tables.instance, gid + np.uint32(1)).astype(np.int32)
+        out[t > length] = -1
+        return out
+
     def render_one(self, pose: Sequence[float], camera: Camera, outputs: Iterable[str] = OUTPUTS) -> dict[str, np.ndarray]:
         """One pose (x, y, z_floor, yaw), one camera: arrays [H, W, ...]."""
         pose = np.asarray(pose, np.float64)

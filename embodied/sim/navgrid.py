@@ -457,11 +457,6 @@ class NavigableGrid:
         """Distance field to the nearest of [k, 2] navigable goal points."""
         return self.distance_field(np.asarray(points, np.float64).reshape(-1, 2))
 
-    def distance_field_to_footprints(self, footprints, radius: float) -> DistanceField:
-        """Distance field to the cells within `radius` of any footprint (see
-        `goal_cells_near_footprints`); raises ValueError if none is navigable."""
-        return self.distance_field(self.goal_cells_near_footprints(footprints, radius))
-
     def lookup(self, field, xy) -> float:
         """Geodesic distance at xy in a field (a DistanceField or a [ny, nx] array of cell values)."""
         if isinstance(field, DistanceField):

@@ -12,15 +12,16 @@ modalities (`MODALITIES`):
   never its instance ids); only that instance counts.
 
 Randomisations (drawn from the episode's rng, in this order): the scene; a permutation of the
-scene's objects, from which the first `num_goals` reachable ones are the goals (reachable: a
-navigable cell of the largest component within `success_distance` of the footprint); per goal a
+scene's objects, from which the first `num_goals` reachable ones are the goals (reachable: a view
+point in the largest component, see below); per goal a
 modality, uniform over `task.modalities`, and for image goals up to 20 viewpoints (the one showing
 most instance pixels wins; with fewer than `min_image_pixels` in all the goal becomes a description);
 then the start cell (its geodesic distance to the first goal in [min_goal_distance,
 max_goal_distance]) and heading. A scene with fewer reachable objects than goals is redrawn.
 
-Success: `stop` within 1.5 grid cells of the region `success_distance` (geodesic) around the goal
-footprint(s) reaches the goal (`success_reward`). Unlike nav/multigoal a wrong `stop`, or a goal's
+Success: `stop` within 1.5 grid cells of a view point of the goal instance(s) reaches the goal
+(`success_reward`): a navigable cell within `success_distance` of the footprint from which the
+camera height sees the instance (`NavScene.view_cells`; habitat ObjectNav's view points). Unlike nav/multigoal a wrong `stop`, or a goal's
 `steps_per_goal` budget running out, fails that goal and the next one begins from the same pose; the
 episode terminates after the last goal. Measures: `success` = every goal reached, `goals_reached` =
 the fraction reached, `spl` = the mean over goals of per-goal SPL, `soft_spl` likewise.
@@ -165,8 +166,7 @@ class GoatNav(ObjectGoalEnv):
     def _instance_field(self, scene: NavScene, item: Item, component: np.ndarray):
         """The geodesic field to the region around one instance, or None if it is out of reach."""
         try:
-            field = scene.grid.distance_field_to_footprints([(item.position[:2], item.size[:2], item.yaw)],
-                                                            self.cfg.success_distance)
+            field = self._view_field(scene, [item])
         except ValueError:  # no navigable cell near it
             return None
         return field if np.isfinite(field.values[component]).any() else None

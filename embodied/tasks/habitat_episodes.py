@@ -363,12 +363,13 @@ def scene_id_of(scene) -> str:
         else os.path.basename(scene.key)
 
 
-def object_view_points(scene, item, radius: float) -> np.ndarray:
-    """[k, 2] view points of one object: its goal region (navigable cells within `radius` of its
-    footprint) sampled every EXPORT_VIEW_POINT_SPACING cells, plus every region cell farther than
-    VIEW_POINT_RADIUS from the samples, so the view points' region covers the object's."""
+def object_view_points(scene, item, radius: float, eye_height: float) -> np.ndarray:
+    """[k, 2] view points of one object: its goal region (NavScene.view_cells: navigable cells within
+    `radius` of its footprint that see it) sampled every EXPORT_VIEW_POINT_SPACING cells, plus every
+    region cell farther than VIEW_POINT_RADIUS from the samples, so the view points' region covers
+    the object's."""
     grid = scene.grid
-    region = grid.goal_cells_near_footprints([(item.position[:2], item.size[:2], item.yaw)], radius)
+    region = scene.view_cells([item], radius, eye_height)
     s = EXPORT_VIEW_POINT_SPACING
     rows, cols = np.indices(grid.shape)
     picked = region & (rows % s == 0) & (cols % s == 0)
@@ -409,7 +410,7 @@ def export_episodes(cfg, seeds, path: str | Path, quiet: bool = True) -> Path:
             ep["object_category"] = category
             key = f"{os.path.basename(ep['scene_id'])}_{category}"
             if key not in by_category:
-                by_category[key] = [_object_goal(scene, item, cfg.success_distance, shift)
+                by_category[key] = [_object_goal(scene, item, cfg.success_distance, cfg.camera_height, shift)
                                     for item in scene.spec.objects() if item.category == category]
         else:
             p = env.goal.point
@@ -425,10 +426,10 @@ def export_episodes(cfg, seeds, path: str | Path, quiet: bool = True) -> Path:
     return write_habitat_file(path, data)
 
 
-def _object_goal(scene, item, radius: float, shift: float) -> dict:
+def _object_goal(scene, item, radius: float, eye_height: float, shift: float) -> dict:
     grid = scene.grid
     vps = []
-    for xy in object_view_points(scene, item, radius):
+    for xy in object_view_points(scene, item, radius, eye_height):
         facing = math.atan2(item.position[1] - xy[1], item.position[0] - xy[0])
         vps.append({"agent_state": {"position": _r(ours_to_habitat((xy[0], xy[1], grid.floor_height_at(xy)), shift)),
                                     "rotation": _r(quaternion_from_yaw(facing))}, "iou": None})

@@ -13,8 +13,9 @@ then the start cell, redrawn until its geodesic distance to the first goal lies 
 [min_goal_distance, max_goal_distance], and the start heading; an episode that cannot be drawn
 moves to another scene (20 tries).
 Success (measure `success`: every goal reached): `stop` within the goal's tolerance reaches it -
-pointnav: within `success_distance` of the point; object goals: within 1.5 grid cells of the region
-`success_distance` around any instance's footprint - paying `success_reward` (multigoal then moves
+pointnav: within `success_distance` of the point; object goals: within 1.5 grid cells of the view
+points of an instance (`NavScene.view_cells`: navigable cells within `success_distance` of its
+footprint from which the camera height sees it; not the far side of a wall) - paying `success_reward` (multigoal then moves
 to the next goal); a `stop` elsewhere ends the episode unsuccessful; `max_steps` truncates it.
 """
 from __future__ import annotations
@@ -420,10 +421,17 @@ class ObjectGoalEnv(NavEnv):
 
     def _object_goal(self, scene: NavScene, category: str) -> Goal:
         objs = [o for o in scene.spec.objects() if o.category == category]
-        field = scene.grid.distance_field_to_footprints(
-            [(o.position[:2], o.size[:2], o.yaw) for o in objs], self.cfg.success_distance)
+        field = self._view_field(scene, objs)
         # Reached anywhere inside the region: one cell's diagonal of slack for grid quantisation.
         return Goal(field=field, tolerance=scene.grid.cell * 1.5, category=OBJECT_CATEGORIES.index(category))
+
+    def _view_field(self, scene: NavScene, items) -> DistanceField:
+        """Distance field to the view points of `items` (NavScene.view_cells within success_distance,
+        seen from the camera's height); ValueError where there is none."""
+        mask = scene.view_cells(items, self.cfg.success_distance, self.cfg.camera_height)
+        if not mask.any():
+            raise ValueError("no view point of the goal is navigable")
+        return scene.grid.distance_field(mask)
 
     def _reachable_categories(self, scene: NavScene) -> list[str]:
         if scene.spec is None:

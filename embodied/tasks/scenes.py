@@ -25,6 +25,10 @@ SPLITS = ("train", "val", "test")
 # LRU cache holds it. Nav scenes are read-only once built (the renderer's objects are never moved).
 _BUILT: "weakref.WeakValueDictionary[tuple, NavScene]" = weakref.WeakValueDictionary()
 MESH_SUFFIXES = (".glb", ".gltf", ".ply", ".obj")
+# Points inside an item's box, as fractions of its size in its own frame (z from its bottom face): a
+# view point must see one of them. The centre and four points near the top, so a thing on a table
+# seen over the table's edge counts.
+VIEW_TARGETS = ((0.0, 0.0, 0.5), (0.0, 0.0, 0.9), (0.3, 0.0, 0.9), (-0.3, 0.0, 0.9), (0.0, 0.3, 0.9), (0.0, -0.3, 0.9))
 
 
 @dataclass
@@ -35,6 +39,41 @@ class NavScene:
     renderer: RaycastRenderer
     grid: NavigableGrid
     goal_pools: dict = field(default_factory=dict)  # pool size -> [N, 2] goal points (nav/pointnav goal_pool)
+    view_masks: dict = field(default_factory=dict)  # (instance, radius, eye height) -> view_cells mask
+
+    def view_cells(self, items, radius: float, eye_height: float) -> np.ndarray:
+        """[ny, nx] bool: the view points of object instances (habitat ObjectNav's rule): navigable
+        cells within `radius` of an item's footprint from which an eye `eye_height` above the floor
+        sees that item, i.e. the segment to one of VIEW_TARGETS points inside its box meets the item
+        first or nothing at all. A cell beside the item behind a wall, or behind a wardrobe, is not one."""
+        out = np.zeros(self.grid.shape, bool)
+        for item in items:
+            key = (item.id, float(radius), float(eye_height))
+            mask = self.view_masks.get(key)
+            if mask is None:
+                mask = self.view_masks[key] = self._view_cells(item, radius, eye_height)
+            out |= mask
+        return out
+
+    def _view_cells(self, item, radius: float, eye_height: float) -> np.ndarray:
+        grid = self.grid
+        near = grid.goal_cells_near_footprints([(item.position[:2], item.size[:2], item.yaw)], radius)
+        rc = np.argwhere(near)
+        if not len(rc):
+            return near
+        xy = grid.grid_to_world(rc)
+        eyes = np.c_[xy, grid.floor_height[rc[:, 0], rc[:, 1]].astype(np.float64) + eye_height]
+        eyes[:, 2] = np.where(np.isfinite(eyes[:, 2]), eyes[:, 2], eye_height)
+        c, s = np.cos(item.yaw), np.sin(item.yaw)
+        local = np.asarray(VIEW_TARGETS) * np.asarray(item.size, np.float64)
+        targets = np.c_[np.asarray(item.position[:2]) + local[:, :2] @ np.array([[c, s], [-s, c]]),
+                        item.position[2] + local[:, 2]]
+        sees = np.zeros(len(rc), bool)
+        for t in targets:
+            hit = self.renderer.first_instance(eyes, np.broadcast_to(t, eyes.shape))
+            sees |= (hit == item.id) | (hit == -1)
+        near[rc[~sees, 0], rc[~sees, 1]] = False
+        return near
 
 
 class SceneSource:
