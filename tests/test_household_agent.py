@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from embodied.agents.household import HouseholdAgent, HybridMemory, run_episode
@@ -84,6 +85,41 @@ def test_eval_command_runs_the_ablation_table_and_bad_agent_keys_are_one_line(tm
             main(["eval", "task=household/tier1", "agent=optimus", f"out={out}", "quiet=true", *args])
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith(f"embodied eval: error: {message}"), err
+
+
+def test_an_eval_over_several_worlds_pools_their_episodes_and_each_world_repeats_alone(tmp_path, capsys):
+    """agent.worlds: each world learns its own memory from empty (world<w>/ folders) and the rows pool
+    the worlds' episodes; a world's figures equal that world evaluated alone (nothing leaks between
+    worlds). Worlds given twice, or beside task.world_seed, are one line."""
+    from embodied.cli import main
+
+    args = ["eval", "task=household/tier2", "agent=optimus", "agent.variants=[full]", "agent.epochs=1",
+            "agent.tasks_per_epoch=6", "episodes=5", "quiet=true"]
+    out = tmp_path / "many.json"
+    main([*args, "agent.worlds=[1,2]", f"out={out}"])
+    row = json.loads(out.read_text())["results"][0]
+    assert row["episodes"] == 10 and row["worlds"] == [1, 2]
+    assert [e["world"] for e in row["per_episode"]] == [1] * 5 + [2] * 5
+    assert row["success"]["mean"] == pytest.approx(np.mean([e["success"] for e in row["per_episode"]]))
+    assert (tmp_path / "many_memory" / "world1" / "full.sqlite").is_file()
+    assert (tmp_path / "many_memory" / "world2" / "full.sqlite").is_file()
+    alone = tmp_path / "alone.json"
+    main([*args, "task.world_seed=2", f"out={alone}"])
+    single = json.loads(alone.read_text())["results"][0]
+    assert row["by_world"]["2"] == single["success"]["mean"]
+    assert [e["steps"] for e in row["per_episode"][5:]] == [e["steps"] for e in single["per_episode"]]
+    capsys.readouterr()
+    for extra, message in [(["agent.worlds=[1,1]"], "agent.worlds: [1, 1]; allowed: null"),
+                           (["agent.worlds=[1]", "task.world_seed=3"], "agent.worlds: [1] with task.world_seed=3")]:
+        with pytest.raises(SystemExit) as exit_:
+            main([*args, f"out={tmp_path / 'x.json'}", *extra])
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith(f"embodied eval: error: {message}"), err
+    with pytest.raises(SystemExit):
+        main(["record", "task=household/tier2", "agent=optimus", "agent.worlds=[1,2]", f"out={tmp_path / 'r'}",
+              "quiet=true"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "a recording plays one world" in err[0], err
 
 
 def test_recording_shows_the_plan_the_cases_the_reflections_and_the_graph(tmp_path):

@@ -1,12 +1,14 @@
 """`embodied eval task=household/tier3 agent=optimus` | `suite=household`: Optimus-1's
 self-evolution protocol on the household tasks (docs/household.md).
 
-For each variant (agent.variants): memory starts empty (one SQLite file per variant in
-agent.memory, default <out>_memory/), then `epochs` times: `tasks_per_epoch` learning tasks over all
+For each variant (agent.variants) and each world (agent.worlds, default the task's world_seed):
+memory starts empty (one SQLite file per variant in agent.memory, default <out>_memory/, in a
+world<w>/ folder per world when there are several), then `epochs` times: `tasks_per_epoch` learning tasks over all
 tiers in turn (every `teacher_every`-th one acted by the teacher, the env's oracle, while the memory
 watches; learning seeds from 2**29), then `episodes` evaluation episodes per evaluated tier on seeds
 seed .. seed + episodes - 1 with the memory read only. Success by tier after each epoch with Wilson
-intervals; the table shows the last epoch. `agent=oracle` (the ceiling) and the `reactive`
+intervals, the episodes of every world pooled (each row keeps its worlds' own figures in
+`by_world`); the table shows the last epoch. `agent=oracle` (the ceiling) and the `reactive`
 memoryless baseline are variants too.
 """
 from __future__ import annotations
@@ -55,14 +57,22 @@ def household_agent(cfg: DictConfig) -> dict:
     check(cfg.seed >= 0 and cfg.seed + cfg.episodes <= LEARN_SEED_START, "seed",
           f"{cfg.seed}; allowed: 0 <= seed <= 2**29 - episodes (learning tasks use seeds from 2**29)")
     check(cfg.episodes >= 1, "episodes", f"{cfg.episodes}; allowed: >= 1")
+    worlds = opts["worlds"]
+    ok = worlds is None or (isinstance(worlds, list) and worlds and len(set(worlds)) == len(worlds) and all(
+        isinstance(w, int) and not isinstance(w, bool) and 0 <= w < 2**31 for w in worlds))
+    check(ok, "agent.worlds", f"{worlds!r}; allowed: null (the task's world_seed) or a list of distinct world seeds "
+          "in 0..2**31-1")
+    world_seed = cfg.task.get("world_seed", 0) if isinstance(cfg.task, DictConfig) else 0
+    check(worlds is None or not world_seed, "agent.worlds", f"{worlds} with task.world_seed={world_seed}; give the "
+          "worlds in one place")
     return opts
 
 
 def evaluate_household(cfg: DictConfig) -> dict[str, Any]:
-    from embodied.agents.household import run_episode
     from embodied.agents.household_nav import household_agent as build_agent
     from embodied.eval.runner import load_task_config, suite_tasks, write_report
     from embodied.tasks import make_env
+    from embodied.tasks.config import TaskConfig
 
     opts = household_agent(cfg)
     names = suite_tasks(cfg.suite) if cfg.suite else [str(cfg.task.name)]
@@ -72,66 +82,106 @@ def evaluate_household(cfg: DictConfig) -> dict[str, Any]:
     tasks = [{**load_task_config(n), **shared} for n in names] if cfg.suite else [task]
     check(all(str(t["name"]).startswith("household/") for t in tasks), "suite", f"{cfg.suite!r} mixes household and "
           "other tasks; allowed: household tasks only")
+    for t in tasks:  # bad options are one line before any work
+        TaskConfig.from_any(t)
     base = {k: v for k, v in tasks[0].items() if k != "name"}
-    envs = {t["name"]: make_env(t) for t in tasks}
-    learn_envs = learning_envs(base)
-    world = str(base.get("world_seed", 0))
+    worlds = opts["worlds"] or [int(base.get("world_seed", 0))]
     label = cfg.suite or str(tasks[0]["name"]).replace("/", "_")
     out = Path(cfg.out) if cfg.out else Path(f"eval_{label}.json")
     memory_dir = Path(opts["memory"]) if opts["memory"] else out.with_name(out.stem + "_memory")
-    floor_plan = next(iter(learn_envs.values())).floor_plan()
     results, curves = [], []
     bar = None
     if not cfg.quiet:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(opts["variants"]) * (opts["epochs"] * opts["tasks_per_epoch"] + max(opts["epochs"], 1)
-                                                  * cfg.episodes * len(envs)), unit="ep", desc=f"eval {label}",
-                   file=sys.stderr)
+        bar = tqdm(total=len(worlds) * len(opts["variants"]) * (
+            opts["epochs"] * opts["tasks_per_epoch"] + max(opts["epochs"], 1) * cfg.episodes * len(tasks)),
+            unit="ep", desc=f"eval {label}", file=sys.stderr)
     for variant in opts["variants"]:
-        memory = agent = None
-        if variant != "oracle":
-            memory = open_memory(variant, memory_dir, world, fresh=not opts["memory"])
-            agent = build_agent(variant, memory, floor_plan, cases=opts["cases"], seed=cfg.seed)
-        learned = 0
-        try:
-            for epoch in range(max(opts["epochs"], 1)):
-                if opts["epochs"] and variant != "oracle":
-                    learned = learn(agent, learn_envs, opts, learned, on_task=bar.update if bar else None)
-                for name, env in envs.items():
-                    pool = memory.pool if memory is not None else None
-                    read = pool.read_seconds if pool is not None else 0.0
-                    episodes = [run_episode(env, agent, cfg.seed + i) for i in range(cfg.episodes)]
-                    if bar:
-                        bar.update(len(episodes))
-                    row = {"variant": variant, "method": variant if variant == "oracle" else f"optimus {variant}",
-                           "task": name, "tier": env.level.tier, "epoch": epoch + 1,
-                           "learned_tasks": learned, "episodes": len(episodes),
-                           "success": summarize([e["success"] for e in episodes], True, cfg.confidence),
-                           **{k: float(np.mean([e[k] for e in episodes]))
-                              for k in ("steps", "subgoals_done", "subgoals_total", "replans", "reflections")}}
-                    if memory is not None:  # its cost (the report's memory-efficiency comparison): the file, its retrievals
-                        steps = sum(e["steps"] for e in episodes)
-                        row["memory"] = {"name": "HybridMemory", "graph_version": memory.store.graph_version(world),
-                                         "cases": memory.store.count_cases(world), "state_bytes": memory.store.nbytes()}
-                        if pool is not None and steps:
-                            row["memory"]["read_s_per_env_step"] = (pool.read_seconds - read) / steps
-                    curves.append(row)
-                    if epoch + 1 == max(opts["epochs"], 1):
-                        results.append({**row, "per_episode": episodes})
-        finally:
-            if memory is not None:
-                memory.close()
+        cells: dict[tuple, list] = {}  # (epoch, task) -> per world: (world, row, episodes)
+        for world in worlds:
+            folder = memory_dir / f"world{world}" if len(worlds) > 1 else memory_dir
+            envs = {t["name"]: make_env({**t, "world_seed": world}) for t in tasks}
+            learn_envs = learning_envs({**base, "world_seed": world})
+            memory = agent = None
+            try:
+                if variant != "oracle":
+                    memory = open_memory(variant, folder, str(world), fresh=not opts["memory"])
+                    agent = build_agent(variant, memory, next(iter(learn_envs.values())).floor_plan(),
+                                        cases=opts["cases"], seed=cfg.seed)
+                learned = 0
+                for epoch in range(max(opts["epochs"], 1)):
+                    if opts["epochs"] and variant != "oracle":
+                        learned = learn(agent, learn_envs, opts, learned, on_task=bar.update if bar else None)
+                    for name, env in envs.items():
+                        row, episodes = _evaluate(env, agent, memory, str(world), cfg)
+                        row.update(variant=variant, method=variant if variant == "oracle" else f"optimus {variant}",
+                                   task=name, tier=env.level.tier, epoch=epoch + 1, learned_tasks=learned)
+                        cells.setdefault((epoch + 1, name), []).append((world, row, episodes))
+                        if bar:
+                            bar.update(len(episodes))
+            finally:
+                if memory is not None:
+                    memory.close()
+                for env in list(envs.values()) + list(learn_envs.values()):
+                    env.close()
+        last = max(opts["epochs"], 1)
+        for (epoch, name), per_world in cells.items():
+            row = _pooled(per_world, cfg.confidence)
+            curves.append(row)
+            if epoch == last:
+                results.append({**row, "per_episode": [e for _, _, eps in per_world for e in eps]})
     if bar:
         bar.close()
-    for env in list(envs.values()) + list(learn_envs.values()):
-        env.close()
     table = format_household(results, curves, cfg.confidence)
     print(table)
     report = {"policy": "household", "agent": opts, "suite": cfg.suite, "confidence": cfg.confidence,
               "ci_methods": {"success": "wilson"}, "config": OmegaConf.to_container(cfg, resolve=True),
               "results": results, "curves": curves, "table": table, "memory_dir": str(memory_dir)}
     return write_report(report, out)
+
+
+def _evaluate(env, agent, memory, world: str, cfg: DictConfig) -> tuple[dict, list[dict]]:
+    """`cfg.episodes` evaluation episodes of one tier in one world: their row and the episodes."""
+    from embodied.agents.household import run_episode
+
+    pool = memory.pool if memory is not None else None
+    read = pool.read_seconds if pool is not None else 0.0
+    episodes = [{**run_episode(env, agent, cfg.seed + i), "world": int(world)} for i in range(cfg.episodes)]
+    row = {"episodes": len(episodes), "success": summarize([e["success"] for e in episodes], True, cfg.confidence),
+           **{k: float(np.mean([e[k] for e in episodes]))
+              for k in ("steps", "subgoals_done", "subgoals_total", "replans", "reflections")}}
+    if memory is not None:  # its cost (the report's memory-efficiency comparison): the file, its retrievals
+        steps = sum(e["steps"] for e in episodes)
+        row["memory"] = {"name": "HybridMemory", "graph_version": memory.store.graph_version(world),
+                         "cases": memory.store.count_cases(world), "state_bytes": memory.store.nbytes()}
+        if pool is not None and steps:
+            row["memory"]["read_s_per_env_step"] = (pool.read_seconds - read) / steps
+    return row, episodes
+
+
+def _pooled(per_world: list[tuple], confidence: float) -> dict:
+    """One row from the rows of several worlds (one world: its row): success over every episode,
+    means weighted by episodes, each world's success in `by_world`, the memory's cost averaged."""
+    if len(per_world) == 1:
+        return per_world[0][1]
+    rows = [r for _, r, _ in per_world]
+    episodes = [e for _, _, eps in per_world for e in eps]
+    row = {**rows[0], "episodes": len(episodes),
+           "success": summarize([e["success"] for e in episodes], True, confidence),
+           **{k: float(np.mean([e[k] for e in episodes]))
+              for k in ("steps", "subgoals_done", "subgoals_total", "replans", "reflections")},
+           "worlds": [w for w, _, _ in per_world],
+           "by_world": {str(w): r["success"]["mean"] for w, r, _ in per_world}}
+    if "memory" in rows[0]:  # per world, averaged: each world has its own memory file
+        mems = [r["memory"] for r in rows]
+        row["memory"] = {"name": "HybridMemory", "worlds": len(mems),
+                         "state_bytes": float(np.mean([m["state_bytes"] for m in mems])),
+                         "graph_version": float(np.mean([m["graph_version"] for m in mems]))}
+        reads = [m["read_s_per_env_step"] for m in mems if "read_s_per_env_step" in m]
+        if reads:
+            row["memory"]["read_s_per_env_step"] = float(np.mean(reads))
+    return row
 
 
 def open_memory(variant: str, memory_dir: Path, world: str, fresh: bool, readonly: bool = False):

@@ -73,6 +73,8 @@ def household_policy(cfg, env, out: Path):
 
     check(env.cfg.name.startswith("household/"), "agent", f"optimus on {env.cfg.name}; allowed: task=household/...")
     opts = household_agent(cfg)
+    check(opts["worlds"] is None, "agent.worlds", f"{opts['worlds']}; a recording plays one world: task.world_seed=W "
+          "(and agent.memory=<out>_memory/worldW for the memory of an eval over several worlds)")
     variant, memory_dir = opts["variants"][0], opts["memory"]
     if variant not in ("oracle", "reactive") and memory_dir:
         path = Path(memory_dir) / f"{variant}.sqlite"
