@@ -403,7 +403,7 @@ def test_near_its_object_the_agent_stops_only_where_it_saw_it_else_faces_it_look
     """A goal's view points must see the object, and the map cannot tell the near side of a wall from
     the far side: arrived near the chosen object, the agent stops where it detected it; otherwise it
     turns to face it, looks up once, and then plans to another place near it, avoiding this one."""
-    from embodied.agents.goat import BLIND_STEPS, MAX_BLIND, Choice
+    from embodied.agents.goat import MAX_BLIND, STALL_STEPS, Choice
 
     agent = GoatAgent(Camera(width=32, height=32, hfov_deg=90.0, mount_height=1.25))
     agent.memory.objects[7] = SceneObject(7, "mug", np.array([0.0, 1.0, 0.8]), np.zeros(3))
@@ -428,9 +428,13 @@ def test_near_its_object_the_agent_stops_only_where_it_saw_it_else_faces_it_look
     # Detected from where it stands: stop.
     agent.sighted = np.array([0.5, 0.2])
     assert agent._decide(np.array([0.5, 0.2, 0.0, 0.0]), [7]) == "stop"
-    # A place near it that the steps keep missing: it stops after BLIND_STEPS.
+    # Walking to the next place while the plan's distance to it shrinks, it walks on; a place near it
+    # that the steps keep missing (the distance stays) ends in a stop after STALL_STEPS.
     walking = np.array([0.1, 0.0, 0.0, 0.0])
-    assert [agent._decide(walking, []) for _ in range(BLIND_STEPS - 1)] == ["move_forward"] * (BLIND_STEPS - 1)
+    for d in (2.0, 1.75, 1.5, 1.25, 1.0, 0.75, 0.5, 0.25, 0.2, 0.3):
+        agent.planner.distance = d
+        assert agent._decide(walking, []) == "move_forward"
+    assert [agent._decide(walking, []) for _ in range(STALL_STEPS - 2)] == ["move_forward"] * (STALL_STEPS - 2)
     assert agent._decide(walking, []) == "stop"
     # After MAX_BLIND places it stops anyway, as near as the map allows.
     agent.sighted, agent.blind = None, [np.array([9.0, float(i)]) for i in range(MAX_BLIND)]

@@ -37,7 +37,7 @@ from embodied.world import COLOUR_NAMES, FURNITURE_CATEGORIES, OBJECT_CATEGORIES
 VARIANTS = ("kept", "cleared", "frontier")
 AVOID_RADIUS = 0.4  # m around a place the goal object was not seen from: the next place to try lies beyond
 MAX_BLIND = 3  # places near an object tried before stopping anyway
-BLIND_STEPS = 20  # steps to reach the next place near it before stopping anyway
+STALL_STEPS = 12  # steps toward the next place near it without getting nearer before stopping anyway
 ROOM_FURNITURE = {  # furniture that names a room, for "in the bedroom" (the memory knows no rooms)
     "bedroom": ("bed", "nightstand", "wardrobe", "dresser"),
     "kitchen": ("fridge", "stove", "counter"),
@@ -289,6 +289,7 @@ class MapPlanner:
         self._relaxed: NavigableGrid | None = None
         self._age = 0
         self._last_turn: tuple | None = None  # (x, y, action) of the last turn in place
+        self.distance = math.inf  # the last plan's geodesic distance (m) on the map to its goal cells
 
     def invalidate(self) -> None:
         self.grid = self._relaxed = None
@@ -346,6 +347,7 @@ class MapPlanner:
             field = grid.distance_field_to_region(goal)
             d = field.at((agent.x, agent.y))
             if math.isfinite(d):
+                self.distance = d
                 if d <= 0:
                     return "stop", "arrived"
                 follower = ShortestPathFollower(grid, field, success_distance=0.0)
@@ -411,7 +413,7 @@ class GoatAgent:
         self.retried = self.reexplored = False
         self.unreachable = set()
         self.blind: list[np.ndarray] = []  # places near the chosen object it was not seen from
-        self.since_blind = 0  # steps walked since the last of them
+        self.nearest, self.stalled = math.inf, 0  # the planner's distance to the next place, steps without progress
         self.sighted = None  # where the chosen object was last detected (x, y)
         self.looked_up_at = None
 
@@ -507,10 +509,14 @@ class GoatAgent:
             if status == "arrived":
                 return self._arrive(pose, target, detected)
             if status != "unreachable":
-                self.since_blind += 1
-                # Near the object already: a place left beside it that 0.25 m steps keep missing is
-                # not worth the goal's budget.
-                return "stop" if self.blind and self.since_blind > BLIND_STEPS else action
+                if self.blind:  # a place left beside it that 0.25 m steps keep missing is not worth the budget
+                    if self.planner.distance < self.nearest - 0.05:
+                        self.nearest, self.stalled = self.planner.distance, 0
+                    else:
+                        self.stalled += 1
+                    if self.stalled > STALL_STEPS:
+                        return "stop"
+                return action
             if self.blind:  # every place near it left was tried: it stands as near as the map allows
                 return "stop"
             self.unreachable.add(self.choice.object)  # no path on the map: another choice, or explore
@@ -543,7 +549,7 @@ class GoatAgent:
             self.pending.append("look_down")
             return "look_up"
         self.blind.append(here.copy())
-        self.since_blind = 0
+        self.nearest, self.stalled = math.inf, 0
         return self._decide(pose, detected)
 
     def _visited(self, f: Frontier) -> bool:

@@ -26,9 +26,9 @@ SPLITS = ("train", "val", "test")
 _BUILT: "weakref.WeakValueDictionary[tuple, NavScene]" = weakref.WeakValueDictionary()
 MESH_SUFFIXES = (".glb", ".gltf", ".ply", ".obj")
 # Points inside an item's box, as fractions of its size in its own frame (z from its bottom face): a
-# view point must see one of them. The centre and four points near the top, so a thing on a table
-# seen over the table's edge counts.
-VIEW_TARGETS = ((0.0, 0.0, 0.5), (0.0, 0.0, 0.9), (0.3, 0.0, 0.9), (-0.3, 0.0, 0.9), (0.0, 0.3, 0.9), (0.0, -0.3, 0.9))
+# view point must see one of them. A 3 x 3 grid at mid height and near the top, so a thing on a high
+# shelf of which the camera sees only the upper edge counts, as it counts for a detector.
+VIEW_TARGETS = tuple((x, y, z) for z in (0.5, 0.95) for x in (0.0, -0.4, 0.4) for y in (0.0, -0.4, 0.4))
 
 
 @dataclass
@@ -69,9 +69,12 @@ class NavScene:
         targets = np.c_[np.asarray(item.position[:2]) + local[:, :2] @ np.array([[c, s], [-s, c]]),
                         item.position[2] + local[:, 2]]
         sees = np.zeros(len(rc), bool)
-        for t in targets:
-            hit = self.renderer.first_instance(eyes, np.broadcast_to(t, eyes.shape))
-            sees |= (hit == item.id) | (hit == -1)
+        for t in targets:  # the centre first: most cells see it, and the others cast only where it is hidden
+            left = np.flatnonzero(~sees)
+            if not len(left):
+                break
+            hit = self.renderer.first_instance(eyes[left], np.broadcast_to(t, (len(left), 3)))
+            sees[left] |= (hit == item.id) | (hit == -1)
         near[rc[~sees, 0], rc[~sees, 1]] = False
         return near
 
