@@ -139,17 +139,24 @@ class ScriptedChooser:
     def _score(query: GoalQuery, memory: SceneMemory, obj) -> tuple[float, bool]:
         if query.modality == "category":
             return 0.0, True
-        colour = colour_similarity(query.colour, obj.colour_name)
-        receptacle = query.receptacle is not None and _receptacle(memory, obj) == query.receptacle
-        room = query.room is not None and _room(memory, obj) == query.room
-        context = 0.0
-        if query.context:
-            near = {o.category for o in memory.objects.values()
-                    if o.id != obj.id and math.hypot(*(o.position[:2] - obj.position[:2])) < 2.5}
-            context = len(near & set(query.context)) / len(query.context)
+        colour, receptacle, room, context = match_features(query, memory, obj)
         score = 2.0 * colour + 1.0 * receptacle + 0.5 * room + context
         needed = colour > 0 or receptacle if query.modality == "description" else colour > 0
         return score, bool(needed)
+
+
+def match_features(query: GoalQuery, memory: SceneMemory, obj) -> tuple[float, float, float, float]:
+    """How a remembered object matches a goal's attributes: colour similarity, the same furniture under
+    it (1/0), the same room (1/0), and the fraction of a goal image's context classes near it."""
+    colour = colour_similarity(query.colour, obj.colour_name)
+    receptacle = float(query.receptacle is not None and _receptacle(memory, obj) == query.receptacle)
+    room = float(query.room is not None and _room(memory, obj) == query.room)
+    context = 0.0
+    if query.context:
+        near = {o.category for o in memory.objects.values()
+                if o.id != obj.id and math.hypot(*(o.position[:2] - obj.position[:2])) < 2.5}
+        context = len(near & set(query.context)) / len(query.context)
+    return colour, receptacle, room, context
 
 
 _HUES = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink")

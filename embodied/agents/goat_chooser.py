@@ -7,7 +7,9 @@ agent's place of the scripted chooser.
 Tokens (no instance id, nothing the agent could not see):
 - an object: its category, colour name, the furniture under it and the room its neighbours name
   (as the scripted chooser reads them), its position relative to the agent (heading frame), its
-  height, and how often and how large it was seen;
+  height, how often and how large it was seen, and how it matches the goal (the scripted chooser's
+  `match_features`: colour similarity, same furniture, same room, goal-image context nearby; and
+  the same category), since attention alone learns such comparisons slowly from ten thousand decisions;
 - a frontier: its position relative to the agent, its size, whether a frame faced it;
 - the goal: modality, category, colour, receptacle, room, and the classes of a goal image.
 A 2-layer transformer runs over [goal, candidates]; each candidate's score is an MLP of its output,
@@ -38,7 +40,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from embodied.agents.goat import ROOM_FURNITURE, Choice, GoalQuery, GoatAgent, ScriptedChooser, _receptacle, _room
+from embodied.agents.goat import (ROOM_FURNITURE, Choice, GoalQuery, GoatAgent, ScriptedChooser, _receptacle, _room,
+                                  match_features)
 from embodied.memory.scene import DETECTABLE, Frontier, SceneMemory, SceneMemoryConfig, Snapshot
 from embodied.tasks.goat import MODALITIES
 from embodied.world import COLOUR_NAMES, FURNITURE_CATEGORIES, OBJECT_CATEGORIES, colour_name, semantic_classes
@@ -47,7 +50,8 @@ CLASSES = semantic_classes()
 ROOMS = tuple(ROOM_FURNITURE)
 CONTEXT = tuple(sorted(DETECTABLE))  # classes a goal image may show besides its object
 N_INT = 5  # kind, category, colour, receptacle, room (0 = none in the last four)
-N_FLOAT = 8
+N_FLOAT = 13
+FEATURES = 2  # version of the decision arrays, in the name of a recorded decisions file
 RECORD_SEED = 10**6  # recording episodes use seeds RECORD_SEED + i; evaluation uses 0..N-1
 
 
@@ -107,11 +111,13 @@ def featurize(query: GoalQuery, memory: SceneMemory, snapshots: list[Snapshot], 
             ints.append([0, _index(CLASSES, o.category), _index(COLOUR_NAMES, o.colour_name),
                          _index(FURNITURE_CATEGORIES, _receptacle(memory, o)), _index(ROOMS, _room(memory, o))])
             floats.append([*relative(o.position), float(o.position[2]), math.log1p(len(o.frames)) / 3.0,
-                           math.log1p(o.pixels) / 10.0, 0.0, 0.0])
+                           math.log1p(o.pixels) / 10.0, 0.0, 0.0, *match_features(query, memory, o),
+                           float(o.category == query.category)])
             choices.append(Choice("object", snap.frame, oid, o.position[:2].copy()))
     for f in frontiers:
         ints.append([1, 0, 0, 0, 0])
-        floats.append([*relative(f.centre), 0.0, 0.0, 0.0, math.log1p(f.size) / 5.0, float(f.frame is not None)])
+        floats.append([*relative(f.centre), 0.0, 0.0, 0.0, math.log1p(f.size) / 5.0, float(f.frame is not None),
+                       0.0, 0.0, 0.0, 0.0, 0.0])
         choices.append(Choice("frontier", f.id, -1, f.centre.copy()))
     ctx = np.zeros(len(CONTEXT), np.float32)
     for name in query.context:
@@ -208,7 +214,7 @@ class PointerChooser(nn.Module):
     def record_imitation(self, task_cfg: Mapping, n: int, data_dir, progress: bool = False) -> list[dict]:
         """`n` recorded episodes' decisions, cached in data_dir (same file: reused)."""
         c = self.config
-        path = Path(data_dir) / f"decisions-{n}-p{c.oracle_prob:g}-f{c.frontier_keep:g}-h{c.hindsight:g}.npz"
+        path = Path(data_dir) / f"decisions-v{FEATURES}-{n}-p{c.oracle_prob:g}-f{c.frontier_keep:g}-h{c.hindsight:g}.npz"
         if not path.exists():
             decisions = record_decisions(task_cfg, n, self.config, progress)
             path.parent.mkdir(parents=True, exist_ok=True)
