@@ -178,3 +178,23 @@ def test_a_stat_some_batches_lack_is_averaged_over_those_that_have_it():
     chooser = PointerChooser(PointerChooserConfig(d_model=16, layers=1, heads=2))
     stats = BehaviourCloning(chooser, BCConfig(batch_episodes=1, epochs=1), seed=0).fit(decisions)
     assert 0.0 <= stats["object_accuracy"] <= 1.0 and 0.0 <= stats["accuracy"] <= 1.0
+
+
+def test_object_tokens_carry_how_they_match_the_goal():
+    """The last five numbers of an object token are the scripted chooser's match features (colour,
+    furniture, room, image context) and the same category; a frontier's are zero."""
+    from embodied.memory.scene import SceneObject, Snapshot
+
+    mem = SceneMemory(Camera(width=32, height=32, hfov_deg=90.0, mount_height=1.25))
+    colours = {"red": (0.9, 0.1, 0.1), "blue": (0.1, 0.2, 0.9)}
+    for oid, (cat, colour, xy) in enumerate([("mug", "red", (1.0, 0.0)), ("mug", "blue", (2.0, 0.0)),
+                                              ("book", "red", (3.0, 0.0))], start=1):
+        mem.objects[oid] = SceneObject(oid, cat, np.array([*xy, 0.8]), np.array(colours[colour]))
+    frontier = Frontier(0, np.zeros((1, 2), np.int64), np.array([0.0, 3.0]), 20, None)
+    arrays, choices = featurize(GoalQuery("description", "mug", "red"), mem, [Snapshot(0, [1, 2, 3])], [frontier],
+                                np.zeros(4))
+    match = arrays["cand_float"][:, -5:]
+    assert [c.kind for c in choices] == ["object"] * 3 + ["frontier"]
+    assert match[:, 0].tolist() == [1.0, 0.0, 1.0, 0.0]  # colour
+    assert match[:, 4].tolist() == [1.0, 1.0, 0.0, 0.0]  # same category
+    assert not match[3].any() and arrays["cand_float"].shape[1] == N_FLOAT
