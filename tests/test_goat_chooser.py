@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from embodied.agents.goat import GoalQuery
-from embodied.agents.goat_chooser import (CLASSES, CONTEXT, N_FLOAT, PointerChooser, PointerChooserConfig, build_from_run_config,
+from embodied.agents.goat_chooser import (CLASSES, CONTEXT, FEATURES, N_FLOAT, PointerChooser, PointerChooserConfig, build_from_run_config,
                                           featurize, load_decisions, oracle_targets, save_decisions)
 from embodied.config import ConfigError, InputError
 from embodied.memory.scene import Frontier, SceneMemory
@@ -140,7 +140,7 @@ def test_train_then_eval_through_the_commands(tmp_path):
                           "trainer.record_episodes=2", "trainer.dagger_rounds=1", "quiet=true", *small],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert list((tmp_path / "run" / "data").glob("decisions-2-*.npz"))
+    assert list((tmp_path / "run" / "data").glob(f"decisions-v{FEATURES}-2-*.npz"))
     ev = subprocess.run([sys.executable, "-m", "embodied", "eval", "task=nav/goat", "agent=scenemem",
                          f"ckpt={tmp_path}/run/latest.pt", "episodes=1", "agent.variants=[kept]", "agent.questions=0",
                          f"out={tmp_path}/eval.json", "quiet=true", *small], capture_output=True, text=True, timeout=600)
