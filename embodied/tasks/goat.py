@@ -167,7 +167,7 @@ class GoatNav(ObjectGoalEnv):
         """The geodesic field to the region around one instance, or None if it is out of reach."""
         try:
             field = self._view_field(scene, [item])
-        except ValueError:  # no navigable cell near it
+        except ValueError:  # no view point of it
             return None
         return field if np.isfinite(field.values[component]).any() else None
 

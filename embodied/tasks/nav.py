@@ -427,11 +427,8 @@ class ObjectGoalEnv(NavEnv):
 
     def _view_field(self, scene: NavScene, items) -> DistanceField:
         """Distance field to the view points of `items` (NavScene.view_cells within success_distance,
-        seen from the camera's height); ValueError where there is none."""
-        mask = scene.view_cells(items, self.cfg.success_distance, self.cfg.camera_height)
-        if not mask.any():
-            raise ValueError("no view point of the goal is navigable")
-        return scene.grid.distance_field(mask)
+        seen from the camera's height); the grid's ValueError where there is none."""
+        return scene.grid.distance_field(scene.view_cells(items, self.cfg.success_distance, self.cfg.camera_height))
 
     def _reachable_categories(self, scene: NavScene) -> list[str]:
         if scene.spec is None:
