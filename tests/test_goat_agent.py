@@ -3,11 +3,13 @@ memory, the scripted chooser prefers a remembered match to exploring, and the me
 import numpy as np
 import pytest
 
-from embodied.agents.goat import GoalQuery, GoatAgent, MapPlanner, ScriptedChooser, VLMChooser, colour_similarity
+from embodied.agents.goat import (GoalQuery, GoatAgent, MapPlanner, ScriptedChooser, VLMChooser, colour_similarity,
+                                  rgb_similarity)
 from embodied.memory.scene import FREE, OCCUPIED, Frame, Frontier, SceneMemory, SceneObject, Snapshot
 from embodied.render import Camera
 from embodied.tasks import make_env
 from embodied.tasks.goat import MODALITIES
+from embodied.world import colour_name, semantic_classes
 
 SIZE = 96
 
@@ -452,3 +454,35 @@ def test_act_records_where_the_chosen_object_was_detected(monkeypatch):
     for x in (0.0, 0.25, 0.5):
         agent.act({"pose": np.array([x, 0.0, 0.0, 0.0]), "goal_index": np.array([0])})
     assert agent.sighted.tolist() == [0.25, 0.0]
+
+
+def test_an_image_goal_is_the_object_nearest_the_image_centre():
+    """A small object at the centre beside a larger one of another class: the goal is the small one,
+    with its own colour (not the mean over every pixel of its class)."""
+    classes = semantic_classes()
+    can, book = classes.index("can"), classes.index("book")
+    sem = np.zeros((64, 64), np.int32)
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    sem[26:40, 20:30] = book  # beside it, and more of the 9 x 9 pixels about the centre than the can
+    sem[30:34, 30:34] = can  # the instance, at the centre
+    rgb[30:34, 30:34] = (200, 20, 20)  # this can is red
+    sem[0:6, 56:62] = can  # another can far from the centre, green
+    rgb[0:6, 56:62] = (20, 200, 20)
+    obs = {"goal_modality": np.array([MODALITIES.index("image")]), "goal_semantic": sem, "goal_image": rgb}
+    query = GoalQuery.from_observation(obs)
+    assert query.category == "can" and query.colour == colour_name(np.array([200, 20, 20]) / 255.0)
+    assert "book" in query.context
+    with pytest.raises(ValueError, match="no object"):
+        GoalQuery.from_observation({**obs, "goal_semantic": np.zeros_like(sem)})
+
+
+def test_image_goal_colours_compare_as_colours_not_names():
+    """A goal image's colour against a remembered one: shading (a factor on rgb) keeps them alike, a
+    pair on either side of a name's bin edge is alike, other hues and white against black are not."""
+    white_ish, bluish = np.array([0.486, 0.464, 0.578]), np.array([0.452, 0.426, 0.559])  # one plate, two views
+    assert colour_name(white_ish) != colour_name(bluish) and rgb_similarity(white_ish, bluish) > 0.8
+    red = np.array([0.8, 0.15, 0.1])
+    assert rgb_similarity(red, 0.5 * red) == pytest.approx(1.0)
+    assert rgb_similarity(red, np.array([0.1, 0.7, 0.2])) == 0.0
+    assert rgb_similarity(np.array([0.9, 0.9, 0.9]), np.array([0.1, 0.1, 0.1])) == 0.0
+    assert 0.0 < rgb_similarity(red, np.array([0.8, 0.23, 0.1])) < rgb_similarity(red, np.array([0.8, 0.2, 0.1])) < 1.0

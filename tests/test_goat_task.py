@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from embodied.config import ConfigError, compose
+from embodied.render import Camera
 from embodied.tasks import TASKS, GoatConfig, make_env
 from embodied.tasks.goat import MAX_WORDS, MODALITIES, VOCAB, GoatNav, decode, describe, encode
 from embodied.world import COLOUR_NAMES, OBJECT_CATEGORIES, colour_name, semantic_classes
@@ -177,6 +178,13 @@ def test_image_goals_show_the_instance_and_category_goals_name_the_category():
                 assert obs["goal_image"].any() and obs["goal_category"][0] == -1 and not obs["goal_text"].any()
                 d = np.hypot(*(goal.viewpoint[:2] - np.asarray(item.position[:2])))
                 assert abs(d - env.cfg.image_distance) <= 0.5 + env.scene.grid.cell
+                # The image frames the instance: its pixels are centred (within ~1 degree of tilt rounding).
+                cam = Camera(width=env.cfg.width, height=env.cfg.height, hfov_deg=env.cfg.hfov,
+                             mount_height=env.cfg.camera_height, tilt_deg=goal.tilt)
+                view = env.scene.renderer.render_one(goal.viewpoint, cam, ("rgb", "instance"))
+                assert np.array_equal(view["rgb"], obs["goal_image"])  # the recorded pose and tilt took it
+                rows, cols = np.nonzero(view["instance"] == item.id)
+                assert abs(rows.mean() - (cam.height - 1) / 2) < 3 and abs(cols.mean() - (cam.width - 1) / 2) < 3
             elif goal.modality == "category":
                 categories += 1
                 assert obs["goal_category"][0] == goal.category and not obs["goal_image"].any()

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+from scipy import ndimage
 
 from embodied.memory.scene import DETECTABLE, OCCUPIED, UNKNOWN, Frontier, SceneMemory, SceneMemoryConfig, Snapshot
 from embodied.render import Camera
@@ -56,6 +57,7 @@ class GoalQuery:
     receptacle: str | None = None
     room: str | None = None
     context: list = field(default_factory=list)  # other classes in a goal image
+    rgb: np.ndarray | None = None  # a goal image's instance: its mean colour (channels in [0, 1])
 
     @classmethod
     def from_observation(cls, obs: dict, classes: tuple[str, ...] | None = None) -> "GoalQuery":
@@ -73,23 +75,23 @@ class GoalQuery:
                 if a == "the" and b in ROOM_FURNITURE:
                     room = b
             return cls(modality, category, colour, receptacle, room)
-        # Image: the detector (semantic classes) run on the goal image; the object class covering
-        # most of the image's centre is the goal, the other detected classes its context.
+        # Image: the detector (semantic classes) run on the goal image. The image frames its instance at
+        # its centre: the goal is the class of the object pixel nearest the centre, the other detected
+        # classes its context. (Counting classes in a window about the centre picks a larger neighbour.)
         classes = classes or semantic_classes()
         sem = np.asarray(obs["goal_semantic"])
         h, w = sem.shape
-        objects = [classes.index(c) for c in OBJECT_CATEGORIES]
-        for frac in (8, 4, 2):  # the goal image frames its instance: the object class nearest the centre
-            window = sem[h // 2 - h // frac // 2: h // 2 + h // frac // 2 + 1, w // 2 - w // frac // 2: w // 2 + w // frac // 2 + 1]
-            counts = np.bincount(window.ravel(), minlength=len(classes))
-            best = max(objects, key=lambda k: counts[k])
-            if counts[best]:
-                break
-        mask = sem == best
+        rows, cols = np.nonzero(np.isin(sem, [classes.index(c) for c in OBJECT_CATEGORIES]))
+        if not len(rows):
+            raise ValueError("an image goal shows no object")
+        nearest = int(np.argmin((rows - (h - 1) / 2) ** 2 + (cols - (w - 1) / 2) ** 2))
+        best = int(sem[rows[nearest], cols[nearest]])
+        labels, _ = ndimage.label(sem == best)  # the instance's own pixels give its colour, not its class's
+        mask = labels == labels[rows[nearest], cols[nearest]]
         rgb = np.asarray(obs["goal_image"])[mask].astype(np.float64).mean(0) / 255.0
         present = set(np.unique(sem).tolist()) - {best}
         context = sorted(classes[k] for k in present if classes[k] in DETECTABLE)
-        return cls(modality, classes[best], colour_name(rgb), None, None, context)
+        return cls(modality, classes[best], colour_name(rgb), None, None, context, rgb)
 
     def relevant_classes(self) -> list[str]:
         """Prefiltering's ranking (3D-Mem asks an LLM; here the goal's own classes come first)."""
@@ -148,7 +150,8 @@ class ScriptedChooser:
 def match_features(query: GoalQuery, memory: SceneMemory, obj) -> tuple[float, float, float, float]:
     """How a remembered object matches a goal's attributes: colour similarity, the same furniture under
     it (1/0), the same room (1/0), and the fraction of a goal image's context classes near it."""
-    colour = colour_similarity(query.colour, obj.colour_name)
+    colour = (rgb_similarity(query.rgb, obj.colour) if query.rgb is not None
+              else colour_similarity(query.colour, obj.colour_name))
     receptacle = float(query.receptacle is not None and _receptacle(memory, obj) == query.receptacle)
     room = float(query.room is not None and _room(memory, obj) == query.room)
     context = 0.0
@@ -175,6 +178,19 @@ def colour_similarity(a: str | None, b: str | None) -> float:
         d = abs(_HUES.index(a) - _HUES.index(b))
         return 0.5 if min(d, len(_HUES) - d) == 1 else 0.0
     return 0.0
+
+
+def rgb_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """How alike two rendered mean colours are, in [0, 1]: 1 - their chromaticity distance / 0.1. The
+    renderer shades a face by a factor in [0.35, 1], which keeps chromaticity (rgb / its sum), so
+    brightness counts only beyond that range (white against black). A goal image gives a colour, not
+    a name: comparing names would fail on the many colours near a bin edge."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    va, vb = float(a.max()), float(b.max())
+    if min(va, vb) < 0.35 * max(va, vb) or max(va, vb) <= 0:
+        return 0.0
+    d = float(np.linalg.norm(a / max(a.sum(), 1e-9) - b / max(b.sum(), 1e-9)))
+    return max(0.0, 1.0 - d / 0.1)
 
 
 def _receptacle(memory: SceneMemory, obj) -> str | None:

@@ -95,6 +95,7 @@ class GoatGoal(Goal):
     image: np.ndarray | None = None  # image goals: rgb [H, W, 3] uint8
     semantic: np.ndarray | None = None  # image goals: semantic classes [H, W] int32
     viewpoint: np.ndarray | None = None  # image goals: pose (x, y, z_floor, yaw) the image was taken from
+    tilt: float = 0.0  # image goals: the camera's tilt there (degrees, positive up)
 
 
 @register_task("nav/goat")
@@ -159,7 +160,7 @@ class GoatNav(ObjectGoalEnv):
             if modality == "description":
                 goal.text = encode(describe(scene.spec, item))
             else:
-                goal.image, goal.semantic, goal.viewpoint = view
+                goal.image, goal.semantic, goal.viewpoint, goal.tilt = view
             goals.append(goal)
         return goals
 
@@ -172,7 +173,7 @@ class GoatNav(ObjectGoalEnv):
         return field if np.isfinite(field.values[component]).any() else None
 
     def _image_view(self, scene: NavScene, item: Item, component: np.ndarray):
-        """(rgb, semantic, pose) of the best of up to IMAGE_CANDIDATES views of `item` from navigable
+        """(rgb, semantic, pose, tilt) of the best of up to IMAGE_CANDIDATES views of `item` from navigable
         cells about image_distance away, facing it; None if none shows min_image_pixels of it."""
         c, grid = self.cfg, scene.grid
         centres = grid.grid_to_world(np.argwhere(component))
@@ -185,20 +186,26 @@ class GoatNav(ObjectGoalEnv):
         yaw = np.arctan2(target[1] - xy[:, 1], target[0] - xy[:, 0])
         z = np.array([grid.floor_height_at(p) for p in xy])
         poses = np.c_[xy, z, yaw]
-        # Tilted to look at the instance's centre from image_distance, so it is in the image's centre
-        # (as GOAT-Bench's goal images frame their instance).
-        drop = c.camera_height - (float(item.position[2]) + 0.5 * float(item.size[2]))
-        tilt = -math.degrees(math.atan2(drop, c.image_distance))
-        cam = self._image_cameras.get(round(tilt, 1))
-        if cam is None:
-            cam = self._image_cameras[round(tilt, 1)] = Camera(width=c.width, height=c.height, hfov_deg=c.hfov,
-                                                               mount_height=c.camera_height, tilt_deg=round(tilt, 1))
-        out = scene.renderer.render(poses, cam, outputs=("rgb", "semantic", "instance"))
-        counts = (out["instance"][:, 0] == item.id).sum((1, 2))
+        # Each view tilted to look at the instance's centre from where it stands, so the instance is at
+        # the image's centre (as GOAT-Bench's goal images frame their instance); tilts rounded to 1 degree
+        # share a camera and a cast.
+        drop = z + c.camera_height - (float(item.position[2]) + 0.5 * float(item.size[2]))
+        tilts = np.round(-np.degrees(np.arctan2(drop, np.hypot(*(xy - target).T))))
+        out = {k: np.zeros((len(xy), c.height, c.width, 3) if k == "rgb" else (len(xy), c.height, c.width),
+                           np.uint8 if k == "rgb" else np.int32) for k in ("rgb", "semantic", "instance")}
+        for tilt in np.unique(tilts):
+            cam = self._image_cameras.get(float(tilt))
+            if cam is None:
+                cam = self._image_cameras[float(tilt)] = Camera(width=c.width, height=c.height, hfov_deg=c.hfov,
+                                                                mount_height=c.camera_height, tilt_deg=float(tilt))
+            group = tilts == tilt
+            for k, v in scene.renderer.render(poses[group], cam, outputs=tuple(out)).items():
+                out[k][group] = v[:, 0]
+        counts = (out["instance"] == item.id).sum((1, 2))
         best = int(np.argmax(counts))
         if counts[best] < c.min_image_pixels:
             return None
-        return (out["rgb"][best, 0].copy(), out["semantic"][best, 0].astype(np.int32), poses[best].copy())
+        return out["rgb"][best].copy(), out["semantic"][best].copy(), poses[best].copy(), float(tilts[best])
 
     def instance_distance(self, instance: int) -> float:
         """Geodesic distance (m) from where the agent stands to within success_distance of one
