@@ -107,6 +107,8 @@ def test_bad_options_fail_naming_the_key():
         SceneMemoryConfig(miss_rate=1.5).validate()
     with pytest.raises(ConfigError, match="memory.cell"):
         SceneMemoryConfig(cell=0).validate()
+    with pytest.raises(ConfigError, match="memory.confusion.*allowed: object, detection"):
+        SceneMemoryConfig(confusion="frame").validate()
 
 
 def test_split_is_deterministic_and_separates_two_groups():

@@ -7,7 +7,8 @@ what the agent observes: depth, its pose (GPS + compass, in the episode-start fr
 tilt, and a detector. The detector is declared ground truth: the renderer's instance ids segment
 the objects and the semantic image names them (3D-Mem uses YOLO-World + SAM + CLIP here). Options
 degrade it so the memory's gain is not bought by perfect perception: `miss_rate` drops a detection,
-`confusion_rate` gives an object a wrong category for the whole episode, `depth_noise` perturbs
+`confusion_rate` gives a wrong category, to an object for the whole episode or to one detection
+(`confusion`; fused objects keep their most common label, as 3D-Mem's do), `depth_noise` perturbs
 depth.
 
 What follows the released code (3D-Mem @f5a88d2, hierarchy_clustering.py, scene_aeqa.py):
@@ -79,7 +80,12 @@ class SceneMemoryConfig:
     miss_rate: float = 0.0
     """Probability that a detection is dropped (per object, per frame)."""
     confusion_rate: float = 0.0
-    """Probability that an object is labelled with a wrong category, for the whole episode."""
+    """Probability of a wrong category: for an object for the whole episode, or for one detection
+    (`confusion`)."""
+    confusion: str = "object"
+    """Where confusion strikes: "object" (a systematic error: every detection of that object carries the
+    same wrong label, so fusing labels cannot undo it) or "detection" (each detection drawn anew; the
+    object keeps its most common label, as 3D-Mem's fused objects do)."""
     depth_noise: float = 0.0
     """Standard deviation of multiplicative Gaussian depth noise (0.05 = 5 % of the depth)."""
     keep_images: bool = True
@@ -111,6 +117,8 @@ class SceneMemoryConfig:
         for key in ("miss_rate", "confusion_rate"):
             check(0.0 <= getattr(self, key) < 1.0, f"memory.{key}", f"{getattr(self, key)}; allowed: [0, 1)")
         check(self.depth_noise >= 0, "memory.depth_noise", f"{self.depth_noise}; allowed: >= 0")
+        check(self.confusion in ("object", "detection"), "memory.confusion",
+              f"{self.confusion!r}; allowed: object, detection")
         return self
 
 
@@ -123,6 +131,14 @@ class SceneObject:
     pixels: int = 0  # pixels fused into position and colour
     detections: int = 0
     frames: set = field(default_factory=set)
+    labels: dict = field(default_factory=dict)  # category -> detections that named it
+
+    def vote(self, category: str) -> None:
+        """Fuse one detection's label: the object keeps its most common label (3D-Mem's merged objects;
+        a tie keeps the current one)."""
+        self.labels[category] = self.labels.get(category, 0) + 1
+        if self.labels[category] > self.labels.get(self.category, 0):
+            self.category = category
 
     @property
     def colour_name(self) -> str:
@@ -312,12 +328,14 @@ class SceneMemory:
             if math.hypot(centre[0] - pose[0], centre[1] - pose[1]) > cfg.detect_range:
                 continue
             obj = self.objects.get(oid)
-            if obj is None:
+            if obj is None or cfg.confusion == "detection":
                 category = self.classes[cls]
                 if cfg.confusion_rate and self.rng.random() < cfg.confusion_rate:
                     others = [c for c in DETECTABLE if c != category]
                     category = others[int(self.rng.integers(len(others)))]
+            if obj is None:
                 obj = self.objects[oid] = SceneObject(oid, category, np.zeros(3), np.zeros(3))
+            obj.vote(category if cfg.confusion == "detection" else obj.category)
             colour = rgb[mask].astype(np.float64).mean(0) / 255.0 if rgb is not None else np.zeros(3)
             w = obj.pixels / (obj.pixels + count)
             obj.position = w * obj.position + (1 - w) * centre
