@@ -109,6 +109,9 @@ def test_bad_options_fail_naming_the_key():
         SceneMemoryConfig(cell=0).validate()
     with pytest.raises(ConfigError, match="memory.confusion.*allowed: object, detection"):
         SceneMemoryConfig(confusion="frame").validate()
+    # From the command line's options, the error names the key as the user wrote it.
+    with pytest.raises(ConfigError, match=r"^agent\.memory\.confusion_rate: 1\.5; allowed: \[0, 1\)"):
+        SceneMemoryConfig.from_options({"confusion_rate": 1.5})
 
 
 def test_split_is_deterministic_and_separates_two_groups():

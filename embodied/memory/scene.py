@@ -102,23 +102,25 @@ class SceneMemoryConfig:
         unknown = sorted(set(options) - set(cls.__dataclass_fields__))
         check(not unknown, f"{key}.{unknown[0] if unknown else ''}",
               f"unknown key; allowed: {', '.join(sorted(cls.__dataclass_fields__))}")
-        return cls(**options).validate()
+        return cls(**options).validate(key)
 
-    def validate(self) -> "SceneMemoryConfig":
+    def validate(self, key: str = "memory") -> "SceneMemoryConfig":
+        """Self, checked; a bad value is one line naming `key`.<name>."""
         from embodied.config import check
 
-        check(self.recluster_radius >= 0, "memory.recluster_radius", f"{self.recluster_radius}; allowed: >= 0")
-        for key in ("cell", "map_radius", "map_range", "explored_range", "detect_range",
-                    "agent_height"):
-            check(getattr(self, key) > 0, f"memory.{key}", f"{getattr(self, key)}; allowed: > 0")
-        for key in ("min_pixels", "min_detections", "min_frontier_cells", "top_k_classes"):
-            check(int(getattr(self, key)) >= 1, f"memory.{key}", f"{getattr(self, key)}; allowed: >= 1")
-        check(self.max_snapshots >= 0, "memory.max_snapshots", f"{self.max_snapshots}; allowed: >= 0 (0: no budget)")
-        for key in ("miss_rate", "confusion_rate"):
-            check(0.0 <= getattr(self, key) < 1.0, f"memory.{key}", f"{getattr(self, key)}; allowed: [0, 1)")
-        check(self.depth_noise >= 0, "memory.depth_noise", f"{self.depth_noise}; allowed: >= 0")
-        check(self.confusion in ("object", "detection"), "memory.confusion",
-              f"{self.confusion!r}; allowed: object, detection")
+        def bad(name: str, ok: bool, allowed: str) -> None:
+            check(ok, f"{key}.{name}", f"{getattr(self, name)!r}; allowed: {allowed}")
+
+        bad("recluster_radius", self.recluster_radius >= 0, ">= 0")
+        for name in ("cell", "map_radius", "map_range", "explored_range", "detect_range", "agent_height"):
+            bad(name, getattr(self, name) > 0, "> 0")
+        for name in ("min_pixels", "min_detections", "min_frontier_cells", "top_k_classes"):
+            bad(name, int(getattr(self, name)) >= 1, ">= 1")
+        bad("max_snapshots", self.max_snapshots >= 0, ">= 0 (0: no budget)")
+        for name in ("miss_rate", "confusion_rate"):
+            bad(name, 0.0 <= getattr(self, name) < 1.0, "[0, 1)")
+        bad("depth_noise", self.depth_noise >= 0, ">= 0")
+        bad("confusion", self.confusion in ("object", "detection"), "object, detection")
         return self
 
 
