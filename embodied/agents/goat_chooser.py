@@ -51,7 +51,8 @@ ROOMS = tuple(ROOM_FURNITURE)
 CONTEXT = tuple(sorted(DETECTABLE))  # classes a goal image may show besides its object
 N_INT = 5  # kind, category, colour, receptacle, room (0 = none in the last four)
 N_FLOAT = 13
-FEATURES = 2  # version of the decision arrays, in the name of a recorded decisions file
+FEATURES = 3  # version of the decision arrays, in the name of a recorded decisions file (3: centred goal
+# images, and an image goal's colour match compares colours, not names)
 RECORD_SEED = 10**6  # recording episodes use seeds RECORD_SEED + i; evaluation uses 0..N-1
 
 
