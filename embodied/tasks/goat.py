@@ -187,25 +187,29 @@ class GoatNav(ObjectGoalEnv):
         z = np.array([grid.floor_height_at(p) for p in xy])
         poses = np.c_[xy, z, yaw]
         # Each view tilted to look at the instance's centre from where it stands, so the instance is at
-        # the image's centre (as GOAT-Bench's goal images frame their instance); tilts rounded to 1 degree
-        # share a camera and a cast.
+        # the image's centre (as GOAT-Bench's goal images frame their instance). Views whose tilts round
+        # to the same degree share a camera and a cast; only instance ids are cast for all of them, the
+        # image of the best one after.
         drop = z + c.camera_height - (float(item.position[2]) + 0.5 * float(item.size[2]))
         tilts = np.round(-np.degrees(np.arctan2(drop, np.hypot(*(xy - target).T))))
-        out = {k: np.zeros((len(xy), c.height, c.width, 3) if k == "rgb" else (len(xy), c.height, c.width),
-                           np.uint8 if k == "rgb" else np.int32) for k in ("rgb", "semantic", "instance")}
+        counts = np.zeros(len(xy), np.int64)
         for tilt in np.unique(tilts):
-            cam = self._image_cameras.get(float(tilt))
-            if cam is None:
-                cam = self._image_cameras[float(tilt)] = Camera(width=c.width, height=c.height, hfov_deg=c.hfov,
-                                                                mount_height=c.camera_height, tilt_deg=float(tilt))
             group = tilts == tilt
-            for k, v in scene.renderer.render(poses[group], cam, outputs=tuple(out)).items():
-                out[k][group] = v[:, 0]
-        counts = (out["instance"] == item.id).sum((1, 2))
+            ids = scene.renderer.render(poses[group], self._image_camera(tilt), outputs=("instance",))["instance"]
+            counts[group] = (ids[:, 0] == item.id).sum((1, 2))
         best = int(np.argmax(counts))
         if counts[best] < c.min_image_pixels:
             return None
-        return out["rgb"][best].copy(), out["semantic"][best].copy(), poses[best].copy(), float(tilts[best])
+        view = scene.renderer.render_one(poses[best], self._image_camera(tilts[best]), ("rgb", "semantic"))
+        return view["rgb"], view["semantic"].astype(np.int32), poses[best].copy(), float(tilts[best])
+
+    def _image_camera(self, tilt: float) -> Camera:
+        """The goal-image camera tilted `tilt` degrees (cached per tilt)."""
+        c, tilt = self.cfg, float(tilt)
+        if tilt not in self._image_cameras:
+            self._image_cameras[tilt] = Camera(width=c.width, height=c.height, hfov_deg=c.hfov,
+                                               mount_height=c.camera_height, tilt_deg=tilt)
+        return self._image_cameras[tilt]
 
     def instance_distance(self, instance: int) -> float:
         """Geodesic distance (m) from where the agent stands to within success_distance of one
