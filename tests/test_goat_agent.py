@@ -513,6 +513,39 @@ def test_confusion_per_detection_is_undone_by_fusing_labels_per_object_is_not():
     assert all(sum(o.labels.values()) == o.detections for o in mems["detection"].objects.values())
 
 
+def test_an_object_mislabelled_per_object_is_mislabelled_for_every_memory_of_the_episode():
+    """Per-object confusion is the detector's systematic error: which objects are mislabelled, and as
+    what, depends on the episode and the object, not on what the memory saw before. A memory that
+    sees only the walk's second half, and one cleared halfway (the cleared ablation), give every
+    object they share with a memory of the whole walk the same label."""
+    env = _env()
+    cfg = SceneMemoryConfig(confusion_rate=0.3, miss_rate=0.2)
+    whole, late, cleared = (SceneMemory(_camera(env), cfg) for _ in range(3))
+    obs, _ = env.reset(seed=0)
+    for mem in (whole, late, cleared):
+        mem.reset(0)
+    frames = []
+    done = False
+    while not done:
+        frames.append(obs)
+        obs, _, terminated, truncated, _ = env.step(env.unwrapped.oracle_action())
+        done = terminated or truncated
+    half = len(frames) // 2
+    for t, frame in enumerate(frames):
+        if t == half:
+            cleared.clear()
+        whole.observe(frame, 0.0)
+        cleared.observe(frame, 0.0)
+        if t >= half:
+            late.observe(frame, 0.0)
+    spec = env.unwrapped.scene.spec
+    for mem in (late, cleared):
+        shared = mem.objects.keys() & whole.objects.keys()
+        assert len(shared) >= 5
+        assert {i: mem.objects[i].category for i in shared} == {i: whole.objects[i].category for i in shared}
+    assert any(o.category != spec.item(o.id).category for o in late.objects.values())
+
+
 def test_an_object_keeps_its_most_common_label():
     obj = SceneObject(1, "mug", np.zeros(3), np.zeros(3))
     for label in ("mug", "vase", "vase"):

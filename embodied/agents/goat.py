@@ -460,7 +460,7 @@ class GoatAgent:
         self.retried = self.reexplored = False
         self.blind, self.sighted, self.looked_up_at = [], None, None
         if self.variant == "cleared" and self.goal_index >= 0:
-            self.memory.reset()
+            self.memory.clear()
             self.planner.invalidate()
         if self.goal_index < 0 or self.variant == "cleared":  # look around once where the map starts
             self.pending += ["turn_left"] * int(round(360 / self.turn_angle))

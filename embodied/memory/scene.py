@@ -190,9 +190,14 @@ class SceneMemory:
 
     # ------------------------------------------------------------------ lifecycle
     def reset(self, episode: int | None = None) -> None:
-        """Forget everything (a new episode, or the cleared-memory ablation at every goal)."""
+        """A new episode: forget everything, and the detector's errors are drawn afresh."""
         self.episode = self.episode + 1 if episode is None else int(episode)
         self.rng = np.random.default_rng([self.cfg.seed, self.episode])
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget everything within the episode (the cleared-memory ablation at every goal). The
+        detector stays the episode's: an object mislabelled per object is mislabelled again."""
         self.objects: dict[int, SceneObject] = {}
         self.frames: dict[int, Frame] = {}
         self.snapshots: dict[int, Snapshot] = {}  # frame id -> snapshot
@@ -332,9 +337,12 @@ class SceneMemory:
             obj = self.objects.get(oid)
             if obj is None or cfg.confusion == "detection":
                 category = self.classes[cls]
-                if cfg.confusion_rate and self.rng.random() < cfg.confusion_rate:
+                # Per object the error is systematic: drawn from the episode and the object alone, not
+                # from the order of detections, so every memory of the episode meets the same one.
+                rng = self.rng if cfg.confusion == "detection" else np.random.default_rng([cfg.seed, self.episode, oid])
+                if cfg.confusion_rate and rng.random() < cfg.confusion_rate:
                     others = [c for c in DETECTABLE if c != category]
-                    category = others[int(self.rng.integers(len(others)))]
+                    category = others[int(rng.integers(len(others)))]
             if obj is None:
                 obj = self.objects[oid] = SceneObject(oid, category, np.zeros(3), np.zeros(3))
             obj.vote(category if cfg.confusion == "detection" else obj.category)
