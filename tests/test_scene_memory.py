@@ -102,6 +102,31 @@ def test_integrate_marks_free_floor_and_occupied_walls():
     assert not mem.objects and not mem.snapshots
 
 
+def test_a_held_object_seen_below_min_pixels_is_glimpsed_not_added():
+    """A detection needs min_pixels to add an object; fewer pixels of an object the memory already
+    holds still say it is in view (the agent's check that a place sees its goal), of an unknown one
+    nothing."""
+    mem = SceneMemory(CAM, SceneMemoryConfig(map_radius=5.0, min_pixels=8))
+    mug = mem.classes.index("mug")
+    depth = np.full((32, 32), 2.0, np.float32)
+
+    def obs(pixels: dict[int, int]) -> dict:
+        inst, sem = np.zeros((32, 32), np.int32), np.zeros((32, 32), np.int32)
+        for k, (oid, n) in enumerate(pixels.items()):
+            inst.reshape(-1)[k * 64:k * 64 + n] = oid
+            sem.reshape(-1)[k * 64:k * 64 + n] = mug
+        return {"depth": depth, "pose": np.zeros(4, np.float32), "instance": inst, "semantic": sem}
+
+    assert mem.observe(obs({5: 12}), 0.0) == [5] and not mem.glimpsed
+    assert mem.observe(obs({5: 3, 6: 3}), 0.0) == [] and mem.glimpsed == {5}
+    assert set(mem.objects) == {5} and mem.objects[5].detections == 1
+    mem.observe(obs({}), 0.0)
+    assert not mem.glimpsed
+    mem.clear()
+    mem.observe(obs({5: 3}), 0.0)
+    assert not mem.glimpsed and not mem.objects
+
+
 def test_bad_options_fail_naming_the_key():
     with pytest.raises(ConfigError, match="memory.miss_rate"):
         SceneMemoryConfig(miss_rate=1.5).validate()

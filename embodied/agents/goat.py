@@ -476,7 +476,8 @@ class GoatAgent:
         if int(np.asarray(obs["goal_index"]).reshape(-1)[0]) != self.goal_index:
             self._begin_goal(obs)
         detected = self.memory.observe(obs, self.tilt)
-        if self.choice is not None and self.choice.kind == "object" and self.choice.object in detected:
+        if (self.choice is not None and self.choice.kind == "object"
+                and (self.choice.object in detected or self.choice.object in self.memory.glimpsed)):
             self.sighted = pose[:2].copy()
         action = self.pending.pop(0) if self.pending else self._decide(pose, detected)
         if action == "look_down":

@@ -199,6 +199,7 @@ class SceneMemory:
         """Forget everything within the episode (the cleared-memory ablation at every goal). The
         detector stays the episode's: an object mislabelled per object is mislabelled again."""
         self.objects: dict[int, SceneObject] = {}
+        self.glimpsed: set[int] = set()  # objects held, seen in the last observation below min_pixels
         self.frames: dict[int, Frame] = {}
         self.snapshots: dict[int, Snapshot] = {}  # frame id -> snapshot
         self.frontiers: list[Frontier] = []
@@ -321,8 +322,13 @@ class SceneMemory:
         ids, counts = np.unique(inst[inst > 0], return_counts=True)
         seen: dict[int, float] = {}
         total = float(inst.size)
+        self.glimpsed = set()
         for oid, count in zip(ids.tolist(), counts.tolist()):
             if count < cfg.min_pixels:
+                # Too few pixels to add an object, enough to see again one it holds (3D-Mem keeps
+                # masks from 25 px of 1280 x 1280, a quarter pixel at 128 x 128).
+                if oid in self.objects and not (cfg.miss_rate and self.rng.random() < cfg.miss_rate):
+                    self.glimpsed.add(oid)
                 continue
             mask = inst == oid
             cls = int(np.bincount(sem[mask]).argmax())
