@@ -343,12 +343,14 @@ class SceneMemory:
             obj = self.objects.get(oid)
             if obj is None or cfg.confusion == "detection":
                 category = self.classes[cls]
-                # Per object the error is systematic: drawn from the episode and the object alone, not
-                # from the order of detections, so every memory of the episode meets the same one.
-                rng = self.rng if cfg.confusion == "detection" else np.random.default_rng([cfg.seed, self.episode, oid])
-                if cfg.confusion_rate and rng.random() < cfg.confusion_rate:
-                    others = [c for c in DETECTABLE if c != category]
-                    category = others[int(rng.integers(len(others)))]
+                if cfg.confusion_rate:
+                    # Per object the error is systematic: drawn from the episode and the object alone,
+                    # not from the order of detections, so every memory of the episode meets the same one.
+                    rng = (self.rng if cfg.confusion == "detection"
+                           else np.random.default_rng([cfg.seed, self.episode, oid]))
+                    if rng.random() < cfg.confusion_rate:
+                        others = [c for c in DETECTABLE if c != category]
+                        category = others[int(rng.integers(len(others)))]
             if obj is None:
                 obj = self.objects[oid] = SceneObject(oid, category, np.zeros(3), np.zeros(3))
             obj.vote(category if cfg.confusion == "detection" else obj.category)
