@@ -402,6 +402,23 @@ def test_the_planner_does_not_undo_a_turn_in_place_when_walking_on_makes_progres
     assert planner.action(mem, moved, target, (0.3,)) == ("turn_right", "moving")  # elsewhere: as said
 
 
+def test_a_new_episode_or_a_return_to_the_start_forgets_the_last_turn(monkeypatch):
+    """Every episode starts at pose (0, 0) in its own frame, and the active questions put the agent back
+    there: a turn in place kept from before would make the first plan walk on where it should turn
+    (the kept agent's next episode went another way after answering questions at its start)."""
+    import embodied.agents.goat as goat
+
+    target, start = np.array([2.0, 0.0]), np.zeros(4)
+    for begin in ("reset", "relocated"):
+        agent = GoatAgent(Camera(width=32, height=32, hfov_deg=90.0, mount_height=1.25))
+        agent.memory.grid[:] = FREE
+        said = iter(["turn_left", "turn_right"])
+        monkeypatch.setattr(goat.ShortestPathFollower, "next_action", lambda self, a: next(said))
+        assert agent.planner.action(agent.memory, start, target, (0.3,)) == ("turn_left", "moving")
+        getattr(agent, begin)()
+        agent.memory.grid[:] = FREE
+        assert agent.planner.action(agent.memory, start, target, (0.3,)) == ("turn_right", "moving"), begin
+
 def test_near_its_object_the_agent_stops_only_where_it_saw_it_else_faces_it_looks_up_and_moves(monkeypatch):
     """A goal's view points must see the object, and the map cannot tell the near side of a wall from
     the far side: arrived near the chosen object, the agent stops where it detected it; otherwise it

@@ -317,6 +317,12 @@ class MapPlanner:
     def invalidate(self) -> None:
         self.grid = self._relaxed = None
 
+    def reset(self) -> None:
+        """A new start (an episode, or the agent put back at its start): nothing planned, no last turn.
+        A last turn kept from before would bend the first plan made where it was taken."""
+        self.invalidate()
+        self._age, self._last_turn, self.distance = 0, None, math.inf
+
     def _build(self, memory: SceneMemory, radius: float) -> NavigableGrid:
         known = memory.grid != UNKNOWN
         rows, cols = np.nonzero(known)
@@ -423,7 +429,7 @@ class GoatAgent:
 
     def reset(self) -> None:
         self.memory.reset()
-        self.planner.invalidate()
+        self.planner.reset()
         self.tilt = 0.0
         self.goal_index = -1
         self.query: GoalQuery | None = None
@@ -447,7 +453,7 @@ class GoatAgent:
         self.tilt = 0.0
         self.pending = ["look_down"] if self.look_down else []
         self.last_action = self.last_pose = None
-        self.planner.invalidate()
+        self.planner.reset()
 
     def _begin_goal(self, obs: dict) -> None:
         self.query = GoalQuery.from_observation(obs, self.classes)
