@@ -419,6 +419,7 @@ def test_a_new_episode_or_a_return_to_the_start_forgets_the_last_turn(monkeypatc
         agent.memory.grid[:] = FREE
         assert agent.planner.action(agent.memory, start, target, (0.3,)) == ("turn_right", "moving"), begin
 
+
 def test_near_its_object_the_agent_stops_only_where_it_saw_it_else_faces_it_looks_up_and_moves(monkeypatch):
     """A goal's view points must see the object, and the map cannot tell the near side of a wall from
     the far side: arrived near the chosen object, the agent stops where it detected it; otherwise it

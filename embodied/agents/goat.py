@@ -308,20 +308,19 @@ class MapPlanner:
         self.forward_step, self.turn_angle = forward_step, turn_angle
         self.radius, self.height = agent_radius, agent_height
         self.rebuild_every, self.margin = rebuild_every, margin
-        self.grid: NavigableGrid | None = None
-        self._relaxed: NavigableGrid | None = None
-        self._age = 0
-        self._last_turn: tuple | None = None  # (x, y, action) of the last turn in place
-        self.distance = math.inf  # the last plan's geodesic distance (m) on the map to its goal cells
+        self.reset()
 
     def invalidate(self) -> None:
-        self.grid = self._relaxed = None
+        self.grid: NavigableGrid | None = None
+        self._relaxed: NavigableGrid | None = None
 
     def reset(self) -> None:
         """A new start (an episode, or the agent put back at its start): nothing planned, no last turn.
         A last turn kept from before would bend the first plan made where it was taken."""
         self.invalidate()
-        self._age, self._last_turn, self.distance = 0, None, math.inf
+        self._age = 0
+        self._last_turn: tuple | None = None  # (x, y, action) of the last turn in place
+        self.distance = math.inf  # the last plan's geodesic distance (m) on the map to its goal cells
 
     def _build(self, memory: SceneMemory, radius: float) -> NavigableGrid:
         known = memory.grid != UNKNOWN
