@@ -371,3 +371,25 @@ def test_match_readout_compares_the_read_with_every_position(memory):
     if memory == "dcem":
         with pytest.raises(ValueError, match="retrieved visual column has size 32, the feature map 8 channels"):
             _tile_agent("dcem", options, film_readout=4, match_readout=True)  # the whole-view embedding is stored
+
+
+def test_action_prior_sets_the_initial_policy_and_bad_priors_are_one_line():
+    def policy(**options):  # build_agent's own init (make_agent widens the policy weights)
+        return build_agent(nav_space(), spaces.Discrete(NUM_ACTIONS), "gru", MEMORY_OPTIONS["gru"], **{**SMALL, **options})
+
+    prior = [0.01, 0.69, 0.15, 0.15]
+    agent = policy(action_prior=prior)
+    obs = sample_obs(nav_space(), (64,), seed=3)
+    first, prev = torch.ones(64, dtype=torch.bool), torch.zeros(64, dtype=torch.long)
+    with torch.no_grad():
+        probs = agent.forward_step(obs, agent.initial_state(64), first, prev)[0].softmax(-1)
+    assert torch.allclose(probs, torch.tensor(prior).expand(64, -1), atol=0.01)  # whatever it sees
+    uniform = policy()
+    with torch.no_grad():
+        flat = uniform.forward_step(obs, uniform.initial_state(64), first, prev)[0].softmax(-1)
+    assert torch.allclose(flat, torch.full((64, NUM_ACTIONS), 1 / NUM_ACTIONS), atol=0.01)
+    with pytest.raises(ValueError, match="action_prior has 3 probabilities; this action space has 4 actions"):
+        policy(action_prior=[0.2, 0.3, 0.5])
+    for bad in ([0.5, 0.6, -0.1, 0.0], [0.25, 0.25, 0.25, 0.2], "stop"):
+        with pytest.raises(ValueError, match="action_prior=.*must be empty or positive probabilities summing to 1"):
+            policy(action_prior=bad)

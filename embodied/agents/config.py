@@ -46,6 +46,11 @@ class AgentConfig:
     """Fuse an embedding of the previous action (a 'none' id at episode start)."""
     prev_action_embed: int = 16
     """Embedding size of the previous action."""
+    action_prior: list[float] = field(default_factory=list)
+    """Discrete actions: the policy's initial probability of each action (one per action, in the
+    action space's order, positive, summing to 1), set as the policy head's bias; empty: uniform.
+    A random policy on a task whose `stop` ends the goal stops every few steps and never explores
+    (docs/goat.md); a small initial `stop` probability lets it walk long enough to learn."""
     head_hidden: int = 0
     """Hidden width of the policy and value MLP heads; 0 = a single Linear layer each."""
     ignore: list[str] = field(default_factory=list)
@@ -95,5 +100,9 @@ class AgentConfig:
             raise ValueError(f"agent option match_readout={self.match_readout!r}: must be true or false")
         if self.match_readout and not self.film_readout:
             raise ValueError("agent option match_readout=true needs film_readout > 0 (the match is a channel of that readout)")
+        prior = self.action_prior
+        if not isinstance(prior, (list, tuple)) or any(isinstance(p, bool) or not isinstance(p, (int, float)) or not p > 0
+                                                       for p in prior) or (prior and abs(sum(prior) - 1) > 1e-6):
+            raise ValueError(f"agent option action_prior={prior!r}: must be empty or positive probabilities summing to 1")
         if self.text_pooling not in TEXT_POOLINGS:
             raise ValueError(f"agent option text_pooling={self.text_pooling!r}; allowed: {', '.join(TEXT_POOLINGS)}")

@@ -142,6 +142,12 @@ class Agent(nn.Module):
                                     match=config.match_readout, retrieved_dim=retrieved)
             heads_in += config.film_readout
         self.policy_head = _head(heads_in, self.num_actions, config.head_hidden, gain=0.01)
+        if config.action_prior:
+            if self.continuous or len(config.action_prior) != self.num_actions:
+                raise ValueError(f"agent option action_prior has {len(config.action_prior)} probabilities; this action "
+                                 f"space {'is continuous' if self.continuous else f'has {self.num_actions} actions'}")
+            with torch.no_grad():  # the head's weights are near 0, so its softmax starts at the prior
+                self.policy_head[-1].bias.copy_(torch.log(torch.tensor(config.action_prior, dtype=torch.float32)))
         self.log_std = nn.Parameter(torch.zeros(self.num_actions)) if self.continuous else None
         self.value_head = _head(heads_in, 1, config.head_hidden, gain=1.0)
         dims = dict(
