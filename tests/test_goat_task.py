@@ -119,6 +119,7 @@ def test_a_wrong_stop_fails_the_goal_and_the_next_one_begins():
     pose = env.agent.pose.copy()
     obs, r, te, tr, info = env.step("stop")
     assert not te and not tr and obs["goal_index"][0] == 1 and "goal_records" not in info
+    assert r == env.cfg.slack_reward  # free by default: no distance is walked
     assert np.array_equal(env.agent.pose, pose)  # the next goal starts where the agent stands
     assert env.goal_records[0]["success"] is False and env.goal_records[0]["spl"] == 0.0
     assert info["goals_reached"] == 0.0 and info["success"] == 0.0
@@ -126,6 +127,18 @@ def test_a_wrong_stop_fails_the_goal_and_the_next_one_begins():
         obs, r, te, tr, info = env.step(env.oracle_action())
     assert te and [rec["success"] for rec in info["goal_records"]] == [False, True]
     assert info["goals_reached"] == 0.5 and info["success"] == 0.0
+
+
+def test_a_wrong_stop_pays_wrong_stop_reward_and_a_right_one_success_reward():
+    env = goat(num_goals=2, wrong_stop_reward=-2.0)
+    env.reset(seed=3)
+    _, r, *_ = env.step("stop")
+    assert r == pytest.approx(env.cfg.slack_reward - 2.0)
+    while env.distance_to_goal() > env.goal.tolerance:
+        env.step(env.oracle_action())
+    _, r, te, _, info = env.step("stop")
+    assert te and r == pytest.approx(env.cfg.slack_reward + env.cfg.success_reward)
+    assert [rec["success"] for rec in info["goal_records"]] == [False, True]
 
 
 def test_the_step_budget_exhausts_a_goal():

@@ -312,6 +312,9 @@ class GoatConfig(NavConfig):
     steps_per_goal: int = 300
     """Step budget of each goal: when it runs out the goal fails and the next one begins (as
     GOAT-Bench evaluates subtasks)."""
+    wrong_stop_reward: float = 0.0
+    """Reward added when a `stop` fails the goal. 0: a wrong stop costs nothing but the goal (the
+    next one begins), so a learner paid for approaching goals can do best by stopping at once."""
     image_distance: float = 1.2
     """Image goals are rendered from a navigable viewpoint about this far (+-0.5 m) from the
     instance, facing it, metres."""

@@ -20,7 +20,7 @@ then the start cell (its geodesic distance to the first goal in [min_goal_distan
 max_goal_distance]) and heading. A scene with fewer reachable objects than goals is redrawn.
 
 Success: `stop` within 1.5 grid cells of a view point of the goal instance(s) reaches the goal
-(`success_reward`): a navigable cell within `success_distance` of the footprint from which the
+(`success_reward`; a wrong stop pays `wrong_stop_reward`): a navigable cell within `success_distance` of the footprint from which the
 camera height sees the instance (`NavScene.view_cells`; habitat ObjectNav's view points). Unlike nav/multigoal a wrong `stop`, or a goal's
 `steps_per_goal` budget running out, fails that goal and the next one begins from the same pose; the
 episode terminates after the last goal. Measures: `success` = every goal reached, `goals_reached` =
@@ -271,8 +271,7 @@ class GoatNav(ObjectGoalEnv):
         if name == "stop":
             self.called_stop = True
             ended = self.distance_to_goal() <= self.goal.tolerance
-            if ended:
-                reward += self.cfg.success_reward
+            reward += self.cfg.success_reward if ended else self.cfg.wrong_stop_reward
         else:
             d_before = self.distance_to_goal()
             self.last_collided = bool(self.agent.step(name))
