@@ -278,3 +278,38 @@ def test_soft_spl_counts_the_distance_left_after_a_success_as_habitat_does():
         assert info["soft_spl"] == pytest.approx((1 - d / d0) * info["spl"])
         short += d > 1e-6
     assert short >= 5  # the check above compared two different numbers in most episodes
+
+
+@pytest.mark.parametrize("name", ["nav/pointnav", "nav/goat"])
+def test_a_step_onto_cells_the_distance_field_does_not_reach_pays_no_distance_reward(name):
+    # A move sampled at a quarter cell can slip along a diagonal sliver of free cells that the field
+    # (8-connected, no corner cutting) leaves unconnected: the distance there is inf, and the reward
+    # was -inf on the way in and NaN inside (a PPO run on nav/goat stopped on a NaN loss).
+    import copy
+
+    from embodied.sim import ACTIONS
+    from embodied.tasks import GoatConfig
+    cfg = (GoatConfig(width=32, height=32, scenes="procedural", n_rooms=3, num_goals=2, modalities=["category"],
+                      sensors=["rgb"]) if name == "nav/goat" else small(name))
+    env = make_env(cfg)
+    env.reset(seed=5)
+    forward = ACTIONS.index("move_forward")
+    for _ in range(200):  # walk the oracle to a forward move that does not collide
+        x, y, blocked = env.agent.resolve_move(env.agent.x, env.agent.y, *(env.agent.forward_step * np.array(
+            [np.cos(env.agent.yaw), np.sin(env.agent.yaw)])))
+        if env.oracle_action() == forward and not blocked and env.distance_to_goal() > 1.0:
+            break
+        env.step(env.oracle_action())
+    else:
+        pytest.fail("no free forward move on the oracle's path")
+    field = copy.copy(env.goal.field)
+    field.values = field.values.copy()
+    r, c = env.scene.grid._cell_of(x, y)
+    field.values[r - 2:r + 3, c - 2:c + 3] = np.inf
+    env.goal.field = field
+    d_before = env.distance_to_goal()
+    _, reward, *_ = env.step(forward)
+    assert np.isinf(env.distance_to_goal()) and np.isfinite(d_before)
+    assert reward == pytest.approx(env.cfg.slack_reward)  # no progress measured, not -inf
+    _, reward, *_ = env.step(ACTIONS.index("turn_left"))
+    assert reward == pytest.approx(env.cfg.slack_reward)  # inf - inf is not NaN

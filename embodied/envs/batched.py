@@ -188,7 +188,9 @@ class BatchedNavEnv(gym.vector.VectorEnv):
         self.tilt = torch.where(a == DOWN, torch.clamp(self.tilt - self.tilt_step, min=-self.max_tilt), self.tilt)
         if bool(fwd.any()):
             self.dist = self.grids.distance(self.x, self.y)
-        reward = torch.where(terminated, reward, reward + (d_before - self.dist))
+        # As measures.progress: no reward where either distance is off the field (inf).
+        step_progress = torch.where(torch.isfinite(d_before) & torch.isfinite(self.dist), d_before - self.dist, 0.0)
+        reward = torch.where(terminated, reward, reward + step_progress)
 
         self.collisions += collided.double()
         self.steps += 1

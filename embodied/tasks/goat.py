@@ -41,7 +41,7 @@ from gymnasium import spaces
 
 from embodied.render import Camera
 from embodied.tasks.config import GOAT_MODALITIES, GoatConfig
-from embodied.tasks.measures import efficiency, soft_progress
+from embodied.tasks.measures import efficiency, progress, soft_progress
 from embodied.tasks.nav import EpisodeError, Goal, ObjectGoalEnv
 from embodied.tasks.registry import register_task
 from embodied.tasks.scenes import NavScene
@@ -276,7 +276,7 @@ class GoatNav(ObjectGoalEnv):
             d_before = self.distance_to_goal()
             self.last_collided = bool(self.agent.step(name))
             self.leg_path_length += float(np.linalg.norm(self.agent.pose[:2] - prev))
-            reward += d_before - self.distance_to_goal()
+            reward += progress(d_before, self.distance_to_goal())
             if self.leg_steps >= self.cfg.steps_per_goal:
                 ended = False  # the budget is spent
         terminated = False

@@ -6,6 +6,8 @@ every navigation task.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from embodied.tasks.registry import register_measure
@@ -79,6 +81,14 @@ def soft_progress(task) -> float:
     """Habitat's soft success of the goal under way: max(0, 1 - distance / start distance)."""
     d0, d = task.leg_start_distance, task.distance_to_goal()
     return max(0.0, 1.0 - d / d0) if d0 > 0 else 1.0
+
+
+def progress(d_before: float, d_after: float) -> float:
+    """The distance reward of one step: how much nearer the goal it brought the agent. 0 where either
+    distance is infinite: a move sampled at a quarter cell can slip along a diagonal sliver of free
+    cells that the distance field (8-connected, no corner cutting) leaves unconnected, and the
+    difference would pay -inf on the way in and NaN inside."""
+    return d_before - d_after if math.isfinite(d_before) and math.isfinite(d_after) else 0.0
 
 
 def efficiency(start_distance: float, path_length: float) -> float:

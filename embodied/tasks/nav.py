@@ -31,7 +31,7 @@ from embodied.config import InputError
 from embodied.render import Camera
 from embodied.sim import ACTIONS, DistanceField, NavAgent, ShortestPathFollower
 from embodied.tasks.config import NavConfig
-from embodied.tasks.measures import efficiency, soft_progress
+from embodied.tasks.measures import efficiency, progress, soft_progress
 from embodied.tasks.registry import MEASURES, TaskEnv, register_task
 from embodied.tasks.scenes import NavScene, SceneSource
 from embodied.world import OBJECT_CATEGORIES, semantic_classes
@@ -187,7 +187,7 @@ class NavEnv(TaskEnv):
             self.last_collided = bool(self.agent.step(name))
             self.leg_path_length += float(np.linalg.norm(self.agent.pose[:2] - prev))
         if not terminated:
-            reward += d_before - self.distance_to_goal()
+            reward += progress(d_before, self.distance_to_goal())
         for m in self.measures.values():
             m.update_metric(self)
         truncated = not terminated and self.measures["steps"].value >= self.cfg.max_steps
