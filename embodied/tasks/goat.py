@@ -20,10 +20,11 @@ then the start cell (its geodesic distance to the first goal in [min_goal_distan
 max_goal_distance]) and heading. A scene with fewer reachable objects than goals is redrawn.
 
 Success: `stop` within 1.5 grid cells of a view point of the goal instance(s) reaches the goal
-(`success_reward`; a wrong stop pays `wrong_stop_reward`): a navigable cell within `success_distance` of the footprint from which the
-camera height sees the instance (`NavScene.view_cells`; habitat ObjectNav's view points). Unlike nav/multigoal a wrong `stop`, or a goal's
-`steps_per_goal` budget running out, fails that goal and the next one begins from the same pose; the
-episode terminates after the last goal. Measures: `success` = every goal reached, `goals_reached` =
+(`success_reward`): a navigable cell within `success_distance` of the footprint from which the
+camera height sees the instance (`NavScene.view_cells`; habitat ObjectNav's view points). Unlike
+nav/multigoal a wrong `stop` (paying `wrong_stop_reward`), or a goal's `steps_per_goal` budget
+running out, fails that goal and the next one begins from the same pose; the episode terminates
+after the last goal. Measures: `success` = every goal reached, `goals_reached` =
 the fraction reached, `spl` = the mean over goals of per-goal SPL, `soft_spl` likewise.
 
 Per goal, `goal_records` (attribute; `info["goal_records"]` on the step that ends the episode) holds
