@@ -313,3 +313,5 @@ def test_a_step_onto_cells_the_distance_field_does_not_reach_pays_no_distance_re
     assert reward == pytest.approx(env.cfg.slack_reward)  # no progress measured, not -inf
     _, reward, *_ = env.step(ACTIONS.index("turn_left"))
     assert reward == pytest.approx(env.cfg.slack_reward)  # inf - inf is not NaN
+    from embodied.tasks.measures import efficiency
+    assert efficiency(np.inf, 3.0) == 0.0 and efficiency(2.0, 4.0) == 0.5  # a goal begun there: SPL 0, not NaN

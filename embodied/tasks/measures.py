@@ -92,7 +92,11 @@ def progress(d_before: float, d_after: float) -> float:
 
 
 def efficiency(start_distance: float, path_length: float) -> float:
-    """SPL's path efficiency d0 / max(d0, walked); 1 for a goal reached where it began, unwalked."""
+    """SPL's path efficiency d0 / max(d0, walked); 1 for a goal reached where it began, unwalked; 0
+    for a goal that began off the distance field (see `progress`): no shortest path to compare with,
+    and inf / inf would make every mean over goals NaN."""
+    if not math.isfinite(start_distance):
+        return 0.0
     if max(start_distance, path_length) < 1e-9:
         return 1.0
     return start_distance / max(start_distance, path_length)
