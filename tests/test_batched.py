@@ -95,6 +95,33 @@ def test_grid_motion_and_lookup_equal_navagent_and_field():
     np.testing.assert_allclose(got, [field.at(p) for p in pts], atol=1e-12)
 
 
+@pytest.mark.parametrize("open_side", [False, True])
+def test_grid_batch_passes_a_corner_exactly_when_navagent_does(open_side):
+    """Moves and segments across a corner whose side cells are blocked (or one open), on the grid of
+    tests/test_sim.py's corner test: GridBatch agrees with NavAgent and NavigableGrid move by move."""
+    from test_sim import _corner_grid
+    grid = _corner_grid(open_side)
+    agent, gb, m = NavAgent(grid), GridBatch(300), 300
+    rng = np.random.default_rng(1)
+    start = np.array([0.8, 0.8]) - rng.uniform(0.01, 0.12, (m, 2))  # in room A, near the corner
+    angle = rng.uniform(math.pi / 8, 3 * math.pi / 8, m)  # towards room B
+    length = rng.uniform(0.05, 0.4, m)
+    dx, dy = length * np.cos(angle), length * np.sin(angle)
+    for i in range(m):
+        gb.set_grid(i, grid)
+    t = lambda v: torch.as_tensor(v, dtype=torch.float64)  # noqa: E731
+    b = torch.arange(m)
+    x, y, hit = gb.resolve_move(b, t(start[:, 0]), t(start[:, 1]), t(dx), t(dy))
+    want = np.array([agent.resolve_move(*start[i], dx[i], dy[i]) for i in range(m)])
+    np.testing.assert_allclose(torch.stack([x, y], 1).numpy(), want[:, :2], atol=1e-12)
+    np.testing.assert_array_equal(hit.numpy(), want[:, 2].astype(bool))
+    crossed = (want[:, 0] > 0.8) & (want[:, 1] > 0.8)
+    assert crossed.any() == open_side and 0 < hit.sum() < m
+    clear = gb.segment_clear(b, t(start[:, 0]), t(start[:, 1]), t(start[:, 0] + dx), t(start[:, 1] + dy))
+    np.testing.assert_array_equal(clear.numpy(), [grid.segment_clear(start[i], start[i] + (dx[i], dy[i])) for i in range(m)])
+    assert clear.numpy()[(start[:, 0] + dx > 0.8) & (start[:, 1] + dy > 0.8)].any() == open_side
+
+
 def test_warp_renderer_in_the_batched_env():
     """task.renderer=warp on the CPU: the same semantic images as the Embree run of the same episodes."""
     emb = make_vector_env(NavConfig(name="nav/objectnav", **SMALL, batched=True, sim_device="cpu"), 2, seed=3)

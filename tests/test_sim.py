@@ -367,3 +367,42 @@ def test_a_point_on_a_cell_boundary_is_in_the_same_cell_for_the_agent_and_the_fi
     assert tuple(grid.world_to_grid(np.array(p))) == grid._cell_of(*p) == (20, 43)
     field = grid.distance_field(np.array([1.0, 0.0]))
     assert math.isclose(field.at(p), 1.0, abs_tol=0.06)  # ... and for the field measured from it
+
+
+def _corner_grid(open_side: bool):
+    """Room A (rows and columns 2..7) meets room B (8..14) at one corner only, unless `open_side`
+    opens the cell beside that corner. 10 cm cells, no erosion."""
+    free = np.zeros((18, 18), bool)
+    free[2:8, 2:8] = free[8:15, 8:15] = True
+    free[7, 8] = open_side
+    return NavigableGrid(free, np.zeros(free.shape, np.float32), (0.0, 0.0), 0.1, 0.01, 1.5, max_step=0.1)
+
+
+@pytest.mark.parametrize("open_side", [False, True])
+def test_a_corner_alone_is_no_passage_for_moves_segments_components_or_fields(open_side):
+    """A move sampled at a quarter cell could step between two diagonal cells across a corner whose
+    two side cells are blocked, onto cells the distance field (no corner cutting) does not reach; an
+    agent there had an infinite distance to every goal. Moves, segments and components now agree
+    with the field; opening one side cell makes the corner a passage for all of them."""
+    grid = _corner_grid(open_side)
+    field = grid.distance_field(np.array([0.5, 0.5]))  # a goal in room A
+    start, end = (0.652, 0.65), (0.652 + 0.3, 0.65 + 0.3)  # across the corner at (0.8, 0.8), just beside it
+    agent = NavAgent(grid, forward_step=0.3 * math.sqrt(2))
+    agent.reset(start, yaw=math.pi / 4)
+    collided = agent.step("move_forward")
+    assert collided != open_side
+    assert (agent.x > 0.8 and agent.y > 0.8) == open_side  # in room B only through an open side
+    assert math.isfinite(field.at((agent.x, agent.y)))
+    assert grid.segment_clear(start, end) == open_side
+    assert (grid.components[3, 3] == grid.components[12, 12]) == open_side
+    assert math.isfinite(field.values[12, 12]) == open_side
+    # random walks from room A stay on cells the field reaches (NavAgent and GridBatch alike)
+    rng = np.random.default_rng(0)
+    agent = NavAgent(grid, forward_step=0.25)
+    agent.reset((0.45, 0.45), yaw=math.pi / 4)
+    seen_b = False
+    for a in rng.choice([1, 1, 1, 2, 3], size=3000):
+        agent.step(int(a))
+        assert math.isfinite(field.at((agent.x, agent.y)))
+        seen_b |= agent.x > 0.8 and agent.y > 0.8
+    assert seen_b == open_side

@@ -144,22 +144,30 @@ class NavAgent:
         if not self._placed:
             raise RuntimeError("call NavAgent.reset(position, yaw) before stepping")
 
-    def _free(self, x: float, y: float) -> bool:
-        c = math.floor((x - self._ox) * self._inv_cell)
-        r = math.floor((y - self._oy) * self._inv_cell)
+    def _cell(self, x: float, y: float) -> tuple[int, int]:
+        return math.floor((y - self._oy) * self._inv_cell), math.floor((x - self._ox) * self._inv_cell)
+
+    def _open(self, r: int, c: int) -> bool:
         return 0 <= r < self._ny and 0 <= c < self._nx and bool(self._nav[r, c])
+
+    def _free(self, x: float, y: float) -> bool:
+        return self._open(*self._cell(x, y))
 
     def _advance(self, x: float, y: float, dx: float, dy: float) -> tuple[float, float, bool]:
         """Farthest sample along (x, y) -> (x+dx, y+dy) reachable without leaving navigable
-        cells; returns (x, y, blocked)."""
+        cells; returns (x, y, blocked). Two samples in diagonal cells pass only if a cell beside
+        that corner is navigable: a corner alone is no passage, so every cell the agent reaches is
+        edge-connected to its start and the distance field (no corner cutting) reaches it too."""
         n = int(math.hypot(dx, dy) / self._sample_spacing) + 1
         last_x, last_y = x, y
+        lr, lc = self._cell(x, y)
         for i in range(1, n + 1):
             t = i / n
             px, py = x + t * dx, y + t * dy
-            if not self._free(px, py):
+            r, c = self._cell(px, py)
+            if not self._open(r, c) or (r != lr and c != lc and not (self._open(lr, c) or self._open(r, lc))):
                 return last_x, last_y, True
-            last_x, last_y = px, py
+            last_x, last_y, lr, lc = px, py, r, c
         return last_x, last_y, False
 
     def resolve_move(self, x: float, y: float, dx: float, dy: float) -> tuple[float, float, bool]:

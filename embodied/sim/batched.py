@@ -113,14 +113,19 @@ class GridBatch:
         r, c, inside = self._cells(b, x, y)
         return inside & self.navigable[b, r, c]
 
+    def _open(self, b, r, c) -> torch.Tensor:
+        """NavAgent._open over envs b: cell (r, c) is inside the grid and navigable."""
+        inside = (r >= 0) & (c >= 0) & (r < self.shape[b, 0]) & (c < self.shape[b, 1])
+        return inside & self.navigable[b, r.clamp(0, self.h - 1), c.clamp(0, self.w - 1)]
+
     def floor_height(self, b, x, y) -> torch.Tensor:
         r, c, inside = self._cells(b, x, y)
         return torch.where(inside, self.floor[b, r, c], 0.0)
 
     # -- motion ------------------------------------------------------------------------------------------
     def advance(self, b, x, y, dx, dy, n: torch.Tensor | None = None):
-        """NavAgent._advance over envs b: the farthest free quarter-cell sample along each move;
-        returns (x, y, blocked). `n`: the sample counts, when the caller has them exact (see resolve_move)."""
+        """NavAgent._advance over envs b: the farthest free quarter-cell sample along each move, no
+        corner alone passed; returns (x, y, blocked). `n`: the sample counts, when the caller has them exact (see resolve_move)."""
         if n is None:
             n = torch.floor(torch.hypot(dx, dy) / (SAMPLE_CELLS * self.cell[b])).long() + 1
         k = int(n.max()) if len(n) else 1
@@ -128,7 +133,13 @@ class GridBatch:
         t = i[None].double() / n[:, None].double()  # [m, k]
         px, py = x[:, None] + t * dx[:, None], y[:, None] + t * dy[:, None]
         valid = i[None] <= n[:, None]
-        bad = valid & ~self.free(b[:, None], px, py)
+        bk = b[:, None]
+        # cells of the samples and of the ones before them (the start first), unclamped as NavAgent._cell
+        c = torch.floor((torch.cat([x[:, None], px], 1) - self.origin[bk, 0]) * self.inv_cell[bk]).long()
+        r = torch.floor((torch.cat([y[:, None], py], 1) - self.origin[bk, 1]) * self.inv_cell[bk]).long()
+        r0, c0, r, c = r[:, :-1], c[:, :-1], r[:, 1:], c[:, 1:]
+        corner = (r != r0) & (c != c0) & ~(self._open(bk, r0, c) | self._open(bk, r, c0))
+        bad = valid & (~self._open(bk, r, c) | corner)
         blocked = bad.any(1)
         first = torch.where(blocked, bad.double().argmax(1), n)  # index of the first bad sample (or n: none)
         last = (first - 1).clamp(min=0)
@@ -221,4 +232,8 @@ class GridBatch:
         px, py = ax[:, None] + t * (bx - ax)[:, None], ay[:, None] + t * (by - ay)[:, None]
         r, c, inside = self._cells(b[:, None], px, py)
         ok = inside & self.navigable[b[:, None], r, c]
+        bk = b[:, None]
+        corner = (r[:, 1:] != r[:, :-1]) & (c[:, 1:] != c[:, :-1]) & \
+            ~(self._open(bk, r[:, :-1], c[:, 1:]) | self._open(bk, r[:, 1:], c[:, :-1]))
+        ok[:, 1:] &= ~corner
         return (ok | (i[None] >= n[:, None])).all(1)

@@ -113,7 +113,7 @@ class NavigableGrid:
     Attributes: `origin` (x, y of the grid's lower-left corner), `cell` (metres), `shape`
     (ny, nx), `free_space` (floor with nothing in the agent's column, before erosion),
     `navigable` (cells where the agent centre may be), `components` (int32 labels of the
-    8-connected navigable components, 0 = not navigable), `component_sizes` (cells per label,
+    edge-connected navigable components, 0 = not navigable), `component_sizes` (cells per label,
     index 0 unused), `floor_height` ([ny, nx] floor z, nan where no floor).
     """
 
@@ -140,7 +140,9 @@ class NavigableGrid:
         padded = np.pad(self.free_space, 1, constant_values=False)
         self.clearance = (ndimage.distance_transform_edt(padded)[1:-1, 1:-1] * self.cell).astype(np.float32)
         self.navigable = self.clearance >= self.agent_radius + 0.5 * self.cell - 1e-9
-        self.components, n = ndimage.label(self.navigable, structure=np.ones((3, 3), bool))
+        # Edge-connected (4-neighbour) labels: cells that touch only at a corner are apart for the agent
+        # (NavAgent passes no corner alone) and for the distance fields (no corner cutting).
+        self.components, n = ndimage.label(self.navigable)
         self.component_sizes = np.bincount(self.components.ravel(), minlength=n + 1)
         self.component_sizes[0] = 0
         self._sample_cells: np.ndarray | None = None
@@ -346,7 +348,7 @@ class NavigableGrid:
         return float(z) if np.isfinite(z) else 0.0
 
     def largest_component(self) -> np.ndarray:
-        """[ny, nx] bool mask of the largest 8-connected navigable component."""
+        """[ny, nx] bool mask of the largest edge-connected navigable component."""
         if self.component_sizes.max(initial=0) == 0:
             return np.zeros(self.shape, bool)
         return self.components == int(np.argmax(self.component_sizes))
@@ -372,7 +374,8 @@ class NavigableGrid:
         return centres[np.argmin(np.sum((centres - np.asarray(xy, np.float64)[:2]) ** 2, -1))]
 
     def segment_clear(self, a, b) -> bool:
-        """Whether the straight segment a -> b stays on navigable cells (sampled at cell/4)."""
+        """Whether the straight segment a -> b stays on navigable cells (sampled at cell/4), passing
+        no corner alone (NavAgent's rule)."""
         ax, ay, bx, by = float(a[0]), float(a[1]), float(b[0]), float(b[1])
         n = int(math.hypot(bx - ax, by - ay) / (0.25 * self.cell)) + 2
         t = np.linspace(0.0, 1.0, n)
@@ -380,7 +383,11 @@ class NavigableGrid:
         r, c = rc[:, 0], rc[:, 1]
         if r.min() < 0 or c.min() < 0 or r.max() >= self.shape[0] or c.max() >= self.shape[1]:
             return False
-        return bool(self.navigable[r, c].all())
+        nav = self.navigable
+        if not nav[r, c].all():
+            return False
+        d = (r[1:] != r[:-1]) & (c[1:] != c[:-1])  # samples in diagonal cells: a cell beside the corner must be open
+        return bool((nav[r[:-1][d], c[1:][d]] | nav[r[1:][d], c[:-1][d]]).all())
 
     def goal_cells_near(self, point, radius: float) -> np.ndarray:
         """[ny, nx] bool: navigable cells whose centre lies within `radius` of `point` (e.g. the

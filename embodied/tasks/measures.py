@@ -85,9 +85,8 @@ def soft_progress(task) -> float:
 
 def progress(d_before: float, d_after: float) -> float:
     """The distance reward of one step: how much nearer the goal it brought the agent. 0 where either
-    distance is infinite: a move sampled at a quarter cell can slip along a diagonal sliver of free
-    cells that the distance field (8-connected, no corner cutting) leaves unconnected, and the
-    difference would pay -inf on the way in and NaN inside."""
+    distance is infinite (a position the goal's field does not reach, e.g. on a user's scene whose goal
+    lies in another component), where the difference would pay -inf or NaN."""
     return d_before - d_after if math.isfinite(d_before) and math.isfinite(d_after) else 0.0
 
 
