@@ -282,9 +282,9 @@ def test_soft_spl_counts_the_distance_left_after_a_success_as_habitat_does():
 
 @pytest.mark.parametrize("name", ["nav/pointnav", "nav/goat"])
 def test_a_step_onto_cells_the_distance_field_does_not_reach_pays_no_distance_reward(name):
-    # A move sampled at a quarter cell can slip along a diagonal sliver of free cells that the field
-    # (8-connected, no corner cutting) leaves unconnected: the distance there is inf, and the reward
-    # was -inf on the way in and NaN inside (a PPO run on nav/goat stopped on a NaN loss).
+    # A field that does not reach where the agent steps (here blanked around the step's end; on a
+    # user's scene, a goal in another component): the distance is inf, and a plain difference would
+    # pay -inf on the way in and NaN after (a NaN PPO loss).
     import copy
 
     from embodied.sim import ACTIONS

@@ -27,7 +27,7 @@ def small_env(**kw):
 
 @pytest.fixture(scope="module")
 def oracle_recording(tmp_path_factory):
-    env = small_env()
+    env = small_env(max_steps=60)  # the oracle reaches seed 3's goal in 46 steps
     path = tmp_path_factory.mktemp("rec") / "episode.rrd"
     result = record_episode(env, OraclePolicy(), path, seed=3)
     return env, result, Recording(path)

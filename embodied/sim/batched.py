@@ -108,11 +108,6 @@ class GridBatch:
         inside = (r >= 0) & (c >= 0) & (r < self.shape[b, 0]) & (c < self.shape[b, 1])
         return r.clamp(0, self.h - 1), c.clamp(0, self.w - 1), inside
 
-    def free(self, b, x, y) -> torch.Tensor:
-        """NavAgent._free over envs b (x, y broadcast against b)."""
-        r, c, inside = self._cells(b, x, y)
-        return inside & self.navigable[b, r, c]
-
     def _open(self, b, r, c) -> torch.Tensor:
         """NavAgent._open over envs b: cell (r, c) is inside the grid and navigable."""
         inside = (r >= 0) & (c >= 0) & (r < self.shape[b, 0]) & (c < self.shape[b, 1])
