@@ -161,10 +161,11 @@ class NavAgent:
         n = int(math.hypot(dx, dy) / self._sample_spacing) + 1
         last_x, last_y = x, y
         lr, lc = self._cell(x, y)
+        ox, oy, inv = self._ox, self._oy, self._inv_cell
         for i in range(1, n + 1):
             t = i / n
             px, py = x + t * dx, y + t * dy
-            r, c = self._cell(px, py)
+            r, c = math.floor((py - oy) * inv), math.floor((px - ox) * inv)  # _cell, inlined: the hot path
             if not self._open(r, c) or (r != lr and c != lc and not (self._open(lr, c) or self._open(r, lc))):
                 return last_x, last_y, True
             last_x, last_y, lr, lc = px, py, r, c
