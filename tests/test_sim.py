@@ -396,7 +396,7 @@ def test_a_corner_alone_is_no_passage_for_moves_segments_components_or_fields(op
     assert grid.segment_clear(start, end) == open_side
     assert (grid.components[3, 3] == grid.components[12, 12]) == open_side
     assert math.isfinite(field.values[12, 12]) == open_side
-    # random walks from room A stay on cells the field reaches (NavAgent and GridBatch alike)
+    # a random walk from room A stays on cells the field reaches (GridBatch: tests/test_batched.py)
     rng = np.random.default_rng(0)
     agent = NavAgent(grid, forward_step=0.25)
     agent.reset((0.45, 0.45), yaw=math.pi / 4)

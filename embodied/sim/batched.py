@@ -100,18 +100,33 @@ class GridBatch:
             self.goal_point[i] = torch.from_numpy(field.goal_points[0].astype("float64"))
 
     # -- cells -------------------------------------------------------------------------------------------
-    def _cells(self, b, x, y):
-        """(row, col, inside) of points of envs b, by NavigableGrid's rule (multiplying by 1/cell)."""
+    def _rc(self, b, x, y):
+        """(row, col) of points of envs b, unclamped, by NavigableGrid's rule (multiplying by 1/cell)."""
         c = torch.floor((x - self.origin[b, 0]) * self.inv_cell[b])
         r = torch.floor((y - self.origin[b, 1]) * self.inv_cell[b])
-        r, c = r.long(), c.long()
-        inside = (r >= 0) & (c >= 0) & (r < self.shape[b, 0]) & (c < self.shape[b, 1])
-        return r.clamp(0, self.h - 1), c.clamp(0, self.w - 1), inside
+        return r.long(), c.long()
 
-    def _open(self, b, r, c) -> torch.Tensor:
-        """NavAgent._open over envs b: cell (r, c) is inside the grid and navigable."""
-        inside = (r >= 0) & (c >= 0) & (r < self.shape[b, 0]) & (c < self.shape[b, 1])
-        return inside & self.navigable[b, r.clamp(0, self.h - 1), c.clamp(0, self.w - 1)]
+    def _inside(self, b, r, c) -> torch.Tensor:
+        return (r >= 0) & (c >= 0) & (r < self.shape[b, 0]) & (c < self.shape[b, 1])
+
+    def _cells(self, b, x, y):
+        """(row, col, inside) of points of envs b, row and col clamped into the arrays."""
+        r, c = self._rc(b, x, y)
+        return r.clamp(0, self.h - 1), c.clamp(0, self.w - 1), self._inside(b, r, c)
+
+    def _path_open(self, b, x, y) -> torch.Tensor:
+        """[m, k] for points x, y [m, k] of envs b [m, 1] along a path: whether each point's cell is
+        navigable and (after the first) the step from the point before passes no corner alone
+        (NavAgent._advance's rule). A side cell is looked up clamped: where either end of a step is
+        off the grid, that end is already not open."""
+        r, c = self._rc(b, x, y)
+        inside = self._inside(b, r, c)
+        r, c = r.clamp(0, self.h - 1), c.clamp(0, self.w - 1)
+        nav = self.navigable
+        ok = inside & nav[b, r, c]
+        r0, c0, r, c = r[:, :-1], c[:, :-1], r[:, 1:], c[:, 1:]
+        ok[:, 1:] &= ~((r != r0) & (c != c0) & ~(nav[b, r0, c] | nav[b, r, c0]))
+        return ok
 
     def floor_height(self, b, x, y) -> torch.Tensor:
         r, c, inside = self._cells(b, x, y)
@@ -128,13 +143,8 @@ class GridBatch:
         t = i[None].double() / n[:, None].double()  # [m, k]
         px, py = x[:, None] + t * dx[:, None], y[:, None] + t * dy[:, None]
         valid = i[None] <= n[:, None]
-        bk = b[:, None]
-        # cells of the samples and of the ones before them (the start first), unclamped as NavAgent._cell
-        c = torch.floor((torch.cat([x[:, None], px], 1) - self.origin[bk, 0]) * self.inv_cell[bk]).long()
-        r = torch.floor((torch.cat([y[:, None], py], 1) - self.origin[bk, 1]) * self.inv_cell[bk]).long()
-        r0, c0, r, c = r[:, :-1], c[:, :-1], r[:, 1:], c[:, 1:]
-        corner = (r != r0) & (c != c0) & ~(self._open(bk, r0, c) | self._open(bk, r, c0))
-        bad = valid & (~self._open(bk, r, c) | corner)
+        path = self._path_open(b[:, None], torch.cat([x[:, None], px], 1), torch.cat([y[:, None], py], 1))  # the start first
+        bad = valid & ~path[:, 1:]
         blocked = bad.any(1)
         first = torch.where(blocked, bad.double().argmax(1), n)  # index of the first bad sample (or n: none)
         last = (first - 1).clamp(min=0)
@@ -218,17 +228,11 @@ class GridBatch:
         return torch.where(here, best, math.inf)
 
     def segment_clear(self, b, ax, ay, bx, by) -> torch.Tensor:
-        """NavigableGrid.segment_clear over envs b (numpy's linspace, cell by division)."""
+        """NavigableGrid.segment_clear over envs b (numpy's linspace), passing no corner alone."""
         n = torch.floor(torch.hypot(bx - ax, by - ay) / (0.25 * self.cell[b])).long() + 2  # segment_clear's spacing
         k = int(n.max())
         i = torch.arange(k, device=self.device)
         t = i[None].double() * (1.0 / (n[:, None] - 1).double())
         t = torch.where(i[None] == n[:, None] - 1, 1.0, t)
         px, py = ax[:, None] + t * (bx - ax)[:, None], ay[:, None] + t * (by - ay)[:, None]
-        r, c, inside = self._cells(b[:, None], px, py)
-        ok = inside & self.navigable[b[:, None], r, c]
-        bk = b[:, None]
-        corner = (r[:, 1:] != r[:, :-1]) & (c[:, 1:] != c[:, :-1]) & \
-            ~(self._open(bk, r[:, :-1], c[:, 1:]) | self._open(bk, r[:, 1:], c[:, :-1]))
-        ok[:, 1:] &= ~corner
-        return (ok | (i[None] >= n[:, None])).all(1)
+        return (self._path_open(b[:, None], px, py) | (i[None] >= n[:, None])).all(1)
