@@ -1,7 +1,8 @@
-"""The end-to-end baseline on nav/goat (docs/goat.md, "Baselines"): a GRU agent trained with PPO on
+"""The end-to-end baselines on nav/goat (docs/goat.md, "Baselines"): a GRU agent trained with PPO on
 category goals (+experiment=goat_ppo_gru) reads goal_category and ignores the other goal keys; its
-checkpoint plays the goat eval's episodes with the same per-goal records; a wrong checkpoint or a
-scene-memory option with it is one line."""
+checkpoint plays the goat eval's episodes with the same per-goal records; the same agent trained by
+imitation (+experiment=goat_bc_gru) records only what it reads and plays them too; a wrong checkpoint
+or a scene-memory option with it is one line."""
 from __future__ import annotations
 
 import json
@@ -111,6 +112,25 @@ def test_eval_plays_the_checkpoint_and_writes_per_goal_records(tiny_checkpoint, 
     assert row["memory"]["read_s_per_env_step"] == row["update_ms"] / 1000 > 0
 
 
+def test_the_imitation_recipe_records_only_what_the_agent_reads_and_eval_plays_it(tmp_path):
+    from embodied.eval import evaluate
+    from embodied.train.run import train
+
+    run = tmp_path / "run"
+    train(compose("train", ["+experiment=goat_bc_gru", *SMALL_TASK, "num_envs=1", "trainer.record_episodes=2",
+                            "trainer.dagger_rounds=1", "trainer.dagger_steps=24", "trainer.eval_episodes=1",
+                            "trainer.epochs=1", "trainer.seq_len=8", "agent.cnn_channels=[8]", "agent.image_dim=16",
+                            "agent.hidden=16", "memory.hidden=16", f"run_dir={run}", "quiet=true"]))
+    for shard in ("demos.npz", "dagger-001.npz"):  # the oracle's episodes and the learner's visits
+        with np.load(run / "data" / shard) as data:
+            assert {k[4:] for k in data.files if k.startswith("obs/")} == {"rgb", "depth", "semantic", "pose", "goal_category"}
+    out = tmp_path / "eval.json"
+    evaluate(compose("eval", ["task=nav/goat", *SMALL_TASK, "task.modalities=[category]", f"ckpt={run / 'latest.pt'}",
+                              "episodes=1", "quiet=true", f"out={out}"]))
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["method"] == "bc gru (argmax)" and result["all"]["goals"] == 1
+
+
 def test_record_plays_the_checkpoint(tiny_checkpoint, tmp_path):
     from embodied.cli import main
 
@@ -138,6 +158,6 @@ def test_a_checkpoint_of_another_kind_is_one_line(capsys):
 
     line = fails(capsys, "eval", "task=nav/goat", "ckpt=pretrained:fastmap_lstm", "episodes=1")
     assert "ckpt: " in line and "agent trained on fastmap/" in line
-    assert "allowed with task=nav/goat: a goat_pointer checkpoint" in line and "a PPO policy trained on nav/goat" in line
+    assert "allowed with task=nav/goat: a goat_pointer checkpoint" in line and "a policy trained on nav/goat" in line
     with pytest.raises(ConfigError, match="'lstm' agent trained on fastmap"):
         goat_checkpoint(str(resolve_checkpoint("pretrained:fastmap_lstm")))

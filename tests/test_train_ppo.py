@@ -239,3 +239,32 @@ def test_ppo_plan_counts_whole_updates_over_every_process(tmp_path):
     cut = toy_cfg(tmp_path, "total_steps=600", "trainer.preempt_fraction=0.6")
     assert _ppo_plan(cut, None, world_size=4)[0] == ("600 env steps (whole updates of up to 1024 = 4 processes x "
                                                      "8 envs x 32 rollout steps: 600 to 1623 env steps)")
+
+
+def test_init_from_starts_from_a_checkpoints_weights_and_critic_warmup_trains_only_the_value_head(tmp_path):
+    first = train(toy_cfg(tmp_path / "a", "total_steps=512"))
+    start = load_checkpoint(first["checkpoint"])["model"]
+    warm = train(toy_cfg(tmp_path / "b", "total_steps=512", f"init_from={first['checkpoint']}",
+                         "trainer.critic_warmup=4"))
+    after = load_checkpoint(warm["checkpoint"])["model"]
+    moved = {k for k in start if not torch.equal(start[k], after[k])}
+    assert moved and all(k.startswith("value_head.") for k in moved)  # 2 updates, both in the warm-up
+    free = train(toy_cfg(tmp_path / "c", "total_steps=512", f"init_from={first['checkpoint']}"))
+    trained = load_checkpoint(free["checkpoint"])["model"]
+    assert any(not torch.equal(start[k], trained[k]) for k in start if k.startswith("policy_head."))
+    log = (tmp_path / "b" / "run" / "train.log").read_text()
+    assert f"fresh start from the weights of {first['checkpoint']}" in log
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("init_from=nowhere.pt", "init_from: nowhere.pt: no such checkpoint file"),
+    ("memory.hidden=8", "/a/run/latest.pt: parameter memory.rnn.weight_ih_l0 has shape (96, 32) in the checkpoint"),
+])
+def test_init_from_a_missing_file_or_another_model_is_one_line_before_the_envs_start(tmp_path, override, expected):
+    from embodied.loading import CheckpointError
+
+    first = train(toy_cfg(tmp_path / "a", "total_steps=256"))
+    with pytest.raises(CheckpointError) as err:
+        train(toy_cfg(tmp_path / "b", f"init_from={first['checkpoint']}", override))
+    assert str(err.value).startswith("init_from: ") and expected in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "b" / "run" / "latest.pt").exists()

@@ -3,7 +3,7 @@
 seed + episodes - 1); success and SPL per goal with Wilson / bootstrap intervals, over all goals,
 over goals 2..K (where memory can help), by goal index, by modality, and by whether the goal
 instance was seen earlier in the episode; plus the memory's cost per step (update time, snapshot
-count, bytes). `ckpt=` of a policy trained on nav/goat (the PPO GRU baseline, +experiment=goat_ppo_gru)
+count, bytes). `ckpt=` of a policy trained on nav/goat (the GRU baselines, +experiment=goat_ppo_gru or goat_bc_gru)
 plays the same episodes with the same per-goal records and summaries, in place of the 3D-Mem agent.
 """
 from __future__ import annotations
@@ -58,8 +58,8 @@ def goat_agent(cfg: DictConfig, policy: bool = False) -> dict:
 
 def goat_checkpoint(path: str) -> tuple[str, dict]:
     """("chooser" | "policy", the checkpoint): a goat_pointer checkpoint (the learned chooser of the
-    3D-Mem agent) or a policy (encoders, memory, heads) trained on nav/goat by PPO; any other
-    checkpoint is one line."""
+    3D-Mem agent) or a policy (encoders, memory, heads) trained on nav/goat by PPO or by imitation
+    (bc); any other checkpoint is one line."""
     from embodied.loading import load_checkpoint
 
     ckpt = load_checkpoint(path, map_location="cpu")
@@ -68,10 +68,11 @@ def goat_checkpoint(path: str) -> tuple[str, dict]:
     if name == "goat_pointer":
         return "chooser", ckpt
     task = (config.get("task") or {}).get("name")
-    policy = name is None and (config.get("trainer") or {}).get("name") == "ppo"
+    policy = name is None and (config.get("trainer") or {}).get("name") in ("ppo", "bc")
     check(policy and task == "nav/goat", "ckpt", f"{path} holds a {name or config.get('memory', {}).get('name')!r} "
           f"agent trained on {task}; allowed with task=nav/goat: a goat_pointer checkpoint (embodied train "
-          "+experiment=goat_pointer) or a PPO policy trained on nav/goat (embodied train +experiment=goat_ppo_gru)")
+          "+experiment=goat_pointer) or a policy trained on nav/goat (embodied train +experiment=goat_ppo_gru, "
+          "+experiment=goat_bc_gru)")
     return "policy", ckpt
 
 
@@ -322,7 +323,7 @@ def evaluate_goat(cfg: DictConfig) -> dict[str, Any]:
     for v, eps in episodes.items():
         summary = summarize_variant(eps, cfg.confidence)
         # task/method/success/spl over all goals: the row `embodied report` renders (docs/goat.md has the rest).
-        name = f"ppo {ckpt['config']['memory']['name']}" if kind == "policy" else \
+        name = f"{ckpt['config']['trainer']['name']} {ckpt['config']['memory']['name']}" if kind == "policy" else \
             "scenemem learned chooser" if kind == "chooser" else "scenemem"
         method = f"{name} ({v})"
         results.append({"task": "nav/goat", "method": method, "variant": v, "chooser": chooser_name, "episodes": len(eps),

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 import numpy as np
 import torch
@@ -376,19 +376,23 @@ class BehaviourCloning:
 def collect_labelled(envs, agent: torch.nn.Module | None, device: torch.device, steps: int, beta: float,
                      rng: np.random.Generator, seed: int, max_episodes: int | None = None,
                      should_stop: Callable[[], bool] = lambda: False,
-                     deterministic: bool = False, labels: bool = False) -> tuple[list[Episode], list[dict]]:
+                     deterministic: bool = False, labels: bool = False,
+                     skip: Collection[str] = ()) -> tuple[list[Episode], list[dict]]:
     """Run a beta-mixture of oracle and learner; label each visited obs with the oracle action.
 
     Returns the finished episodes (obs + oracle labels) and their final measures. With
     agent=None (or beta=1) this records pure oracle demonstrations; with beta=0 and
     deterministic=True it evaluates the greedy learner. `labels`: also record each step's
-    privileged labels (`env.labels()`) under the episode's "labels"."""
+    privileged labels (`env.labels()`) under the episode's "labels". `skip`: observation keys not
+    recorded (the agent's `ignore`: nav/goat's goal image and its detections are 28 of a step's 74 kB
+    at 64x64, for an agent given category goals)."""
     n = envs.num_envs
     obs, _ = envs.reset(seed=seed)
     state = agent.initial_state(n, device) if agent is not None else None
     first = torch.ones(n, dtype=torch.bool, device=device)
     prev = torch.zeros(n, dtype=torch.long, device=device)
-    fresh = lambda: {"obs": {k: [] for k in obs}, "actions": [], **({"labels": {}} if labels else {})}  # noqa: E731
+    kept = [k for k in obs if k not in skip]
+    fresh = lambda: {"obs": {k: [] for k in kept}, "actions": [], **({"labels": {}} if labels else {})}  # noqa: E731
     current: list[dict[str, Any]] = [fresh() for _ in range(n)]
     episodes: list[Episode] = []
     measures: list[dict] = []
@@ -404,7 +408,7 @@ def collect_labelled(envs, agent: torch.nn.Module | None, device: torch.device, 
             learner = rng.random(n) >= beta
             execute[learner] = action.cpu().numpy()[learner]
         # The batched env's observations are tensors on its sim device: one host copy per key per step.
-        host = {k: v.cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in obs.items()}
+        host = {k: obs[k].cpu().numpy() if isinstance(obs[k], torch.Tensor) else obs[k] for k in kept}
         for i in range(n):
             for k, v in host.items():
                 current[i]["obs"][k].append(np.array(v[i]))

@@ -99,6 +99,10 @@ class TrainConfig:
     """In SLURM, requeue the job after a preemption signal saved the resume state."""
     resume: bool = True
     """Resume from run_dir/latest.pt when it exists; false refuses to start in a used run_dir."""
+    init_from: str | None = None
+    """A fresh run starts from the model weights of this checkpoint (a path or `pretrained:<name>`; the
+    same agent, memory and observations): e.g. PPO from a policy trained by imitation. The optimizer
+    and the counters start anew; a resumed run reads its own checkpoint instead."""
 
 
 def register_configs() -> None:

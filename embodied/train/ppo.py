@@ -90,6 +90,10 @@ class PPOConfig:
     finished their rollout. 1.0 = off. DD-PPO uses 0.6."""
     preempt_min_fraction: float = 0.25
     """A rank collects at least this fraction of rollout_steps before it may be cut off."""
+    critic_warmup: int = 0
+    """Updates at the start in which only the value head learns (PIRLNav's critic warm-up, Ramrakhya
+    et al. 2023): a policy started from imitation weights (`init_from`) keeps its actions until its
+    untrained critic gives advantages worth following. 0 = off."""
     intrinsic_coef: float = 0.0
     """Memory-based intrinsic reward (memories with `intrinsic_reward`, e.g. dcem: novelty of a name
     just obtained): coef x the novelty of each observation, credited to the action that led to it.
@@ -118,6 +122,8 @@ class PPOConfig:
               f"{self.preempt_fraction}; allowed: (0, 1]")
         check(0 <= self.preempt_min_fraction <= 1, "trainer.preempt_min_fraction",
               f"{self.preempt_min_fraction}; allowed: [0, 1]")
+        check(isinstance(self.critic_warmup, int) and self.critic_warmup >= 0, "trainer.critic_warmup",
+              f"{self.critic_warmup}; allowed: an integer >= 0")
         check(self.intrinsic_coef >= 0 and math.isfinite(self.intrinsic_coef), "trainer.intrinsic_coef",
               f"{self.intrinsic_coef}; allowed: >= 0")
         return self
@@ -169,6 +175,10 @@ class PPO:
         self.ctx = ctx or DistContext()
         self.device = self.ctx.device
         self.params = [p for p in agent.parameters() if p.requires_grad]
+        head = getattr(agent, "value_head", None)
+        check(not cfg.critic_warmup or head is not None, "trainer.critic_warmup",
+              f"{cfg.critic_warmup}, but the {type(agent).__name__} has no value_head; allowed: 0")
+        self.value_params = {id(p) for p in head.parameters()} if head is not None else set()
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=cfg.adam_eps)
         self.num_updates = max(1, math.ceil(total_steps / steps_per_update(cfg, num_envs, self.ctx.world_size)))
         self.total_steps = total_steps
@@ -378,7 +388,9 @@ class PPO:
                 ent = entropy.mean()
                 aux_losses = out.get("aux_losses") or {}
                 aux = sum((v.float() for v in aux_losses.values()), torch.zeros((), device=self.device))
-                loss = pg_loss - cfg.entropy_coef * ent + cfg.value_coef * v_loss + cfg.aux_coef * aux
+                warmup = self.update_index < cfg.critic_warmup
+                loss = cfg.value_coef * v_loss if warmup else \
+                    pg_loss - cfg.entropy_coef * ent + cfg.value_coef * v_loss + cfg.aux_coef * aux
                 if not torch.isfinite(loss) and not self.ctx.enabled:  # ranks fail together below
                     raise NonFiniteError(
                         f"update {self.update_index}: loss is {loss.item()} (policy {pg_loss.item()}, "
@@ -389,6 +401,10 @@ class PPO:
                     self.scaler.unscale_(self.optimizer)
                 else:
                     loss.backward()
+                if warmup:  # the rest keeps its weights (and its Adam moments: a None grad skips the step)
+                    for p in self.params:
+                        if id(p) not in self.value_params:
+                            p.grad = None
                 all_reduce_gradients(self.params, self.ctx)
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
                 if self.scaler:

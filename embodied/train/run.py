@@ -41,7 +41,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from embodied.config import ConfigError, InputError, check, provenance
-from embodied.loading import build_agent_from_config, env_spaces, load_model_state, make_envs
+from embodied.loading import (CheckpointError, build_agent_from_config, env_spaces, load_checkpoint, load_model_state,
+                              make_envs)
 from embodied.tasks.episodes import episode_files, read_episodes, write_episodes
 from embodied.train import distributed as dist_utils
 from embodied.tasks import demo_source
@@ -100,11 +101,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def check_agent_options(cfg: DictConfig, config: dict) -> None:
+def check_agent_options(cfg: DictConfig, config: dict, init: dict | None = None) -> None:
     """Build the agent once, on CPU, against the spaces of one env built in this process (no reset,
-    no scene built for pinned or procedural scenes): a bad memory or agent option fails here in a
-    second, not after the env workers have started (over a minute on 2 cores)."""
-    build_agent_from_config(config, *env_spaces(cfg.task), torch.device("cpu"))
+    no scene built for pinned or procedural scenes): a bad memory or agent option, or `init`
+    weights (init_from) of another model, fail here in a second, not after the env workers have
+    started (over a minute on 2 cores)."""
+    agent = build_agent_from_config(config, *env_spaces(cfg.task), torch.device("cpu"))
+    if init is not None:
+        load_model_state(agent, init["model"], f"init_from: {cfg.init_from}")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -197,7 +201,7 @@ def announce(cfg: DictConfig, ckpt: dict | None, device, work: str) -> None:
     """The start lines: where the run writes, what it runs and whether it resumes."""
     log.info("embodied train: writing to %s (checkpoints, metrics.jsonl, train.log)", cfg.run_dir)
     start = (f"resuming from update {ckpt['counters']['update']} ({ckpt['counters']['env_steps']} env steps)"
-             if ckpt is not None else "fresh start")
+             if ckpt is not None else f"fresh start from the weights of {cfg.init_from}" if cfg.init_from else "fresh start")
     log.info("embodied train: %s, memory=%s, trainer=%s on %s: %s; %s", cfg.task.name, cfg.memory.name,
              cfg.trainer.name, device, work, start)
 
@@ -290,7 +294,13 @@ def train_on_envs(cfg: DictConfig, env_factory: Callable | None, loop: Callable,
         manager, ckpt, finished = open_checkpoints(cfg, config, run_dir.path, ctx.is_main)
         if finished is not None:
             return finished
-        check_agent_options(cfg, config)  # before seeding: the initial weights stay those of the seed
+        init = None
+        if ckpt is None and cfg.init_from is not None:
+            try:
+                init = load_checkpoint(cfg.init_from)
+            except CheckpointError as exc:
+                raise CheckpointError(f"init_from: {exc}") from None
+        check_agent_options(cfg, config, init)  # before seeding: the initial weights stay those of the seed
         work, total, unit, initial = plan(cfg, ckpt, ctx.world_size)
         if ctx.is_main:
             announce(cfg, ckpt, ctx.device, work)
@@ -305,6 +315,8 @@ def train_on_envs(cfg: DictConfig, env_factory: Callable | None, loop: Callable,
             agent = build_agent_from_config(config, envs.single_observation_space, envs.single_action_space, ctx.device)
             if ckpt is not None:
                 load_model_state(agent, ckpt["model"], manager.latest_path)
+            elif init is not None:
+                load_model_state(agent, init["model"], cfg.init_from)
             dist_utils.broadcast_parameters(agent, ctx)
             run_dir.accept(int(ckpt["counters"]["update"]) if ckpt is not None else 0)
             if ctx.is_main:
@@ -397,6 +409,11 @@ def _ppo_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config,
             "update": trainer.update_index, "env_steps": trainer.env_steps}
 
 
+def ignored(agent) -> list[str]:
+    """Observation keys the agent does not read (agent option `ignore`): demonstrations leave them out."""
+    return list(getattr(getattr(agent, "config", None), "ignore", None) or [])
+
+
 def _demonstrations(cfg, ctx, envs, agent, bcfg, data_dir: Path, progress: bool) -> list:
     """Round 0's demonstrations: `trainer.demos`, or recorded into run_dir/data: by the agent where
     its demonstrations are its own decisions (`record_imitation`: the nav/goat chooser), by the
@@ -418,7 +435,7 @@ def _demonstrations(cfg, ctx, envs, agent, bcfg, data_dir: Path, progress: bool)
         rng = np.random.default_rng(derived_seed(cfg.seed, 0, 4))
         episodes, _ = collect_labelled(envs, None, ctx.device, steps=10**9, beta=1.0, rng=rng,
                                        seed=training_episode_seed(cfg.seed, 0, 5),
-                                       max_episodes=bcfg.record_episodes, labels=bcfg.labels)
+                                       max_episodes=bcfg.record_episodes, labels=bcfg.labels, skip=ignored(agent))
         write_episodes(shard, episodes)
     return read_episodes(shard)
 
@@ -461,7 +478,7 @@ def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, 
                 agent.eval()
                 episodes, measures = collect_labelled(envs, agent, ctx.device, bcfg.dagger_steps, beta, rng,
                                                       seed=training_episode_seed(cfg.seed, 0, r, 1), labels=bcfg.labels,
-                                                      should_stop=lambda: flag.requested)
+                                                      should_stop=lambda: flag.requested, skip=ignored(agent))
                 if flag.requested:  # the round restarts from the last checkpoint when resumed
                     return _preempted(flag, last_path, ctx, progress)
                 if episodes and bcfg.aggregate:
@@ -483,7 +500,8 @@ def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, 
                 else:
                     _, measures = collect_labelled(envs, agent, ctx.device, 10**9, 0.0, np.random.default_rng(0),
                                                    seed=training_episode_seed(cfg.seed, 0, r, 6),
-                                                   max_episodes=bcfg.eval_episodes, deterministic=True)
+                                                   max_episodes=bcfg.eval_episodes, deterministic=True,
+                                                   skip=ignored(agent))
                 round_metrics.update(summarize_measures(measures))
             bc.round = r + 1
             metrics = {**round_metrics, "update": bc.round, "step": bc.grad_steps, "dataset_episodes": len(data),
