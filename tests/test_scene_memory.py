@@ -102,6 +102,20 @@ def test_integrate_marks_free_floor_and_occupied_walls():
     assert not mem.objects and not mem.snapshots
 
 
+def test_integrate_keeps_what_was_occupied_and_explores_only_up_close():
+    mem = SceneMemory(CAM, SceneMemoryConfig(map_radius=5.0))
+    table = mem.cell_of((1.2, 0.0))
+    mem.grid[table] = OCCUPIED  # seen earlier; rays over it now (a table top below the camera) must not free it
+    depth = np.full((32, 32), 3.0, np.float32)
+    obs = {"depth": depth, "pose": np.zeros(4, np.float32), "instance": np.zeros((32, 32), np.int32),
+           "semantic": np.zeros((32, 32), np.int32)}
+    mem.observe(obs, 0.0)
+    assert mem.grid[table] == OCCUPIED and not mem.explored[table]
+    near, far = mem.cell_of((1.0, 0.0)), mem.cell_of((2.2, 0.0))  # explored_range is 1.7 m
+    assert mem.grid[near] == FREE and mem.explored[near]
+    assert mem.grid[far] == FREE and not mem.explored[far]
+
+
 def test_a_held_object_seen_below_min_pixels_is_glimpsed_not_added():
     """A detection needs min_pixels to add an object; fewer pixels of an object the memory already
     holds still say it is in view (the agent's check that a place sees its goal), of an unknown one

@@ -273,43 +273,47 @@ class SceneMemory:
         """Free cells along each ray up to what it hit; obstacles stay (a later ray over a table
         must not clear it); the agent's own cell is free."""
         cfg = self.cfg
-        valid = (depth > 0.05) & (depth <= cfg.map_range)
-        p = points[valid]
-        height = p[:, 2] - pose[2]
-        obstacle = (height > cfg.obstacle_height) & (height < cfg.agent_height)
+        h, w = self.shape
+        grid, explored = self.grid.reshape(-1), self.explored.reshape(-1)
+        ox, oy = self.origin
+        start = pose[:2]
+        # Cells are marked in two masks and written once: rays cross the same cells many times over,
+        # and carving or a floor hit only ever frees a cell that was not occupied before this step.
+        notocc = grid != OCCUPIED
+        free = np.zeros(h * w, bool)
+        close = np.zeros(h * w, bool)
         # Carve: one sample per cell from the camera to each hit of every third row and column
         # (neighbouring rays cross the same cells), stopping half a cell short of the hit.
-        start = pose[:2]
-        sub = np.zeros_like(valid)
-        sub[::3, ::3] = True
-        q = points[(depth > 0.05) & sub][:, :2]  # far hits carve too, up to map_range
+        q = points[::3, ::3][depth[::3, ::3] > 0.05][:, :2]  # far hits carve too, up to map_range
         d = q - start
         length = np.hypot(d[:, 0], d[:, 1])
         reach = np.minimum(length - 0.5 * cfg.cell, cfg.map_range)
         steps = int(np.ceil(reach.max() / cfg.cell)) + 1 if len(reach) else 0
         if steps > 0:
             t = np.arange(steps) * cfg.cell
-            along = t[None, :] < reach[:, None]
             unit = d / np.maximum(length, 1e-9)[:, None]
-            xy = start + unit[:, None, :] * t[None, :, None]
-            rc = self.cells_of(xy[along])
-            ok = self._inside(rc)
-            near = np.broadcast_to(t[None, :] <= cfg.explored_range, along.shape)[along][ok]
-            rc = rc[ok]
-            free = self.grid[rc[:, 0], rc[:, 1]] != OCCUPIED
-            self.grid[rc[free, 0], rc[free, 1]] = FREE
-            close = rc[free & near]
-            self.explored[close[:, 0], close[:, 1]] = True
-        rc = self.cells_of(p[:, :2])
-        ok = self._inside(rc)
-        floor = ok & ~obstacle & (height <= cfg.obstacle_height)
-        cells = rc[floor]
-        keep = self.grid[cells[:, 0], cells[:, 1]] != OCCUPIED
-        self.grid[cells[keep, 0], cells[keep, 1]] = FREE
-        close = cells[keep & (np.hypot(*(p[floor, :2] - start).T) <= cfg.explored_range)]
-        self.explored[close[:, 0], close[:, 1]] = True
-        cells = rc[ok & obstacle]
-        self.grid[cells[:, 0], cells[:, 1]] = OCCUPIED
+            ray, k = np.nonzero(t[None, :] < reach[:, None])
+            tk = t[k]
+            col = np.floor((start[0] + unit[ray, 0] * tk - ox) / cfg.cell).astype(np.int64)
+            row = np.floor((start[1] + unit[ray, 1] * tk - oy) / cfg.cell).astype(np.int64)
+            ok = (row >= 0) & (row < h) & (col >= 0) & (col < w)
+            cells = row[ok] * w + col[ok]
+            free[cells] = True
+            close[cells[(tk <= cfg.explored_range)[ok]]] = True
+        valid = (depth > 0.05) & (depth <= cfg.map_range)
+        p = points[valid]
+        height = p[:, 2] - pose[2]
+        col = np.floor((p[:, 0] - ox) / cfg.cell).astype(np.int64)
+        row = np.floor((p[:, 1] - oy) / cfg.cell).astype(np.int64)
+        ok = (row >= 0) & (row < h) & (col >= 0) & (col < w)
+        cells = row * w + col
+        floor = ok & (height <= cfg.obstacle_height)
+        free[cells[floor]] = True
+        near = np.hypot(p[floor, 0] - start[0], p[floor, 1] - start[1]) <= cfg.explored_range
+        close[cells[floor][near]] = True
+        grid[free & notocc] = FREE
+        explored[close & notocc] = True
+        grid[cells[ok & (height > cfg.obstacle_height) & (height < cfg.agent_height)]] = OCCUPIED
         r, c = self.cell_of(start)
         self.grid[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2] = FREE
         self.explored[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2] = True
