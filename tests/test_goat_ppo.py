@@ -131,6 +131,69 @@ def test_the_imitation_recipe_records_only_what_the_agent_reads_and_eval_plays_i
     assert result["method"] == "bc gru (argmax)" and result["all"]["goals"] == 1
 
 
+def _teacher_env():
+    return make_env({"name": "nav/goat", "n_rooms": 2, "num_goals": 2, "steps_per_goal": 40, "width": 48, "height": 48,
+                     "modalities": ["category"], "sensors": ["rgb", "depth", "semantic", "instance"]})
+
+
+def test_the_3d_mem_teacher_acts_as_the_agent_alone_and_follows_what_a_learner_did():
+    from embodied.agents.goat import ACTIONS, GoatAgent, GoatTeacher
+
+    env = _teacher_env()
+    cfg = env.unwrapped.cfg
+    alone, obs, done = GoatAgent.for_task(cfg, "kept"), env.reset(seed=3)[0], False
+    expected = []
+    while not done:
+        expected.append(alone.act(obs))
+        obs, _, terminated, truncated, _ = env.step(expected[-1])
+        done = terminated or truncated
+    teacher = GoatTeacher(cfg, 1)
+    teacher.reset()
+    obs, labels, done = env.reset(seed=3)[0], [], False
+    while not done:  # the batch wrapper labels the same episode step for step
+        labels.append(int(teacher.actions({k: np.asarray(v)[None] for k, v in obs.items()})[0]))
+        obs, _, terminated, truncated, _ = env.step(labels[-1])
+        done = terminated or truncated
+        teacher.stepped([labels[-1]], [done])
+    assert labels == expected and len(labels) > 10
+    obs, _ = env.reset(seed=4)  # a learner looks up twice where the teacher chose otherwise
+    for _ in range(2):
+        chosen = int(teacher.actions({k: np.asarray(v)[None] for k, v in obs.items()})[0])
+        assert ACTIONS[chosen] != "look_up"
+        obs, *_ = env.step(ACTIONS.index("look_up"))
+        teacher.stepped([ACTIONS.index("look_up")], [False])
+    assert teacher.agents[0].tilt == pytest.approx(env.unwrapped.agent.tilt_deg)
+    assert teacher.agents[0].last_action == "look_up"
+
+
+def test_the_3d_mem_teachers_recipe_records_only_what_the_learner_reads(tmp_path):
+    from embodied.train.run import train
+
+    run = tmp_path / "run"
+    train(compose("train", ["+experiment=goat_bc_gru_scenemem", *SMALL_TASK, "task.steps_per_goal=30",
+                            "task.width=48", "task.height=48", "num_envs=1", "trainer.record_episodes=1",
+                            "trainer.dagger_rounds=1", "trainer.dagger_steps=30", "trainer.eval_episodes=1",
+                            "trainer.epochs=1", "trainer.seq_len=8", "agent.cnn_channels=[8]", "agent.image_dim=16",
+                            "agent.hidden=16", "memory.hidden=16", f"run_dir={run}", "quiet=true"]))
+    for shard in ("demos.npz", "dagger-001.npz"):  # the teacher's episodes and the learner's visits, labelled
+        with np.load(run / "data" / shard) as data:
+            assert {k[4:] for k in data.files if k.startswith("obs/")} == {"rgb", "depth", "semantic", "pose", "goal_category"}
+            assert len(data["actions"]) > 0
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["+experiment=goat_bc_gru_scenemem", "trainer.expert=human"], "trainer.expert: 'human'; allowed: oracle, scenemem"),
+    (["task=nav/pointnav", "trainer=bc", "trainer.expert=scenemem"],
+     "trainer.expert: 'scenemem' with task=nav/pointnav"),
+])
+def test_a_wrong_expert_is_one_line(capsys, tmp_path, argv, expected):
+    from test_cli_errors import fails
+
+    line = fails(capsys, "train", *argv, f"run_dir={tmp_path / 'run'}")
+    assert expected in line
+    assert not (tmp_path / "run").exists()
+
+
 def test_record_plays_the_checkpoint(tiny_checkpoint, tmp_path):
     from embodied.cli import main
 

@@ -492,6 +492,17 @@ class GoatAgent:
         self.last_action, self.last_pose = action, pose
         return ACTIONS.index(action)
 
+    def executed(self, action: int) -> None:
+        """Another actor's action ran instead of the one act() returned (a learner's, in DAgger's
+        mixture): the camera tilt and the bump check follow what happened. The env clamps the
+        tilt to two steps either way."""
+        name = ACTIONS[int(action)]
+        if name == self.last_action:
+            return
+        effect = {"look_down": -30.0, "look_up": 30.0}
+        self.tilt = max(-60.0, min(60.0, self.tilt - effect.get(self.last_action, 0.0) + effect.get(name, 0.0)))
+        self.last_action = name
+
     def _decide(self, pose: np.ndarray, detected: list[int]) -> str:
         if self.choice is None or self.choice.kind != "object":
             snaps, frontiers = self.memory.candidates(self.query.relevant_classes())
@@ -583,3 +594,36 @@ class GoatAgent:
 
     def _visited(self, f: Frontier) -> bool:
         return any(math.hypot(*(f.centre - v)) < 1.0 for v in self.visited)
+
+
+class GoatTeacher:
+    """The 3D-Mem agent (scripted chooser, memory kept) as the expert that imitation learns from on
+    nav/goat (`trainer.expert=scenemem`): one GoatAgent per env of a batch, acting on that env's
+    observations alone, so its labels ask nothing a learner could not see (the shortest-path
+    oracle's turn toward a goal out of sight does). `actions(obs)` labels one step of the batch;
+    `stepped(executed, done)` tells each agent what ran (a learner's action in DAgger's mixture)
+    and whose episode ended."""
+
+    def __init__(self, task_cfg, num_envs: int):
+        from embodied.config import check
+
+        missing = [s for s in ("depth", "semantic", "instance") if s not in task_cfg.sensors]
+        check(not missing, "task.sensors", f"{list(task_cfg.sensors)} lacks {missing}; trainer.expert=scenemem "
+              "reads depth, semantic and instance (add them; the learner's agent.ignore can leave them out)")
+        self.agents = [GoatAgent.for_task(task_cfg, "kept") for _ in range(num_envs)]
+
+    def reset(self) -> None:
+        for agent in self.agents:
+            agent.reset()
+
+    def actions(self, obs: dict) -> np.ndarray:
+        host = {k: v.cpu().numpy() if hasattr(v, "cpu") else np.asarray(v) for k, v in obs.items()}
+        return np.array([agent.act({k: v[i] for k, v in host.items()}) for i, agent in enumerate(self.agents)],
+                        np.int64)
+
+    def stepped(self, executed, done) -> None:
+        for i, agent in enumerate(self.agents):
+            if done[i]:
+                agent.reset()
+            else:
+                agent.executed(int(executed[i]))

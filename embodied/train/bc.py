@@ -64,6 +64,10 @@ class BCConfig:
     """A .npz shard or a directory of shards; null = record `record_episodes` oracle episodes first."""
     record_episodes: int = 64
     """Oracle episodes to record into run_dir/demos when `demos` is null."""
+    expert: str = "oracle"
+    """Who labels the steps: oracle = the envs' `oracle_action()` (nav: the shortest path, which
+    knows where the goal is); scenemem = the 3D-Mem agent acting on the env's observations alone
+    (nav/goat; embodied.agents.goat.GoatTeacher)."""
     lr: float = 3e-4
     """Adam learning rate."""
     batch_episodes: int = 8
@@ -139,6 +143,7 @@ class BCConfig:
         check(self.max_grad_norm > 0, "trainer.max_grad_norm", f"{self.max_grad_norm}; allowed: > 0")
         check(self.aux_coef >= 0, "trainer.aux_coef", f"{self.aux_coef}; allowed: >= 0")
         check(self.record_episodes >= 1, "trainer.record_episodes", f"{self.record_episodes}; allowed: >= 1")
+        check(self.expert in EXPERTS, "trainer.expert", f"{self.expert!r}; allowed: {', '.join(EXPERTS)}")
         check(self.dagger_rounds >= 0, "trainer.dagger_rounds", f"{self.dagger_rounds}; allowed: >= 0")
         check(self.dagger_steps >= 0, "trainer.dagger_steps", f"{self.dagger_steps}; allowed: >= 0 (0: no new episodes)")
         check(0 <= self.beta <= 1, "trainer.beta", f"{self.beta}; allowed: [0, 1]")
@@ -173,6 +178,7 @@ class BCConfig:
 
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+EXPERTS = ("oracle", "scenemem")
 
 
 # --- dataset ------------------------------------------------------------------------------------
@@ -377,7 +383,7 @@ def collect_labelled(envs, agent: torch.nn.Module | None, device: torch.device, 
                      rng: np.random.Generator, seed: int, max_episodes: int | None = None,
                      should_stop: Callable[[], bool] = lambda: False,
                      deterministic: bool = False, labels: bool = False,
-                     skip: Collection[str] = ()) -> tuple[list[Episode], list[dict]]:
+                     skip: Collection[str] = (), expert=None) -> tuple[list[Episode], list[dict]]:
     """Run a beta-mixture of oracle and learner; label each visited obs with the oracle action.
 
     Returns the finished episodes (obs + oracle labels) and their final measures. With
@@ -385,9 +391,13 @@ def collect_labelled(envs, agent: torch.nn.Module | None, device: torch.device, 
     deterministic=True it evaluates the greedy learner. `labels`: also record each step's
     privileged labels (`env.labels()`) under the episode's "labels". `skip`: observation keys not
     recorded (the agent's `ignore`: nav/goat's goal image and its detections are 28 of a step's 74 kB
-    at 64x64, for an agent given category goals)."""
+    at 64x64, for an agent given category goals). `expert`: labels from an agent that acts on the
+    observations (`actions(obs)`, `stepped(executed, done)`, `reset()`; GoatTeacher) instead of
+    the envs' `oracle_action()`."""
     n = envs.num_envs
     obs, _ = envs.reset(seed=seed)
+    if expert is not None:
+        expert.reset()
     state = agent.initial_state(n, device) if agent is not None else None
     first = torch.ones(n, dtype=torch.bool, device=device)
     prev = torch.zeros(n, dtype=torch.long, device=device)
@@ -399,9 +409,9 @@ def collect_labelled(envs, agent: torch.nn.Module | None, device: torch.device, 
     for _ in range(math.ceil(steps / n)):
         if should_stop() or (max_episodes is not None and len(episodes) >= max_episodes):
             break
-        expert = np.asarray(envs.call("oracle_action"), dtype=np.int64)
+        labelled = np.asarray(envs.call("oracle_action") if expert is None else expert.actions(obs), dtype=np.int64)
         step_labels = envs.call("labels") if labels else None
-        execute = expert.copy()
+        execute = labelled.copy()
         if agent is not None and beta < 1.0:
             tensors = {k: torch.as_tensor(v).to(device) for k, v in obs.items()}
             action, _, _, state = agent.act(tensors, state, first, prev, deterministic=deterministic)
@@ -412,12 +422,14 @@ def collect_labelled(envs, agent: torch.nn.Module | None, device: torch.device, 
         for i in range(n):
             for k, v in host.items():
                 current[i]["obs"][k].append(np.array(v[i]))
-            current[i]["actions"].append(int(expert[i]))
+            current[i]["actions"].append(int(labelled[i]))
             if labels:
                 for k, v in step_labels[i].items():
                     current[i]["labels"].setdefault(k, []).append(np.array(v))
         obs, _, terminated, truncated, infos = envs.step(execute)
         done = np.asarray(terminated) | np.asarray(truncated)
+        if expert is not None:
+            expert.stepped(execute, done)
         ended = finished_episodes(infos)
         for i in np.flatnonzero(done):
             ep = current[i]

@@ -164,5 +164,9 @@ def validate_train_config(cfg: DictConfig) -> None:
     check(kind not in AGENT_KINDS or cfg.trainer.get("name") == "bc", "trainer",
           f"{cfg.trainer.get('name')} with agent={kind}, which learns by imitation; allowed: trainer=bc "
           "(e.g. +experiment=memorybench_membank)")
-    trainer_config(cfg)
+    trainer = trainer_config(cfg)
+    if getattr(trainer, "expert", "oracle") != "oracle":  # bc's labeller: the 3D-Mem agent reads nav/goat only
+        task = str(cfg.task.get("name"))
+        check(task == "nav/goat", "trainer.expert", f"{trainer.expert!r} with task={task}; allowed: oracle, or "
+              "scenemem with task=nav/goat")
     logger_config(cfg)

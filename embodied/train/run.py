@@ -414,6 +414,17 @@ def ignored(agent) -> list[str]:
     return list(getattr(getattr(agent, "config", None), "ignore", None) or [])
 
 
+def imitation_expert(cfg, bcfg: BCConfig, num_envs: int):
+    """The labeller of `trainer.expert`: None for the envs' own oracle_action(), else a GoatTeacher
+    (validate_train_config has checked the task)."""
+    if bcfg.expert == "oracle":
+        return None
+    from embodied.agents.goat import GoatTeacher
+    from embodied.tasks.config import TaskConfig
+
+    return GoatTeacher(TaskConfig.from_any(OmegaConf.to_container(cfg.task, resolve=True)), num_envs)
+
+
 def _demonstrations(cfg, ctx, envs, agent, bcfg, data_dir: Path, progress: bool) -> list:
     """Round 0's demonstrations: `trainer.demos`, or recorded into run_dir/data: by the agent where
     its demonstrations are its own decisions (`record_imitation`: the nav/goat chooser), by the
@@ -435,7 +446,8 @@ def _demonstrations(cfg, ctx, envs, agent, bcfg, data_dir: Path, progress: bool)
         rng = np.random.default_rng(derived_seed(cfg.seed, 0, 4))
         episodes, _ = collect_labelled(envs, None, ctx.device, steps=10**9, beta=1.0, rng=rng,
                                        seed=training_episode_seed(cfg.seed, 0, 5),
-                                       max_episodes=bcfg.record_episodes, labels=bcfg.labels, skip=ignored(agent))
+                                       max_episodes=bcfg.record_episodes, labels=bcfg.labels, skip=ignored(agent),
+                                       expert=imitation_expert(cfg, bcfg, envs.num_envs))
         write_episodes(shard, episodes)
     return read_episodes(shard)
 
@@ -448,6 +460,7 @@ def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, 
     if prepare is not None:
         base = prepare(base, data_dir, ctx.is_main and not cfg.quiet)
     batches = math.ceil(len(split_sequences(base, bcfg.seq_len)) / bcfg.batch_episodes)
+    expert = imitation_expert(cfg, bcfg, envs.num_envs) if bcfg.dagger_rounds and bcfg.dagger_steps else None
     bc = BehaviourCloning(agent, bcfg, ctx, seed=cfg.seed,
                           total_steps=(bcfg.dagger_rounds + 1) * bcfg.epochs * batches)
     if ckpt is not None:
@@ -478,7 +491,8 @@ def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, 
                 agent.eval()
                 episodes, measures = collect_labelled(envs, agent, ctx.device, bcfg.dagger_steps, beta, rng,
                                                       seed=training_episode_seed(cfg.seed, 0, r, 1), labels=bcfg.labels,
-                                                      should_stop=lambda: flag.requested, skip=ignored(agent))
+                                                      should_stop=lambda: flag.requested, skip=ignored(agent),
+                                                      expert=expert)
                 if flag.requested:  # the round restarts from the last checkpoint when resumed
                     return _preempted(flag, last_path, ctx, progress)
                 if episodes and bcfg.aggregate:
