@@ -383,7 +383,8 @@ def collect_labelled(envs, agent: torch.nn.Module | None, device: torch.device, 
                      rng: np.random.Generator, seed: int, max_episodes: int | None = None,
                      should_stop: Callable[[], bool] = lambda: False,
                      deterministic: bool = False, labels: bool = False,
-                     skip: Collection[str] = (), expert=None) -> tuple[list[Episode], list[dict]]:
+                     skip: Collection[str] = (), expert=None,
+                     on_episode: Callable[[], None] | None = None) -> tuple[list[Episode], list[dict]]:
     """Run a beta-mixture of oracle and learner; label each visited obs with the oracle action.
 
     Returns the finished episodes (obs + oracle labels) and their final measures. With
@@ -393,7 +394,7 @@ def collect_labelled(envs, agent: torch.nn.Module | None, device: torch.device, 
     recorded (the agent's `ignore`: nav/goat's goal image and its detections are 28 of a step's 74 kB
     at 64x64, for an agent given category goals). `expert`: labels from an agent that acts on the
     observations (`actions(obs)`, `stepped(executed, done)`, `reset()`; GoatTeacher) instead of
-    the envs' `oracle_action()`."""
+    the envs' `oracle_action()`. `on_episode()` is called as each episode ends (a progress bar)."""
     n = envs.num_envs
     obs, _ = envs.reset(seed=seed)
     if expert is not None:
@@ -440,6 +441,8 @@ def collect_labelled(envs, agent: torch.nn.Module | None, device: torch.device, 
             episodes.append(episode)
             measures.append(ended.get(int(i), {}))
             current[i] = fresh()
+            if on_episode is not None:
+                on_episode()
         done_t = torch.as_tensor(done, device=device)
         first = done_t
         prev = torch.where(done_t, torch.zeros_like(prev), torch.as_tensor(execute, device=device))

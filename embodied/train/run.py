@@ -444,10 +444,20 @@ def _demonstrations(cfg, ctx, envs, agent, bcfg, data_dir: Path, progress: bool)
     shard = data_dir / "demos.npz"
     if not shard.exists():
         rng = np.random.default_rng(derived_seed(cfg.seed, 0, 4))
-        episodes, _ = collect_labelled(envs, None, ctx.device, steps=10**9, beta=1.0, rng=rng,
-                                       seed=training_episode_seed(cfg.seed, 0, 5),
-                                       max_episodes=bcfg.record_episodes, labels=bcfg.labels, skip=ignored(agent),
-                                       expert=imitation_expert(cfg, bcfg, envs.num_envs))
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=bcfg.record_episodes, unit="ep", desc=f"record demos ({bcfg.expert})", file=sys.stderr)
+        try:
+            episodes, _ = collect_labelled(envs, None, ctx.device, steps=10**9, beta=1.0, rng=rng,
+                                           seed=training_episode_seed(cfg.seed, 0, 5),
+                                           max_episodes=bcfg.record_episodes, labels=bcfg.labels, skip=ignored(agent),
+                                           expert=imitation_expert(cfg, bcfg, envs.num_envs),
+                                           on_episode=bar.update if bar is not None else None)
+        finally:
+            if bar is not None:
+                bar.close()
         write_episodes(shard, episodes)
     return read_episodes(shard)
 
