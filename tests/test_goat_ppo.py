@@ -185,6 +185,7 @@ def test_the_3d_mem_teachers_recipe_records_only_what_the_learner_reads(tmp_path
     (["+experiment=goat_bc_gru_scenemem", "trainer.expert=human"], "trainer.expert: 'human'; allowed: oracle, scenemem"),
     (["task=nav/pointnav", "trainer=bc", "trainer.expert=scenemem"],
      "trainer.expert: 'scenemem' with task=nav/pointnav"),
+    (["+experiment=goat_pointer", "trainer.expert=scenemem"], "trainer.expert: 'scenemem' with agent=goat_pointer"),
 ])
 def test_a_wrong_expert_is_one_line(capsys, tmp_path, argv, expected):
     from test_cli_errors import fails

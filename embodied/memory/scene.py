@@ -525,5 +525,3 @@ class SceneMemory:
         rc = np.asarray(rc)
         return self.origin + (rc[..., ::-1] + 0.5) * self.cfg.cell
 
-    def _inside(self, rc: np.ndarray) -> np.ndarray:
-        return (rc[:, 0] >= 0) & (rc[:, 0] < self.shape[0]) & (rc[:, 1] >= 0) & (rc[:, 1] < self.shape[1])

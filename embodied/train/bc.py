@@ -61,9 +61,9 @@ class BCConfig:
     name: str = "bc"
     """Trainer name (bc)."""
     demos: str | None = None
-    """A .npz shard or a directory of shards; null = record `record_episodes` oracle episodes first."""
+    """A .npz shard or a directory of shards; null = record `record_episodes` episodes of the expert first."""
     record_episodes: int = 64
-    """Oracle episodes to record into run_dir/demos when `demos` is null."""
+    """Episodes of the expert (`expert`) to record into run_dir/data when `demos` is null."""
     expert: str = "oracle"
     """Who labels the steps: oracle = the envs' `oracle_action()` (nav: the shortest path, which
     knows where the goal is); scenemem = the 3D-Mem agent acting on the env's observations alone

@@ -169,4 +169,6 @@ def validate_train_config(cfg: DictConfig) -> None:
         task = str(cfg.task.get("name"))
         check(task == "nav/goat", "trainer.expert", f"{trainer.expert!r} with task={task}; allowed: oracle, or "
               "scenemem with task=nav/goat")
+        check(kind not in AGENT_KINDS, "trainer.expert", f"{trainer.expert!r} with agent={kind}, which records its own "
+              "demonstrations; allowed: oracle")
     logger_config(cfg)
