@@ -133,7 +133,8 @@ def test_the_imitation_recipe_records_only_what_the_agent_reads_and_eval_plays_i
 
 def _teacher_env():
     return make_env({"name": "nav/goat", "n_rooms": 2, "num_goals": 2, "steps_per_goal": 40, "width": 48, "height": 48,
-                     "modalities": ["category"], "sensors": ["rgb", "depth", "semantic", "instance"]})
+                     "modalities": ["category"], "sensors": ["rgb", "depth", "semantic", "instance"],
+                     "tilt_angle": 20.0})  # not the default 30: the agent must take the task's
 
 
 def test_the_3d_mem_teacher_acts_as_the_agent_alone_and_follows_what_a_learner_did():
@@ -156,8 +157,8 @@ def test_the_3d_mem_teacher_acts_as_the_agent_alone_and_follows_what_a_learner_d
         done = terminated or truncated
         teacher.stepped([labels[-1]], [done])
     assert labels == expected and len(labels) > 10
-    obs, _ = env.reset(seed=4)  # a learner looks up twice where the teacher chose otherwise
-    for _ in range(2):
+    obs, _ = env.reset(seed=4)  # a learner looks up four times where the teacher chose otherwise (the env stops at +40)
+    for _ in range(4):
         chosen = int(teacher.actions({k: np.asarray(v)[None] for k, v in obs.items()})[0])
         assert ACTIONS[chosen] != "look_up"
         obs, *_ = env.step(ACTIONS.index("look_up"))

@@ -399,7 +399,8 @@ class GoatAgent:
 
     def __init__(self, camera: Camera, variant: str = "kept", chooser=None, memory: SceneMemoryConfig | None = None,
                  forward_step: float = 0.25, turn_angle: float = 30.0, agent_radius: float = 0.18,
-                 agent_height: float = 1.5, stop_distance: float = 0.9, look_down: bool = True):
+                 agent_height: float = 1.5, stop_distance: float = 0.9, look_down: bool = True,
+                 tilt_angle: float = 30.0):
         if variant not in VARIANTS:
             raise ValueError(f"variant {variant!r}; allowed: {', '.join(VARIANTS)}")
         self.variant = variant
@@ -407,6 +408,7 @@ class GoatAgent:
         self.chooser = chooser or ScriptedChooser()
         self.planner = MapPlanner(forward_step, turn_angle, agent_radius, agent_height)
         self.turn_angle, self.stop_distance, self.look_down = turn_angle, stop_distance, look_down
+        self.tilt_angle = tilt_angle
         self.classes = semantic_classes()
         # look(yaw) -> rgb: the camera from where the agent stands, facing yaw (episode-start frame); set
         # by whoever holds the env (`GoatNav.look`), it renders frontier snapshots for a chooser that
@@ -424,12 +426,12 @@ class GoatAgent:
         # that SPL counts against the agent (0.7 m cost 0.08 of SPL on goals seen earlier).
         return cls(camera, variant, chooser, memory, forward_step=c.forward_step, turn_angle=c.turn_angle,
                    agent_radius=c.agent_radius, agent_height=c.agent_height,
-                   stop_distance=max(0.3, (c.success_distance or 1.0) - 0.1))
+                   stop_distance=max(0.3, (c.success_distance or 1.0) - 0.1), tilt_angle=c.tilt_angle)
 
     def reset(self) -> None:
         self.memory.reset()
         self.planner.reset()
-        self.tilt = 0.0
+        self.tilt = self.tilt_before = 0.0
         self.goal_index = -1
         self.query: GoalQuery | None = None
         self.choice: Choice | None = None
@@ -449,7 +451,7 @@ class GoatAgent:
         """The env put the agent back at the episode's start (a reset with the episode's seed: the same
         apartment and pose frame) without a new episode for the agent: its memory stays; its camera is
         level again, and no bump is read from the jump."""
-        self.tilt = 0.0
+        self.tilt = self.tilt_before = 0.0
         self.pending = ["look_down"] if self.look_down else []
         self.last_action = self.last_pose = None
         self.planner.reset()
@@ -485,23 +487,21 @@ class GoatAgent:
                 and (self.choice.object in detected or self.choice.object in self.memory.glimpsed)):
             self.sighted = pose[:2].copy()
         action = self.pending.pop(0) if self.pending else self._decide(pose, detected)
-        if action == "look_down":
-            self.tilt -= 30.0
-        elif action == "look_up":
-            self.tilt += 30.0
+        self.tilt_before, self.tilt = self.tilt, self._tilt_after(self.tilt, action)
         self.last_action, self.last_pose = action, pose
         return ACTIONS.index(action)
 
+    def _tilt_after(self, tilt: float, action: str) -> float:
+        """The camera tilt after `action`, as the env moves it: tilt_angle per look, two at most either way."""
+        step = {"look_down": -self.tilt_angle, "look_up": self.tilt_angle}.get(action, 0.0)
+        return max(-2 * self.tilt_angle, min(2 * self.tilt_angle, tilt + step))
+
     def executed(self, action: int) -> None:
         """Another actor's action ran instead of the one act() returned (a learner's, in DAgger's
-        mixture): the camera tilt and the bump check follow what happened. The env clamps the
-        tilt to two steps either way."""
+        mixture): the camera tilt and the bump check follow what happened."""
         name = ACTIONS[int(action)]
-        if name == self.last_action:
-            return
-        effect = {"look_down": -30.0, "look_up": 30.0}
-        self.tilt = max(-60.0, min(60.0, self.tilt - effect.get(self.last_action, 0.0) + effect.get(name, 0.0)))
-        self.last_action = name
+        if name != self.last_action:
+            self.tilt, self.last_action = self._tilt_after(self.tilt_before, name), name
 
     def _decide(self, pose: np.ndarray, detected: list[int]) -> str:
         if self.choice is None or self.choice.kind != "object":
@@ -617,8 +617,8 @@ class GoatTeacher:
             agent.reset()
 
     def actions(self, obs: dict) -> np.ndarray:
-        host = {k: v.cpu().numpy() if hasattr(v, "cpu") else np.asarray(v) for k, v in obs.items()}
-        return np.array([agent.act({k: v[i] for k, v in host.items()}) for i, agent in enumerate(self.agents)],
+        # In-process numpy observations (the batched simulator, whose are tensors, does not run nav/goat).
+        return np.array([agent.act({k: v[i] for k, v in obs.items()}) for i, agent in enumerate(self.agents)],
                         np.int64)
 
     def stepped(self, executed, done) -> None:

@@ -425,10 +425,11 @@ def imitation_expert(cfg, bcfg: BCConfig, num_envs: int):
     return GoatTeacher(TaskConfig.from_any(OmegaConf.to_container(cfg.task, resolve=True)), num_envs)
 
 
-def _demonstrations(cfg, ctx, envs, agent, bcfg, data_dir: Path, progress: bool) -> list:
+def _demonstrations(cfg, ctx, envs, agent, bcfg, data_dir: Path, progress: bool, expert=None) -> list:
     """Round 0's demonstrations: `trainer.demos`, or recorded into run_dir/data: by the agent where
     its demonstrations are its own decisions (`record_imitation`: the nav/goat chooser), by the
-    task's demo source where it has one (plus `dart_copies` noisy copies), else by the envs' oracle."""
+    task's demo source where it has one (plus `dart_copies` noisy copies), else by `expert` (None: the
+    envs' oracle_action)."""
     record = getattr(agent, "record_imitation", None)
     if record is not None:
         return record(OmegaConf.to_container(cfg.task, resolve=True), bcfg.record_episodes, data_dir, progress)
@@ -453,7 +454,7 @@ def _demonstrations(cfg, ctx, envs, agent, bcfg, data_dir: Path, progress: bool)
             episodes, _ = collect_labelled(envs, None, ctx.device, steps=10**9, beta=1.0, rng=rng,
                                            seed=training_episode_seed(cfg.seed, 0, 5),
                                            max_episodes=bcfg.record_episodes, labels=bcfg.labels, skip=ignored(agent),
-                                           expert=imitation_expert(cfg, bcfg, envs.num_envs),
+                                           expert=expert,
                                            on_episode=bar.update if bar is not None else None)
         finally:
             if bar is not None:
@@ -465,12 +466,12 @@ def _demonstrations(cfg, ctx, envs, agent, bcfg, data_dir: Path, progress: bool)
 def _bc_loop(cfg, ctx, envs, agent, manager, ckpt, flag, metric_logger, config, progress) -> dict[str, Any]:
     bcfg = trainer_config(cfg)
     data_dir = Path(cfg.run_dir) / "data"
-    base = _demonstrations(cfg, ctx, envs, agent, bcfg, data_dir, ctx.is_main and not cfg.quiet)
+    expert = imitation_expert(cfg, bcfg, envs.num_envs)  # one per run: demonstrations and DAgger rounds
+    base = _demonstrations(cfg, ctx, envs, agent, bcfg, data_dir, ctx.is_main and not cfg.quiet, expert)
     prepare = getattr(agent, "prepare_imitation", None)  # e.g. keyframe: rendered views, cached in data/
     if prepare is not None:
         base = prepare(base, data_dir, ctx.is_main and not cfg.quiet)
     batches = math.ceil(len(split_sequences(base, bcfg.seq_len)) / bcfg.batch_episodes)
-    expert = imitation_expert(cfg, bcfg, envs.num_envs) if bcfg.dagger_rounds and bcfg.dagger_steps else None
     bc = BehaviourCloning(agent, bcfg, ctx, seed=cfg.seed,
                           total_steps=(bcfg.dagger_rounds + 1) * bcfg.epochs * batches)
     if ckpt is not None:
