@@ -187,8 +187,10 @@ def test_the_3d_mem_teachers_recipe_records_only_what_the_learner_reads(tmp_path
     (["task=nav/pointnav", "trainer=bc", "trainer.expert=scenemem"],
      "trainer.expert: 'scenemem' with task=nav/pointnav"),
     (["+experiment=goat_pointer", "trainer.expert=scenemem"], "trainer.expert: 'scenemem' with agent=goat_pointer"),
+    (["+experiment=goat_pointer", "trainer.inflection_weight=2"],
+     "trainer.inflection_weight: PointerChooser computes its own imitation loss"),
 ])
-def test_a_wrong_expert_is_one_line(capsys, tmp_path, argv, expected):
+def test_a_wrong_expert_or_step_weight_is_one_line(capsys, tmp_path, argv, expected):
     from test_cli_errors import fails
 
     line = fails(capsys, "train", *argv, f"run_dir={tmp_path / 'run'}")

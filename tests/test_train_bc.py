@@ -101,6 +101,41 @@ def test_freeze_keeps_named_parameters_and_upweight_is_checked(tmp_path):
         train(compose("train", [*TOY, f"run_dir={tmp_path / 'bad2'}", "trainer.upweight=no/such_selector"]))
 
 
+def test_inflection_weight_weighs_the_steps_where_the_expert_changes_its_action(tmp_path):
+    from embodied.config import ConfigError
+    from embodied.loading import build_agent_from_config, env_spaces
+    from embodied.train.bc import BCConfig, BehaviourCloning
+
+    envs = CorridorVectorEnv(3, seed=0)
+    episodes, _ = collect_labelled(envs, None, torch.device("cpu"), steps=150, beta=1.0,
+                                   rng=np.random.default_rng(0), seed=0)
+    cfg = compose("train", TOY)
+    agent = build_agent_from_config(OmegaConf.to_container(cfg, resolve=True), *env_spaces(cfg.task), torch.device("cpu"))
+    batch = pad_batch(episodes, torch.device("cpu"))
+    with torch.no_grad():
+        torch.manual_seed(0)
+        for p in agent.parameters():  # far from uniform: each step's cross-entropy its own
+            p.normal_(0.0, 0.5)
+        out = agent.evaluate_sequence(batch["obs"], agent.initial_state(len(episodes), "cpu"), batch["first"],
+                                      batch["prev_actions"], batch["actions"])
+    ce = -out["log_prob"][batch["mask"]]  # time-major, as the inflections below
+    inflection = []
+    for t in range(batch["actions"].shape[0]):
+        for e in episodes:
+            if t < len(e["actions"]):
+                inflection.append(t == 0 or e["actions"][t] != e["actions"][t - 1])
+    inflection = torch.tensor(inflection)
+    assert 0 < int(inflection.sum()) < len(inflection)  # the oracle both keeps and changes its action
+    for w in (1.0, 3.0):
+        loss, stats = BehaviourCloning(agent, BCConfig(inflection_weight=w).validate()).loss(batch)
+        weights = torch.where(inflection, w, 1.0)
+        assert stats["bc_loss"] == pytest.approx(float((weights * ce).sum() / weights.sum()), rel=1e-5)
+        assert ("inflection_frac" in stats) == (w != 1.0)
+    assert stats["inflection_frac"] == pytest.approx(float(inflection.float().mean()))
+    with pytest.raises(ConfigError, match=r"^trainer.inflection_weight: 0.0; allowed: > 0"):
+        BCConfig(inflection_weight=0.0).validate()
+
+
 def test_a_stop_signal_during_a_round_leaves_within_one_step_and_the_rerun_redoes_that_round(tmp_path, monkeypatch):
     """A round can take many minutes (Ballet: ~10 on 2 cores), longer than a cluster's grace period: SIGTERM
     stops the trainer before the next gradient step, not at the end of the round."""

@@ -34,7 +34,8 @@ counted from the demonstrations) serve both.
 
 Options for tasks where a few steps decide the episode: `upweight` names a step selector
 registered by the task (embodied.tasks.STEP_SELECTORS) whose steps weigh `upweight_factor` in
-the loss; `freeze` keeps parameters (by name prefix) at their initial values.
+the loss; `inflection_weight` weighs the steps where the expert's action changes (any task);
+`freeze` keeps parameters (by name prefix) at their initial values.
 """
 from __future__ import annotations
 
@@ -101,6 +102,12 @@ class BCConfig:
     `upweight_factor` in the loss. null: every step weighs 1."""
     upweight_factor: float = 1.0
     """Loss weight of the `upweight` steps."""
+    inflection_weight: float = 1.0
+    """Loss weight of the steps whose label differs from the step before's (and of a sequence's first
+    step): inflection weighting (Wijmans et al. 2019; Habitat-Web and PIRLNav use it), so the rare
+    decisions of a demonstration (a turn after a straight run, the final stop) are not drowned by the
+    long runs of one action. Their paper's value is (steps / inflection steps) of the demonstrations;
+    a run logs `inflection_frac` (per batch) when this is not 1. 1 = off."""
     freeze: list[str] = field(default_factory=list)
     """Parameter name prefixes not to train (e.g. encoder.text.embedding); each must match one."""
     labels: bool = False
@@ -153,6 +160,8 @@ class BCConfig:
               f"{self.upweight!r}; allowed: null, {', '.join(sorted(STEP_SELECTORS))}")
         check(self.upweight_factor > 0 and math.isfinite(self.upweight_factor), "trainer.upweight_factor",
               f"{self.upweight_factor}; allowed: > 0")
+        check(self.inflection_weight > 0 and math.isfinite(self.inflection_weight), "trainer.inflection_weight",
+              f"{self.inflection_weight}; allowed: > 0 (1 = off)")
         check(self.bc_coef >= 0 and math.isfinite(self.bc_coef), "trainer.bc_coef", f"{self.bc_coef}; allowed: >= 0")
         for name, weight in self.losses.items():
             check(name in IMITATION_LOSSES, f"trainer.losses.{name}",
@@ -247,6 +256,15 @@ def freeze_parameters(agent: torch.nn.Module, prefixes: list[str]) -> list[str]:
     return frozen
 
 
+def check_step_weights(agent: torch.nn.Module, cfg: BCConfig) -> None:
+    """`upweight` and `inflection_weight` weigh the per-step cross-entropy, which an agent with its own
+    imitation loss (keyframe, goat_pointer) never computes: asking for them there is an error."""
+    check(getattr(agent, "imitation_loss", None) is None or (cfg.upweight is None and cfg.inflection_weight == 1.0),
+          "trainer.upweight" if cfg.upweight else "trainer.inflection_weight",
+          f"{type(agent).__name__} computes its own imitation loss, which step weights do not reach; "
+          "allowed: null / 1 for this agent")
+
+
 class BehaviourCloning:
     """The imitation engine of every task: minibatches of whole sequences, the loss (the agent's
     `imitation_loss` where it has one), clipping, the optimizer and the learning-rate schedule.
@@ -280,6 +298,7 @@ class BehaviourCloning:
         # agents with their own data pipeline (keyframe): their batches and loss
         self.batch_hook = getattr(agent, "imitation_batch", None)
         self.loss_hook = getattr(agent, "imitation_loss", None)
+        check_step_weights(agent, cfg)
         self.round = 0
         self.grad_steps = 0
 
@@ -331,13 +350,18 @@ class BehaviourCloning:
         mask = batch["mask"].float()
         if self.selector is not None:
             mask = mask * torch.where(self.selector(batch["obs"]), float(self.cfg.upweight_factor), 1.0)
+        extra = {}
+        if self.cfg.inflection_weight != 1.0:
+            inflection = (batch["actions"] != batch["prev_actions"]) | batch["first"]
+            mask = mask * torch.where(inflection, float(self.cfg.inflection_weight), 1.0)
+            extra["inflection_frac"] = float((inflection & batch["mask"]).sum() / batch["mask"].sum())
         ce = -(out["log_prob"].float() * mask).sum() / mask.sum()
         aux = sum((v.float() for v in (out.get("aux_losses") or {}).values()), torch.zeros((), device=self.device))
         total = self.cfg.bc_coef * ce + self.cfg.aux_coef * aux
         with torch.no_grad():
             valid = batch["mask"].float()
             acc = ((out["logits"].argmax(-1) == batch["actions"]).float() * valid).sum() / valid.sum()
-        return total, {"bc_loss": float(ce.detach()), "accuracy": float(acc), "aux_loss": float(aux.detach())}
+        return total, {"bc_loss": float(ce.detach()), "accuracy": float(acc), "aux_loss": float(aux.detach()), **extra}
 
     def fit(self, episodes: list[Episode], epochs: int | None = None,
             should_stop: Callable[[], bool] = lambda: False) -> dict[str, float]:

@@ -46,8 +46,8 @@ from embodied.loading import (CheckpointError, build_agent_from_config, env_spac
 from embodied.tasks.episodes import episode_files, read_episodes, write_episodes
 from embodied.train import distributed as dist_utils
 from embodied.tasks import demo_source
-from embodied.train.bc import (BCConfig, BehaviourCloning, collect_labelled, iter_rounds, split_sequences,
-                               summarize_measures)
+from embodied.train.bc import (BCConfig, BehaviourCloning, check_step_weights, collect_labelled, iter_rounds,
+                               split_sequences, summarize_measures)
 from embodied.train.checkpoint import (CheckpointManager, NonFiniteError, RunDirError, RunDirLock, atomic_write_text,
                                        capture_rng, remove_stale_temp_files, restore_rng, write_error)
 from embodied.train.config import TRAINERS, logger_config, register_trainer, trainer_config, validate_train_config
@@ -107,6 +107,9 @@ def check_agent_options(cfg: DictConfig, config: dict, init: dict | None = None)
     weights (init_from) of another model, fail here in a second, not after the env workers have
     started (over a minute on 2 cores)."""
     agent = build_agent_from_config(config, *env_spaces(cfg.task), torch.device("cpu"))
+    trainer = trainer_config(cfg)
+    if isinstance(trainer, BCConfig):
+        check_step_weights(agent, trainer)
     if init is not None:
         load_model_state(agent, init["model"], f"init_from: {cfg.init_from}")
 
