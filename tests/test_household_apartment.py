@@ -152,6 +152,30 @@ def test_agent_with_learned_memory_succeeds_and_the_reactive_agent_on_fewer(tmp_
     memory.close()
 
 
+def test_cases_learned_in_the_apartment_keep_the_key_frames_of_their_attempt(tmp_path):
+    envs = learning_envs({"world": "apartment", "sensors": ["rgb"]})
+    plan = envs["household/tier1"].floor_plan()
+    memory = open_memory("full", tmp_path, "0", fresh=True)
+    agent = household_agent("full", memory, plan)
+    learn(agent, envs, {"tasks_per_epoch": 3, "teacher_every": 3})
+    cases = memory.store.db.execute("SELECT id, kind FROM cases").fetchall()
+    subgoal_cases = [(i, memory.pool.frames(i)) for i, kind in cases if kind != "task"]
+    assert subgoal_cases and all(memory.pool.frames(i) == [] for i, kind in cases if kind == "task")
+    for _, frames in subgoal_cases:
+        assert 1 <= len(frames) <= 4 and all(f.shape == (64, 64, 3) and f.dtype == np.uint8 for f in frames)
+    # Walking to a container shows more than one view: most attempts keep several frames, all different.
+    assert np.mean([len(f) > 1 for _, f in subgoal_cases]) > 0.5
+    assert all(len({x.tobytes() for x in f}) == len(f) for _, f in subgoal_cases)
+    memory.close()
+    # The symbolic world has no camera: its cases keep none.
+    symbolic = open_memory("full", tmp_path / "symbolic", "0", fresh=True)
+    learn(household_agent("full", symbolic, make_env({"name": "household/tier1"}).floor_plan()),
+          learning_envs({}), {"tasks_per_epoch": 3, "teacher_every": 3})
+    assert symbolic.store.db.execute("SELECT COUNT(*) FROM frames").fetchone()[0] == 0
+    assert symbolic.store.db.execute("SELECT COUNT(*) FROM cases").fetchone()[0] > 0
+    symbolic.close()
+
+
 @pytest.mark.parametrize("cfg, message", [
     ({"world": "moon"}, "task.world: 'moon'; allowed: symbolic, apartment"),
     ({"world": "apartment", "reach": 0.5}, "task.reach: 0.5; allowed: 1.2..3.0"),
@@ -166,17 +190,27 @@ def test_bad_config_is_one_line(cfg, message):
 
 def test_recording_shows_the_camera_and_the_agents_panels(tmp_path):
     """`embodied record task=household/... task.world=apartment agent=optimus`: the nav recorder's camera
-    views and map with the household agent's plan and graph, and the household's action names."""
+    views and map with the household agent's plan and graph, the key frames of the cases it retrieves,
+    and the household's action names."""
     from embodied.cli import main
+    from embodied.memory.hybrid import MemoryStore
     from embodied.viewer.rrd import Recording
 
     out = tmp_path / "rec"
-    main(["record", "task=household/tier1", "task.world=apartment", "task.max_steps=80", "agent=optimus",
-          "agent.epochs=1", "agent.tasks_per_epoch=2", "episodes=1", f"out={out}", "quiet=true"])
+    main(["record", "task=household/tier1", "task.world=apartment", "agent=optimus", "agent.epochs=1",
+          "agent.tasks_per_epoch=4", "episodes=1", f"out={out}", "quiet=true"])
     rec = Recording(out / "episode_000.rrd")
     steps = rec.rows("agent/action")
-    assert steps == 80 and rec.rows("world/agent/camera/rgb") == steps + 1
+    assert steps > 80 and rec.rows("world/agent/camera/rgb") == steps + 1
     assert all(e in rec for e in ("world/agent/camera/semantic", "map/navigable", "memory/plan", "memory/graph"))
+    # The strip shown is the stored key frames of one of the cases retrieved at that step, side by side.
+    store = MemoryStore(out / "memory" / "full.sqlite", readonly=True)
+    strips = rec.images("memory/case_frames") if "memory/case_frames" in rec else {}
+    assert strips
+    framed = [store.case_frames(i) for (i,) in store.db.execute("SELECT id FROM cases").fetchall()]
+    stored = [np.concatenate([np.pad(f, ((0, 0), (0, 2), (0, 0)), constant_values=255) for f in frames],
+                             axis=1)[:, :-2] for frames in framed if frames]
+    assert all(any(s.shape == img.shape and np.array_equal(s, img) for s in stored) for img in strips.values())
     actions = set(t.split(" (")[0] for t in rec.texts("agent/action").values())
     assert actions <= set(make_env({"name": "household/tier1", "world": "apartment", "sensors": []}).action_names)
 

@@ -98,6 +98,43 @@ def test_retrieval_returns_the_planted_nearest_case_and_keeps_outcomes_apart(tmp
     assert other.refresh() == 1 and other.retrieve({"item": "egg"}, "success", 1)[0][1]["container"] == "late"
 
 
+def test_key_frames_keep_the_different_views_of_an_attempt_and_are_stored_with_their_case(tmp_path):
+    from embodied.memory.hybrid import KeyFrames
+
+    rng = np.random.default_rng(0)
+    view = lambda: rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)  # noqa: E731
+    f0, f1, f3 = view(), view(), view()
+    f2 = np.clip(f1.astype(int) + 40, 0, 255).astype(np.uint8)  # f1 a little brighter: alike, not the same
+    buffer = KeyFrames(capacity=3, similar=0.999)
+    assert buffer.push(f0) and not buffer.push(f0.copy())  # the same view again is not kept
+    assert buffer.push(f1) and buffer.push(f2) and buffer.push(f3)
+    # Over capacity, the frame most like its predecessor (f2 ~ f1) goes; the first and the newest stay.
+    assert [f.tobytes() for f in buffer.frames()] == [f0.tobytes(), f1.tobytes(), f3.tobytes()]
+    kept = buffer.frames()
+    f4 = np.clip(f3.astype(int) + 40, 0, 255).astype(np.uint8)
+    assert buffer.push(f4)  # alike to f3, yet the newest view stays
+    assert len(buffer.frames()) == 3
+    assert buffer.frames()[0].tobytes() == f0.tobytes() and buffer.frames()[-1].tobytes() == f4.tobytes()
+    buffer.clear()
+    assert buffer.frames() == [] and buffer.push(f0)
+    with pytest.raises(ValueError, match="capacity 1"):
+        KeyFrames(capacity=1)
+
+    store = MemoryStore(tmp_path / "m.sqlite")
+    pool = ExperiencePool(store, "w")
+    with_frames = pool.add("success", "fetch", "fetch flour", {"item": "flour"}, {"container": "c"}, kept)
+    without = pool.add("success", "fetch", "fetch egg", {"item": "egg"}, {"container": "d"})
+    found = pool.retrieve({"item": "flour"}, "success", k=1)[0][1]
+    assert found["id"] == with_frames and found["container"] == "c"
+    stored = ExperiencePool(MemoryStore(tmp_path / "m.sqlite", readonly=True), "w").frames(with_frames)
+    assert [f.tobytes() for f in stored] == [f.tobytes() for f in kept]
+    assert stored[0].shape == (64, 64, 3) and stored[0].dtype == np.uint8
+    assert pool.frames(without) == []
+    # A file written before cases kept frames still reads, with no frames.
+    store.db.execute("DROP TABLE frames")
+    assert MemoryStore(tmp_path / "m.sqlite", readonly=True).case_frames(with_frames) == []
+
+
 def test_features_are_stable_across_processes():
     here = features({"item": "flour", "context": "tidy"})
     code = ("from embodied.memory.hybrid.pool import features; import sys; "

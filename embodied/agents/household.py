@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embodied.memory.hybrid import ExperiencePool, KnowledgeGraph, MemoryStore
+from embodied.memory.hybrid import ExperiencePool, KeyFrames, KnowledgeGraph, MemoryStore
 from embodied.tasks.household import ACTION_ID, CONTEXTS, INVENTORY_CAPACITY, ITEM_ID, ITEMS, KEYS, ROOMS
 
 # variant -> (graph, pool, which cases the controller and reflector retrieve)
@@ -93,6 +93,10 @@ class HouseholdAgent:
         self.retrieved: list[tuple[str, float, str, dict]] = []  # (kind, similarity, outcome, record)
         self.reflection: dict | None = None
         self.last_action: int | None = None  # what observe() is told happened (own action or the teacher's)
+        # The current sub-goal attempt's key frames, stored with its cases: set where the world has a camera
+        # (the apartment's NavigationController pushes every frame), None in the symbolic world.
+        self.frames: KeyFrames | None = None
+        self._shown: tuple[int | None, list] = (None, [])  # the case whose frames report() last read
 
     # --- episode boundaries ---------------------------------------------------------------------------
     def reset(self, obs: dict, info: dict, learning: bool = False, teaching: bool = False) -> None:
@@ -101,6 +105,8 @@ class HouseholdAgent:
         self.ep = _Episode(goal=ITEMS[int(obs["goal"][0])], context=CONTEXTS[int(obs["context"][0])])
         self.ep.start = {"room": ROOMS[int(obs["room"][0])], "inventory": self._inventory_words(obs)}
         self.obs = obs
+        if self.frames is not None:
+            self.frames.clear()
         if self.use_pool and not self.use_graph:  # plan from examples: recipes of similar successful tasks
             for score, record in self._pool().retrieve({"subgoal": "obtain", "item": self.ep.goal,
                                                         "context": self.ep.context}, "success", 3, kind="task"):
@@ -164,7 +170,8 @@ class HouseholdAgent:
             item = ep.expected.pop(c, None)
             if item is not None and seen[item] == 0 and self.learning and self.use_pool:
                 self._pool().add("failure", "fetch", f"fetch {item}", self._fields("fetch", item),
-                                 {"container": event["target"], "reason": "absent", "initial": ep.start})
+                                 {"container": event["target"], "reason": "absent", "initial": ep.start},
+                                 self._key_frames())
         if verb == "take" and feedback == "ok":
             item, source = event["target"], event["source"]
             if source != "floor":
@@ -173,7 +180,8 @@ class HouseholdAgent:
                     self.memory.graph.add_raw(item)
                 if self.learning and self.use_pool:
                     self._pool().add("success", "fetch", f"fetch {item}", self._fields("fetch", item),
-                                     {"container": source, "steps": ep.t - ep.subgoal_start, "initial": ep.start})
+                                     {"container": source, "steps": ep.t - ep.subgoal_start, "initial": ep.start},
+                                     self._key_frames())
                 ep.steps_done.append(("fetch", item, {"container": source}))
             self._progress(item)
         if verb == "make" and feedback == "ok":
@@ -183,7 +191,8 @@ class HouseholdAgent:
                 self.memory.graph.add_recipe(item, event["station"], event["consumed"], event["tool"])
             detail = {"station": event["station"], "inputs": event["consumed"], "tool": event["tool"]}
             if self.learning and self.use_pool:
-                self._pool().add("success", "make", f"make {item}", self._fields("make", item), detail)
+                self._pool().add("success", "make", f"make {item}", self._fields("make", item), detail,
+                                 self._key_frames())
             ep.steps_done.append(("make", item, detail))
             self._progress(item)
         if verb == "make" and feedback in ("missing", "needs tool"):
@@ -213,6 +222,8 @@ class HouseholdAgent:
         for r in [r for r in ep.pending if r["decision"] == "replan" and r["item"] == item]:
             ep.pending.remove(r)
             self._reflection_case(r, success=ep.t - r["t"] <= 8)
+        if self.frames is not None:  # a new sub-goal attempt begins
+            self.frames.clear()
 
     def _resolve(self, container: int, opened: bool) -> None:
         ep = self.ep
@@ -224,7 +235,11 @@ class HouseholdAgent:
     def _reflection_case(self, r: dict, success: bool) -> None:
         if self.learning and self.use_pool:
             self._pool().add("success" if success else "failure", "reflect", f"{r['reason']} {r['item']}",
-                             self._fields("fetch", r["item"], reason=r["reason"]), {"decision": r["decision"]})
+                             self._fields("fetch", r["item"], reason=r["reason"]), {"decision": r["decision"]},
+                             self._key_frames())
+
+    def _key_frames(self) -> list:
+        return self.frames.frames() if self.frames is not None else []
 
     # --- the reflector ----------------------------------------------------------------------------------
     def reflect(self, reason: str, item: str, container: int | None) -> str:
@@ -280,8 +295,9 @@ class HouseholdAgent:
 
     def report(self) -> dict:
         """What the last act() used, for the viewer: the goal, the plan (sub-goals in order, the
-        first is current), the cases it retrieved, the reflector's decision, and the goal's known
-        dependency graph (edges input -> product and tool -> product)."""
+        first is current), the cases it retrieved (with the key frames of the most similar one that has
+        them), the reflector's decision, and the goal's known dependency graph (edges input -> product
+        and tool -> product)."""
         graph = self.graph
         edges = []
         for product in sorted(graph.needed(self.ep.goal)):
@@ -292,7 +308,21 @@ class HouseholdAgent:
         inventory = {ITEMS[i]: int(n) for i, n in enumerate(self.obs["inventory"]) if n}
         return {"goal": self.ep.goal, "context": self.ep.context, "variant": self.variant, "plan": list(self.plan),
                 "inventory": inventory, "cases": list(self.retrieved), "reflection": self.reflection,
-                "edges": edges, "replans": self.ep.replans}
+                "edges": edges, "replans": self.ep.replans, "case_frames": self._case_frames()}
+
+    def _case_frames(self) -> tuple[int | None, list]:
+        """(id, key frames) of the most similar retrieved case stored with frames; (None, []) if none."""
+        if self.frames is None or self.memory is None or self.memory.pool is None:
+            return None, []
+        for _, _, _, record in sorted(self.retrieved, key=lambda c: -c[1]):
+            case = record.get("id")
+            if case is not None and case == self._shown[0]:
+                return self._shown
+            frames = self.memory.pool.frames(case) if case is not None else []
+            if frames:
+                self._shown = (case, frames)
+                return self._shown
+        return None, []
 
     def _remember(self, action: int) -> int:
         self.last_action = action

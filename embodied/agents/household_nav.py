@@ -15,13 +15,15 @@ steps of the apartment env and reports back one symbolic outcome:
 - `take` / `place <item>`: at once (the agent takes only what it sees within reach).
 The controller is localised on the public map (`info["map_pose"]`) and walks with a body model of
 the env's (forward step, turn angle). When the oracle acts (the teacher), the agent watches the
-oracle's interactions, as it watches them in the symbolic env.
+oracle's interactions, as it watches them in the symbolic env. Every camera frame (`rgb`) it steps
+through goes to the agent's key-frame buffer, so the cases of a sub-goal keep its key frames.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from embodied.agents.household import HouseholdAgent
+from embodied.memory.hybrid import KeyFrames
 from embodied.sim import NavAgent
 from embodied.tasks.household import ACTION_ID, ACTION_TABLE, ITEMS, ROOMS, STATIONS
 from embodied.tasks.household.apartment import APARTMENT_ACTION_ID, APARTMENT_ACTION_TABLE, MOVES, approach_action
@@ -55,9 +57,12 @@ class NavigationController:
         return self.agent.variant
 
     def reset(self, obs: dict, info: dict, learning: bool = False, teaching: bool = False) -> None:
+        if self.agent.frames is None and "rgb" in obs:
+            self.agent.frames = KeyFrames()
         self.agent.reset(obs, info, learning=learning, teaching=teaching)
         self.teaching, self.macro, self.prev_obs = teaching, None, obs
         self._locate(info)
+        self._see(obs)
 
     def end_episode(self, info: dict) -> dict:
         return self.agent.end_episode(info)
@@ -85,6 +90,7 @@ class NavigationController:
     def observe(self, action: int, obs: dict, info: dict) -> None:
         """After each env step (own action or, teaching, the oracle's)."""
         self._locate(info)
+        self._see(obs)
         verb, target = APARTMENT_ACTION_TABLE[action]
         if verb not in MOVES:
             if self.teaching or self.macro is None:
@@ -99,6 +105,10 @@ class NavigationController:
         self.prev_obs = obs
 
     # --- macros ----------------------------------------------------------------------------------------
+    def _see(self, obs: dict) -> None:
+        if self.agent.frames is not None and "rgb" in obs:
+            self.agent.frames.push(obs["rgb"])
+
     def _locate(self, info: dict) -> None:
         x, y, _, yaw = info["map_pose"]
         self.body.x, self.body.y, self.body.yaw = float(x), float(y), float(yaw)  # the follower reads the pose only

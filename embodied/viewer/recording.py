@@ -572,12 +572,26 @@ class EpisodeRecorder:
             r = report["reflection"]
             votes = ", ".join(f"{d} {v:.2f}" for d, v in sorted(r["votes"].items())) or "no cases"
             self._log("memory/reflection", rr.TextLog, f"{r['reason']} ({r['item']}): {r['decision']}; votes: {votes}")
+        case, frames = report.get("case_frames", (None, []))
+        if case != last.get("case_frames"):  # the key frames of the most similar retrieved case (apartment)
+            if frames:
+                self._log("memory/case_frames", rr.Image, frame_strip(frames))
+            else:
+                self._log("memory/case_frames", rr.Clear, recursive=False)
         graph = household_graph(report)
         if graph != last.get("graph"):
             nodes, colors, edges = graph
             self._log("memory/graph", rr.GraphNodes, node_ids=list(nodes), labels=list(nodes), colors=list(colors))
             self._log("memory/graph", rr.GraphEdges, edges=[e[:2] for e in edges], graph_type="directed")
-        self.state.household = {"subgoal": plan[:1], "graph": graph, **texts}
+        self.state.household = {"subgoal": plan[:1], "graph": graph, "case_frames": case, **texts}
+
+
+def frame_strip(frames: list, gap: int = 2) -> np.ndarray:
+    """Frames of one height side by side, `gap` white columns apart: one uint8 image."""
+    h = frames[0].shape[0]
+    sep = np.full((h, gap, 3), 255, np.uint8)
+    parts = [p for f in frames for p in (np.asarray(f, np.uint8)[..., :3], sep)][:-1]
+    return np.concatenate(parts, axis=1)
 
 
 def household_plan_text(report: dict) -> str:
@@ -607,7 +621,7 @@ def household_cases_text(cases: list) -> str:
         elif kind == "task":
             says = "plan: " + ", ".join(f"{v} {x}" for v, x, _ in record.get("plan", []))
         else:
-            says = ", ".join(f"{k} {v}" for k, v in record.items() if k != "fields")
+            says = ", ".join(f"{k} {v}" for k, v in record.items() if k not in ("fields", "id"))
         seen.setdefault((outcome, kind, case, says), [score, 0])[1] += 1
     rows = ["| similarity | outcome | kind | case | says | cases |", "|---|---|---|---|---|---|"]
     rows += [f"| {score:.2f} | {o} | {k} | {c} | {s} | {n} |" for (o, k, c, s), (score, n) in seen.items()]
@@ -639,13 +653,17 @@ def household_graph(report: dict) -> tuple[tuple, tuple, tuple]:
 
 def household_blueprint(views: bool = False):
     """The household agent's panels: the goal's graph, the plan, the retrieved cases, the text logs;
-    with `views` (the apartment world) also the camera's rgb, depth and semantic views and the map."""
+    with `views` (the apartment world) also the key frames of the most similar case, the camera's
+    rgb, depth and semantic views and the map."""
     import rerun.blueprint as rrb
 
+    cases = [rrb.TextDocumentView(origin="memory/cases", name="retrieved cases")]
+    if views:  # the apartment's cases keep key frames
+        cases.append(rrb.Spatial2DView(origin="memory/case_frames", name="key frames of the most similar case"))
     columns = [
         rrb.Vertical(rrb.GraphView(origin="memory/graph", name="knowledge graph (goal's sub-graph)"),
                      rrb.TextDocumentView(origin="memory/plan", name="plan"), row_shares=[3, 2]),
-        rrb.Vertical(rrb.TextDocumentView(origin="memory/cases", name="retrieved cases"),
+        rrb.Vertical(*cases,
                      rrb.TextLogView(origin="/", contents=["text/**", "agent/**", "memory/subgoal",
                                                           "memory/reflection"], name="text"),
                      rrb.TimeSeriesView(origin="/", contents=["scalars/**", "measures"], name="measures")),

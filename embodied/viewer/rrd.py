@@ -132,11 +132,12 @@ class Recording:
         return _slash(entity) in self.entities
 
     def images(self, entity: str, archetype: str = "Image") -> dict[int, np.ndarray]:
-        """{step: image array} of an Image / DepthImage / SegmentationImage entity."""
+        """{step: image array} of an Image / DepthImage / SegmentationImage entity (steps that cleared it
+        hold no image and are left out)."""
         rows = self[entity]
         buffers = rows.at(f"{archetype}:buffer")
         formats = rows.at(f"{archetype}:format")
-        return {step: decode_image(buffers[step], formats[step]) for step in buffers}
+        return {step: decode_image(buffers[step], formats[step]) for step in buffers if buffers[step] is not None}
 
     def scalars(self, entity: str) -> dict[int, float]:
         return {s: float(v[0]) for s, v in self[entity].at("Scalars:scalars").items() if v}

@@ -1,6 +1,7 @@
-"""Optimus-1's Abstracted Multimodal Experience Pool (AMEP), symbolic: one entry per sub-goal attempt
-(and one per task) with the sub-goal, the environment (context), the initial state, the plan and
-the outcome; successes and failures kept apart. Entries are retrieved by similarity of a hashed
+"""Optimus-1's Abstracted Multimodal Experience Pool (AMEP): one entry per sub-goal attempt (and one
+per task) with the sub-goal, the environment (context), the initial state, the plan and the
+outcome, and where the world has a camera the attempt's key frames; successes and failures kept
+apart. Entries are retrieved by similarity of a hashed
 bag-of-words feature vector (`features`) through a brute-force cosine index (numpy), kept per
 outcome and refreshed from the store by id, so entries another process wrote are seen too.
 """
@@ -56,28 +57,35 @@ class ExperiencePool:
         for outcome in self._rows:
             mine = [r for r in new if r[1] == outcome]
             if mine:
-                self._append(outcome, [(i, kind, subgoal, record) for i, _, kind, subgoal, _, record in mine],
-                             np.stack([r[4] for r in mine]))
+                rows = [(i, kind, subgoal, {**record, "id": i}) for i, _, kind, subgoal, _, record in mine]
+                self._append(outcome, rows, np.stack([r[4] for r in mine]))
         if new:
             self.last_id = new[-1][0]
         return len(new)
 
-    def add(self, outcome: str, kind: str, subgoal: str, fields: dict, record: dict) -> int:
+    def add(self, outcome: str, kind: str, subgoal: str, fields: dict, record: dict,
+            frames: list[np.ndarray] = ()) -> int:
+        """Write a case (with its key frames, if any) in one transaction; returns its id."""
         vec = features(fields)
         record = {**record, "fields": fields}
-        i = self.store.add_case(self.world, outcome, kind, subgoal, vec, record)
+        i = self.store.add_case(self.world, outcome, kind, subgoal, vec, record, frames)
         if i == self.last_id + 1 or not any(self._rows.values()):  # nobody else wrote in between
-            self._append(outcome, [(i, kind, subgoal, record)], vec[None])
+            self._append(outcome, [(i, kind, subgoal, {**record, "id": i})], vec[None])
             self.last_id = i
         else:
             self.refresh()
         return i
 
+    def frames(self, case: int) -> list[np.ndarray]:
+        """The key frames stored with a case."""
+        return self.store.case_frames(case)
+
     def __len__(self) -> int:
         return sum(len(r) for r in self._rows.values())
 
     def retrieve(self, fields: dict, outcome: str, k: int = 8, kind: str | None = None) -> list[tuple[float, dict]]:
-        """The k most similar cases of `outcome` (of `kind` if given): (cosine, record), best first."""
+        """The k most similar cases of `outcome` (of `kind` if given): (cosine, record), best first;
+        `record["id"]` names the case (`frames`)."""
         start = time.perf_counter()
         matrix = self._matrix[outcome]
         found = []

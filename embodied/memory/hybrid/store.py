@@ -8,7 +8,9 @@ Tables: `graph` holds versioned knowledge-graph facts (kind, node, value) per wo
 adds a row to `graph_versions` and the facts it changed with that version; reading at version v
 takes, per (kind, node), the latest fact at or below v, so a reader can pin a version while the
 writer goes on. `cases` holds experience-pool entries (outcome success | failure kept apart by a
-column that every query filters on) with their feature vector as float32 bytes.
+column that every query filters on) with their feature vector as float32 bytes; `frames` the key
+frames of a case (embodied.memory.hybrid.frames), written in the case's own transaction and read
+only when asked for, so retrieval never loads them.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from embodied.config import InputError
+from embodied.memory.hybrid.frames import decode as decode_frame, encode as encode_frame
 
 SCHEMA_VERSION = "1"
 _SCHEMA = """
@@ -32,6 +35,8 @@ CREATE TABLE IF NOT EXISTS cases (id INTEGER PRIMARY KEY AUTOINCREMENT, world TE
     CHECK (outcome IN ('success', 'failure')), kind TEXT NOT NULL, subgoal TEXT NOT NULL, features BLOB NOT NULL,
     record TEXT NOT NULL, created REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS cases_by_world ON cases (world, outcome, id);
+CREATE TABLE IF NOT EXISTS frames (case_id INTEGER NOT NULL REFERENCES cases (id), idx INTEGER NOT NULL,
+    frame BLOB NOT NULL, PRIMARY KEY (case_id, idx));
 """
 
 
@@ -99,13 +104,25 @@ class MemoryStore:
         return v, [(kind, node, json.loads(value)) for kind, node, value in rows]
 
     # --- the experience pool ----------------------------------------------------------------------------
-    def add_case(self, world: str, outcome: str, kind: str, subgoal: str, features: np.ndarray, record: dict) -> int:
+    def add_case(self, world: str, outcome: str, kind: str, subgoal: str, features: np.ndarray, record: dict,
+                 frames: list[np.ndarray] = ()) -> int:
         with self._transaction():
             cur = self.db.execute("INSERT INTO cases (world, outcome, kind, subgoal, features, record, created) "
                                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
                                   (world, outcome, kind, subgoal, np.asarray(features, np.float32).tobytes(),
                                    json.dumps(record), time.time()))
-        return int(cur.lastrowid)
+            case = int(cur.lastrowid)
+            self.db.executemany("INSERT INTO frames VALUES (?, ?, ?)",
+                                [(case, i, encode_frame(f)) for i, f in enumerate(frames)])
+        return case
+
+    def case_frames(self, case: int) -> list[np.ndarray]:
+        """The key frames stored with a case, in order (none for a case without, or a file of before them)."""
+        try:
+            rows = self.db.execute("SELECT frame FROM frames WHERE case_id = ? ORDER BY idx", (case,)).fetchall()
+        except sqlite3.OperationalError:  # a read-only file written before the frames table existed
+            return []
+        return [decode_frame(blob) for (blob,) in rows]
 
     def cases_after(self, world: str, last_id: int = 0) -> list[tuple[int, str, str, str, np.ndarray, dict]]:
         """(id, outcome, kind, subgoal, features, record) of the cases with id > last_id, in id order."""
