@@ -200,6 +200,7 @@ def test_bench_hybrid_writes_its_figures(tmp_path):
     result = bench_hybrid(out, quick=True)
     saved = json.loads(out.read_text())
     assert saved["entries"] == result["entries"] == 2000 and saved["per_outcome"] == 1000
-    for key in ("retrieve", "retrieve_kind_filter", "brute_force_cosine", "add"):
+    for key in ("retrieve", "retrieve_kind_filter", "brute_force_cosine", "add", "add_with_4_frames", "keyframes_push"):
         assert saved[key]["median_ms"] > 0 and saved[key]["p95_ms"] >= saved[key]["median_ms"]
-    assert saved["add"]["n"] == 200 and saved["load_index_s"] > 0 and saved["provenance"]["commit"]
+    assert saved["add"]["n"] == saved["add_with_4_frames"]["n"] == 100 and saved["keyframes_push"]["n"] == 100
+    assert saved["load_index_s"] > 0 and saved["provenance"]["commit"]

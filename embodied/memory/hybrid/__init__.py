@@ -11,5 +11,5 @@ from embodied.memory.hybrid.graph import KnowledgeGraph, RecipeFact
 from embodied.memory.hybrid.pool import FEATURE_DIM, ExperiencePool, features
 from embodied.memory.hybrid.store import MemoryStore, MemoryStoreError
 
-__all__ = ["FEATURE_DIM", "ExperiencePool", "KeyFrames", "KnowledgeGraph", "MemoryStore", "MemoryStoreError", "RecipeFact",
-           "features"]
+__all__ = ["FEATURE_DIM", "ExperiencePool", "KeyFrames", "KnowledgeGraph", "MemoryStore", "MemoryStoreError",
+           "RecipeFact", "features"]

@@ -6,7 +6,10 @@ SQLite store in a temporary folder, then timed:
 - the baseline, measured in the same run: the brute-force cosine alone (a matrix of as many unit
   256-d rows as one outcome holds, times a query, then the top 8), the floor under `retrieve`;
 - loading the index of the entries from the store (a new `ExperiencePool`), before the last 200;
-- one `add` of those last 200 (its own WAL transaction, and the index grown by one row).
+- one `add` of those last 200 (its own WAL transaction, and the index grown by one row), every other
+  one with four 64 x 64 key frames of random pixels (incompressible: the worst case of the frames a
+  case keeps in the apartment world);
+- one `KeyFrames.push` of a 64 x 64 frame, what the apartment agent pays per env step.
 Run it on one thread for the per-core figure: `OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1` (numpy's
 BLAS sizes its pool at import); the JSON records those variables.
 """
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from embodied.config import provenance
+from embodied.memory.hybrid.frames import KeyFrames
 from embodied.memory.hybrid.pool import FEATURE_DIM, ExperiencePool, features
 from embodied.memory.hybrid.store import MemoryStore
 
@@ -55,12 +59,15 @@ def bench_hybrid(out: str | Path, entries: int = 10_000, queries: int = 300, qui
         start = time.perf_counter()
         loaded = ExperiencePool(store, "bench")
         load_s = time.perf_counter() - start
-        adds = []
+        adds, adds_framed = [], []
+        frames = list(rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8))
         for i in range(entries - timed_adds, entries):
             fields = _fields(rng)
+            framed = i % 2 == 1
             start = time.perf_counter()
-            loaded.add(("success", "failure")[i % 2], KINDS[i % len(KINDS)], fields["subgoal"], fields, {"n": i})
-            adds.append(time.perf_counter() - start)
+            loaded.add(("success", "failure")[i % 2], KINDS[i % len(KINDS)], fields["subgoal"], fields, {"n": i},
+                       frames if framed else ())
+            (adds_framed if framed else adds).append(time.perf_counter() - start)
         asked = [_fields(rng) for _ in range(queries)]
         plain, by_kind = [], []
         for fields in asked:
@@ -71,6 +78,12 @@ def bench_hybrid(out: str | Path, entries: int = 10_000, queries: int = 300, qui
             loaded.retrieve(fields, "success", 8, kind="fetch")
             by_kind.append(time.perf_counter() - start)
         store.close()
+    buffer, pushes = KeyFrames(), []
+    for _ in range(queries):
+        frame = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        start = time.perf_counter()
+        buffer.push(frame)
+        pushes.append(time.perf_counter() - start)
     rows = rng.standard_normal((entries // 2, FEATURE_DIM)).astype(np.float32)
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
     floor = []
@@ -83,7 +96,8 @@ def bench_hybrid(out: str | Path, entries: int = 10_000, queries: int = 300, qui
     result = {"entries": entries, "per_outcome": entries // 2, "dim": FEATURE_DIM, "k": 8,
               "retrieve": _ms(plain), "retrieve_kind_filter": _ms(by_kind), "brute_force_cosine": _ms(floor),
               "retrieve_over_brute_force": float(np.median(plain) / np.median(floor)),
-              "load_index_s": load_s, "add": _ms(adds),
+              "load_index_s": load_s, "add": _ms(adds), "add_with_4_frames": _ms(adds_framed),
+              "keyframes_push": _ms(pushes),
               "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
               "provenance": provenance()}
     Path(out).write_text(json.dumps(result, indent=1))
@@ -94,5 +108,7 @@ def bench_hybrid(out: str | Path, entries: int = 10_000, queries: int = 300, qui
           f"  brute-force cosine alone median {f['median_ms']:.3f} ms (retrieve / it: "
           f"{result['retrieve_over_brute_force']:.2f})\n"
           f"  load the index           {load_s * 1000:.0f} ms\n"
-          f"  add (one transaction)    median {result['add']['median_ms']:.2f} ms\nwrote {out}")
+          f"  add (one transaction)    median {result['add']['median_ms']:.2f} ms, with 4 key frames "
+          f"{result['add_with_4_frames']['median_ms']:.2f} ms\n"
+          f"  key frames, one push     median {result['keyframes_push']['median_ms'] * 1000:.0f} us\nwrote {out}")
     return result

@@ -1,9 +1,9 @@
 """Optimus-1's Abstracted Multimodal Experience Pool (AMEP): one entry per sub-goal attempt (and one
 per task) with the sub-goal, the environment (context), the initial state, the plan and the
 outcome, and where the world has a camera the attempt's key frames; successes and failures kept
-apart. Entries are retrieved by similarity of a hashed
-bag-of-words feature vector (`features`) through a brute-force cosine index (numpy), kept per
-outcome and refreshed from the store by id, so entries another process wrote are seen too.
+apart. Entries are retrieved by similarity of a hashed bag-of-words feature vector (`features`)
+through a brute-force cosine index (numpy), kept per outcome and refreshed from the store by id, so
+entries another process wrote are seen too.
 """
 from __future__ import annotations
 
