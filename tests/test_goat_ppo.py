@@ -187,6 +187,8 @@ def test_the_3d_mem_teachers_recipe_records_only_what_the_learner_reads(tmp_path
     (["task=nav/pointnav", "trainer=bc", "trainer.expert=scenemem"],
      "trainer.expert: 'scenemem' with task=nav/pointnav"),
     (["+experiment=goat_pointer", "trainer.expert=scenemem"], "trainer.expert: 'scenemem' with agent=goat_pointer"),
+    (["+experiment=goat_bc_gru_scenemem", "task.sensors=[rgb,depth,semantic]"],
+     "task.sensors: ['rgb', 'depth', 'semantic'] lacks ['instance']; trainer.expert=scenemem"),
     (["+experiment=goat_pointer", "trainer.inflection_weight=2"],
      "trainer.inflection_weight: PointerChooser computes its own imitation loss"),
 ])

@@ -146,11 +146,13 @@ def test_features_are_stable_across_processes():
 
 WRITER = """
 import sys
+import numpy as np
 from embodied.memory.hybrid import ExperiencePool, MemoryStore
 pool = ExperiencePool(MemoryStore(sys.argv[1]), "w")
 i = 0
 while True:
-    pool.add("success", "fetch", "fetch x", {"item": f"x{i}"}, {"n": i, "pad": "y" * 2000})
+    frames = [np.full((16, 16, 3), (i + k) % 256, np.uint8) for k in range(2)]  # key frames, same transaction
+    pool.add("success", "fetch", "fetch x", {"item": f"x{i}"}, {"n": i, "pad": "y" * 2000}, frames)
     print(i, flush=True)
     i += 1
 """
@@ -178,6 +180,9 @@ def test_a_writer_killed_mid_writes_leaves_a_readable_pool(tmp_path):
     rows = store.cases_after("w")
     assert acknowledged <= len(rows) <= acknowledged + 1  # at most the entry being written is lost
     assert [r[5]["n"] for r in rows] == list(range(len(rows)))  # no gap, no torn row
+    for case, *_, record in rows:  # every case with both its key frames, none without its case
+        assert [int(f[0, 0, 0]) for f in store.case_frames(case)] == [record["n"] % 256, (record["n"] + 1) % 256]
+    assert store.db.execute("SELECT COUNT(*) FROM frames").fetchone()[0] == 2 * len(rows)
     assert ExperiencePool(store, "w").retrieve({"item": "x7"}, "success", 1)[0][1]["n"] == 7
 
 

@@ -604,12 +604,19 @@ class GoatTeacher:
     `stepped(executed, done)` tells each agent what ran (a learner's action in DAgger's mixture)
     and whose episode ended."""
 
-    def __init__(self, task_cfg, num_envs: int):
+    SENSORS = ("depth", "semantic", "instance")  # what the teacher reads (its detector: instance ids)
+
+    @classmethod
+    def check_sensors(cls, sensors) -> None:
+        """One ConfigError line when the task's sensors lack what the teacher reads."""
         from embodied.config import check
 
-        missing = [s for s in ("depth", "semantic", "instance") if s not in task_cfg.sensors]
-        check(not missing, "task.sensors", f"{list(task_cfg.sensors)} lacks {missing}; trainer.expert=scenemem "
+        missing = [s for s in cls.SENSORS if s not in sensors]
+        check(not missing, "task.sensors", f"{list(sensors)} lacks {missing}; trainer.expert=scenemem "
               "reads depth, semantic and instance (add them; the learner's agent.ignore can leave them out)")
+
+    def __init__(self, task_cfg, num_envs: int):
+        self.check_sensors(task_cfg.sensors)
         self.agents = [GoatAgent.for_task(task_cfg, "kept") for _ in range(num_envs)]
 
     def reset(self) -> None:

@@ -273,15 +273,13 @@ class SceneMemory:
         """Free cells along each ray up to what it hit; obstacles stay (a later ray over a table
         must not clear it); the agent's own cell is free."""
         cfg = self.cfg
-        h, w = self.shape
         grid, explored = self.grid.reshape(-1), self.explored.reshape(-1)
-        ox, oy = self.origin
         start = pose[:2]
         # Cells are marked in two masks and written once: rays cross the same cells many times over,
         # and carving or a floor hit only ever frees a cell that was not occupied before this step.
         notocc = grid != OCCUPIED
-        free = np.zeros(h * w, bool)
-        close = np.zeros(h * w, bool)
+        free = np.zeros(grid.size, bool)
+        close = np.zeros(grid.size, bool)
         # Carve: one sample per cell from the camera to each hit of every third row and column
         # (neighbouring rays cross the same cells), stopping half a cell short of the hit.
         q = points[::3, ::3][depth[::3, ::3] > 0.05][:, :2]  # far hits carve too, up to map_range
@@ -294,19 +292,13 @@ class SceneMemory:
             unit = d / np.maximum(length, 1e-9)[:, None]
             ray, k = np.nonzero(t[None, :] < reach[:, None])
             tk = t[k]
-            col = np.floor((start[0] + unit[ray, 0] * tk - ox) / cfg.cell).astype(np.int64)
-            row = np.floor((start[1] + unit[ray, 1] * tk - oy) / cfg.cell).astype(np.int64)
-            ok = (row >= 0) & (row < h) & (col >= 0) & (col < w)
-            cells = row[ok] * w + col[ok]
-            free[cells] = True
-            close[cells[(tk <= cfg.explored_range)[ok]]] = True
+            cells, ok = self._flat_cells(start[0] + unit[ray, 0] * tk, start[1] + unit[ray, 1] * tk)
+            free[cells[ok]] = True
+            close[cells[ok & (tk <= cfg.explored_range)]] = True
         valid = (depth > 0.05) & (depth <= cfg.map_range)
         p = points[valid]
         height = p[:, 2] - pose[2]
-        col = np.floor((p[:, 0] - ox) / cfg.cell).astype(np.int64)
-        row = np.floor((p[:, 1] - oy) / cfg.cell).astype(np.int64)
-        ok = (row >= 0) & (row < h) & (col >= 0) & (col < w)
-        cells = row * w + col
+        cells, ok = self._flat_cells(p[:, 0], p[:, 1])
         floor = ok & (height <= cfg.obstacle_height)
         free[cells[floor]] = True
         near = np.hypot(p[floor, 0] - start[0], p[floor, 1] - start[1]) <= cfg.explored_range
@@ -516,6 +508,14 @@ class SceneMemory:
     # ------------------------------------------------------------------ grid geometry
     def cells_of(self, xy: np.ndarray) -> np.ndarray:
         return np.floor((np.asarray(xy)[..., :2] - self.origin) / self.cfg.cell).astype(np.int64)[..., ::-1]
+
+    def _flat_cells(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row-major flat index, inside the grid) of the cells under world points (x, y): `cells_of`
+        without stacking, for the per-step integration (an index that is not inside is not valid)."""
+        h, w = self.shape
+        col = np.floor((x - self.origin[0]) / self.cfg.cell).astype(np.int64)
+        row = np.floor((y - self.origin[1]) / self.cfg.cell).astype(np.int64)
+        return row * w + col, (row >= 0) & (row < h) & (col >= 0) & (col < w)
 
     def cell_of(self, xy) -> tuple[int, int]:
         r, c = self.cells_of(np.asarray(xy, np.float64)[:2])

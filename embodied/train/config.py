@@ -171,4 +171,7 @@ def validate_train_config(cfg: DictConfig) -> None:
               "scenemem with task=nav/goat")
         check(kind not in AGENT_KINDS, "trainer.expert", f"{trainer.expert!r} with agent={kind}, which records its own "
               "demonstrations; allowed: oracle")
+        from embodied.agents.goat import GoatTeacher
+
+        GoatTeacher.check_sensors(list(cfg.task.get("sensors") or []))  # before the run starts, not after the envs
     logger_config(cfg)
