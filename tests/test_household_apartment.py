@@ -135,9 +135,9 @@ def test_the_symbolic_rules_are_the_same_in_both_worlds(world_seed):
 
 
 def test_agent_with_learned_memory_succeeds_and_the_reactive_agent_on_fewer(tmp_path):
-    base = {"world": "apartment", "sensors": []}  # the agent reads no pixels: rendering off for speed
+    base = {"world": "apartment", "sensors": ["depth"]}  # the agent maps from depth; no other image
     envs = learning_envs(base)
-    plan = envs["household/tier1"].floor_plan()
+    plan = {k: v for k, v in envs["household/tier1"].floor_plan().items() if k != "grid"}  # it walks on its own map
     memory = open_memory("full", tmp_path, "0", fresh=True)
     agent = household_agent("full", memory, plan)
     assert isinstance(agent, NavigationController)
@@ -153,7 +153,7 @@ def test_agent_with_learned_memory_succeeds_and_the_reactive_agent_on_fewer(tmp_
 
 
 def test_cases_learned_in_the_apartment_keep_the_key_frames_of_their_attempt(tmp_path):
-    envs = learning_envs({"world": "apartment", "sensors": ["rgb"]})
+    envs = learning_envs({"world": "apartment", "sensors": ["rgb", "depth"]})
     plan = envs["household/tier1"].floor_plan()
     memory = open_memory("full", tmp_path, "0", fresh=True)
     agent = household_agent("full", memory, plan)
@@ -202,7 +202,8 @@ def test_recording_shows_the_camera_and_the_agents_panels(tmp_path):
     rec = Recording(out / "episode_000.rrd")
     steps = rec.rows("agent/action")
     assert steps > 80 and rec.rows("world/agent/camera/rgb") == steps + 1
-    assert all(e in rec for e in ("world/agent/camera/semantic", "map/navigable", "memory/plan", "memory/graph"))
+    assert all(e in rec for e in ("world/agent/camera/semantic", "map/navigable", "memory/plan", "memory/graph",
+                                  "memory/walk_map"))
     # The strip shown is the stored key frames of one of the cases retrieved at that step, side by side.
     store = MemoryStore(out / "memory" / "full.sqlite", readonly=True)
     strips = rec.images("memory/case_frames") if "memory/case_frames" in rec else {}
@@ -223,3 +224,48 @@ def test_a_suites_task_options_are_checked_against_its_family(capsys):
         main(["eval", "suite=household", "task.world=moon", "agent=optimus"])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and err == ["embodied eval: error: task.world: 'moon'; allowed: symbolic, apartment"]
+
+
+def test_the_agent_in_the_apartment_needs_depth_for_its_map(capsys, tmp_path):
+    """The navigation controller walks on a map it builds from depth: without that sensor, one line
+    before anything runs (the oracle, which walks the env's own grid, needs none)."""
+    from embodied.cli import main
+
+    out = tmp_path / "r.json"
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "suite=household", "task.world=apartment", "task.sensors=[rgb]", "agent=optimus", f"out={out}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith("embodied eval: error: task.sensors: ['rgb']")
+    assert not out.exists()
+    with pytest.raises(ValueError, match="maps from depth"):
+        env = make_env({"name": "household/tier1", "world": "apartment", "sensors": ["rgb"]})
+        household_agent("full", None, env.floor_plan())
+
+
+def test_the_controller_walks_on_a_map_it_builds_from_depth():
+    """The obstacles on the controller's map are where the env's navigable grid (which its floor plan
+    does not hold) has none, and its free cells mostly where it has: it mapped them from depth."""
+    from embodied.memory.scene import FREE, OCCUPIED
+    from embodied.tasks.nav import relative_pose
+
+    env = make_env({"name": "household/tier1", "world": "apartment", "sensors": ["depth"]})
+    plan = {k: v for k, v in env.floor_plan().items() if k != "grid"}
+    agent = household_agent("reactive", None, plan)
+    assert run_episode(env, agent, 3)["steps"] > 50
+    truth = env.scene.grid
+    mem = agent.map
+    start = env.start_pose
+
+    def navigable(cells):  # the env's grid at the agent map's cells (episode-start frame -> world)
+        xy = mem.centres_of(cells)
+        c, s = np.cos(start[3]), np.sin(start[3])
+        world = np.stack([start[0] + c * xy[:, 0] - s * xy[:, 1], start[1] + s * xy[:, 0] + c * xy[:, 1]], -1)
+        rc = truth.world_to_grid(world)
+        inside = (rc >= 0).all(1) & (rc < truth.shape).all(1)
+        return truth.navigable[rc[inside, 0], rc[inside, 1]]
+
+    occupied, free = np.argwhere(mem.grid == OCCUPIED), np.argwhere(mem.grid == FREE)
+    assert len(occupied) > 100 and len(free) > 1000
+    assert navigable(occupied).mean() < 0.2  # walls and furniture, not floor the env lets it walk on
+    assert navigable(free).mean() > 0.5  # the env's grid leaves the agent's radius off each obstacle
+    assert relative_pose(start, env.agent.pose)[:2] == pytest.approx(mem.pose[:2], abs=1e-4)

@@ -301,13 +301,16 @@ def _goal_text(query: GoalQuery) -> str:
 class MapPlanner:
     """The shortest-path follower on a NavigableGrid built from the memory's occupancy map.
     Unknown cells count as free (an optimistic planner: the agent learns what blocks by looking),
-    the grid is cropped to what the map has seen plus a margin, and rebuilt every few steps."""
+    the grid is cropped to what the map has seen plus a margin, and rebuilt every few steps.
+    `cover_target`: the crop also holds the agent and the target, for targets the map has not seen
+    (a room the floor plan names; the 3D-Mem agent only walks to what its map holds)."""
 
     def __init__(self, forward_step: float, turn_angle: float, agent_radius: float, agent_height: float,
-                 rebuild_every: int = 4, margin: float = 1.0):
+                 rebuild_every: int = 4, margin: float = 1.0, cover_target: bool = False):
         self.forward_step, self.turn_angle = forward_step, turn_angle
         self.radius, self.height = agent_radius, agent_height
         self.rebuild_every, self.margin = rebuild_every, margin
+        self.cover_target = cover_target
         self.reset()
 
     def invalidate(self) -> None:
@@ -322,9 +325,12 @@ class MapPlanner:
         self._last_turn: tuple | None = None  # (x, y, action) of the last turn in place
         self.distance = math.inf  # the last plan's geodesic distance (m) on the map to its goal cells
 
-    def _build(self, memory: SceneMemory, radius: float) -> NavigableGrid:
+    def _build(self, memory: SceneMemory, radius: float, also=None) -> NavigableGrid:
         known = memory.grid != UNKNOWN
         rows, cols = np.nonzero(known)
+        if also is not None:  # floor points [k, 2] the crop must hold too
+            rc = memory.cells_of(np.asarray(also, np.float64).reshape(-1, 2)).reshape(-1, 2)
+            rows, cols = np.concatenate([rows, rc[:, 0]]), np.concatenate([cols, rc[:, 1]])
         m = int(math.ceil(self.margin / memory.cfg.cell))
         r0, r1 = max(rows.min() - m, 0), min(rows.max() + m + 1, memory.shape[0])
         c0, c1 = max(cols.min() - m, 0), min(cols.max() + m + 1, memory.shape[1])
@@ -339,8 +345,10 @@ class MapPlanner:
         navigable cells within the first of `radii` of target that has any reachable, less those within
         AVOID_RADIUS of a point of `avoid`; ("stop", "arrived") inside them; ("stop", "unreachable")
         when no radius gives a path on the map."""
-        if self.grid is None or self._age >= self.rebuild_every:
-            self.grid, self._relaxed, self._age = self._build(memory, self.radius), None, 0
+        also = np.stack([np.asarray(pose[:2], np.float64), np.asarray(target, np.float64)]) if self.cover_target else None
+        if (self.grid is None or self._age >= self.rebuild_every
+                or (also is not None and not self._holds(self.grid, also[1]))):
+            self.grid, self._relaxed, self._age = self._build(memory, self.radius, also), None, 0
         self._age += 1
         result = self._plan(self.grid, pose, target, radii, avoid)
         if result[1] == "unreachable":
@@ -349,12 +357,17 @@ class MapPlanner:
             # stood there, so the gap exists): plan again with half the clearance. A wrong guess costs
             # a bump, which marks the cell blocked.
             if self._relaxed is None:
-                self._relaxed = self._build(memory, 0.5 * self.radius)
+                self._relaxed = self._build(memory, 0.5 * self.radius, also)
             result = self._plan(self._relaxed, pose, target, radii, avoid)
         action = result[0]
         if action in ("turn_left", "turn_right"):
             self._last_turn = (float(pose[0]), float(pose[1]), action)
         return result
+
+    @staticmethod
+    def _holds(grid: NavigableGrid, point: np.ndarray) -> bool:
+        r, c = grid.world_to_grid(point)
+        return 0 <= r < grid.shape[0] and 0 <= c < grid.shape[1]
 
     def _plan(self, grid: NavigableGrid, pose: np.ndarray, target: np.ndarray, radii: tuple,
               avoid: tuple = ()) -> tuple[str, str]:

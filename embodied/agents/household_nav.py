@@ -4,31 +4,43 @@ unchanged: planner, skills, reflector, memory) act in the household's apartment 
 
 The agent decides at the symbolic level as before; the controller turns each of its actions into
 steps of the apartment env and reports back one symbolic outcome:
-- `goto <room>`: walk (shortest path on the public map, the navigable grid) to the room's centre
-  point until inside the room; reported as the symbolic env reports a goto;
-- `open` / `close <container>`: walk to the container's approach viewpoint and turn to face it
-  (`approach_action`, the env oracle's walk) until the observation says it is within reach, then
-  act; what the env says is what the agent perceives;
+- `goto <room>`: walk to the room's centre point until inside the room; reported as the symbolic
+  env reports a goto;
+- `open` / `close <container>`: walk to the container's approach viewpoint and turn to face it until
+  the observation says it is within reach, then act; what the env says is what the agent perceives;
 - `make <item>`: at the station the agent's knowledge names for the item, else at each station of
   the room in turn (the symbolic `make` tries every station of the room at once) until one makes
   it or says what it lacks;
 - `take` / `place <item>`: at once (the agent takes only what it sees within reach).
-The controller is localised on the public map (`info["map_pose"]`) and walks with a body model of
-the env's (forward step, turn angle). When the oracle acts (the teacher), the agent watches the
-oracle's interactions, as it watches them in the symbolic env. Every camera frame (`rgb`) it steps
+The controller walks on its own map: an occupancy grid built from the depth images it steps
+through (`SceneMemory.observe_map`, the 3D-Mem agent's map; unknown cells count as free, so it
+learns what blocks by looking, and a bump marks the cell ahead blocked), planned on by the 3D-Mem
+agent's `MapPlanner`. It never reads the env's navigable grid. What it is given is the floor
+plan's layout (each room's centre point, each container's and station's footprint and approach
+viewpoint: where things stand, as a household's map would say) and its pose (GPS + compass); the
+targets are moved into the episode-start frame that the observation's `pose` uses. When the oracle
+acts (the teacher), the agent watches the oracle's interactions, as it watches them in the
+symbolic env, and its map takes in the oracle's steps too. Every camera frame (`rgb`) it steps
 through goes to the agent's key-frame buffer, so the cases of a sub-goal keep its key frames.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from embodied.agents.goat import MapPlanner
 from embodied.agents.household import HouseholdAgent
 from embodied.memory.hybrid import KeyFrames
-from embodied.sim import NavAgent
+from embodied.memory.scene import SceneMemory, SceneMemoryConfig
+from embodied.render import Camera
 from embodied.tasks.household import ACTION_ID, ACTION_TABLE, ITEMS, ROOMS, STATIONS
-from embodied.tasks.household.apartment import APARTMENT_ACTION_ID, APARTMENT_ACTION_TABLE, MOVES, approach_action
+from embodied.tasks.household.apartment import (APARTMENT_ACTION_ID, APARTMENT_ACTION_TABLE, ARRIVAL, MOVES,
+                                                bearing_to)
+from embodied.tasks.nav import relative_pose
 
 MAX_FREE_DECISIONS = 8  # symbolic decisions in a row that need no step (a goto to the room it is in)
+ROOM_RADII = (0.3, 0.6, 1.0)  # a room's centre point may stand under furniture on the map: nearest free cells first
 
 
 class NavigationController:
@@ -38,9 +50,18 @@ class NavigationController:
 
     def __init__(self, agent: HouseholdAgent, floor_plan: dict):
         self.agent = agent
-        self.plan = floor_plan
-        self.grid = floor_plan["grid"]
-        self.body = NavAgent(self.grid, forward_step=floor_plan["forward_step"], turn_angle=floor_plan["turn_angle"])
+        self.plan = p = floor_plan
+        missing = {"depth"} - set(p["sensors"])
+        if missing:
+            raise ValueError(f"the navigation controller maps from depth; task.sensors={p['sensors']} lacks it")
+        camera = Camera(width=p["width"], height=p["height"], hfov_deg=p["hfov"], mount_height=p["camera_height"])
+        self.map = SceneMemory(camera, SceneMemoryConfig(keep_images=False, agent_height=p["agent_height"]))
+        self.planner = MapPlanner(p["forward_step"], p["turn_angle"], p["agent_radius"], p["agent_height"],
+                                  cover_target=True)
+        self.half_turn = 0.5 * math.radians(p["turn_angle"])
+        self.start = np.zeros(4)
+        self.pose = np.zeros(4)  # in the episode-start frame, as the observation's pose
+        self.bumps = self.map_resets = 0  # per episode: bumps the map did not foresee, maps forgotten (no path left on them)
         self.macro: dict | None = None
         self.prev_obs: dict | None = None
         self.last_action: int | None = None
@@ -61,8 +82,11 @@ class NavigationController:
             self.agent.frames = KeyFrames()
         self.agent.reset(obs, info, learning=learning, teaching=teaching)
         self.teaching, self.macro, self.prev_obs = teaching, None, obs
-        self._locate(info)
-        self._see(obs)
+        self.start = np.asarray(info["map_pose"], np.float64)
+        self.map.reset()
+        self.planner.reset()
+        self.bumps = self.map_resets = 0
+        self._see(obs, info)
 
     def end_episode(self, info: dict) -> dict:
         return self.agent.end_episode(info)
@@ -71,7 +95,6 @@ class NavigationController:
         return self.agent.report()
 
     def act(self, obs: dict, info: dict) -> int:
-        self._locate(info)
         for _ in range(MAX_FREE_DECISIONS):
             if self.macro is None:
                 self._begin(self.agent.act(obs, info), obs)
@@ -89,9 +112,14 @@ class NavigationController:
 
     def observe(self, action: int, obs: dict, info: dict) -> None:
         """After each env step (own action or, teaching, the oracle's)."""
-        self._locate(info)
-        self._see(obs)
         verb, target = APARTMENT_ACTION_TABLE[action]
+        if verb == "move_forward" and info.get("collided"):
+            # Depth missed what stopped it (a thin leg, a corner between rays): block the cell ahead.
+            self.bumps += 1
+            yaw = self.pose[3]
+            self.map.mark_blocked(self.pose[:2] + 0.3 * np.array([math.cos(yaw), math.sin(yaw)]))
+            self.planner.invalidate()
+        self._see(obs, info)
         if verb not in MOVES:
             if self.teaching or self.macro is None:
                 self.agent.last_action = ACTION_ID[verb, target]
@@ -105,13 +133,43 @@ class NavigationController:
         self.prev_obs = obs
 
     # --- macros ----------------------------------------------------------------------------------------
-    def _see(self, obs: dict) -> None:
+    def _see(self, obs: dict, info: dict) -> None:
+        """Every camera frame: into the map (the camera stays level: neither the controller nor the
+        oracle looks up or down) and the agent's key-frame buffer."""
+        self.pose = np.asarray(obs["pose"], np.float64).reshape(4)
+        self.map.observe_map(obs)
         if self.agent.frames is not None and "rgb" in obs:
             self.agent.frames.push(obs["rgb"])
 
-    def _locate(self, info: dict) -> None:
-        x, y, _, yaw = info["map_pose"]
-        self.body.x, self.body.y, self.body.yaw = float(x), float(y), float(yaw)  # the follower reads the pose only
+    def _local(self, points) -> np.ndarray:
+        """Floor-plan points [k, 2] (or one [2]) in the episode-start frame of the observation's pose."""
+        p = np.asarray(points, np.float64)
+        flat = p.reshape(-1, 2)
+        out = np.stack([relative_pose(self.start, (x, y, self.start[2], 0.0))[:2] for x, y in flat])
+        return out.reshape(p.shape)
+
+    def _walk(self, target, radii: tuple, face=None) -> int:
+        """The next step to the nearest free cells within radii of `target` (floor-plan frame) on the
+        agent's map; there, a turn to face the nearest of `face`, or a step towards it when it is faced
+        already and still out of reach."""
+        goal = self._local(target)
+        action, status = self.planner.action(self.map, self.pose, goal, radii)
+        if status == "unreachable":
+            # No path on the map even with half the clearance: obstacles fused from depth closed the
+            # way (the target's room exists, and rooms connect). Forget the map and look afresh.
+            self.map_resets += 1
+            self.map.clear()
+            self.planner.reset()
+            action, status = self.planner.action(self.map, self.pose, goal, radii)
+        if status == "arrived":
+            if face is None:  # at a room's centre point and not yet in the room: a step on
+                return APARTMENT_ACTION_ID["move_forward", -1]
+            turn = bearing_to(self._local(face), self.pose[0], self.pose[1], self.pose[3])
+            # Faced and still out of reach (arrived at the outer radius): a step closer.
+            action = "move_forward" if abs(turn) <= self.half_turn else "turn_left" if turn > 0 else "turn_right"
+        elif status == "unreachable":
+            action = "turn_left"
+        return APARTMENT_ACTION_ID[action, -1]
 
     def _begin(self, symbolic: int, obs: dict) -> None:
         verb, target = ACTION_TABLE[symbolic]
@@ -130,24 +188,23 @@ class NavigationController:
         if verb == "goto":
             if int(obs["room"][0]) == target:
                 return None
-            point = self.plan["room_points"][target]
-            return APARTMENT_ACTION_ID[approach_action(self.grid, self.body, point, np.asarray(point)[None]), -1]
+            return self._walk(self.plan["room_points"][target], ROOM_RADII)
         if verb in ("open", "close"):
             if obs["containers"][target] == 0:
                 spot = self.plan["container_spots"][target]
-                return APARTMENT_ACTION_ID[approach_action(self.grid, self.body, spot["viewpoint"], spot["points"]), -1]
+                return self._walk(spot["viewpoint"], (ARRIVAL, ARRIVAL + 0.15, ARRIVAL + 0.3), spot["points"])
         elif verb == "make" and m["stations"]:
             if not any(obs["stations"][STATIONS.index(s)] for s in m["stations"]):
                 station = min(m["stations"], key=self._distance_to)
                 spot = self.plan["station_spots"][station]
-                return APARTMENT_ACTION_ID[approach_action(self.grid, self.body, spot["viewpoint"], spot["points"]), -1]
+                return self._walk(spot["viewpoint"], (ARRIVAL, ARRIVAL + 0.15, ARRIVAL + 0.3), spot["points"])
             m["tried"] = [s for s in m["stations"] if obs["stations"][STATIONS.index(s)]]
         m["before"] = obs
         return APARTMENT_ACTION_ID[verb, target]
 
     def _distance_to(self, station: str) -> float:
-        spot = self.plan["station_spots"][station]
-        return self.grid.distance_field_to_points(spot["viewpoint"]).at((self.body.x, self.body.y))
+        """Straight-line distance to a station's viewpoint (its room is the agent's: no walls between)."""
+        return float(np.hypot(*(self._local(self.plan["station_spots"][station]["viewpoint"]) - self.pose[:2])))
 
     def _retry_make(self, info: dict) -> bool:
         """A make the station in reach cannot do while other stations of the room are untried: go on."""
@@ -173,9 +230,9 @@ class NavigationController:
 
 def household_agent(variant: str, memory, floor_plan: dict, cases: int = 8, seed: int = 0):
     """Optimus-1's agent for a household env's floor plan: the HouseholdAgent itself (symbolic world), or
-    inside a NavigationController (the apartment world, whose floor plan carries the map)."""
+    inside a NavigationController (the apartment world, whose floor plan says where things stand)."""
     agent = HouseholdAgent(variant, memory, floor_plan, cases=cases, seed=seed)
-    return NavigationController(agent, floor_plan) if "grid" in floor_plan else agent
+    return NavigationController(agent, floor_plan) if "room_points" in floor_plan else agent
 
 
 __all__ = ["MAX_FREE_DECISIONS", "NavigationController", "household_agent"]

@@ -65,6 +65,13 @@ def household_agent(cfg: DictConfig) -> dict:
     world_seed = cfg.task.get("world_seed", 0) if isinstance(cfg.task, DictConfig) else 0
     check(worlds is None or not world_seed, "agent.worlds", f"{worlds} with task.world_seed={world_seed}; give the "
           "worlds in one place")
+    if isinstance(cfg.task, DictConfig) and cfg.task.get("world") == "apartment" and set(variants) - {"oracle"}:
+        from embodied.tasks.config import HouseholdConfig
+
+        sensors = cfg.task.get("sensors") or []
+        sensors = list(sensors) if "sensors" in cfg.task else HouseholdConfig().sensors
+        check("depth" in sensors, "task.sensors", f"{sensors}; the agent walks on a map it builds from depth: "
+              "allowed: a list with depth (or agent=oracle)")
     return opts
 
 

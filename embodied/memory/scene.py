@@ -218,6 +218,24 @@ class SceneMemory:
         """Fuse one observation: `depth` [H,W(,1)], `pose` [4], `instance` [H,W], `semantic` [H,W],
         `rgb` [H,W,3] (optional). Returns the ids of the objects detected in it."""
         t0 = time.perf_counter()
+        points, depth, pose = self._fuse_depth(obs, tilt_deg)
+        detected = self._detect(obs, points, depth, pose)
+        self._update_snapshots(detected)
+        self._update_frontiers(pose)
+        self.step += 1
+        self.update_seconds = time.perf_counter() - t0
+        return detected
+
+    def observe_map(self, obs: dict, tilt_deg: float = 0.0) -> None:
+        """Fuse one observation's `depth` and `pose` into the occupancy map only: no objects, snapshots
+        or frontiers (an agent that plans its walks on its own map, as the household's navigation
+        controller does, needs nothing else)."""
+        t0 = time.perf_counter()
+        self._fuse_depth(obs, tilt_deg)
+        self.step += 1
+        self.update_seconds = time.perf_counter() - t0
+
+    def _fuse_depth(self, obs: dict, tilt_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         depth = np.asarray(obs["depth"], np.float32).reshape(self.camera.height, self.camera.width)
         if self.cfg.depth_noise:
             depth = depth * (1.0 + self.cfg.depth_noise * self.rng.standard_normal(depth.shape)).astype(np.float32)
@@ -225,12 +243,7 @@ class SceneMemory:
         self.pose = pose
         points = self._back_project(depth, pose, tilt_deg)  # [H, W, 3]
         self._integrate(points, depth, pose)
-        detected = self._detect(obs, points, depth, pose)
-        self._update_snapshots(detected)
-        self._update_frontiers(pose)
-        self.step += 1
-        self.update_seconds = time.perf_counter() - t0
-        return detected
+        return points, depth, pose
 
     def mark_blocked(self, xy) -> None:
         """The agent bumped into something at xy that depth did not show (e.g. a thin leg)."""

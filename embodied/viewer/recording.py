@@ -535,6 +535,8 @@ class EpisodeRecorder:
         rr = _rr()
         if "household" in memory:  # the hybrid memory agent (Optimus-1): plan, sub-goal, cases, reflection, graph
             self._log_household(memory["household"])
+            if "walk_map" in memory:  # in the apartment: the map its navigation controller built from depth
+                self._log("memory/walk_map", rr.Image, np.asarray(memory["walk_map"]))
             return
         if "scene_map" in memory:  # a structured scene memory (3D-Mem): its map, snapshots, frontiers, choice
             self._log("memory/scene_map", rr.Image, np.asarray(memory["scene_map"]))
@@ -834,7 +836,8 @@ class KeyframePolicy:
 
 class HouseholdPolicy:
     """Optimus-1's agent (embodied.agents.household.HouseholdAgent) on a household task: its action,
-    and per step its plan, current sub-goal, retrieved cases, reflection and the goal's graph."""
+    and per step its plan, current sub-goal, retrieved cases, reflection and the goal's graph; in the
+    apartment also the map its navigation controller walks on (built from depth)."""
 
     name = "optimus"
 
@@ -856,7 +859,10 @@ class HouseholdPolicy:
 
     def act(self, obs, env) -> PolicyOutput:
         action = self.agent.act(obs, self.info)
-        return PolicyOutput(int(action), None, {"household": self.agent.report()})
+        out = {"household": self.agent.report()}
+        if getattr(self.agent, "map", None) is not None:
+            out["walk_map"] = scene_map_image(self.agent.map)
+        return PolicyOutput(int(action), None, out)
 
 
 class SceneMemoryPolicy:

@@ -30,8 +30,9 @@ that walks:
 The rules, feedback, measures and the oracle's plan are the symbolic env's: `ApartmentHouseholdEnv`
 composes a HouseholdEnv (its state machine) and gives it an `ApartmentBody` (what is within reach,
 where a thing put down lies). `oracle_action()` takes the symbolic oracle's next interaction and
-walks there first: `approach_action` (shortest path to the place's viewpoint, then turn to face it),
-which the agent's navigation controller uses too (embodied.agents.household_nav).
+walks there first: `approach_action` (shortest path on the env's navigable grid to the place's
+viewpoint, then turn to face it). The agent's navigation controller (embodied.agents.household_nav)
+walks the same way on a map of its own, built from depth.
 """
 from __future__ import annotations
 
@@ -232,7 +233,7 @@ def stage_household(world_seed: int, agent_radius: float = 0.18, agent_height: f
 def approach_action(grid: NavigableGrid, agent: NavAgent, viewpoint, points: np.ndarray) -> str:
     """The next move towards interacting with a thing covering `points` [k, 2] from `viewpoint`: the
     shortest-path follower's step towards the viewpoint until within ARRIVAL, then a turn towards the
-    thing's nearest point. (The env's oracle and the agent's navigation controller both walk so.)"""
+    thing's nearest point (the env's oracle walks so)."""
     follower = ShortestPathFollower(grid, np.asarray(viewpoint, np.float64), success_distance=ARRIVAL)
     action = follower.next_action(agent)
     if action in ("turn_left", "turn_right"):
@@ -245,10 +246,14 @@ def approach_action(grid: NavigableGrid, agent: NavAgent, viewpoint, points: np.
             return "move_forward"
     if action != "stop":
         return action
-    d = np.asarray(points, np.float64).reshape(-1, 2) - (agent.x, agent.y)
+    return "turn_left" if bearing_to(points, agent.x, agent.y, agent.yaw) > 0 else "turn_right"
+
+
+def bearing_to(points: np.ndarray, x: float, y: float, yaw: float) -> float:
+    """The turn (radians, left positive, in (-pi, pi]) that faces the nearest of `points` [k, 2] from (x, y, yaw)."""
+    d = np.asarray(points, np.float64).reshape(-1, 2) - (x, y)
     near = d[int(np.argmin(np.einsum("ij,ij->i", d, d)))]
-    turn = (math.atan2(near[1], near[0]) - agent.yaw + math.pi) % (2 * math.pi) - math.pi
-    return "turn_left" if turn > 0 else "turn_right"
+    return (math.atan2(near[1], near[0]) - yaw + math.pi) % (2 * math.pi) - math.pi
 
 
 class ApartmentBody(RoomBody):
@@ -363,7 +368,9 @@ class ApartmentHouseholdEnv(TaskEnv):
                      "station_spots": {n: where(s) for n, s in apt.stations.items()},
                      "room_rects": apt.rects, "room_points": apt.room_points, "grid": self.scene.grid,
                      "reach": self.cfg.reach, "hfov": self.cfg.hfov, "forward_step": self.cfg.forward_step,
-                     "turn_angle": self.cfg.turn_angle})
+                     "turn_angle": self.cfg.turn_angle, "width": self.cfg.width, "height": self.cfg.height,
+                     "camera_height": self.cfg.camera_height, "agent_radius": self.cfg.agent_radius,
+                     "agent_height": self.cfg.agent_height, "sensors": list(self.cfg.sensors)})
         return plan
 
     @property
