@@ -86,7 +86,7 @@ class NavigationController:
         self.map.reset()
         self.planner.reset()
         self.bumps = self.map_resets = 0
-        self._see(obs, info)
+        self._see(obs)
 
     def end_episode(self, info: dict) -> dict:
         return self.agent.end_episode(info)
@@ -119,7 +119,7 @@ class NavigationController:
             yaw = self.pose[3]
             self.map.mark_blocked(self.pose[:2] + 0.3 * np.array([math.cos(yaw), math.sin(yaw)]))
             self.planner.invalidate()
-        self._see(obs, info)
+        self._see(obs)
         if verb not in MOVES:
             if self.teaching or self.macro is None:
                 self.agent.last_action = ACTION_ID[verb, target]
@@ -133,7 +133,7 @@ class NavigationController:
         self.prev_obs = obs
 
     # --- macros ----------------------------------------------------------------------------------------
-    def _see(self, obs: dict, info: dict) -> None:
+    def _see(self, obs: dict) -> None:
         """Every camera frame: into the map (the camera stays level: neither the controller nor the
         oracle looks up or down) and the agent's key-frame buffer."""
         self.pose = np.asarray(obs["pose"], np.float64).reshape(4)
