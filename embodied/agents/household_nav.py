@@ -51,8 +51,7 @@ class NavigationController:
     def __init__(self, agent: HouseholdAgent, floor_plan: dict):
         self.agent = agent
         self.plan = p = floor_plan
-        missing = {"depth"} - set(p["sensors"])
-        if missing:
+        if "depth" not in p["sensors"]:
             raise ValueError(f"the navigation controller maps from depth; task.sensors={p['sensors']} lacks it")
         camera = Camera(width=p["width"], height=p["height"], hfov_deg=p["hfov"], mount_height=p["camera_height"])
         self.map = SceneMemory(camera, SceneMemoryConfig(keep_images=False, agent_height=p["agent_height"]))

@@ -68,8 +68,7 @@ def household_agent(cfg: DictConfig) -> dict:
     if isinstance(cfg.task, DictConfig) and cfg.task.get("world") == "apartment" and set(variants) - {"oracle"}:
         from embodied.tasks.config import HouseholdConfig
 
-        sensors = cfg.task.get("sensors") or []
-        sensors = list(sensors) if "sensors" in cfg.task else HouseholdConfig().sensors
+        sensors = list(cfg.task.sensors or []) if "sensors" in cfg.task else HouseholdConfig().sensors
         check("depth" in sensors, "task.sensors", f"{sensors}; the agent walks on a map it builds from depth: "
               "allowed: a list with depth (or agent=oracle)")
     return opts
