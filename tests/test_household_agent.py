@@ -189,3 +189,31 @@ def test_recording_reads_an_evaluations_memory_and_refuses_to_replace_one(tmp_pa
                   "quiet=true", *args])
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith(f"embodied record: error: {message}"), err
+
+
+def test_fetch_cases_keep_the_outcomes_proportions(tmp_path):
+    """A home where the thing was found 9 times in 10 stays the first choice however many failures
+    (moved by a perturbation) the pool holds: k nearest cases of either outcome vote, not k of each
+    (with k of each, 8 failures cancelled 8 successes and the agent searched elsewhere)."""
+    env = make_env({"name": "household/tier1"})
+    plan = env.floor_plan()
+    names, rooms = [n for n, _ in plan["containers"]], [r for _, r in plan["containers"]]
+    memory = HybridMemory(tmp_path / "m.sqlite", "0", graph=True, pool=True)
+    obs, info = env.reset(seed=0)
+    home = next(c for c in range(len(names)) if rooms[c] != int(obs["room"][0]))
+    probe = HouseholdAgent("full", memory, plan)
+    probe.reset(obs, info)
+    item = "flour"
+    for i in range(100):  # in the order they happened: every tenth time it had been moved
+        outcome = "failure" if i % 10 == 9 else "success"
+        record = {"container": names[home]} | ({"reason": "absent"} if outcome == "failure" else {})
+        memory.pool.add(outcome, "fetch", f"fetch {item}", probe._fields("fetch", item), record)
+    choices = {}
+    for variant in ("full", "success_only", "failure_only"):
+        agent = HouseholdAgent(variant, memory, plan)
+        agent.reset(obs, info)
+        choices[variant] = agent._choose_container(item, int(obs["room"][0]))
+        assert len(agent.retrieved) <= agent.k
+    assert choices["full"] == choices["success_only"] == home
+    assert choices["failure_only"] != home
+    memory.close()

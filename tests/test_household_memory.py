@@ -96,6 +96,10 @@ def test_retrieval_returns_the_planted_nearest_case_and_keeps_outcomes_apart(tmp
     assert other.retrieve(planted, "success", k=1)[0][1]["container"] == "PLANTED"
     pool.add("success", "fetch", "fetch egg", {"item": "egg"}, {"container": "late"})
     assert other.refresh() == 1 and other.retrieve({"item": "egg"}, "success", 1)[0][1]["container"] == "late"
+    # Among equally similar cases, the newest first.
+    for i in range(20):
+        pool.add("success", "fetch", "fetch egg", {"item": "egg"}, {"container": f"egg{i}"})
+    assert [r["container"] for _, r in pool.retrieve({"item": "egg"}, "success", 3)] == ["egg19", "egg18", "egg17"]
 
 
 def test_key_frames_keep_the_different_views_of_an_attempt_and_are_stored_with_their_case(tmp_path):

@@ -84,8 +84,8 @@ class ExperiencePool:
         return sum(len(r) for r in self._rows.values())
 
     def retrieve(self, fields: dict, outcome: str, k: int = 8, kind: str | None = None) -> list[tuple[float, dict]]:
-        """The k most similar cases of `outcome` (of `kind` if given): (cosine, record), best first;
-        `record["id"]` names the case (`frames`)."""
+        """The k most similar cases of `outcome` (of `kind` if given): (cosine, record), best first and
+        among equals newest first; `record["id"]` names the case (`frames`)."""
         start = time.perf_counter()
         matrix = self._matrix[outcome]
         found = []
@@ -95,8 +95,10 @@ class ExperiencePool:
             if kind is not None:
                 scores = np.where(self._kinds[outcome] == self._codes.get(kind, -1), scores, -np.inf)
             k = min(k, len(scores))
-            top = np.argpartition(-scores, k - 1)[:k]
-            top = top[np.argsort(-scores[top], kind="stable")]
+            # Among equally similar cases the newest first (rows are in id order): the pool's latest view
+            # of a situation it has met many times, not its oldest.
+            tied = np.flatnonzero(scores >= -np.partition(-scores, k - 1)[k - 1])
+            top = tied[np.lexsort((-tied, -scores[tied]))][:k]
             found = [(float(scores[i]), rows[i][3]) for i in top if np.isfinite(scores[i])]
         self.read_seconds += time.perf_counter() - start
         return found
