@@ -193,8 +193,8 @@ def test_recording_reads_an_evaluations_memory_and_refuses_to_replace_one(tmp_pa
 
 def test_fetch_cases_keep_the_outcomes_proportions(tmp_path):
     """A home where the thing was found 9 times in 10 stays the first choice however many failures
-    (moved by a perturbation) the pool holds: k nearest cases of either outcome vote, not k of each
-    (with k of each, 8 failures cancelled 8 successes and the agent searched elsewhere)."""
+    (moved by a perturbation) the pool holds: the k nearest cases of either outcome vote (with k of
+    each, 8 failures would cancel 8 successes and the agent would search elsewhere)."""
     env = make_env({"name": "household/tier1"})
     plan = env.floor_plan()
     names, rooms = [n for n, _ in plan["containers"]], [r for _, r in plan["containers"]]

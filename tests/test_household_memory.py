@@ -100,6 +100,11 @@ def test_retrieval_returns_the_planted_nearest_case_and_keeps_outcomes_apart(tmp
     for i in range(20):
         pool.add("success", "fetch", "fetch egg", {"item": "egg"}, {"container": f"egg{i}"})
     assert [r["container"] for _, r in pool.retrieve({"item": "egg"}, "success", 3)] == ["egg19", "egg18", "egg17"]
+    # Both outcomes together: the k nearest of either, in the same order.
+    pool.add("failure", "fetch", "fetch egg", {"item": "egg"}, {"container": "gone"})
+    both = pool.nearest({"item": "egg"}, ("success", "failure"), 3)
+    assert [(o, r["container"]) for _, o, r in both] == [("failure", "gone"), ("success", "egg19"), ("success", "egg18")]
+    assert pool.nearest({"item": "egg"}, ("success", "failure"), 3, kind="make") == []
 
 
 def test_key_frames_keep_the_different_views_of_an_attempt_and_are_stored_with_their_case(tmp_path):

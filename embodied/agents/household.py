@@ -141,10 +141,7 @@ class HouseholdAgent:
         if not self.use_pool or self.cases == "none":
             return []
         outcomes = ("success", "failure") if self.cases == "both" else (self.cases,)
-        found = [(s, o, r) for o in outcomes for s, r in self._pool().retrieve(fields, o, self.k, kind=kind)]
-        # Both kinds: the k nearest of either, newest first among equals, so the votes keep the outcomes'
-        # proportions (k of each would weigh a home found 9 times in 10 as much against as for).
-        found = sorted(found, key=lambda c: (-c[0], -c[2]["id"]))[:self.k]
+        found = self._pool().nearest(fields, outcomes, self.k, kind=kind)
         self.retrieved += [(kind, s, o, r) for s, o, r in found]
         return found
 

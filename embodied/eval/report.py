@@ -333,6 +333,7 @@ def _plot_evolution(name: str, curves: dict, out_dir: Path) -> str:
     plt = _pyplot()
 
     tiers = sorted({t for _, t in curves})
+    epochs = range(1, 1 + max(len(ys) for ys in curves.values()))
     # At least the title's width: a file of one tier has one panel.
     fig, axes = plt.subplots(1, len(tiers), figsize=(max(2.6 * len(tiers), 7.5), 2.8), squeeze=False, sharey=True)
     for ax, tier in zip(axes[0], tiers):
@@ -340,7 +341,7 @@ def _plot_evolution(name: str, curves: dict, out_dir: Path) -> str:
             if t == tier:
                 ax.plot(range(1, len(ys) + 1), ys, marker="o", markersize=3, label=variant)
         ax.set_title(f"tier {tier}", fontsize=9)
-        ax.set_xticks(range(1, 1 + max(len(ys) for ys in curves.values())))
+        ax.set_xticks(epochs)
         ax.set_xlabel("epoch")
         ax.set_ylim(-0.05, 1.05)
         ax.grid(alpha=0.3)

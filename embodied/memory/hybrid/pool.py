@@ -96,9 +96,18 @@ class ExperiencePool:
                 scores = np.where(self._kinds[outcome] == self._codes.get(kind, -1), scores, -np.inf)
             k = min(k, len(scores))
             # Among equally similar cases the newest first (rows are in id order): the pool's latest view
-            # of a situation it has met many times, not its oldest.
-            tied = np.flatnonzero(scores >= -np.partition(-scores, k - 1)[k - 1])
+            # of a situation it has met many times, not its oldest. Other kinds (-inf) are never sorted.
+            kth = -np.partition(-scores, k - 1)[k - 1]
+            tied = np.flatnonzero((scores >= kth) & np.isfinite(scores))
             top = tied[np.lexsort((-tied, -scores[tied]))][:k]
-            found = [(float(scores[i]), rows[i][3]) for i in top if np.isfinite(scores[i])]
+            found = [(float(scores[i]), rows[i][3]) for i in top]
         self.read_seconds += time.perf_counter() - start
         return found
+
+    def nearest(self, fields: dict, outcomes: tuple[str, ...], k: int = 8,
+                kind: str | None = None) -> list[tuple[float, str, dict]]:
+        """The k most similar cases of `outcomes` together: (cosine, outcome, record), ordered as
+        `retrieve`. Votes over them keep the outcomes' proportions (k of each would weigh a home found
+        9 times in 10 as much against as for)."""
+        found = [(s, o, r) for o in outcomes for s, r in self.retrieve(fields, o, k, kind)]
+        return sorted(found, key=lambda c: (-c[0], -c[2]["id"]))[:k]
